@@ -1,0 +1,25 @@
+"""MiniMind language models: config, model and upstream weight helpers (no UI imports)."""
+
+from .config import MiniMindConfig
+from .model import MiniMindForCausalLM
+from .upstream import (
+    WeightsMismatchError,
+    export_upstream_state_dict,
+    infer_config,
+    load_into,
+    load_model,
+    load_pretrained_weights,
+    load_weights_file,
+)
+
+__all__ = [
+    "MiniMindConfig",
+    "MiniMindForCausalLM",
+    "WeightsMismatchError",
+    "export_upstream_state_dict",
+    "infer_config",
+    "load_into",
+    "load_model",
+    "load_pretrained_weights",
+    "load_weights_file",
+]

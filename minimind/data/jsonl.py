@@ -1,0 +1,174 @@
+"""Reading `{"text": ...}` JSONL files that may be far larger than memory.
+
+Users point the trainer at 1-10 GB files, so nothing here keeps the texts: `JsonlReader`
+streams the good lines once (validating each), and `JsonlIndex` remembers only the byte
+offset of every good line (8 bytes per line) so a Dataset can fetch line i with one seek.
+Every problem is reported as a `DataError` that names the file and the 1-based line number.
+"""
+
+import json
+import os
+from array import array
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+ProgressFn = Callable[[int, int], None]  # (done_bytes, total_bytes)
+
+PROGRESS_EVERY = 8 << 20  # bytes between progress callbacks: often enough for a UI bar, cheap
+MAX_FIRST_BAD = 5  # how many bad lines skip_bad_lines remembers for its report
+
+
+class DataError(ValueError):
+    """A problem with a data file, printed like a compiler error: `path:line: message`."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str):
+        self.path = Path(path)
+        self.line = line
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else f"{self.path}"
+        return f"{where}: {self.message}"
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def parse_line(raw: bytes) -> str:
+    """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
+    try:
+        obj = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ValueError("line is not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"line is not valid JSON ({e.msg})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f'expected a JSON object with a "text" field, got {_type_name(obj)}')
+    if "text" not in obj:
+        raise ValueError('missing "text" field')
+    text = obj["text"]
+    if not isinstance(text, str):
+        raise ValueError(f'"text" must be a string, got {_type_name(text)}')
+    return text
+
+
+def check_file(path: Path) -> int:
+    """Raise DataError unless `path` is a readable non-empty file; return its size."""
+    if not path.exists():
+        raise DataError(path, None, "no such file")
+    if not path.is_file():
+        raise DataError(path, None, "not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(path, None, "file is empty")
+    return size
+
+
+class JsonlReader:
+    """One streaming pass over the good lines of a JSONL file, yielding `(offset, text)`.
+
+    Blank lines are skipped silently. A bad line raises DataError, or with `skip_bad_lines`
+    is counted in `bad_lines` (the first few kept in `first_bad` as `(line_no, reason)`).
+    A file without a single good line is always an error: training on nothing is a mistake.
+    """
+
+    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None):
+        self.path = Path(path).expanduser()
+        self.skip_bad_lines = skip_bad_lines
+        self.progress = progress
+        self.bad_lines = 0
+        self.first_bad: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        total = check_file(self.path)
+        self.bad_lines, self.first_bad = 0, []
+        good, offset, next_report = 0, 0, PROGRESS_EVERY
+        with open(self.path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                start, offset = offset, offset + len(raw)
+                if self.progress is not None and offset >= next_report:
+                    self.progress(offset, total)
+                    next_report = offset + PROGRESS_EVERY
+                if raw.isspace():
+                    continue
+                try:
+                    text = parse_line(raw)
+                except ValueError as e:
+                    if not self.skip_bad_lines:
+                        raise DataError(self.path, line_no, str(e)) from None
+                    self.bad_lines += 1
+                    if len(self.first_bad) < MAX_FIRST_BAD:
+                        self.first_bad.append((line_no, str(e)))
+                    continue
+                good += 1
+                yield start, text
+        if self.progress is not None:
+            self.progress(offset, total)
+        if good == 0:
+            if self.bad_lines:
+                line_no, reason = self.first_bad[0]
+                raise DataError(self.path, None, f"no valid lines ({self.bad_lines} bad; first at line {line_no}: {reason})")
+            raise DataError(self.path, None, "file has no lines with text")
+
+
+class JsonlIndex:
+    """Random access to the texts of a JSONL file by line number among its good lines.
+
+    Construction reads the file once and keeps only byte offsets (numpy int64). The file is
+    reopened lazily in each process, so the index can be pickled into DataLoader workers.
+    """
+
+    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None):
+        reader = JsonlReader(path, skip_bad_lines, progress)
+        offsets = array("q")  # compact while growing; a Python list would cost ~4x the memory
+        for offset, _ in reader:
+            offsets.append(offset)
+        self.path = reader.path
+        self.offsets = np.frombuffer(offsets, dtype=np.int64)
+        self.bad_lines = reader.bad_lines
+        self.first_bad = reader.first_bad
+        self._file = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getstate__(self) -> dict:
+        # An open file object must not travel to worker processes; each opens its own.
+        return {**self.__dict__, "_file": None, "_pid": None}
+
+    def _handle(self):
+        if self._file is None or self._pid != os.getpid():
+            self._file = open(self.path, "rb")
+            self._pid = os.getpid()
+        return self._file
+
+    def _parse(self, raw: bytes) -> str:
+        try:
+            return parse_line(raw)
+        except ValueError:
+            raise DataError(self.path, None, "file changed since it was indexed; restart to re-read it") from None
+
+    def text(self, i: int) -> str:
+        n = len(self.offsets)
+        if not -n <= i < n:
+            raise IndexError(f"line {i} out of range for {n} lines")
+        f = self._handle()
+        f.seek(int(self.offsets[i]))
+        return self._parse(f.readline())
+
+    def iter_texts(self) -> Iterator[str]:
+        """All good texts in file order, read sequentially (faster than text(i) in a loop)."""
+        with open(self.path, "rb") as f:
+            offset, k, n = 0, 0, len(self.offsets)
+            want = int(self.offsets[0]) if n else -1
+            for raw in f:
+                if offset == want:
+                    yield self._parse(raw)
+                    k += 1
+                    want = int(self.offsets[k]) if k < n else -1
+                offset += len(raw)

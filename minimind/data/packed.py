@@ -1,0 +1,143 @@
+"""Packed pretraining: every document tokenized once into a flat token file, cut into
+fixed windows of max_seq_len with no padding, so no compute is spent on pad positions.
+
+The token stream is the concatenation of `wrap_document(tokens)` over the documents, i.e.
+the same bos + text + eos unit that PretrainDataset uses (minus padding and truncation).
+It is cached on disk as raw little-endian uint16 (vocab <= 65535), named by a hash of the
+data file's bytes and of the tokenizer, so a rerun or a resumed run skips tokenization.
+The stream does not depend on max_seq_len, so the cache is shared across sequence lengths.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .corpus import file_digest, resolve_data_path
+from .jsonl import DataError, JsonlReader, ProgressFn, check_file
+from .pretrain import special_ids, wrap_document
+
+CACHE_FORMAT = "v1"  # bump when the stream layout changes, so old caches are not reused
+BATCH_LINES = 2000  # texts per tokenizer call: large enough for the Rust batch path, small in RAM
+MAX_VOCAB = 65535  # ids are stored as uint16; half the disk and page cache of int32
+
+
+def tokenizer_digest(tokenizer) -> str:
+    """A hash that changes whenever the tokenizer would produce different ids."""
+    h = hashlib.blake2b(digest_size=8)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        # transformers rewrites these per call (e.g. truncation=True in PretrainDataset);
+        # they do not change the ids of a plain encode, so they must not change the key.
+        spec.pop("truncation", None)
+        spec.pop("padding", None)
+        h.update(json.dumps(spec, sort_keys=True).encode())
+    else:  # a slow tokenizer: its vocab is the best fingerprint available
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(special_ids(tokenizer)).encode())
+    return h.hexdigest()
+
+
+def _write_tokens(reader: JsonlReader, tokenizer, out) -> None:
+    bos, eos, _ = special_ids(tokenizer)
+    batch: list[str] = []
+
+    def flush():
+        encoded = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        stream = [t for ids in encoded for t in wrap_document(ids, bos, eos)]
+        out.write(np.asarray(stream, dtype="<u2").tobytes())
+        batch.clear()
+
+    for _, text in reader:
+        batch.append(text)
+        if len(batch) == BATCH_LINES:
+            flush()
+    if batch:
+        flush()
+
+
+def build_token_cache(
+    data_path: str | Path,
+    tokenizer,
+    max_seq_len: int,
+    cache_dir: str | Path,
+    skip_bad_lines: bool = False,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """Tokenize a JSONL file into a cached flat uint16 token file and return its path.
+
+    A second call with the same data bytes and tokenizer returns the cached file at once
+    (after hashing the data). `progress(done_bytes, total_bytes)` follows the tokenizing pass.
+    Raises DataError for bad data, or when the data holds fewer than max_seq_len tokens.
+    """
+    vocab = len(tokenizer)
+    if vocab > MAX_VOCAB:
+        raise ValueError(f"packed token cache stores uint16 ids; tokenizer has {vocab} tokens (max {MAX_VOCAB})")
+    path = resolve_data_path(data_path)
+    check_file(path)
+    cache = Path(cache_dir).expanduser()
+    out = cache / f"{path.stem}-{file_digest(path)}-{tokenizer_digest(tokenizer)}-{CACHE_FORMAT}.u16"
+    if not out.exists():
+        reader = JsonlReader(path, skip_bad_lines=skip_bad_lines, progress=progress)
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.stem}-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                _write_tokens(reader, tokenizer, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, out)  # readers only ever see a complete file under this name
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    n_tokens = out.stat().st_size // 2
+    if n_tokens < max_seq_len:
+        raise DataError(path, None, f"only {n_tokens} tokens, fewer than max_seq_len={max_seq_len}: not one full sample")
+    return out
+
+
+class PackedDataset(Dataset):
+    """Sample i is tokens[i*T:(i+1)*T] of a token file; labels == input_ids (nothing masked).
+
+    Every token appears in exactly one sample per epoch; the last n_tokens % T are dropped.
+    """
+
+    def __init__(self, token_file: str | Path, max_seq_len: int):
+        self.path = Path(token_file).expanduser()
+        if not self.path.is_file():
+            raise DataError(self.path, None, "no such token file")
+        self.max_seq_len = max_seq_len
+        self.n_tokens = self.path.stat().st_size // 2
+        if self.n_tokens < max_seq_len:
+            raise DataError(self.path, None, f"only {self.n_tokens} tokens, fewer than max_seq_len={max_seq_len}")
+        self._tokens = None
+        self._pid = None
+
+    def __len__(self) -> int:
+        return self.n_tokens // self.max_seq_len
+
+    def __getstate__(self) -> dict:
+        # A memmap pickles as a full copy of the data; workers map the file themselves.
+        return {**self.__dict__, "_tokens": None, "_pid": None}
+
+    def _memmap(self) -> np.memmap:
+        if self._tokens is None or self._pid != os.getpid():
+            self._tokens = np.memmap(self.path, dtype="<u2", mode="r", shape=(self.n_tokens,))
+            self._pid = os.getpid()
+        return self._tokens
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range for {n} samples")
+        i %= n
+        T = self.max_seq_len
+        window = self._memmap()[i * T : (i + 1) * T]
+        input_ids = torch.from_numpy(window.astype(np.int64))
+        return input_ids, input_ids.clone()

@@ -1,0 +1,69 @@
+"""Padded pretraining samples, one document per sample, as in upstream MiniMind-3.
+
+Sample layout for max_seq_len T:   bos, text tokens..., eos, pad, pad, ...   (exactly T ids)
+labels equal input_ids except -100 at padding positions; the model shifts internally, so
+bos is never a target and eos always is. A text longer than T-2 tokens keeps its head and
+still ends with eos (the model learns that documents end, even when cut).
+
+Unlike upstream, bos/eos are not doubled when a text already carries them: MiniMind's
+`pretrain_hq.jsonl` lines start with `<|im_start|>` and end with `<|im_end|>`. The check is
+on token ids, so it works for any tokenizer whose bos/eos are single special tokens.
+"""
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from .corpus import resolve_data_path
+from .jsonl import JsonlIndex
+
+IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips these targets
+
+
+def special_ids(tokenizer) -> tuple[int, int, int]:
+    """(bos, eos, pad) ids; a tokenizer without pad pads with eos (padding is masked anyway)."""
+    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    if bos is None or eos is None:
+        raise ValueError("the tokenizer defines no bos/eos token; pretraining needs both")
+    return bos, eos, eos if pad is None else pad
+
+
+def wrap_document(ids: list[int], bos: int, eos: int) -> list[int]:
+    """bos + ids + eos, without doubling a bos/eos the text already starts/ends with."""
+    start = 1 if ids[:1] == [bos] else 0
+    end = len(ids) - 1 if len(ids) > start and ids[-1] == eos else len(ids)
+    return [bos, *ids[start:end], eos]
+
+
+class PretrainDataset(Dataset):
+    """`(input_ids, labels)` LongTensors of length max_seq_len, one per JSONL line."""
+
+    def __init__(self, index_or_path: JsonlIndex | str | Path, tokenizer, max_seq_len: int, skip_bad_lines: bool = False):
+        if max_seq_len < 2:
+            raise ValueError(f"max_seq_len must be at least 2 (room for bos and eos), got {max_seq_len}")
+        if isinstance(index_or_path, JsonlIndex):
+            self.index = index_or_path
+        else:
+            self.index = JsonlIndex(resolve_data_path(index_or_path), skip_bad_lines=skip_bad_lines)
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.bos, self.eos, self.pad = special_ids(tokenizer)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        T = self.max_seq_len
+        # Truncating at T tokens is enough: at most one leading bos is dropped, and a cut
+        # text's last token is replaced by eos anyway. It also bounds the work on huge lines.
+        ids = self.tokenizer(self.index.text(i), add_special_tokens=False, truncation=True, max_length=T)["input_ids"]
+        doc = wrap_document(ids, self.bos, self.eos)
+        if len(doc) > T:
+            doc = doc[: T - 1] + [self.eos]
+        n = len(doc)
+        input_ids = torch.full((T,), self.pad, dtype=torch.long)
+        input_ids[:n] = torch.tensor(doc, dtype=torch.long)
+        labels = input_ids.clone()
+        labels[n:] = IGNORE_INDEX  # by position, so a literal pad token inside the text still counts
+        return input_ids, labels

@@ -1,0 +1,86 @@
+"""torchrun / DDP setup and the few collective helpers the engine needs.
+
+Launched by `torchrun`, every process sees RANK/LOCAL_RANK/WORLD_SIZE; we join the process group
+(NCCL on CUDA, gloo on CPU) and pick this rank's device. Without those variables everything here
+degrades to a single process and the collectives become no-ops.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
+    if setting == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda":
+        return torch.device(f"cuda:{local_rank}")
+    return torch.device(setting)
+
+
+def setup(device_setting: str) -> DistInfo:
+    if not launched_by_torchrun():
+        return DistInfo(0, 0, 1, resolve_device(device_setting))
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    # Under torchrun each local rank owns one GPU, whatever index the settings named.
+    device = resolve_device("cuda" if device_setting.startswith("cuda") else device_setting,
+                            local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                rank=rank, world_size=world)
+    return DistInfo(rank, local_rank, world, device)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flag: bool, info: DistInfo) -> bool:
+    """True if `flag` is set on any rank, so every rank takes the same branch (stop, NaN)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([int(flag)], device=info.device if info.device.type == "cuda" else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()

@@ -1,0 +1,121 @@
+"""Typed, serialisable training events: the only contract between the engine and any viewer.
+
+They replace wandb: the engine emits them, sinks deliver them (dashboard queue, console,
+`<out_dir>/metrics.jsonl`), and `event_from_dict` rebuilds them from a JSONL line, so a viewer of
+a live metrics file sees exactly what the dashboard sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dataclasses.asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    settings: dict[str, Any]
+    parameters: int
+    active_parameters: int
+    device: str
+    device_name: str
+    world_size: int
+    tokens_per_step: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    flops_per_token: float
+    peak_flops: float | None
+    out_dir: str
+
+
+@dataclass
+class StepMetrics(Event):
+    kind: ClassVar[str] = "step"
+    step: int
+    total_steps: int
+    epoch: int  # 1-based
+    epochs: int
+    epoch_step: int  # 1-based, within the epoch
+    steps_per_epoch: int
+    loss: float
+    logits_loss: float
+    aux_loss: float
+    lr: float
+    grad_norm: float
+    tokens_per_sec: float
+    tokens_seen: int
+    elapsed: float
+    eta_seconds: float
+    step_time: float
+    mfu: float | None = None
+    mem_allocated: int | None = None
+    mem_reserved: int | None = None
+    mem_peak: int | None = None
+    mem_total: int | None = None
+    rss: int | None = None
+
+
+@dataclass
+class EvalResult(Event):
+    kind: ClassVar[str] = "eval"
+    step: int
+    val_loss: float
+    tokens: int
+
+
+@dataclass
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint"
+    step: int
+    weights_path: str
+    resume_path: str
+
+
+@dataclass
+class LogMessage(Event):
+    kind: ClassVar[str] = "log"
+    level: Literal["info", "warning", "error"]
+    text: str
+
+
+@dataclass
+class RunFinished(Event):
+    kind: ClassVar[str] = "finished"
+    status: Literal["completed", "stopped", "failed"]
+    step: int
+    reason: str = ""
+    cause: Literal["", "input", "runtime", "signal"] = ""
+    hint: str = ""
+    details_path: str = ""
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogMessage,
+                              RunFinished)
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    data = dict(data)
+    cls = EVENT_TYPES[data.pop("kind")]
+    return cls(**data)
+
+
+def event_from_json(line: str) -> Event:
+    return event_from_dict(json.loads(line))

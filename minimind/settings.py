@@ -1,0 +1,323 @@
+"""Run settings: the one validated description of a pretraining run.
+
+`ModelSettings` holds the user-facing `MiniMindConfig` fields, `TrainSettings` the seed's
+`Arguments` (plus what a serious run needs), and `RunSettings` composes both. The same models
+drive the preset files, the CLI flags, the dashboard form and `<out_dir>/config.toml`, so a new
+field added here appears everywhere.
+
+Relative paths are kept as written and resolved against the current working directory when the
+run starts, like upstream's `../dataset/...` habits.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output")
+
+
+def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
+    return Field(default, description=help, json_schema_extra={"group": group}, **constraints)
+
+
+class ModelSettings(BaseModel):
+    """MiniMindConfig fields a user sets; `None` means "the family's default"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["minimind2", "minimind3"] = _field(
+        "minimind2", "Model", "upstream architecture family that supplies the defaults left empty")
+    hidden_size: int = _field(512, "Model", "width of the residual stream", ge=16, le=16384)
+    num_hidden_layers: int = _field(8, "Model", "number of decoder blocks", ge=1, le=256)
+    num_attention_heads: int = _field(8, "Model", "query heads", ge=1, le=256)
+    num_key_value_heads: int | None = _field(
+        None, "Model", "key/value heads for GQA (empty: 2 for minimind2, 4 for minimind3)", ge=1)
+    intermediate_size: int | None = _field(
+        None, "Model", "SwiGLU width (empty: the family's rule)", ge=1)
+    vocab_size: int = _field(6400, "Model", "vocabulary size; must cover the tokenizer", ge=3)
+    max_position_embeddings: int = _field(32768, "Model", "length of the RoPE tables", ge=8)
+    rope_theta: float = _field(1e6, "Model", "RoPE base frequency", gt=0)
+    rms_norm_eps: float | None = _field(
+        None, "Model", "RMSNorm epsilon (empty: 1e-5 minimind2, 1e-6 minimind3)", gt=0, lt=1)
+    qk_norm: bool | None = _field(
+        None, "Model", "per-head RMSNorm on q and k (empty: on for minimind3)")
+    dropout: float = _field(0.0, "Model", "dropout probability", ge=0, lt=1)
+    tie_word_embeddings: bool = _field(True, "Model", "share embedding and lm_head weights")
+    flash_attn: bool = _field(True, "Model", "use PyTorch's fused scaled-dot-product attention")
+    use_moe: bool = _field(False, "MoE", "replace each feed-forward with a mixture of experts")
+    n_routed_experts: int = _field(4, "MoE", "routed experts per layer", ge=1, le=256)
+    num_experts_per_tok: int | None = _field(
+        None, "MoE", "experts each token is routed to (empty: 2 minimind2, 1 minimind3)", ge=1)
+    n_shared_experts: int | None = _field(
+        None, "MoE", "always-on experts (empty: 1 minimind2, 0 minimind3)", ge=0)
+    moe_intermediate_size: int | None = _field(
+        None, "MoE", "expert width (empty: intermediate_size)", ge=1)
+    aux_loss_alpha: float | None = _field(
+        None, "MoE", "load-balance loss weight (empty: 0.1 minimind2, 5e-4 minimind3)", ge=0)
+    seq_aux: bool | None = _field(
+        None, "MoE", "sequence-level balance loss (empty: on for minimind2)")
+    norm_topk_prob: bool = _field(True, "MoE", "renormalise the top-k routing weights")
+
+    def to_config_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `MiniMindConfig`; `None` lets the family decide."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+_MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+               "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
+
+
+class TrainSettings(BaseModel):
+    """The seed's `Arguments`, spelled as upstream's `train_pretrain.py` flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_path: str = _field(
+        "builtin:shakespeare", "Data", "JSONL of {\"text\": ...} lines, or builtin:shakespeare")
+    val_data_path: str = _field(
+        "", "Data", "held-out JSONL for validation loss (empty: none)")
+    tokenizer_path: str = _field(
+        "", "Data", "Hugging Face tokenizer folder (empty: the bundled one)")
+    max_seq_len: int = _field(512, "Data", "tokens per sample", ge=8, le=1 << 20)
+    packing: bool = _field(
+        False, "Data", "pack documents into full windows from a cached uint16 token file")
+    skip_bad_lines: bool = _field(
+        False, "Data", "count and skip malformed JSONL lines instead of stopping")
+    num_workers: int = _field(1, "Data", "data loader worker processes", ge=0, le=64)
+
+    epochs: int = _field(1, "Optimisation", "passes over the data", ge=1)
+    max_steps: int = _field(0, "Optimisation", "stop after this many optimizer steps (0: no limit)", ge=0)
+    batch_size: int = _field(32, "Optimisation", "samples per micro-batch", ge=1)
+    accumulation_steps: int = _field(8, "Optimisation", "micro-batches per optimizer step", ge=1)
+    learning_rate: float = _field(5e-4, "Optimisation", "peak learning rate", gt=0, le=1)
+    lr_schedule: Literal["cosine", "minimind2"] = _field(
+        "cosine", "Optimisation",
+        "cosine: lr*(0.1+0.45*(1+cos)); minimind2: the seed's lr/10+0.5*lr*(1+cos)")
+    warmup_iters: int = _field(0, "Optimisation", "linear warmup steps", ge=0)
+    weight_decay: float = _field(0.01, "Optimisation", "AdamW weight decay", ge=0, le=1)
+    grad_clip: float = _field(1.0, "Optimisation", "clip the gradient norm to this (0: off)", ge=0)
+
+    device: str = _field(
+        "auto", "Runtime", "auto, cpu, cuda or cuda:N", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    dtype: Literal["bfloat16", "float16", "float32"] = _field(
+        "bfloat16", "Runtime", "autocast precision (float16 adds a GradScaler)")
+    use_compile: bool = _field(False, "Runtime", "torch.compile the model")
+    grad_checkpointing: bool = _field(
+        False, "Runtime", "recompute activations in backward to save memory")
+    seed: int = _field(42, "Runtime", "seed for init, shuffling and dropout", ge=0)
+
+    out_dir: str = _field("out", "Output", "folder for weights, resume state and metrics")
+    save_weight: str = _field(
+        "pretrain", "Output", "weights file prefix: <out_dir>/<save_weight>_<hidden>[_moe].pth",
+        pattern=r"^[A-Za-z0-9_.-]+$")
+    log_interval: int = _field(100, "Output", "optimizer steps between log lines", ge=1)
+    save_interval: int = _field(
+        100, "Output", "optimizer steps between checkpoints (0: only at the end)", ge=0)
+    eval_interval: int = _field(
+        0, "Output", "optimizer steps between validation passes (0: only at the end)", ge=0)
+    eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
+    from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
+    from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the settings: `loc` is "train.batch_size" style, or "" for the whole."""
+
+    loc: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.loc}: {self.message}" if self.loc else self.message
+
+
+class SettingsError(ValueError):
+    """Invalid settings; carries every problem so a UI can show each beside its field."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class RunSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> RunSettings:
+        problems = cross_field_problems(self)
+        if problems:
+            raise ValueError("; ".join(str(p) for p in problems))
+        return self
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def parse(cls, data: dict[str, Any]) -> RunSettings:
+        """Validate nested `{"model": {...}, "train": {...}}` data or raise SettingsError."""
+        problems = settings_problems(data)
+        if problems:
+            raise SettingsError(problems)
+        return cls.model_validate(data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+                  ) -> RunSettings:
+        return cls.parse(merge(read_toml(path), overrides or {}))
+
+    def to_toml_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain data for a preset file; TOML has no null, so "family default" fields are left out."""
+        return {section: {k: v for k, v in values.items() if v is not None}
+                for section, values in self.model_dump(mode="json").items()}
+
+    def save_toml(self, path: str | Path) -> Path:
+        from minimind.checkpoint import atomic_write_bytes
+
+        text = tomli_w.dumps(self.to_toml_dict())
+        return atomic_write_bytes(Path(path), text.encode())
+
+    # -- derived values -------------------------------------------------------------------
+    def tokens_per_step(self, world_size: int = 1) -> int:
+        t = self.train
+        return t.batch_size * t.max_seq_len * t.accumulation_steps * world_size
+
+    def weights_name(self) -> str:
+        suffix = "_moe" if self.model.use_moe else ""
+        return f"{self.train.save_weight}_{self.model.hidden_size}{suffix}.pth"
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise SettingsError([Problem("", f"{path}: not valid TOML ({e})")]) from None
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise SettingsError([Problem(k, f"unknown table in {path.name}; "
+                                        "expected [model] and [train]") for k in unknown])
+    return data
+
+
+def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
+          ) -> dict[str, dict[str, Any]]:
+    """Field-by-field override of a nested settings dict (neither input is modified)."""
+    merged = {section: dict(base.get(section, {})) for section in ("model", "train")}
+    for section, values in overrides.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def section_of(field: str) -> str | None:
+    """Which table ("model" or "train") a flat upstream-style field name belongs to."""
+    if field in ModelSettings.model_fields:
+        return "model"
+    if field in TrainSettings.model_fields:
+        return "train"
+    return None
+
+
+# -- validation ------------------------------------------------------------------------------
+def settings_problems(data: dict[str, Any]) -> list[Problem]:
+    """Every problem in `data`: per-field errors first, then cross-field rules."""
+    problems: list[Problem] = []
+    sections: dict[str, BaseModel] = {}
+    for name, model_cls in (("model", ModelSettings), ("train", TrainSettings)):
+        try:
+            sections[name] = model_cls.model_validate(data.get(name, {}))
+        except ValidationError as e:
+            problems += [Problem(".".join([name, *map(str, err["loc"])]), _short_message(err))
+                         for err in e.errors()]
+    if problems:
+        return problems
+    settings = RunSettings.model_construct(**sections)
+    return cross_field_problems(settings)
+
+
+def _short_message(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx", {})
+    kind = err["type"]
+    simple = {
+        "greater_than_equal": lambda: f"must be ≥ {ctx['ge']}",
+        "greater_than": lambda: f"must be > {ctx['gt']}",
+        "less_than_equal": lambda: f"must be ≤ {ctx['le']}",
+        "less_than": lambda: f"must be < {ctx['lt']}",
+        "int_parsing": lambda: "must be a whole number",
+        "int_from_float": lambda: "must be a whole number",
+        "int_type": lambda: "must be a whole number",
+        "float_parsing": lambda: "must be a number",
+        "float_type": lambda: "must be a number",
+        "bool_parsing": lambda: "must be true or false (1 or 0)",
+        "bool_type": lambda: "must be true or false (1 or 0)",
+        "literal_error": lambda: f"must be one of {ctx['expected']}",
+        "string_pattern_mismatch": lambda: f"has an invalid form (expected {ctx['pattern']})",
+        "extra_forbidden": lambda: "unknown setting",
+        "string_type": lambda: "must be text",
+    }
+    return simple[kind]() if kind in simple else err["msg"]
+
+
+def cross_field_problems(s: RunSettings) -> list[Problem]:
+    """Rules that involve more than one field, each reported against the field to change."""
+    m, t = s.model, s.train
+    out: list[Problem] = []
+
+    def bad(loc: str, message: str) -> None:
+        out.append(Problem(loc, message))
+
+    if m.hidden_size % m.num_attention_heads:
+        bad("model.num_attention_heads",
+            f"must divide hidden_size ({m.hidden_size})")
+    elif (m.hidden_size // m.num_attention_heads) % 2:
+        bad("model.num_attention_heads",
+            f"gives an odd head size ({m.hidden_size // m.num_attention_heads}); RoPE needs it even")
+    kv = m.num_key_value_heads or (2 if m.family == "minimind2" else 4)
+    if m.num_attention_heads % kv:
+        bad("model.num_key_value_heads",
+            f"({kv}) must divide num_attention_heads ({m.num_attention_heads})")
+    if m.use_moe:
+        top_k = m.num_experts_per_tok or (2 if m.family == "minimind2" else 1)
+        if top_k > m.n_routed_experts:
+            bad("model.num_experts_per_tok",
+                f"({top_k}) must be ≤ n_routed_experts ({m.n_routed_experts})")
+    else:
+        defaults = ModelSettings()
+        for name in _MOE_FIELDS:
+            if getattr(m, name) != getattr(defaults, name):
+                bad(f"model.{name}", "only applies when use_moe is on")
+    if t.max_seq_len > m.max_position_embeddings:
+        bad("train.max_seq_len",
+            f"must be ≤ max_position_embeddings ({m.max_position_embeddings})")
+    if t.packing and m.vocab_size > 65535:
+        bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)")
+    if not t.data_path.strip():
+        bad("train.data_path", "is required")
+
+    cuda = t.device.startswith("cuda")
+    if t.device != "auto":
+        import torch
+
+        if cuda and not torch.cuda.is_available():
+            bad("train.device", "CUDA is not available on this machine")
+        elif cuda and ":" in t.device and int(t.device.split(":")[1]) >= torch.cuda.device_count():
+            bad("train.device", f"no such GPU (this machine has {torch.cuda.device_count()})")
+    if t.dtype == "float16" and not _will_use_cuda(t.device):
+        bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU")
+    return out
+
+
+def _will_use_cuda(device: str) -> bool:
+    if device == "auto":
+        import torch
+
+        return torch.cuda.is_available()
+    return device.startswith("cuda")

@@ -1,0 +1,168 @@
+"""The project's own byte-level BPE tokenizer, and the code that trains one.
+
+The bundled tokenizer (this directory's tokenizer.json + tokenizer_config.json) follows
+MiniMind's conventions so checkpoints and data stay interchangeable in shape: vocab 6400,
+byte-level BPE without a normalizer or post-processor, and three special tokens
+    0 <|endoftext|>  (pad, unk)    1 <|im_start|>  (bos)    2 <|im_end|>  (eos).
+`tokenizer(text)` adds no special tokens; datasets add bos/eos themselves.
+Its merges are learned from the bundled Shakespeare corpus, so English verse compresses
+well; any other text (Chinese, emoji, code) still round-trips exactly, byte by byte.
+
+Regenerate the shipped files (deterministic; reproduces them byte for byte):
+
+    python -m minimind.tokenizer train --data builtin:shakespeare --out minimind/tokenizer
+
+`load_tokenizer(path)` also accepts any Hugging Face tokenizer directory, e.g. upstream
+MiniMind's `model/`.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from minimind.data.corpus import resolve_data_path
+from minimind.data.jsonl import DataError, JsonlReader
+
+BUNDLED_TOKENIZER_DIR = Path(__file__).resolve().parent
+BUNDLED_NAMES = ("", "builtin")
+
+# Order fixes the ids: the trainer assigns special tokens the first ids, in this order.
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PAD, BOS, EOS = SPECIAL_TOKENS
+MODEL_MAX_LENGTH = 32768
+
+# Plain ChatML. No default system prompt: a pretraining project should not invent one.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+class TokenizerError(ValueError):
+    """A tokenizer directory is missing or cannot be loaded; the message is one line."""
+
+
+def load_tokenizer(path: str | Path | None = None):
+    """Load a tokenizer: None, "" or "builtin" gives the bundled one, else an HF tokenizer dir."""
+    if path is None or (isinstance(path, str) and path.strip() in BUNDLED_NAMES):
+        directory = BUNDLED_TOKENIZER_DIR
+    else:
+        directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise TokenizerError(f"{directory}: no such tokenizer directory")
+    if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer_config.json").is_file():
+        raise TokenizerError(f"{directory}: no tokenizer.json or tokenizer_config.json in this directory")
+    # Imported here: transformers takes seconds to import and most callers of this package
+    # (the TUI shell, the corpus tools) never need it.
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(directory))
+    except Exception as e:  # transformers raises many types; the user needs the cause only
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TokenizerError(f"{directory}: cannot load tokenizer ({cause})") from None
+    if tok.bos_token_id is None or tok.eos_token_id is None:
+        raise TokenizerError(f"{directory}: tokenizer defines no bos/eos token; pretraining needs both")
+    return tok
+
+
+def tokenizer_config() -> dict:
+    """The hand-written tokenizer_config.json that makes AutoTokenizer see our conventions."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "add_prefix_space": False,
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "pad_token": PAD,
+        "unk_token": PAD,
+        "added_tokens_decoder": {
+            str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
+                     "single_word": False, "special": True}
+            for i, t in enumerate(SPECIAL_TOKENS)
+        },
+        # Byte-level BPE already decodes spaces exactly; the "cleanup" would corrupt text.
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": MODEL_MAX_LENGTH,
+        "chat_template": CHAT_TEMPLATE,
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400, progress: bool = True) -> Path:
+    """Train a byte-level BPE tokenizer on the `text` fields of a JSONL file.
+
+    `jsonl_path` may be any data spec `resolve_data_path` understands (e.g.
+    `builtin:shakespeare`). Writes tokenizer.json and tokenizer_config.json into `out_dir`
+    (other files there are left alone) and returns `out_dir`.
+    """
+    n_bytes = 256  # the initial byte alphabet is always in the vocab
+    if vocab_size < len(SPECIAL_TOKENS) + n_bytes + 1:
+        raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + n_bytes + 1}, got {vocab_size}")
+    if vocab_size > 65535:  # token caches store ids as uint16
+        raise ValueError(f"vocab_size must be at most 65535, got {vocab_size}")
+    reader = JsonlReader(resolve_data_path(jsonl_path))
+
+    def texts() -> Iterator[str]:
+        for _, text in reader:
+            yield text
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        # Every byte gets a token even if the corpus lacks it, so no text is ever unencodable.
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress,
+    )
+    tok.train_from_iterator(texts(), trainer=trainer)
+    for i, t in enumerate(SPECIAL_TOKENS):
+        assert tok.token_to_id(t) == i, f"special token {t} got id {tok.token_to_id(t)}, expected {i}"
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "tokenizer.json", tok.to_str(pretty=True))
+    _write_atomic(out / "tokenizer_config.json", json.dumps(tokenizer_config(), indent=2, ensure_ascii=False) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m minimind.tokenizer train --data X.jsonl --out DIR [--vocab_size N]`."""
+    parser = argparse.ArgumentParser(prog="minimind.tokenizer", description="Train a byte-level BPE tokenizer.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a tokenizer on the text fields of a JSONL file")
+    train.add_argument("--data", required=True, help='JSONL file with {"text": ...} lines, or builtin:shakespeare')
+    train.add_argument("--out", required=True, help="directory to write tokenizer.json and tokenizer_config.json")
+    train.add_argument("--vocab_size", "--vocab-size", type=int, default=6400, help="vocabulary size (default 6400)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    try:
+        out = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=not args.quiet)
+    except (DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {out / 'tokenizer.json'} and {out / 'tokenizer_config.json'}")
+    return 0

@@ -1,0 +1,247 @@
+"""Reading, checking and writing weights in upstream MiniMind's layout.
+
+Upstream saves ``{name: tensor.half()}`` of the full state_dict (both tied embedding keys) to
+``pretrain_{hidden}[_moe].pth``; its resume files and ours keep that dict under ``"model"``.
+Models saved with ``save_pretrained`` use ``.safetensors`` with a single tied key.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from .config import MiniMindConfig
+from .model import MiniMindForCausalLM
+
+EMBED_KEY = "model.embed_tokens.weight"
+LM_HEAD_KEY = "lm_head.weight"
+# Added by torch.compile (`_orig_mod.`) and DistributedDataParallel (`module.`) wrappers.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+MAX_LISTED_KEYS = 5
+
+# Published upstream checkpoints: (family, hidden, layers, use_moe) -> (name, bundled preset).
+UPSTREAM_MODELS = {
+    ("minimind2", 512, 8, False): ("MiniMind2-Small", "minimind2-small"),
+    ("minimind2", 768, 16, False): ("MiniMind2", "minimind2"),
+    ("minimind2", 640, 8, True): ("MiniMind2-MoE", "minimind2-moe"),
+    ("minimind3", 768, 8, False): ("MiniMind-3", "minimind3"),
+    ("minimind3", 768, 8, True): ("MiniMind-3-MoE", "minimind3-moe"),
+}
+# Fields that, besides family/hidden/layers/use_moe, decide tensor names and shapes.
+LAYOUT_FIELDS = (
+    "vocab_size", "num_attention_heads", "num_key_value_heads", "head_dim", "intermediate_size",
+    "qk_norm", "tie_word_embeddings",
+)
+MOE_LAYOUT_FIELDS = ("n_routed_experts", "n_shared_experts", "moe_intermediate_size")
+
+
+def _upstream_model(config: MiniMindConfig) -> tuple[str, str] | None:
+    family = config.matching_family()
+    return UPSTREAM_MODELS.get((family, config.hidden_size, config.num_hidden_layers, config.use_moe))
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file does not fit the model's config (names or shapes differ)."""
+
+
+def _strip_wrapper_prefixes(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ``.safetensors``, or ``.pth`` holding a state_dict or ``{"model": state_dict, ...}``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        weights = load_file(path)
+    else:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(weights, dict) and isinstance(weights.get("model"), dict):
+            weights = weights["model"]  # resume checkpoint: weights next to optimizer state
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{path} does not contain a state_dict of tensors")
+    return {_strip_wrapper_prefixes(k): v for k, v in weights.items()}
+
+
+def infer_config(state_dict: dict[str, torch.Tensor]) -> MiniMindConfig:
+    """Deduce the MiniMind config whose state_dict has these names and shapes.
+
+    Upstream files carry no config. q/k norms mark MiniMind-3 and give head_dim; MiniMind2 always
+    used 8 query heads, so its head_dim is q_proj rows / 8.
+    """
+    embed, lm_head = state_dict.get(EMBED_KEY), state_dict.get(LM_HEAD_KEY)
+    if embed is None and lm_head is None:
+        raise ValueError(f"not a MiniMind state_dict: neither {EMBED_KEY} nor {LM_HEAD_KEY} is present")
+    # One key (safetensors stores a tied pair once) or the same tensor twice means tied.
+    tied = embed is None or lm_head is None or lm_head is embed or torch.equal(lm_head, embed)
+    vocab_size, hidden_size = (embed if embed is not None else lm_head).shape
+    layer_ids = {int(m.group(1)) for k in state_dict if (m := re.match(r"model\.layers\.(\d+)\.", k))}
+    if not layer_ids:
+        raise ValueError("not a MiniMind state_dict: no model.layers.* keys")
+
+    def shape(name: str) -> torch.Size:
+        if f"model.layers.0.{name}" not in state_dict:
+            raise ValueError(f"not a MiniMind state_dict: no model.layers.0.{name}")
+        return state_dict[f"model.layers.0.{name}"].shape
+
+    q_rows = shape("self_attn.q_proj.weight")[0]
+    qk_norm = "model.layers.0.self_attn.q_norm.weight" in state_dict
+    head_dim = shape("self_attn.q_norm.weight")[0] if qk_norm else q_rows // 8
+    use_moe = "model.layers.0.mlp.gate.weight" in state_dict
+    if use_moe:
+        ffn = shape("mlp.experts.0.gate_proj.weight")[0]
+        shared_pattern = re.compile(r"model\.layers\.0\.mlp\.shared_experts\.(\d+)\.")
+        shared = {m[1] for k in state_dict if (m := shared_pattern.match(k))}
+        moe_kwargs = {
+            "n_routed_experts": shape("mlp.gate.weight")[0],
+            "n_shared_experts": len(shared),
+            "moe_intermediate_size": ffn,
+        }
+    else:
+        ffn = shape("mlp.gate_proj.weight")[0]
+        moe_kwargs = {}
+    return MiniMindConfig(
+        family="minimind3" if qk_norm else "minimind2",
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=max(layer_ids) + 1,
+        num_attention_heads=q_rows // head_dim,
+        num_key_value_heads=shape("self_attn.k_proj.weight")[0] // head_dim,
+        head_dim=head_dim,
+        intermediate_size=ffn,
+        qk_norm=qk_norm,
+        tie_word_embeddings=tied,
+        use_moe=use_moe,
+        **moe_kwargs,
+    )
+
+
+def describe_config(config: MiniMindConfig) -> str:
+    """One line naming the family, size and layout, e.g. for error messages and the dashboard."""
+    upstream = _upstream_model(config)
+    label = f"{config.matching_family() or 'custom'} {config.hidden_size}/{config.num_hidden_layers}"
+    if upstream:
+        label += f" ({upstream[0]})"
+    ffn = f"ffn {config.intermediate_size}"
+    if config.use_moe:
+        ffn = (
+            f"MoE {config.n_routed_experts} experts x {config.moe_intermediate_size}"
+            f" + {config.n_shared_experts} shared"
+        )
+    qk = "q/k norm" if config.qk_norm else "no q/k norm"
+    return (
+        f"{label}: {config.num_attention_heads} heads x {config.head_dim}, "
+        f"{config.num_key_value_heads} kv heads, {ffn}, {qk}, vocab {config.vocab_size}"
+    )
+
+
+def _fill_tied_key(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Supply the missing one of the two embedding keys (safetensors saves a tied pair once)."""
+    state_dict = dict(state_dict)
+    if EMBED_KEY in state_dict and LM_HEAD_KEY not in state_dict:
+        state_dict[LM_HEAD_KEY] = state_dict[EMBED_KEY]
+    elif LM_HEAD_KEY in state_dict and EMBED_KEY not in state_dict:
+        state_dict[EMBED_KEY] = state_dict[LM_HEAD_KEY]
+    return state_dict
+
+
+def _build_hint(file_config: MiniMindConfig) -> str:
+    """How to build a model that fits the file: only the fields the family would not supply."""
+    kwargs = {
+        "family": file_config.family,
+        "hidden_size": file_config.hidden_size,
+        "num_hidden_layers": file_config.num_hidden_layers,
+        "use_moe": file_config.use_moe,
+    }
+    default = MiniMindConfig(**kwargs)
+    fields = LAYOUT_FIELDS + (MOE_LAYOUT_FIELDS if file_config.use_moe else ())
+    kwargs.update({f: getattr(file_config, f) for f in fields
+                   if getattr(file_config, f) != getattr(default, f)})
+    build = "build the model with " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    upstream = _upstream_model(file_config)
+    if upstream:
+        return f"the file looks like {upstream[0]}: use preset {upstream[1]} or {build}"
+    return build
+
+
+def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied) -> str:
+    expected = model.state_dict()
+    lines = ["weights file does not fit the model"]
+    try:
+        file_config = infer_config(state_dict)
+        lines.append(f"  file:  {describe_config(file_config)}")
+    except (ValueError, IndexError, ZeroDivisionError):  # too broken to describe
+        file_config = None
+        lines.append("  file:  not recognisable as a MiniMind checkpoint")
+    lines.append(f"  model: {describe_config(model.config)}")
+
+    def listing(title, keys, fmt):
+        # One line per key pattern: the same tensor of every layer/expert differs in the same way.
+        patterns: dict[str, str] = {}
+        for key in keys:
+            patterns.setdefault(re.sub(r"\.\d+\.", ".*.", key), key)
+        if patterns:
+            first = list(patterns.items())[:MAX_LISTED_KEYS]
+            shown = [f"{pattern} {fmt(key)}" for pattern, key in first]
+            if len(patterns) > MAX_LISTED_KEYS:
+                shown.append(f"... ({len(patterns) - MAX_LISTED_KEYS} more)")
+            lines.append(f"  {title} ({len(keys)} tensors): " + "; ".join(shown))
+
+    listing("shape mismatch", mismatched,
+            lambda k: f"file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}")
+    listing("missing from file", missing, lambda k: str(tuple(expected[k].shape)))
+    listing("unexpected in file", unexpected, lambda k: str(tuple(state_dict[k].shape)))
+    if untied:
+        lines.append(f"  the file has different {EMBED_KEY} and {LM_HEAD_KEY}, the model ties them")
+
+    if file_config is not None:
+        lines.append(f"hint: {_build_hint(file_config)}")
+    return "\n".join(lines)
+
+
+def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -> None:
+    """Copy ``state_dict`` into ``model`` with strict checking and a readable error.
+
+    Tensors are converted to each parameter's dtype and device (upstream files are fp16).
+    """
+    state_dict = _fill_tied_key({_strip_wrapper_prefixes(k): v for k, v in state_dict.items()})
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    untied = (
+        model.config.tie_word_embeddings
+        and EMBED_KEY in state_dict
+        and not mismatched
+        and state_dict[EMBED_KEY] is not state_dict[LM_HEAD_KEY]
+        and not torch.equal(state_dict[EMBED_KEY], state_dict[LM_HEAD_KEY])
+    )
+    if missing or unexpected or mismatched or untied:
+        message = _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied)
+        raise WeightsMismatchError(message)
+    with torch.no_grad():
+        for name, tensor in expected.items():
+            tensor.copy_(state_dict[name])  # copy_ converts dtype and device
+
+
+def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> None:
+    """``load_into(model, load_weights_file(path))``."""
+    load_into(model, load_weights_file(path))
+
+
+def load_model(path: str | Path, config: MiniMindConfig | None = None) -> MiniMindForCausalLM:
+    """Build a model for a weights file (config inferred from it unless given) and load the weights."""
+    state_dict = load_weights_file(path)
+    model = MiniMindForCausalLM(config if config is not None else infer_config(state_dict))
+    load_into(model, state_dict)
+    return model
+
+
+def export_upstream_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What upstream's ``pretrain_{h}.pth`` holds: every state_dict key (both tied) as fp16 on CPU."""
+    return {_strip_wrapper_prefixes(k): v.detach().half().cpu() for k, v in model.state_dict().items()}
+

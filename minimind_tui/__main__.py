@@ -1,0 +1,7 @@
+"""`python -m minimind_tui` — the entry torchrun uses: `torchrun --nproc_per_node N -m minimind_tui --no-ui ...`."""
+
+import sys
+
+from minimind_tui.cli import main
+
+sys.exit(main())

@@ -1,0 +1,193 @@
+"""The minimind-tui application: a configure screen and a dashboard around one training run.
+
+The app owns the run: it starts the engine in a thread worker (`run_worker.TrainingRun`),
+drains its events into a `RunHistory` a few times a second, and decides what happens when the
+run ends or the user quits. The screens only show and edit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import var
+from textual.worker import Worker
+
+from minimind.events import Event, LogMessage, RunFinished
+from minimind.settings import RunSettings, merge
+from minimind_tui.commands import MiniMindCommands
+from minimind_tui.form_schema import settings_values
+from minimind_tui.history import RunHistory
+from minimind_tui.presets import preset_data
+from minimind_tui.run_worker import TrainingRun
+from minimind_tui.screens.configure import ConfigureScreen
+from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.dashboard import DashboardScreen
+from minimind_tui.screens.run_failed import RunFailedScreen
+from minimind_tui.screens.stopping import StoppingScreen
+
+DEFAULT_PRESET = "tiny"  # trains on any laptop in about a minute
+DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
+
+
+class MiniMindApp(App[None]):
+    CSS_PATH = "app.tcss"
+    TITLE = "minimind-tui"
+    COMMANDS = App.COMMANDS | {MiniMindCommands}
+    MODES = {"configure": "configure", "dashboard": "dashboard"}
+    BINDINGS = [
+        Binding("f5,ctrl+r", "start", "Start", id="start", key_display="F5",
+                tooltip="Start training with the form's settings"),
+        Binding("f6", "stop", "Stop", id="stop",
+                tooltip="Finish the current step, write a checkpoint and stop"),
+        Binding("f2", "toggle_view", "Form/Dashboard", id="toggle_view",
+                tooltip="Switch between the settings form and the run dashboard"),
+        Binding("f3", "toggle_theme", "Light/Dark", id="toggle_theme",
+                tooltip="Switch between the light and the dark theme"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True,
+                tooltip="Quit (asks first while a run is going)"),
+    ]
+
+    run_phase: var[str] = var("idle")
+    """idle, running, stopping, then completed, stopped or failed."""
+
+    def __init__(self, settings: RunSettings | None = None, preset: str | None = None) -> None:
+        super().__init__()
+        values, baseline, preset = initial_form(settings, preset)
+        self.history = RunHistory()
+        self.run: TrainingRun | None = None
+        self._quitting = False
+        self.configure_screen = ConfigureScreen(values, baseline, preset)
+        self.dashboard_screen = DashboardScreen(self.history)
+
+    def on_mount(self) -> None:
+        self.install_screen(self.configure_screen, "configure")
+        self.install_screen(self.dashboard_screen, "dashboard")
+        self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain, pause=True)
+        self.switch_mode("configure")
+
+    def on_unmount(self) -> None:
+        # However the app ends, a running engine must not outlive it for long: it stops at
+        # the end of its current step (the executor waits for that thread at shutdown).
+        if self.run is not None:
+            self.run.request_stop()
+
+    @property
+    def run_active(self) -> bool:
+        return self.run_phase in ("running", "stopping")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("start", "toggle_view") and self.screen.is_modal:
+            return False
+        if action == "start":
+            return None if self.run_active else True
+        if action == "stop":
+            return True if self.run_phase == "running" else None
+        return True
+
+    # -- the run --------------------------------------------------------------------------
+    def action_start(self) -> None:
+        if self.run_active:
+            return
+        settings = self.configure_screen.current_settings()
+        if settings is None:
+            self.switch_mode("configure")
+            self.notify("Fix the settings marked in red first.", title="Cannot start",
+                        severity="warning")
+            return
+        self.history.reset()
+        self.run = TrainingRun(settings)
+        self.run.start(self)
+        self.run_phase = "running"
+        self._drain_timer.resume()
+        self.switch_mode("dashboard")
+        self.refresh_bindings()
+
+    def action_stop(self) -> None:
+        if self.run is None or self.run_phase != "running":
+            return
+        self.run.request_stop()
+        self.apply_events([LogMessage(level="info", text="stop requested: finishing the "
+                                      "current step and writing a checkpoint")])
+        self.run_phase = "stopping"
+        self.refresh_bindings()
+
+    def _drain(self) -> None:
+        if self.run is not None:
+            self.apply_events(self.run.drain())
+
+    def apply_events(self, events: list[Event]) -> None:
+        """Feed engine events to the history the dashboard draws from (also used to replay
+        a fixed event stream in snapshot tests and screenshots)."""
+        self.history.apply(events)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        run = self.run
+        if run is None or event.worker is not run.worker or not event.worker.is_finished:
+            return
+        self._drain_timer.pause()
+        self._drain()
+        finished = run.outcome()
+        if self.history.finished is None:  # the engine did not get to report its end
+            self.apply_events([finished])
+        self.run_phase = finished.status
+        self.refresh_bindings()
+        if self._quitting:
+            self.exit()
+        elif finished.status == "failed":
+            self.push_screen(RunFailedScreen(finished),
+                             lambda _: self._back_to_form(finished.reason))
+        else:
+            self.notify(f"{finished.status} at step {finished.step:,}", title="Run ended")
+
+    def _back_to_form(self, reason: str) -> None:
+        self.switch_mode("configure")
+        self.configure_screen.focus_problem(reason)
+
+    # -- views, theme, quitting -----------------------------------------------------------
+    def action_toggle_view(self) -> None:
+        self.switch_mode("dashboard" if self.current_mode == "configure" else "configure")
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        if not self.run_active:
+            self.exit()
+            return
+        self.push_screen(ConfirmScreen(
+            "Quit while training?",
+            "A run is in progress. Stop it (the current step finishes and a checkpoint is "
+            "written), then quit?", yes="Stop and quit"), self._quit_confirmed)
+
+    def _quit_confirmed(self, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        if not self.run_active:  # it ended while the question was open
+            self.exit()
+            return
+        self._quitting = True
+        self.action_stop()
+        self.push_screen(StoppingScreen())
+
+
+def initial_form(settings: RunSettings | None, preset: str | None
+                 ) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(form values, "loaded preset" baseline, preset name) for the app's first screen.
+
+    Without --preset the form starts from `DEFAULT_PRESET`; the CLI resolved any flags
+    against the plain defaults, so the fields they changed are laid over that preset.
+    """
+    if preset is not None:
+        baseline = settings_values(preset_data(preset))
+        return (settings_values(settings) if settings else baseline), baseline, preset
+    base = preset_data(DEFAULT_PRESET)
+    if settings is None:
+        return settings_values(base), settings_values(base), DEFAULT_PRESET
+    given, defaults = settings.model_dump(), RunSettings().model_dump()
+    overrides = {section: {k: v for k, v in values.items() if v != defaults[section][k]}
+                 for section, values in given.items()}
+    return settings_values(merge(base, overrides)), settings_values(base), DEFAULT_PRESET

@@ -1,0 +1,156 @@
+"""The settings form, described by the pydantic models themselves (no Textual here).
+
+Every `ModelSettings`/`TrainSettings` field becomes a `FieldSpec`: its group and help come from
+the field's `json_schema_extra`/`description`, its widget kind from its annotation, so a field
+added to `minimind.settings` appears in the form without touching the UI. Raw widget values
+(strings, booleans, None) are handed to the same pydantic rules the CLI and presets use.
+"""
+
+from __future__ import annotations
+
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+
+from minimind.settings import (GROUPS, ModelSettings, Problem, RunSettings, TrainSettings,
+                               settings_problems)
+
+Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text"]
+
+SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
+
+# Fields that name something on disk that must already exist; other strings (out_dir,
+# save_weight) name things the run creates. Types cannot say this, so it is listed here.
+PATH_FIELDS = frozenset({"data_path", "val_data_path", "tokenizer_path", "from_weight"})
+
+TRIBOOL_CHOICES = {"auto": None, "on": True, "off": False}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    section: str
+    name: str
+    group: str
+    kind: Kind
+    help: str
+    default: Any
+    optional: bool
+    choices: tuple[str, ...] = ()
+
+    @property
+    def loc(self) -> str:
+        """The `Problem.loc` spelling: "train.batch_size"."""
+        return f"{self.section}.{self.name}"
+
+    def display(self, value: Any) -> Any:
+        """A settings value as its widget holds it: text for inputs, None/bool for switches."""
+        if self.kind in ("bool", "tribool"):
+            return value
+        if value is None:
+            return ""
+        if self.kind == "float":
+            return format(float(value), ".12g")
+        return str(value)
+
+    def parse(self, raw: Any) -> tuple[bool, Any]:
+        """(present, value) for the settings data; an empty optional field means "default"."""
+        if isinstance(raw, str):
+            raw = raw.strip()
+        if raw is None or (self.optional and raw == ""):
+            return False, None
+        return True, raw
+
+    def differs(self, raw: Any, baseline: Any) -> bool:
+        """Whether the widget's value differs from a baseline settings value (1e-3 == 0.001)."""
+        shown = self.display(baseline)
+        if self.kind in ("int", "float") and raw and shown:
+            try:
+                return float(raw) != float(shown)
+            except ValueError:
+                return True
+        return raw != shown
+
+
+def _kind_of(name: str, annotation: Any) -> tuple[Kind, bool, tuple[str, ...]]:
+    args = get_args(annotation)
+    optional = get_origin(annotation) in (Union, types.UnionType) and type(None) in args
+    base = next(a for a in args if a is not type(None)) if optional else annotation
+    if get_origin(base) is Literal:
+        return "choice", optional, tuple(str(a) for a in get_args(base))
+    if base is bool:
+        return ("tribool" if optional else "bool"), optional, ()
+    if base is int:
+        return "int", optional, ()
+    if base is float:
+        return "float", optional, ()
+    if name == "device":
+        return "device", optional, ()
+    return ("path" if name in PATH_FIELDS else "text"), optional, ()
+
+
+def field_specs() -> list[FieldSpec]:
+    """Every settings field, ordered by `GROUPS` and then by declaration."""
+    specs = []
+    for section, model_cls in SECTIONS.items():
+        for name, info in model_cls.model_fields.items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            kind, optional, choices = _kind_of(name, info.annotation)
+            specs.append(FieldSpec(section, name, str(extra.get("group", "Other")), kind,
+                                   info.description or "", info.default, optional, choices))
+    order = {group: i for i, group in enumerate(GROUPS)}
+    return sorted(specs, key=lambda s: order.get(s.group, len(order)))
+
+
+def settings_values(settings: RunSettings | dict[str, Any]) -> dict[str, Any]:
+    """`{loc: value}` of settings, or of raw preset tables laid over the defaults."""
+    if isinstance(settings, RunSettings):
+        data = settings.model_dump()
+    else:
+        data = {section: {**model_cls().model_dump(), **settings.get(section, {})}
+                for section, model_cls in SECTIONS.items()}
+    return {f"{section}.{name}": value
+            for section, values in data.items() for name, value in values.items()}
+
+
+def form_data(specs: list[FieldSpec], raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Nested settings data from `{loc: raw widget value}`, ready for pydantic."""
+    data: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for spec in specs:
+        present, value = spec.parse(raw[spec.loc])
+        if present:
+            data[spec.section][spec.name] = value
+    return data
+
+
+def path_problem(value: str) -> str | None:
+    """Why a path field's value does not point at anything, or None if it does (or is empty).
+
+    `builtin:<name>` counts as existing when the corpus is bundled, and a bare "builtin" is
+    the bundled tokenizer. Relative paths are checked against the current directory, as the
+    engine resolves them.
+    """
+    if not value:
+        return None
+    if value.startswith("builtin"):
+        from minimind.data.corpus import BUILTIN_PREFIX, BUILTINS
+
+        name = value.removeprefix(BUILTIN_PREFIX) if value != "builtin" else ""
+        if value == "builtin" or name in BUILTINS:
+            return None
+        return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+    return None if Path(value).expanduser().exists() else "not found"
+
+
+def form_problems(specs: list[FieldSpec], data: dict[str, dict[str, Any]]) -> list[Problem]:
+    """The pydantic problems (per field, then cross-field) plus paths that do not exist."""
+    problems = settings_problems(data)
+    for spec in specs:
+        value = data[spec.section].get(spec.name)
+        if spec.kind == "path" and isinstance(value, str):
+            why = path_problem(value)
+            if why:
+                problems.append(Problem(spec.loc, why))
+    return problems

@@ -1,0 +1,149 @@
+"""Numbers derived from the settings before a run starts (no Textual here).
+
+The configure screen shows them live: the model's size, which upstream checkpoints fit its
+shape, tokens per optimizer step, steps per epoch and a memory estimate. The slow parts
+(importing the model code, scanning a data file) run in background workers and are cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from minimind.settings import ModelSettings, RunSettings
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    parameters: int
+    active_parameters: int
+    family_match: str | None
+    family_defaults: dict[str, object]
+    """The values empty optional fields get, e.g. {"num_key_value_heads": 2, ...}."""
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """How much a data file holds: always its line count, tokens once a token cache exists."""
+
+    lines: int
+    tokens: int | None
+
+
+def model_summary(model: ModelSettings) -> ModelSummary:
+    """Parameter counts from a model built on the meta device: exact, instant, no memory."""
+    return _model_summary(json.dumps(model.model_dump(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_summary(key: str) -> ModelSummary:
+    import torch
+
+    from minimind.config import MiniMindConfig, family_defaults
+    from minimind.model import MiniMindForCausalLM
+
+    model = ModelSettings.model_validate_json(key)
+    config = MiniMindConfig(**model.to_config_kwargs())
+    with torch.device("meta"):
+        net = MiniMindForCausalLM(config)
+    defaults = family_defaults(model.family, model.hidden_size)
+    defaults["moe_intermediate_size"] = config.intermediate_size
+    return ModelSummary(net.num_parameters(), net.active_parameters(), config.matching_family(),
+                        defaults)
+
+
+def scan_data(data_path: str) -> DataSummary:
+    """Line count of a JSONL file (`builtin:` names included) and, if the packed token cache
+    of its current bytes exists, its token count. Reads the file once; callers cache per path."""
+    from minimind.data.corpus import default_cache_dir, file_digest, resolve_data_path
+    from minimind.data.packed import CACHE_FORMAT
+
+    path = resolve_data_path(data_path)
+    lines = 0
+    with open(path, "rb") as f:
+        last = b"\n"
+        while chunk := f.read(1 << 22):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without a newline still counts
+    # The tokenizer is part of the cache name too; any tokenizer's cache is close enough here.
+    pattern = f"{path.stem}-{file_digest(path)}-*-{CACHE_FORMAT}.u16"
+    caches = sorted((default_cache_dir() / "tokens").glob(pattern))
+    return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None)
+
+
+def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]:
+    """Optimizer steps in one epoch and what the count is based on (the engine's rule:
+    the last micro-batch and the last step of an epoch may be short)."""
+    t = settings.train
+    if t.packing and data.tokens is not None:
+        samples, basis = data.tokens // t.max_seq_len, f"{data.tokens:,} cached tokens"
+    elif t.packing:
+        # One document per line is a lower bound: long documents fill several windows.
+        samples, basis = data.lines, f"{data.lines:,} lines; exact once tokenized"
+    else:
+        samples, basis = data.lines, f"{data.lines:,} lines"
+    batches = math.ceil(samples / t.batch_size)
+    return math.ceil(batches / t.accumulation_steps), basis
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    states: int
+    activations: int
+    logits: int
+
+    @property
+    def total(self) -> int:
+        return self.states + self.activations + self.logits
+
+
+def memory_estimate(settings: RunSettings, parameters: int) -> MemoryEstimate:
+    """A rough training-memory figure, in bytes, for one device.
+
+    * weights, gradients and AdamW's two moments in float32: params * (4 + 4 + 8);
+    * activations: ~34 bytes per token per layer per hidden unit at 16-bit precision
+      (Korthikanti et al., 2022, without the attention-score term that fused attention
+      avoids), twice that in float32; with grad_checkpointing only each layer's 16-bit
+      input (2 bytes) is kept;
+    * logits: batch * seq * vocab * (4 + 2 + 4) for the 16-bit logits, their float32 copy
+      for the loss and its gradient.
+    Allocator overhead, the CUDA context and MoE routing buffers are not included.
+    """
+    m, t = settings.model, settings.train
+    tokens = t.batch_size * t.max_seq_len
+    per_unit = 2 if t.grad_checkpointing else 34 * (2 if t.dtype == "float32" else 1)
+    return MemoryEstimate(states=parameters * (4 + 4 + 8),
+                          activations=tokens * m.num_hidden_layers * m.hidden_size * per_unit,
+                          logits=tokens * m.vocab_size * (4 + 2 + 4))
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def format_count(n: int) -> str:
+    """1,213,056 → "1.21M" (parameter and token counts)."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.2f}{suffix}"
+    return str(n)
+
+
+def data_key(data_path: str) -> str:
+    """The cache key of a data scan: the spelling plus, for files, their size and mtime, so
+    an edited file is scanned again while a keystroke elsewhere reuses the last scan."""
+    if data_path.startswith("builtin"):
+        return data_path
+    try:
+        stat = Path(data_path).expanduser().stat()
+    except OSError:
+        return data_path
+    return f"{data_path}|{stat.st_size}|{stat.st_mtime_ns}"

@@ -1,0 +1,1 @@
+"""Screens: the configure form, the run dashboard, and the small dialogs over them."""

@@ -1,0 +1,229 @@
+"""The configure screen: presets, the settings form, live readouts and what blocks a start."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Label, Select
+from textual.worker import Worker, WorkerState
+
+from minimind.settings import Problem, RunSettings, SettingsError, read_toml
+from minimind_tui.form_schema import field_specs, form_data, form_problems, settings_values
+from minimind_tui.presets import bundled_preset_dir, list_presets, preset_data, save_user_preset
+from minimind_tui.readouts import DataSummary, ModelSummary, data_key, model_summary, scan_data
+from minimind_tui.screens.resume import ResumeScreen
+from minimind_tui.screens.save_preset import SavePresetScreen
+from minimind_tui.widgets.problems_panel import ProblemsPanel
+from minimind_tui.widgets.readouts_panel import ReadoutsPanel
+from minimind_tui.widgets.settings_form import SettingsForm
+
+if TYPE_CHECKING:
+    from minimind_tui.app import MiniMindApp
+
+
+class ConfigureScreen(Screen[None]):
+    app: MiniMindApp
+
+    BINDINGS = [
+        Binding("ctrl+l", "pick_preset", "Presets", id="pick_preset",
+                tooltip="Open the preset list; choosing one replaces the form"),
+        Binding("ctrl+s", "save_preset", "Save preset", id="save_preset",
+                tooltip="Save these settings as a user preset"),
+        Binding("ctrl+o", "resume", "Resume run", id="resume",
+                tooltip="Load an earlier run folder's settings and continue it"),
+    ]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+
+    def __init__(self, values: dict[str, Any], baseline: dict[str, Any],
+                 preset: str | None) -> None:
+        super().__init__(id="configure")
+        self.specs = field_specs()
+        self._values = values
+        self.baseline = baseline
+        """Values of the loaded preset (or run folder): fields that differ get a mark."""
+        self.preset = preset
+        self.problems: list[Problem] = []
+        self._settings: RunSettings | None = None
+        self._model: ModelSummary | str | None = None
+        self._data: dict[str, DataSummary | str] = {}
+        """Data scans by `data_key`: counting lines of a big file once per file is enough."""
+        self._scanning: set[str] = set()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="toolbar"):
+            yield Label("preset", id="preset-label")
+            yield Select(self._preset_options(), value=self._preset_value(), id="preset-select",
+                         prompt="custom", compact=True)
+            yield Button("Start F5", id="start-button", variant="success", action="app.start",
+                         compact=True)
+            yield Button("Save preset ^s", id="save-button", action="screen.save_preset",
+                         compact=True)
+            yield Button("Resume ^o", id="resume-button", action="screen.resume", compact=True)
+        with Horizontal(id="configure-body"):
+            yield SettingsForm(self.specs, self._values, id="settings-form")
+            with VerticalScroll(id="side-panel"):
+                yield ReadoutsPanel(id="readouts")
+                yield ProblemsPanel(id="problems")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#readouts").border_title = "Readouts"
+        self.query_one("#problems").border_title = "Problems"
+        self.watch(self.app, "run_phase", self._update_start, init=False)
+        self.validate()
+        self.query_one(SettingsForm).focus_field(self.specs[0].loc)
+
+    # -- validation and readouts ---------------------------------------------------------
+    @property
+    def form(self) -> SettingsForm:
+        return self.query_one(SettingsForm)
+
+    def current_settings(self) -> RunSettings | None:
+        """The form's settings, or None while anything is invalid."""
+        return self._settings
+
+    @on(SettingsForm.Changed)
+    def validate(self) -> None:
+        form = self.form
+        data = form_data(self.specs, form.raw_values())
+        self.problems = form_problems(self.specs, data)
+        form.show_problems(self.problems)
+        form.mark_changed(self.baseline)
+        self.query_one(ProblemsPanel).show(self.problems)
+        self._settings = None if self.problems else RunSettings.model_validate(data)
+        self._update_start()
+        self.query_one(ReadoutsPanel).set_class(self._settings is None, "-stale")
+        if self._settings is not None:
+            self._refresh_readouts(self._settings)
+
+    def _update_start(self, _phase: str | None = None) -> None:
+        button = self.query_one("#start-button", Button)
+        button.disabled = self._settings is None or self.app.run_active
+        button.label = "Running…" if self.app.run_active else "Start F5"
+
+    def _refresh_readouts(self, settings: RunSettings) -> None:
+        # Importing the model code takes seconds and a data scan reads a whole file: both
+        # run in threads; the panel shows the last known values until they report back.
+        self.run_worker(partial(model_summary, settings.model), thread=True, exclusive=True,
+                        group="model-summary", exit_on_error=False)
+        key = data_key(settings.train.data_path)
+        if key not in self._data and key not in self._scanning:
+            self._scanning.add(key)
+            self.run_worker(partial(scan_data, settings.train.data_path), name=key,
+                            thread=True, group="data-scan", exit_on_error=False)
+        self._show_readouts()
+
+    def _show_readouts(self) -> None:
+        if self._settings is None:
+            return
+        data = self._data.get(data_key(self._settings.train.data_path))
+        self.query_one(ReadoutsPanel).show(self._settings, self._model, data)
+        if isinstance(self._model, ModelSummary):
+            self.form.show_family_defaults(self._model.family_defaults)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group not in ("model-summary", "data-scan") or not worker.is_finished:
+            return
+        if worker.group == "model-summary" and event.state != WorkerState.CANCELLED:
+            self._model = (worker.result if event.state == WorkerState.SUCCESS
+                           else f"cannot build the model: {worker.error}")
+        elif worker.group == "data-scan":
+            self._scanning.discard(worker.name)
+            self._data[worker.name] = (worker.result if event.state == WorkerState.SUCCESS
+                                       else f"cannot read: {worker.error}")
+        self._show_readouts()
+
+    # -- presets and run folders --------------------------------------------------------
+    def _preset_options(self) -> list[tuple[str, str]]:
+        names = list(list_presets())
+        if self.preset and self.preset not in names:  # --preset path/to/file.toml
+            return [(Path(self.preset).stem, self.preset)] + [(n, n) for n in names]
+        return [(n, n) for n in names]
+
+    def _preset_value(self) -> str | Any:
+        return self.preset if self.preset else Select.NULL
+
+    def _set_preset(self, preset: str | None) -> None:
+        self.preset = preset
+        select = self.query_one("#preset-select", Select)
+        with self.prevent(Select.Changed):
+            select.set_options(self._preset_options())
+            select.value = self._preset_value()
+
+    @on(Select.Changed, "#preset-select")
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        if event.value != Select.NULL and event.value != self.preset:
+            self.load_preset(str(event.value))
+
+    def load_preset(self, name: str) -> None:
+        """Replace the form with a preset's values; they become the "changed" baseline."""
+        try:
+            values = settings_values(preset_data(name))
+        except SettingsError as e:
+            self.notify(str(e), title=f"Cannot load preset {name}", severity="error",
+                        markup=False)
+            self._set_preset(self.preset)
+            return
+        self.baseline = values
+        self._set_preset(name)
+        self.form.load(values)
+
+    def action_pick_preset(self) -> None:
+        select = self.query_one("#preset-select", Select)
+        select.focus()
+        select.action_show_overlay()
+
+    def action_save_preset(self) -> None:
+        settings = self.current_settings()
+        if settings is None:
+            self.notify("Fix the settings marked in red first.", title="Cannot save",
+                        severity="warning")
+            return
+        bundled = {p.stem for p in bundled_preset_dir().glob("*.toml")}
+        user = set(list_presets()) - bundled
+        suggestion = self.preset if self.preset in user else ""
+        self.app.push_screen(SavePresetScreen(suggestion or "", bundled, user),
+                             partial(self._save_preset, settings))
+
+    def _save_preset(self, settings: RunSettings, name: str | None) -> None:
+        if not name:
+            return
+        try:
+            path = save_user_preset(settings, name)
+        except (SettingsError, OSError) as e:
+            self.notify(str(e), title="Cannot save preset", severity="error", markup=False)
+            return
+        self.baseline = settings_values(settings)
+        self._set_preset(name)
+        self.validate()
+        self.notify(str(path), title=f"Saved preset {name}", markup=False)
+
+    def action_resume(self) -> None:
+        out_dir = self.form.raw_values().get("train.out_dir") or ""
+        self.app.push_screen(ResumeScreen(str(out_dir)), self.load_run_folder)
+
+    def load_run_folder(self, folder: Path | None) -> None:
+        """Load a run's config.toml, point out_dir at it and turn from_resume on."""
+        if folder is None:
+            return
+        try:
+            saved = settings_values(read_toml(folder / "config.toml"))
+        except SettingsError as e:
+            self.notify(str(e), title="Cannot resume", severity="error", markup=False)
+            return
+        self.baseline = saved
+        self._set_preset(None)
+        self.form.load({**saved, "train.out_dir": str(folder), "train.from_resume": True})
+
+    def focus_problem(self, reason: str) -> None:
+        """Put the cursor on the field an engine error names ("train.data_path: …")."""
+        loc = reason.partition(":")[0].strip()
+        self.form.focus_field(loc)

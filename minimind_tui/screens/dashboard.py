@@ -1,0 +1,123 @@
+"""The run dashboard: loss and learning-rate charts, run stats and the log."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.reactive import var
+from textual.screen import Screen
+from textual.widgets import Button, Footer
+
+from minimind_tui.history import RunHistory
+from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
+from minimind_tui.widgets.run_log import RunLog
+from minimind_tui.widgets.stats_panel import StatsPanel
+
+if TYPE_CHECKING:
+    from minimind_tui.app import MiniMindApp
+
+REDRAW_SECONDS = 0.25
+
+
+class DashboardScreen(Screen[None]):
+    """Pulls from the app's `RunHistory` while visible, so a hidden dashboard costs nothing
+    and one opened mid-run (or after it) shows everything logged so far."""
+
+    app: MiniMindApp
+
+    BINDINGS = [
+        Binding("ctrl+t", "toggle_x_axis", "Steps/tokens", id="x_axis",
+                tooltip="Plot against optimizer steps or tokens seen"),
+    ]
+
+    x_axis: var[str] = var("step")
+
+    def __init__(self, history: RunHistory) -> None:
+        super().__init__(id="dashboard")
+        self.history = history
+        self._drawn: tuple[int, int, str, str] | None = None
+        self._log_run, self._log_seq = 0, 0
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="dashboard-top"):
+            with Vertical(id="charts"):
+                yield MetricPlot(id="loss-plot")
+                yield MetricPlot(id="lr-plot")
+            with Vertical(id="stats-column"):
+                yield StatsPanel(id="stats")
+                yield Button("Stop F6", id="stop-button", variant="error", action="app.stop",
+                             compact=True)
+        yield RunLog(id="run-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#loss-plot").border_title = "Loss"
+        self.query_one("#lr-plot").border_title = "Learning rate"
+        self.query_one("#stats").border_title = "Run"
+        self.query_one("#run-log").border_title = "Log"
+        self.watch(self.app, "run_phase", self._run_phase_changed)
+        self.set_interval(REDRAW_SECONDS, self.sync)
+
+    def on_screen_resume(self) -> None:
+        self.sync()
+
+    def on_resize(self) -> None:
+        self._drawn = None  # the downsampling budget depends on the width
+
+    def _run_phase_changed(self, phase: str) -> None:
+        self.query_one("#stop-button", Button).disabled = phase != "running"
+        self.sync()
+
+    def watch_x_axis(self) -> None:
+        self.sync()
+
+    def action_toggle_x_axis(self) -> None:
+        self.x_axis = "tokens" if self.x_axis == "step" else "step"
+
+    def sync(self) -> None:
+        """Redraw what changed since the last call; nothing while another screen is shown."""
+        if not self.is_current:
+            return
+        h = self.history
+        state = (h.run_id, h.version, self.x_axis, self.app.run_phase)
+        if state == self._drawn:
+            return
+        self._drawn = state
+        self._append_log()
+        self.query_one(StatsPanel).show(h, self._status())
+        tokens = self.x_axis == "tokens"
+        xs = h.tokens if tokens else h.steps
+        xlabel = "tokens seen" if tokens else "step"
+        loss = [PlotSeries("loss", xs, h.loss, "foreground-darken-3"),
+                PlotSeries("ema", xs, h.loss_ema, "primary-lighten-1")]
+        if h.is_moe:
+            loss += [PlotSeries("logits", xs, h.logits_loss, "secondary-lighten-2"),
+                     PlotSeries("aux →", xs, h.aux_loss, "accent", yside="right")]
+        loss.append(PlotSeries("val", h.val_tokens if tokens else h.val_steps, h.val_loss,
+                               "success", kind="scatter"))
+        self.query_one("#loss-plot", MetricPlot).draw(loss, xlabel, tokens)
+        self.query_one("#lr-plot", MetricPlot).draw(
+            [PlotSeries("lr", xs, h.lr, "accent")], xlabel, tokens)
+
+    def _status(self) -> str:
+        h, phase = self.history, self.app.run_phase
+        if phase == "idle":
+            return "No run yet"
+        if phase == "running":
+            return f"Running on {h.started.device}" if h.started else "Preparing data and model…"
+        if phase == "stopping":
+            return "Stopping: finishing the step, writing a checkpoint…"
+        step = h.finished.step if h.finished else (h.latest.step if h.latest else 0)
+        return f"{phase.capitalize()} at step {step:,}"
+
+    def _append_log(self) -> None:
+        log = self.query_one(RunLog)
+        if self._log_run != self.history.run_id:
+            log.clear()
+            self._log_run, self._log_seq = self.history.run_id, 0
+        for seq, event in self.history.log_since(self._log_seq):
+            log.write_event(event)
+            self._log_seq = seq

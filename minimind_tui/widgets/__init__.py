@@ -1,0 +1,1 @@
+"""Widgets of the configure screen and the dashboard, one per module."""

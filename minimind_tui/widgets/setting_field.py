@@ -1,0 +1,128 @@
+"""One settings field: its name, the widget its type calls for, its help and its errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
+from textual.widgets import Input, Label, Select, Static, Switch
+
+from minimind_tui.form_schema import TRIBOOL_CHOICES, FieldSpec
+
+
+def device_choices() -> list[str]:
+    """auto, cpu and whichever CUDA devices this machine has."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+
+
+class SettingField(Vertical):
+    """A label, a control and the lines under it; `-changed`/`-invalid` classes style them.
+
+    The control's id is the field name (fields are unique across sections), so tests and
+    the error modal can find `#batch_size` directly.
+    """
+
+    def __init__(self, spec: FieldSpec, value: Any) -> None:
+        super().__init__(id=f"field-{spec.name}", classes="setting-field")
+        self.spec = spec
+        self._initial = spec.display(value)
+        self._family_default: object = None
+        self._choices: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="field-row"):
+            yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
+            yield self._control()
+            yield Static(self.spec.help, classes="field-help-wide", markup=False)
+        yield Static(self.spec.help, classes="field-help", markup=False)
+        yield Static("", classes="field-error", markup=False)
+
+    def _control(self) -> Widget:
+        spec, value, name = self.spec, self._initial, self.spec.name
+        if spec.kind == "bool":
+            return Switch(value=bool(value), id=name, animate=False)
+        if spec.kind == "tribool":
+            return Select(self._tribool_options(), value=_tribool_key(value), id=name,
+                          allow_blank=False, compact=True)
+        if spec.kind in ("choice", "device"):
+            self._choices = list(spec.choices) if spec.kind == "choice" else device_choices()
+            if value not in self._choices:  # e.g. cuda:3 from a preset of a bigger machine
+                self._choices.append(value)
+            return Select([(c, c) for c in self._choices], value=value, id=name,
+                          allow_blank=False, compact=True)
+        input_type = {"int": "integer", "float": "number"}.get(spec.kind, "text")
+        # validate_on=() keeps Input's own validators quiet: pydantic decides what is valid.
+        return Input(value=value, type=input_type, id=name, compact=True, validate_on=(),
+                     placeholder="auto" if spec.optional else "", select_on_focus=False)
+
+    @property
+    def control(self) -> Widget:
+        return self.query_one(f"#{self.spec.name}")
+
+    @property
+    def raw(self) -> Any:
+        """The control's value as `FieldSpec.parse` expects it."""
+        control = self.control
+        if isinstance(control, Switch):
+            return control.value
+        if isinstance(control, Select):
+            value = control.value
+            return TRIBOOL_CHOICES[str(value)] if self.spec.kind == "tribool" else value
+        assert isinstance(control, Input)
+        return control.value
+
+    def set_value(self, value: Any) -> None:
+        shown = self.spec.display(value)
+        control = self.control
+        if isinstance(control, Switch):
+            control.value = bool(shown)
+        elif isinstance(control, Select):
+            if self.spec.kind == "tribool":
+                control.value = _tribool_key(shown)
+            else:
+                if shown not in self._choices:
+                    self._choices.append(shown)
+                    control.set_options([(c, c) for c in self._choices])
+                control.value = shown
+        else:
+            assert isinstance(control, Input)
+            control.value = shown
+
+    def set_family_default(self, default: object) -> None:
+        """Show what an empty optional field resolves to: "auto (2)"."""
+        if default == self._family_default:
+            return
+        self._family_default = default
+        control = self.control
+        if isinstance(control, Input):
+            control.placeholder = f"auto ({self.spec.display(default)})"
+        elif isinstance(control, Select) and self.spec.kind == "tribool":
+            value = control.value
+            control.set_options(self._tribool_options())
+            control.value = value
+
+    def _tribool_options(self) -> list[tuple[str, str]]:
+        default = self._family_default
+        auto = "auto" if default is None else f"auto ({'on' if default else 'off'})"
+        return [(auto, "auto"), ("on", "on"), ("off", "off")]
+
+    def show_problems(self, messages: list[str]) -> None:
+        self.set_class(bool(messages), "-invalid")
+        self.control.set_class(bool(messages), "-invalid")
+        self.query_one(".field-error", Static).update(Text("; ".join(messages)))
+
+    def mark_changed(self, changed: bool) -> None:
+        """Mark a value that differs from the loaded preset (a dot and the accent colour)."""
+        self.set_class(changed, "-changed")
+        label = self.query_one(".field-name", Label)
+        label.update(Text(f"{'•' if changed else ' '} {self.spec.name}"))
+
+
+def _tribool_key(value: bool | None) -> str:
+    return next(key for key, v in TRIBOOL_CHOICES.items() if v is value)

@@ -1,0 +1,84 @@
+"""The scrolling form of every settings field, grouped Model · MoE · Data · … ."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.widgets import Input, Select, Static, Switch
+
+from minimind.settings import Problem
+from minimind_tui.form_schema import FieldSpec
+from minimind_tui.widgets.setting_field import SettingField
+
+
+class SettingsForm(VerticalScroll):
+    """Holds the raw values; the screen decides what they mean (validation, presets)."""
+
+    class Changed(Message):
+        """A value changed, typed by the user or loaded in one go."""
+
+    def __init__(self, specs: list[FieldSpec], values: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.specs = specs
+        self._initial = values
+        self._fields: dict[str, SettingField] = {}
+
+    def compose(self) -> ComposeResult:
+        group = None
+        for spec in self.specs:
+            if spec.group != group:
+                group = spec.group
+                yield Static(group, classes="group-title")
+            yield SettingField(spec, self._initial[spec.loc])
+
+    @property
+    def fields(self) -> dict[str, SettingField]:
+        if not self._fields:  # the fields never change after compose; query once
+            self._fields = {f.spec.loc: f for f in self.query(SettingField)}
+        return self._fields
+
+    def raw_values(self) -> dict[str, Any]:
+        return {loc: f.raw for loc, f in self.fields.items()}
+
+    def load(self, values: dict[str, Any]) -> None:
+        """Replace every value; one `Changed` follows instead of one per field."""
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
+            for loc, field in self.fields.items():
+                field.set_value(values[loc])
+        self.post_message(self.Changed())
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def _value_changed(self, event: Message) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
+    def show_problems(self, problems: list[Problem]) -> None:
+        by_loc: dict[str, list[str]] = defaultdict(list)
+        for problem in problems:
+            by_loc[problem.loc].append(problem.message)
+        for loc, field in self.fields.items():
+            field.show_problems(by_loc.get(loc, []))
+
+    def mark_changed(self, baseline: dict[str, Any]) -> None:
+        for loc, field in self.fields.items():
+            field.mark_changed(field.spec.differs(field.raw, baseline[loc]))
+
+    def show_family_defaults(self, defaults: dict[str, object]) -> None:
+        for field in self.fields.values():
+            if field.spec.optional and field.spec.name in defaults:
+                field.set_family_default(defaults[field.spec.name])
+
+    def focus_field(self, loc: str) -> bool:
+        field = self.fields.get(loc)
+        if field is None:
+            return False
+        field.control.focus()
+        self.scroll_to_widget(field, animate=False)
+        return True

@@ -1,0 +1,80 @@
+"""Where the run stands: step, progress, speed, time, memory and the last checkpoint."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from minimind.events import StepMetrics
+from minimind.sinks import format_duration
+from minimind_tui.history import RunHistory
+from minimind_tui.readouts import format_bytes, format_count
+
+
+class StatsPanel(Vertical):
+    """Every figure comes from events, never the wall clock, so a replay renders the same."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="stats-status", markup=False)
+        # show_eta=False: the bar's own ETA uses the wall clock; the engine's is better.
+        yield ProgressBar(total=None, show_eta=False, id="run-progress")
+        yield Static(id="stats-table")
+
+    def show(self, history: RunHistory, status: str) -> None:
+        self.query_one("#stats-status", Static).update(Text(status))
+        bar = self.query_one(ProgressBar)
+        latest = history.latest
+        if latest is not None:
+            bar.update(total=latest.total_steps, progress=latest.step)
+        elif history.started is not None:
+            bar.update(total=history.started.total_steps, progress=history.started.start_step)
+        else:
+            bar.update(total=None, progress=0)
+        self.query_one("#stats-table", Static).update(self._table(history))
+
+    @staticmethod
+    def _table(h: RunHistory) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(overflow="fold")
+        e = h.latest
+        if h.started is not None:
+            s = h.started
+            grid.add_row("model", f"{format_count(s.parameters)} params on {s.device_name}")
+        if e is None:
+            grid.add_row("step", "waiting for the first logged step…"
+                         if h.started else "no run yet: press F5 on the form")
+            return grid
+        grid.add_row("step", f"{e.step:,} / {e.total_steps:,}")
+        grid.add_row("epoch", f"{e.epoch}/{e.epochs} ({e.epoch_step:,}/{e.steps_per_epoch:,})")
+        loss = f"{e.loss:.4f}  (ema {h.loss_ema[-1]:.4f})"
+        grid.add_row("loss", loss)
+        if h.last_eval is not None:
+            grid.add_row("val loss", f"{h.last_eval.val_loss:.4f} @ step {h.last_eval.step:,}")
+        grid.add_row("lr", f"{e.lr:.3g}")
+        grid.add_row("grad norm", f"{e.grad_norm:.3f}")
+        grid.add_row("tokens/s", f"{e.tokens_per_sec:,.0f}")
+        if e.mfu is not None:
+            grid.add_row("MFU", f"{e.mfu:.1%}")
+        grid.add_row("tokens", format_count(e.tokens_seen))
+        grid.add_row("elapsed", format_duration(e.elapsed))
+        grid.add_row("ETA", format_duration(e.eta_seconds))
+        grid.add_row("memory", _memory(e))
+        if h.checkpoint is not None:
+            grid.add_row("checkpoint", f"step {h.checkpoint.step:,}")
+            grid.add_row("", Text(h.checkpoint.weights_path, style="dim"))
+        return grid
+
+
+def _memory(e: StepMetrics) -> str:
+    total = f" of {format_bytes(e.mem_total)}" if e.mem_total else ""
+    if e.mem_allocated is not None:
+        return (f"GPU {format_bytes(e.mem_allocated)} alloc, "
+                f"{format_bytes(e.mem_reserved or 0)} reserved, "
+                f"{format_bytes(e.mem_peak or 0)} peak{total}")
+    if e.rss is not None:
+        return f"RSS {format_bytes(e.rss)}{total}"
+    return "n/a"

@@ -1,0 +1,27 @@
+import os
+
+import pytest
+
+from minimind_tui.presets import load_settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Derived files (decompressed corpus, token caches) go to a per-session folder unless CI
+    chose one, so tests never touch the user's ~/.cache."""
+    if "MINIMIND_CACHE" not in os.environ:
+        os.environ["MINIMIND_CACHE"] = str(tmp_path_factory.mktemp("minimind-cache"))
+    yield
+
+
+@pytest.fixture
+def tiny_settings(tmp_path):
+    """The bundled `tiny` preset, small enough for a test, with the given overrides."""
+
+    def make(model=None, **train):
+        base = {"out_dir": str(tmp_path / "run"), "max_steps": 4, "log_interval": 1,
+                "save_interval": 0, "eval_interval": 0, "val_data_path": "", "dtype": "float32",
+                "max_seq_len": 64, "batch_size": 4}
+        return load_settings("tiny", {"model": model or {}, "train": {**base, **train}})
+
+    return make

@@ -1,0 +1,103 @@
+"""The headless CLI as a user runs it: a real subprocess, real exit codes."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+CLI = [sys.executable, "-m", "minimind_tui"]
+FAST = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
+        "--val_data_path", "", "--log_interval", "1", "--eval_interval", "0"]
+
+
+def cli(*args, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300,
+                          **kwargs)
+
+
+def test_help_lists_upstream_flags():
+    out = cli("--help").stdout
+    for flag in ("--batch_size", "--hidden_size", "--use_moe", "--data_path", "--from_resume",
+                 "--no-ui", "--preset"):
+        assert flag in out
+
+
+def test_completed_run_exits_0(tmp_path):
+    proc = cli("--no-ui", *FAST, "--max_steps", "3", "--out_dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("# resolved settings")
+    assert "Epoch:[1/1](3/" in proc.stdout and "[completed] at step 3" in proc.stdout
+    assert (tmp_path / "pretrain_128.pth").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch_size", "0"], "train.batch_size: must be ≥ 1"),
+    (["--num_key_value_heads", "3"], "model.num_key_value_heads: (3) must divide"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--data_path", "/nonexistent.jsonl"], "train.data_path: /nonexistent.jsonl"),
+])
+def test_invalid_settings_or_input_exit_2_without_traceback(tmp_path, args, message):
+    proc = cli("--no-ui", *FAST, "--out_dir", str(tmp_path), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": oops}\n')
+    proc = cli("--no-ui", *FAST, "--packing", "0", "--data_path", str(data),
+               "--out_dir", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert f"{data}:2: line is not valid JSON" in proc.stderr
+
+
+def test_unknown_flag_exits_2():
+    proc = cli("--no-ui", "--batchsize", "3")
+    assert proc.returncode == 2 and "unrecognized arguments: --batchsize" in proc.stderr
+
+
+def test_runtime_failure_exits_1_with_details(tmp_path):
+    # Inject a fault the user cannot cause: the model's forward breaks mid-run.
+    code = textwrap.dedent(f"""
+        import sys
+        from minimind.model import MiniMindForCausalLM
+        from minimind_tui.cli import main
+        def broken(self, *a, **k):
+            raise RuntimeError("simulated kernel failure")
+        MiniMindForCausalLM.forward = broken
+        sys.exit(main({["--no-ui", *FAST, "--out_dir", str(tmp_path)]!r}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "run failed: RuntimeError: simulated kernel failure" in proc.stderr
+    assert f"details: {tmp_path / 'error.log'}" in proc.stderr
+    assert "simulated kernel failure" in (tmp_path / "error.log").read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_gracefully_with_checkpoint_and_exit_130(tmp_path, sig):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*CLI, "--no-ui", *FAST, "--max_steps", "100000",
+                             "--out_dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/1](2/"):
+            break
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "[stopped]" in out
+    state = torch.load(tmp_path / "pretrain_128_resume.pth", weights_only=False)
+    assert state["progress"]["step"] >= 2
+
+    resumed = cli("--no-ui", *FAST, "--max_steps", str(state["progress"]["step"] + 2),
+                  "--out_dir", str(tmp_path), "--from_resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {state['progress']['step']}" in resumed.stdout

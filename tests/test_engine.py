@@ -1,0 +1,173 @@
+"""The engine on real CPU runs: loss falls, accumulation is exact, resume is bitwise, faults."""
+
+import math
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+import torch
+
+from minimind.checkpoint import atomic_torch_save, resume_path
+from minimind.engine import Trainer
+from minimind.events import CheckpointSaved, RunStarted, StepMetrics, event_from_json
+from minimind.model import MiniMindForCausalLM
+from minimind.sinks import QueueSink
+
+
+def run(settings, stop_at=None):
+    sink = QueueSink()
+    stop = threading.Event()
+
+    class StopAt:
+        def emit(self, event):
+            if isinstance(event, StepMetrics) and event.step == stop_at:
+                stop.set()
+
+        def close(self):
+            pass
+
+    result = Trainer(settings, [sink, StopAt()], stop).run()
+    return result, sink.drain()
+
+
+def final_weights(settings):
+    out = settings.train.out_dir
+    path = resume_path(__import__("pathlib").Path(out) / settings.weights_name())
+    return torch.load(path, weights_only=False)["model"]
+
+
+def test_run_learns_and_writes_everything(tiny_settings, tmp_path):
+    settings = tiny_settings(max_steps=30, log_interval=5, save_interval=15,
+                             val_data_path="builtin:shakespeare-val", eval_interval=15,
+                             learning_rate=3e-3, dtype="bfloat16")
+    result, events = run(settings)
+    assert result.status == "completed", result
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.parameters == started.active_parameters > 0
+    assert started.tokens_per_step == 4 * 64
+    steps = [e for e in events if isinstance(e, StepMetrics)]
+    assert [e.step for e in steps] == [5, 10, 15, 20, 25, 30]
+    assert steps[0].loss > steps[-1].loss + 1.0  # it learns
+    assert all(e.tokens_per_sec > 0 and e.rss for e in steps)
+    saved = [e.step for e in events if isinstance(e, CheckpointSaved)]
+    assert saved == [15, 30]
+    out = tmp_path / "run"
+    weights = torch.load(out / "pretrain_128.pth", weights_only=True)
+    assert {v.dtype for v in weights.values()} == {torch.float16}
+    assert "lm_head.weight" in weights and "model.embed_tokens.weight" in weights
+    logged = [event_from_json(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [type(e).__name__ for e in logged][0] == "RunStarted"
+    assert logged[-1].status == "completed"
+    assert (out / "config.toml").exists()
+
+
+def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):
+    # Packed samples all have the same token count, so 4 micro-batches of 2 average to
+    # exactly the loss of one batch of 8 (up to float32 summation order).
+    a = tiny_settings(out_dir=str(tmp_path / "a"), batch_size=2, accumulation_steps=4,
+                      max_steps=3, save_interval=3)
+    b = tiny_settings(out_dir=str(tmp_path / "b"), batch_size=8, accumulation_steps=1,
+                      max_steps=3, save_interval=3)
+    assert run(a)[0].status == run(b)[0].status == "completed"
+    wa, wb = final_weights(a), final_weights(b)
+    # Adam divides by sqrt(v): where a gradient is ~0, float32 summation-order noise can move
+    # one update by a hair, so allow a small fraction of one step (lr 3e-3).
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype):
+    model = {"dropout": 0.1}  # dropout makes the RNG state part of what must be restored
+    whole = tiny_settings(model, out_dir=str(tmp_path / "whole"), max_steps=7, dtype=dtype,
+                          accumulation_steps=2)
+    split = tiny_settings(model, out_dir=str(tmp_path / "split"), max_steps=7, dtype=dtype,
+                          accumulation_steps=2)
+    assert run(whole)[0].status == "completed"
+    first, _ = run(split, stop_at=3)
+    assert first.status == "stopped" and first.step == 3
+    resumed = split.model_copy(update={"train": split.train.model_copy(
+        update={"from_resume": True})})
+    second, events = run(resumed)
+    assert second.status == "completed" and second.step == 7
+    assert next(e for e in events if isinstance(e, RunStarted)).start_step == 3
+    ww, ws = final_weights(whole), final_weights(split)
+    assert all(torch.equal(ww[k], ws[k]) for k in ww)
+
+
+def test_resume_refuses_changed_data_order(tiny_settings):
+    s = tiny_settings(max_steps=2, save_interval=2)
+    run(s)
+    changed = tiny_settings(max_steps=4, batch_size=8, from_resume=True)
+    result, _ = run(changed)
+    assert result.status == "failed" and result.cause == "input"
+    assert "train.batch_size (4 → 8)" in result.reason
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_settings, tmp_path, monkeypatch):
+    original = MiniMindForCausalLM.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if self.training and calls["n"] > 5:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(MiniMindForCausalLM, "forward", poisoned)
+    settings = tiny_settings(max_steps=20, log_interval=10, save_interval=4)
+    result, events = run(settings)
+    assert result.status == "failed" and result.cause == "runtime"
+    assert "NaN" in result.reason and "step 4" in result.reason and result.hint
+    assert [e.step for e in events if isinstance(e, CheckpointSaved)] == [4]
+    state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=False)
+    assert state["progress"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("train, text", [
+    ({"data_path": "/nonexistent/data.jsonl"}, "train.data_path: /nonexistent/data.jsonl"),
+    ({"tokenizer_path": "/nonexistent/tok"}, "train.tokenizer_path: /nonexistent/tok"),
+    ({"from_weight": "/nonexistent/w.pth"}, "train.from_weight"),
+    ({"from_resume": True}, "train.from_resume: no resume checkpoint"),
+])
+def test_input_errors_stop_before_training(tiny_settings, train, text):
+    result, events = run(tiny_settings(**train))
+    assert result.status == "failed" and result.cause == "input"
+    assert text in result.reason
+    assert not any(isinstance(e, StepMetrics) for e in events)
+
+
+def test_unwritable_out_dir(tiny_settings, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result, _ = run(tiny_settings(out_dir=str(blocker / "run")))
+    assert result.cause == "input" and result.reason.startswith("train.out_dir: cannot write")
+
+
+def test_atomic_save_survives_a_crash_mid_write(tmp_path):
+    target = tmp_path / "ckpt.pth"
+    atomic_torch_save({"step": 1, "w": torch.ones(3)}, target)
+    # A real process dies after writing the temp file but before the rename.
+    code = textwrap.dedent(f"""
+        import os, torch
+        from minimind.checkpoint import atomic_torch_save
+        os.fsync = lambda fd: os._exit(9)
+        atomic_torch_save({{"step": 2, "w": torch.zeros(10_000)}}, {str(target)!r})
+    """)
+    proc = subprocess.run([sys.executable, "-c", code])
+    assert proc.returncode == 9
+    assert torch.load(target, weights_only=True)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] != []  # the stale temp file may remain...
+    atomic_torch_save({"step": 3}, target)  # ...and never blocks the next save
+    assert torch.load(target, weights_only=True) == {"step": 3}
+
+
+def test_log_lines_hold_finite_numbers(tiny_settings):
+    _, events = run(tiny_settings(max_steps=2))
+    for e in events:
+        if isinstance(e, StepMetrics):
+            assert math.isfinite(e.loss) and math.isfinite(e.grad_norm) and e.lr > 0

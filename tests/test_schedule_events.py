@@ -1,0 +1,69 @@
+import io
+import math
+
+import pytest
+
+from minimind.events import (CheckpointSaved, LogMessage, RunFinished, StepMetrics,
+                             event_from_json)
+from minimind.schedule import learning_rate
+from minimind.sinks import ConsoleSink, JsonlSink, QueueSink
+
+
+def test_cosine_lr_known_values():
+    assert learning_rate(0, 100, 5e-4) == pytest.approx(5e-4)
+    assert learning_rate(50, 100, 5e-4) == pytest.approx(5e-4 * 0.55)
+    assert learning_rate(100, 100, 5e-4) == pytest.approx(5e-5)
+
+
+def test_minimind2_lr_starts_at_1_1x():
+    assert learning_rate(0, 100, 5e-4, schedule="minimind2") == pytest.approx(5.5e-4)
+    assert learning_rate(100, 100, 5e-4, schedule="minimind2") == pytest.approx(5e-5)
+
+
+def test_warmup_is_linear_then_cosine_from_peak():
+    lrs = [learning_rate(s, 110, 1e-3, warmup=10) for s in range(12)]
+    assert lrs[:10] == pytest.approx([1e-4 * (i + 1) for i in range(10)])
+    assert lrs[10] == pytest.approx(1e-3)
+    assert lrs[11] < 1e-3
+    assert learning_rate(110, 110, 1e-3, warmup=10) == pytest.approx(1e-4)
+    expected = 1e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi * 50 / 100)))
+    assert learning_rate(60, 110, 1e-3, warmup=10) == pytest.approx(expected)
+
+
+def _metrics(step=10):
+    return StepMetrics(step=step, total_steps=100, epoch=1, epochs=2, epoch_step=step,
+                       steps_per_epoch=50, loss=3.5, logits_loss=3.4, aux_loss=0.1, lr=1e-4,
+                       grad_norm=0.5, tokens_per_sec=1000.0, tokens_seen=5000, elapsed=12.0,
+                       eta_seconds=60.0, step_time=0.6, rss=123)
+
+
+def test_events_round_trip_through_json():
+    for event in (_metrics(), LogMessage(level="warning", text="héllo"),
+                  RunFinished(status="failed", step=3, reason="x", cause="input"),
+                  CheckpointSaved(step=5, weights_path="a.pth", resume_path="b.pth")):
+        assert event_from_json(event.to_json()) == event
+
+
+def test_console_line_is_upstream_style():
+    out = io.StringIO()
+    ConsoleSink(out).emit(_metrics())
+    line = out.getvalue()
+    assert line.startswith("Epoch:[1/2](10/50), loss: 3.5000, logits_loss: 3.4000, "
+                           "aux_loss: 0.1000, lr: 0.00010000, epoch_time: 0.4min")
+
+
+def test_queue_sink_is_bounded_and_drops_oldest():
+    sink = QueueSink(maxlen=3)
+    for step in range(10):
+        sink.emit(_metrics(step))
+    assert [e.step for e in sink.drain()] == [7, 8, 9]
+    assert sink.drain() == []
+
+
+def test_jsonl_sink_lines_are_readable_while_open(tmp_path):
+    sink = JsonlSink(tmp_path / "m.jsonl")
+    sink.emit(_metrics(1))
+    # Flushed per line: another reader sees it before close.
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    assert event_from_json(lines[0]).step == 1
+    sink.close()

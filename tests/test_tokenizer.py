@@ -1,0 +1,141 @@
+"""The bundled tokenizer, training a new one, and loading upstream MiniMind tokenizers."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from minimind.tokenizer import BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer, main, train_tokenizer
+
+REPO = Path(__file__).resolve().parent.parent
+UPSTREAM = Path(os.environ.get("MINIMIND_UPSTREAM_TOKENIZERS", REPO.parent / "shared/reference/upstream-tokenizers"))
+
+ROUND_TRIP = [
+    "HAMLET: To be, or not to be: that is the question:\nWhether 'tis nobler in the mind to suffer",
+    "你好，世界！这是一个测试。",
+    "emoji 🎭🗡️👑 and accents: naïve café Æsop",
+    "  leading spaces,\ttabs\r\nand trailing space ",
+    "<|im_start|>special tokens inside text<|im_end|>",
+]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    # builtin:shakespeare decompresses into $MINIMIND_CACHE; keep tests out of ~/.cache.
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tokenizer()
+
+
+def test_bundled_special_tokens_and_vocab(tok):
+    assert len(tok) == 6400
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 0)
+    assert tok.convert_ids_to_tokens([0, 1, 2]) == ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    assert tok.model_max_length == 32768
+
+
+@pytest.mark.parametrize("spec", [None, "", "builtin", BUNDLED_TOKENIZER_DIR, str(BUNDLED_TOKENIZER_DIR)])
+def test_load_tokenizer_accepts_bundled_aliases(spec):
+    assert len(load_tokenizer(spec)) == 6400
+
+
+def test_call_adds_no_special_tokens(tok):
+    ids = tok("hello")["input_ids"]
+    assert ids and not {0, 1, 2} & set(ids)
+    assert ids == tok.encode("hello", add_special_tokens=False)
+    # Literal markers in the text are recognised as the special tokens themselves.
+    wrapped = tok("<|im_start|>hello<|im_end|>")["input_ids"]
+    assert wrapped[0] == 1 and wrapped[-1] == 2
+
+
+@pytest.mark.parametrize("text", ROUND_TRIP)
+def test_round_trip_is_exact(tok, text):
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_english_compresses_reasonably(tok):
+    text = ROUND_TRIP[0]
+    assert len(text) / len(tok(text)["input_ids"]) > 3.0  # merges were learned from Shakespeare
+
+
+def test_autotokenizer_loads_bundled_dir():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(BUNDLED_TOKENIZER_DIR))
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<|im_start|>", "<|im_end|>", "<|endoftext|>")
+    chat = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert chat == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def _tiny_jsonl(path: Path) -> Path:
+    lines = [
+        "Now is the winter of our discontent made glorious summer by this sun of York",
+        "Friends, Romans, countrymen, lend me your ears; I come to bury Caesar, not to praise him.",
+        "All the world's a stage, and all the men and women merely players",
+        "我们都是演员 🎭",
+    ] * 5
+    path.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in lines), encoding="utf-8")
+    return path
+
+
+def test_train_tokenizer_tiny(tmp_path):
+    out = train_tokenizer(_tiny_jsonl(tmp_path / "tiny.jsonl"), tmp_path / "tok", vocab_size=300, progress=False)
+    assert {p.name for p in out.iterdir()} == {"tokenizer.json", "tokenizer_config.json"}
+    tok = load_tokenizer(out)
+    assert len(tok) == 300
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
+    assert tok("winter")["input_ids"] != [] and tok.decode(tok("我们 🎭 zebra")["input_ids"]) == "我们 🎭 zebra"
+
+
+def test_train_tokenizer_rejects_tiny_vocab(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_tokenizer(_tiny_jsonl(tmp_path / "tiny.jsonl"), tmp_path / "tok", vocab_size=100, progress=False)
+
+
+def test_cli_train(tmp_path, capsys):
+    data = _tiny_jsonl(tmp_path / "tiny.jsonl")
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "cli"), "--vocab_size", "280", "--quiet"])
+    assert rc == 0 and len(load_tokenizer(tmp_path / "cli")) == 280
+    rc = main(["train", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"), "--quiet"])
+    assert rc == 1 and "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_bundled_files_are_reproducible(tmp_path):
+    # The module docstring promises this command regenerates the shipped files exactly.
+    rc = main(["train", "--data", "builtin:shakespeare", "--out", str(tmp_path), "--quiet"])
+    assert rc == 0
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / name).read_bytes() == (BUNDLED_TOKENIZER_DIR / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("era", ["minimind2", "minimind3"])
+def test_upstream_tokenizers_load(era):
+    path = UPSTREAM / era
+    if not path.is_dir():
+        pytest.skip(f"upstream tokenizer folder {path} not present")
+    tok = load_tokenizer(path)
+    assert len(tok) == 6400
+    assert (tok.bos_token_id, tok.eos_token_id) == (1, 2)
+    assert not {1, 2} & set(tok("hello")["input_ids"])
+
+
+def test_missing_dir_raises(tmp_path):
+    with pytest.raises(TokenizerError, match="no such tokenizer directory"):
+        load_tokenizer(tmp_path / "nope")
+
+
+def test_dir_without_tokenizer_raises(tmp_path):
+    with pytest.raises(TokenizerError, match="no tokenizer.json"):
+        load_tokenizer(tmp_path)
+
+
+def test_corrupt_tokenizer_raises_one_line(tmp_path):
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(TokenizerError) as err:
+        load_tokenizer(tmp_path)
+    assert "cannot load tokenizer" in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, ValueError)
