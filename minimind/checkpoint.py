@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from minimind.upstream import export_upstream_state_dict
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path = Path(path)
@@ -65,8 +67,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def save_weights(model: torch.nn.Module, path: Path) -> Path:
     """Upstream's `pretrain_<hidden>[_moe].pth`: every state_dict key (both tied keys) as fp16."""
-    state = {k: v.detach().to("cpu", torch.float16) for k, v in unwrap(model).state_dict().items()}
-    return atomic_torch_save(state, path)
+    return atomic_torch_save(export_upstream_state_dict(unwrap(model)), path)
 
 
 def resume_path(weights_path: Path) -> Path:

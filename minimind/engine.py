@@ -110,7 +110,7 @@ class Trainer:
         device = dist.device
         model = prep.model.to(device)
         if t.grad_checkpointing:
-            model.gradient_checkpointing_enable()
+            model.activation_checkpointing_enable()
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate,
                                       weight_decay=t.weight_decay,

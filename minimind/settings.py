@@ -41,7 +41,7 @@ class ModelSettings(BaseModel):
     intermediate_size: int | None = _field(
         None, "Model", "SwiGLU width (empty: the family's rule)", ge=1)
     vocab_size: int = _field(6400, "Model", "vocabulary size; must cover the tokenizer", ge=3)
-    max_position_embeddings: int = _field(32768, "Model", "length of the RoPE tables", ge=8)
+    max_position_embeddings: int = _field(32768, "Model", "longest position the model is built for", ge=8)
     rope_theta: float = _field(1e6, "Model", "RoPE base frequency", gt=0)
     rms_norm_eps: float | None = _field(
         None, "Model", "RMSNorm epsilon (empty: 1e-5 minimind2, 1e-6 minimind3)", gt=0, lt=1)

@@ -39,12 +39,11 @@ class MiniMindApp(App[None]):
     BINDINGS = [
         Binding("f5,ctrl+r", "start", "Start", id="start", key_display="F5",
                 tooltip="Start training with the form's settings"),
-        Binding("f6", "stop", "Stop", id="stop",
+        Binding("f6", "stop", "Stop", id="stop", key_display="F6",
                 tooltip="Finish the current step, write a checkpoint and stop"),
-        Binding("f2", "toggle_view", "Form/Dashboard", id="toggle_view",
-                tooltip="Switch between the settings form and the run dashboard"),
-        Binding("f3", "toggle_theme", "Light/Dark", id="toggle_theme",
-                tooltip="Switch between the light and the dark theme"),
+        # Not in the footer (it is full at 80 columns); the palette lists it as well.
+        Binding("f3", "toggle_theme", "Light/Dark", id="toggle_theme", key_display="F3",
+                show=False, tooltip="Switch between the light and the dark theme"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True,
                 tooltip="Quit (asks first while a run is going)"),
     ]
@@ -78,12 +77,15 @@ class MiniMindApp(App[None]):
         return self.run_phase in ("running", "stopping")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("start", "toggle_view") and self.screen.is_modal:
+        if action == "start" and self.screen.is_modal:
             return False
         if action == "start":
             return None if self.run_active else True
         if action == "stop":
-            return True if self.run_phase == "running" else None
+            if self.run_phase == "running":
+                return True
+            # Greyed out on the dashboard, where it belongs; hidden on the crowded form.
+            return None if self.screen is self.dashboard_screen else False
         return True
 
     # -- the run --------------------------------------------------------------------------

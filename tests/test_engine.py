@@ -171,3 +171,38 @@ def test_log_lines_hold_finite_numbers(tiny_settings):
     for e in events:
         if isinstance(e, StepMetrics):
             assert math.isfinite(e.loss) and math.isfinite(e.grad_norm) and e.lr > 0
+
+
+def test_cuda_oom_becomes_a_failed_event_with_a_hint(tiny_settings, monkeypatch):
+    def out_of_memory(self, *args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MiniMindForCausalLM, "forward", out_of_memory)
+    result, _ = run(tiny_settings())
+    assert result.status == "failed" and result.cause == "runtime"
+    assert result.reason.startswith("CUDA out of memory")
+    assert "batch_size" in result.hint and "accumulation_steps" in result.hint
+
+
+def test_from_weight_starts_from_saved_weights(tiny_settings, tmp_path):
+    first = tiny_settings(out_dir=str(tmp_path / "first"), max_steps=20, learning_rate=3e-3)
+    _, events = run(first)
+    trained_loss = [e for e in events if isinstance(e, StepMetrics)][-1].loss
+    fresh_loss = [e for e in events if isinstance(e, StepMetrics)][0].loss
+    weights = tmp_path / "first" / "pretrain_128.pth"  # fp16, upstream format
+    second = tiny_settings(out_dir=str(tmp_path / "second"), max_steps=1,
+                           from_weight=str(weights), learning_rate=1e-9)
+    _, events = run(second)
+    assert any(getattr(e, "text", "").startswith("initialised from") for e in events)
+    loss = next(e for e in events if isinstance(e, StepMetrics)).loss
+    assert abs(loss - trained_loss) < abs(loss - fresh_loss)
+
+
+def test_activation_checkpointing_gives_the_same_run(tiny_settings, tmp_path):
+    plain = tiny_settings(out_dir=str(tmp_path / "plain"), max_steps=2, save_interval=2)
+    ckpt = tiny_settings(out_dir=str(tmp_path / "ckpt"), max_steps=2, save_interval=2,
+                         grad_checkpointing=True)
+    assert run(plain)[0].status == run(ckpt)[0].status == "completed"
+    a, b = final_weights(plain), final_weights(ckpt)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)

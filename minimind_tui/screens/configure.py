@@ -34,10 +34,12 @@ class ConfigureScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+l", "pick_preset", "Presets", id="pick_preset",
                 tooltip="Open the preset list; choosing one replaces the form"),
-        Binding("ctrl+s", "save_preset", "Save preset", id="save_preset",
+        Binding("ctrl+s", "save_preset", "Save", id="save_preset",
                 tooltip="Save these settings as a user preset"),
-        Binding("ctrl+o", "resume", "Resume run", id="resume",
+        Binding("ctrl+o", "resume", "Resume", id="resume",
                 tooltip="Load an earlier run folder's settings and continue it"),
+        Binding("f2", "app.toggle_view", "Dashboard", id="to_dashboard", key_display="F2",
+                tooltip="Show the run dashboard"),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
 
@@ -55,6 +57,7 @@ class ConfigureScreen(Screen[None]):
         self._data: dict[str, DataSummary | str] = {}
         """Data scans by `data_key`: counting lines of a big file once per file is enough."""
         self._scanning: set[str] = set()
+        self._validated: dict[str, Any] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="toolbar"):
@@ -71,7 +74,7 @@ class ConfigureScreen(Screen[None]):
             with VerticalScroll(id="side-panel"):
                 yield ReadoutsPanel(id="readouts")
                 yield ProblemsPanel(id="problems")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#readouts").border_title = "Readouts"
@@ -90,9 +93,14 @@ class ConfigureScreen(Screen[None]):
         return self._settings
 
     @on(SettingsForm.Changed)
-    def validate(self) -> None:
+    def validate(self, _event: SettingsForm.Changed | None = None, *, force: bool = False
+                 ) -> None:
         form = self.form
-        data = form_data(self.specs, form.raw_values())
+        raw = form.raw_values()
+        if raw == self._validated and not force:  # widgets report their initial values too
+            return
+        self._validated = raw
+        data = form_data(self.specs, raw)
         self.problems = form_problems(self.specs, data)
         form.show_problems(self.problems)
         form.mark_changed(self.baseline)
@@ -172,9 +180,8 @@ class ConfigureScreen(Screen[None]):
                         markup=False)
             self._set_preset(self.preset)
             return
-        self.baseline = values
         self._set_preset(name)
-        self.form.load(values)
+        self._replace_values(values, baseline=values)
 
     def action_pick_preset(self) -> None:
         select = self.query_one("#preset-select", Select)
@@ -203,7 +210,7 @@ class ConfigureScreen(Screen[None]):
             return
         self.baseline = settings_values(settings)
         self._set_preset(name)
-        self.validate()
+        self.validate(force=True)
         self.notify(str(path), title=f"Saved preset {name}", markup=False)
 
     def action_resume(self) -> None:
@@ -219,9 +226,14 @@ class ConfigureScreen(Screen[None]):
         except SettingsError as e:
             self.notify(str(e), title="Cannot resume", severity="error", markup=False)
             return
-        self.baseline = saved
         self._set_preset(None)
-        self.form.load({**saved, "train.out_dir": str(folder), "train.from_resume": True})
+        self._replace_values({**saved, "train.out_dir": str(folder), "train.from_resume": True},
+                             baseline=saved)
+
+    def _replace_values(self, values: dict[str, Any], baseline: dict[str, Any]) -> None:
+        self.baseline = baseline
+        self._validated = None  # the marks must follow the new baseline even if no value moved
+        self.form.load(values)
 
     def focus_problem(self, reason: str) -> None:
         """Put the cursor on the field an engine error names ("train.data_path: …")."""

@@ -31,6 +31,8 @@ class DashboardScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+t", "toggle_x_axis", "Steps/tokens", id="x_axis",
                 tooltip="Plot against optimizer steps or tokens seen"),
+        Binding("f2", "app.toggle_view", "Form", id="to_form", key_display="F2",
+                tooltip="Show the settings form (the run goes on)"),
     ]
 
     x_axis: var[str] = var("step")
@@ -51,7 +53,7 @@ class DashboardScreen(Screen[None]):
                 yield Button("Stop F6", id="stop-button", variant="error", action="app.stop",
                              compact=True)
         yield RunLog(id="run-log")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#loss-plot").border_title = "Loss"

@@ -38,7 +38,8 @@ class SettingField(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(classes="field-row"):
             yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
-            yield self._control()
+            with Horizontal(classes="field-control"):
+                yield self._control()
             yield Static(self.spec.help, classes="field-help-wide", markup=False)
         yield Static(self.spec.help, classes="field-help", markup=False)
         yield Static("", classes="field-error", markup=False)
