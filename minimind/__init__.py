@@ -1,5 +1,7 @@
 """MiniMind language models: config, model and upstream weight helpers (no UI imports)."""
 
+from transformers import AutoConfig, AutoModelForCausalLM
+
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
 from .upstream import (
@@ -11,6 +13,10 @@ from .upstream import (
     load_pretrained_weights,
     load_weights_file,
 )
+
+# Let transformers' Auto classes open a saved MiniMind folder (config.json model_type "minimind").
+AutoConfig.register("minimind", MiniMindConfig)
+AutoModelForCausalLM.register(MiniMindConfig, MiniMindForCausalLM)
 
 __all__ = [
     "MiniMindConfig",

@@ -19,6 +19,8 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from minimind.config import family_defaults
+
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output")
 
 
@@ -280,12 +282,13 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     elif (m.hidden_size // m.num_attention_heads) % 2:
         bad("model.num_attention_heads",
             f"gives an odd head size ({m.hidden_size // m.num_attention_heads}); RoPE needs it even")
-    kv = m.num_key_value_heads or (2 if m.family == "minimind2" else 4)
+    family = family_defaults(m.family, m.hidden_size)
+    kv = m.num_key_value_heads or family["num_key_value_heads"]
     if m.num_attention_heads % kv:
         bad("model.num_key_value_heads",
             f"({kv}) must divide num_attention_heads ({m.num_attention_heads})")
     if m.use_moe:
-        top_k = m.num_experts_per_tok or (2 if m.family == "minimind2" else 1)
+        top_k = m.num_experts_per_tok or family["num_experts_per_tok"]
         if top_k > m.n_routed_experts:
             bad("model.num_experts_per_tok",
                 f"({top_k}) must be ≤ n_routed_experts ({m.n_routed_experts})")

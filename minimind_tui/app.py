@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.worker import Worker
 
-from minimind.events import Event, LogMessage, RunFinished
+from minimind.events import Event, LogMessage
 from minimind.settings import RunSettings, merge
 from minimind_tui.commands import MiniMindCommands
 from minimind_tui.form_schema import settings_values
@@ -32,9 +32,14 @@ DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow tr
 
 
 class MiniMindApp(App[None]):
+    """`MiniMindApp(settings, preset)`: the CLI's resolved settings fill the form, and the
+    preset's own values are the baseline that "changed" marks compare against."""
+
     CSS_PATH = "app.tcss"
     TITLE = "minimind-tui"
     COMMANDS = App.COMMANDS | {MiniMindCommands}
+    # Modes name installed screens: the app builds both itself (the form needs the CLI's
+    # settings) and keeps them, so switching never loses form values or the run's log.
     MODES = {"configure": "configure", "dashboard": "dashboard"}
     BINDINGS = [
         Binding("f5,ctrl+r", "start", "Start", id="start", key_display="F5",
@@ -55,7 +60,7 @@ class MiniMindApp(App[None]):
         super().__init__()
         values, baseline, preset = initial_form(settings, preset)
         self.history = RunHistory()
-        self.run: TrainingRun | None = None
+        self.training: TrainingRun | None = None
         self._quitting = False
         self.configure_screen = ConfigureScreen(values, baseline, preset)
         self.dashboard_screen = DashboardScreen(self.history)
@@ -69,8 +74,8 @@ class MiniMindApp(App[None]):
     def on_unmount(self) -> None:
         # However the app ends, a running engine must not outlive it for long: it stops at
         # the end of its current step (the executor waits for that thread at shutdown).
-        if self.run is not None:
-            self.run.request_stop()
+        if self.training is not None:
+            self.training.request_stop()
 
     @property
     def run_active(self) -> bool:
@@ -99,25 +104,25 @@ class MiniMindApp(App[None]):
                         severity="warning")
             return
         self.history.reset()
-        self.run = TrainingRun(settings)
-        self.run.start(self)
+        self.training = TrainingRun(settings)
+        self.training.start(self)
         self.run_phase = "running"
         self._drain_timer.resume()
         self.switch_mode("dashboard")
         self.refresh_bindings()
 
     def action_stop(self) -> None:
-        if self.run is None or self.run_phase != "running":
+        if self.training is None or self.run_phase != "running":
             return
-        self.run.request_stop()
+        self.training.request_stop()
         self.apply_events([LogMessage(level="info", text="stop requested: finishing the "
                                       "current step and writing a checkpoint")])
         self.run_phase = "stopping"
         self.refresh_bindings()
 
     def _drain(self) -> None:
-        if self.run is not None:
-            self.apply_events(self.run.drain())
+        if self.training is not None:
+            self.apply_events(self.training.drain())
 
     def apply_events(self, events: list[Event]) -> None:
         """Feed engine events to the history the dashboard draws from (also used to replay
@@ -125,7 +130,7 @@ class MiniMindApp(App[None]):
         self.history.apply(events)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        run = self.run
+        run = self.training
         if run is None or event.worker is not run.worker or not event.worker.is_finished:
             return
         self._drain_timer.pause()

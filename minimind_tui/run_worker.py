@@ -46,10 +46,6 @@ class TrainingRun:
     def drain(self) -> list[Event]:
         return self.sink.drain()
 
-    @property
-    def finished(self) -> bool:
-        return self.worker is not None and self.worker.is_finished
-
     def outcome(self) -> RunFinished:
         """How the finished worker ended; an exception that escaped the engine counts as a
         failed run, so the UI has one path for every ending."""

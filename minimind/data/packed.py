@@ -141,3 +141,17 @@ class PackedDataset(Dataset):
         window = self._memmap()[i * T : (i + 1) * T]
         input_ids = torch.from_numpy(window.astype(np.int64))
         return input_ids, input_ids.clone()
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A whole batch, which DataLoader asks for when this method exists: one row gather
+        from the memmap and one int64 conversion, instead of per-sample slicing and copying
+        that on a fast GPU costs a noticeable share of a step in the loader's process."""
+        n, T = len(self), self.max_seq_len
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and not (-n <= idx.min() and idx.max() < n):
+            raise IndexError(f"sample indices out of range for {n} samples")
+        rows = self._memmap()[: n * T].reshape(n, T)[idx % n]
+        samples = torch.from_numpy(rows.astype(np.int64)).unbind()
+        # The collate step stacks inputs and labels into two separate batch tensors, so the
+        # rows can be shared here without the per-sample clone.
+        return list(zip(samples, samples))

@@ -41,7 +41,8 @@ class ConfigureScreen(Screen[None]):
         Binding("f2", "app.toggle_view", "Dashboard", id="to_dashboard", key_display="F2",
                 tooltip="Show the run dashboard"),
     ]
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # From 140 columns the help fits beside each field; below it shows under the focused one.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
 
     def __init__(self, values: dict[str, Any], baseline: dict[str, Any],
                  preset: str | None) -> None:

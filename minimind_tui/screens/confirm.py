@@ -24,8 +24,8 @@ class ConfirmScreen(ModalScreen[bool]):
             dialog.border_title = self._title
             yield Static(self._question, markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self._yes} [y]", id="yes", variant="error")
-                yield Button(f"{self._no} [n]", id="no")
+                yield Button(f"{self._yes} (y)", id="yes", variant="error")
+                yield Button(f"{self._no} (n)", id="no")
 
     def on_mount(self) -> None:
         # The safe answer has focus: a stray Enter must not stop someone's run.

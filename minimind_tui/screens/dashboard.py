@@ -35,19 +35,26 @@ class DashboardScreen(Screen[None]):
                 tooltip="Show the settings form (the run goes on)"),
     ]
 
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    # Below 32 rows the lower charts would be too flat to read; the stats show the lr.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    AUTO_FOCUS = "#run-log"  # not the Stop button: a stray Enter must not stop the run
+
     x_axis: var[str] = var("step")
 
     def __init__(self, history: RunHistory) -> None:
         super().__init__(id="dashboard")
         self.history = history
-        self._drawn: tuple[int, int, str, str] | None = None
+        self._drawn: tuple[object, ...] | None = None
         self._log_run, self._log_seq = 0, 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="dashboard-top"):
             with Vertical(id="charts"):
                 yield MetricPlot(id="loss-plot")
-                yield MetricPlot(id="lr-plot")
+                with Horizontal(id="lower-charts"):
+                    yield MetricPlot(id="lr-plot")
+                    yield MetricPlot(id="aux-plot")
             with Vertical(id="stats-column"):
                 yield StatsPanel(id="stats")
                 yield Button("Stop F6", id="stop-button", variant="error", action="app.stop",
@@ -57,6 +64,7 @@ class DashboardScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#loss-plot").border_title = "Loss"
+        self.query_one("#aux-plot").border_title = "MoE aux loss"
         self.query_one("#lr-plot").border_title = "Learning rate"
         self.query_one("#stats").border_title = "Run"
         self.query_one("#run-log").border_title = "Log"
@@ -84,25 +92,30 @@ class DashboardScreen(Screen[None]):
         if not self.is_current:
             return
         h = self.history
-        state = (h.run_id, h.version, self.x_axis, self.app.run_phase)
+        # The theme is in the key because the charts take their colours from it.
+        state = (h.run_id, h.version, self.x_axis, self.app.run_phase, self.app.theme)
         if state == self._drawn:
             return
         self._drawn = state
         self._append_log()
-        self.query_one(StatsPanel).show(h, self._status())
+        preparing = self.app.run_phase == "running" and h.started is None
+        self.query_one(StatsPanel).show(h, self._status(), preparing)
         tokens = self.x_axis == "tokens"
         xs = h.tokens if tokens else h.steps
         xlabel = "tokens seen" if tokens else "step"
         loss = [PlotSeries("loss", xs, h.loss, "foreground-darken-3"),
                 PlotSeries("ema", xs, h.loss_ema, "primary-lighten-1")]
+        # An aux loss is ~100x smaller than the loss: on the same axes it would be a flat line.
+        self.set_class(h.is_moe, "-moe")
         if h.is_moe:
-            loss += [PlotSeries("logits", xs, h.logits_loss, "secondary-lighten-2"),
-                     PlotSeries("aux →", xs, h.aux_loss, "accent", yside="right")]
+            loss.append(PlotSeries("logits", xs, h.logits_loss, "secondary-lighten-2"))
+            self.query_one("#aux-plot", MetricPlot).draw(
+                [PlotSeries("aux", xs, h.aux_loss, "warning")], xlabel)
         loss.append(PlotSeries("val", h.val_tokens if tokens else h.val_steps, h.val_loss,
                                "success", kind="scatter"))
-        self.query_one("#loss-plot", MetricPlot).draw(loss, xlabel, tokens)
-        self.query_one("#lr-plot", MetricPlot).draw(
-            [PlotSeries("lr", xs, h.lr, "accent")], xlabel, tokens)
+        self.query_one("#loss-plot", MetricPlot).draw(loss, xlabel)
+        self.query_one("#lr-plot", MetricPlot).draw([PlotSeries("lr", xs, h.lr, "accent")],
+                                                     xlabel)
 
     def _status(self) -> str:
         h, phase = self.history, self.app.run_phase

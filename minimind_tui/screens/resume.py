@@ -42,8 +42,8 @@ class ResumeScreen(ModalScreen[Path | None]):
                         validators=[RunFolder()])
             yield Static("", id="run-folder-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Load [enter]", id="load", variant="primary")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Load (enter)", id="load", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
         self._check(self.query_one(Input).value)

@@ -31,7 +31,7 @@ class RunFailedScreen(ModalScreen[None]):
             yield Static(Text(f"Stopped at step {f.step}; the settings are unchanged."),
                          classes="dim")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Back to the settings [enter]", id="back", variant="primary")
+                yield Button("Back to the settings (enter)", id="back", variant="primary")
 
     def on_button_pressed(self) -> None:
         self.dismiss()

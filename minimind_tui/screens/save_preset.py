@@ -37,8 +37,8 @@ class SavePresetScreen(ModalScreen[str | None]):
                         validators=[PresetName()])
             yield Static("", id="preset-name-note", markup=False)
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save [enter]", id="save", variant="primary")
-                yield Button("Cancel [esc]", id="cancel")
+                yield Button("Save (enter)", id="save", variant="primary")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
         self._check(self.query_one(Input).value)

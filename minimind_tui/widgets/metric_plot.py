@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -9,7 +10,6 @@ from textual.color import Color
 from textual_plotext import PlotextPlot
 
 from minimind_tui.history import downsample_minmax
-from minimind_tui.readouts import format_count
 
 
 @dataclass(frozen=True)
@@ -20,35 +20,50 @@ class PlotSeries:
     color: str
     """A theme variable name ("primary", "accent"…), so the chart follows the theme."""
     kind: Literal["line", "scatter"] = "line"
-    yside: Literal["left", "right"] = "left"
 
 
 class MetricPlot(PlotextPlot):
     """Downsamples each series to a few points per column before plotext sees it: plotext
     draws every point it is given, and 100k points would freeze the UI for over a second."""
 
-    def draw(self, series: list[PlotSeries], xlabel: str, tokens_axis: bool) -> None:
+    def draw(self, series: list[PlotSeries], xlabel: str) -> None:
         plt = self.plt
         plt.clear_data()
-        budget = max(4 * self.size.width, 200)
+        budget = max(2 * self.size.width, 100)  # a min and a max per column
         colors = self.app.theme_variables
+        shown = [s for s in series if s.xs]
         all_x: list[float] = []
-        for s in series:
-            if not s.xs:
-                continue
+        for s in shown:
             xs, ys = downsample_minmax(s.xs, s.ys, budget)
             color = Color.parse(colors[s.color]).rgb
+            label = s.label if len(shown) > 1 else None  # the panel title names a lone series
             if s.kind == "scatter":
-                plt.scatter(xs, ys, label=s.label, color=color, marker="●", yside=s.yside)
+                plt.scatter(xs, ys, label=label, color=color, marker="●")
             else:
-                plt.plot(xs, ys, label=s.label, color=color, marker="braille", yside=s.yside)
+                plt.plot(xs, ys, label=label, color=color, marker="braille")
             all_x += (xs[0], xs[-1])
         plt.xlabel(xlabel)
-        if tokens_axis and all_x:
-            # plotext would print 1200000.0; 1.20M reads at a glance.
-            lo, hi = min(all_x), max(all_x)
-            ticks = [lo + (hi - lo) * i / 4 for i in range(5)] if hi > lo else [lo]
-            plt.xticks(ticks, [format_count(int(t)) for t in ticks])
-        else:
-            plt.xticks(None)
+        if all_x:
+            # plotext would label a token axis 1200000.0; round ticks read as 1.2M.
+            ticks = nice_ticks(min(all_x), max(all_x))
+            plt.xticks(ticks, [tick_label(t) for t in ticks])
         self.refresh()
+
+
+def tick_label(value: float) -> str:
+    """150, 12k, 1.5M: short enough that plotext does not drop overlapping labels."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """About `count` round values (1, 2 or 5 times a power of ten apart) within [lo, hi]."""
+    if hi <= lo:
+        return [lo]
+    raw = (hi - lo) / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) // step) + 1)]

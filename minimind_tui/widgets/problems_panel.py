@@ -11,7 +11,12 @@ from minimind.settings import Problem
 class ProblemsPanel(Static):
     """`-ok` when there is nothing to fix, so the stylesheet can colour the border."""
 
+    _shown: list[Problem] | None = None
+
     def show(self, problems: list[Problem]) -> None:
+        if problems == self._shown:  # validation runs on every keystroke
+            return
+        self._shown = problems
         self.set_class(not problems, "-ok")
         if not problems:
             self.update(Text("✓ ready to start", style="bold"))

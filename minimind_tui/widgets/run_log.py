@@ -17,14 +17,17 @@ _COLORS = {"warning": "warning", "error": "error", "checkpoint": "success", "eva
 
 class RunLog(RichLog):
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=1000, wrap=False, markup=False, highlight=False, **kwargs)
+        # min_width: RichLog's default of 78 would scroll sideways in a narrow terminal.
+        super().__init__(max_lines=1000, wrap=True, min_width=20, markup=False,
+                         highlight=False, **kwargs)
 
     def write_event(self, event: Event) -> None:
         line = self._line(event)
         if line is not None:
             text, kind = line
             color = self.app.theme_variables.get(_COLORS.get(kind, ""), "")
-            self.write(Text(text, style=f"bold {color}" if color else ""))
+            # expand: wrap at the panel width, not at the console width Rich measures with.
+            self.write(Text(text, style=f"bold {color}" if color else ""), expand=True)
 
     @staticmethod
     def _line(e: Event) -> tuple[str, str] | None:

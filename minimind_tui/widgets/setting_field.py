@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, Static, Switch
 
@@ -21,11 +20,11 @@ def device_choices() -> list[str]:
     return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
 
 
-class SettingField(Vertical):
+class SettingField(Widget):
     """A label, a control and the lines under it; `-changed`/`-invalid` classes style them.
 
-    The control's id is the field name (fields are unique across sections), so tests and
-    the error modal can find `#batch_size` directly.
+    The control's id is the field name (names are unique across sections), so `#batch_size`
+    finds it from anywhere on the screen.
     """
 
     def __init__(self, spec: FieldSpec, value: Any) -> None:
@@ -34,13 +33,16 @@ class SettingField(Vertical):
         self._initial = spec.display(value)
         self._family_default: object = None
         self._choices: list[str] = []
+        # What is shown now: every keystroke re-checks all fields, and only a real change
+        # should cost a repaint.
+        self._problems: list[str] = []
+        self._changed = False
 
     def compose(self) -> ComposeResult:
-        with Horizontal(classes="field-row"):
-            yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
-            with Horizontal(classes="field-control"):
-                yield self._control()
-            yield Static(self.spec.help, classes="field-help-wide", markup=False)
+        # A grid (see app.tcss): name | control | help on wide screens, the help on its own
+        # row (shown while the field has focus) on narrow ones; the error always below.
+        yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
+        yield self._control()
         yield Static(self.spec.help, classes="field-help", markup=False)
         yield Static("", classes="field-error", markup=False)
 
@@ -114,12 +116,18 @@ class SettingField(Vertical):
         return [(auto, "auto"), ("on", "on"), ("off", "off")]
 
     def show_problems(self, messages: list[str]) -> None:
+        if messages == self._problems:
+            return
+        self._problems = messages
         self.set_class(bool(messages), "-invalid")
         self.control.set_class(bool(messages), "-invalid")
         self.query_one(".field-error", Static).update(Text("; ".join(messages)))
 
     def mark_changed(self, changed: bool) -> None:
         """Mark a value that differs from the loaded preset (a dot and the accent colour)."""
+        if changed == self._changed:
+            return
+        self._changed = changed
         self.set_class(changed, "-changed")
         label = self.query_one(".field-name", Label)
         label.update(Text(f"{'•' if changed else ' '} {self.spec.name}"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from minimind.events import StepMetrics
@@ -14,7 +14,7 @@ from minimind_tui.history import RunHistory
 from minimind_tui.readouts import format_bytes, format_count
 
 
-class StatsPanel(Vertical):
+class StatsPanel(VerticalScroll):
     """Every figure comes from events, never the wall clock, so a replay renders the same."""
 
     def compose(self) -> ComposeResult:
@@ -23,7 +23,8 @@ class StatsPanel(Vertical):
         yield ProgressBar(total=None, show_eta=False, id="run-progress")
         yield Static(id="stats-table")
 
-    def show(self, history: RunHistory, status: str) -> None:
+    def show(self, history: RunHistory, status: str, preparing: bool) -> None:
+        """`preparing`: a run was started and has not reported its size yet."""
         self.query_one("#stats-status", Static).update(Text(status))
         bar = self.query_one(ProgressBar)
         latest = history.latest
@@ -32,7 +33,8 @@ class StatsPanel(Vertical):
         elif history.started is not None:
             bar.update(total=history.started.total_steps, progress=history.started.start_step)
         else:
-            bar.update(total=None, progress=0)
+            bar.update(total=None, progress=0)  # pulses while data and model are prepared
+        bar.display = preparing or history.started is not None
         self.query_one("#stats-table", Static).update(self._table(history))
 
     @staticmethod
@@ -41,38 +43,37 @@ class StatsPanel(Vertical):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(overflow="fold")
         e = h.latest
-        if h.started is not None:
-            s = h.started
-            grid.add_row("model", f"{format_count(s.parameters)} params on {s.device_name}")
         if e is None:
             grid.add_row("step", "waiting for the first logged step…"
                          if h.started else "no run yet: press F5 on the form")
-            return grid
-        grid.add_row("step", f"{e.step:,} / {e.total_steps:,}")
-        grid.add_row("epoch", f"{e.epoch}/{e.epochs} ({e.epoch_step:,}/{e.steps_per_epoch:,})")
-        loss = f"{e.loss:.4f}  (ema {h.loss_ema[-1]:.4f})"
-        grid.add_row("loss", loss)
-        if h.last_eval is not None:
-            grid.add_row("val loss", f"{h.last_eval.val_loss:.4f} @ step {h.last_eval.step:,}")
-        grid.add_row("lr", f"{e.lr:.3g}")
-        grid.add_row("grad norm", f"{e.grad_norm:.3f}")
-        grid.add_row("tokens/s", f"{e.tokens_per_sec:,.0f}")
-        if e.mfu is not None:
-            grid.add_row("MFU", f"{e.mfu:.1%}")
-        grid.add_row("tokens", format_count(e.tokens_seen))
-        grid.add_row("elapsed", format_duration(e.elapsed))
-        grid.add_row("ETA", format_duration(e.eta_seconds))
-        grid.add_row("memory", _memory(e))
+        else:
+            grid.add_row("step", f"{e.step:,}/{e.total_steps:,} · epoch {e.epoch}/{e.epochs}")
+            grid.add_row("loss", f"{e.loss:.4f} · ema {h.loss_ema[-1]:.4f}")
+            if h.is_moe:
+                grid.add_row("aux loss", f"{e.aux_loss:.4f}")
+            if h.last_eval is not None:
+                grid.add_row("val loss", f"{h.last_eval.val_loss:.4f} @ step {h.last_eval.step:,}")
+            grid.add_row("lr", f"{e.lr:.3g}")
+            grid.add_row("grad norm", f"{e.grad_norm:.3f}")
+            mfu = f" · MFU {e.mfu:.1%}" if e.mfu is not None else ""
+            grid.add_row("tokens/s", f"{e.tokens_per_sec:,.0f}{mfu}")
+            grid.add_row("tokens", format_count(e.tokens_seen))
+            grid.add_row("elapsed", f"{format_duration(e.elapsed)} · ETA "
+                                    f"{format_duration(e.eta_seconds)}")
+            grid.add_row("memory", _memory(e))
         if h.checkpoint is not None:
             grid.add_row("checkpoint", f"step {h.checkpoint.step:,}")
             grid.add_row("", Text(h.checkpoint.weights_path, style="dim"))
+        if h.started is not None:
+            s = h.started
+            grid.add_row("model", f"{format_count(s.parameters)} params, {s.device_name}")
         return grid
 
 
 def _memory(e: StepMetrics) -> str:
-    total = f" of {format_bytes(e.mem_total)}" if e.mem_total else ""
+    total = f" / {format_bytes(e.mem_total)}" if e.mem_total else ""
     if e.mem_allocated is not None:
-        return (f"GPU {format_bytes(e.mem_allocated)} alloc, "
+        return (f"{format_bytes(e.mem_allocated)} alloc, "
                 f"{format_bytes(e.mem_reserved or 0)} reserved, "
                 f"{format_bytes(e.mem_peak or 0)} peak{total}")
     if e.rss is not None:

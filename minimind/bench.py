@@ -1,0 +1,359 @@
+"""Training throughput: useful and padded tokens/s, MFU, step time and peak memory per variant.
+
+Engine variants run the real `Trainer` (data loader, autocast, optimizer, meter) for
+`warmup + steps` optimizer steps. The engine logs once when the warm-up ends and again at the
+end, and each report syncs the device, so the difference between the two reports' `tokens_seen`
+and `elapsed` is exactly the measured steps; the checkpoint is skipped (it would be written after
+the last report anyway). "Useful" tokens are those with a label (padding excluded), as the
+engine counts them; padded tokens are every position the model computed.
+
+The `baseline` variant is the upstream MiniMind loop rebuilt on this codebase's model and data:
+padded samples tokenized in `__getitem__`, one loader worker, eager model, non-fused AdamW,
+fp16 autocast + GradScaler on CUDA and plain fp32 on CPU. Every report carries its own ratio.
+
+The bundled corpus is repeated until one epoch covers the run, so no epoch boundary (a new
+loader, a short last batch) falls inside the measurement, as in a real multi-GB run.
+
+`python -m minimind.bench` is `minimind-tui bench`; the command line lives in
+`minimind_tui.bench_cli` next to the preset machinery.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from minimind import distributed
+from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
+from minimind.data.corpus import default_cache_dir
+from minimind.engine import Trainer
+from minimind.events import RunFinished, RunStarted, StepMetrics
+from minimind.flops import flops_per_token, peak_flops
+from minimind.prepare import prepare
+from minimind.schedule import learning_rate
+from minimind.settings import RunSettings
+from minimind.tokenizer import load_tokenizer
+
+# Variant words, joined with "+" (e.g. "packed+compile+mb128"); each sets train settings.
+# Two take a number: w<N> sets num_workers, mb<N> the micro-batch (see variant_settings).
+WORDS: dict[str, dict[str, Any]] = {
+    "padded": {"packing": False},
+    "packed": {"packing": True},
+    "eager": {"use_compile": False},
+    "compile": {"use_compile": True},
+    "fp32": {"dtype": "float32"},
+    "bf16": {"dtype": "bfloat16"},
+    "fp16": {"dtype": "float16"},
+    "ckpt": {"grad_checkpointing": True},
+}
+BASELINE = "baseline"
+ENGINE = "engine"  # the settings exactly as the preset and flags give them
+BASELINE_WORKERS = 1  # the seed's default --num_workers
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def parse_variant(name: str) -> tuple[dict[str, Any], int | None]:
+    """(train-setting overrides, micro-batch or None) of a variant name."""
+    if name in (BASELINE, ENGINE):
+        return {}, None
+    out: dict[str, Any] = {}
+    micro_batch = None
+    for word in name.split("+"):
+        if word in WORDS:
+            out.update(WORDS[word])
+        elif word[:1] == "w" and word[1:].isdigit():
+            out["num_workers"] = int(word[1:])
+        elif word[:2] == "mb" and word[2:].isdigit() and int(word[2:]) > 0:
+            micro_batch = int(word[2:])
+        else:
+            known = ", ".join([*WORDS, "w<N>", "mb<N>"])
+            raise BenchError(f"unknown variant word {word!r} in {name!r} (known: {known}; "
+                             f"or '{BASELINE}' / '{ENGINE}' alone)")
+    return out, micro_batch
+
+
+def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, warmup: int,
+                     steps: int, data_path: str, out_dir: str) -> RunSettings:
+    """The settings one run uses: the variant's overrides; a micro-batch that keeps the samples
+    per optimizer step (accumulation_steps = batch_size * accumulation_steps / micro-batch);
+    and the measuring harness (no eval, no saves, a log when the warm-up ends)."""
+    t = base.train
+    overrides, own_micro_batch = parse_variant(variant)
+    micro_batch = own_micro_batch or micro_batch
+    train = dict(t.model_dump(), **overrides)
+    if variant == BASELINE:
+        cuda = distributed.resolve_device(t.device).type == "cuda"
+        train.update(packing=False, use_compile=False, num_workers=BASELINE_WORKERS,
+                     dtype="float16" if cuda else "float32")
+    if micro_batch:
+        samples = t.batch_size * t.accumulation_steps
+        train.update(batch_size=micro_batch,
+                     accumulation_steps=max(1, round(samples / micro_batch)))
+    train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
+                 eval_interval=0, val_data_path="", epochs=1_000_000, from_resume=False,
+                 data_path=data_path, out_dir=out_dir)
+    return RunSettings.parse({"model": base.model.model_dump(), "train": train})
+
+
+# -- data ---------------------------------------------------------------------------------
+def bench_data(settings: list[RunSettings], warmup: int, steps: int,
+               log: Callable[[str], None]) -> str:
+    """A data_path whose first epoch is long enough for every run: the configured file
+    repeated a power-of-two number of times (so later runs reuse the cached copy)."""
+    t = settings[0].train
+    path = resolve_data_path(t.data_path)
+    docs = len(JsonlIndex(path))
+    tokens = 0
+    if any(s.train.packing for s in settings):  # the engine builds this cache anyway
+        tokens = build_token_cache(path, load_tokenizer(t.tokenizer_path or None), 1,
+                                   default_cache_dir() / "tokens").stat().st_size // 2
+    need = 1.0
+    for s in settings:
+        samples = (warmup + steps + 1) * s.train.batch_size * s.train.accumulation_steps
+        have = tokens // s.train.max_seq_len if s.train.packing else docs
+        need = max(need, samples / max(have, 1))
+    repeat = 1 << math.ceil(math.log2(need))
+    if repeat == 1:
+        return str(path)
+    out = default_cache_dir() / "bench" / f"{path.stem}-x{repeat}.jsonl"
+    if not out.exists():
+        log(f"writing {out.name} ({repeat} copies of {path.name})")
+        text = path.read_bytes()
+        text += b"" if text.endswith(b"\n") else b"\n"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            for _ in range(repeat):
+                f.write(text)
+        os.replace(tmp, out)  # a parallel or interrupted run never sees a partial file
+    return str(out)
+
+
+# -- measuring ----------------------------------------------------------------------------
+class _Events:
+    def __init__(self):
+        self.events: list = []
+
+    def emit(self, event) -> None:
+        self.events.append(event)
+
+    def close(self) -> None:
+        pass
+
+
+class _BenchTrainer(Trainer):
+    def _checkpoint(self, *args, **kwargs) -> None:
+        """A benchmark keeps no weights: writing them would only cost time and disk."""
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: "5" resets this process's resident-set high-water mark (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None) -> dict[str, Any]:
+    sink = _Events()
+    result = _BenchTrainer(settings, [sink], compile_mode=compile_mode).run()
+    if result.status != "completed":
+        raise BenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
+    started = next(e for e in sink.events if isinstance(e, RunStarted))
+    logs = [e for e in sink.events if isinstance(e, StepMetrics)]
+    first = next(e for e in logs if e.step == warmup)
+    last = logs[-1]
+    if started.steps_per_epoch < last.step:
+        print(f"bench: warning: the data holds only {started.steps_per_epoch} steps per epoch; "
+              "epoch boundaries fall inside the measurement", file=sys.stderr)
+    window = last.elapsed - first.elapsed
+    return {"steps": last.step - first.step, "window": window,
+            "useful_tokens": last.tokens_seen - first.tokens_seen,
+            "flops_per_token": started.flops_per_token, "peak_flops": started.peak_flops,
+            "device_name": started.device_name, "parameters": started.parameters,
+            "active_parameters": started.active_parameters, "final_loss": last.loss,
+            "peak_mem_bytes": last.mem_peak}
+
+
+def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, Any]:
+    """The upstream training loop, step for step, on this codebase's model and data."""
+    t, m = settings.train, settings.model
+    dist = distributed.DistInfo(0, 0, 1, distributed.resolve_device(t.device))
+    device, cuda = dist.device, dist.device.type == "cuda"
+    prep = prepare(settings, dist, lambda *_: None)
+    model = prep.model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate,
+                                  weight_decay=t.weight_decay, foreach=False, fused=False)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
+    loader = DataLoader(prep.train_data, batch_size=t.batch_size, shuffle=False,
+                        num_workers=t.num_workers, pin_memory=cuda, drop_last=False)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    total, accum = warmup + steps, t.accumulation_steps
+    step, micro, useful, start, final_loss = 0, 0, 0, 0.0, math.nan
+    for input_ids, labels in loader:
+        if step == warmup and micro == 0:
+            _sync(device)
+            start, useful = time.perf_counter(), 0
+        for group in optimizer.param_groups:  # upstream sets the lr on every micro-step
+            group["lr"] = learning_rate(step, total, t.learning_rate, t.warmup_iters,
+                                        t.lr_schedule)
+        useful += int((labels != -100).sum())  # counted on the host copy: no device sync
+        input_ids, labels = input_ids.to(device, non_blocking=True), labels.to(device)
+        with autocast:
+            out = model(input_ids=input_ids, labels=labels)
+            loss = (out.loss + out.aux_loss) / accum
+        scaler.scale(loss).backward()
+        micro += 1
+        if micro == accum:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            step, micro = step + 1, 0
+            if step % t.log_interval == 0 or step == total:
+                final_loss = loss.item() * accum  # upstream's log line: the one host sync
+            if step == total:
+                break
+    else:
+        raise BenchError("the data ran out before the baseline finished its steps")
+    _sync(device)
+    fpt = flops_per_token(model.active_parameters(), model.model.embed_tokens.weight.numel(),
+                          m.num_hidden_layers, m.hidden_size, t.max_seq_len,
+                          m.tie_word_embeddings)
+    return {"steps": steps, "window": time.perf_counter() - start, "useful_tokens": useful,
+            "flops_per_token": fpt, "peak_flops": peak_flops(device),
+            "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+            "parameters": model.num_parameters(),
+            "active_parameters": model.active_parameters(), "final_loss": final_loss,
+            "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cpu_name() -> str:
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
+            compile_mode: str | None) -> dict[str, Any]:
+    """Run one configuration and turn its counts into the report's figures."""
+    _reset_peak_rss()
+    if variant == BASELINE:
+        raw = run_baseline(settings, warmup, steps)
+    else:
+        raw = run_engine(settings, warmup, compile_mode if settings.train.use_compile else None)
+    t = settings.train
+    window = max(raw.pop("window"), 1e-9)
+    useful = raw.pop("useful_tokens") / window
+    padded = raw["steps"] * t.batch_size * t.max_seq_len * t.accumulation_steps / window
+    peak = raw.pop("peak_flops")
+    fpt = raw.pop("flops_per_token")
+    mem = raw.pop("peak_mem_bytes")
+    return {"useful_tokens_per_sec": useful, "padded_tokens_per_sec": padded,
+            "mfu": useful * fpt / peak if peak else None, "step_time_s": window / raw["steps"],
+            "peak_mem_bytes": mem if mem is not None else _peak_rss(),
+            "peak_mem_kind": "cuda_max_allocated" if mem is not None else "process_peak_rss",
+            "flops_per_token": fpt, **raw}
+
+
+def _cleanup() -> None:
+    """Free the previous run's model and compiled graphs before the next one."""
+    gc.collect()
+    torch._dynamo.reset()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_bench(base: RunSettings, preset: str | None, variants: list[str],
+              micro_batches: list[int | None], warmup: int, steps: int,
+              compile_mode: str | None, emit: Callable[[dict[str, Any]], None],
+              log: Callable[[str], None], repeat: int = 1) -> list[dict[str, Any]]:
+    """Measure every (variant, micro-batch) pair; the baseline runs first, at the settings' own
+    micro-batch. With `repeat` > 1 the whole list runs that many times, interleaved, and each
+    configuration reports its fastest run: on a shared machine other work only ever slows a
+    run down. A failing configuration is reported and the rest still run."""
+    configs = [(BASELINE, None)] if BASELINE in variants else []
+    for v in variants:
+        if v != BASELINE:  # a variant that names its micro-batch is not crossed with the list
+            configs += [(v, mb) for mb in ([None] if parse_variant(v)[1] else micro_batches)]
+    with tempfile.TemporaryDirectory(prefix="minimind-bench-") as out_dir:
+        draft = [variant_settings(base, v, mb, warmup, steps, base.train.data_path, out_dir)
+                 for v, mb in configs]
+        data = bench_data(draft, warmup, steps, log)
+        plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
+                 for v, mb in configs]
+        runs: list[list[dict[str, Any]]] = [[] for _ in plans]
+        records, reference = [], None
+        for round_ in range(repeat):
+            for (variant, s), done in zip(plans, runs):
+                t = s.train
+                log(f"bench: {preset or 'settings'}: {variant} (micro-batch {t.batch_size} x "
+                    f"{t.accumulation_steps})" + (f", run {round_ + 1}/{repeat}" if repeat > 1
+                                                  else "") + " ...")
+                try:
+                    done.append(measure(s, variant, warmup, steps, compile_mode))
+                except (BenchError, torch.cuda.OutOfMemoryError) as e:
+                    done.append({"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+                _cleanup()
+                if round_ < repeat - 1:
+                    continue
+                record = _record(variant, preset, s, done, compile_mode)
+                if variant == BASELINE and "error" not in record:
+                    reference = record["useful_tokens_per_sec"]
+                rate = record.get("useful_tokens_per_sec")
+                record["speedup_vs_baseline"] = rate / reference if rate and reference else None
+                records.append(record)
+                emit(record)
+    return records
+
+
+def _record(variant: str, preset: str | None, s: RunSettings, runs: list[dict[str, Any]],
+            compile_mode: str | None) -> dict[str, Any]:
+    t = s.train
+    good = [r for r in runs if "error" not in r]
+    best = max(good, key=lambda r: r["useful_tokens_per_sec"]) if good else runs[-1]
+    record = {"variant": variant, "preset": preset,
+              "device": str(distributed.resolve_device(t.device)),
+              "micro_batch": t.batch_size, "accumulation_steps": t.accumulation_steps, **best}
+    if len(runs) > 1:
+        record["runs_useful_tokens_per_sec"] = [r.get("useful_tokens_per_sec") for r in runs]
+    record.update(compile_mode=compile_mode if t.use_compile else None,
+                  torch=torch.__version__, python=platform.python_version(),
+                  threads=torch.get_num_threads(), settings=s.model_dump(mode="json"))
+    return record
+
+
+if __name__ == "__main__":
+    from minimind_tui.bench_cli import main
+
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""`minimind-tui bench`: throughput of a preset under several variants, one JSON line each.
+
+    minimind-tui bench --preset minimind2-small --variants baseline,packed,packed+compile \\
+        --micro_batches 32,128 --steps 20
+
+JSON goes to stdout (and `--out FILE`, appended line by line so a killed run keeps what it
+measured); progress and a summary table go to stderr. Exit 0 when every configuration ran,
+1 when any failed, 2 for invalid flags or settings, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from minimind.settings import SettingsError
+from minimind_tui.flags import add_settings_flags, overrides_from_args
+from minimind_tui.presets import load_settings
+
+DEFAULT_VARIANTS = "baseline,padded,packed"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minimind-tui bench",
+        description="Train a preset for a fixed number of steps after warm-up and report "
+                    "useful tokens/s (padding excluded), padded tokens/s, MFU, step time and "
+                    "peak memory for each variant. Data: the bundled corpus unless "
+                    "--data_path is given; tokenizer: the bundled one unless --tokenizer_path "
+                    "is given.",
+        epilog="Variants are '+'-joined words: padded|packed, eager|compile, fp32|bf16|fp16, "
+               "ckpt (activation checkpointing), w<N> (N loader workers), mb<N> (micro-batch "
+               "N); 'engine' keeps the settings as given; 'baseline' is the upstream-style "
+               "loop (padded, tokenized in __getitem__, 1 worker, eager, non-fused AdamW, "
+               "fp16+GradScaler on CUDA, fp32 on CPU). A micro-batch keeps the samples per "
+               "optimizer step: accumulation_steps = batch_size * accumulation_steps / N.")
+    parser.add_argument("--preset", metavar="NAME|PATH", help="bundled or user preset, or a .toml")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS,
+                        help=f"comma-separated variants (default: {DEFAULT_VARIANTS})")
+    parser.add_argument("--micro_batches", default="", metavar="N,N,...",
+                        help="micro-batch sizes to try for every engine variant without an "
+                             "mb<N> word (default: the settings' batch_size)")
+    parser.add_argument("--warmup", type=int, default=3, metavar="N",
+                        help="optimizer steps before timing starts (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=10, metavar="N", help="timed optimizer steps")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the whole list N times, interleaved, and report each "
+                             "configuration's fastest run (for shared, noisy machines)")
+    parser.add_argument("--compile_mode", default=None,
+                        choices=["default", "reduce-overhead", "max-autotune",
+                                 "max-autotune-no-cudagraphs"],
+                        help="torch.compile mode for compiled variants")
+    parser.add_argument("--out", type=Path, metavar="FILE", help="also append the JSON lines here")
+    add_settings_flags(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if min(args.warmup, args.steps, args.repeat) < 1:
+        parser.error("--warmup, --steps and --repeat must be at least 1")
+    try:
+        micro_batches = [int(x) for x in args.micro_batches.split(",") if x.strip()] or [None]
+    except ValueError:
+        parser.error(f"--micro_batches takes whole numbers, got {args.micro_batches!r}")
+    if any(mb is not None and mb < 1 for mb in micro_batches):
+        parser.error("--micro_batches must be at least 1")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+
+    overrides = overrides_from_args(args)
+    # Presets name upstream's files (dataset/..., model/); a benchmark uses the bundled ones
+    # unless told otherwise, so it runs anywhere.
+    overrides["train"].setdefault("data_path", "builtin:shakespeare")
+    overrides["train"].setdefault("tokenizer_path", "")
+    from minimind.bench import BenchError, parse_variant, run_bench  # torch loads only now
+
+    try:
+        for v in variants:
+            parse_variant(v)
+        base = load_settings(args.preset, overrides)
+    except (SettingsError, BenchError) as e:
+        problems = e.problems if isinstance(e, SettingsError) else [e]
+        for problem in problems:
+            print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
+        return 2
+
+    out = args.out.open("a", encoding="utf-8") if args.out else None
+
+    def emit(record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if out:
+            out.write(line + "\n")
+            out.flush()
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    mode = None if args.compile_mode == "default" else args.compile_mode
+    try:
+        records = run_bench(base, args.preset, variants, micro_batches, args.warmup, args.steps,
+                            mode, emit, log, args.repeat)
+    except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
+        for problem in e.problems:
+            print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
+        log("minimind-tui bench: interrupted; the lines written so far are complete")
+        return 130
+    finally:
+        if out:
+            out.close()
+    log(summary(records))
+    return 1 if any("error" in r for r in records) else 0
+
+
+def summary(records: list[dict]) -> str:
+    rows = [f"{'variant':28s} {'micro':>9s} {'useful tok/s':>13s} {'padded tok/s':>13s} "
+            f"{'MFU':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}"]
+    for r in records:
+        micro = f"{r['micro_batch']}x{r['accumulation_steps']}"
+        if "error" in r:
+            rows.append(f"{r['variant']:28s} {micro:>9s}  {r['error']}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        mem = f"{r['peak_mem_bytes'] / 2**20:.0f}" if r["peak_mem_bytes"] else "-"
+        ratio = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
+        rows.append(f"{r['variant']:28s} {micro:>9s} {r['useful_tokens_per_sec']:13,.0f} "
+                    f"{r['padded_tokens_per_sec']:13,.0f} {mfu:>6s} {r['step_time_s']:8.3f} "
+                    f"{mem:>9s} {ratio:>7s}")
+    return "\n".join(rows)

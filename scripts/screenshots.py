@@ -1,0 +1,63 @@
+"""Render the README screenshots: docs/screenshots/configure.svg and dashboard.svg.
+
+    python scripts/screenshots.py [--size 140x42] [--theme textual-dark]
+
+The configure screen shows the `tiny` preset; the dashboard is fed the same fixed synthetic
+event stream as the snapshot tests (tests/snapshot_apps/replay.py), so the pictures do not
+change from one machine or run to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from minimind_tui.app import MiniMindApp  # noqa: E402
+from minimind_tui.presets import load_settings  # noqa: E402
+from snapshot_apps.replay import fixed_events  # noqa: E402
+
+OUT_DIR = ROOT / "docs" / "screenshots"
+
+
+async def render(size: tuple[int, int], theme: str, dashboard: bool) -> str:
+    app = MiniMindApp(settings=load_settings("tiny"), preset="tiny")
+    async with app.run_test(size=size) as pilot:
+        app.theme = theme
+        await app.workers.wait_for_complete()  # the readouts report from threads
+        if dashboard:
+            app.apply_events(fixed_events())
+            app.run_phase = "running"  # the look of a live run, without a worker
+            app.switch_mode("dashboard")
+        await pilot.pause(0.3)
+        await pilot.wait_for_scheduled_animations()  # the log scrolls to its end
+        await pilot.pause()
+        return app.export_screenshot(title="minimind-tui")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", default="140x42", help="terminal WIDTHxHEIGHT")
+    parser.add_argument("--theme", default="textual-dark")
+    args = parser.parse_args()
+    size = tuple(int(n) for n in args.size.split("x"))
+    # A fresh cache and no user presets: the readouts and preset list look the same anywhere.
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MINIMIND_CACHE"] = str(Path(tmp) / "cache")
+        os.environ["MINIMIND_TUI_PRESETS"] = str(Path(tmp) / "presets")
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        for name, dashboard in (("configure", False), ("dashboard", True)):
+            svg = asyncio.run(render(size, args.theme, dashboard))
+            path = OUT_DIR / f"{name}.svg"
+            path.write_text(svg, encoding="utf-8")
+            print(path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The dashboard driven headless: validation, presets, a real run, stop, quit and failure."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import Button, Input, Select, Static
+
+from minimind.events import CheckpointSaved, RunFinished, StepMetrics
+from minimind_tui.app import MiniMindApp
+from minimind_tui.history import RunHistory, downsample_minmax
+from minimind_tui.presets import load_settings
+from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.run_failed import RunFailedScreen
+from minimind_tui.widgets.metric_plot import MetricPlot, nice_ticks
+from minimind_tui.widgets.problems_panel import ProblemsPanel
+
+SIZE = (120, 40)
+
+
+def quick_settings(tmp_path: Path, **train):
+    """The tiny preset, shrunk so a step takes a fraction of a second on two CPU cores and
+    nothing is tokenized up front (no packing). max_steps is large so a test can stop the run
+    mid-way on any machine."""
+    base = {"out_dir": str(tmp_path / "run"), "max_steps": 2000, "log_interval": 2,
+            "save_interval": 0, "eval_interval": 0, "val_data_path": "", "dtype": "float32",
+            "batch_size": 4, "max_seq_len": 64, "packing": False}
+    return load_settings("tiny", {"train": {**base, **train}})
+
+
+async def wait_until(pilot, condition, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for the app")
+        await pilot.pause(0.1)
+
+
+def engine_threads() -> list[int]:
+    """Threads currently executing the engine's code (a finished run leaves none)."""
+    return [tid for tid, frame in sys._current_frames().items()
+            if any("minimind/engine.py" in f.f_code.co_filename
+                   for f in _stack(frame))]
+
+
+def _stack(frame):
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def error_text(app: MiniMindApp, name: str) -> str:
+    return str(app.screen.query_one(f"#field-{name} .field-error", Static).render())
+
+
+async def type_into(pilot, name: str, text: str) -> None:
+    field = pilot.app.screen.query_one(f"#{name}", Input)
+    field.focus()
+    field.clear()
+    await pilot.press(*text)
+    await pilot.pause()
+
+
+async def set_value(pilot, name: str, text: str) -> None:
+    """Like pasting: one change instead of one per character (long paths)."""
+    pilot.app.screen.query_one(f"#{name}", Input).value = text
+    await pilot.pause()
+
+
+# -- configure screen --------------------------------------------------------------------------
+async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        start = app.screen.query_one("#start-button", Button)
+        assert not start.disabled
+        await type_into(pilot, "batch_size", "0")
+        assert "must be ≥ 1" in error_text(app, "batch_size")
+        assert app.screen.query_one("#field-batch_size").has_class("-invalid")
+        assert start.disabled
+        await pilot.press("f5")  # refused: the run must not start with invalid settings
+        assert app.training is None
+        await pilot.press("backspace", "8")
+        await pilot.pause()
+        assert error_text(app, "batch_size") == ""
+        assert not start.disabled
+
+
+async def test_cross_field_problem_is_listed_in_the_summary(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await type_into(pilot, "num_attention_heads", "8")
+        await type_into(pilot, "num_key_value_heads", "3")
+        summary = str(app.screen.query_one(ProblemsPanel).render())
+        assert "num_key_value_heads (3) must divide num_attention_heads (8)" in summary
+        assert "must divide" in error_text(app, "num_key_value_heads")
+        assert app.screen.query_one("#start-button", Button).disabled
+
+
+async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await set_value(pilot, "data_path", str(tmp_path / "nope.jsonl"))
+        assert error_text(app, "data_path") == "not found"
+        assert app.screen.query_one("#start-button", Button).disabled
+        await set_value(pilot, "data_path", "builtin:nope")
+        assert "unknown built-in" in error_text(app, "data_path")
+        await set_value(pilot, "data_path", "builtin:shakespeare")
+        assert error_text(app, "data_path") == ""
+
+
+async def test_loading_a_preset_replaces_the_form_and_marks_changes(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.screen.query_one("#field-batch_size").has_class("-changed")  # 4 vs tiny's 16
+        assert not app.screen.query_one("#field-hidden_size").has_class("-changed")
+        app.screen.query_one("#preset-select", Select).value = "minimind3"
+        await pilot.pause()
+        assert app.screen.query_one("#hidden_size", Input).value == "768"
+        assert app.screen.query_one("#family", Select).value == "minimind3"
+        assert not app.screen.query_one("#field-batch_size").has_class("-changed")
+        await type_into(pilot, "hidden_size", "512")
+        assert app.screen.query_one("#field-hidden_size").has_class("-changed")
+
+
+async def test_save_as_preset_round_trips(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
+    settings = quick_settings(tmp_path)
+    app = MiniMindApp(settings=settings, preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await pilot.press(*"mine", "enter")
+        await pilot.pause()
+        assert (tmp_path / "presets" / "mine.toml").is_file()
+        assert load_settings("mine") == settings
+        assert app.screen.query_one("#preset-select", Select).value == "mine"
+
+
+async def test_resume_loads_the_run_folder(tmp_path):
+    folder = tmp_path / "old-run"
+    folder.mkdir()
+    quick_settings(tmp_path, batch_size=6).save_toml(folder / "config.toml")
+    (folder / "pretrain_128_resume.pth").write_bytes(b"")
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+o")
+        field = app.screen.query_one("#run-folder", Input)
+        field.value = str(tmp_path)  # not a run folder: refused with a reason
+        await pilot.pause()
+        assert app.screen.query_one("#load", Button).disabled
+        field.value = str(folder)
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.query_one("#batch_size", Input).value == "6"
+        assert app.screen.query_one("#out_dir", Input).value == str(folder)
+        assert app.screen.query_one("#from_resume").value is True
+
+
+# -- runs --------------------------------------------------------------------------------------
+async def test_run_starts_plots_and_stops_with_a_checkpoint(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        assert app.current_mode == "dashboard"
+        await wait_until(pilot, lambda: len(app.history.steps) >= 2)
+        await pilot.pause(0.3)  # one redraw tick
+        loss_plot = app.screen.query_one("#loss-plot", MetricPlot)
+        assert "loss" in loss_plot.render().plain
+        assert app.screen.query_one("#run-progress").progress >= 2
+        await pilot.press("f6")
+        assert app.run_phase in ("stopping", "stopped")
+        await wait_until(pilot, lambda: app.run_phase not in ("running", "stopping"))
+        finished = app.history.finished
+        assert finished is not None and finished.status == "stopped"
+        assert app.history.checkpoint is not None
+        assert app.history.checkpoint.step == finished.step
+        assert list((tmp_path / "run").glob("*_resume.pth"))
+        await pilot.pause(0.3)
+        log = "\n".join(line.text for line in app.screen.query_one("#run-log").lines)
+        assert "[checkpoint] step" in log and "[stopped]" in log
+    assert app.training.worker.is_finished
+    assert not engine_threads()
+
+
+async def test_quitting_mid_run_asks_then_stops_the_worker(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()  # F5 is covered above; a key press waits for an idle CPU
+        await wait_until(pilot, lambda: len(app.history.steps) >= 1)
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.run_phase == "running"  # nothing happens before the answer
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.training.worker.is_finished)
+        await pilot.pause(0.2)
+    assert app.return_code == 0
+    assert app.history.finished is not None and app.history.finished.status == "stopped"
+    assert not engine_threads()
+
+
+async def test_failed_run_shows_the_error_and_the_form_is_usable(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": oops}\n')
+    settings = quick_settings(tmp_path, data_path=str(data), packing=False)
+    app = MiniMindApp(settings=settings, preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, RunFailedScreen))
+        reason = str(app.screen.query_one("#failed-reason", Static).render())
+        assert f"{data}:3" in reason and "not valid JSON" in reason
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.current_mode == "configure"
+        assert app.focused is app.screen.query_one("#data_path", Input)
+        assert app.screen.query_one("#data_path", Input).value == str(data)
+        data.write_text('{"text": "fine"}\n' * 50)
+        assert not app.screen.query_one("#start-button", Button).disabled
+
+
+# -- history and plots -------------------------------------------------------------------------
+def test_downsampling_keeps_extrema_and_bounds_the_length():
+    n = 100_000
+    xs = list(range(n))
+    ys = [((i * 7919) % 1000) / 10 for i in range(n)]
+    ys[12_345], ys[67_890] = -50.0, 500.0
+    out_x, out_y = downsample_minmax(xs, ys, 400)
+    assert len(out_x) == len(out_y) <= 400
+    assert min(out_y) == -50.0 and max(out_y) == 500.0
+    assert out_x == sorted(out_x)
+    assert downsample_minmax(xs[:10], ys[:10], 400) == (xs[:10], ys[:10])
+
+
+def test_history_tracks_series_and_smoothing():
+    h = RunHistory()
+    for step in (1, 2, 3):
+        h.apply([StepMetrics(step=step, total_steps=3, epoch=1, epochs=1, epoch_step=step,
+                             steps_per_epoch=3, loss=4.0, logits_loss=4.0, aux_loss=0.0,
+                             lr=1e-3, grad_norm=1.0, tokens_per_sec=1.0, tokens_seen=step * 10,
+                             elapsed=step, eta_seconds=0, step_time=1.0)])
+    h.apply([CheckpointSaved(step=3, weights_path="w.pth", resume_path="r.pth"),
+             RunFinished(status="completed", step=3)])
+    assert h.steps == [1, 2, 3] and h.tokens == [10, 20, 30]
+    assert h.loss_ema == pytest.approx([4.0, 4.0, 4.0])  # debiased: no pull towards zero
+    assert h.checkpoint.step == 3 and h.finished.status == "completed"
+    assert [seq for seq, _ in h.log_since(3)] == [4, 5]
+
+
+def test_nice_ticks_are_round():
+    assert nice_ticks(1, 200) == [50, 100, 150, 200]
+    assert nice_ticks(2048, 409_600) == [100_000, 200_000, 300_000, 400_000]
+
+
+async def test_palette_loads_presets_and_toggles_the_theme(tmp_path):
+    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p", *"load minimind3")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.query_one("#hidden_size", Input).value == "768"
+        dark = app.current_theme.dark
+        await pilot.press("f3")
+        assert app.current_theme.dark is not dark
+        await pilot.press("f2")
+        assert app.current_mode == "dashboard"
+        assert str(app.screen.query_one("#stats-status", Static).render()) == "No run yet"

@@ -1,0 +1,101 @@
+"""The benchmark on CPU: its JSON report, its variants, and the batched packed fetch it relies on."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from minimind.bench import BenchError, bench_data, parse_variant, variant_settings
+from minimind.data import JsonlIndex, PackedDataset, build_token_cache
+from minimind.tokenizer import load_tokenizer
+from minimind_tui.bench_cli import main
+from minimind_tui.presets import load_settings
+
+FIELDS = {"variant", "preset", "device", "useful_tokens_per_sec", "padded_tokens_per_sec", "mfu",
+          "step_time_s", "peak_mem_bytes", "speedup_vs_baseline", "settings", "micro_batch",
+          "accumulation_steps", "final_loss"}
+
+
+def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys):
+    out = tmp_path / "bench.jsonl"
+    code = main(["--preset", "tiny", "--variants", "baseline,packed+fp32", "--micro_batches",
+                 "2,4", "--warmup", "1", "--steps", "2", "--max_seq_len", "32",
+                 "--batch_size", "4", "--out", str(out)])
+    assert code == 0
+    lines = capsys.readouterr().out.splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [line for line in out.read_text().splitlines()] == lines
+    assert [(r["variant"], r["micro_batch"], r["accumulation_steps"]) for r in records] == [
+        ("baseline", 4, 1), ("packed+fp32", 2, 2), ("packed+fp32", 4, 1)]
+    for r in records:
+        assert FIELDS <= r.keys() and "error" not in r
+        assert r["device"] == "cpu" and r["mfu"] is None  # no known peak for CPUs
+        assert 0 < r["useful_tokens_per_sec"] <= r["padded_tokens_per_sec"]
+        assert r["step_time_s"] > 0 and r["peak_mem_bytes"] > 0
+        assert r["settings"]["train"]["max_seq_len"] == 32
+    baseline, packed = records[0], records[1]
+    assert baseline["speedup_vs_baseline"] == 1.0
+    assert baseline["settings"]["train"]["packing"] is False
+    assert baseline["settings"]["train"]["dtype"] == "float32"  # upstream runs fp32 on CPU
+    # Packed windows have no padding: every computed token is a useful one.
+    assert packed["useful_tokens_per_sec"] == pytest.approx(packed["padded_tokens_per_sec"])
+    assert packed["speedup_vs_baseline"] == pytest.approx(
+        packed["useful_tokens_per_sec"] / baseline["useful_tokens_per_sec"])
+
+
+def test_invalid_variants_exit_2(capsys):
+    assert main(["--preset", "tiny", "--variants", "packed+turbo"]) == 2
+    assert "unknown variant word 'turbo'" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--variants", "fp16"]) == 2  # fp16 needs CUDA
+    assert "train.dtype" in capsys.readouterr().err
+
+
+def test_variant_settings_keep_samples_per_step(tmp_path):
+    base = load_settings("minimind2-small", {"train": {"data_path": "builtin:shakespeare",
+                                                       "tokenizer_path": "", "device": "cpu"}})
+    assert parse_variant("packed+compile+w0+mb128") == (
+        {"packing": True, "use_compile": True, "num_workers": 0}, 128)
+    with pytest.raises(BenchError):
+        parse_variant("mb0")
+
+    def make(variant, micro_batch=None):
+        return variant_settings(base, variant, micro_batch, 3, 10, "data.jsonl", str(tmp_path))
+
+    s = make("packed+compile+mb128").train
+    assert (s.batch_size, s.accumulation_steps, s.packing, s.use_compile) == (128, 2, True, True)
+    assert (s.max_steps, s.log_interval, s.save_interval, s.eval_interval) == (13, 3, 0, 0)
+    assert make("engine", 64).train.accumulation_steps == 4
+    b = make("baseline", 64).train  # the baseline always runs the settings' own micro-batch
+    assert (b.batch_size, b.packing, b.use_compile, b.dtype, b.num_workers) == \
+        (64, False, False, "float32", 1)
+
+
+def test_bench_data_repeats_a_small_corpus(tmp_path):
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n"
+                             for i in range(5)))
+    s = load_settings("tiny", {"train": {"data_path": str(small), "packing": False,
+                                         "batch_size": 4, "out_dir": str(tmp_path)}})
+    path = bench_data([s], warmup=1, steps=2, log=lambda _: None)
+    # (1 + 2 + 1) steps x 4 samples = 16 documents from 5: four copies.
+    assert len(JsonlIndex(path)) == 20
+    assert open(path).read() == small.read_text() * 4
+
+
+def test_batched_packed_fetch_matches_per_sample(tmp_path):
+    tok = load_tokenizer()
+    ds = PackedDataset(build_token_cache("builtin:shakespeare-val", tok, 16, tmp_path), 16)
+    indices = [5, 0, len(ds) - 1, 5, -1]
+    batched = default_collate(ds.__getitems__(indices))
+    one_by_one = default_collate([ds[i] for i in indices])
+    assert all(torch.equal(a, b) and a.dtype == torch.long for a, b in zip(batched, one_by_one))
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, len(ds)])
+    # DataLoader uses the batched path, in the main process and in workers alike.
+    order = np.random.default_rng(0).permutation(len(ds))[:12].reshape(3, 4).tolist()
+    for workers in (0, 2):
+        loaded = list(DataLoader(ds, batch_sampler=order, num_workers=workers))
+        assert all(torch.equal(x, default_collate([ds[i] for i in idx])[0])
+                   for (x, _), idx in zip(loaded, order))

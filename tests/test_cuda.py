@@ -1,0 +1,79 @@
+"""The engine's CUDA paths on the tiny preset; skipped where no GPU is present (CI).
+
+`benchmarks/gpu_check.sh` runs these on a GPU machine before the benchmark matrix.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+
+from minimind import engine
+from minimind.engine import Trainer
+from minimind.events import StepMetrics
+from minimind.sinks import QueueSink
+from minimind_tui.bench_cli import main as bench_main
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def run(settings):
+    sink = QueueSink()
+    result = Trainer(settings, [sink]).run()
+    assert result.status == "completed", result
+    return [e for e in sink.drain() if isinstance(e, StepMetrics)]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])  # float16 runs with a GradScaler
+def test_tiny_trains_with_finite_loss_and_reports_memory(tiny_settings, dtype):
+    steps = run(tiny_settings(device="cuda", dtype=dtype, max_steps=6, log_interval=2))
+    assert [e.step for e in steps] == [2, 4, 6]
+    assert all(math.isfinite(e.loss) and math.isfinite(e.grad_norm) for e in steps)
+    for e in steps:
+        assert 0 < e.mem_allocated <= e.mem_peak <= e.mem_total
+        assert e.mem_reserved >= e.mem_allocated
+
+
+def test_compiled_loss_matches_eager_on_the_first_step(tiny_settings, tmp_path):
+    # Same seed, same first batch, weights not yet updated: only kernel rounding may differ.
+    first = [run(tiny_settings(device="cuda", dtype="bfloat16", max_steps=1,
+                               use_compile=compiled, out_dir=str(tmp_path / str(compiled))))[0]
+             for compiled in (False, True)]
+    assert first[1].loss == pytest.approx(first[0].loss, rel=5e-3)
+
+
+def test_fused_adamw_and_pinned_packed_batches(tiny_settings, monkeypatch):
+    optimizers, pinned = [], []
+
+    class SpyAdamW(torch.optim.AdamW):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            optimizers.append(self)
+
+    class SpyLoader(engine.DataLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                pinned.append(all(t.is_pinned() for t in batch))
+                yield batch
+
+    monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
+    monkeypatch.setattr(engine, "DataLoader", SpyLoader)
+    run(tiny_settings(device="cuda", dtype="bfloat16", packing=True, max_steps=2))
+    assert len(optimizers) == 1 and all(g["fused"] for g in optimizers[0].param_groups)
+    assert pinned and all(pinned)
+
+
+def test_bench_reports_gpu_memory_and_mfu(capsys):
+    code = bench_main(["--preset", "tiny", "--device", "cuda", "--variants", "baseline,packed",
+                       "--warmup", "1", "--steps", "2", "--max_seq_len", "64"])
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["variant"] for r in records] == ["baseline", "packed"]
+    name = torch.cuda.get_device_name()
+    for r in records:
+        assert r["device"].startswith("cuda") and r["peak_mem_kind"] == "cuda_max_allocated"
+        assert r["peak_mem_bytes"] > 0
+        if any(card in name for card in ("H100", "H200", "A100")):
+            assert 0 < r["mfu"] < 1
+    assert records[0]["settings"]["train"]["dtype"] == "float16"  # the seed's GradScaler path

@@ -1,0 +1,60 @@
+"""Snapshot tests: the configure screen and the dashboard, rendered from fixed inputs.
+
+Regenerate the baselines after an intended visual change with
+    pytest tests/test_snapshots.py --snapshot-update
+and look at the SVGs under tests/__snapshots__/ before committing them. Nothing here depends
+on the clock, the machine or a live run: the dashboard is fed a fixed synthetic event stream.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from minimind_tui.app import MiniMindApp
+from minimind_tui.presets import load_settings
+from snapshot_apps.replay import fixed_events
+
+
+@pytest.fixture(autouse=True)
+def _pinned_environment(monkeypatch, tmp_path):
+    # A fresh cache (no token cache: the readouts count lines) and no user presets.
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
+    monkeypatch.delenv("NO_COLOR", raising=False)
+
+
+def tiny_app() -> MiniMindApp:
+    return MiniMindApp(settings=load_settings("tiny"), preset="tiny")
+
+
+async def settle(pilot) -> None:
+    """Let the readout workers report and stop every cursor from blinking."""
+    for field in pilot.app.query(Input):
+        field.cursor_blink = False
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def show_replayed_run(pilot) -> None:
+    app = pilot.app
+    app.apply_events(fixed_events())
+    app.run_phase = "running"  # the look of a live run, without a worker
+    app.switch_mode("dashboard")
+    await pilot.pause()
+
+
+def test_configure_screen_tiny(snap_compare):
+    assert snap_compare(tiny_app(), terminal_size=(100, 40), run_before=settle)
+
+
+def test_dashboard_replayed_run(snap_compare):
+    assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=show_replayed_run)
+
+
+def test_dashboard_light_theme_80x24(snap_compare):
+    async def run_before(pilot) -> None:
+        pilot.app.theme = "textual-light"
+        await show_replayed_run(pilot)
+
+    assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)
