@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Download the wheels that benchmarks/gpu_check.sh installs on the GPU machine. Its image has
-# torch, transformers, tokenizers, safetensors, numpy, psutil and pytest, but not pydantic or
-# tomli-w (/work/.library/device/KINDS.md), and it cannot reach a package index. It runs
-# CPython 3.12 on x86-64 Linux; the versions pinned here are the ones this environment uses.
+# torch, tokenizers, safetensors, huggingface-hub, numpy, psutil and pytest, but not pydantic or
+# tomli-w, and an older transformers (5.17) whose MoeCausalLMOutputWithPast lacks the `cache`
+# field the model fills (/work/.library/device/KINDS.md); it cannot reach a package index. It
+# runs CPython 3.12 on x86-64 Linux; the versions pinned here are the ones this environment uses.
 #
 #   bash benchmarks/fetch_wheels.sh [DEST]      # DEST defaults to .whl (git-ignored)
 set -euo pipefail
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${1:-.whl}
 TARGET_PYTHON=${TARGET_PYTHON:-3.12}
-NAMES="pydantic pydantic-core annotated-types typing-inspection typing-extensions tomli-w"
+NAMES="pydantic pydantic-core annotated-types typing-inspection typing-extensions tomli-w transformers"
 
 pins=$($PY -c "
 from importlib.metadata import version

@@ -38,8 +38,8 @@ from torch.utils.data import DataLoader
 from minimind import distributed
 from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
-from minimind.engine import Trainer
-from minimind.events import RunFinished, RunStarted, StepMetrics
+from minimind.engine import Trainer, _device_name
+from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, peak_flops
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
@@ -232,7 +232,8 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
         micro += 1
         if micro == accum:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
@@ -249,7 +250,7 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
                           m.tie_word_embeddings)
     return {"steps": steps, "window": time.perf_counter() - start, "useful_tokens": useful,
             "flops_per_token": fpt, "peak_flops": peak_flops(device),
-            "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+            "device_name": _device_name(device),
             "parameters": model.num_parameters(),
             "active_parameters": model.active_parameters(), "final_loss": final_loss,
             "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
@@ -258,10 +259,6 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _cpu_name() -> str:
-    return f"CPU ({torch.get_num_threads()} threads)"
 
 
 def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
@@ -316,10 +313,9 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
         records, reference = [], None
         for round_ in range(repeat):
             for (variant, s), done in zip(plans, runs):
-                t = s.train
-                log(f"bench: {preset or 'settings'}: {variant} (micro-batch {t.batch_size} x "
-                    f"{t.accumulation_steps})" + (f", run {round_ + 1}/{repeat}" if repeat > 1
-                                                  else "") + " ...")
+                run = f", run {round_ + 1}/{repeat}" if repeat > 1 else ""
+                log(f"bench: {preset or 'settings'}: {variant} (micro-batch "
+                    f"{s.train.batch_size} x {s.train.accumulation_steps}){run} ...")
                 try:
                     done.append(measure(s, variant, warmup, steps, compile_mode))
                 except (BenchError, torch.cuda.OutOfMemoryError) as e:

@@ -12,7 +12,7 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 from textual.reactive import var
-from textual.worker import Worker
+from textual.worker import Worker, WorkerState
 
 from minimind.events import Event, LogMessage
 from minimind.settings import RunSettings, merge
@@ -132,6 +132,8 @@ class MiniMindApp(App[None]):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         run = self.training
         if run is None or event.worker is not run.worker or not event.worker.is_finished:
+            return
+        if event.state == WorkerState.CANCELLED:  # only on shutdown: nobody left to tell
             return
         self._drain_timer.pause()
         self._drain()

@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     # unless told otherwise, so it runs anywhere.
     overrides["train"].setdefault("data_path", "builtin:shakespeare")
     overrides["train"].setdefault("tokenizer_path", "")
-    from minimind.bench import BenchError, parse_variant, run_bench  # torch loads only now
+    # Imported here so that --help and flag errors answer before torch loads.
+    from minimind.bench import BenchError, parse_variant, run_bench
 
     try:
         for v in variants:
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summary(records: list[dict]) -> str:
-    rows = [f"{'variant':28s} {'micro':>9s} {'useful tok/s':>13s} {'padded tok/s':>13s} "
-            f"{'MFU':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}"]
+    header = (f"{'variant':28s} {'micro':>9s} {'useful tok/s':>13s} {'padded tok/s':>13s} "
+              f"{'MFU':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}")
+    rows = [header]
     for r in records:
         micro = f"{r['micro_batch']}x{r['accumulation_steps']}"
         if "error" in r:

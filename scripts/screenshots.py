@@ -16,13 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the replay stream
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from minimind_tui.app import MiniMindApp  # noqa: E402
-from minimind_tui.presets import load_settings  # noqa: E402
-from snapshot_apps.replay import fixed_events  # noqa: E402
+from minimind_tui.app import MiniMindApp
+from minimind_tui.presets import load_settings
+from snapshot_apps.replay import fixed_events
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "screenshots"
 
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minimind.engine import Trainer  # noqa: E402
-from minimind.events import StepMetrics  # noqa: E402
-from minimind.settings import RunSettings  # noqa: E402
-from minimind.sinks import QueueSink  # noqa: E402
-from minimind_tui.app import MiniMindApp  # noqa: E402
-from minimind_tui.presets import load_settings  # noqa: E402
+from minimind.engine import Trainer
+from minimind.events import StepMetrics
+from minimind.settings import RunSettings
+from minimind.sinks import QueueSink
+from minimind_tui.app import MiniMindApp
+from minimind_tui.presets import load_settings
 
 WARMUP_STEPS = 10
 

@@ -1,6 +1,7 @@
 """The benchmark on CPU: its JSON report, its variants, and the batched packed fetch it relies on."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,7 +82,7 @@ def test_bench_data_repeats_a_small_corpus(tmp_path):
     path = bench_data([s], warmup=1, steps=2, log=lambda _: None)
     # (1 + 2 + 1) steps x 4 samples = 16 documents from 5: four copies.
     assert len(JsonlIndex(path)) == 20
-    assert open(path).read() == small.read_text() * 4
+    assert Path(path).read_text() == small.read_text() * 4
 
 
 def test_batched_packed_fetch_matches_per_sample(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from textual.app import ComposeResult
@@ -19,7 +20,11 @@ from minimind_tui.widgets.stats_panel import StatsPanel
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
-REDRAW_SECONDS = 0.25
+# Every redraw takes the GIL from the training thread (and on a small CPU machine a core from
+# its math), so the dashboard redraws less often than the app drains events: the numbers
+# twice a second, the charts and the log (~30 ms of work) every two seconds.
+STATS_SECONDS = 0.5
+CHARTS_SECONDS = 2.0
 
 
 class DashboardScreen(Screen[None]):
@@ -46,6 +51,8 @@ class DashboardScreen(Screen[None]):
         super().__init__(id="dashboard")
         self.history = history
         self._drawn: tuple[object, ...] | None = None
+        self._charts_drawn: tuple[object, ...] | None = None
+        self._charts_time = 0.0
         self._log_run, self._log_seq = 0, 0
 
     def compose(self) -> ComposeResult:
@@ -69,37 +76,45 @@ class DashboardScreen(Screen[None]):
         self.query_one("#stats").border_title = "Run"
         self.query_one("#run-log").border_title = "Log"
         self.watch(self.app, "run_phase", self._run_phase_changed)
-        self.set_interval(REDRAW_SECONDS, self.sync)
+        self.set_interval(STATS_SECONDS, self.sync)
 
     def on_screen_resume(self) -> None:
-        self.sync()
+        self.sync(charts_now=True)
 
     def on_resize(self) -> None:
-        self._drawn = None  # the downsampling budget depends on the width
+        self._charts_drawn = None  # the downsampling budget depends on the width
 
     def _run_phase_changed(self, phase: str) -> None:
         self.query_one("#stop-button", Button).disabled = phase != "running"
-        self.sync()
+        self.sync(charts_now=True)
 
     def watch_x_axis(self) -> None:
-        self.sync()
+        self.sync(charts_now=True)
 
     def action_toggle_x_axis(self) -> None:
         self.x_axis = "tokens" if self.x_axis == "step" else "step"
 
-    def sync(self) -> None:
-        """Redraw what changed since the last call; nothing while another screen is shown."""
+    def sync(self, charts_now: bool = False) -> None:
+        """Redraw what changed; nothing while another screen is shown. Charts and log follow
+        at most once per `CHARTS_SECONDS` unless `charts_now` (a new run, phase or axis)."""
         if not self.is_current:
             return
         h = self.history
+        state = (h.run_id, h.version, self.app.run_phase)
+        if state != self._drawn:
+            self._drawn = state
+            preparing = self.app.run_phase == "running" and h.started is None
+            self.query_one(StatsPanel).show(h, self._status(), preparing)
         # The theme is in the key because the charts take their colours from it.
-        state = (h.run_id, h.version, self.x_axis, self.app.run_phase, self.app.theme)
-        if state == self._drawn:
-            return
-        self._drawn = state
-        self._append_log()
-        preparing = self.app.run_phase == "running" and h.started is None
-        self.query_one(StatsPanel).show(h, self._status(), preparing)
+        charts = (*state, self.x_axis, self.app.theme)
+        due = time.monotonic() - self._charts_time >= CHARTS_SECONDS
+        if charts != self._charts_drawn and (due or charts_now):
+            self._charts_drawn, self._charts_time = charts, time.monotonic()
+            self._append_log()
+            self._draw_charts()
+
+    def _draw_charts(self) -> None:
+        h = self.history
         tokens = self.x_axis == "tokens"
         xs = h.tokens if tokens else h.steps
         xlabel = "tokens seen" if tokens else "step"
@@ -124,7 +139,7 @@ class DashboardScreen(Screen[None]):
         if phase == "running":
             return f"Running on {h.started.device}" if h.started else "Preparing data and model…"
         if phase == "stopping":
-            return "Stopping: finishing the step, writing a checkpoint…"
+            return "Stopping: writing a checkpoint…"
         step = h.finished.step if h.finished else (h.latest.step if h.latest else 0)
         return f"{phase.capitalize()} at step {step:,}"
 

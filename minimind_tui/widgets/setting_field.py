@@ -39,8 +39,7 @@ class SettingField(Widget):
         self._changed = False
 
     def compose(self) -> ComposeResult:
-        # A grid (see app.tcss): name | control | help on wide screens, the help on its own
-        # row (shown while the field has focus) on narrow ones; the error always below.
+        # A grid (see app.tcss): the help sits under the control, or beside it when wide.
         yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
         yield self._control()
         yield Static(self.spec.help, classes="field-help", markup=False)

@@ -25,7 +25,9 @@ class StatsPanel(VerticalScroll):
 
     def show(self, history: RunHistory, status: str, preparing: bool) -> None:
         """`preparing`: a run was started and has not reported its size yet."""
-        self.query_one("#stats-status", Static).update(Text(status))
+        # layout=False: the status is one line and the table fills a fixed area (app.tcss),
+        # so a new value never needs the screen laid out again, which costs a lot mid-run.
+        self.query_one("#stats-status", Static).update(Text(status), layout=False)
         bar = self.query_one(ProgressBar)
         latest = history.latest
         if latest is not None:
@@ -35,7 +37,7 @@ class StatsPanel(VerticalScroll):
         else:
             bar.update(total=None, progress=0)  # pulses while data and model are prepared
         bar.display = preparing or history.started is not None
-        self.query_one("#stats-table", Static).update(self._table(history))
+        self.query_one("#stats-table", Static).update(self._table(history), layout=False)
 
     @staticmethod
     def _table(h: RunHistory) -> Table:
