@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 from minimind import distributed
 from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
+from minimind.data.sampler import epoch_batches
 from minimind.engine import Trainer, _device_name
 from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, peak_flops
@@ -210,8 +211,11 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
                                   weight_decay=t.weight_decay, foreach=False, fused=False)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     autocast = torch.autocast("cuda", dtype=torch.float16) if cuda else nullcontext()
-    loader = DataLoader(prep.train_data, batch_size=t.batch_size, shuffle=False,
-                        num_workers=t.num_workers, pin_memory=cuda, drop_last=False)
+    # Upstream reads a pre-shuffled file in order; the engine's shuffled order stands in for
+    # it, so the baseline and the `padded` variant see the same documents (and padding).
+    batches = epoch_batches(len(prep.train_data), t.batch_size, 0, t.seed)
+    loader = DataLoader(prep.train_data, batch_sampler=batches, num_workers=t.num_workers,
+                        pin_memory=cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     total, accum = warmup + steps, t.accumulation_steps

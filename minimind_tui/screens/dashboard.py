@@ -103,8 +103,7 @@ class DashboardScreen(Screen[None]):
         state = (h.run_id, h.version, self.app.run_phase)
         if state != self._drawn:
             self._drawn = state
-            preparing = self.app.run_phase == "running" and h.started is None
-            self.query_one(StatsPanel).show(h, self._status(), preparing)
+            self.query_one(StatsPanel).show(h, self._status())
         # The theme is in the key because the charts take their colours from it.
         charts = (*state, self.x_axis, self.app.theme)
         due = time.monotonic() - self._charts_time >= CHARTS_SECONDS

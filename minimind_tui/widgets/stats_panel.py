@@ -20,23 +20,21 @@ class StatsPanel(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(id="stats-status", markup=False)
         # show_eta=False: the bar's own ETA uses the wall clock; the engine's is better.
-        yield ProgressBar(total=None, show_eta=False, id="run-progress")
+        yield ProgressBar(total=1, show_eta=False, id="run-progress")
         yield Static(id="stats-table")
 
-    def show(self, history: RunHistory, status: str, preparing: bool) -> None:
-        """`preparing`: a run was started and has not reported its size yet."""
+    def show(self, history: RunHistory, status: str) -> None:
         # layout=False: the status is one line and the table fills a fixed area (app.tcss),
         # so a new value never needs the screen laid out again, which costs a lot mid-run.
         self.query_one("#stats-status", Static).update(Text(status), layout=False)
         bar = self.query_one(ProgressBar)
-        latest = history.latest
-        if latest is not None:
-            bar.update(total=latest.total_steps, progress=latest.step)
+        # No pulsing bar while the run prepares: its animation would wake the UI 15 times a
+        # second for the whole run if the dashboard was left in the background.
+        bar.display = history.started is not None
+        if history.latest is not None:
+            bar.update(total=history.latest.total_steps, progress=history.latest.step)
         elif history.started is not None:
             bar.update(total=history.started.total_steps, progress=history.started.start_step)
-        else:
-            bar.update(total=None, progress=0)  # pulses while data and model are prepared
-        bar.display = preparing or history.started is not None
         self.query_one("#stats-table", Static).update(self._table(history), layout=False)
 
     @staticmethod
