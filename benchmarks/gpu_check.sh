@@ -3,7 +3,7 @@
 # to $OUT/bench.jsonl the moment it is measured, so a run cut short keeps what it finished.
 # $OUT is the device tool's output folder; elsewhere results go to ./bench-results.
 #
-#   bash benchmarks/fetch_wheels.sh               # here, once: pydantic & co. into .whl/
+#   bash benchmarks/fetch_wheels.sh               # here, once: the missing wheels into .whl/
 #   device tool: run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=570)
 #
 # BENCH_BUDGET_S (default 480) bounds the whole script: each step is cut to the time left and
@@ -64,7 +64,7 @@ bench "minimind2-small autotune" 180 --preset minimind2-small $STEPS \
 bench "minimind2 checkpointing" 120 --preset minimind2 $STEPS \
     --variants packed+compile+w0+mb64,packed+compile+w0+ckpt+mb64
 
-$PY - "$OUT/bench.jsonl" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
+[ -s "$OUT/bench.jsonl" ] && $PY - "$OUT/bench.jsonl" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
 import json, sys
 print(f"{'preset':16s} {'variant':30s} {'micro':>6s} {'useful tok/s':>13s} {'MFU':>6s} "
       f"{'peak GiB':>8s} {'vs base':>7s}")
@@ -77,6 +77,6 @@ for line in open(sys.argv[1]):
     mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] else "-"
     ratio = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
     print(f"{r['preset']:16s} {r['variant']:30s} {micro:>6s} {r['useful_tokens_per_sec']:13,.0f} "
-          f"{mfu:>6s} {r['peak_mem_bytes'] / 2**30:8.1f} {ratio:>7s}")
+          f"{mfu:>6s} {(r['peak_mem_bytes'] or 0) / 2**30:8.1f} {ratio:>7s}")
 EOF
 log "done"

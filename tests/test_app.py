@@ -10,6 +10,7 @@ import pytest
 from textual.widgets import Button, Input, Select, Static
 
 from minimind.events import CheckpointSaved, RunFinished, StepMetrics
+from minimind.settings import ModelSettings, TrainSettings
 from minimind_tui.app import MiniMindApp
 from minimind_tui.history import RunHistory, downsample_minmax
 from minimind_tui.presets import load_settings
@@ -74,6 +75,10 @@ async def set_value(pilot, name: str, text: str) -> None:
 async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
     app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
     async with app.run_test(size=SIZE) as pilot:
+        # The form is generated from the settings models: every field has its control.
+        for name in [*ModelSettings.model_fields, *TrainSettings.model_fields]:
+            app.screen.query_one(f"#{name}")
+        assert isinstance(app.screen.query_one("#qk_norm"), Select)  # bool | None: tri-state
         start = app.screen.query_one("#start-button", Button)
         assert not start.disabled
         await type_into(pilot, "batch_size", "0")

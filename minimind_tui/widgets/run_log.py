@@ -21,13 +21,21 @@ class RunLog(RichLog):
         super().__init__(max_lines=1000, wrap=True, min_width=20, markup=False,
                          highlight=False, **kwargs)
 
-    def write_event(self, event: Event) -> None:
-        line = self._line(event)
-        if line is not None:
-            text, kind = line
+    def write_events(self, events: list[Event]) -> None:
+        """One write for the whole batch: the log's cost is per write, not per line."""
+        text = Text()
+        for event in events:
+            line = self._line(event)
+            if line is None:
+                continue
+            line_text, kind = line
             color = self.app.theme_variables.get(_COLORS.get(kind, ""), "")
+            if text:
+                text.append("\n")
+            text.append(line_text, style=f"bold {color}" if color else "")
+        if text:
             # expand: wrap at the panel width, not at the console width Rich measures with.
-            self.write(Text(text, style=f"bold {color}" if color else ""), expand=True)
+            self.write(text, expand=True)
 
     @staticmethod
     def _line(e: Event) -> tuple[str, str] | None:
