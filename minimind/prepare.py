@@ -7,6 +7,7 @@ clear message, before any training time is spent.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,9 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo,
 def _writable_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A uniquely named probe: under torchrun every rank checks the same folder at once.
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
     except OSError as e:
         raise InputError(f"train.out_dir: cannot write to {path} ({e.strerror or e})") from None
     return path
