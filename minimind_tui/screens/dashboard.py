@@ -105,12 +105,12 @@ class DashboardScreen(Screen[None]):
         if state != self._drawn:
             self._drawn = state
             self.query_one(StatsPanel).show(h, self._status())
+            self._append_log()
         # The theme is in the key because the charts take their colours from it.
         charts = (*state, self.x_axis, self.app.theme)
         due = time.monotonic() - self._charts_time >= CHARTS_SECONDS
         if charts != self._charts_drawn and (due or charts_now):
             self._charts_drawn, self._charts_time = charts, time.monotonic()
-            self._append_log()
             self._draw_charts()
 
     def _draw_charts(self) -> None:

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from textual.app import RenderResult
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
@@ -24,7 +25,17 @@ class PlotSeries:
 
 class MetricPlot(PlotextPlot):
     """Downsamples each series to a few points per column before plotext sees it: plotext
-    draws every point it is given, and 100k points would freeze the UI for over a second."""
+    draws every point it is given, and 100k points would freeze the UI for over a second.
+    The built chart is kept until the data, size or theme change: a repaint for any other
+    reason (the log growing lays out the whole screen) then costs no plotext build."""
+
+    _built: tuple[object, RenderResult] | None = None
+
+    def render(self) -> RenderResult:
+        key = (self.size, self.app.theme)
+        if self._built is None or self._built[0] != key:
+            self._built = (key, super().render())
+        return self._built[1]
 
     def draw(self, series: list[PlotSeries], xlabel: str) -> None:
         plt = self.plt
@@ -47,6 +58,7 @@ class MetricPlot(PlotextPlot):
             # plotext would label a token axis 1200000.0; round ticks read as 1.2M.
             ticks = nice_ticks(min(all_x), max(all_x))
             plt.xticks(ticks, [tick_label(t) for t in ticks])
+        self._built = None
         self.refresh()
 
 
