@@ -43,7 +43,7 @@ capped() {  # capped NAME MAX_SECONDS COMMAND...: run with the smaller of MAX an
 
 bench() {  # bench NAME MAX_SECONDS BENCH_ARGS...: JSON to the file, progress to the console
     local name=$1 cap=$2; shift 2
-    capped "$name" "$cap" $PY -m minimind.bench --out "$OUT/bench.jsonl" "$@" \
+    capped "$name" "$cap" $PY -m minimind_tui bench --out "$OUT/bench.jsonl" "$@" \
         > /dev/null 2> >(tee -a "$OUT/bench.log" >&2)
 }
 

@@ -1,31 +1,27 @@
-"""MiniMind language models: config, model and upstream weight helpers (no UI imports)."""
+"""MiniMind language models: config, model and upstream weight helpers (no UI imports).
 
-from transformers import AutoConfig, AutoModelForCausalLM
+The names below load on first use: `import minimind.settings` (which the CLI needs to parse its
+flags) must not pay for importing torch and transformers.
+"""
 
-from .config import MiniMindConfig
-from .model import MiniMindForCausalLM
-from .upstream import (
-    WeightsMismatchError,
-    export_upstream_state_dict,
-    infer_config,
-    load_into,
-    load_model,
-    load_pretrained_weights,
-    load_weights_file,
-)
+import importlib
 
-# Let transformers' Auto classes open a saved MiniMind folder (config.json model_type "minimind").
-AutoConfig.register("minimind", MiniMindConfig)
-AutoModelForCausalLM.register(MiniMindConfig, MiniMindForCausalLM)
+_EXPORTS = {
+    "MiniMindConfig": "config",
+    "MiniMindForCausalLM": "model",
+    "WeightsMismatchError": "upstream",
+    "export_upstream_state_dict": "upstream",
+    "infer_config": "upstream",
+    "load_into": "upstream",
+    "load_model": "upstream",
+    "load_pretrained_weights": "upstream",
+    "load_weights_file": "upstream",
+}
 
-__all__ = [
-    "MiniMindConfig",
-    "MiniMindForCausalLM",
-    "WeightsMismatchError",
-    "export_upstream_state_dict",
-    "infer_config",
-    "load_into",
-    "load_model",
-    "load_pretrained_weights",
-    "load_weights_file",
-]
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'minimind' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

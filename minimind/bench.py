@@ -14,15 +14,14 @@ fp16 autocast + GradScaler on CUDA and plain fp32 on CPU. Every report carries i
 The bundled corpus is repeated until one epoch covers the run, so no epoch boundary (a new
 loader, a short last batch) falls inside the measurement, as in a real multi-GB run.
 
-`python -m minimind.bench` is `minimind-tui bench`; the command line lives in
-`minimind_tui.bench_cli` next to the preset machinery.
+The command line is `minimind-tui bench` (`minimind_tui.bench_cli`, next to the presets): the
+library never imports the app.
 """
 
 from __future__ import annotations
 
 import gc
 import math
-import os
 import platform
 import sys
 import tempfile
@@ -36,15 +35,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from minimind import distributed
+from minimind.atomic import atomic_file
 from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
 from minimind.data.sampler import epoch_batches
-from minimind.engine import Trainer, _device_name
+from minimind.engine import Trainer
 from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, peak_flops
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
+from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
 
 # Variant words, joined with "+" (e.g. "packed+compile+mb128"); each sets train settings.
@@ -136,32 +137,13 @@ def bench_data(settings: list[RunSettings], warmup: int, steps: int,
         log(f"writing {out.name} ({repeat} copies of {path.name})")
         text = path.read_bytes()
         text += b"" if text.endswith(b"\n") else b"\n"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(out) as f:  # a parallel or interrupted run never sees a partial file
             for _ in range(repeat):
                 f.write(text)
-        os.replace(tmp, out)  # a parallel or interrupted run never sees a partial file
     return str(out)
 
 
 # -- measuring ----------------------------------------------------------------------------
-class _Events:
-    def __init__(self):
-        self.events: list = []
-
-    def emit(self, event) -> None:
-        self.events.append(event)
-
-    def close(self) -> None:
-        pass
-
-
-class _BenchTrainer(Trainer):
-    def _checkpoint(self, *args, **kwargs) -> None:
-        """A benchmark keeps no weights: writing them would only cost time and disk."""
-
-
 def _reset_peak_rss() -> None:
     try:  # Linux: "5" resets this process's resident-set high-water mark (VmHWM)
         Path("/proc/self/clear_refs").write_text("5")
@@ -180,12 +162,14 @@ def _peak_rss() -> int | None:
 
 
 def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None) -> dict[str, Any]:
-    sink = _Events()
-    result = _BenchTrainer(settings, [sink], compile_mode=compile_mode).run()
+    sink = QueueSink()
+    # A benchmark keeps no weights: writing them would only cost time and disk.
+    result = Trainer(settings, [sink], compile_mode=compile_mode, save_checkpoints=False).run()
     if result.status != "completed":
         raise BenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
-    started = next(e for e in sink.events if isinstance(e, RunStarted))
-    logs = [e for e in sink.events if isinstance(e, StepMetrics)]
+    events = sink.drain()
+    started = next(e for e in events if isinstance(e, RunStarted))
+    logs = [e for e in events if isinstance(e, StepMetrics)]
     first = next(e for e in logs if e.step == warmup)
     last = logs[-1]
     if started.steps_per_epoch < last.step:
@@ -254,7 +238,7 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
                           m.tie_word_embeddings)
     return {"steps": steps, "window": time.perf_counter() - start, "useful_tokens": useful,
             "flops_per_token": fpt, "peak_flops": peak_flops(device),
-            "device_name": _device_name(device),
+            "device_name": distributed.device_name(device),
             "parameters": model.num_parameters(),
             "active_parameters": model.active_parameters(), "final_loss": final_loss,
             "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
@@ -352,8 +336,3 @@ def _record(variant: str, preset: str | None, s: RunSettings, runs: list[dict[st
                   threads=torch.get_num_threads(), settings=s.model_dump(mode="json"))
     return record
 
-
-if __name__ == "__main__":
-    from minimind_tui.bench_cli import main
-
-    sys.exit(main())

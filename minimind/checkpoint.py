@@ -1,57 +1,37 @@
-"""Checkpoints on disk: atomic writes, upstream-compatible weights, and resume state.
+"""Checkpoints on disk: upstream-compatible weights plus the state to resume exactly.
 
-Every file is written to a temporary name in the same folder, fsynced, then renamed over the
-target, so a crash or kill mid-write leaves the previous checkpoint intact and loadable.
+A checkpoint is a pair written together: `pretrain_<hidden>[_moe].pth` (upstream's fp16 weights,
+what a user takes away) and `pretrain_<hidden>[_moe]_resume.pth` (fp32 weights, optimizer and
+scaler state, progress, every RNG). Both are fully written and fsynced under temporary names
+before either is renamed into place, so a kill leaves the previous pair or the new one.
+
+Resume files hold only tensors and plain Python values, so they load with
+`torch.load(weights_only=True)`: a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from minimind.atomic import atomic_write_many
+from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import export_upstream_state_dict
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+RESUME_SUFFIX = "_resume.pth"
+RESUME_KEYS = ("model", "optimizer", "scaler", "progress", "rng", "settings", "world_size")
 
 
-def atomic_torch_save(obj: Any, path: Path) -> Path:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return atomic_write_bytes(path, buffer.getbuffer())
+def resume_path(weights_path: Path) -> Path:
+    """`out/pretrain_512.pth` → `out/pretrain_512_resume.pth`."""
+    return weights_path.with_name(weights_path.stem + RESUME_SUFFIX)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform lets a directory be opened.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def find_resume_files(folder: Path) -> list[Path]:
+    return sorted(Path(folder).glob(f"*{RESUME_SUFFIX}"))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -65,44 +45,56 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def save_weights(model: torch.nn.Module, path: Path) -> Path:
-    """Upstream's `pretrain_<hidden>[_moe].pth`: every state_dict key (both tied keys) as fp16."""
-    return atomic_torch_save(export_upstream_state_dict(unwrap(model)), path)
+def torch_bytes(obj: Any) -> memoryview:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getbuffer()
 
 
-def resume_path(weights_path: Path) -> Path:
-    return weights_path.with_name(weights_path.stem + "_resume.pth")
-
-
-def save_resume(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler | None, progress: dict[str, int],
-                rng: dict[str, Any], settings: dict[str, Any], world_size: int) -> Path:
-    """Everything needed to continue bit-exactly: fp32 weights, optimizer and scaler state,
-    the data position and every RNG state."""
+def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    progress: dict[str, Any], rng: list[dict[str, torch.Tensor]],
+                    settings: dict[str, Any], world_size: int, data: dict[str, Any]
+                    ) -> tuple[Path, Path]:
+    """Write the weights and resume files as one pair; returns their paths."""
+    plain = unwrap(model)
     state = {
-        "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+        "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "progress": progress,
         "rng": rng,
         "settings": settings,
         "world_size": world_size,
+        "data": data,
     }
-    return atomic_torch_save(state, path)
+    resume = resume_path(weights_path)
+    atomic_write_many({weights_path: torch_bytes(export_upstream_state_dict(plain)),
+                       resume: torch_bytes(state)})
+    return weights_path, resume
 
 
 def load_resume(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """A resume checkpoint's state, or CheckpointError naming the file and what is wrong."""
+    state = safe_torch_load(path)
+    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        looks_like_weights = isinstance(state, dict) and all(
+            isinstance(v, torch.Tensor) for v in state.values())
+        what = "a weights file, not a resume checkpoint" if looks_like_weights else \
+            f"not a resume checkpoint (no {', '.join(missing)})"
+        raise CheckpointError(f"{path}: {what}")
+    return state
 
 
-def capture_rng(device: torch.device) -> dict[str, Any]:
+def capture_rng(device: torch.device) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+def restore_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

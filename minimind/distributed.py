@@ -84,3 +84,10 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name, or the CPU with its thread count: what the logs and benchmarks show."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"

@@ -7,27 +7,27 @@ sinks. Host syncs (`.item()`) happen only at log, eval and checkpoint steps.
 
 from __future__ import annotations
 
+import errno
 import math
 import threading
-import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import psutil
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from minimind import distributed
-from minimind.checkpoint import (capture_rng, restore_rng, resume_path, save_resume,
-                                 save_weights)
+from minimind.checkpoint import capture_rng, restore_rng, save_checkpoint
 from minimind.data.sampler import epoch_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted, StepMetrics)
+                             RunStarted)
 from minimind.flops import flops_per_token, peak_flops
-from minimind.prepare import InputError, Prepared, prepare
+from minimind.meter import Meter, NonFiniteError
+from minimind.prepare import InputError, prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
@@ -37,23 +37,48 @@ OOM_HINT = "lower batch_size or max_seq_len (raise accumulation_steps to keep to
 NAN_HINT = "lower learning_rate, add warmup_iters, keep grad_clip on, or use bfloat16"
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+class CheckpointWriteError(RuntimeError):
+    """The disk refused a checkpoint; the previous one is intact."""
+
+
+@dataclass
+class Progress:
+    """How far the run has got; saved with each checkpoint so a resumed run goes on exactly.
+    The epoch and the position in it follow from `step`: every epoch has the same steps."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    batches_per_epoch: int  # micro-batches each rank reads per epoch
+    steps_per_epoch: int
+    total_steps: int
+
+    def epoch_of(self, step: int) -> tuple[int, int]:
+        """(epoch, optimizer steps already done in it), both from 0, before `step` runs."""
+        return divmod(step, self.steps_per_epoch)
 
 
 class Trainer:
+    """`Trainer(settings, sinks, stop_event).run()` trains and returns how the run ended.
+
+    `save_checkpoints=False` writes no weights (benchmarks); `compile_mode` is torch.compile's
+    mode for use_compile runs ("max-autotune", ...), a benchmark knob.
+    """
+
     def __init__(self, settings: RunSettings, sinks: Sequence[Sink] = (),
-                 stop_event: threading.Event | None = None, compile_mode: str | None = None):
+                 stop_event: threading.Event | None = None, *, compile_mode: str | None = None,
+                 save_checkpoints: bool = True):
         self.settings = settings
-        # torch.compile's mode ("max-autotune", ...) for use_compile runs: a benchmark knob.
-        self.compile_mode = compile_mode
         self.sinks = list(sinks)
         self.stop_event = stop_event or threading.Event()
-        self.step = 0
+        self.compile_mode = compile_mode
+        self.save_checkpoints = save_checkpoints
+        self.progress = Progress()
         self.last_saved_step: int | None = None
-
-    def request_stop(self) -> None:
-        self.stop_event.set()
 
     # -- public entry -----------------------------------------------------------------
     def run(self) -> RunFinished:
@@ -65,14 +90,18 @@ class Trainer:
                 return self._finish("failed", str(e), cause="input")
             if self.dist.is_main:
                 self.sinks.append(JsonlSink(self.prep.out_dir / "metrics.jsonl",
-                                            append=self.prep.resume is not None))
+                                            append=self.prep.resume is not None,
+                                            warn=lambda text: self.log(text, "warning")))
                 self.settings.save_toml(self.prep.out_dir / "config.toml")
             return self._train()
         except torch.cuda.OutOfMemoryError as e:
             return self._finish("failed", f"CUDA out of memory: {str(e).splitlines()[0]}",
                                 cause="runtime", hint=OOM_HINT)
-        except NonFiniteLoss as e:
+        except NonFiniteError as e:
             return self._finish("failed", str(e), cause="runtime", hint=NAN_HINT)
+        except CheckpointWriteError as e:
+            return self._finish("failed", str(e), cause="runtime",
+                                hint="free some space (or fix the folder), then resume")
         except Exception as e:  # an engine bug or environment failure: keep the details
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
@@ -90,7 +119,7 @@ class Trainer:
         self.emit(LogMessage(level=level, text=text))
 
     def _finish(self, status: str, reason: str = "", **extra: str) -> RunFinished:
-        event = RunFinished(status=status, step=self.step, reason=reason, **extra)
+        event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
         for sink in self.sinks:
             if isinstance(sink, JsonlSink):
@@ -103,239 +132,197 @@ class Trainer:
             traceback.print_exc()
             return ""
         path = prep.out_dir / "error.log"
-        path.write_text(traceback.format_exc(), encoding="utf-8")
+        try:
+            path.write_text(traceback.format_exc(), encoding="utf-8")
+        except OSError:  # e.g. the disk is full: the traceback still reaches the terminal
+            traceback.print_exc()
+            return ""
         return str(path)
 
     # -- the loop -----------------------------------------------------------------------
     def _train(self) -> RunFinished:
-        s, t, prep, dist = self.settings, self.settings.train, self.prep, self.dist
-        device = dist.device
-        model = prep.model.to(device)
+        t = self.settings.train
+        self._build()
+        plan = self._plan()
+        self._announce(plan)
+        meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed)
+        batches = self._batches(plan)
+        while self.progress.step < plan.total_steps:
+            lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
+                               t.warmup_iters, t.lr_schedule)
+            self._optimizer_step(next(batches), lr, meter)
+            self.progress.step += 1
+            stop = self._after_step(plan, meter)
+            if stop:
+                return self._finish("stopped", "stop requested; checkpoint written")
+        if self.prep.val_data is not None:
+            self._evaluate()
+        return self._finish("completed")
+
+    def _build(self) -> None:
+        """Model on its device, optimizer, scaler and autocast; the resume state restored."""
+        t, prep, dist = self.settings.train, self.prep, self.dist
+        self.model = prep.model.to(dist.device)
         if t.grad_checkpointing:
-            model.activation_checkpointing_enable()
-        model.train()
+            self.model.activation_checkpointing_enable()
+        self.model.train()
         # Fused kernels exist for both devices settings allow (CUDA and CPU): one pass over
         # each parameter instead of a dozen per-tensor ops (a 3-7x faster optimizer step on CPU).
-        optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate,
-                                      weight_decay=t.weight_decay, fused=True)
-        scaler = torch.amp.GradScaler("cuda") if t.dtype == "float16" else None
-        progress = {"epoch": 0, "epoch_step": 0, "step": 0, "tokens_seen": 0, "elapsed": 0.0}
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate,
+                                           weight_decay=t.weight_decay, fused=True)
+        self.scaler = torch.amp.GradScaler("cuda") if t.dtype == "float16" else None
         if prep.resume:
-            model.load_state_dict(prep.resume["model"])
-            optimizer.load_state_dict(prep.resume["optimizer"])
-            if scaler is not None and prep.resume["scaler"]:
-                scaler.load_state_dict(prep.resume["scaler"])
-            progress = dict(prep.resume["progress"])
-            restore_rng(prep.resume["rng"][dist.rank], device)
+            self.model.load_state_dict(prep.resume["model"])
+            self.optimizer.load_state_dict(prep.resume["optimizer"])
+            if self.scaler is not None and prep.resume["scaler"]:
+                self.scaler.load_state_dict(prep.resume["scaler"])
+            self.progress = Progress(**prep.resume["progress"])
+            self.last_saved_step = self.progress.step
+            restore_rng(prep.resume["rng"][dist.rank], dist.device)
         else:
             torch.manual_seed(t.seed + dist.rank)  # dropout differs per rank, init did not
-        net = torch.compile(model, mode=self.compile_mode) if t.use_compile else model
+        net = torch.compile(self.model, mode=self.compile_mode) if t.use_compile else self.model
         if dist.enabled:
-            net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
-                                          else None)
-        autocast = _autocast(device, t.dtype)
+            net = DistributedDataParallel(
+                net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+        self.net = net
+        self.autocast = (nullcontext() if t.dtype == "float32"
+                         else torch.autocast(dist.device.type, dtype=getattr(torch, t.dtype)))
 
-        n_batches = len(epoch_batches(len(prep.train_data), t.batch_size, 0, t.seed,
+    def _plan(self) -> Plan:
+        t, dist = self.settings.train, self.dist
+        n_batches = len(epoch_batches(len(self.prep.train_data), t.batch_size, 0, t.seed,
                                       dist.rank, dist.world_size))
         steps_per_epoch = math.ceil(n_batches / t.accumulation_steps)
         total = steps_per_epoch * t.epochs
-        total = min(total, t.max_steps) if t.max_steps else total
-        self.step = progress["step"]
-        self.last_saved_step = self.step if prep.resume else None
-        active = model.active_parameters()
-        fpt = flops_per_token(active, model.model.embed_tokens.weight.numel(),
-                              model.config.num_hidden_layers, model.config.hidden_size,
-                              t.max_seq_len, model.config.tie_word_embeddings)
-        peak = peak_flops(device)
+        return Plan(n_batches, steps_per_epoch, min(total, t.max_steps) if t.max_steps else total)
+
+    def _announce(self, plan: Plan) -> None:
+        s, t, model, dist = self.settings, self.settings.train, self.model, self.dist
+        self.flops_per_token = flops_per_token(
+            model.active_parameters(), model.model.embed_tokens.weight.numel(),
+            model.config.num_hidden_layers, model.config.hidden_size, t.max_seq_len,
+            model.config.tie_word_embeddings)
+        self.peak_flops = peak_flops(dist.device)
         self.emit(RunStarted(
             settings=s.model_dump(mode="json"), parameters=model.num_parameters(),
-            active_parameters=active, device=str(device), device_name=_device_name(device),
-            world_size=dist.world_size, tokens_per_step=s.tokens_per_step(dist.world_size),
-            steps_per_epoch=steps_per_epoch, total_steps=total, start_step=self.step,
-            flops_per_token=fpt, peak_flops=peak, out_dir=str(prep.out_dir)))
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+            active_parameters=model.active_parameters(), device=str(dist.device),
+            device_name=distributed.device_name(dist.device), world_size=dist.world_size,
+            tokens_per_step=s.tokens_per_step(dist.world_size),
+            steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
+            start_step=self.progress.step, flops_per_token=self.flops_per_token,
+            peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir)))
+        if dist.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dist.device)
 
-        meter = _Meter(device, dist.world_size, progress["tokens_seen"], progress["elapsed"])
-        for epoch in range(progress["epoch"], t.epochs):
-            batches = epoch_batches(len(prep.train_data), t.batch_size, epoch, t.seed,
-                                    dist.rank, dist.world_size)
-            epoch_step = progress["epoch_step"] if epoch == progress["epoch"] else 0
+    def _batches(self, plan: Plan) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """The micro-batches of each optimizer step, from where the run stands: an epoch's
+        last step may have fewer than accumulation_steps of them."""
+        t, dist = self.settings.train, self.dist
+        accum = t.accumulation_steps
+        epoch, done = plan.epoch_of(self.progress.step)
+        while True:
+            order = epoch_batches(len(self.prep.train_data), t.batch_size, epoch, t.seed,
+                                  dist.rank, dist.world_size)
             loader = iter(DataLoader(
-                prep.train_data, batch_sampler=batches[epoch_step * t.accumulation_steps:],
-                num_workers=t.num_workers, pin_memory=device.type == "cuda",
+                self.prep.train_data, batch_sampler=order[done * accum:],
+                num_workers=t.num_workers, pin_memory=dist.device.type == "cuda",
                 # Its own generator keeps the loader from drawing on the global RNG, which
                 # dropout uses: resumed and uninterrupted runs then see the same masks.
                 generator=torch.Generator()))
-            while epoch_step < steps_per_epoch and self.step < total:
-                group = min(t.accumulation_steps, n_batches - epoch_step * t.accumulation_steps)
-                lr = learning_rate(self.step, total, t.learning_rate, t.warmup_iters,
-                                   t.lr_schedule)
-                for param_group in optimizer.param_groups:
-                    param_group["lr"] = lr
-                for micro in range(group):
-                    input_ids, labels = (x.to(device, non_blocking=True) for x in next(loader))
-                    sync = micro == group - 1 or not dist.enabled
-                    with nullcontext() if sync else net.no_sync(), autocast:
-                        out = net(input_ids=input_ids, labels=labels)
-                        loss = out.loss + out.aux_loss
-                    scaled = loss / group
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                    meter.add_micro(out.loss.detach(), out.aux_loss.detach(), labels)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                epoch_step += 1
-                meter.add_step(grad_norm, lr)
-                progress.update(epoch=epoch, epoch_step=epoch_step, step=self.step)
+            for step in range(done, plan.steps_per_epoch):
+                group = min(accum, plan.batches_per_epoch - step * accum)
+                yield [next(loader) for _ in range(group)]
+            epoch, done = epoch + 1, 0
 
-                done = self.step >= total
-                if self.step % t.log_interval == 0 or done or epoch_step == steps_per_epoch:
-                    meter.check_finite(self.step, self.last_saved_step)
-                    self.emit(meter.report(self.step, total, epoch + 1, t.epochs, epoch_step,
-                                           steps_per_epoch, fpt, peak))
-                if t.eval_interval and self.step % t.eval_interval == 0 and not done:
-                    self._evaluate(model, autocast)
-                stop = distributed.any_rank(self.stop_event.is_set(), dist)
-                if done or stop or (t.save_interval and self.step % t.save_interval == 0):
-                    if epoch_step == steps_per_epoch:
-                        progress.update(epoch=epoch + 1, epoch_step=0)
-                    self._checkpoint(model, optimizer, scaler, progress, meter)
-                if stop:
-                    return self._finish("stopped", "stop requested; checkpoint written")
-            progress.update(epoch=epoch + 1, epoch_step=0)
-            if self.step >= total:
-                break
-        if prep.val_data is not None:
-            self._evaluate(model, autocast)
-        return self._finish("completed")
+    def _optimizer_step(self, micro_batches: list, lr: float, meter: Meter) -> None:
+        """Forward and backward over the micro-batches (gradients averaged), clip, update."""
+        t, device = self.settings.train, self.dist.device
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        for i, (input_ids, labels) in enumerate(micro_batches):
+            input_ids = input_ids.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            # DDP all-reduces gradients only on the last micro-batch of the step.
+            last = i == len(micro_batches) - 1 or not self.dist.enabled
+            with nullcontext() if last else self.net.no_sync(), self.autocast:
+                out = self.net(input_ids=input_ids, labels=labels)
+                loss = (out.loss + out.aux_loss) / len(micro_batches)
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            meter.add_micro(out.loss.detach(), out.aux_loss.detach(), labels)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the update when the scaler saw inf
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        meter.add_step(grad_norm, lr, counts_as_nonfinite=self.scaler is None)
 
-    def _evaluate(self, model: torch.nn.Module, autocast) -> None:
-        t = self.settings.train
+    def _after_step(self, plan: Plan, meter: Meter) -> bool:
+        """Log, evaluate and save as the intervals say; True when the run must stop now."""
+        t, step = self.settings.train, self.progress.step
+        done = step >= plan.total_steps
+        epoch, into_epoch = plan.epoch_of(step - 1)
+        epoch_done = into_epoch + 1 == plan.steps_per_epoch
+        if step % t.log_interval == 0 or done or epoch_done:
+            meter.raise_if_nonfinite(step, self.last_saved_step)
+            self.emit(meter.report(step, plan.total_steps, epoch + 1, t.epochs, into_epoch + 1,
+                                   plan.steps_per_epoch, self.flops_per_token, self.peak_flops))
+        if t.eval_interval and step % t.eval_interval == 0 and not done:
+            self._evaluate()
+        stop = distributed.any_rank(self.stop_event.is_set(), self.dist)
+        if done or stop or (t.save_interval and step % t.save_interval == 0):
+            self._checkpoint(meter)
+        return stop
+
+    def _evaluate(self) -> None:
+        t, device = self.settings.train, self.dist.device
         loader = DataLoader(self.prep.val_data, batch_size=t.batch_size, shuffle=False)
         total_loss, total_tokens = 0.0, 0
-        model.eval()
-        with torch.no_grad(), autocast:
+        self.model.eval()
+        with torch.no_grad(), self.autocast:
             for i, (input_ids, labels) in enumerate(loader):
                 if i == t.eval_batches:
                     break
-                labels = labels.to(self.dist.device)
-                out = model(input_ids=input_ids.to(self.dist.device), labels=labels)
+                labels = labels.to(device)
+                out = self.model(input_ids=input_ids.to(device), labels=labels)
                 n = int((labels[:, 1:] != -100).sum())
                 total_loss += float(out.loss) * n
                 total_tokens += n
-        model.train()
+        self.model.train()
         if total_tokens:
-            self.emit(EvalResult(step=self.step, val_loss=total_loss / total_tokens,
+            self.emit(EvalResult(step=self.progress.step, val_loss=total_loss / total_tokens,
                                  tokens=total_tokens))
 
-    def _checkpoint(self, model, optimizer, scaler, progress: dict, meter: _Meter) -> None:
-        if self.last_saved_step == self.step:
+    def _checkpoint(self, meter: Meter) -> None:
+        if not self.save_checkpoints or self.last_saved_step == self.progress.step:
             return
-        meter.check_finite(self.step, self.last_saved_step)
-        progress.update(tokens_seen=meter.tokens_seen(), elapsed=meter.elapsed())
+        # A NaN that reached the weights or Adam's moments (with a finite loss) must not
+        # overwrite the last good checkpoint either.
+        meter.check_state(self.model, self.optimizer)
+        meter.raise_if_nonfinite(self.progress.step, self.last_saved_step)
+        self.progress.tokens_seen, self.progress.elapsed = meter.tokens_seen(), meter.elapsed()
         rng = distributed.all_gather_object(capture_rng(self.dist.device), self.dist)
         if self.dist.is_main:
-            weights = save_weights(model, self.prep.weights_path)
-            resume = save_resume(resume_path(self.prep.weights_path), model=model,
-                                 optimizer=optimizer, scaler=scaler, progress=dict(progress),
-                                 rng=rng, settings=self.settings.model_dump(mode="json"),
-                                 world_size=self.dist.world_size)
-            self.emit(CheckpointSaved(step=self.step, weights_path=str(weights),
+            try:
+                weights, resume = save_checkpoint(
+                    self.prep.weights_path, model=self.model, optimizer=self.optimizer,
+                    scaler=self.scaler, progress=asdict(self.progress), rng=rng,
+                    settings=self.settings.model_dump(mode="json"),
+                    world_size=self.dist.world_size, data=self.prep.data_fingerprint)
+            except OSError as e:
+                raise _write_error(e, self.prep.weights_path, self.last_saved_step) from None
+            self.emit(CheckpointSaved(step=self.progress.step, weights_path=str(weights),
                                       resume_path=str(resume)))
-        self.last_saved_step = self.step
+        self.last_saved_step = self.progress.step
 
 
-class _Meter:
-    """Accumulates metrics on the device; only `report` and `check_finite` read them back."""
-
-    def __init__(self, device: torch.device, world_size: int, tokens_seen: int, elapsed: float):
-        self.device, self.world_size = device, world_size
-        self.start = time.perf_counter() - elapsed
-        self.session_start, self.session_steps = time.perf_counter(), 0
-        self.tokens_total = tokens_seen
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self._reset()
-
-    def _reset(self) -> None:
-        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
-        self.loss, self.aux, self.tokens = zero(), zero(), zero()
-        self.micro, self.steps, self.grad_norm, self.lr = 0, 0, zero(), 0.0
-        self.window_start = time.perf_counter()
-
-    def add_micro(self, logits_loss, aux_loss, labels) -> None:
-        self.loss += logits_loss.float()
-        self.aux += aux_loss.float()
-        self.tokens += (labels != -100).sum()
-        self.nonfinite |= ~torch.isfinite(logits_loss + aux_loss)
-        self.micro += 1
-
-    def add_step(self, grad_norm, lr: float) -> None:
-        self.grad_norm = grad_norm.detach().float()
-        self.lr = lr
-        self.steps += 1
-        self.session_steps += 1
-
-    def check_finite(self, step: int, last_good: int | None) -> None:
-        if bool(self.nonfinite):
-            kept = f"the checkpoint from step {last_good} is kept" if last_good else \
-                "no checkpoint had been written yet"
-            raise NonFiniteLoss(f"loss became NaN/inf by step {step}; stopped so it does not "
-                                f"overwrite good weights ({kept})")
-
-    def tokens_seen(self) -> int:
-        # Every rank trains on its own shard of about the same size.
-        return self.tokens_total + int(self.tokens) * self.world_size
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def report(self, step, total, epoch, epochs, epoch_step, steps_per_epoch, fpt, peak
-               ) -> StepMetrics:
-        loss, aux = float(self.loss), float(self.aux)
-        tokens = int(self.tokens) * self.world_size
-        self.tokens_total += tokens
-        now = time.perf_counter()
-        window = max(now - self.window_start, 1e-9)
-        rate = tokens / window
-        step_time = (now - self.session_start) / max(self.session_steps, 1)
-        micro = max(self.micro, 1)
-        metrics = StepMetrics(
-            step=step, total_steps=total, epoch=epoch, epochs=epochs, epoch_step=epoch_step,
-            steps_per_epoch=steps_per_epoch, loss=(loss + aux) / micro, logits_loss=loss / micro,
-            aux_loss=aux / micro, lr=self.lr, grad_norm=float(self.grad_norm),
-            tokens_per_sec=rate, tokens_seen=self.tokens_total, elapsed=now - self.start,
-            eta_seconds=(total - step) * step_time, step_time=step_time,
-            mfu=rate * fpt / (peak * self.world_size) if peak else None, **_memory(self.device))
-        self._reset()
-        return metrics
-
-
-def _memory(device: torch.device) -> dict[str, int]:
-    if device.type == "cuda":
-        return {"mem_allocated": torch.cuda.memory_allocated(device),
-                "mem_reserved": torch.cuda.memory_reserved(device),
-                "mem_peak": torch.cuda.max_memory_allocated(device),
-                "mem_total": torch.cuda.get_device_properties(device).total_memory}
-    return {"rss": psutil.Process().memory_info().rss,
-            "mem_total": psutil.virtual_memory().total}
-
-
-def _autocast(device: torch.device, dtype: str):
-    if dtype == "float32":
-        return nullcontext()
-    return torch.autocast(device.type, dtype=getattr(torch, dtype))
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+def _write_error(e: OSError, path: Path, last_good: int | None) -> CheckpointWriteError:
+    what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    kept = (f"the checkpoint from step {last_good} is intact" if last_good is not None
+            else "no earlier checkpoint existed")
+    return CheckpointWriteError(f"{what} writing {e.filename or path}; {kept}")

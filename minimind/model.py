@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
@@ -384,3 +384,7 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
                 per_expert = sum(p.numel() for p in module.experts[0].parameters())
                 total -= (module.num_experts - module.top_k) * per_expert
         return total
+
+
+# Let AutoModelForCausalLM open a folder saved by `save_pretrained` (model_type "minimind").
+AutoModelForCausalLM.register(MiniMindConfig, MiniMindForCausalLM)

@@ -1,8 +1,9 @@
 """Everything a run needs before its first step, checked up front.
 
 Each user mistake (unwritable out_dir, missing or malformed data, a tokenizer that cannot load,
-weights that do not fit, a resume checkpoint that is not there) becomes an `InputError` with one
-clear message, before any training time is spent.
+a model too big for the machine, weights that do not fit, a resume checkpoint that is missing,
+corrupt or from other data) becomes an `InputError` with one clear message, before any training
+time is spent.
 """
 
 from __future__ import annotations
@@ -13,19 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from torch.utils.data import Dataset
 
 from minimind import distributed
+from minimind.atomic import stale_temp_files
 from minimind.checkpoint import load_resume, resume_path
 from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
-from minimind.data.corpus import default_cache_dir
+from minimind.data.corpus import default_cache_dir, file_digest
+from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.model import MiniMindForCausalLM
 from minimind.settings import RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
+from minimind.torchfile import CheckpointError
 from minimind.upstream import WeightsMismatchError, load_pretrained_weights
+
+# Bytes per parameter a step keeps: fp32 weights, gradients and AdamW's two moments.
+TRAIN_BYTES_PER_PARAMETER = 16
 
 
 class InputError(Exception):
@@ -40,6 +48,9 @@ class Prepared:
     val_data: Dataset | None
     model: MiniMindForCausalLM
     resume: dict[str, Any] | None
+    data_fingerprint: dict[str, Any]
+    """What the training samples are (data bytes, tokenizer, sample count): a resumed run
+    must see the same, or it would not continue the run it claims to."""
 
 
 def prepare(settings: RunSettings, dist: distributed.DistInfo,
@@ -47,6 +58,8 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo,
     t = settings.train
     out_dir = _writable_dir(Path(t.out_dir).expanduser())
     weights_path = out_dir / settings.weights_name()
+    if dist.is_main:
+        _remove_unfinished_saves(out_dir, weights_path, log)
     try:
         tokenizer = load_tokenizer(t.tokenizer_path or None)
     except TokenizerError as e:
@@ -55,34 +68,31 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo,
         raise InputError(f"model.vocab_size ({settings.model.vocab_size}) is smaller than the "
                          f"tokenizer's vocabulary ({len(tokenizer)})")
 
-    def dataset(spec: str, field: str) -> Dataset:
+    def dataset(spec: str, field: str) -> tuple[Dataset, str]:
         try:
             return _dataset(spec, tokenizer, settings, dist, log)
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
 
-    train_data = dataset(t.data_path, "data_path")
-    val_data = dataset(t.val_data_path, "val_data_path") if t.val_data_path else None
+    train_data, data_digest = dataset(t.data_path, "data_path")
+    val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None
     if len(train_data) == 0:
         raise InputError(f"train.data_path: {t.data_path} holds no complete sample")
+    fingerprint = {"data": data_digest, "tokenizer": tokenizer_digest(tokenizer),
+                   "samples": len(train_data)}
 
-    try:
-        config = MiniMindConfig(**settings.model.to_config_kwargs())
-    except ValueError as e:
-        raise InputError(f"model: {e}") from None
-    torch.manual_seed(t.seed)  # identical initial weights on every rank
-    model = MiniMindForCausalLM(config)
+    model = _build_model(settings, dist.device)
     if t.from_weight:
         try:
             load_pretrained_weights(model, Path(t.from_weight).expanduser())
-        except FileNotFoundError:
-            raise InputError(f"train.from_weight: {t.from_weight}: no such file") from None
-        except WeightsMismatchError as e:
+        except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight}")
 
-    resume = _resume_state(settings, resume_path(weights_path), dist) if t.from_resume else None
-    return Prepared(out_dir, weights_path, train_data, val_data, model, resume)
+    resume = None
+    if t.from_resume:
+        resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
+    return Prepared(out_dir, weights_path, train_data, val_data, model, resume, fingerprint)
 
 
 def _writable_dir(path: Path) -> Path:
@@ -96,26 +106,72 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
+def _remove_unfinished_saves(out_dir: Path, weights_path: Path,
+                             log: Callable[[str], None]) -> None:
+    """Temporary files a save killed mid-write left behind (MBs each): only this run's
+    checkpoint names, which nothing else writes."""
+    ours = (f".{weights_path.name}.", f".{resume_path(weights_path).name}.")
+    stale = [p for p in stale_temp_files(out_dir) if p.name.startswith(ours)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save")
+
+
+def _build_model(settings: RunSettings, device: torch.device) -> MiniMindForCausalLM:
+    try:
+        config = MiniMindConfig(**settings.model.to_config_kwargs())
+    except ValueError as e:
+        raise InputError(f"model: {e}") from None
+    with torch.device("meta"):  # counts the parameters without allocating them
+        parameters = MiniMindForCausalLM(config).num_parameters()
+    need, have, where = parameters * TRAIN_BYTES_PER_PARAMETER, *_free_memory(device)
+    if need > have:
+        raise InputError(
+            f"model: {parameters / 1e6:,.1f}M parameters need about {need / 2**30:,.1f} GiB "
+            f"for weights, gradients and AdamW state alone, but {where} has "
+            f"{have / 2**30:,.1f} GiB free; choose a smaller shape")
+    torch.manual_seed(settings.train.seed)  # identical initial weights on every rank
+    return MiniMindForCausalLM(config)
+
+
+def _free_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], f"GPU {device}"
+    return psutil.virtual_memory().available, "this machine"
+
+
 def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed.DistInfo,
-             log: Callable[[str], None]) -> Dataset:
+             log: Callable[[str], None]) -> tuple[Dataset, str]:
+    """The dataset for one data setting and the digest of the file's bytes."""
     t = settings.train
     path = resolve_data_path(spec)
     reporter = _progress_reporter(path.name, log)
     if not t.packing:
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter)
-        if index.bad_lines:
-            log(f"{path}: skipped {index.bad_lines} bad lines, first: "
-                + "; ".join(f"line {n}: {why}" for n, why in index.first_bad))
-        return PretrainDataset(index, tokenizer, t.max_seq_len)
+        _report_bad_lines(path, index.bad_lines, index.first_bad, log)
+        return PretrainDataset(index, tokenizer, t.max_seq_len), index.digest
+
+    digest = file_digest(path) if path.is_file() else ""
 
     def build() -> Path:
         return build_token_cache(path, tokenizer, t.max_seq_len, default_cache_dir() / "tokens",
-                                 skip_bad_lines=t.skip_bad_lines, progress=reporter)
+                                 skip_bad_lines=t.skip_bad_lines, progress=reporter,
+                                 data_digest=digest or None)
 
     # Rank 0 tokenizes; the others wait and then find the cached file.
     token_file = build() if dist.is_main else None
     distributed.barrier(dist)
-    return PackedDataset(token_file or build(), t.max_seq_len)
+    token_file = token_file or build()
+    report = cache_report(token_file) or {}
+    _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)
+    return PackedDataset(token_file, t.max_seq_len), digest
+
+
+def _report_bad_lines(path: Path, count: int, first: list, log: Callable[[str], None]) -> None:
+    if count:
+        log(f"{path}: skipped {count} bad lines, first: "
+            + "; ".join(f"line {n}: {why}" for n, why in first))
 
 
 def _progress_reporter(name: str, log: Callable[[str], None]) -> Callable[[int, int], None]:
@@ -134,15 +190,18 @@ def _progress_reporter(name: str, log: Callable[[str], None]) -> Callable[[int, 
 _DATA_ORDER = ("data_path", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
 
 
-def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo
-                  ) -> dict[str, Any]:
+def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
+                  fingerprint: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"train.from_resume: no resume checkpoint at {path}")
-    state = load_resume(path)
+    try:
+        state = load_resume(path)
+    except CheckpointError as e:
+        raise InputError(f"train.from_resume: {e}") from None
     saved, current = state["settings"], settings.model_dump(mode="json")
     keys = [("model", k) for k in current["model"]] + [("train", k) for k in _DATA_ORDER]
     changed = [f"{s}.{k} ({saved[s].get(k)} → {current[s][k]})"
-               for s, k in keys if saved[s].get(k) != current[s][k]]
+               for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
     if changed:
         raise InputError("train.from_resume: the checkpoint's run used different settings, so "
                          "it cannot continue exactly: " + ", ".join(changed))
@@ -150,4 +209,14 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "
                          f"(now {dist.world_size})")
+    saved_data = state.get("data") or {}
+    differs = [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]
+    if differs and not settings.train.allow_data_change:
+        what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
+                "samples": f"the number of samples ({saved_data.get('samples')} → "
+                           f"{fingerprint['samples']})"}
+        raise InputError("train.from_resume: the training data changed since the checkpoint ("
+                         + ", ".join(what[k] for k in differs) + "), so the run would not "
+                         "continue where it stopped; restore the data, or set "
+                         "allow_data_change to resume anyway")
     return state

@@ -5,6 +5,9 @@
 drive the preset files, the CLI flags, the dashboard form and `<out_dir>/config.toml`, so a new
 field added here appears everywhere.
 
+`RunSettings.parse` is the one way in: pydantic checks each field, `cross_field_problems` the rules
+that tie fields together, and every problem comes back at once, each naming its field.
+
 Relative paths are kept as written and resolved against the current working directory when the
 run starts, like upstream's `../dataset/...` habits.
 """
@@ -12,14 +15,16 @@ run starts, like upstream's `../dataset/...` habits.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from minimind.config import family_defaults
+from minimind.atomic import atomic_write_bytes
+from minimind.family import family_defaults, shape_problems
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output")
 
@@ -42,7 +47,8 @@ class ModelSettings(BaseModel):
         None, "Model", "key/value heads for GQA (empty: 2 for minimind2, 4 for minimind3)", ge=1)
     intermediate_size: int | None = _field(
         None, "Model", "SwiGLU width (empty: the family's rule)", ge=1)
-    vocab_size: int = _field(6400, "Model", "vocabulary size; must cover the tokenizer", ge=3)
+    vocab_size: int = _field(
+        6400, "Model", "vocabulary size; must cover the tokenizer", ge=3, le=1 << 20)
     max_position_embeddings: int = _field(32768, "Model", "longest position the model is built for", ge=8)
     rope_theta: float = _field(1e6, "Model", "RoPE base frequency", gt=0)
     rms_norm_eps: float | None = _field(
@@ -112,7 +118,7 @@ class TrainSettings(BaseModel):
     use_compile: bool = _field(False, "Runtime", "torch.compile the model")
     grad_checkpointing: bool = _field(
         False, "Runtime", "recompute activations in backward to save memory")
-    seed: int = _field(42, "Runtime", "seed for init, shuffling and dropout", ge=0)
+    seed: int = _field(42, "Runtime", "seed for init, shuffling and dropout", ge=0, le=2**32 - 1)
 
     out_dir: str = _field("out", "Output", "folder for weights, resume state and metrics")
     save_weight: str = _field(
@@ -126,17 +132,31 @@ class TrainSettings(BaseModel):
     eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
     from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
+    allow_data_change: bool = _field(
+        False, "Output", "resume even if the training data changed since the checkpoint")
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
+"""The tables of a preset / config.toml and the sections of the settings, in order."""
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the settings: `loc` is "train.batch_size" style, or "" for the whole."""
+    """One thing wrong with the settings: `loc` is "train.batch_size" style ("" for the whole);
+    a rule that ties several fields together also lists the others in `related`."""
 
     loc: str
     message: str
+    related: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.loc}: {self.message}" if self.loc else self.message
+        return f"{self.loc}: {self.text}" if self.loc else self.message
+
+    @property
+    def text(self) -> str:
+        """The message without a leading repeat of the field's own name, for "loc: text"."""
+        name = self.loc.rpartition(".")[2]
+        return self.message.removeprefix(f"{name} ") if name else self.message
 
 
 class SettingsError(ValueError):
@@ -148,26 +168,24 @@ class SettingsError(ValueError):
 
 
 class RunSettings(BaseModel):
+    """Build it with `parse` (or `from_toml`): constructing it directly skips the rules that tie
+    fields together."""
+
     model_config = ConfigDict(extra="forbid")
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> RunSettings:
-        problems = cross_field_problems(self)
-        if problems:
-            raise ValueError("; ".join(str(p) for p in problems))
-        return self
-
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def parse(cls, data: dict[str, Any]) -> RunSettings:
-        """Validate nested `{"model": {...}, "train": {...}}` data or raise SettingsError."""
-        problems = settings_problems(data)
+    def parse(cls, data: dict[str, Any], changed: Collection[str] = ()) -> RunSettings:
+        """Validate nested `{"model": {...}, "train": {...}}` data or raise SettingsError with
+        every problem. `changed` ("model.hidden_size", ...) are the fields the user set: a rule
+        broken by several fields is reported against the one they changed."""
+        settings, problems = validate(data, changed)
         if problems:
             raise SettingsError(problems)
-        return cls.model_validate(data)
+        return settings
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
@@ -180,10 +198,7 @@ class RunSettings(BaseModel):
                 for section, values in self.model_dump(mode="json").items()}
 
     def save_toml(self, path: str | Path) -> Path:
-        from minimind.checkpoint import atomic_write_bytes
-
-        text = tomli_w.dumps(self.to_toml_dict())
-        return atomic_write_bytes(Path(path), text.encode())
+        return atomic_write_bytes(Path(path), tomli_w.dumps(self.to_toml_dict()).encode())
 
     # -- derived values -------------------------------------------------------------------
     def tokens_per_step(self, world_size: int = 1) -> int:
@@ -196,53 +211,86 @@ class RunSettings(BaseModel):
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables of a preset or config.toml file; every way it can be unreadable is a
+    SettingsError that names the file."""
     path = Path(path).expanduser()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
+    except IsADirectoryError:
+        raise SettingsError([Problem("", f"{path}: is a folder, not a preset file")]) from None
+    except UnicodeDecodeError as e:
+        raise SettingsError([Problem("", f"{path}: not a text file (byte {e.start} is not "
+                                         "UTF-8)")]) from None
     except tomllib.TOMLDecodeError as e:
         raise SettingsError([Problem("", f"{path}: not valid TOML ({e})")]) from None
-    unknown = sorted(set(data) - {"model", "train"})
-    if unknown:
-        raise SettingsError([Problem(k, f"unknown table in {path.name}; "
-                                        "expected [model] and [train]") for k in unknown])
+    except OSError as e:
+        raise SettingsError([Problem("", f"{path}: cannot read ({e.strerror or e})")]) from None
+    problems = [Problem(k, f"unknown table in {path.name}; expected "
+                           + " and ".join(f"[{name}]" for name in SECTIONS))
+                for k in sorted(set(data) - set(SECTIONS))]
+    problems += [Problem(k, f"in {path.name} must be a table ([{k}]), not a "
+                            f"{type(data[k]).__name__}")
+                 for k in SECTIONS if k in data and not isinstance(data[k], dict)]
+    if "model" not in data and not problems:
+        problems.append(Problem("", f"{path}: has no [model] table, so the model would silently "
+                                    "be the 25.8M default; add [model] (an empty table keeps "
+                                    "the defaults)"))
+    if problems:
+        raise SettingsError(problems)
     return data
 
 
 def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
           ) -> dict[str, dict[str, Any]]:
     """Field-by-field override of a nested settings dict (neither input is modified)."""
-    merged = {section: dict(base.get(section, {})) for section in ("model", "train")}
+    merged = {section: dict(base.get(section, {})) for section in SECTIONS}
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     return merged
 
 
-def section_of(field: str) -> str | None:
-    """Which table ("model" or "train") a flat upstream-style field name belongs to."""
-    if field in ModelSettings.model_fields:
-        return "model"
-    if field in TrainSettings.model_fields:
-        return "train"
-    return None
-
-
 # -- validation ------------------------------------------------------------------------------
-def settings_problems(data: dict[str, Any]) -> list[Problem]:
-    """Every problem in `data`: per-field errors first, then cross-field rules."""
+def validate(data: dict[str, Any], changed: Collection[str] = ()
+             ) -> tuple[RunSettings, list[Problem]]:
+    """Settings and every problem in `data`, each rule run once: per-field errors, then the
+    cross-field rules whose fields are all valid (so an invalid field does not hide an unrelated
+    rule, and does not trigger a false one). The settings are only meaningful without problems."""
     problems: list[Problem] = []
     sections: dict[str, BaseModel] = {}
-    for name, model_cls in (("model", ModelSettings), ("train", TrainSettings)):
+    for name, model_cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
+            raw = {}
         try:
-            sections[name] = model_cls.model_validate(data.get(name, {}))
+            sections[name] = model_cls.model_validate(raw)
         except ValidationError as e:
-            problems += [Problem(".".join([name, *map(str, err["loc"])]), _short_message(err))
-                         for err in e.errors()]
-    if problems:
-        return problems
+            errors = [Problem(".".join([name, *map(str, err["loc"])]), _short_message(err))
+                      for err in e.errors()]
+            problems += errors
+            bad = {p.loc.split(".")[1] for p in errors if "." in p.loc}
+            # Defaults stand in for the invalid fields, so the other rules can still run.
+            sections[name] = model_cls.model_validate(
+                {k: v for k, v in raw.items() if k not in bad and k in model_cls.model_fields})
     settings = RunSettings.model_construct(**sections)
-    return cross_field_problems(settings)
+    invalid = {p.loc for p in problems}
+    for problem in cross_field_problems(settings):
+        involved = (problem.loc, *problem.related)
+        if invalid.isdisjoint(involved):
+            problems.append(_blame_changed(problem, changed))
+    return settings, problems
+
+
+def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:
+    if not problem.related or problem.loc in changed:
+        return problem
+    for i, loc in enumerate(problem.related):
+        if loc in changed:
+            others = (problem.loc, *problem.related[:i], *problem.related[i + 1:])
+            return Problem(loc, problem.message, others)
+    return problem
 
 
 def _short_message(err: dict[str, Any]) -> str:
@@ -254,16 +302,19 @@ def _short_message(err: dict[str, Any]) -> str:
         "less_than_equal": lambda: f"must be ≤ {ctx['le']}",
         "less_than": lambda: f"must be < {ctx['lt']}",
         "int_parsing": lambda: "must be a whole number",
+        "int_parsing_size": lambda: "is far too large",
         "int_from_float": lambda: "must be a whole number",
         "int_type": lambda: "must be a whole number",
         "float_parsing": lambda: "must be a number",
         "float_type": lambda: "must be a number",
+        "finite_number": lambda: "must be a finite number",
         "bool_parsing": lambda: "must be true or false (1 or 0)",
         "bool_type": lambda: "must be true or false (1 or 0)",
         "literal_error": lambda: f"must be one of {ctx['expected']}",
         "string_pattern_mismatch": lambda: f"has an invalid form (expected {ctx['pattern']})",
         "extra_forbidden": lambda: "unknown setting",
         "string_type": lambda: "must be text",
+        "model_type": lambda: "must be a table of settings",
     }
     return simple[kind]() if kind in simple else err["msg"]
 
@@ -273,37 +324,34 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     m, t = s.model, s.train
     out: list[Problem] = []
 
-    def bad(loc: str, message: str) -> None:
-        out.append(Problem(loc, message))
+    def bad(loc: str, message: str, *related: str) -> None:
+        out.append(Problem(loc, message, related))
 
-    if m.hidden_size % m.num_attention_heads:
-        bad("model.num_attention_heads",
-            f"must divide hidden_size ({m.hidden_size})")
-    elif (m.hidden_size // m.num_attention_heads) % 2:
-        bad("model.num_attention_heads",
-            f"gives an odd head size ({m.hidden_size // m.num_attention_heads}); RoPE needs it even")
     family = family_defaults(m.family, m.hidden_size)
-    kv = m.num_key_value_heads or family["num_key_value_heads"]
-    if m.num_attention_heads % kv:
-        bad("model.num_key_value_heads",
-            f"({kv}) must divide num_attention_heads ({m.num_attention_heads})")
-    if m.use_moe:
-        top_k = m.num_experts_per_tok or family["num_experts_per_tok"]
-        if top_k > m.n_routed_experts:
-            bad("model.num_experts_per_tok",
-                f"({top_k}) must be ≤ n_routed_experts ({m.n_routed_experts})")
-    else:
+    for shape in shape_problems(
+            m.hidden_size, m.num_attention_heads,
+            m.num_key_value_heads or family["num_key_value_heads"],
+            n_routed_experts=m.n_routed_experts,
+            num_experts_per_tok=m.num_experts_per_tok or family["num_experts_per_tok"]):
+        loc, *related = (f"model.{name}" for name in shape.fields)
+        bad(loc, shape.message, *related)
+    if not m.use_moe:
         defaults = ModelSettings()
         for name in _MOE_FIELDS:
             if getattr(m, name) != getattr(defaults, name):
-                bad(f"model.{name}", "only applies when use_moe is on")
+                bad(f"model.{name}", "only applies when use_moe is on", "model.use_moe")
     if t.max_seq_len > m.max_position_embeddings:
         bad("train.max_seq_len",
-            f"must be ≤ max_position_embeddings ({m.max_position_embeddings})")
+            f"must be ≤ max_position_embeddings ({m.max_position_embeddings})",
+            "model.max_position_embeddings")
     if t.packing and m.vocab_size > 65535:
-        bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)")
+        bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
+            "model.vocab_size")
     if not t.data_path.strip():
         bad("train.data_path", "is required")
+    if t.eval_interval and not t.val_data_path.strip():
+        bad("train.eval_interval", "needs validation data: set val_data_path (or set "
+                                   "eval_interval to 0)", "train.val_data_path")
 
     cuda = t.device.startswith("cuda")
     if t.device != "auto":
@@ -314,7 +362,8 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         elif cuda and ":" in t.device and int(t.device.split(":")[1]) >= torch.cuda.device_count():
             bad("train.device", f"no such GPU (this machine has {torch.cuda.device_count()})")
     if t.dtype == "float16" and not _will_use_cuda(t.device):
-        bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU")
+        bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU",
+            "train.device")
     return out
 
 

@@ -1,18 +1,25 @@
 """Where events go. The engine calls `emit` on each sink and never knows who listens.
 
-A sink must never block training: the queue sink drops the oldest entries when its reader falls
-behind (bounded memory), the console and JSONL sinks write a line and return.
+A sink must never block or break training. The queue sink drops the oldest entries when its
+reader falls behind (bounded memory); the JSONL sink writes from its own thread, so a file that
+stalls (a FIFO nobody reads, a hung network disk) costs dropped lines and a warning, never a
+stalled step; the console sink goes quiet if its terminal disappears (a closed SSH session).
 """
 
 from __future__ import annotations
 
 import collections
+import errno
+import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted, StepMetrics)
+from minimind.event_text import describe
+from minimind.events import Event
 
 
 class Sink(Protocol):
@@ -45,71 +52,147 @@ class QueueSink:
 
 
 class JsonlSink:
-    """`<out_dir>/metrics.jsonl`: one event per line, flushed so another process can follow it."""
+    """`<out_dir>/metrics.jsonl`: one event per line, flushed line by line so another process
+    (`minimind-tui watch`) can follow it.
 
-    def __init__(self, path: str | Path, append: bool = False):
+    `emit` only queues the line; a writer thread opens the file (without blocking, so a FIFO
+    with no reader yet is retried, not waited on) and writes. At most `maxlen` lines wait; past
+    that the oldest are dropped and `warn` says so. `close` waits `close_timeout` seconds for
+    the queue to empty, then gives up with a warning rather than hold the run's end hostage.
+    """
+
+    RETRY_SECONDS = 0.2
+
+    def __init__(self, path: str | Path, append: bool = False, maxlen: int = 10_000,
+                 warn: Callable[[str], None] | None = None, close_timeout: float = 5.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a" if append else "w", encoding="utf-8")
+        self._append = append
+        self._lines: collections.deque[str] = collections.deque()
+        self._maxlen = maxlen
+        self._dropped = 0
+        self._closed = False
+        self._wake = threading.Condition()
+        self._warn = warn or (lambda text: print(f"minimind: {text}", file=sys.stderr))
+        self._close_timeout = close_timeout
+        self._thread = threading.Thread(target=self._write_loop, daemon=True,
+                                        name=f"writer of {self.path.name}")
+        self._thread.start()
 
     def emit(self, event: Event) -> None:
-        self._file.write(event.to_json() + "\n")
-        self._file.flush()
+        line = event.to_json() + "\n"
+        with self._wake:
+            if len(self._lines) >= self._maxlen:
+                self._lines.popleft()
+                self._dropped += 1
+            self._lines.append(line)
+            self._wake.notify()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every queued line is written; False if that took longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._lines or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(min(left, 0.05))
+        return True
 
     def close(self) -> None:
-        self._file.close()
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._thread.join(self._close_timeout)
+        if self._thread.is_alive() or self._lines or self._busy:
+            self._warn(f"{self.path}: {len(self._lines) + self._busy} events could not be "
+                       "written (the file does not accept writes); the run itself is unaffected")
 
+    # -- the writer thread --------------------------------------------------------------------
+    _busy = False  # a line has left the queue but is not fully written yet
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+    def _write_loop(self) -> None:
+        fd: int | None = None
+        pending = b""
+        reported: set[str] = set()
 
+        def once(key: str, text: str) -> None:
+            if key not in reported:
+                reported.add(key)
+                self._warn(text)
 
-def format_step_line(e: StepMetrics) -> str:
-    """Upstream's log line, so MiniMind users read it at a glance (epoch_time = minutes left
-    in the epoch, as upstream prints it)."""
-    epoch_left = (e.steps_per_epoch - e.epoch_step) * e.step_time
-    return (f"Epoch:[{e.epoch}/{e.epochs}]({e.epoch_step}/{e.steps_per_epoch}), "
-            f"loss: {e.loss:.4f}, logits_loss: {e.logits_loss:.4f}, aux_loss: {e.aux_loss:.4f}, "
-            f"lr: {e.lr:.8f}, epoch_time: {epoch_left / 60:.1f}min, "
-            f"grad_norm: {e.grad_norm:.3f}, tokens/s: {e.tokens_per_sec:,.0f}")
+        try:
+            while True:
+                with self._wake:
+                    while not pending and not self._lines and not self._closed:
+                        self._wake.wait()
+                    if not pending:
+                        if not self._lines:
+                            return  # closed and everything written
+                        pending = self._lines.popleft().encode()
+                        self._busy = True
+                    dropped, self._dropped = self._dropped, 0
+                if dropped:
+                    once("dropped", f"{self.path}: the file fell behind; {dropped} or more "
+                                    "events were dropped (training is not slowed)")
+                if fd is None:
+                    fd = self._open(once)
+                if fd is not None:
+                    pending = self._write(fd, pending, once)
+                with self._wake:
+                    if not pending:
+                        self._busy = False
+                        self._wake.notify_all()
+                        continue
+                    if self._closed:  # the file is stuck and nothing more will come
+                        return
+                    self._wake.wait(self.RETRY_SECONDS)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _open(self, once: Callable[[str, str], None]) -> int | None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | (
+            os.O_APPEND if self._append else os.O_TRUNC)
+        try:
+            fd = os.open(self.path, flags, 0o666)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # a FIFO with no reader yet
+                once("fifo", f"{self.path}: a pipe nobody reads yet; events wait for a reader")
+            else:
+                once("open", f"{self.path}: cannot open ({e.strerror}); events wait")
+            return None
+        self._append = True  # a reopen must not truncate what was written
+        return fd
+
+    def _write(self, fd: int, data: bytes, once: Callable[[str, str], None]) -> bytes:
+        """Write what the file takes now; returns the bytes still to write."""
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except BlockingIOError:  # a pipe whose reader is not keeping up
+            pass
+        except OSError as e:
+            once(f"write{e.errno}", f"{self.path}: cannot write ({e.strerror}); events wait")
+        return data
 
 
 class ConsoleSink:
-    """Upstream-style lines on a text stream (stdout by default)."""
+    """Upstream-style lines on a text stream (stdout by default). If the stream breaks (the
+    terminal closed), the sink falls silent; the run goes on."""
 
     def __init__(self, stream: TextIO | None = None):
         self.stream = stream or sys.stdout
+        self._broken = False
 
     def emit(self, event: Event) -> None:
-        line = self._format(event)
-        if line:
-            print(line, file=self.stream, flush=True)
-
-    def _format(self, e: Event) -> str | None:
-        if isinstance(e, StepMetrics):
-            return format_step_line(e)
-        if isinstance(e, RunStarted):
-            active = (f" ({e.active_parameters / 1e6:.2f}M active)"
-                      if e.active_parameters != e.parameters else "")
-            return (f"Model params: {e.parameters / 1e6:.3f}M{active} | device: {e.device_name} "
-                    f"x{e.world_size} | tokens/step: {e.tokens_per_step:,} | "
-                    f"steps: {e.total_steps} ({e.steps_per_epoch}/epoch)"
-                    + (f" | resuming at step {e.start_step}" if e.start_step else ""))
-        if isinstance(e, EvalResult):
-            return f"[eval] step {e.step}: val_loss {e.val_loss:.4f}"
-        if isinstance(e, CheckpointSaved):
-            return f"[checkpoint] step {e.step}: {e.weights_path}"
-        if isinstance(e, LogMessage):
-            return e.text if e.level == "info" else f"[{e.level}] {e.text}"
-        if isinstance(e, RunFinished):
-            parts = [f"[{e.status}] at step {e.step}"]
-            parts += [p for p in (e.reason, e.hint and f"hint: {e.hint}",
-                                  e.details_path and f"details: {e.details_path}") if p]
-            return " | ".join(parts)
-        return None
+        described = describe(event)
+        if described is None or self._broken:
+            return
+        try:
+            print(described[0], file=self.stream, flush=True)
+        except (OSError, ValueError):  # EIO/EPIPE after a hang-up, or a closed stream
+            self._broken = True
 
     def close(self) -> None:
         pass

@@ -11,10 +11,10 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
+from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
 
 EMBED_KEY = "model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
@@ -54,24 +54,45 @@ def _strip_wrapper_prefixes(key: str) -> str:
 
 
 def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read ``.safetensors``, or ``.pth`` holding a state_dict or ``{"model": state_dict, ...}``."""
+    """Read ``.safetensors``, or ``.pth`` holding a state_dict or ``{"model": state_dict, ...}``
+    (a resume checkpoint); CheckpointError names the file when it is none of those."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        weights = load_file(path)
+        weights = safe_safetensors_load(path)
     else:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
+        weights = safe_torch_load(path)
         if isinstance(weights, dict) and isinstance(weights.get("model"), dict):
             weights = weights["model"]  # resume checkpoint: weights next to optimizer state
-    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
-        raise ValueError(f"{path} does not contain a state_dict of tensors")
+    if (not isinstance(weights, dict) or not weights
+            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                       for k, v in weights.items())):
+        raise CheckpointError(f"{path}: does not hold a state_dict of named tensors")
     return {_strip_wrapper_prefixes(k): v for k, v in weights.items()}
 
 
-def infer_config(state_dict: dict[str, torch.Tensor]) -> MiniMindConfig:
+def _guess_heads(q_rows: int, k_rows: int, preferred: int | None) -> int:
+    """A MiniMind2 file does not record its head count (no q/k norm gives head_dim away): the
+    count `preferred` (the model being loaded into) if the shapes allow it, else upstream's 8,
+    else the most heads with an even head size that the q and k rows allow."""
+
+    def fits(heads: int) -> bool:
+        if heads < 1 or q_rows % heads:
+            return False
+        head_dim = q_rows // heads
+        return head_dim % 2 == 0 and k_rows % head_dim == 0 and heads % (k_rows // head_dim) == 0
+
+    for heads in (preferred, 8):
+        if heads and fits(heads):
+            return heads
+    return max((h for h in range(1, q_rows + 1) if fits(h)), default=1)
+
+
+def infer_config(state_dict: dict[str, torch.Tensor],
+                 num_attention_heads: int | None = None) -> MiniMindConfig:
     """Deduce the MiniMind config whose state_dict has these names and shapes.
 
-    Upstream files carry no config. q/k norms mark MiniMind-3 and give head_dim; MiniMind2 always
-    used 8 query heads, so its head_dim is q_proj rows / 8.
+    Upstream files carry no config. q/k norms mark MiniMind-3 and give head_dim; a MiniMind2
+    file's head count is `num_attention_heads` if its shapes allow that, else upstream's 8.
     """
     embed, lm_head = state_dict.get(EMBED_KEY), state_dict.get(LM_HEAD_KEY)
     if embed is None and lm_head is None:
@@ -90,7 +111,11 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> MiniMindConfig:
 
     q_rows = shape("self_attn.q_proj.weight")[0]
     qk_norm = "model.layers.0.self_attn.q_norm.weight" in state_dict
-    head_dim = shape("self_attn.q_norm.weight")[0] if qk_norm else q_rows // 8
+    k_rows = shape("self_attn.k_proj.weight")[0]
+    if qk_norm:
+        head_dim = shape("self_attn.q_norm.weight")[0]
+    else:
+        head_dim = q_rows // _guess_heads(q_rows, k_rows, num_attention_heads)
     use_moe = "model.layers.0.mlp.gate.weight" in state_dict
     if use_moe:
         ffn = shape("mlp.experts.0.gate_proj.weight")[0]
@@ -110,7 +135,7 @@ def infer_config(state_dict: dict[str, torch.Tensor]) -> MiniMindConfig:
         hidden_size=hidden_size,
         num_hidden_layers=max(layer_ids) + 1,
         num_attention_heads=q_rows // head_dim,
-        num_key_value_heads=shape("self_attn.k_proj.weight")[0] // head_dim,
+        num_key_value_heads=k_rows // head_dim,
         head_dim=head_dim,
         intermediate_size=ffn,
         qk_norm=qk_norm,
@@ -150,17 +175,21 @@ def _fill_tied_key(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def _build_hint(file_config: MiniMindConfig) -> str:
-    """How to build a model that fits the file: only the fields the family would not supply."""
+    """How to build a model that fits the file: the shape, the head split (a setting users
+    often change, which shapes alone cannot always tell apart), and every other layout field
+    the family would not supply."""
     kwargs = {
         "family": file_config.family,
         "hidden_size": file_config.hidden_size,
         "num_hidden_layers": file_config.num_hidden_layers,
+        "num_attention_heads": file_config.num_attention_heads,
+        "num_key_value_heads": file_config.num_key_value_heads,
         "use_moe": file_config.use_moe,
     }
     default = MiniMindConfig(**kwargs)
     fields = LAYOUT_FIELDS + (MOE_LAYOUT_FIELDS if file_config.use_moe else ())
     kwargs.update({f: getattr(file_config, f) for f in fields
-                   if getattr(file_config, f) != getattr(default, f)})
+                   if f not in kwargs and getattr(file_config, f) != getattr(default, f)})
     build = "build the model with " + ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     upstream = _upstream_model(file_config)
     if upstream:
@@ -172,7 +201,7 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
     expected = model.state_dict()
     lines = ["weights file does not fit the model"]
     try:
-        file_config = infer_config(state_dict)
+        file_config = infer_config(state_dict, model.config.num_attention_heads)
         lines.append(f"  file:  {describe_config(file_config)}")
     except (ValueError, IndexError, ZeroDivisionError):  # too broken to describe
         file_config = None

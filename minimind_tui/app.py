@@ -15,12 +15,12 @@ from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from minimind.events import Event, LogMessage
-from minimind.settings import RunSettings, merge
+from minimind.settings import merge
 from minimind_tui.commands import MiniMindCommands
 from minimind_tui.form_schema import settings_values
 from minimind_tui.history import RunHistory
 from minimind_tui.presets import preset_data
-from minimind_tui.run_worker import TrainingRun
+from minimind_tui.run_worker import RunPhase, TrainingRun
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
@@ -32,8 +32,8 @@ DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow tr
 
 
 class MiniMindApp(App[None]):
-    """`MiniMindApp(settings, preset)`: the CLI's resolved settings fill the form, and the
-    preset's own values are the baseline that "changed" marks compare against."""
+    """`MiniMindApp(preset, overrides)`: the form shows the preset with the CLI's flags laid
+    over it, and the preset's own values are the baseline that "changed" marks compare against."""
 
     CSS_PATH = "app.tcss"
     TITLE = "minimind-tui"
@@ -46,6 +46,11 @@ class MiniMindApp(App[None]):
                 tooltip="Start training with the form's settings"),
         Binding("f6", "stop", "Stop", id="stop", key_display="F6",
                 tooltip="Finish the current step, write a checkpoint and stop"),
+        # The form's keys work on every screen (e.g. resume right after a stop): each opens the
+        # form first. Hidden here: the form's footer shows them, the dashboard's has no room.
+        Binding("ctrl+l", "on_form('pick_preset')", "Presets", show=False),
+        Binding("ctrl+s", "on_form('save_preset')", "Save", show=False),
+        Binding("ctrl+o", "on_form('resume')", "Resume", show=False),
         # Not in the footer (it is full at 80 columns); the palette lists it as well.
         Binding("f3", "toggle_theme", "Light/Dark", id="toggle_theme", key_display="F3",
                 show=False, tooltip="Switch between the light and the dark theme"),
@@ -53,12 +58,17 @@ class MiniMindApp(App[None]):
                 tooltip="Quit (asks first while a run is going)"),
     ]
 
-    run_phase: var[str] = var("idle")
-    """idle, running, stopping, then completed, stopped or failed."""
+    run_phase: var[RunPhase] = var(RunPhase.IDLE)
 
-    def __init__(self, settings: RunSettings | None = None, preset: str | None = None) -> None:
+    def validate_run_phase(self, phase: str) -> RunPhase:
+        return RunPhase(phase)
+
+    def __init__(self, preset: str | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__()
-        values, baseline, preset = initial_form(settings, preset)
+        preset = preset or DEFAULT_PRESET
+        baseline = settings_values(preset_data(preset))
+        values = settings_values(merge(preset_data(preset), overrides or {}))
         self.history = RunHistory()
         self.training: TrainingRun | None = None
         self._quitting = False
@@ -79,15 +89,15 @@ class MiniMindApp(App[None]):
 
     @property
     def run_active(self) -> bool:
-        return self.run_phase in ("running", "stopping")
+        return self.run_phase.active
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "start" and self.screen.is_modal:
+        if action in ("start", "on_form") and self.screen.is_modal:
             return False
         if action == "start":
             return None if self.run_active else True
         if action == "stop":
-            if self.run_phase == "running":
+            if self.run_phase == RunPhase.RUNNING:
                 return True
             # Greyed out on the dashboard, where it belongs; hidden on the crowded form.
             return None if self.screen is self.dashboard_screen else False
@@ -106,18 +116,18 @@ class MiniMindApp(App[None]):
         self.history.reset()
         self.training = TrainingRun(settings)
         self.training.start(self)
-        self.run_phase = "running"
+        self.run_phase = RunPhase.RUNNING
         self._drain_timer.resume()
         self.switch_mode("dashboard")
         self.refresh_bindings()
 
     def action_stop(self) -> None:
-        if self.training is None or self.run_phase != "running":
+        if self.training is None or self.run_phase != RunPhase.RUNNING:
             return
         self.training.request_stop()
         self.apply_events([LogMessage(level="info", text="stop requested: finishing the "
                                       "current step and writing a checkpoint")])
-        self.run_phase = "stopping"
+        self.run_phase = RunPhase.STOPPING
         self.refresh_bindings()
 
     def _drain(self) -> None:
@@ -140,7 +150,7 @@ class MiniMindApp(App[None]):
         finished = run.outcome()
         if self.history.finished is None:  # the engine did not get to report its end
             self.apply_events([finished])
-        self.run_phase = finished.status
+        self.run_phase = RunPhase(finished.status)
         self.refresh_bindings()
         if self._quitting:
             self.exit()
@@ -155,6 +165,11 @@ class MiniMindApp(App[None]):
         self.configure_screen.focus_problem(reason)
 
     # -- views, theme, quitting -----------------------------------------------------------
+    def action_on_form(self, action: str) -> None:
+        """Run one of the form's actions (presets, save, resume) from any screen."""
+        self.switch_mode("configure")
+        getattr(self.configure_screen, f"action_{action}")()
+
     def action_toggle_view(self) -> None:
         self.switch_mode("dashboard" if self.current_mode == "configure" else "configure")
 
@@ -182,21 +197,3 @@ class MiniMindApp(App[None]):
         self.action_stop()
         self.push_screen(StoppingScreen())
 
-
-def initial_form(settings: RunSettings | None, preset: str | None
-                 ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """(form values, "loaded preset" baseline, preset name) for the app's first screen.
-
-    Without --preset the form starts from `DEFAULT_PRESET`; the CLI resolved any flags
-    against the plain defaults, so the fields they changed are laid over that preset.
-    """
-    if preset is not None:
-        baseline = settings_values(preset_data(preset))
-        return (settings_values(settings) if settings else baseline), baseline, preset
-    base = preset_data(DEFAULT_PRESET)
-    if settings is None:
-        return settings_values(base), settings_values(base), DEFAULT_PRESET
-    given, defaults = settings.model_dump(), RunSettings().model_dump()
-    overrides = {section: {k: v for k, v in values.items() if v != defaults[section][k]}
-                 for section, values in given.items()}
-    return settings_values(merge(base, overrides)), settings_values(base), DEFAULT_PRESET

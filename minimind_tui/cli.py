@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_headless(settings)
     from minimind_tui.app import MiniMindApp
 
-    MiniMindApp(settings=settings, preset=args.preset).run()
+    MiniMindApp(args.preset, overrides_from_args(args)).run()
     return EXIT_OK
 
 
@@ -99,7 +99,7 @@ def _subcommand(name: str, argv: list[str]) -> int:
     if name == "tokenizer":
         from minimind.tokenizer import main as tokenizer_main
 
-        return tokenizer_main(argv)
+        return tokenizer_main(argv, prog="minimind-tui tokenizer")
     if name == "bench":
         from minimind_tui.bench_cli import main as bench_main
 

@@ -2,7 +2,7 @@
 
 `--batch_size 16 --hidden_size 768 --use_moe 1 --data_path ...` keep working for MiniMind users;
 values stay strings here and pydantic parses them, so the CLI, presets and the form share one
-set of rules and messages.
+set of rules and messages. The flags come from the same `FieldSpec`s as the form's fields.
 """
 
 from __future__ import annotations
@@ -10,23 +10,26 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pydantic import BaseModel
+from minimind.settings import SECTIONS
+from minimind_tui.form_schema import FieldSpec, field_specs
 
-from minimind.settings import ModelSettings, TrainSettings
+_METAVARS = {"bool": "0|1", "tribool": "0|1", "int": "N", "float": "X"}
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    for title, model_cls in (("model settings", ModelSettings), ("train settings", TrainSettings)):
-        group = parser.add_argument_group(title)
-        for name, field in model_cls.model_fields.items():
-            default = "family default" if field.default is None else field.default
-            group.add_argument(f"--{name}", dest=f"{_section(model_cls)}.{name}",
-                               metavar=_metavar(field.annotation), default=argparse.SUPPRESS,
-                               help=f"{field.description} (default: {default})")
+    specs = field_specs()
+    for section in SECTIONS:
+        group = parser.add_argument_group(f"{section} settings")
+        for spec in (s for s in specs if s.section == section):
+            default = "family default" if spec.default is None else spec.default
+            group.add_argument(f"--{spec.name}", dest=spec.loc, metavar=_metavar(spec),
+                               default=argparse.SUPPRESS,
+                               help=f"{spec.help} (default: {default})")
 
 
 def overrides_from_args(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    """`{"model": {...}, "train": {...}}` of exactly the flags given on the command line."""
+    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for key, value in vars(ns).items():
         section, _, name = key.partition(".")
         if section in out and name:
@@ -34,18 +37,7 @@ def overrides_from_args(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _section(model_cls: type[BaseModel]) -> str:
-    return "model" if model_cls is ModelSettings else "train"
-
-
-def _metavar(annotation: Any) -> str:
-    text = str(annotation)
-    if "bool" in text:
-        return "0|1"
-    if "Literal" in text:
-        return "{" + "|".join(a for a in annotation.__args__) + "}"
-    if "int" in text:
-        return "N"
-    if "float" in text:
-        return "X"
-    return "TEXT"
+def _metavar(spec: FieldSpec) -> str:
+    if spec.kind == "choice":
+        return "{" + "|".join(spec.choices) + "}"
+    return _METAVARS.get(spec.kind, "TEXT")

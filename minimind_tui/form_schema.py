@@ -13,14 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel
-
-from minimind.settings import (GROUPS, ModelSettings, Problem, RunSettings, TrainSettings,
-                               settings_problems)
+from minimind.settings import GROUPS, SECTIONS, Problem, RunSettings, validate
 
 Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text"]
-
-SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
 
 # Fields that name something on disk that must already exist; other strings (out_dir,
 # save_weight) name things the run creates. Types cannot say this, so it is listed here.
@@ -144,13 +139,16 @@ def path_problem(value: str) -> str | None:
     return None if Path(value).expanduser().exists() else "not found"
 
 
-def form_problems(specs: list[FieldSpec], data: dict[str, dict[str, Any]]) -> list[Problem]:
-    """The pydantic problems (per field, then cross-field) plus paths that do not exist."""
-    problems = settings_problems(data)
+def check_form(specs: list[FieldSpec], data: dict[str, dict[str, Any]],
+               changed: set[str]) -> tuple[RunSettings | None, list[Problem]]:
+    """The form's settings (None while anything is wrong) and every problem: the settings'
+    own rules, then paths that do not exist. `changed` are the fields edited since the preset
+    was loaded, which a rule broken by several fields is reported against."""
+    settings, problems = validate(data, changed)
     for spec in specs:
         value = data[spec.section].get(spec.name)
         if spec.kind == "path" and isinstance(value, str):
             why = path_problem(value)
             if why:
                 problems.append(Problem(spec.loc, why))
-    return problems
+    return (None if problems else settings), problems

@@ -98,7 +98,8 @@ class RunHistory:
 
 def downsample_minmax(xs: list[float], ys: list[float], max_points: int
                       ) -> tuple[list[float], list[float]]:
-    """At most `max_points` points that keep each bucket's minimum and maximum, in x order.
+    """At most `max_points` points, in x order, that keep the first and the last point (the
+    newest value of a live series) and each bucket's minimum and maximum.
 
     Plotting every point of a long run freezes the UI (plotext draws each one); a plot a few
     hundred cells wide cannot show more than a min and a max per column anyway, and keeping
@@ -107,16 +108,13 @@ def downsample_minmax(xs: list[float], ys: list[float], max_points: int
     n = len(ys)
     if n <= max_points:
         return list(xs), list(ys)
-    buckets = max(max_points // 2, 1)
-    out_x: list[float] = []
-    out_y: list[float] = []
+    buckets = max((max_points - 2) // 2, 1)  # two points each, plus the two ends
+    keep = {0, n - 1}
     for b in range(buckets):
         lo, hi = b * n // buckets, (b + 1) * n // buckets
         chunk = ys[lo:hi]
         # min/max/index run in C: ~100k points cost a few milliseconds
-        i_min = lo + chunk.index(min(chunk))
-        i_max = lo + chunk.index(max(chunk))
-        for i in sorted({i_min, i_max}):
-            out_x.append(xs[i])
-            out_y.append(ys[i])
-    return out_x, out_y
+        keep.add(lo + chunk.index(min(chunk)))
+        keep.add(lo + chunk.index(max(chunk)))
+    order = sorted(keep)
+    return [xs[i] for i in order], [ys[i] for i in order]

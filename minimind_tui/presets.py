@@ -27,23 +27,40 @@ def user_preset_dir() -> Path:
 
 
 def list_presets() -> dict[str, Path]:
-    """Preset name → file; a user preset hides a bundled one of the same name."""
-    found: dict[str, Path] = {}
-    for folder in (bundled_preset_dir(), user_preset_dir()):
-        if folder.is_dir():
-            found.update({p.stem: p for p in sorted(folder.glob("*.toml"))})
+    """Preset name → file: the bundled ones from the smallest model up, then the user's by name.
+    A user preset hides a bundled one of the same name (and takes its place in the order)."""
+    bundled = sorted(bundled_preset_dir().glob("*.toml"), key=_model_size)
+    found = {p.stem: p for p in bundled}
+    folder = user_preset_dir()
+    if folder.is_dir():
+        found.update({p.stem: p for p in sorted(folder.glob("*.toml"))})
     return found
+
+
+def is_user_preset(path: Path) -> bool:
+    return path.parent == user_preset_dir()
+
+
+def _model_size(path: Path) -> tuple[int, str]:
+    """Roughly the parameter count the preset's shape implies, for ordering only."""
+    try:
+        model = read_toml(path).get("model", {})
+        size = model.get("hidden_size", 512) ** 2 * model.get("num_hidden_layers", 8)
+        size *= 2 if model.get("use_moe") else 1
+    except (SettingsError, TypeError):
+        size = 0
+    return size, path.stem
 
 
 def resolve_preset(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
-    if path.is_file() or name_or_path.endswith(".toml"):
+    if path.exists() or name_or_path.endswith(".toml"):
         return path
     presets = list_presets()
     if name_or_path in presets:
         return presets[name_or_path]
     raise SettingsError([Problem("", f"unknown preset {name_or_path!r}; choose one of "
-                                     f"{', '.join(sorted(presets))} or give a .toml path")])
+                                     f"{', '.join(presets)} or give a .toml path")])
 
 
 def preset_data(name_or_path: str | None) -> dict[str, Any]:
@@ -53,10 +70,24 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
 
 def load_settings(name_or_path: str | None,
                   overrides: dict[str, dict[str, Any]] | None = None) -> RunSettings:
-    return RunSettings.parse(merge(preset_data(name_or_path), overrides or {}))
+    """A preset with the user's overrides laid over it; a rule broken by a preset value and an
+    override together is reported against the override."""
+    overrides = overrides or {}
+    changed = {f"{section}.{name}" for section, values in overrides.items() for name in values}
+    return RunSettings.parse(merge(preset_data(name_or_path), overrides), changed)
+
+
+def preset_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a user preset file, or None."""
+    if not name.strip():
+        return "give the preset a name"
+    if any(c in name for c in "/\\") or name.startswith("."):
+        return "a name, not a path (no / or \\, no leading dot)"
+    return None
 
 
 def save_user_preset(settings: RunSettings, name: str) -> Path:
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        raise SettingsError([Problem("", f"invalid preset name {name!r}")])
+    problem = preset_name_problem(name)
+    if problem:
+        raise SettingsError([Problem("", f"invalid preset name {name!r}: {problem}")])
     return settings.save_toml(user_preset_dir() / f"{name}.toml")

@@ -59,7 +59,7 @@ def scan_data(data_path: str) -> DataSummary:
     """Line count of a JSONL file (`builtin:` names included) and, if the packed token cache
     of its current bytes exists, its token count. Reads the file once; callers cache per path."""
     from minimind.data.corpus import default_cache_dir, file_digest, resolve_data_path
-    from minimind.data.packed import CACHE_FORMAT
+    from minimind.data.packed import cached_token_files
 
     path = resolve_data_path(data_path)
     lines = 0
@@ -70,8 +70,7 @@ def scan_data(data_path: str) -> DataSummary:
             last = chunk[-1:]
     lines += last != b"\n"  # a last line without a newline still counts
     # The tokenizer is part of the cache name too; any tokenizer's cache is close enough here.
-    pattern = f"{path.stem}-{file_digest(path)}-*-{CACHE_FORMAT}.u16"
-    caches = sorted((default_cache_dir() / "tokens").glob(pattern))
+    caches = cached_token_files(default_cache_dir() / "tokens", path, file_digest(path))
     return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None)
 
 
@@ -127,14 +126,6 @@ def format_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
-
-
-def format_count(n: int) -> str:
-    """1,213,056 → "1.21M" (parameter and token counts)."""
-    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= size:
-            return f"{n / size:.2f}{suffix}"
-    return str(n)
 
 
 def data_key(data_path: str) -> str:

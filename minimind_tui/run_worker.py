@@ -9,6 +9,7 @@ and no per-step wake-up of the UI loop slowing training down.
 from __future__ import annotations
 
 import threading
+from enum import StrEnum
 
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
@@ -18,6 +19,21 @@ from minimind.settings import RunSettings
 from minimind.sinks import QueueSink
 
 GROUP = "training-run"
+
+
+class RunPhase(StrEnum):
+    """Where the app's run stands; the last three are `RunFinished.status` values."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    @property
+    def active(self) -> bool:
+        return self in (RunPhase.RUNNING, RunPhase.STOPPING)
 
 
 class TrainingRun:

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minimind_tui.app import MiniMindApp
-from minimind_tui.presets import load_settings
 from snapshot_apps.replay import fixed_events
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +27,7 @@ OUT_DIR = ROOT / "docs" / "screenshots"
 
 
 async def render(size: tuple[int, int], theme: str, dashboard: bool) -> str:
-    app = MiniMindApp(settings=load_settings("tiny"), preset="tiny")
+    app = MiniMindApp("tiny")
     async with app.run_test(size=size) as pilot:
         app.theme = theme
         await app.workers.wait_for_complete()  # the readouts report from threads

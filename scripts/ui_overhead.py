@@ -59,7 +59,7 @@ def in_thread(settings: RunSettings) -> float:
 
 
 async def with_dashboard(settings: RunSettings) -> float:
-    app = MiniMindApp(settings=settings, preset="tiny")
+    app = MiniMindApp("tiny", settings.to_toml_dict())
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
         app.action_start()

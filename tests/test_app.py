@@ -22,14 +22,23 @@ from minimind_tui.widgets.problems_panel import ProblemsPanel
 SIZE = (120, 40)
 
 
-def quick_settings(tmp_path: Path, **train):
-    """The tiny preset, shrunk so a step takes a fraction of a second on two CPU cores and
-    nothing is tokenized up front (no packing). max_steps is large so a test can stop the run
-    mid-way on any machine."""
+def quick_overrides(tmp_path: Path, **train) -> dict:
+    """Flags that shrink the tiny preset so a step takes a fraction of a second on two CPU
+    cores and nothing is tokenized up front (no packing). max_steps is large so a test can stop
+    the run mid-way on any machine."""
     base = {"out_dir": str(tmp_path / "run"), "max_steps": 2000, "log_interval": 2,
             "save_interval": 0, "eval_interval": 0, "val_data_path": "", "dtype": "float32",
             "batch_size": 4, "max_seq_len": 64, "packing": False}
-    return load_settings("tiny", {"train": {**base, **train}})
+    return {"train": {**base, **train}}
+
+
+def quick_settings(tmp_path: Path, **train):
+    return load_settings("tiny", quick_overrides(tmp_path, **train))
+
+
+def quick_app(tmp_path: Path, **train) -> MiniMindApp:
+    """The app as `minimind-tui --preset tiny <quick flags>` opens it."""
+    return MiniMindApp("tiny", quick_overrides(tmp_path, **train))
 
 
 async def wait_until(pilot, condition, timeout: float = 60.0) -> None:
@@ -73,7 +82,7 @@ async def set_value(pilot, name: str, text: str) -> None:
 
 # -- configure screen --------------------------------------------------------------------------
 async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         # The form is generated from the settings models: every field has its control.
         for name in [*ModelSettings.model_fields, *TrainSettings.model_fields]:
@@ -94,7 +103,7 @@ async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
 
 
 async def test_cross_field_problem_is_listed_in_the_summary(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await type_into(pilot, "num_attention_heads", "8")
         await type_into(pilot, "num_key_value_heads", "3")
@@ -105,7 +114,7 @@ async def test_cross_field_problem_is_listed_in_the_summary(tmp_path):
 
 
 async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await set_value(pilot, "data_path", str(tmp_path / "nope.jsonl"))
         assert error_text(app, "data_path") == "not found"
@@ -117,7 +126,7 @@ async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
 
 
 async def test_loading_a_preset_replaces_the_form_and_marks_changes(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         assert app.screen.query_one("#field-batch_size").has_class("-changed")  # 4 vs tiny's 16
         assert not app.screen.query_one("#field-hidden_size").has_class("-changed")
@@ -133,7 +142,7 @@ async def test_loading_a_preset_replaces_the_form_and_marks_changes(tmp_path):
 async def test_save_as_preset_round_trips(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
     settings = quick_settings(tmp_path)
-    app = MiniMindApp(settings=settings, preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await pilot.press(*"mine", "enter")
@@ -148,7 +157,7 @@ async def test_resume_loads_the_run_folder(tmp_path):
     folder.mkdir()
     quick_settings(tmp_path, batch_size=6).save_toml(folder / "config.toml")
     (folder / "pretrain_128_resume.pth").write_bytes(b"")
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+o")
         field = app.screen.query_one("#run-folder", Input)
@@ -166,7 +175,7 @@ async def test_resume_loads_the_run_folder(tmp_path):
 
 # -- runs --------------------------------------------------------------------------------------
 async def test_run_starts_plots_and_stops_with_a_checkpoint(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5")
         assert app.current_mode == "dashboard"
@@ -190,7 +199,7 @@ async def test_run_starts_plots_and_stops_with_a_checkpoint(tmp_path):
 
 
 async def test_quitting_mid_run_asks_then_stops_the_worker(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         app.action_start()  # F5 is covered above; a key press waits for an idle CPU
         await wait_until(pilot, lambda: len(app.history.steps) >= 1)
@@ -208,8 +217,7 @@ async def test_quitting_mid_run_asks_then_stops_the_worker(tmp_path):
 async def test_failed_run_shows_the_error_and_the_form_is_usable(tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "fine"}\n{"text": "also fine"}\n{"text": oops}\n')
-    settings = quick_settings(tmp_path, data_path=str(data), packing=False)
-    app = MiniMindApp(settings=settings, preset="tiny")
+    app = quick_app(tmp_path, data_path=str(data), packing=False)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5")
         await wait_until(pilot, lambda: isinstance(app.screen, RunFailedScreen))
@@ -258,7 +266,7 @@ def test_nice_ticks_are_round():
 
 
 async def test_palette_loads_presets_and_toggles_the_theme(tmp_path):
-    app = MiniMindApp(settings=quick_settings(tmp_path), preset="tiny")
+    app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+p", *"load minimind3")
         await pilot.pause(0.3)

@@ -31,6 +31,10 @@ def tok():
     return load_tokenizer()
 
 
+def texts(index: JsonlIndex) -> list[str]:
+    return [index.text(i) for i in range(len(index))]
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     """rows: dicts are JSON-encoded, strings are written verbatim (for broken lines)."""
     with open(path, "w", encoding="utf-8") as f:
@@ -72,8 +76,8 @@ def test_builtin_corpus_resolves_and_is_cached():
 
 
 def test_builtin_corpus_splits_are_disjoint_and_sane():
-    train = list(JsonlIndex(resolve_data_path("builtin:shakespeare")).iter_texts())
-    val = list(JsonlIndex(resolve_data_path("builtin:shakespeare-val")).iter_texts())
+    train = texts(JsonlIndex(resolve_data_path("builtin:shakespeare")))
+    val = texts(JsonlIndex(resolve_data_path("builtin:shakespeare-val")))
     assert not set(train) & set(val)
     assert len(train) > 4000 and 0.015 < len(val) / (len(train) + len(val)) < 0.035
     lengths = sorted(len(t) for t in train + val)
@@ -107,7 +111,7 @@ def test_index_reads_texts(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}, "", "   ", {"text": "é 🎭", "id": 3}, {"text": ""}])
     index = JsonlIndex(path)
     assert len(index) == 3 and index.bad_lines == 0
-    assert [index.text(i) for i in range(3)] == ["a", "é 🎭", ""] == list(index.iter_texts())
+    assert [index.text(i) for i in range(3)] == ["a", "é 🎭", ""] == texts(index)
     assert index.offsets.dtype == np.int64 and index.text(-1) == ""
     with pytest.raises(IndexError):
         index.text(3)
@@ -137,7 +141,14 @@ def test_index_progress_reaches_total(small):
 @pytest.mark.parametrize(
     "line, message",
     [
-        ('{"text": "a" "b"}', r"bad\.jsonl:2: line is not valid JSON \(Expecting ',' delimiter\)"),
+        ('{"text": "a" "b"}', r"bad\.jsonl:2: line is not valid JSON at column 14: expected ',' "
+                              r"between items"),
+        ('{"text": "a\tb"}', r"bad\.jsonl:2: line is not valid JSON at column 12: a raw control "
+                             r"character \(newline, tab, \.\.\.\) inside a string"),
+        ('{"text": "ab}', r"bad\.jsonl:2: line is not valid JSON at column 10: unterminated "
+                          r"string"),
+        ('{"text": "\\ud800"}', r'bad\.jsonl:2: "text" holds an unpaired surrogate \(\\ud800\) '
+                               r"at character 1"),
         ('{"txt": "a"}', r'bad\.jsonl:2: missing "text" field'),
         ('{"text": 17}', r'bad\.jsonl:2: "text" must be a string, got int'),
         ('{"text": null}', r'bad\.jsonl:2: "text" must be a string, got null'),
@@ -175,7 +186,7 @@ def test_missing_empty_and_blank_files(tmp_path):
 def test_skip_bad_lines_counts_and_keeps_good(tmp_path):
     rows = [{"text": "one"}, "{oops", {"txt": 1}, {"text": 5}, "[1, 2]", {"text": "two"}, "7", "null", {"text": "three"}]
     index = JsonlIndex(write_jsonl(tmp_path / "mixed.jsonl", rows), skip_bad_lines=True)
-    assert list(index.iter_texts()) == ["one", "two", "three"]
+    assert texts(index) == ["one", "two", "three"]
     assert index.bad_lines == 6
     assert [n for n, _ in index.first_bad] == [2, 3, 4, 5, 7]
     assert "not valid JSON" in index.first_bad[0][1]
@@ -307,7 +318,8 @@ def test_packed_cache_hit_and_keys(tok, small, tmp_path, monkeypatch):
     other = load_tokenizer()
     other.add_tokens(["<|new|>"])
     assert build_token_cache(small, other, 16, cache) not in (first, second)
-    assert sorted(p.suffix for p in cache.iterdir()) == [".u16"] * 3  # no temp files left
+    assert sorted(p.suffix for p in cache.iterdir() if p.suffix != ".json") == [".u16"] * 3
+    assert not [p for p in cache.iterdir() if p.suffix == ".tmp"]  # no temp files left
 
 
 def test_packed_cache_ignores_transformers_call_state(tok, small, tmp_path):

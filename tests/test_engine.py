@@ -9,7 +9,8 @@ import threading
 import pytest
 import torch
 
-from minimind.checkpoint import atomic_torch_save, resume_path
+from minimind.atomic import atomic_write_bytes
+from minimind.checkpoint import resume_path, torch_bytes
 from minimind.engine import Trainer
 from minimind.events import CheckpointSaved, RunStarted, StepMetrics, event_from_json
 from minimind.model import MiniMindForCausalLM
@@ -150,19 +151,20 @@ def test_unwritable_out_dir(tiny_settings, tmp_path):
 
 def test_atomic_save_survives_a_crash_mid_write(tmp_path):
     target = tmp_path / "ckpt.pth"
-    atomic_torch_save({"step": 1, "w": torch.ones(3)}, target)
+    atomic_write_bytes(target, torch_bytes({"step": 1, "w": torch.ones(3)}))
     # A real process dies after writing the temp file but before the rename.
     code = textwrap.dedent(f"""
         import os, torch
-        from minimind.checkpoint import atomic_torch_save
+        from minimind.atomic import atomic_write_bytes
+        from minimind.checkpoint import torch_bytes
         os.fsync = lambda fd: os._exit(9)
-        atomic_torch_save({{"step": 2, "w": torch.zeros(10_000)}}, {str(target)!r})
+        atomic_write_bytes({str(target)!r}, torch_bytes({{"step": 2, "w": torch.zeros(10_000)}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code])
     assert proc.returncode == 9
     assert torch.load(target, weights_only=True)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] != []  # the stale temp file may remain...
-    atomic_torch_save({"step": 3}, target)  # ...and never blocks the next save
+    atomic_write_bytes(target, torch_bytes({"step": 3}))  # ...and never blocks the next save
     assert torch.load(target, weights_only=True) == {"step": 3}
 
 

@@ -63,6 +63,7 @@ def test_queue_sink_is_bounded_and_drops_oldest():
 def test_jsonl_sink_lines_are_readable_while_open(tmp_path):
     sink = JsonlSink(tmp_path / "m.jsonl")
     sink.emit(_metrics(1))
+    assert sink.flush()
     # Flushed per line: another reader sees it before close.
     lines = (tmp_path / "m.jsonl").read_text().splitlines()
     assert event_from_json(lines[0]).step == 1

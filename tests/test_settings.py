@@ -1,11 +1,11 @@
 import pytest
 
-from minimind.settings import RunSettings, SettingsError, settings_problems
+from minimind.settings import RunSettings, SettingsError, validate
 from minimind_tui.presets import list_presets, load_settings, resolve_preset, save_user_preset
 
 
 def problems(data):
-    return {p.loc: p.message for p in settings_problems(data)}
+    return {p.loc: p.message for p in validate(data)[1]}
 
 
 def test_defaults_are_the_seed_arguments():

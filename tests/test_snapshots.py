@@ -12,7 +12,6 @@ import pytest
 from textual.widgets import Input
 
 from minimind_tui.app import MiniMindApp
-from minimind_tui.presets import load_settings
 from snapshot_apps.replay import fixed_events
 
 
@@ -25,7 +24,7 @@ def _pinned_environment(monkeypatch, tmp_path):
 
 
 def tiny_app() -> MiniMindApp:
-    return MiniMindApp(settings=load_settings("tiny"), preset="tiny")
+    return MiniMindApp("tiny")
 
 
 async def settle(pilot) -> None:

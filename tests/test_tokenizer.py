@@ -101,7 +101,7 @@ def test_cli_train(tmp_path, capsys):
     rc = main(["train", "--data", str(data), "--out", str(tmp_path / "cli"), "--vocab_size", "280", "--quiet"])
     assert rc == 0 and len(load_tokenizer(tmp_path / "cli")) == 280
     rc = main(["train", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"), "--quiet"])
-    assert rc == 1 and "missing.jsonl: no such file" in capsys.readouterr().err
+    assert rc == 2 and "missing.jsonl: no such file" in capsys.readouterr().err
 
 
 def test_bundled_files_are_reproducible(tmp_path):

@@ -9,13 +9,14 @@ so a changed file never reuses a stale copy.
 """
 
 import gzip
-import hashlib
 import os
 import shutil
-import tempfile
+import zlib
 from pathlib import Path
 
-from .jsonl import DataError
+from minimind.atomic import atomic_file
+
+from .jsonl import DataError, digest
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 BUILTIN_PREFIX = "builtin:"
@@ -31,9 +32,9 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minimind-tui"
 
 
-def file_digest(path: Path, digest_size: int = 16) -> str:
-    """blake2b of a file's bytes, streamed so multi-GB files need no memory."""
-    h = hashlib.blake2b(digest_size=digest_size)
+def file_digest(path: Path) -> str:
+    """`digest()` of a file's bytes, streamed so multi-GB files need no memory."""
+    h = digest()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
@@ -45,19 +46,9 @@ def _decompressed(gz_path: Path) -> Path:
     out = default_cache_dir() / "corpus" / f"{stem}-{file_digest(gz_path)}.jsonl"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same dir + os.replace: a crash or a parallel run never leaves a
-    # half-written file under the final name.
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{stem}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as dst, gzip.open(gz_path, "rb") as src:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    # A crash or a parallel run never leaves a half-written file under the final name.
+    with atomic_file(out) as dst, gzip.open(gz_path, "rb") as src:
+        shutil.copyfileobj(src, dst, 1 << 20)
     return out
 
 
@@ -77,6 +68,7 @@ def resolve_data_path(spec: str | Path) -> Path:
     if path.name.endswith(".gz") and path.is_file():
         try:
             return _decompressed(path)
-        except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
-            raise DataError(path, None, f"cannot decompress ({e})") from None
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise DataError(path, None, f"cannot decompress: corrupt or truncated gzip "
+                                        f"({e})") from None
     return path

@@ -6,6 +6,7 @@ offset of every good line (8 bytes per line) so a Dataset can fetch line i with 
 Every problem is reported as a `DataError` that names the file and the 1-based line number.
 """
 
+import hashlib
 import json
 import os
 from array import array
@@ -38,6 +39,26 @@ def _type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
+# json's terse messages, in words a person fixing the file by hand can act on.
+_JSON_WORDS = {
+    "Expecting value": "expected a value (a string, number, object, ...)",
+    "Unterminated string starting at": "unterminated string (a closing quote is missing)",
+    "Invalid control character at": "a raw control character (newline, tab, ...) inside a "
+                                    "string; write it as \\n or \\t",
+    "Expecting ',' delimiter": "expected ',' between items",
+    "Expecting ':' delimiter": "expected ':' after a key",
+    "Expecting property name enclosed in double quotes": "expected a key in double quotes",
+    "Extra data": "extra text after the JSON value (two objects on one line?)",
+    "Invalid \\escape": "an invalid backslash escape",
+    "Invalid \\uXXXX escape": "an invalid \\u escape",
+}
+
+
+def digest() -> "hashlib._Hash":
+    """The hash that fingerprints a data file's bytes (cache names, resume checks)."""
+    return hashlib.blake2b(digest_size=16)
+
+
 def parse_line(raw: bytes) -> str:
     """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
     try:
@@ -45,7 +66,12 @@ def parse_line(raw: bytes) -> str:
     except UnicodeDecodeError:
         raise ValueError("line is not valid UTF-8") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"line is not valid JSON ({e.msg})") from None
+        msg, column = e.msg, e.colno
+        if msg == "Invalid control character at" and e.pos >= len(e.doc.rstrip("\r\n")):
+            # The "control character" is the line's own newline: a string never closed.
+            msg, column = "Unterminated string starting at", e.doc.rfind('"', 0, e.pos) + 1
+        words = _JSON_WORDS.get(msg, msg[:1].lower() + msg[1:])
+        raise ValueError(f"line is not valid JSON at column {column}: {words}") from None
     if not isinstance(obj, dict):
         raise ValueError(f'expected a JSON object with a "text" field, got {_type_name(obj)}')
     if "text" not in obj:
@@ -53,6 +79,13 @@ def parse_line(raw: bytes) -> str:
     text = obj["text"]
     if not isinstance(text, str):
         raise ValueError(f'"text" must be a string, got {_type_name(text)}')
+    # JSON can spell a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode.
+    if b"\\u" in raw:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f'"text" holds an unpaired surrogate (\\u{ord(text[e.start]):04x}) '
+                             f"at character {e.start + 1}: not valid Unicode text") from None
     return text
 
 
@@ -82,14 +115,18 @@ class JsonlReader:
         self.progress = progress
         self.bad_lines = 0
         self.first_bad: list[tuple[int, str]] = []
+        self.digest = ""
+        """The file's `digest()` once a pass has read it to the end."""
 
     def __iter__(self) -> Iterator[tuple[int, str]]:
         total = check_file(self.path)
         self.bad_lines, self.first_bad = 0, []
         good, offset, next_report = 0, 0, PROGRESS_EVERY
+        h = digest()
         with open(self.path, "rb") as f:
             for line_no, raw in enumerate(f, start=1):
                 start, offset = offset, offset + len(raw)
+                h.update(raw)
                 if self.progress is not None and offset >= next_report:
                     self.progress(offset, total)
                     next_report = offset + PROGRESS_EVERY
@@ -108,6 +145,7 @@ class JsonlReader:
                 yield start, text
         if self.progress is not None:
             self.progress(offset, total)
+        self.digest = h.hexdigest()
         if good == 0:
             if self.bad_lines:
                 line_no, reason = self.first_bad[0]
@@ -131,6 +169,7 @@ class JsonlIndex:
         self.offsets = np.frombuffer(offsets, dtype=np.int64)
         self.bad_lines = reader.bad_lines
         self.first_bad = reader.first_bad
+        self.digest = reader.digest
         self._file = None
         self._pid = None
 
@@ -160,15 +199,3 @@ class JsonlIndex:
         f = self._handle()
         f.seek(int(self.offsets[i]))
         return self._parse(f.readline())
-
-    def iter_texts(self) -> Iterator[str]:
-        """All good texts in file order, read sequentially (faster than text(i) in a loop)."""
-        with open(self.path, "rb") as f:
-            offset, k, n = 0, 0, len(self.offsets)
-            want = int(self.offsets[0]) if n else -1
-            for raw in f:
-                if offset == want:
-                    yield self._parse(raw)
-                    k += 1
-                    want = int(self.offsets[k]) if k < n else -1
-                offset += len(raw)

@@ -4,19 +4,21 @@ fixed windows of max_seq_len with no padding, so no compute is spent on pad posi
 The token stream is the concatenation of `wrap_document(tokens)` over the documents, i.e.
 the same bos + text + eos unit that PretrainDataset uses (minus padding and truncation).
 It is cached on disk as raw little-endian uint16 (vocab <= 65535), named by a hash of the
-data file's bytes and of the tokenizer, so a rerun or a resumed run skips tokenization.
+data file's bytes, of the tokenizer and by whether bad lines were skipped (`token_cache_name`),
+so a rerun or a resumed run skips tokenization and a strict run never reuses a lenient cache.
 The stream does not depend on max_seq_len, so the cache is shared across sequence lengths.
 """
 
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from minimind.atomic import atomic_file, atomic_write_bytes
 
 from .corpus import file_digest, resolve_data_path
 from .jsonl import DataError, JsonlReader, ProgressFn, check_file
@@ -44,11 +46,27 @@ def tokenizer_digest(tokenizer) -> str:
     return h.hexdigest()
 
 
-def _write_tokens(reader: JsonlReader, tokenizer, out) -> None:
+def token_cache_name(data: Path, data_digest: str, tokenizer_key: str,
+                     skip_bad_lines: bool) -> str:
+    """The one rule for a token cache's file name (`cached_token_files` globs it)."""
+    lenient = "-skipbad" if skip_bad_lines else ""
+    return f"{data.stem}-{data_digest}-{tokenizer_key}{lenient}-{CACHE_FORMAT}.u16"
+
+
+def cached_token_files(cache_dir: Path, data: Path, data_digest: str) -> list[Path]:
+    """Token caches of these data bytes, whatever the tokenizer."""
+    return sorted(Path(cache_dir).glob(f"{data.stem}-{data_digest}-*-{CACHE_FORMAT}.u16"))
+
+
+def _write_tokens(reader: JsonlReader, tokenizer, out) -> int:
+    """Tokenize every good line of `reader` into `out`; returns the number of documents."""
     bos, eos, _ = special_ids(tokenizer)
     batch: list[str] = []
+    documents = 0
 
     def flush():
+        nonlocal documents
+        documents += len(batch)
         encoded = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
         stream = [t for ids in encoded for t in wrap_document(ids, bos, eos)]
         out.write(np.asarray(stream, dtype="<u2").tobytes())
@@ -60,6 +78,16 @@ def _write_tokens(reader: JsonlReader, tokenizer, out) -> None:
             flush()
     if batch:
         flush()
+    return documents
+
+
+def cache_report(token_file: Path) -> dict | None:
+    """What building a token cache found: documents, bad lines skipped (first few, with line
+    numbers). Kept beside the cache, so a cache hit can still report the bad lines."""
+    try:
+        return json.loads(token_file.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def build_token_cache(
@@ -69,11 +97,13 @@ def build_token_cache(
     cache_dir: str | Path,
     skip_bad_lines: bool = False,
     progress: ProgressFn | None = None,
+    data_digest: str | None = None,
 ) -> Path:
     """Tokenize a JSONL file into a cached flat uint16 token file and return its path.
 
     A second call with the same data bytes and tokenizer returns the cached file at once
-    (after hashing the data). `progress(done_bytes, total_bytes)` follows the tokenizing pass.
+    (after hashing the data, unless the caller passes `data_digest`, the data's `file_digest`).
+    `progress(done_bytes, total_bytes)` follows the tokenizing pass.
     Raises DataError for bad data, or when the data holds fewer than max_seq_len tokens.
     """
     vocab = len(tokenizer)
@@ -81,21 +111,16 @@ def build_token_cache(
         raise ValueError(f"packed token cache stores uint16 ids; tokenizer has {vocab} tokens (max {MAX_VOCAB})")
     path = resolve_data_path(data_path)
     check_file(path)
-    cache = Path(cache_dir).expanduser()
-    out = cache / f"{path.stem}-{file_digest(path)}-{tokenizer_digest(tokenizer)}-{CACHE_FORMAT}.u16"
+    name = token_cache_name(path, data_digest or file_digest(path), tokenizer_digest(tokenizer),
+                            skip_bad_lines)
+    out = Path(cache_dir).expanduser() / name
     if not out.exists():
         reader = JsonlReader(path, skip_bad_lines=skip_bad_lines, progress=progress)
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.stem}-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                _write_tokens(reader, tokenizer, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)  # readers only ever see a complete file under this name
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_file(out) as f:  # readers only ever see a complete file under this name
+            documents = _write_tokens(reader, tokenizer, f)
+        report = {"documents": documents, "bad_lines": reader.bad_lines,
+                  "first_bad": reader.first_bad}
+        atomic_write_bytes(out.with_suffix(".json"), json.dumps(report).encode())
     n_tokens = out.stat().st_size // 2
     if n_tokens < max_seq_len:
         raise DataError(path, None, f"only {n_tokens} tokens, fewer than max_seq_len={max_seq_len}: not one full sample")

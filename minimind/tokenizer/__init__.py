@@ -18,14 +18,13 @@ MiniMind's `model/`.
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from minimind.atomic import atomic_write_bytes
 from minimind.data.corpus import resolve_data_path
 from minimind.data.jsonl import DataError, JsonlReader
 
@@ -97,18 +96,6 @@ def tokenizer_config() -> dict:
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400, progress: bool = True) -> Path:
     """Train a byte-level BPE tokenizer on the `text` fields of a JSONL file.
 
@@ -143,26 +130,38 @@ def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int
 
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "tokenizer.json", tok.to_str(pretty=True))
-    _write_atomic(out / "tokenizer_config.json", json.dumps(tokenizer_config(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_bytes(out / "tokenizer.json", tok.to_str(pretty=True).encode())
+    config = json.dumps(tokenizer_config(), indent=2, ensure_ascii=False) + "\n"
+    atomic_write_bytes(out / "tokenizer_config.json", config.encode())
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m minimind.tokenizer train --data X.jsonl --out DIR [--vocab_size N]`."""
-    parser = argparse.ArgumentParser(prog="minimind.tokenizer", description="Train a byte-level BPE tokenizer.")
+def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenizer") -> int:
+    """`minimind-tui tokenizer train --data X.jsonl --out DIR [--vocab_size N]`.
+
+    Exit codes as the main CLI's: 0 written, 2 bad input (one line on stderr), 1 failure."""
+    parser = argparse.ArgumentParser(prog=prog, description="Train a byte-level BPE tokenizer.")
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a tokenizer on the text fields of a JSONL file")
-    train.add_argument("--data", required=True, help='JSONL file with {"text": ...} lines, or builtin:shakespeare')
-    train.add_argument("--out", required=True, help="directory to write tokenizer.json and tokenizer_config.json")
-    train.add_argument("--vocab_size", "--vocab-size", type=int, default=6400, help="vocabulary size (default 6400)")
+    train.add_argument("--data", required=True,
+                       help='JSONL file with {"text": ...} lines, or builtin:shakespeare')
+    train.add_argument("--out", required=True,
+                       help="directory to write tokenizer.json and tokenizer_config.json")
+    train.add_argument("--vocab_size", "--vocab-size", type=int, default=6400,
+                       help="vocabulary size (default 6400)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
+    # The tokenizers library's bar redraws with blank lines when stderr is not a terminal.
+    progress = not args.quiet and sys.stderr.isatty()
     try:
-        out = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=not args.quiet)
-    except (DataError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        out = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=progress)
+    except (DataError, ValueError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{prog}: error: cannot write {e.filename or args.out} ({e.strerror})",
+              file=sys.stderr)
         return 1
     print(f"wrote {out / 'tokenizer.json'} and {out / 'tokenizer_config.json'}")
     return 0

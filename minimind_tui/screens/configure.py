@@ -15,7 +15,7 @@ from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
 from minimind.settings import Problem, RunSettings, SettingsError, read_toml
-from minimind_tui.form_schema import field_specs, form_data, form_problems, settings_values
+from minimind_tui.form_schema import check_form, field_specs, form_data, settings_values
 from minimind_tui.presets import bundled_preset_dir, list_presets, preset_data, save_user_preset
 from minimind_tui.readouts import DataSummary, ModelSummary, data_key, model_summary, scan_data
 from minimind_tui.screens.resume import ResumeScreen
@@ -101,12 +101,10 @@ class ConfigureScreen(Screen[None]):
         if raw == self._validated and not force:  # widgets report their initial values too
             return
         self._validated = raw
-        data = form_data(self.specs, raw)
-        self.problems = form_problems(self.specs, data)
+        changed = form.mark_changed(self.baseline)
+        self._settings, self.problems = check_form(self.specs, form_data(self.specs, raw), changed)
         form.show_problems(self.problems)
-        form.mark_changed(self.baseline)
         self.query_one(ProblemsPanel).show(self.problems)
-        self._settings = None if self.problems else RunSettings.model_validate(data)
         self._update_start()
         self.query_one(ReadoutsPanel).set_class(self._settings is None, "-stale")
         if self._settings is not None:

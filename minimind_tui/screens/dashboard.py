@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer
 
 from minimind_tui.history import RunHistory
+from minimind_tui.run_worker import RunPhase
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.stats_panel import StatsPanel
@@ -39,6 +40,10 @@ class DashboardScreen(Screen[None]):
                 tooltip="Plot against optimizer steps or tokens seen"),
         Binding("f2", "app.toggle_view", "Form", id="to_form", key_display="F2",
                 tooltip="Show the settings form (the run goes on)"),
+        # The form's other keys (ctrl+l, ctrl+s) work here too; resume is the one a stop
+        # calls for, so the footer names it.
+        Binding("ctrl+o", "app.on_form('resume')", "Resume", id="dashboard_resume",
+                tooltip="Load a run folder's settings on the form and continue it"),
     ]
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -85,8 +90,8 @@ class DashboardScreen(Screen[None]):
     def on_resize(self) -> None:
         self._charts_drawn = None  # the downsampling budget depends on the width
 
-    def _run_phase_changed(self, phase: str) -> None:
-        self.query_one("#stop-button", Button).disabled = phase != "running"
+    def _run_phase_changed(self, phase: RunPhase) -> None:
+        self.query_one("#stop-button", Button).disabled = phase != RunPhase.RUNNING
         self.sync(charts_now=True)
 
     def watch_x_axis(self) -> None:
@@ -134,11 +139,11 @@ class DashboardScreen(Screen[None]):
 
     def _status(self) -> str:
         h, phase = self.history, self.app.run_phase
-        if phase == "idle":
+        if phase == RunPhase.IDLE:
             return "No run yet"
-        if phase == "running":
+        if phase == RunPhase.RUNNING:
             return f"Running on {h.started.device}" if h.started else "Preparing data and model…"
-        if phase == "stopping":
+        if phase == RunPhase.STOPPING:
             return "Stopping: writing a checkpoint…"
         step = h.finished.step if h.finished else (h.latest.step if h.latest else 0)
         return f"{phase.capitalize()} at step {step:,}"

@@ -12,6 +12,8 @@ from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Static
 
+from minimind.checkpoint import RESUME_SUFFIX, find_resume_files
+
 
 class RunFolder(Validator):
     """What the engine's resume needs: `<dir>/config.toml` and a `*_resume.pth` beside it."""
@@ -22,8 +24,8 @@ class RunFolder(Validator):
             return self.failure("not a folder")
         if not (folder / "config.toml").is_file():
             return self.failure("no config.toml here (not a run folder)")
-        if not any(folder.glob("*_resume.pth")):
-            return self.failure("no *_resume.pth checkpoint here")
+        if not find_resume_files(folder):
+            return self.failure(f"no *{RESUME_SUFFIX} checkpoint here")
         return self.success()
 
 

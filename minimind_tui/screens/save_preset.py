@@ -10,17 +10,15 @@ from textual.screen import ModalScreen
 from textual.validation import ValidationResult, Validator
 from textual.widgets import Button, Input, Static
 
+from minimind_tui.presets import preset_name_problem
+
 
 class PresetName(Validator):
     """The names `save_user_preset` accepts: a file name, not a path or a hidden file."""
 
     def validate(self, value: str) -> ValidationResult:
-        name = value.strip()
-        if not name:
-            return self.failure("give the preset a name")
-        if any(c in name for c in "/\\") or name.startswith("."):
-            return self.failure("a name, not a path (no / or \\, no leading dot)")
-        return self.success()
+        problem = preset_name_problem(value.strip())
+        return self.failure(problem) if problem else self.success()
 
 
 class SavePresetScreen(ModalScreen[str | None]):

@@ -26,6 +26,10 @@ class ProblemsPanel(Static):
             if i:
                 text.append("\n")
             text.append("✗ ", style="bold")
-            text.append(f"{problem.loc.partition('.')[2] or 'settings'} ", style="bold")
-            text.append(problem.message)
+            name = problem.loc.partition(".")[2] or "settings"
+            if name in problem.message:  # a rule over several fields names them itself
+                text.append(problem.message)
+            else:
+                text.append(f"{name} ", style="bold")
+                text.append(problem.message)
         self.update(text)

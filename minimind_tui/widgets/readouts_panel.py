@@ -7,7 +7,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from minimind.settings import RunSettings
-from minimind_tui.readouts import (DataSummary, ModelSummary, format_bytes, format_count,
+from minimind.event_text import format_count
+from minimind_tui.readouts import (DataSummary, ModelSummary, format_bytes,
                                    memory_estimate, steps_per_epoch)
 
 

@@ -61,14 +61,21 @@ class SettingsForm(VerticalScroll):
 
     def show_problems(self, problems: list[Problem]) -> None:
         by_loc: dict[str, list[str]] = defaultdict(list)
-        for problem in problems:
-            by_loc[problem.loc].append(problem.message)
+        for problem in problems:  # a rule that ties fields together shows beside each of them
+            for loc in (problem.loc, *problem.related):
+                by_loc[loc].append(problem.message)
         for loc, field in self.fields.items():
             field.show_problems(by_loc.get(loc, []))
 
-    def mark_changed(self, baseline: dict[str, Any]) -> None:
+    def mark_changed(self, baseline: dict[str, Any]) -> set[str]:
+        """Mark the fields whose value differs from `baseline`; returns their locs."""
+        changed = set()
         for loc, field in self.fields.items():
-            field.mark_changed(field.spec.differs(field.raw, baseline[loc]))
+            differs = field.spec.differs(field.raw, baseline[loc])
+            field.mark_changed(differs)
+            if differs:
+                changed.add(loc)
+        return changed
 
     def show_family_defaults(self, defaults: dict[str, object]) -> None:
         for field in self.fields.values():

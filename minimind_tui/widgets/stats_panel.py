@@ -9,9 +9,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from minimind.events import StepMetrics
-from minimind.sinks import format_duration
+from minimind.event_text import format_count, format_duration
 from minimind_tui.history import RunHistory
-from minimind_tui.readouts import format_bytes, format_count
+from minimind_tui.readouts import format_bytes
 
 
 class StatsPanel(VerticalScroll):

@@ -1,0 +1,63 @@
+"""Events as the lines a person reads: the console, the dashboard's log and `watch` all print
+these, so a run reads the same wherever it is followed. Each line has a kind ("step", "eval",
+"checkpoint", ...) that a viewer may colour; the words are decided here once.
+"""
+
+from __future__ import annotations
+
+from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
+                             RunStarted, StepMetrics)
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_count(n: float) -> str:
+    """1,213,056 → "1.21M" (parameter and token counts)."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.2f}{suffix}"
+    return f"{n:g}"
+
+
+def step_line(e: StepMetrics) -> str:
+    """Upstream's log line, so MiniMind users read it at a glance. `epoch_time` keeps
+    upstream's meaning, the minutes left in the epoch; when max_steps ends the run first, the
+    line shows `eta`, the minutes left in the run, instead."""
+    left_in_epoch = e.steps_per_epoch - e.epoch_step
+    left_in_run = e.total_steps - e.step
+    time_left = (f"epoch_time: {left_in_epoch * e.step_time / 60:.1f}min"
+                 if left_in_epoch <= left_in_run
+                 else f"eta: {left_in_run * e.step_time / 60:.1f}min")
+    return (f"Epoch:[{e.epoch}/{e.epochs}]({e.epoch_step}/{e.steps_per_epoch}), "
+            f"loss: {e.loss:.4f}, logits_loss: {e.logits_loss:.4f}, aux_loss: {e.aux_loss:.4f}, "
+            f"lr: {e.lr:.8f}, {time_left}, "
+            f"grad_norm: {e.grad_norm:.3f}, tokens/s: {e.tokens_per_sec:,.0f}")
+
+
+def describe(e: Event) -> tuple[str, str] | None:
+    """(line, kind) for an event, or None for events that print nothing."""
+    if isinstance(e, StepMetrics):
+        return step_line(e), "step"
+    if isinstance(e, LogMessage):
+        return (e.text if e.level == "info" else f"[{e.level}] {e.text}"), e.level
+    if isinstance(e, EvalResult):
+        return f"[eval] step {e.step}: val_loss {e.val_loss:.4f} ({e.tokens:,} tokens)", "eval"
+    if isinstance(e, CheckpointSaved):
+        return f"[checkpoint] step {e.step}: {e.weights_path}", "checkpoint"
+    if isinstance(e, RunStarted):
+        active = (f" ({format_count(e.active_parameters)} active)"
+                  if e.active_parameters != e.parameters else "")
+        resume = f" | resuming at step {e.start_step}" if e.start_step else ""
+        return (f"Model params: {format_count(e.parameters)}{active} | device: {e.device_name} "
+                f"x{e.world_size} | tokens/step: {e.tokens_per_step:,} | steps: "
+                f"{e.total_steps} ({e.steps_per_epoch}/epoch){resume}"), "start"
+    if isinstance(e, RunFinished):
+        parts = [f"[{e.status}] at step {e.step}", e.reason, e.hint and f"hint: {e.hint}",
+                 e.details_path and f"details: {e.details_path}"]
+        return " | ".join(p for p in parts if p), "error" if e.status == "failed" else "finished"
+    return None

@@ -1,0 +1,108 @@
+"""What the engine measures between log lines, kept on the device until a report reads it.
+
+Losses, token counts and a "something was not finite" flag accumulate as device tensors, so a
+step costs no host sync; `report` (at log steps) and the finiteness checks (at log and
+checkpoint steps) read them back. Under DDP the checks agree across ranks, so no rank raises
+while the others wait in a collective.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import torch
+
+from minimind import distributed
+from minimind.events import StepMetrics
+
+
+class NonFiniteError(RuntimeError):
+    """The loss, the gradients or the training state became NaN/inf."""
+
+
+class Meter:
+    def __init__(self, dist: distributed.DistInfo, tokens_seen: int, elapsed: float):
+        self.dist = dist
+        self.device = dist.device
+        self.start = time.perf_counter() - elapsed
+        self.session_start, self.session_steps = time.perf_counter(), 0
+        self.tokens_total = tokens_seen
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._reset()
+
+    def _reset(self) -> None:
+        zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
+        self.loss, self.aux, self.tokens = zero(), zero(), zero()
+        self.micro, self.grad_norm, self.lr = 0, zero(), 0.0
+        self.window_start = time.perf_counter()
+
+    def add_micro(self, logits_loss: torch.Tensor, aux_loss: torch.Tensor,
+                  labels: torch.Tensor) -> None:
+        self.loss += logits_loss.float()
+        self.aux += aux_loss.float()
+        self.tokens += (labels != -100).sum()
+        self.nonfinite |= ~torch.isfinite(logits_loss + aux_loss)
+        self.micro += 1
+
+    def add_step(self, grad_norm: torch.Tensor, lr: float, counts_as_nonfinite: bool) -> None:
+        """`counts_as_nonfinite` is False under a GradScaler, whose inf gradients are routine
+        (it skips that update and lowers the scale)."""
+        self.grad_norm = grad_norm.detach().float()
+        if counts_as_nonfinite:
+            self.nonfinite |= ~torch.isfinite(self.grad_norm)
+        self.lr = lr
+        self.session_steps += 1
+
+    def check_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Flag NaN/inf in the weights or the optimizer's moments (checked before saving)."""
+        tensors = [p.detach() for p in model.parameters()]
+        tensors += [v for state in optimizer.state.values() for v in state.values()
+                    if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        finite = torch.stack([torch.isfinite(x).all() for x in tensors]).all()
+        self.nonfinite |= ~finite.to(self.device)
+
+    def raise_if_nonfinite(self, step: int, last_good: int | None) -> None:
+        if distributed.any_rank(bool(self.nonfinite), self.dist):
+            kept = (f"the checkpoint from step {last_good} is kept" if last_good is not None
+                    else "no checkpoint had been written yet")
+            raise NonFiniteError(f"loss or weights became NaN/inf by step {step}; stopped so "
+                                 f"it does not overwrite good weights ({kept})")
+
+    def tokens_seen(self) -> int:
+        # Every rank trains on its own shard of about the same size.
+        return self.tokens_total + int(self.tokens) * self.dist.world_size
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def report(self, step: int, total: int, epoch: int, epochs: int, epoch_step: int,
+               steps_per_epoch: int, flops_per_token: float, peak_flops: float | None
+               ) -> StepMetrics:
+        loss, aux = float(self.loss), float(self.aux)
+        tokens = int(self.tokens) * self.dist.world_size
+        self.tokens_total += tokens
+        now = time.perf_counter()
+        rate = tokens / max(now - self.window_start, 1e-9)
+        step_time = (now - self.session_start) / max(self.session_steps, 1)
+        micro = max(self.micro, 1)
+        mfu = rate * flops_per_token / (peak_flops * self.dist.world_size) if peak_flops else None
+        metrics = StepMetrics(
+            step=step, total_steps=total, epoch=epoch, epochs=epochs, epoch_step=epoch_step,
+            steps_per_epoch=steps_per_epoch, loss=(loss + aux) / micro, logits_loss=loss / micro,
+            aux_loss=aux / micro, lr=self.lr, grad_norm=float(self.grad_norm),
+            tokens_per_sec=rate, tokens_seen=self.tokens_total, elapsed=now - self.start,
+            eta_seconds=(total - step) * step_time, step_time=step_time, mfu=mfu,
+            **memory_figures(self.device))
+        self._reset()
+        return metrics
+
+
+def memory_figures(device: torch.device) -> dict[str, int]:
+    if device.type == "cuda":
+        return {"mem_allocated": torch.cuda.memory_allocated(device),
+                "mem_reserved": torch.cuda.memory_reserved(device),
+                "mem_peak": torch.cuda.max_memory_allocated(device),
+                "mem_total": torch.cuda.get_device_properties(device).total_memory}
+    return {"rss": psutil.Process().memory_info().rss,
+            "mem_total": psutil.virtual_memory().total}
