@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "bench": "measure training throughput (tokens/s, MFU, peak memory)",
     "tokenizer": "train a byte-level BPE tokenizer from a {\"text\": ...} JSONL",
     "presets": "list the bundled and user presets",
+    "export": "write a trained model as a Hugging Face folder or upstream's .pth",
 }
 
 
@@ -104,6 +105,9 @@ def _subcommand(name: str, argv: list[str]) -> int:
         from minimind_tui.bench_cli import main as bench_main
 
         return bench_main(argv)
+    if name == "export":
+        from minimind_tui.export_cli import main as export_main
+        return export_main(argv)
     for preset, path in list_presets().items():
         print(f"{preset:20s} {path}")
     return EXIT_OK

@@ -1,0 +1,94 @@
+"""`minimind-tui export SRC OUT`: a trained model as a Hugging Face folder or upstream's .pth.
+
+    minimind-tui export out/tiny hf/tiny                 # run folder -> HF folder
+    minimind-tui export pretrain_512.pth up --format upstream
+
+Exit 0 when written, 2 for a user error (one line on stderr), 1 when the written folder failed
+its own check (a defect worth reporting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minimind-tui export",
+        description="Export a trained model. hf (default): a Hugging Face folder that "
+                    "AutoModelForCausalLM.from_pretrained loads as LlamaForCausalLM (MiniMind2), "
+                    "Qwen3ForCausalLM (MiniMind-3), Qwen3MoeForCausalLM (MiniMind-3-MoE) or "
+                    "Ernie4_5_MoeForCausalLM (MiniMind2-MoE), each computing the same function, "
+                    "or with our own code (trust_remote_code=True) for shapes no standard class "
+                    "computes; the folder is checked against the model's logits before it is "
+                    "moved into place. upstream: the pretrain_<hidden>[_moe].pth that upstream "
+                    "MiniMind's scripts load.")
+    parser.add_argument("src", metavar="SRC",
+                        help="run folder (config.toml + weights), weights file (.pth, resume "
+                             "checkpoint, .safetensors) or a folder saved by save_pretrained")
+    parser.add_argument("out", metavar="OUT",
+                        help="folder to create (upstream: a folder or a .pth file name)")
+    parser.add_argument("--format", choices=("hf", "upstream"), default="hf")
+    parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
+                        help="tokenizer folder to ship (default: the run's tokenizer_path, else "
+                             "the bundled one; 'builtin' forces the bundled one)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None,
+                        help="weights dtype of the hf folder (default float32: lossless)")
+    parser.add_argument("--remote_code", "--remote-code", action="store_true",
+                        help="hf: write our own modeling code even where a standard class fits")
+    parser.add_argument("--no_verify", "--no-verify", action="store_true",
+                        help="hf: skip loading the folder back to compare logits")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export at OUT")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.format == "upstream" and (args.dtype or args.remote_code or args.no_verify):
+        return _invalid("--dtype, --remote_code and --no_verify apply to --format hf only "
+                        "(upstream files are always float16)")
+    # Imported here: torch and transformers take seconds, --help should not.
+    import torch
+
+    from minimind.export import (ExportError, ExportVerificationError, check_destination,
+                                 export_hf, export_upstream, load_source)
+    from minimind.upstream import describe_config
+
+    try:
+        if args.format == "hf":  # before the seconds spent loading the model
+            check_destination(args.out, args.overwrite)
+        source = load_source(args.src, args.tokenizer_path)
+        print(f"model: {describe_config(source.model.config)}")
+        print(f"  weights {source.weights_path}; config from {source.config_origin}")
+        if args.format == "upstream":
+            path = export_upstream(source.model, args.out, overwrite=args.overwrite)
+            print(f"wrote {path} (upstream MiniMind layout, float16)")
+            return EXIT_OK
+        result = export_hf(source, args.out, dtype=getattr(torch, args.dtype or "float32"),
+                           remote_code=args.remote_code, verify=not args.no_verify,
+                           overwrite=args.overwrite)
+    except ExportError as e:
+        return _invalid(str(e))
+    except ExportVerificationError as e:
+        print(f"minimind-tui export: failed: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"  tokenizer {source.tokenizer_dir}")
+    checked = ("not verified" if result.max_logit_diff is None
+               else f"verified: max |logit difference| {result.max_logit_diff:.2g} in float32")
+    print(f"wrote {result.path} as {result.architecture} ({checked})")
+    if result.remote_code:
+        print("  our own modeling code: load with AutoModelForCausalLM.from_pretrained(path, "
+              "trust_remote_code=True)")
+    else:
+        print("  load with AutoModelForCausalLM.from_pretrained(path); no trust_remote_code needed")
+    return EXIT_OK
+
+
+def _invalid(message: str) -> int:
+    print(f"minimind-tui export: error: {message}", file=sys.stderr)
+    return EXIT_INVALID

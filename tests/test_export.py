@@ -1,0 +1,327 @@
+"""Export: Hugging Face folders that standard classes load with our exact function, our own
+modeling code where none fits, upstream .pth files, source resolution and clear refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path, PurePosixPath
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
+from minimind.checkpoint import capture_rng, resume_path, save_resume, save_weights
+from minimind.export import ExportError, ExportSource, export_hf, export_upstream, load_source
+from minimind.hf_architectures import standard_architecture
+from minimind.settings import RunSettings
+from minimind.tokenizer import BUNDLED_TOKENIZER_DIR, load_tokenizer
+from minimind_tui.export_cli import main as export_main
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = {"hidden_size": 64, "num_hidden_layers": 2}
+STANDARD = {
+    "minimind2": ({"family": "minimind2"}, "LlamaForCausalLM"),
+    "minimind3": ({"family": "minimind3"}, "Qwen3ForCausalLM"),
+    "minimind3-moe": ({"family": "minimind3", "use_moe": True}, "Qwen3MoeForCausalLM"),
+    "minimind2-moe": ({"family": "minimind2", "use_moe": True}, "Ernie4_5_MoeForCausalLM"),
+    # Two shared experts become one of twice the width; top-2 of 4 routed experts.
+    "minimind2-moe-2shared": ({"family": "minimind2", "use_moe": True, "n_shared_experts": 2},
+                              "Ernie4_5_MoeForCausalLM"),
+    "minimind2-moe-unshared": ({"family": "minimind2", "use_moe": True, "n_shared_experts": 0},
+                               "Ernie4_5_MoeForCausalLM"),
+    "minimind3-untied": ({"family": "minimind3", "tie_word_embeddings": False},
+                         "Qwen3ForCausalLM"),
+}
+# No standard class: shared experts next to Qwen3's q/k norms.
+CUSTOM_MOE = {"family": "minimind3", "use_moe": True, "n_shared_experts": 1}
+PROMPTS = ["To be, or not to be", "Now is the winter"]
+
+
+def build(seed=0, **kwargs) -> MiniMindForCausalLM:
+    """Random weights with norms away from 1 (so a misplaced norm shows) and a router with
+    decisive scores (so both sides pick the same experts for a reason, not by a near tie)."""
+    torch.manual_seed(seed)
+    model = MiniMindForCausalLM(MiniMindConfig(**SMALL, **kwargs)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.uniform_(0.5, 1.5)
+            elif name.endswith("mlp.gate.weight"):
+                param.normal_(0.0, 0.5)
+    return model
+
+
+def source(model, tokenizer_dir=BUNDLED_TOKENIZER_DIR) -> ExportSource:
+    return ExportSource(model, Path("memory"), "test", tokenizer_dir)
+
+
+def padded_batch():
+    tokenizer = load_tokenizer(None)
+    tokenizer.padding_side = "left"
+    return tokenizer(PROMPTS, return_tensors="pt", padding=True)
+
+
+def assert_same_function(ours, theirs):
+    ids = torch.randint(3, 6400, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert (ours(ids).logits - theirs(ids).logits).abs().max().item() <= 1e-5
+    batch = padded_batch()
+    kwargs = dict(max_new_tokens=10, do_sample=False, pad_token_id=0)
+    assert torch.equal(ours.generate(**batch, **kwargs), theirs.generate(**batch, **kwargs))
+
+
+@pytest.mark.parametrize("name", STANDARD)
+def test_standard_class_computes_our_function(tmp_path, name):
+    kwargs, architecture = STANDARD[name]
+    model = build(**kwargs)
+    result = export_hf(source(model), tmp_path / "hf")
+    assert result.architecture == architecture and not result.remote_code
+    assert result.max_logit_diff <= 1e-5
+    assert not list(result.path.glob("*.py"))
+    assert "auto_map" not in json.loads((result.path / "config.json").read_text())
+
+    loaded = AutoModelForCausalLM.from_pretrained(result.path, dtype=torch.float32).eval()
+    assert type(loaded).__name__ == architecture
+    assert_same_function(model, loaded)
+
+
+def test_every_preset_shape_has_a_standard_class():
+    for preset in ("minimind2-small", "minimind2", "minimind2-moe", "minimind3", "minimind3-moe"):
+        settings = RunSettings.from_toml(REPO / "presets" / f"{preset}.toml")
+        assert standard_architecture(MiniMindConfig(**settings.model.to_config_kwargs())), preset
+    assert standard_architecture(MiniMindConfig(**SMALL, **CUSTOM_MOE)) is None
+    moe2 = MiniMindConfig(**SMALL, family="minimind2", use_moe=True, norm_topk_prob=False)
+    assert standard_architecture(moe2) is None
+
+
+def test_bfloat16_export_is_verified_against_rounded_weights(tmp_path):
+    model = build(family="minimind3")
+    result = export_hf(source(model), tmp_path / "hf", dtype=torch.bfloat16)
+    assert result.max_logit_diff <= 1e-5
+    assert json.loads((result.path / "config.json").read_text())["dtype"] == "bfloat16"
+    loaded = AutoModelForCausalLM.from_pretrained(result.path)
+    assert loaded.dtype == torch.bfloat16
+
+
+REMOTE_CHECK = """
+import sys
+sys.modules["minimind"] = sys.modules["minimind_tui"] = None  # our package must not be needed
+import torch
+from transformers import AutoModelForCausalLM
+expected = torch.load(sys.argv[1], weights_only=True)
+for folder, (ids, logits, prompt, generated) in expected.items():
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True,
+                                                 dtype=torch.float32)
+    assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+    with torch.no_grad():
+        diff = (model(ids).logits - logits).abs().max().item()
+    assert diff <= 1e-5, (folder, diff)
+    out = model.generate(prompt, max_new_tokens=10, do_sample=False)
+    assert torch.equal(out, generated), folder
+print("ok", len(expected))
+"""
+
+
+def test_remote_code_folder_loads_without_our_package(tmp_path):
+    models = {"custom": build(**CUSTOM_MOE),
+              "forced": build(family="minimind2", use_moe=True)}
+    expected = {}
+    for name, model in models.items():
+        result = export_hf(source(model), tmp_path / name, remote_code=name == "forced",
+                           verify=False)  # in-process loading would touch ~/.cache
+        assert result.remote_code
+        assert {"configuration_minimind.py", "modeling_minimind.py"} <= {
+            p.name for p in result.path.iterdir()}
+        ids = torch.randint(3, 6400, (2, 20), generator=torch.Generator().manual_seed(2))
+        prompt = padded_batch().input_ids[:1]
+        with torch.no_grad():
+            generated = model.generate(prompt, max_new_tokens=10, do_sample=False)
+            expected[str(result.path)] = (ids, model(ids).logits, prompt, generated)
+    torch.save(expected, tmp_path / "expected.pt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-c", REMOTE_CHECK, str(tmp_path / "expected.pt")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok 2" in done.stdout
+
+
+def test_tokenizer_and_generation_config_round_trip(tmp_path):
+    tokenizer_dir = tmp_path / "tok"
+    tokenizer_dir.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tokenizer_dir / name).write_bytes((BUNDLED_TOKENIZER_DIR / name).read_bytes())
+    result = export_hf(source(build(family="minimind2"), tokenizer_dir), tmp_path / "hf",
+                       verify=False)
+    ours, theirs = load_tokenizer(str(tokenizer_dir)), AutoTokenizer.from_pretrained(result.path)
+    texts = ["Hello, world!", "  spaces\tand\nnewlines ", "<|im_start|>user\nhi<|im_end|>",
+             "中文 😀 naïve", ""]
+    for text in texts:
+        ids = ours(text).input_ids
+        assert theirs(text).input_ids == ids
+        assert theirs.decode(ids) == ours.decode(ids) == text
+    assert (theirs.bos_token_id, theirs.eos_token_id, theirs.pad_token_id) == (1, 2, 0)
+    assert theirs.chat_template == ours.chat_template
+    generation = GenerationConfig.from_pretrained(result.path)
+    assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 2, 0)
+
+
+def make_run(folder: Path, tokenizer_path="", **model) -> tuple[RunSettings, MiniMindForCausalLM]:
+    train = {"out_dir": str(folder), "tokenizer_path": tokenizer_path}
+    settings = RunSettings.parse({"model": {**SMALL, **model}, "train": train})
+    torch.manual_seed(0)
+    trained = MiniMindForCausalLM(MiniMindConfig(**settings.model.to_config_kwargs()))
+    folder.mkdir(parents=True)
+    settings.save_toml(folder / "config.toml")
+    save_weights(trained, folder / settings.weights_name())
+    return settings, trained
+
+
+def test_run_folder_settings_reach_the_export(tmp_path):
+    settings, _ = make_run(tmp_path / "run", family="minimind2", rope_theta=5e4, rms_norm_eps=1e-6)
+    src = load_source(tmp_path / "run")
+    assert src.weights_path == tmp_path / "run" / "pretrain_64.pth"
+    assert (src.model.config.rope_theta, src.model.config.rms_norm_eps) == (5e4, 1e-6)
+    result = export_hf(src, tmp_path / "hf")
+    config = json.loads((result.path / "config.json").read_text())
+    assert config["rope_parameters"]["rope_theta"] == config["rope_theta"] == 5e4
+    assert config["rms_norm_eps"] == 1e-6
+
+    # The weights file given alone still uses the run's config.toml beside it.
+    alone = load_source(tmp_path / "run" / "pretrain_64.pth")
+    assert alone.model.config.rope_theta == 5e4 and "config.toml" in alone.config_origin
+    # Without it, a bare upstream file gets the family's defaults.
+    bare = tmp_path / "pretrain_64.pth"
+    bare.write_bytes(src.weights_path.read_bytes())
+    assert load_source(bare).model.config.rope_theta == 1e6
+
+
+def test_resume_file_is_read_safely_with_its_settings(tmp_path):
+    settings, trained = make_run(tmp_path / "run", family="minimind3", use_moe=True, rope_theta=2e4)
+    weights = tmp_path / "run" / settings.weights_name()
+    optimizer = torch.optim.AdamW(trained.parameters())
+    trained(torch.tensor([[1, 5, 9]]), labels=torch.tensor([[1, 5, 9]])).loss.backward()
+    optimizer.step()
+    resume = save_resume(resume_path(weights), model=trained, optimizer=optimizer, scaler=None,
+                         progress={"step": 1}, rng=[capture_rng(torch.device("cpu"))],
+                         settings=settings.model_dump(mode="json"), world_size=1)
+    (resume.parent / "config.toml").unlink()  # the settings must come from inside the file
+    src = load_source(resume)
+    assert src.model.config.rope_theta == 2e4 and "settings saved in" in src.config_origin
+    for key, tensor in trained.state_dict().items():  # full precision, not the fp16 .pth
+        assert torch.equal(src.model.state_dict()[key], tensor), key
+
+    weights.unlink()
+    unsafe = tmp_path / "unsafe.pth"
+    torch.save({"model": trained.state_dict(), "extra": PurePosixPath("x")}, unsafe)
+    with pytest.raises(ExportError, match="Python objects besides tensors"):
+        load_source(unsafe)
+
+
+def test_saved_pretrained_folder_is_a_source(tmp_path):
+    model = build(family="minimind3")
+    model.save_pretrained(tmp_path / "saved")
+    src = load_source(tmp_path / "saved")
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(src.model.state_dict()[key], tensor), key
+
+
+def test_upstream_format_round_trip(tmp_path):
+    model = build(family="minimind2", use_moe=True)
+    path = export_upstream(model, tmp_path / "up")
+    assert path == tmp_path / "up" / "pretrain_64_moe.pth"
+    saved = torch.load(path, weights_only=True)
+    assert saved.keys() == model.state_dict().keys()  # both tied keys, as upstream saves
+    assert all(v.dtype == torch.float16 for v in saved.values())
+    reloaded = load_model(path).eval()
+    rounded = MiniMindForCausalLM(model.config).eval()
+    rounded.load_state_dict({k: v.float() for k, v in saved.items()})
+    ids = torch.randint(3, 6400, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, rounded(ids).logits)
+    with pytest.raises(ExportError, match="already exists"):
+        export_upstream(model, tmp_path / "up")
+    assert export_upstream(model, tmp_path / "named.pth") == tmp_path / "named.pth"
+
+
+def _random_bytes(path):
+    path.write_bytes(os.urandom(4096))
+
+
+def _text(path):
+    path.write_text("hello, this is not a checkpoint\n")
+
+
+def _foreign_state_dict(path):
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
+
+
+@pytest.mark.parametrize("write, name, reason", [
+    (_random_bytes, "random.pth", "not a MiniMind checkpoint"),
+    (_random_bytes, "random.safetensors", "not a MiniMind checkpoint"),
+    (_text, "notes.txt", "not a MiniMind checkpoint"),
+    (_foreign_state_dict, "other.pth", "not a MiniMind checkpoint"),
+    (lambda path: path.mkdir(), "empty", "neither a run folder"),
+    (None, "missing.pth", "no such file"),
+])  # fmt: skip
+def test_refuses_what_is_not_a_minimind_checkpoint(tmp_path, write, name, reason):
+    path = tmp_path / name
+    if write:
+        write(path)
+    with pytest.raises(ExportError, match=reason) as error:
+        load_source(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
+    settings, _ = make_run(tmp_path / "run", family="minimind2")
+    (tmp_path / "run" / settings.weights_name()).unlink()
+    with pytest.raises(ExportError, match="has not saved a checkpoint"):
+        load_source(tmp_path / "run")
+    # Weights of another shape than config.toml describes: one line naming both.
+    settings, _ = make_run(tmp_path / "other", family="minimind2")
+    toml = tmp_path / "other" / "config.toml"
+    toml.write_text(toml.read_text().replace("[model]\n", "[model]\nnum_key_value_heads = 4\n"))
+    with pytest.raises(ExportError, match="does not fit the model.*file:.*model:") as error:
+        load_source(tmp_path / "other")
+    assert "\n" not in str(error.value)
+    exported = export_hf(source(build(family="minimind2")), tmp_path / "hf", verify=False).path
+    with pytest.raises(ExportError, match="'llama' model, not a MiniMind one"):
+        load_source(exported)
+
+
+def test_destination_rules(tmp_path):
+    src = source(build(family="minimind2"))
+    out = export_hf(src, tmp_path / "hf", verify=False).path
+    with pytest.raises(ExportError, match="not empty"):
+        export_hf(src, out, verify=False)
+    (out / "stale.txt").write_text("from an earlier export")
+    export_hf(src, out, verify=False, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="refusing to replace"):
+        export_hf(src, tmp_path / "mine", verify=False, overwrite=True)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "junk.pth").write_bytes(b"\x00junk")
+    assert export_main([str(tmp_path / "junk.pth"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minimind-tui export: error:") and err.count("\n") == 1
+    assert export_main([str(tmp_path / "junk.pth"), str(tmp_path / "o"), "--format", "upstream",
+                        "--dtype", "bfloat16"]) == 2
+
+
+def test_cli_exports_a_run_folder(tmp_path):
+    make_run(tmp_path / "run", family="minimind3")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    done = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "export", str(tmp_path / "run"),
+         str(tmp_path / "hf")], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "as Qwen3ForCausalLM (verified" in done.stdout
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
