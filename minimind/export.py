@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pickle
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -29,14 +27,16 @@ from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ValidationError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .checkpoint import atomic_torch_save, resume_path
+from .atomic import atomic_write_bytes
+from .checkpoint import resume_path, torch_bytes
 from .config import MiniMindConfig
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .model import MiniMindForCausalLM
 from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
+from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
 from .upstream import (WeightsMismatchError, _strip_wrapper_prefixes, export_upstream_state_dict,
                        infer_config, load_into)
 
@@ -166,21 +166,11 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
 
     Only tensors and plain data are unpickled (``weights_only=True``): a checkpoint is user input.
     """
-    kind = "a safetensors file" if path.suffix == ".safetensors" else "a PyTorch weights file"
     try:
-        if path.suffix == ".safetensors":
-            data = load_file(path)
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if unsafe := re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e)):
-            raise ExportError(f"{path}: holds Python objects besides tensors ({unsafe[1]}), which "
-                              "are not loaded for safety; export the run's weights (.pth) file "
-                              "instead") from None
-        raise ExportError(f"{path}: not a MiniMind checkpoint (not {kind})") from None
-    except Exception as e:  # torch and safetensors raise many types for a foreign file
-        raise ExportError(f"{path}: not a MiniMind checkpoint (not {kind}: {_first_line(e)})"
-                          ) from None
+        data = (safe_safetensors_load(path) if path.suffix == ".safetensors"
+                else safe_torch_load(path))
+    except CheckpointError as e:
+        raise ExportError(f"not a MiniMind checkpoint: {e}") from None
     settings = None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):  # resume checkpoint
         settings = data.get("settings") if isinstance(data.get("settings"), dict) else None
@@ -254,10 +244,6 @@ def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:
     return BUNDLED_TOKENIZER_DIR if spec.strip() in BUNDLED_NAMES else Path(spec).expanduser()
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
 
 # -- writing ---------------------------------------------------------------------------------
 def export_hf(source: ExportSource, out: str | Path, *, dtype: torch.dtype = torch.float32,
@@ -315,7 +301,7 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
     target = out if out.suffix == ".pth" else out / f"pretrain_{config.hidden_size}{suffix}.pth"
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
-    return atomic_torch_save(export_upstream_state_dict(model), target)
+    return atomic_write_bytes(target, torch_bytes(export_upstream_state_dict(model)))
 
 
 def check_destination(out: str | Path, overwrite: bool = False) -> None:

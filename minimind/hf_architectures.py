@@ -55,7 +55,9 @@ REMOTE_CODE_AUTO_MAP = {
 # Ernie's router correction bias, named as in its Hub checkpoints (transformers renames it on load).
 ERNIE_BIAS_KEY = "model.layers.{}.mlp.moe_statics.e_score_correction_bias"
 _SOURCE_DIR = Path(__file__).resolve().parent
-_CONFIG_IMPORT = "from .config import MiniMindConfig"
+# Our modules that the remote code consists of, and the names they get in the exported folder.
+_REMOTE_MODULES = {"family": "family_minimind", "config": "configuration_minimind",
+                   "model": "modeling_minimind"}
 
 
 def standard_architecture(config: MiniMindConfig) -> str | None:
@@ -175,21 +177,20 @@ def _remote_code_config(config: MiniMindConfig) -> dict:
 
 
 def _remote_code_sources() -> dict[str, str]:
-    """Our config.py and model.py as a self-contained pair: the one package-relative import is
-    pointed at the sibling file, and nothing else of this package may be imported."""
+    """Our family.py, config.py and model.py as a self-contained set: their package-relative
+    imports of each other are pointed at the sibling files, and nothing else of this package
+    may be imported."""
     header = "# Written by `minimind-tui export` from minimind/{}; needs torch and transformers.\n"
-    configuration = (_SOURCE_DIR / "config.py").read_text(encoding="utf-8")
-    modeling = (_SOURCE_DIR / "model.py").read_text(encoding="utf-8")
-    if modeling.count(_CONFIG_IMPORT) != 1:
-        raise RuntimeError(f"minimind/model.py no longer has exactly one {_CONFIG_IMPORT!r}")
-    sibling_import = "from .configuration_minimind import MiniMindConfig"
-    modeling = modeling.replace(_CONFIG_IMPORT, sibling_import)
-    for name, text in (("config.py", configuration), ("model.py", modeling)):
-        if re.search(r"^\s*(from \.(?!configuration_minimind\b)|import minimind|from minimind)",
-                     text, re.MULTILINE):
-            raise RuntimeError(f"minimind/{name} imports from this package: the export would not "
-                               "be self-contained")
-    return {
-        "configuration_minimind.py": header.format("config.py") + configuration,
-        "modeling_minimind.py": header.format("model.py") + modeling,
-    }
+    sibling = re.compile(r"^from \.(\w+) import", re.MULTILINE)
+    out = {}
+    for module, exported in _REMOTE_MODULES.items():
+        text = (_SOURCE_DIR / f"{module}.py").read_text(encoding="utf-8")
+        imported = set(sibling.findall(text))
+        if imported - set(_REMOTE_MODULES) or re.search(
+                r"^\s*(import minimind|from minimind)", text, re.MULTILINE):
+            raise RuntimeError(f"minimind/{module}.py imports from this package beyond "
+                               f"{', '.join(_REMOTE_MODULES)}: the export would not be "
+                               "self-contained")
+        text = sibling.sub(lambda m: f"from .{_REMOTE_MODULES[m[1]]} import", text)
+        out[f"{exported}.py"] = header.format(f"{module}.py") + text
+    return out

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
-from minimind.checkpoint import capture_rng, resume_path, save_resume, save_weights
+from minimind.checkpoint import capture_rng, save_checkpoint
 from minimind.export import ExportError, ExportSource, export_hf, export_upstream, load_source
 from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings
@@ -175,7 +175,7 @@ def make_run(folder: Path, tokenizer_path="", **model) -> tuple[RunSettings, Min
     trained = MiniMindForCausalLM(MiniMindConfig(**settings.model.to_config_kwargs()))
     folder.mkdir(parents=True)
     settings.save_toml(folder / "config.toml")
-    save_weights(trained, folder / settings.weights_name())
+    export_upstream(trained, folder / settings.weights_name())
     return settings, trained
 
 
@@ -204,9 +204,10 @@ def test_resume_file_is_read_safely_with_its_settings(tmp_path):
     optimizer = torch.optim.AdamW(trained.parameters())
     trained(torch.tensor([[1, 5, 9]]), labels=torch.tensor([[1, 5, 9]])).loss.backward()
     optimizer.step()
-    resume = save_resume(resume_path(weights), model=trained, optimizer=optimizer, scaler=None,
-                         progress={"step": 1}, rng=[capture_rng(torch.device("cpu"))],
-                         settings=settings.model_dump(mode="json"), world_size=1)
+    weights.unlink()  # save_checkpoint writes both files of the pair
+    _, resume = save_checkpoint(weights, model=trained, optimizer=optimizer, scaler=None,
+                                progress={"step": 1}, rng=[capture_rng(torch.device("cpu"))],
+                                settings=settings.model_dump(mode="json"), world_size=1, data={})
     (resume.parent / "config.toml").unlink()  # the settings must come from inside the file
     src = load_source(resume)
     assert src.model.config.rope_theta == 2e4 and "settings saved in" in src.config_origin
@@ -216,7 +217,7 @@ def test_resume_file_is_read_safely_with_its_settings(tmp_path):
     weights.unlink()
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"model": trained.state_dict(), "extra": PurePosixPath("x")}, unsafe)
-    with pytest.raises(ExportError, match="Python objects besides tensors"):
+    with pytest.raises(ExportError, match="Python objects other than tensors"):
         load_source(unsafe)
 
 
