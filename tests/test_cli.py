@@ -101,3 +101,47 @@ def test_signal_stops_gracefully_with_checkpoint_and_exit_130(tmp_path, sig):
                   "--out_dir", str(tmp_path), "--from_resume", "1")
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming at step {state['progress']['step']}" in resumed.stdout
+
+
+def test_every_invalid_flag_is_reported_at_once_naming_the_changed_field(tmp_path):
+    proc = cli("--no-ui", "--batch_size", "0", "--hidden_size", "100", "--out_dir", str(tmp_path))
+    assert proc.returncode == 2
+    errors = proc.stderr.strip().splitlines()
+    assert errors == ["minimind-tui: error: train.batch_size: must be ≥ 1",
+                      "minimind-tui: error: model.hidden_size: num_attention_heads (8) must "
+                      "divide hidden_size (100)"]
+
+
+def test_help_and_flag_errors_import_neither_torch_nor_transformers():
+    code = textwrap.dedent("""
+        import sys
+        from minimind_tui.cli import main
+        for argv in (["--help"], ["presets"], ["--no-ui", "--batch_size", "0"]):
+            try:
+                main(argv)
+            except SystemExit:
+                pass
+        heavy = sorted({"torch", "transformers", "textual"} & set(sys.modules))
+        print("heavy:", heavy, file=sys.stderr)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert "heavy: []" in proc.stderr, proc.stderr
+
+
+def test_tokenizer_subcommand_speaks_like_the_main_cli(tmp_path):
+    usage = cli("tokenizer", "train", "--help").stdout
+    assert usage.startswith("usage: minimind-tui tokenizer train")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": oops}\n')
+    proc = cli("tokenizer", "train", "--data", str(bad), "--out", str(tmp_path / "tok"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"minimind-tui tokenizer: error: {bad}:2: line is not valid "
+                                   "JSON at column 10: expected a value (a string, number, "
+                                   "object, ...)")
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(f'{{"text": "line {i} of some text"}}\n' for i in range(50)))
+    proc = cli("tokenizer", "train", "--data", str(good), "--out", str(tmp_path / "tok"),
+               "--vocab_size", "300")
+    assert proc.returncode == 0, proc.stderr
+    assert "\n\n" not in proc.stderr + proc.stdout and proc.stderr == ""  # no progress bar

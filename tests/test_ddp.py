@@ -1,6 +1,7 @@
 """A real 2-process gloo job under torchrun, compared with one process on the same data."""
 
 import os
+import textwrap
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,33 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     resumed = launch(2, tmp_path / "ddp", 2, "--from_resume", "1", "--max_steps", "5")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming at step 3" in resumed.stdout and "[completed] at step 5" in resumed.stdout
+
+
+def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
+    # Rank 1's loss turns NaN from its 4th forward on; rank 0's stays finite. Both must see the
+    # failure at the same step (a rank that raised alone would leave the other in a collective).
+    script = tmp_path / "nan_on_rank1.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        from minimind.model import MiniMindForCausalLM
+        from minimind_tui.cli import main
+        original, calls = MiniMindForCausalLM.forward, [0]
+        def poisoned(self, *args, **kwargs):
+            out = original(self, *args, **kwargs)
+            calls[0] += 1
+            if os.environ["RANK"] == "1" and self.training and calls[0] > 3:
+                out.loss = out.loss * float("nan")
+            return out
+        MiniMindForCausalLM.forward = poisoned
+        sys.exit(main(sys.argv[1:]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), *ARGS[:ARGS.index("--max_steps")], "--max_steps", "6",
+           "--save_interval", "1", "--accumulation_steps", "1", "--num_workers", "0",
+           "--batch_size", "2", "--out_dir", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "loss or weights became NaN/inf by step 4" in proc.stderr + proc.stdout
+    state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
+    assert state["progress"]["step"] == 3

@@ -208,3 +208,34 @@ def test_activation_checkpointing_gives_the_same_run(tiny_settings, tmp_path):
     a, b = final_weights(plain), final_weights(ckpt)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_packed_run_reports_skipped_bad_lines_even_from_the_cache(tiny_settings, tmp_path):
+    data = tmp_path / "data.jsonl"
+    lines = [f'{{"text": "{"word " * 40}{i}"}}' for i in range(40)]
+    lines[3], lines[17] = '{"text": oops}', '{"txt": "x"}'
+    data.write_text("\n".join(lines) + "\n")
+    for _ in range(2):  # the second run finds the token cache and still reports
+        result, events = run(tiny_settings(data_path=str(data), packing=True, skip_bad_lines=True,
+                                           max_steps=1))
+        assert result.status == "completed", result
+        texts = [e.text for e in events if getattr(e, "kind", "") == "log"]
+        assert any("skipped 2 bad lines, first: line 4:" in t for t in texts), texts
+
+
+def test_checkpoint_and_config_files_get_the_usual_mode(tiny_settings, tmp_path):
+    import os
+    old = os.umask(0o022)
+    try:
+        run(tiny_settings(max_steps=1))
+    finally:
+        os.umask(old)
+    out = tmp_path / "run"
+    for name in ("pretrain_128.pth", "pretrain_128_resume.pth", "config.toml", "metrics.jsonl"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_resume_file_loads_with_weights_only(tiny_settings, tmp_path):
+    run(tiny_settings(max_steps=2, save_interval=2))
+    state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
+    assert state["progress"]["step"] == 2 and state["data"]["samples"] > 0

@@ -68,3 +68,18 @@ def test_jsonl_sink_lines_are_readable_while_open(tmp_path):
     lines = (tmp_path / "m.jsonl").read_text().splitlines()
     assert event_from_json(lines[0]).step == 1
     sink.close()
+
+
+def test_step_line_shows_time_left_in_the_run_when_max_steps_cuts_the_epoch():
+    from minimind.event_text import step_line
+
+    whole = _metrics()  # 40 steps left in the epoch, 90 in the run: upstream's epoch_time
+    assert "epoch_time: 0.4min" in step_line(whole) and "eta" not in step_line(whole)
+    cut = _cut()
+    assert "eta: 0.1min" in step_line(cut) and "epoch_time" not in step_line(cut)
+
+
+def _cut():
+    e = _metrics()
+    e.total_steps = 20  # max_steps ends the run 10 steps from now, 40 before the epoch ends
+    return e

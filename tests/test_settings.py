@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from minimind.settings import RunSettings, SettingsError, validate
@@ -86,3 +88,81 @@ def test_unknown_preset_and_bad_toml(tmp_path):
     extra.write_text("[optim]\nlr = 1\n")
     with pytest.raises(SettingsError, match="expected \\[model\\] and \\[train\\]"):
         load_settings(str(extra))
+
+
+def test_every_problem_is_reported_at_once():
+    found = problems({"train": {"batch_size": 0, "learning_rate": 0, "dtype": "float16",
+                                "device": "cpu"},
+                      "model": {"hidden_size": 100}})
+    assert set(found) == {"train.batch_size", "train.learning_rate", "train.dtype",
+                          "model.num_attention_heads"}
+
+
+def test_an_invalid_field_neither_hides_nor_fakes_a_cross_field_rule():
+    # hidden_size is invalid, so the heads rule (which needs it) is not judged on a stand-in...
+    assert set(problems({"model": {"hidden_size": "wide", "num_attention_heads": 6}})) == \
+        {"model.hidden_size"}
+    # ...while a rule over valid fields is still reported beside it.
+    assert set(problems({"model": {"hidden_size": "wide", "num_key_value_heads": 3}})) == \
+        {"model.hidden_size", "model.num_key_value_heads"}
+
+
+def test_a_rule_over_several_fields_names_the_one_the_user_changed():
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, {"model": {"hidden_size": "100"}, "train": {"batch_size": "0"}})
+    by_loc = {p.loc: p for p in info.value.problems}
+    assert set(by_loc) == {"model.hidden_size", "train.batch_size"}
+    assert by_loc["model.hidden_size"].related == ("model.num_attention_heads",)
+    assert str(by_loc["model.hidden_size"]) == \
+        "model.hidden_size: num_attention_heads (8) must divide hidden_size (100)"
+    with pytest.raises(SettingsError) as info:  # a preset's own shape keeps the usual field
+        load_settings(None, {"model": {"num_attention_heads": "7"}})
+    assert info.value.problems[0].loc == "model.num_attention_heads"
+
+
+def test_the_model_shape_rules_are_the_configs_own():
+    from minimind.config import MiniMindConfig
+
+    for model in ({"num_key_value_heads": 3}, {"hidden_size": 500},
+                  {"use_moe": True, "num_experts_per_tok": 5}):
+        with pytest.raises(ValueError) as err:
+            MiniMindConfig(**model)
+        message = next(iter(problems({"model": model}).values()))
+        assert message in str(err.value)
+
+
+@pytest.mark.parametrize("train, loc", [
+    ({"seed": 99999999999999999999999}, "train.seed"),
+    ({"seed": 2**32}, "train.seed"),
+    ({"eval_interval": 10, "val_data_path": ""}, "train.eval_interval"),
+])
+def test_values_that_would_crash_later_are_refused(train, loc):
+    assert loc in problems({"train": train})
+    assert "model.vocab_size" in problems({"model": {"vocab_size": 1_000_000_000}})
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"[train]\nbatch_size = 4\n", "has no [model] table"),
+    (b"model = 3\n[train]\n", "must be a table ([model]), not a int"),
+    (b"train = 'x'\n[model]\n", "must be a table ([train]), not a str"),
+    (b"[model]\nhidden_size = 64\n# \xff\xfe\n", "not a text file"),
+])
+def test_malformed_presets_are_refused_by_name(tmp_path, content, message):
+    path = tmp_path / "p.toml"
+    path.write_bytes(content)
+    with pytest.raises(SettingsError, match=re.escape(message)):
+        load_settings(str(path))
+
+
+def test_a_folder_is_not_a_preset(tmp_path):
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(SettingsError, match="is a folder, not a preset file"):
+        load_settings(str(tmp_path / "dir.toml"))
+
+
+def test_presets_are_listed_smallest_first_then_the_users(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path))
+    save_user_preset(load_settings("tiny"), "aaa")
+    names = list(list_presets())
+    assert names[0] == "tiny" and names[-1] == "aaa"
+    assert names.index("minimind2-small") < names.index("minimind2")
