@@ -27,7 +27,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
                              RunStarted)
 from minimind.flops import flops_per_token, peak_flops
 from minimind.meter import Meter, NonFiniteError
-from minimind.prepare import InputError, prepare
+from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
@@ -85,9 +85,12 @@ class Trainer:
         self.dist = distributed.setup(self.settings.train.device)
         try:
             try:
-                self.prep = prepare(self.settings, self.dist, self.log)
+                self.prep = prepare(self.settings, self.dist, self.log, self.stop_event)
             except InputError as e:
                 return self._finish("failed", str(e), cause="input")
+            except PreparationStopped:
+                return self._finish("stopped", "stop requested while preparing the data; no "
+                                               "step had run, so there is nothing to checkpoint")
             if self.dist.is_main:
                 self.sinks.append(JsonlSink(self.prep.out_dir / "metrics.jsonl",
                                             append=self.prep.resume is not None,
@@ -102,6 +105,12 @@ class Trainer:
         except CheckpointWriteError as e:
             return self._finish("failed", str(e), cause="runtime",
                                 hint="free some space (or fix the folder), then resume")
+        except OSError as e:
+            if e.filename is None:
+                return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
+                                    details_path=self._write_details())
+            # A file the run reads or writes (config.toml, a cache) was refused: say which, why.
+            return self._finish("failed", f"{e.filename}: {_reason(e)}", cause="runtime")
         except Exception as e:  # an engine bug or environment failure: keep the details
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
@@ -321,8 +330,12 @@ class Trainer:
         self.last_saved_step = self.progress.step
 
 
+def _reason(e: OSError) -> str:
+    return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+
+
 def _write_error(e: OSError, path: Path, last_good: int | None) -> CheckpointWriteError:
-    what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+    what = _reason(e)
     kept = (f"the checkpoint from step {last_good} is intact" if last_good is not None
             else "no earlier checkpoint existed")
     return CheckpointWriteError(f"{what} writing {e.filename or path}; {kept}")

@@ -9,6 +9,7 @@ time is spent.
 from __future__ import annotations
 
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,10 @@ class InputError(Exception):
     """A problem with the user's settings, files or folders (exit code 2, no traceback)."""
 
 
+class PreparationStopped(Exception):
+    """A stop was requested while the data were being read or tokenized."""
+
+
 @dataclass
 class Prepared:
     out_dir: Path
@@ -53,9 +58,12 @@ class Prepared:
     must see the same, or it would not continue the run it claims to."""
 
 
-def prepare(settings: RunSettings, dist: distributed.DistInfo,
-            log: Callable[[str], None]) -> Prepared:
+def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
+            stop: threading.Event | None = None) -> Prepared:
+    """`stop` is checked while big files are read and tokenized (minutes for GBs), so a stop
+    request does not have to wait for preparation to finish."""
     t = settings.train
+    stop = stop or threading.Event()
     out_dir = _writable_dir(Path(t.out_dir).expanduser())
     weights_path = out_dir / settings.weights_name()
     if dist.is_main:
@@ -70,7 +78,7 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo,
 
     def dataset(spec: str, field: str) -> tuple[Dataset, str]:
         try:
-            return _dataset(spec, tokenizer, settings, dist, log)
+            return _dataset(spec, tokenizer, settings, dist, _Reporter(spec, log, stop))
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
 
@@ -142,11 +150,11 @@ def _free_memory(device: torch.device) -> tuple[int, str]:
 
 
 def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed.DistInfo,
-             log: Callable[[str], None]) -> tuple[Dataset, str]:
+             reporter: _Reporter) -> tuple[Dataset, str]:
     """The dataset for one data setting and the digest of the file's bytes."""
     t = settings.train
     path = resolve_data_path(spec)
-    reporter = _progress_reporter(path.name, log)
+    log = reporter.log
     if not t.packing:
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter)
         _report_bad_lines(path, index.bad_lines, index.first_bad, log)
@@ -174,16 +182,22 @@ def _report_bad_lines(path: Path, count: int, first: list, log: Callable[[str], 
             + "; ".join(f"line {n}: {why}" for n, why in first))
 
 
-def _progress_reporter(name: str, log: Callable[[str], None]) -> Callable[[int, int], None]:
-    reported = {-1}
+class _Reporter:
+    """The progress callback of reading a data file: logs every 10% of a big file, and raises
+    PreparationStopped as soon as a stop is requested."""
 
-    def report(done: int, total: int) -> None:
+    def __init__(self, spec: str, log: Callable[[str], None], stop: threading.Event):
+        self.name, self.log, self.stop = Path(spec).name, log, stop
+        self.reported = {-1}
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.stop.is_set():
+            raise PreparationStopped
         decile = 10 * done // max(total, 1)
-        if total >= 1 << 24 and decile not in reported:  # quiet for small files
-            reported.add(decile)
-            log(f"reading {name}: {10 * decile}%")
+        if total >= 1 << 24 and decile not in self.reported:  # quiet for small files
+            self.reported.add(decile)
+            self.log(f"reading {self.name}: {10 * decile}%")
 
-    return report
 
 
 # Settings that fix which samples each step reads; changing them would break exact resume.

@@ -7,6 +7,9 @@ run ends or the user quits. The screens only show and edit.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from typing import Any
 
 from textual.app import App
@@ -19,7 +22,7 @@ from minimind.settings import merge
 from minimind_tui.commands import MiniMindCommands
 from minimind_tui.form_schema import settings_values
 from minimind_tui.history import RunHistory
-from minimind_tui.presets import preset_data
+from minimind_tui.presets import DEFAULT_PRESET, preset_data
 from minimind_tui.run_worker import RunPhase, TrainingRun
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
@@ -27,7 +30,6 @@ from minimind_tui.screens.dashboard import DashboardScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
 from minimind_tui.screens.stopping import StoppingScreen
 
-DEFAULT_PRESET = "tiny"  # trains on any laptop in about a minute
 DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
 
 
@@ -80,6 +82,33 @@ class MiniMindApp(App[None]):
         self.install_screen(self.dashboard_screen, "dashboard")
         self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain, pause=True)
         self.switch_mode("configure")
+
+    def run_until_stopped(self) -> None:
+        """`run()`, with SIGTERM and SIGHUP (a closed terminal or SSH session) stopping a run
+        gracefully: the step finishes, the checkpoint and the final event are written, then the
+        app exits. (The process waits for the training thread before it ends.)"""
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if signum == signal.SIGHUP:
+                # The terminal is gone: writes to it would fail or block Textual's shutdown,
+                # so from now on the screen goes nowhere (as under nohup).
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+            asyncio.get_running_loop().call_soon_threadsafe(self.stop_from_signal, signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        self.run()
+
+    def stop_from_signal(self, signum: int) -> None:
+        if not self.run_active:
+            self.exit()
+            return
+        self._quitting = True
+        self.action_stop()
+        if signum != signal.SIGHUP:  # after a hang-up nobody can see a dialog
+            self.push_screen(StoppingScreen())
 
     def on_unmount(self) -> None:
         # However the app ends, a running engine must not outlive it for long: it stops at

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from minimind.settings import SettingsError
+from minimind_tui import exit_codes
 from minimind_tui.flags import add_settings_flags, overrides_from_args
 from minimind_tui.presets import load_settings
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         problems = e.problems if isinstance(e, SettingsError) else [e]
         for problem in problems:
             print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
-        return 2
+        return exit_codes.INVALID
 
     out = args.out.open("a", encoding="utf-8") if args.out else None
 
@@ -107,15 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
         for problem in e.problems:
             print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
-        return 2
+        return exit_codes.INVALID
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
-        return 130
+        return exit_codes.SIGNALLED
     finally:
         if out:
             out.close()
     log(summary(records))
-    return 1 if any("error" in r for r in records) else 0
+    return exit_codes.FAILED if any("error" in r for r in records) else exit_codes.OK
 
 
 def summary(records: list[dict]) -> str:

@@ -1,28 +1,32 @@
-"""`minimind-tui`: the dashboard by default, the same engine headless with `--no-ui`.
+"""`minimind-tui`: the dashboard by default, the same engine headless with `--no-ui`, and the
+subcommands. Exit codes: `minimind_tui.exit_codes`.
 
-Exit codes (headless): 0 completed, 130 stopped by a signal (checkpoint written), 2 invalid
-settings or input, 1 runtime failure.
+Only argparse, pydantic and the settings load before a command runs: `--help`, flag errors and
+`presets` answer without importing torch, transformers or Textual.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
+import importlib
 import sys
-import threading
 
-from minimind.settings import RunSettings, SettingsError
+from minimind.settings import SettingsError
+from minimind_tui import exit_codes
 from minimind_tui.flags import add_settings_flags, overrides_from_args
-from minimind_tui.presets import list_presets, load_settings
+from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets, load_settings,
+                                  preset_data)
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_SIGNAL = 0, 1, 2, 130
-
+# name -> ("module:function" taking argv and returning an exit code, what it does); the module
+# is imported only when its command runs.
 SUBCOMMANDS = {
-    "bench": "measure training throughput (tokens/s, MFU, peak memory)",
-    "tokenizer": "train a byte-level BPE tokenizer from a {\"text\": ...} JSONL",
-    "presets": "list the bundled and user presets",
-    "export": "write a trained model as a Hugging Face folder or upstream's .pth",
+    "bench": ("minimind_tui.bench_cli:main",
+              "measure training throughput (tokens/s, MFU, memory)"),
+    "export": ("minimind_tui.export_cli:main",
+               "write a trained model as a Hugging Face folder or upstream's .pth"),
+    "tokenizer": ("minimind_tui.cli:tokenizer_command",
+                  "train a byte-level BPE tokenizer from a JSONL file"),
+    "presets": ("minimind_tui.cli:presets_command", "list the bundled and user presets"),
 }
 
 
@@ -31,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="minimind-tui",
         description="Pretrain MiniMind-style language models: a terminal dashboard, or the "
                     "same engine headless with --no-ui (also under torchrun).",
-        epilog="subcommands: " + "; ".join(f"{k}: {v}" for k, v in SUBCOMMANDS.items())
+        epilog="subcommands (minimind-tui SUBCOMMAND --help): "
+               + "; ".join(f"{name}: {text}" for name, (_, text) in SUBCOMMANDS.items())
                + ". Relative paths are resolved against the current directory.")
     parser.add_argument("--preset", metavar="NAME|PATH",
                         help="a bundled or user preset name, or a .toml file")
@@ -44,73 +49,54 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
-        return _subcommand(argv[0], argv[1:])
+        module, _, function = SUBCOMMANDS[argv[0]][0].partition(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        settings = load_settings(args.preset, overrides_from_args(args))
-    except SettingsError as e:
-        for problem in e.problems:
-            print(f"minimind-tui: error: {problem}", file=sys.stderr)
-        return EXIT_INVALID
+    overrides = overrides_from_args(args)
     if args.no_ui:
+        try:
+            settings = load_settings(args.preset, overrides)
+        except SettingsError as e:
+            return invalid(*e.problems)
+        from minimind_tui.headless import run_headless
+
         return run_headless(settings)
+    if not terminal_attached():
+        return invalid("no terminal (stdin or stderr is not a TTY, e.g. under nohup or cron): "
+                       "use --no-ui to train headless")
+    try:  # a preset that cannot be read cannot be shown; bad values are shown in the form
+        preset_data(args.preset or DEFAULT_PRESET)
+    except SettingsError as e:
+        return invalid(*e.problems)
     from minimind_tui.app import MiniMindApp
 
-    MiniMindApp(args.preset, overrides_from_args(args)).run()
-    return EXIT_OK
+    MiniMindApp(args.preset, overrides).run_until_stopped()
+    return exit_codes.OK
 
 
-def run_headless(settings: RunSettings) -> int:
-    from minimind.engine import Trainer
-    from minimind.sinks import ConsoleSink
-
-    if int(os.environ.get("RANK", "0")) == 0:
-        print("# resolved settings")
-        import tomli_w
-
-        print(tomli_w.dumps(settings.to_toml_dict()), flush=True)
-    stop = threading.Event()
-    signalled: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if stop.is_set():  # a second Ctrl+C means "now"
-            raise KeyboardInterrupt
-        signalled.append(signum)
-        stop.set()
-        print(f"\nminimind-tui: {signal.Signals(signum).name} received: finishing the current "
-              "step and writing a checkpoint (press Ctrl+C again to abort)",
-              file=sys.stderr, flush=True)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    result = Trainer(settings, [ConsoleSink()], stop).run()
-    if result.status == "completed":
-        return EXIT_OK
-    if result.status == "stopped":
-        return EXIT_SIGNAL if signalled else EXIT_OK
-    if result.cause == "input":
-        print(f"minimind-tui: error: {result.reason}", file=sys.stderr)
-        return EXIT_INVALID
-    where = f" (details: {result.details_path})" if result.details_path else ""
-    print(f"minimind-tui: run failed: {result.reason}{where}", file=sys.stderr)
-    return EXIT_FAILED
+def terminal_attached() -> bool:
+    """Textual reads keys from stdin and draws on stderr; without a terminal it would spin."""
+    return sys.stdin.isatty() and sys.stderr.isatty()
 
 
-def _subcommand(name: str, argv: list[str]) -> int:
-    if name == "tokenizer":
-        from minimind.tokenizer import main as tokenizer_main
+def invalid(*problems: object, prog: str = "minimind-tui") -> int:
+    for problem in problems:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+    return exit_codes.INVALID
 
-        return tokenizer_main(argv, prog="minimind-tui tokenizer")
-    if name == "bench":
-        from minimind_tui.bench_cli import main as bench_main
 
-        return bench_main(argv)
-    if name == "export":
-        from minimind_tui.export_cli import main as export_main
-        return export_main(argv)
-    for preset, path in list_presets().items():
-        print(f"{preset:20s} {path}")
-    return EXIT_OK
+def tokenizer_command(argv: list[str]) -> int:
+    from minimind.tokenizer import main as tokenizer_main
+
+    return tokenizer_main(argv, prog="minimind-tui tokenizer")
+
+
+def presets_command(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="minimind-tui presets",
+                            description="List the presets, smallest model first.").parse_args(argv)
+    for name, path in list_presets().items():
+        print(f"{name:20s} {'user   ' if is_user_preset(path) else 'bundled'} {path}")
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

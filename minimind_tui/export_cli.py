@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+from minimind_tui import exit_codes
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "upstream":
             path = export_upstream(source.model, args.out, overwrite=args.overwrite)
             print(f"wrote {path} (upstream MiniMind layout, float16)")
-            return EXIT_OK
+            return exit_codes.OK
         result = export_hf(source, args.out, dtype=getattr(torch, args.dtype or "float32"),
                            remote_code=args.remote_code, verify=not args.no_verify,
                            overwrite=args.overwrite)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return _invalid(str(e))
     except ExportVerificationError as e:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     print(f"  tokenizer {source.tokenizer_dir}")
     checked = ("not verified" if result.max_logit_diff is None
                else f"verified: max |logit difference| {result.max_logit_diff:.2g} in float32")
@@ -86,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
               "trust_remote_code=True)")
     else:
         print("  load with AutoModelForCausalLM.from_pretrained(path); no trust_remote_code needed")
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _invalid(message: str) -> int:
     print(f"minimind-tui export: error: {message}", file=sys.stderr)
-    return EXIT_INVALID
+    return exit_codes.INVALID

@@ -12,6 +12,8 @@ from typing import Any
 
 from minimind.settings import Problem, RunSettings, SettingsError, merge, read_toml
 
+DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
+
 
 def bundled_preset_dir() -> Path:
     installed = Path(__file__).parent / "presets"  # where the wheel puts them

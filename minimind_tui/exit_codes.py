@@ -1,0 +1,10 @@
+"""The exit codes of every `minimind-tui` command, in one place (the README lists them).
+
+    0    done: the run completed, the export was written, ...
+    1    a runtime failure (details in <out_dir>/error.log where there is one)
+    2    invalid settings, flags or input files: one line per problem, no traceback
+    3    aborted by a second signal: no new checkpoint (the previous one is intact)
+    130  stopped by a signal (Ctrl+C, SIGTERM, SIGHUP): the checkpoint was written
+"""
+
+OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130

@@ -1,0 +1,76 @@
+"""`minimind-tui --no-ui`: the engine with upstream-style lines on stdout, and signal handling
+that never loses a run's last steps.
+
+The first SIGINT, SIGTERM or SIGHUP (Ctrl+C, `kill`, a closed SSH terminal) asks the engine to
+finish its step and write a checkpoint: exit 130. A second one aborts at once, without a new
+checkpoint (the previous one is intact): exit 3. After a hang-up the terminal is gone, so
+messages that cannot be printed are dropped instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from minimind.settings import RunSettings
+from minimind_tui import exit_codes
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Aborted(BaseException):
+    """A second stop signal: leave now. A BaseException, so the engine's error handling (which
+    turns exceptions into a failed run) lets it through to the command line."""
+
+
+def say(text: str) -> None:
+    """A line on stderr, unless the terminal is gone (after SIGHUP writes fail with EIO)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+def run_headless(settings: RunSettings) -> int:
+    from minimind.engine import Trainer
+    from minimind.sinks import ConsoleSink
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        import tomli_w
+
+        try:
+            print("# resolved settings\n" + tomli_w.dumps(settings.to_toml_dict()), flush=True)
+        except OSError:
+            pass
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        received.append(signum)
+        if stop.is_set():
+            say(f"\nminimind-tui: {name} again: aborting now, without a new checkpoint "
+                "(the last one written is intact)")
+            raise Aborted
+        stop.set()
+        say(f"\nminimind-tui: {name} received: finishing the current step and writing a "
+            "checkpoint (send it again to abort without one)")
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, on_signal)
+    try:
+        result = Trainer(settings, [ConsoleSink()], stop).run()
+    except Aborted:
+        return exit_codes.ABORTED
+    if result.status == "completed":
+        return exit_codes.OK
+    if result.status == "stopped":
+        return exit_codes.SIGNALLED if received else exit_codes.OK
+    if result.cause == "input":
+        say(f"minimind-tui: error: {result.reason}")
+        return exit_codes.INVALID
+    where = f" (details: {result.details_path})" if result.details_path else ""
+    say(f"minimind-tui: run failed: {result.reason}{where}")
+    return exit_codes.FAILED
