@@ -3,7 +3,9 @@
 A checkpoint is a pair written together: `pretrain_<hidden>[_moe].pth` (upstream's fp16 weights,
 what a user takes away) and `pretrain_<hidden>[_moe]_resume.pth` (fp32 weights, optimizer and
 scaler state, progress, every RNG). Both are fully written and fsynced under temporary names
-before either is renamed into place, so a kill leaves the previous pair or the new one.
+before either is renamed into place, the resume file last: it is the commit. A kill between the
+two renames leaves complete files with the weights one save ahead, and resuming rewrites them
+from the resume state (`prepare`), so the pair agrees again.
 
 Resume files hold only tensors and plain Python values, so they load with
 `torch.load(weights_only=True)`: a crafted file cannot run code.

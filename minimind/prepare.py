@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from minimind import distributed
-from minimind.atomic import stale_temp_files
-from minimind.checkpoint import load_resume, resume_path
+from minimind.atomic import atomic_write_bytes, stale_temp_files
+from minimind.checkpoint import load_resume, resume_path, torch_bytes
 from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
@@ -30,7 +30,7 @@ from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.model import MiniMindForCausalLM
 from minimind.settings import RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
-from minimind.torchfile import CheckpointError
+from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import WeightsMismatchError, load_pretrained_weights
 
 # Bytes per parameter a step keeps: fp32 weights, gradients and AdamW's two moments.
@@ -100,6 +100,8 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
     resume = None
     if t.from_resume:
         resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
+        if dist.is_main:
+            _match_weights_to_resume(weights_path, resume, log)
     return Prepared(out_dir, weights_path, train_data, val_data, model, resume, fingerprint)
 
 
@@ -124,6 +126,24 @@ def _remove_unfinished_saves(out_dir: Path, weights_path: Path,
         path.unlink(missing_ok=True)
     if stale:
         log(f"removed {len(stale)} unfinished temporary file(s) of an interrupted save")
+
+
+def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
+                             log: Callable[[str], None]) -> None:
+    """The resume file is renamed into place last, so it is the pair's commit: a kill between
+    the two renames leaves the weights file one save ahead. Resuming rewrites it from the resume
+    state, so the pair agrees again (and the weights match the step the run goes on from)."""
+    expected = {k: v.half() for k, v in state["model"].items()}
+    try:
+        saved = safe_torch_load(weights_path)
+        if saved.keys() == expected.keys() and all(torch.equal(saved[k], v)
+                                                   for k, v in expected.items()):
+            return
+    except CheckpointError:
+        pass
+    atomic_write_bytes(weights_path, torch_bytes(expected))
+    log(f"{weights_path.name} did not match its resume checkpoint (a save was interrupted): "
+        f"rewritten from the checkpoint of step {state['progress']['step']}")
 
 
 def _build_model(settings: RunSettings, device: torch.device) -> MiniMindForCausalLM:

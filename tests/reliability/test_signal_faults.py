@@ -1,0 +1,171 @@
+"""Signals and terminals, for real: a closed SSH session (SIGHUP), a double Ctrl+C, SIGTERM while
+the data are tokenized, a dashboard whose terminal disappears, no terminal at all, a dead rank."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+CLI = [sys.executable, "-m", "minimind_tui"]
+QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
+         "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0",
+         "--save_interval", "0", "--max_steps", "100000"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "--no-ui", *QUICK, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env())
+
+
+def wait_for_step(proc: subprocess.Popen, step: int) -> None:
+    for line in proc.stdout:
+        if line.startswith(f"Epoch:[1/1]({step}/"):
+            return
+    raise AssertionError(f"the run ended before step {step}: {proc.communicate()[1][-2000:]}")
+
+
+def resume_step(out_dir: Path) -> int:
+    state = torch.load(out_dir / "pretrain_128_resume.pth", weights_only=True)
+    return state["progress"]["step"]
+
+
+def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
+    proc = start("--out_dir", str(tmp_path))
+    wait_for_step(proc, 2)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGHUP received" in err and "[stopped]" in out
+    assert resume_step(tmp_path) >= 2
+
+
+def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
+    # Checkpoints every step, so there is one to keep; the second signal arrives mid-run.
+    proc = start("--out_dir", str(tmp_path), "--save_interval", "1")
+    wait_for_step(proc, 3)
+    proc.send_signal(signal.SIGINT)
+    first = proc.stderr.readline() + proc.stderr.readline()  # a blank line, then the notice
+    assert "SIGINT received" in first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    err = first + err
+    assert proc.returncode == 3, err
+    assert "SIGINT again: aborting now, without a new checkpoint" in err
+    assert "Traceback" not in err + out and "KeyboardInterrupt" not in err
+    assert resume_step(tmp_path) >= 2  # loadable: the abort never leaves a torn file
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_sigterm_while_the_data_are_tokenized_stops_at_once(tmp_path):
+    # 24 MB of text: tokenizing it for packing takes far longer than the test waits.
+    data = tmp_path / "big.jsonl"
+    line = json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 40}) + "\n"
+    data.write_text(line * (24_000_000 // len(line)))
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--packing", "1", "--data_path", str(data),
+                             "--out_dir", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env(), "MINIMIND_CACHE": str(cache)})
+    for out_line in proc.stdout:
+        if out_line.startswith("# resolved settings"):
+            break
+    time.sleep(3)  # torch is imported and the file is being read
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "while preparing the data" in out
+    tokens = cache / "tokens"
+    assert not tokens.exists() or not [p for p in tokens.iterdir() if p.suffix == ".u16"]
+    assert not tokens.exists() or not [p for p in tokens.iterdir() if p.suffix == ".tmp"]
+
+
+def test_the_dashboard_needs_a_terminal():
+    proc = subprocess.run([*CLI, "--preset", "tiny"], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=env(), timeout=60)
+    assert proc.returncode == 2
+    assert "no terminal" in proc.stderr and "use --no-ui" in proc.stderr
+
+
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle not in seen:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {needle!r} on the terminal: {seen[-500:]!r}")
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:
+                break
+    return seen
+
+
+def test_closing_the_dashboards_terminal_stops_the_run_with_a_checkpoint(tmp_path):
+    """Like `tmux kill-session` or a dropped SSH connection: the terminal's master side closes,
+    the kernel sends SIGHUP, and the app must still finish the step, checkpoint and exit."""
+    out_dir = tmp_path / "run"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the app on a real pseudo-terminal
+        os.environ.update(env(), TERM="xterm-256color", COLUMNS="120", LINES="40")
+        os.execv(sys.executable, [*CLI, *QUICK, "--out_dir", str(out_dir)])
+    try:
+        read_until(fd, b"Start", timeout=90)  # the form is drawn
+        os.write(fd, b"\x1b[15~")  # F5
+        metrics = out_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 2):
+            assert time.monotonic() < deadline, "the run did not start"
+            try:  # keep draining the screen so the app never blocks on a full pty
+                while select.select([fd], [], [], 0.2)[0]:
+                    os.read(fd, 65536)
+            except OSError:
+                break
+    finally:
+        os.close(fd)  # hang up
+    deadline = time.monotonic() + 120
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "the app did not exit after the hang-up"
+        time.sleep(0.2)
+    events = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert events[-1]["kind"] == "finished" and events[-1]["status"] == "stopped"
+    assert any(e["kind"] == "checkpoint" for e in events)
+    assert resume_step(out_dir) == events[-1]["step"]
+
+
+def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu", "--num_workers", "0",
+           "--out_dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(), start_new_session=True)
+    wait_for_step(proc, 2)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "minimind_tui" in " ".join(p.cmdline())]
+    assert len(workers) == 2, workers
+    workers[1].kill()
+    started = time.monotonic()
+    try:
+        proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            for worker in workers:
+                worker.kill()
+    assert proc.returncode != 0
+    assert time.monotonic() - started < 90

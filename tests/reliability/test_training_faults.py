@@ -1,0 +1,232 @@
+"""Faults while a run trains, injected for real: a disk filled by another process, kill -9 in
+the middle of saving, NaN that reaches the optimizer state with a finite loss, a metrics file
+nobody reads, data that change under a resumed run, a read-only output folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimind.engine import Trainer
+from minimind.events import CheckpointSaved, LogMessage, StepMetrics
+from minimind.sinks import QueueSink
+
+CLI = [sys.executable, "-m", "minimind_tui"]
+QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
+         "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def run(settings, timeout: float = 300):
+    """The engine in a thread, so a hang fails the test instead of stalling the suite."""
+    sink, result = QueueSink(), []
+    thread = threading.Thread(target=lambda: result.append(Trainer(settings, [sink]).run()),
+                              daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert result, "the run hung"
+    return result[0], sink.drain()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str):
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN); the full-disk fault is "
+                    "injected where the machine allows it")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_disk_filled_mid_run_fails_cleanly_and_keeps_the_last_checkpoint(tmp_path):
+    with tmpfs(tmp_path / "disk", "64m") as disk:
+        out = disk / "run"
+        proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--max_steps", "100000",
+                                 "--save_interval", "2", "--out_dir", str(out)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env())
+        for line in proc.stdout:
+            if line.startswith("[checkpoint] step 2"):
+                break
+        # Another process takes all the space but a few MB (less than a checkpoint pair).
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * (1 << 20))
+        filler.write_bytes(b"\0" * max(0, filler.stat().st_size - (3 << 20)))
+        out_text, err = proc.communicate(timeout=300)
+        assert proc.returncode == 1, err
+        failure = err.strip().splitlines()[-1]
+        assert failure.startswith("minimind-tui: run failed: no space left on device writing "
+                                  f"{out}/pretrain_128")
+        assert "intact" in failure and "Traceback" not in err
+        state = torch.load(out / "pretrain_128_resume.pth", weights_only=True)
+        assert state["progress"]["step"] >= 2 and state["progress"]["step"] % 2 == 0
+        torch.load(out / "pretrain_128.pth", weights_only=True)
+        assert not [p.name for p in out.iterdir() if p.suffix == ".tmp"]
+
+
+def pair_agrees(folder: Path) -> bool:
+    state = torch.load(folder / "pretrain_128_resume.pth", weights_only=True)
+    weights = torch.load(folder / "pretrain_128.pth", weights_only=True)
+    return all(torch.equal(weights[k], v.half()) for k, v in state["model"].items())
+
+
+def test_kill_9_mid_save_never_breaks_the_checkpoint_and_the_run_resumes(tmp_path):
+    """Checkpoints every step, killed at random moments (often mid-save): every time both
+    files load, and the next start removes the dead writer's temp files and resumes."""
+    rng = random.Random(0)
+    for attempt in range(3):
+        proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--max_steps", "100000",
+                                 "--save_interval", "1", "--out_dir", str(tmp_path),
+                                 *(["--from_resume", "1"] if attempt else [])],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env())
+        for line in proc.stdout:
+            if line.startswith("[checkpoint]"):
+                break
+        time.sleep(rng.uniform(0.0, 0.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        state = torch.load(tmp_path / "pretrain_128_resume.pth", weights_only=True)
+        torch.load(tmp_path / "pretrain_128.pth", weights_only=True)
+    stale = [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    resumed = subprocess.run([*CLI, "--no-ui", *QUICK, "--max_steps",
+                              str(state["progress"]["step"] + 1), "--save_interval", "1",
+                              "--out_dir", str(tmp_path), "--from_resume", "1"],
+                             capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming at step {state['progress']['step']}" in resumed.stdout
+    if stale:
+        assert "unfinished temporary file(s)" in resumed.stdout
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    assert pair_agrees(tmp_path)
+
+
+def test_a_kill_between_the_two_renames_is_repaired_on_resume(tmp_path):
+    # The narrowest window there is: the weights file renamed, the resume file not yet.
+    code = textwrap.dedent(f"""
+        import os, sys
+        from minimind_tui.cli import main
+        real_replace, renamed = os.replace, []
+        def replace(src, dst):
+            real_replace(src, dst)
+            renamed.append(dst)
+            if str(dst).endswith("pretrain_128.pth") and len(renamed) > 2:
+                os._exit(9)  # the 2nd save: its weights are in place, its resume file is not
+        os.replace = replace
+        sys.exit(main({["--no-ui", *QUICK, "--max_steps", "9", "--save_interval", "1",
+                        "--out_dir", str(tmp_path)]!r}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env(), timeout=300)
+    assert proc.returncode == 9, proc.stderr
+    assert not pair_agrees(tmp_path)
+    resumed = subprocess.run([*CLI, "--no-ui", *QUICK, "--max_steps", "1", "--save_interval", "1",
+                              "--out_dir", str(tmp_path), "--from_resume", "1"],
+                             capture_output=True, text=True, env=env(), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "pretrain_128.pth did not match its resume checkpoint" in resumed.stdout
+    assert pair_agrees(tmp_path)
+
+
+def test_nan_in_the_optimizer_state_is_never_saved(tiny_settings, tmp_path, monkeypatch):
+    """The loss stays finite at the step it happens; only the state is poisoned."""
+    original = Trainer._optimizer_step
+
+    def poisoned(self, micro_batches, lr, meter):
+        original(self, micro_batches, lr, meter)
+        if self.progress.step == 3:  # the 4th update: its checkpoint must not be written
+            state = next(iter(self.optimizer.state.values()))
+            state["exp_avg_sq"].fill_(float("nan"))
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", poisoned)
+    result, events = run(tiny_settings(max_steps=8, save_interval=2, log_interval=4))
+    assert result.status == "failed" and "NaN" in result.reason and "step 2" in result.reason
+    assert [e.step for e in events if isinstance(e, CheckpointSaved)] == [2]
+    state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
+    assert state["progress"]["step"] == 2
+
+
+def test_a_metrics_pipe_nobody_reads_never_holds_the_run(tiny_settings, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    os.mkfifo(out / "metrics.jsonl")
+    result, events = run(tiny_settings(max_steps=3, save_interval=3), timeout=120)
+    assert result.status == "completed"
+    warnings = [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"]
+    assert any("a pipe nobody reads" in w for w in warnings), warnings
+    assert (out / "pretrain_128_resume.pth").exists()
+
+
+def test_sigterm_ends_a_run_whose_metrics_pipe_is_stuck(tmp_path):
+    (tmp_path / "metrics.jsonl").parent.mkdir(exist_ok=True)
+    os.mkfifo(tmp_path / "metrics.jsonl")
+    proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--max_steps", "100000",
+                             "--save_interval", "0", "--out_dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    for line in proc.stdout:
+        if line.startswith("Epoch:[1/1](2/"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert torch.load(tmp_path / "pretrain_128_resume.pth", weights_only=True)
+
+
+def test_resuming_on_changed_data_is_refused_unless_allowed(tiny_settings, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": f"document {i} " * 30}) + "\n" for i in range(60)))
+    first = tiny_settings(data_path=str(data), packing=False, max_steps=2, save_interval=2)
+    assert run(first)[0].status == "completed"
+    with data.open("a") as f:  # another export of the corpus, with more documents
+        f.write("".join(json.dumps({"text": f"new {i} " * 30}) + "\n" for i in range(40)))
+    again = tiny_settings(data_path=str(data), packing=False, max_steps=4, from_resume=True)
+    result, _ = run(again)
+    assert result.status == "failed" and result.cause == "input"
+    assert "the training data changed since the checkpoint" in result.reason
+    assert "number of samples (60 → 100)" in result.reason
+    allowed = tiny_settings(data_path=str(data), packing=False, max_steps=4, from_resume=True,
+                            allow_data_change=True)
+    assert run(allowed)[0].status == "completed"
+
+
+def test_a_strict_run_never_reuses_a_cache_built_with_bad_lines_skipped(tiny_settings, tmp_path):
+    data = tmp_path / "data.jsonl"
+    lines = [json.dumps({"text": f"line {i} " * 40}) for i in range(40)]
+    lines[5] = '{"text": broken'
+    data.write_text("\n".join(lines) + "\n")
+    lenient = tiny_settings(data_path=str(data), packing=True, skip_bad_lines=True, max_steps=1)
+    assert run(lenient)[0].status == "completed"
+    strict, _ = run(tiny_settings(data_path=str(data), packing=True, max_steps=1))
+    assert strict.status == "failed" and strict.cause == "input"
+    assert f"{data}:6: line is not valid JSON" in strict.reason
+
+
+def test_a_read_only_output_folder_is_refused_before_training(tiny_settings, tmp_path):
+    with tmpfs(tmp_path / "ro", "1m") as folder:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        result, events = run(tiny_settings(out_dir=str(folder / "run")))
+    assert result.status == "failed" and result.cause == "input"
+    assert result.reason.startswith(f"train.out_dir: cannot write to {folder / 'run'}")
+    assert not any(isinstance(e, StepMetrics) for e in events)
