@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from minimind_tui.presets import list_presets
+from minimind_tui.presets import is_user_preset, list_presets, preset_label
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -41,10 +41,11 @@ class MiniMindCommands(Provider):
             ("theme: toggle light / dark", app.action_toggle_theme,
              "Switch between textual-light and textual-dark (F3)"),
         ]
-        for name in list_presets():
-            commands.append((f"preset: load {name}",
+        for name, path in list_presets().items():
+            whose = "your" if is_user_preset(path) else "this bundled"
+            commands.append((f"preset: load {preset_label(name, path)}",
                              partial(self._on_form, partial(configure.load_preset, name)),
-                             "Replace the form's values with this preset"))
+                             f"Replace the form's values with {whose} preset"))
         return commands
 
     def _on_form(self, action: Callable[[], object]) -> None:

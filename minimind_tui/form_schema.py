@@ -140,10 +140,11 @@ def path_problem(value: str) -> str | None:
 
 
 def check_form(specs: list[FieldSpec], data: dict[str, dict[str, Any]],
-               changed: set[str]) -> tuple[RunSettings | None, list[Problem]]:
-    """The form's settings (None while anything is wrong) and every problem: the settings'
-    own rules, then paths that do not exist. `changed` are the fields edited since the preset
-    was loaded, which a rule broken by several fields is reported against."""
+               changed: set[str]) -> tuple[RunSettings, list[Problem]]:
+    """The form's settings and every problem: the settings' own rules, then paths that do not
+    exist. With problems, defaults stand in for the invalid fields (see `validate`): enough
+    for the readouts of the valid parts, not for a run. `changed` are the fields edited since
+    the preset was loaded, which a rule broken by several fields is reported against."""
     settings, problems = validate(data, changed)
     for spec in specs:
         value = data[spec.section].get(spec.name)
@@ -151,4 +152,4 @@ def check_form(specs: list[FieldSpec], data: dict[str, dict[str, Any]],
             why = path_problem(value)
             if why:
                 problems.append(Problem(spec.loc, why))
-    return (None if problems else settings), problems
+    return settings, problems

@@ -30,17 +30,20 @@ def user_preset_dir() -> Path:
 
 def list_presets() -> dict[str, Path]:
     """Preset name → file: the bundled ones from the smallest model up, then the user's by name.
-    A user preset hides a bundled one of the same name (and takes its place in the order)."""
-    bundled = sorted(bundled_preset_dir().glob("*.toml"), key=_model_size)
-    found = {p.stem: p for p in bundled}
+    A user preset hides a bundled one of the same name (it is listed with the user's)."""
     folder = user_preset_dir()
-    if folder.is_dir():
-        found.update({p.stem: p for p in sorted(folder.glob("*.toml"))})
-    return found
+    user = {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+    bundled = sorted(bundled_preset_dir().glob("*.toml"), key=_model_size)
+    return {**{p.stem: p for p in bundled if p.stem not in user}, **user}
 
 
 def is_user_preset(path: Path) -> bool:
     return path.parent == user_preset_dir()
+
+
+def preset_label(name: str, path: Path) -> str:
+    """A preset as the pickers list it: the user's own are marked."""
+    return f"{name} (yours)" if is_user_preset(path) else name
 
 
 def _model_size(path: Path) -> tuple[int, str]:

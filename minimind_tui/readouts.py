@@ -13,7 +13,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from minimind.settings import ModelSettings, RunSettings
+from minimind.settings import ModelSettings, Problem, RunSettings
+
+# The fields each readout is computed from ("model" stands for the whole section). A readout is
+# shown while its fields are valid, whatever else is wrong: an upstream preset whose data is
+# elsewhere still shows its model's size.
+MODEL_FIELDS = ("model",)
+TOKENS_FIELDS = ("train.batch_size", "train.max_seq_len", "train.accumulation_steps")
+MEMORY_FIELDS = ("model", "train.batch_size", "train.max_seq_len", "train.dtype",
+                 "train.grad_checkpointing")
+DATA_FIELDS = ("train.data_path", "train.packing", "train.epochs", "train.max_steps",
+               *TOKENS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,16 @@ class DataSummary:
 
     lines: int
     tokens: int | None
+
+
+def blocking_problem(problems: list[Problem], fields: tuple[str, ...]) -> Problem | None:
+    """The first problem with a field (or section, or the whole settings) a readout needs."""
+    for problem in problems:
+        loc = problem.loc
+        if not loc or any(loc == f or loc.startswith(f + ".") or f.startswith(loc + ".")
+                          for f in fields):
+            return problem
+    return None
 
 
 def model_summary(model: ModelSettings) -> ModelSummary:

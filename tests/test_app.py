@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from textual.widgets import Button, Input, Select, Static
 
 from minimind.events import CheckpointSaved, RunFinished, StepMetrics
@@ -15,9 +17,12 @@ from minimind_tui.app import MiniMindApp
 from minimind_tui.history import RunHistory, downsample_minmax
 from minimind_tui.presets import load_settings
 from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
+from minimind_tui.screens.save_preset import SavePresetScreen
 from minimind_tui.widgets.metric_plot import MetricPlot, nice_ticks
 from minimind_tui.widgets.problems_panel import ProblemsPanel
+from minimind_tui.widgets.readouts_panel import ReadoutsPanel
 
 SIZE = (120, 40)
 
@@ -81,6 +86,16 @@ async def set_value(pilot, name: str, text: str) -> None:
 
 
 # -- configure screen --------------------------------------------------------------------------
+async def test_cli_flags_without_a_preset_fill_the_form():
+    """`minimind-tui --learning_rate 5e-4`: the default preset with the flag laid over it."""
+    assert load_settings("tiny").train.learning_rate != 5e-4
+    app = MiniMindApp(None, {"train": {"learning_rate": "5e-4"}})
+    async with app.run_test(size=SIZE):
+        assert float(app.screen.query_one("#learning_rate", Input).value) == 5e-4
+        assert app.screen.query_one("#field-learning_rate").has_class("-changed")
+        assert app.screen.query_one("#preset-select", Select).value == "tiny"
+
+
 async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
     app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
@@ -171,6 +186,76 @@ async def test_resume_loads_the_run_folder(tmp_path):
         assert app.screen.query_one("#batch_size", Input).value == "6"
         assert app.screen.query_one("#out_dir", Input).value == str(folder)
         assert app.screen.query_one("#from_resume").value is True
+
+
+async def test_resume_key_on_the_dashboard_opens_the_dialog_on_the_form(tmp_path):
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        assert app.current_mode == "dashboard"
+        await pilot.press("ctrl+o")
+        assert app.current_mode == "configure"
+        assert isinstance(app.screen, ResumeScreen)
+        assert app.screen.query_one("#run-folder", Input).value == str(tmp_path / "run")
+
+
+def dialog_title(app: MiniMindApp) -> str:
+    return str(app.screen.query_one(".dialog").border_title)
+
+
+async def test_saving_over_a_taken_name_asks_first(tmp_path, monkeypatch):
+    presets = tmp_path / "presets"
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(presets))
+    presets.mkdir()
+    (presets / "mine.toml").write_text("[model]\n")
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s", *"mine", "enter")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert dialog_title(app) == "Replace preset mine?"
+        await pilot.press("n")  # back to the name, nothing written
+        assert isinstance(app.screen, SavePresetScreen)
+        assert (presets / "mine.toml").read_text() == "[model]\n"
+        await pilot.press("enter", "y")
+        await pilot.pause()
+        assert load_settings("mine") == quick_settings(tmp_path)
+
+        await pilot.press("ctrl+s", *"tiny", "enter")
+        assert "bundled" in dialog_title(app)
+        await pilot.press("y")
+        await pilot.pause()
+        assert (presets / "tiny.toml").is_file()
+        # The picker lists the bundled presets by size, then the user's, marked as theirs.
+        select = app.screen.query_one("#preset-select", Select)
+        labels = [str(o.prompt) for o in select.query_one("SelectOverlay").options]
+        assert labels[:2] == ["custom", "minimind2-small"]  # tiny is hidden by the user's
+        assert labels[-2:] == ["mine (yours)", "tiny (yours)"]
+        assert select.value == "tiny"
+
+
+def readouts(app: MiniMindApp) -> str:
+    console = Console(width=60, file=io.StringIO())
+    console.print(app.screen.query_one(ReadoutsPanel).content)
+    return console.file.getvalue()
+
+
+async def test_readouts_show_what_the_valid_settings_allow():
+    """minimind2-small's data is not here: the model's figures show, the data's say why not."""
+    app = MiniMindApp("minimind2-small")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "not found" in error_text(app, "data_path")
+        text = readouts(app)
+        assert "25.83M" in text and "minimind2 checkpoints" in text
+        assert "131,072" in text and "GiB" in text  # tokens/step, memory
+        assert "fix data_path first" in text and "total steps" not in text
+        await type_into(pilot, "batch_size", "0")
+        text = readouts(app)
+        assert "25.83M" in text and "131,072" not in text
+        assert text.count("fix batch_size first") == 3  # tokens/step, steps/epoch, memory
+        await type_into(pilot, "hidden_size", "0")
+        assert "25.83M" not in readouts(app) and "fix hidden_size first" in readouts(app)
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -279,3 +364,16 @@ async def test_palette_loads_presets_and_toggles_the_theme(tmp_path):
         await pilot.press("f2")
         assert app.current_mode == "dashboard"
         assert str(app.screen.query_one("#stats-status", Static).render()) == "No run yet"
+
+
+async def test_short_dashboard_says_where_the_lr_chart_went(tmp_path):
+    app = quick_app(tmp_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("f2")
+        loss = app.screen.query_one("#loss-plot")
+        assert not app.screen.query_one("#lower-charts").display
+        assert loss.border_subtitle == "LR chart needs ≥ 32 rows"
+        await pilot.resize_terminal(80, 32)
+        await pilot.pause()
+        assert app.screen.query_one("#lower-charts").display
+        assert not loss.border_subtitle

@@ -47,6 +47,12 @@ def test_configure_screen_tiny(snap_compare):
     assert snap_compare(tiny_app(), terminal_size=(100, 40), run_before=settle)
 
 
+def test_configure_screen_minimind2_small(snap_compare):
+    """An upstream preset whose data is not here: the model's readouts still show."""
+    app = MiniMindApp("minimind2-small")
+    assert snap_compare(app, terminal_size=(100, 40), run_before=settle)
+
+
 def test_dashboard_replayed_run(snap_compare):
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=show_replayed_run)
 

@@ -16,8 +16,10 @@ from textual.worker import Worker, WorkerState
 
 from minimind.settings import Problem, RunSettings, SettingsError, read_toml
 from minimind_tui.form_schema import check_form, field_specs, form_data, settings_values
-from minimind_tui.presets import bundled_preset_dir, list_presets, preset_data, save_user_preset
-from minimind_tui.readouts import DataSummary, ModelSummary, data_key, model_summary, scan_data
+from minimind_tui.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
+                                  preset_label, save_user_preset)
+from minimind_tui.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
+                                   blocking_problem, data_key, model_summary, scan_data)
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
 from minimind_tui.widgets.problems_panel import ProblemsPanel
@@ -54,6 +56,8 @@ class ConfigureScreen(Screen[None]):
         self.preset = preset
         self.problems: list[Problem] = []
         self._settings: RunSettings | None = None
+        self._draft: RunSettings | None = None
+        """The settings with defaults for the invalid fields: what the readouts work from."""
         self._model: ModelSummary | str | None = None
         self._data: dict[str, DataSummary | str] = {}
         """Data scans by `data_key`: counting lines of a big file once per file is enough."""
@@ -102,13 +106,12 @@ class ConfigureScreen(Screen[None]):
             return
         self._validated = raw
         changed = form.mark_changed(self.baseline)
-        self._settings, self.problems = check_form(self.specs, form_data(self.specs, raw), changed)
+        self._draft, self.problems = check_form(self.specs, form_data(self.specs, raw), changed)
+        self._settings = None if self.problems else self._draft
         form.show_problems(self.problems)
         self.query_one(ProblemsPanel).show(self.problems)
         self._update_start()
-        self.query_one(ReadoutsPanel).set_class(self._settings is None, "-stale")
-        if self._settings is not None:
-            self._refresh_readouts(self._settings)
+        self._refresh_readouts(self._draft)
 
     def _update_start(self, _phase: str | None = None) -> None:
         button = self.query_one("#start-button", Button)
@@ -118,21 +121,24 @@ class ConfigureScreen(Screen[None]):
     def _refresh_readouts(self, settings: RunSettings) -> None:
         # Importing the model code takes seconds and a data scan reads a whole file: both
         # run in threads; the panel shows the last known values until they report back.
-        self.run_worker(partial(model_summary, settings.model), thread=True, exclusive=True,
-                        group="model-summary", exit_on_error=False)
+        if blocking_problem(self.problems, MODEL_FIELDS) is None:
+            self.run_worker(partial(model_summary, settings.model), thread=True,
+                            exclusive=True, group="model-summary", exit_on_error=False)
         key = data_key(settings.train.data_path)
-        if key not in self._data and key not in self._scanning:
+        if (blocking_problem(self.problems, DATA_FIELDS) is None
+                and key not in self._data and key not in self._scanning):
             self._scanning.add(key)
             self.run_worker(partial(scan_data, settings.train.data_path), name=key,
                             thread=True, group="data-scan", exit_on_error=False)
         self._show_readouts()
 
     def _show_readouts(self) -> None:
-        if self._settings is None:
+        if self._draft is None:
             return
-        data = self._data.get(data_key(self._settings.train.data_path))
-        self.query_one(ReadoutsPanel).show(self._settings, self._model, data)
-        if isinstance(self._model, ModelSummary):
+        data = self._data.get(data_key(self._draft.train.data_path))
+        self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data)
+        if (isinstance(self._model, ModelSummary)
+                and blocking_problem(self.problems, MODEL_FIELDS) is None):
             self.form.show_family_defaults(self._model.family_defaults)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -150,10 +156,11 @@ class ConfigureScreen(Screen[None]):
 
     # -- presets and run folders --------------------------------------------------------
     def _preset_options(self) -> list[tuple[str, str]]:
-        names = list(list_presets())
-        if self.preset and self.preset not in names:  # --preset path/to/file.toml
-            return [(Path(self.preset).stem, self.preset)] + [(n, n) for n in names]
-        return [(n, n) for n in names]
+        presets = list_presets()
+        options = [(preset_label(name, path), name) for name, path in presets.items()]
+        if self.preset and self.preset not in presets:  # --preset path/to/file.toml
+            return [(Path(self.preset).stem, self.preset), *options]
+        return options
 
     def _preset_value(self) -> str | Any:
         return self.preset if self.preset else Select.NULL
@@ -194,7 +201,7 @@ class ConfigureScreen(Screen[None]):
                         severity="warning")
             return
         bundled = {p.stem for p in bundled_preset_dir().glob("*.toml")}
-        user = set(list_presets()) - bundled
+        user = {name for name, path in list_presets().items() if is_user_preset(path)}
         suggestion = self.preset if self.preset in user else ""
         self.app.push_screen(SavePresetScreen(suggestion or "", bundled, user),
                              partial(self._save_preset, settings))

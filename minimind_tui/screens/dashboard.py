@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 # the numbers once a second, the charts and the log (~30 ms of work) every three seconds.
 STATS_SECONDS = 1.0
 CHARTS_SECONDS = 3.0
+# Below this many rows the lower charts (lr, MoE aux loss) would be too flat to read: they
+# are hidden, the loss chart's border says how to get them back and the stats show the lr.
+TALL_ROWS = 32
 
 
 class DashboardScreen(Screen[None]):
@@ -47,8 +51,7 @@ class DashboardScreen(Screen[None]):
     ]
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
-    # Below 32 rows the lower charts would be too flat to read; the stats show the lr.
-    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (TALL_ROWS, "-tall")]
     AUTO_FOCUS = "#run-log"  # not the Stop button: a stray Enter must not stop the run
 
     x_axis: var[str] = var("step")
@@ -85,10 +88,17 @@ class DashboardScreen(Screen[None]):
         self.set_interval(STATS_SECONDS, self.sync)
 
     def on_screen_resume(self) -> None:
+        self._hint_hidden_charts(self.size.height)
         self.sync(charts_now=True)
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: events.Resize) -> None:
         self._charts_drawn = None  # the downsampling budget depends on the width
+        self._hint_hidden_charts(event.size.height)
+
+    def _hint_hidden_charts(self, height: int) -> None:
+        charts = "LR + aux charts need" if self.history.is_moe else "LR chart needs"
+        self.query_one("#loss-plot").border_subtitle = (
+            f"{charts} ≥ {TALL_ROWS} rows" if height < TALL_ROWS else "")
 
     def _run_phase_changed(self, phase: RunPhase) -> None:
         self.query_one("#stop-button", Button).disabled = phase != RunPhase.RUNNING
@@ -127,6 +137,7 @@ class DashboardScreen(Screen[None]):
                 PlotSeries("ema", xs, h.loss_ema, "primary-lighten-1")]
         # An aux loss is ~100x smaller than the loss: on the same axes it would be a flat line.
         self.set_class(h.is_moe, "-moe")
+        self._hint_hidden_charts(self.size.height)
         if h.is_moe:
             loss.append(PlotSeries("logits", xs, h.logits_loss, "secondary-lighten-2"))
             self.query_one("#aux-plot", MetricPlot).draw(

@@ -1,16 +1,15 @@
-"""Ask for a name to save the current settings under as a user preset."""
+"""Ask for a name to save the current settings under as a user preset; a name that is taken
+(one of the user's presets, or a bundled one the new file would hide) is confirmed first."""
 
 from __future__ import annotations
 
-from textual import on
-from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.validation import ValidationResult, Validator
-from textual.widgets import Button, Input, Static
+from functools import partial
 
-from minimind_tui.presets import preset_name_problem
+from textual.validation import ValidationResult, Validator
+
+from minimind_tui.presets import preset_name_problem, user_preset_dir
+from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.input_dialog import InputDialog
 
 
 class PresetName(Validator):
@@ -21,50 +20,42 @@ class PresetName(Validator):
         return self.failure(problem) if problem else self.success()
 
 
-class SavePresetScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="save_cancel")]
-
+class SavePresetScreen(InputDialog[str]):
     def __init__(self, suggestion: str, bundled: set[str], user: set[str]) -> None:
-        super().__init__(classes="dialog-screen")
-        self._suggestion, self._bundled, self._user = suggestion, bundled, user
+        super().__init__(suggestion, title="Save as preset", input_id="preset-name",
+                         validator=PresetName(), ok_label="Save", ok_id="save",
+                         placeholder="preset name")
+        self._bundled, self._user = bundled, user
 
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog") as dialog:
-            dialog.border_title = "Save as preset"
-            yield Input(self._suggestion, placeholder="preset name", id="preset-name",
-                        validators=[PresetName()])
-            yield Static("", id="preset-name-note", markup=False)
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Save (enter)", id="save", variant="primary")
-                yield Button("Cancel (esc)", id="cancel")
-
-    def on_mount(self) -> None:
-        self._check(self.query_one(Input).value)
-
-    @on(Input.Changed)
-    def _changed(self, event: Input.Changed) -> None:
-        self._check(event.value)
-
-    def _check(self, value: str) -> None:
-        result = self.query_one(Input).validate(value)
+    def note(self, value: str) -> str:
         name = value.strip()
-        if result and not result.is_valid:
-            note = "; ".join(result.failure_descriptions)
-        elif name in self._user:
-            note = f"replaces your preset {name!r}"
+        if name in self._user:
+            return f"replaces your preset {name!r}"
+        if name in self._bundled:
+            return f"your preset {name!r} will hide the bundled one"
+        return ""
+
+    def result(self, value: str) -> str:
+        return value.strip()
+
+    def submit(self, value: str) -> None:
+        name = self.result(value)
+        if name in self._user:
+            question = ConfirmScreen(
+                f"Replace preset {name}?",
+                f"Your preset {name!r} already exists; saving overwrites it with the form's "
+                "settings.", yes="Replace")
         elif name in self._bundled:
-            note = f"your preset {name!r} will hide the bundled one"
+            question = ConfirmScreen(
+                f"Hide the bundled preset {name}?",
+                f"Your preset {name!r} will hide the bundled one of that name (delete "
+                f"{user_preset_dir() / name}.toml to get it back).", yes="Save anyway")
         else:
-            note = ""
-        self.query_one("#preset-name-note", Static).update(note)
-        self.query_one("#save", Button).disabled = bool(result and not result.is_valid)
+            self.dismiss(name)
+            return
+        self.app.push_screen(question, partial(self._confirmed, name))
 
-    @on(Input.Submitted)
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
-        if not self.query_one("#save", Button).disabled:
-            self.dismiss(self.query_one(Input).value.strip())
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.dismiss(None)
+    def _confirmed(self, name: str, yes: bool | None) -> None:
+        if yes:
+            self.dismiss(name)
+        # Otherwise the dialog stays, so another name can be typed.
