@@ -18,15 +18,35 @@ import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from minimind.atomic import atomic_write_bytes
 from minimind.family import family_defaults, shape_problems
 
-GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output")
+GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
+TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
+# Continuations the bundled Shakespeare corpus makes easy to judge by eye.
+DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
+
+
+def _lines(value: Any) -> Any:
+    """A list of texts also accepts one string with an item per line (a text box's value)."""
+    if isinstance(value, str):
+        return [line for line in value.splitlines() if line.strip()]
+    return value
+
+
+def _words(value: Any) -> Any:
+    """A list of names also accepts one string of them separated by commas or spaces."""
+    if isinstance(value, str):
+        return value.replace(",", " ").split()
+    return value
+
+
+TextList = Annotated[list[str], BeforeValidator(_lines)]
 
 
 def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
@@ -119,6 +139,15 @@ class TrainSettings(BaseModel):
     grad_checkpointing: bool = _field(
         False, "Runtime", "recompute activations in backward to save memory")
     seed: int = _field(42, "Runtime", "seed for init, shuffling and dropout", ge=0, le=2**32 - 1)
+    nproc_per_node: int = _field(
+        1, "Runtime", "processes (GPUs) per node; more than 1 launches torchrun", ge=1, le=64)
+    nnodes: int = _field(1, "Runtime", "machines in a multi-node torchrun job", ge=1, le=1024)
+    node_rank: int = _field(0, "Runtime", "this machine's rank in a multi-node job", ge=0)
+    master_addr: str = _field(
+        "127.0.0.1", "Runtime", "address of node 0 for a multi-node job",
+        pattern=r"^[A-Za-z0-9_.:\-]+$")
+    master_port: int = _field(29500, "Runtime", "port on node 0 for a multi-node job",
+                              ge=1, le=65535)
 
     out_dir: str = _field("out", "Output", "folder for weights, resume state and metrics")
     save_weight: str = _field(
@@ -132,8 +161,19 @@ class TrainSettings(BaseModel):
     eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
     from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
+    overwrite: bool = _field(
+        False, "Output", "replace a finished or stopped run in out_dir (its files are deleted)")
     allow_data_change: bool = _field(
         False, "Output", "resume even if the training data changed since the checkpoint")
+
+    sample_prompts: TextList = _field(
+        list(DEFAULT_SAMPLE_PROMPTS), "Insight",
+        "prompts the model continues during training (one per line; empty: no samples)")
+    sample_tokens: int = _field(48, "Insight", "tokens generated per sample", ge=1, le=1024)
+    sample_interval: int = _field(
+        0, "Insight", "optimizer steps between samples (0: at each evaluation)", ge=0)
+    report_to: Annotated[list[Literal[TRACKERS]], BeforeValidator(_words)] = _field(
+        [], "Insight", "also log to these trackers: " + ", ".join(TRACKERS))
 
 
 SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
@@ -267,8 +307,7 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
         try:
             sections[name] = model_cls.model_validate(raw)
         except ValidationError as e:
-            errors = [Problem(".".join([name, *map(str, err["loc"])]), _short_message(err))
-                      for err in e.errors()]
+            errors = [_field_problem(name, err) for err in e.errors()]
             problems += errors
             bad = {p.loc.split(".")[1] for p in errors if "." in p.loc}
             # Defaults stand in for the invalid fields, so the other rules can still run.
@@ -281,6 +320,14 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
         if invalid.isdisjoint(involved):
             problems.append(_blame_changed(problem, changed))
     return settings, problems
+
+
+def _field_problem(section: str, err: dict[str, Any]) -> Problem:
+    field, *within = map(str, err["loc"])
+    message = _short_message(err)
+    if within and within[0].isdigit():  # one item of a list setting
+        message = f"item {int(within[0]) + 1}: {message}"
+    return Problem(f"{section}.{field}", message)
 
 
 def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:

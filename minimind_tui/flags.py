@@ -22,8 +22,10 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
         group = parser.add_argument_group(f"{section} settings")
         for spec in (s for s in specs if s.section == section):
             default = "family default" if spec.default is None else spec.default
+            if spec.is_list:  # --report_to tensorboard wandb; no values: the empty list
+                default = " ".join(map(repr, default)) or "none"
             group.add_argument(f"--{spec.name}", dest=spec.loc, metavar=_metavar(spec),
-                               default=argparse.SUPPRESS,
+                               default=argparse.SUPPRESS, nargs="*" if spec.is_list else None,
                                help=f"{spec.help} (default: {default})")
 
 
@@ -38,6 +40,6 @@ def overrides_from_args(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def _metavar(spec: FieldSpec) -> str:
-    if spec.kind == "choice":
+    if spec.kind in ("choice", "choices"):
         return "{" + "|".join(spec.choices) + "}"
     return _METAVARS.get(spec.kind, "TEXT")

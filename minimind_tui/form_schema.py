@@ -11,11 +11,12 @@ from __future__ import annotations
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from minimind.settings import GROUPS, SECTIONS, Problem, RunSettings, validate
 
-Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text"]
+Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text", "lines",
+               "choices"]
 
 # Fields that name something on disk that must already exist; other strings (out_dir,
 # save_weight) name things the run creates. Types cannot say this, so it is listed here.
@@ -40,10 +41,19 @@ class FieldSpec:
         """The `Problem.loc` spelling: "train.batch_size"."""
         return f"{self.section}.{self.name}"
 
+    @property
+    def is_list(self) -> bool:
+        return self.kind in ("lines", "choices")
+
     def display(self, value: Any) -> Any:
-        """A settings value as its widget holds it: text for inputs, None/bool for switches."""
+        """A settings value as its widget holds it: text for inputs and text boxes (a list item
+        per line), None/bool for switches, a list of names for a multiple choice."""
         if self.kind in ("bool", "tribool"):
             return value
+        if self.kind == "lines":
+            return "\n".join(value or [])
+        if self.kind == "choices":
+            return list(value or [])
         if value is None:
             return ""
         if self.kind == "float":
@@ -70,6 +80,13 @@ class FieldSpec:
 
 
 def _kind_of(name: str, annotation: Any) -> tuple[Kind, bool, tuple[str, ...]]:
+    if get_origin(annotation) is Annotated:  # a list setting's item parser
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        if get_origin(item) is Literal:
+            return "choices", False, tuple(str(a) for a in get_args(item))
+        return "lines", False, ()
     args = get_args(annotation)
     optional = get_origin(annotation) in (Union, types.UnionType) and type(None) in args
     base = next(a for a in args if a is not type(None)) if optional else annotation

@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.widget import Widget
-from textual.widgets import Input, Label, Select, Static, Switch
+from textual.widgets import Input, Label, Select, SelectionList, Static, Switch, TextArea
 
 from minimind_tui.form_schema import TRIBOOL_CHOICES, FieldSpec
 
@@ -52,6 +52,12 @@ class SettingField(Widget):
         if spec.kind == "tribool":
             return Select(self._tribool_options(), value=_tribool_key(value), id=name,
                           allow_blank=False, compact=True)
+        if spec.kind == "lines":  # one list item per line
+            return TextArea(value, id=name, soft_wrap=False, show_line_numbers=False,
+                            compact=True, classes="field-lines")
+        if spec.kind == "choices":
+            return SelectionList(*[(c, c, c in value) for c in spec.choices], id=name,
+                                 compact=True, classes="field-choices")
         if spec.kind in ("choice", "device"):
             self._choices = list(spec.choices) if spec.kind == "choice" else device_choices()
             if value not in self._choices:  # e.g. cuda:3 from a preset of a bigger machine
@@ -76,6 +82,10 @@ class SettingField(Widget):
         if isinstance(control, Select):
             value = control.value
             return TRIBOOL_CHOICES[str(value)] if self.spec.kind == "tribool" else value
+        if isinstance(control, TextArea):
+            return control.text
+        if isinstance(control, SelectionList):  # in the order the choices are listed
+            return [c for c in self.spec.choices if c in control.selected]
         assert isinstance(control, Input)
         return control.value
 
@@ -92,6 +102,12 @@ class SettingField(Widget):
                     self._choices.append(shown)
                     control.set_options([(c, c) for c in self._choices])
                 control.value = shown
+        elif isinstance(control, TextArea):
+            control.load_text(shown)
+        elif isinstance(control, SelectionList):
+            control.deselect_all()
+            for choice in shown:
+                control.select(choice)
         else:
             assert isinstance(control, Input)
             control.value = shown

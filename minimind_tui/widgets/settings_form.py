@@ -9,7 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
-from textual.widgets import Input, Select, Static, Switch
+from textual.widgets import Input, Select, SelectionList, Static, Switch, TextArea
 
 from minimind.settings import Problem
 from minimind_tui.form_schema import FieldSpec
@@ -47,7 +47,8 @@ class SettingsForm(VerticalScroll):
 
     def load(self, values: dict[str, Any]) -> None:
         """Replace every value; one `Changed` follows instead of one per field."""
-        with self.prevent(Input.Changed, Select.Changed, Switch.Changed):
+        with self.prevent(Input.Changed, Select.Changed, Switch.Changed, TextArea.Changed,
+                          SelectionList.SelectedChanged):
             for loc, field in self.fields.items():
                 field.set_value(values[loc])
         self.post_message(self.Changed())
@@ -55,6 +56,8 @@ class SettingsForm(VerticalScroll):
     @on(Input.Changed)
     @on(Select.Changed)
     @on(Switch.Changed)
+    @on(TextArea.Changed)
+    @on(SelectionList.SelectedChanged)
     def _value_changed(self, event: Message) -> None:
         event.stop()
         self.post_message(self.Changed())
