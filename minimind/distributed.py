@@ -81,6 +81,11 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     return out
 
 
+def from_main(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's `obj` on every rank (a decision only rank 0 can make, e.g. about the folder)."""
+    return all_gather_object(obj, info)[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -28,6 +28,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
 from minimind.flops import flops_per_token, peak_flops
 from minimind.meter import Meter, NonFiniteError
 from minimind.prepare import InputError, PreparationStopped, prepare
+from minimind.run_folder import CONFIG_FILE, ERROR_FILE, METRICS_FILE, StatusSink
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
@@ -92,10 +93,7 @@ class Trainer:
                 return self._finish("stopped", "stop requested while preparing the data; no "
                                                "step had run, so there is nothing to checkpoint")
             if self.dist.is_main:
-                self.sinks.append(JsonlSink(self.prep.out_dir / "metrics.jsonl",
-                                            append=self.prep.resume is not None,
-                                            warn=lambda text: self.log(text, "warning")))
-                self.settings.save_toml(self.prep.out_dir / "config.toml")
+                self._open_run_folder()
             return self._train()
         except torch.cuda.OutOfMemoryError as e:
             return self._finish("failed", f"CUDA out of memory: {str(e).splitlines()[0]}",
@@ -116,7 +114,19 @@ class Trainer:
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
                                 details_path=details)
         finally:
+            if getattr(self, "prep", None) is not None:
+                self.prep.folder.release()
             distributed.teardown(self.dist)
+
+    def _open_run_folder(self) -> None:
+        """The run's files: the replaced run goes, config.toml, metrics.jsonl (appended to by a
+        resume, so the history stays whole) and run.json's status."""
+        folder = self.prep.folder
+        folder.start_fresh()
+        self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
+                                    warn=lambda text: self.log(text, "warning")))
+        self.sinks.append(StatusSink(folder))
+        self.settings.save_toml(folder.path / CONFIG_FILE)
 
     # -- events -------------------------------------------------------------------------
     def emit(self, event: Event) -> None:
@@ -131,8 +141,7 @@ class Trainer:
         event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
         for sink in self.sinks:
-            if isinstance(sink, JsonlSink):
-                sink.close()
+            sink.close()
         return event
 
     def _write_details(self) -> str:
@@ -140,7 +149,7 @@ class Trainer:
         if prep is None or not self.dist.is_main:
             traceback.print_exc()
             return ""
-        path = prep.out_dir / "error.log"
+        path = prep.out_dir / ERROR_FILE
         try:
             path.write_text(traceback.format_exc(), encoding="utf-8")
         except OSError:  # e.g. the disk is full: the traceback still reaches the terminal

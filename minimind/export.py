@@ -34,6 +34,7 @@ from .checkpoint import resume_path, torch_bytes
 from .config import MiniMindConfig
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .model import MiniMindForCausalLM
+from .run_folder import CONFIG_FILE
 from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
@@ -86,7 +87,7 @@ def load_source(src: str | Path, tokenizer_path: str | None = None) -> ExportSou
     """
     path = Path(src).expanduser()
     if path.is_dir():
-        if (path / "config.toml").is_file():
+        if (path / CONFIG_FILE).is_file():
             model, weights, origin, tokenizer = _from_run_folder(path)
         elif (path / "config.json").is_file():
             model, weights, origin, tokenizer = _from_saved_folder(path)
@@ -104,7 +105,7 @@ def load_source(src: str | Path, tokenizer_path: str | None = None) -> ExportSou
 
 
 def _from_run_folder(folder: Path):
-    toml = folder / "config.toml"
+    toml = folder / CONFIG_FILE
     model_settings, train = _read_run_settings(toml)
     name = RunSettings.model_construct(model=model_settings, train=train).weights_name()
     weights = folder / name
@@ -125,7 +126,7 @@ def _from_weights_file(path: Path):
         settings = (_validate(ModelSettings, saved_settings.get("model", {}), where),
                     _validate(TrainSettings, saved_settings.get("train", {}), where))
     else:
-        where, settings = str(path.parent / "config.toml"), _settings_of_enclosing_run(path)
+        where, settings = str(path.parent / CONFIG_FILE), _settings_of_enclosing_run(path)
     if settings is None:
         try:
             config = infer_config(state_dict)
@@ -214,7 +215,7 @@ def _validate(section: type[BaseModel], data: dict, where: str):
 
 def _settings_of_enclosing_run(path: Path) -> tuple[ModelSettings, TrainSettings] | None:
     """Settings of the run folder ``path`` lies in, if it is that run's weights or resume file."""
-    toml = path.parent / "config.toml"
+    toml = path.parent / CONFIG_FILE
     if not toml.is_file():
         return None
     try:

@@ -28,6 +28,7 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
 from minimind.data.corpus import default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.model import MiniMindForCausalLM
+from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
@@ -48,6 +49,8 @@ class PreparationStopped(Exception):
 @dataclass
 class Prepared:
     out_dir: Path
+    folder: RunFolder
+    """Claimed (locked) by rank 0 for this run; the engine releases it at the end."""
     weights_path: Path
     train_data: Dataset
     val_data: Dataset | None
@@ -66,8 +69,40 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
     stop = stop or threading.Event()
     out_dir = _writable_dir(Path(t.out_dir).expanduser())
     weights_path = out_dir / settings.weights_name()
+    folder = _claim(out_dir, settings, dist, log)
+    try:
+        return _prepare(settings, dist, log, stop, folder, weights_path)
+    except BaseException:
+        folder.release()
+        raise
+
+
+def _claim(out_dir: Path, settings: RunSettings, dist: distributed.DistInfo,
+           log: Callable[[str], None]) -> RunFolder:
+    """Rank 0 locks the run folder and checks consent to reuse it; every rank gets the verdict,
+    so all of them stop together when it is no."""
+    folder, problem, note = RunFolder(out_dir), None, ""
     if dist.is_main:
-        _remove_unfinished_saves(out_dir, weights_path, log)
+        try:
+            note = folder.claim(resume=settings.train.from_resume,
+                                overwrite=settings.train.overwrite)
+        except RunBusy as e:
+            problem = f"train.out_dir: {e}"
+        except PermissionError as e:
+            problem = f"train.out_dir: {e}"
+    problem = distributed.from_main(problem, dist)
+    if problem:
+        raise InputError(problem)
+    if note:
+        log(note)
+    if dist.is_main:
+        _remove_unfinished_saves(out_dir, out_dir / settings.weights_name(), log)
+    return folder
+
+
+def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
+             stop: threading.Event, folder: RunFolder, weights_path: Path) -> Prepared:
+    t = settings.train
     try:
         tokenizer = load_tokenizer(t.tokenizer_path or None)
     except TokenizerError as e:
@@ -102,7 +137,8 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
         resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log)
-    return Prepared(out_dir, weights_path, train_data, val_data, model, resume, fingerprint)
+    return Prepared(folder.path, folder, weights_path, train_data, val_data, model, resume,
+                    fingerprint)
 
 
 def _writable_dir(path: Path) -> Path:

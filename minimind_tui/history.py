@@ -1,19 +1,31 @@
-"""What the dashboard knows about the current run, as plain Python (no Textual here).
+"""What the dashboard knows about a run, as plain Python (no Textual here).
 
-The UI drains the engine's events into a `RunHistory` a few times a second; the dashboard
-redraws from it when it is visible. Series are plain lists so a long run costs a few floats
-per logged step, and `downsample_minmax` cuts them to what a plot of a given width can show.
+Events (drained from the engine's queue, or read from a metrics.jsonl by `watch`) go into a
+`RunHistory`; the dashboard redraws from it when visible. A resumed run keeps its whole history:
+a `RunStarted` at step S drops whatever was logged after S (the steps the crash lost, which the
+resumed run trains again) and marks S as the start of a resumed segment.
+
+Series are `array('d')`s: 8 bytes a point. Past `MAX_POINTS` the history halves its resolution
+(keeping the larger-loss point of every even pair and the smaller of every odd one), so memory
+stays bounded however long the run; `downsample_minmax` cuts what a chart draws to a few points
+per column, keeping each bucket's extremes and both ends (the newest value of a live run).
 """
 
 from __future__ import annotations
 
+import bisect
 import collections
+from array import array
+
+import numpy as np
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, StepMetrics)
 
 EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early points are not ~0
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)
+MAX_POINTS = 1 << 20  # per series: 8 MiB of float64
+SERIES = ("steps", "tokens", "loss", "loss_ema", "logits_loss", "aux_loss", "lr")
 
 
 class RunHistory:
@@ -32,16 +44,11 @@ class RunHistory:
         self.last_eval: EvalResult | None = None
         self.checkpoint: CheckpointSaved | None = None
         self.finished: RunFinished | None = None
-        self.steps: list[int] = []
-        self.tokens: list[int] = []
-        self.loss: list[float] = []
-        self.loss_ema: list[float] = []
-        self.logits_loss: list[float] = []
-        self.aux_loss: list[float] = []
-        self.lr: list[float] = []
-        self.val_steps: list[int] = []
-        self.val_tokens: list[int] = []
-        self.val_loss: list[float] = []
+        for name in SERIES:
+            setattr(self, name, array("d"))
+        self.val_steps, self.val_tokens, self.val_loss = array("d"), array("d"), array("d")
+        self.resumed_at: list[int] = []
+        """Steps where a resumed segment of the run begins (for the charts' marks)."""
         self._ema, self._ema_n = 0.0, 0
         self.log: collections.deque[tuple[int, Event]] = collections.deque(maxlen=LOG_KEEP)
         self._log_seq = 0
@@ -64,57 +71,92 @@ class RunHistory:
 
     def _apply(self, e: Event) -> None:
         if isinstance(e, StepMetrics):
-            self.latest = e
-            self.steps.append(e.step)
-            self.tokens.append(e.tokens_seen)
-            self.loss.append(e.loss)
-            self.logits_loss.append(e.logits_loss)
-            self.aux_loss.append(e.aux_loss)
-            self.lr.append(e.lr)
-            self._ema = EMA_WEIGHT * self._ema + (1 - EMA_WEIGHT) * e.loss
-            self._ema_n += 1
-            self.loss_ema.append(self._ema / (1 - EMA_WEIGHT ** self._ema_n))
+            self._add_step(e)
         elif isinstance(e, EvalResult):
             self.last_eval = e
             self.val_steps.append(e.step)
             self.val_tokens.append(self.tokens_at(e.step))
             self.val_loss.append(e.val_loss)
         elif isinstance(e, RunStarted):
-            self.started = e
+            self._start_segment(e)
         elif isinstance(e, CheckpointSaved):
             self.checkpoint = e
         elif isinstance(e, RunFinished):
             self.finished = e
         elif not isinstance(e, LogMessage):
-            raise TypeError(f"unexpected event {type(e).__name__}")
+            self._apply_other(e)
+
+    def _apply_other(self, e: Event) -> None:
+        """Events this history does not chart are kept in the log only."""
+
+    def _add_step(self, e: StepMetrics) -> None:
+        self.latest = e
+        self._ema = EMA_WEIGHT * self._ema + (1 - EMA_WEIGHT) * e.loss
+        self._ema_n += 1
+        values = (e.step, e.tokens_seen, e.loss, self._ema / (1 - EMA_WEIGHT ** self._ema_n),
+                  e.logits_loss, e.aux_loss, e.lr)
+        for name, value in zip(SERIES, values, strict=True):
+            getattr(self, name).append(value)
+        if len(self.steps) >= MAX_POINTS:
+            self._halve()
+
+    def _start_segment(self, e: RunStarted) -> None:
+        if self.started is not None and e.start_step == 0:
+            self.reset()  # the same folder, a new run from scratch
+        elif e.start_step:
+            self._truncate_after(e.start_step)
+            self.resumed_at.append(e.start_step)
+        self.started, self.finished = e, None
+
+    def _truncate_after(self, step: int) -> None:
+        keep = bisect.bisect_right(self.steps, step)
+        for name in SERIES:
+            del getattr(self, name)[keep:]
+        keep = bisect.bisect_right(self.val_steps, step)
+        for series in (self.val_steps, self.val_tokens, self.val_loss):
+            del series[keep:]
+        if self.checkpoint is not None and self.checkpoint.step > step:
+            self.checkpoint = None
+
+    def _halve(self) -> None:
+        loss = np.frombuffer(self.loss, dtype=np.float64)
+        pairs = loss[: len(loss) // 2 * 2].reshape(-1, 2)
+        pick_max = np.arange(len(pairs)) % 2 == 0  # alternate, so the envelope survives
+        chosen = np.where(pick_max, pairs.argmax(axis=1), pairs.argmin(axis=1))
+        index = np.arange(len(pairs)) * 2 + chosen
+        if len(loss) % 2:
+            index = np.append(index, len(loss) - 1)
+        for name in SERIES:
+            kept = np.frombuffer(getattr(self, name), dtype=np.float64)[index]
+            setattr(self, name, array("d", kept.tobytes()))
 
     def tokens_at(self, step: int) -> int:
         """Tokens seen by `step`: exact at logged steps, extrapolated from the last one."""
         if not self.steps:
             return step * (self.started.tokens_per_step if self.started else 0)
         per_step = self.tokens[-1] / max(self.steps[-1], 1)
-        return self.tokens[-1] + round((step - self.steps[-1]) * per_step)
+        return int(self.tokens[-1] + round((step - self.steps[-1]) * per_step))
 
 
-def downsample_minmax(xs: list[float], ys: list[float], max_points: int
-                      ) -> tuple[list[float], list[float]]:
+def downsample_minmax(xs, ys, max_points: int) -> tuple[list[float], list[float]]:
     """At most `max_points` points, in x order, that keep the first and the last point (the
     newest value of a live series) and each bucket's minimum and maximum.
 
     Plotting every point of a long run freezes the UI (plotext draws each one); a plot a few
     hundred cells wide cannot show more than a min and a max per column anyway, and keeping
-    both means spikes and the best loss never vanish from the chart.
+    both means spikes and the best loss never vanish from the chart. Vectorised: a million
+    points take milliseconds.
     """
     n = len(ys)
     if n <= max_points:
         return list(xs), list(ys)
-    buckets = max((max_points - 2) // 2, 1)  # two points each, plus the two ends
-    keep = {0, n - 1}
-    for b in range(buckets):
-        lo, hi = b * n // buckets, (b + 1) * n // buckets
-        chunk = ys[lo:hi]
-        # min/max/index run in C: ~100k points cost a few milliseconds
-        keep.add(lo + chunk.index(min(chunk)))
-        keep.add(lo + chunk.index(max(chunk)))
-    order = sorted(keep)
-    return [xs[i] for i in order], [ys[i] for i in order]
+    x = np.asarray(xs, dtype=np.float64)
+    y = np.asarray(ys, dtype=np.float64)
+    buckets = max((max_points - 2) // 2, 1)
+    size = n // buckets
+    body = y[: buckets * size].reshape(buckets, size)
+    low = np.where(np.isnan(body), np.inf, body).argmin(axis=1)
+    high = np.where(np.isnan(body), -np.inf, body).argmax(axis=1)
+    starts = np.arange(buckets) * size
+    keep = np.unique(np.concatenate(([0, n - 1], starts + low, starts + high)))
+    return x[keep].tolist(), y[keep].tolist()

@@ -217,7 +217,7 @@ def test_packed_run_reports_skipped_bad_lines_even_from_the_cache(tiny_settings,
     data.write_text("\n".join(lines) + "\n")
     for _ in range(2):  # the second run finds the token cache and still reports
         result, events = run(tiny_settings(data_path=str(data), packing=True, skip_bad_lines=True,
-                                           max_steps=1))
+                                           max_steps=1, overwrite=True))
         assert result.status == "completed", result
         texts = [e.text for e in events if getattr(e, "kind", "") == "log"]
         assert any("skipped 2 bad lines, first: line 4:" in t for t in texts), texts

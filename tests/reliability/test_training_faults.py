@@ -128,12 +128,13 @@ def test_a_kill_between_the_two_renames_is_repaired_on_resume(tmp_path):
     code = textwrap.dedent(f"""
         import os, sys
         from minimind_tui.cli import main
-        real_replace, renamed = os.replace, []
+        real_replace, saves = os.replace, []
         def replace(src, dst):
             real_replace(src, dst)
-            renamed.append(dst)
-            if str(dst).endswith("pretrain_128.pth") and len(renamed) > 2:
-                os._exit(9)  # the 2nd save: its weights are in place, its resume file is not
+            if str(dst).endswith("pretrain_128.pth"):
+                saves.append(dst)
+                if len(saves) == 2:
+                    os._exit(9)  # the 2nd save: its weights are in place, its resume file not
         os.replace = replace
         sys.exit(main({["--no-ui", *QUICK, "--max_steps", "9", "--save_interval", "1",
                         "--out_dir", str(tmp_path)]!r}))
@@ -218,7 +219,7 @@ def test_a_strict_run_never_reuses_a_cache_built_with_bad_lines_skipped(tiny_set
     data.write_text("\n".join(lines) + "\n")
     lenient = tiny_settings(data_path=str(data), packing=True, skip_bad_lines=True, max_steps=1)
     assert run(lenient)[0].status == "completed"
-    strict, _ = run(tiny_settings(data_path=str(data), packing=True, max_steps=1))
+    strict, _ = run(tiny_settings(data_path=str(data), packing=True, max_steps=1, overwrite=True))
     assert strict.status == "failed" and strict.cause == "input"
     assert f"{data}:6: line is not valid JSON" in strict.reason
 
