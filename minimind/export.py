@@ -142,7 +142,7 @@ def _from_weights_file(path: Path):
 def _from_saved_folder(folder: Path):
     try:
         data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise ExportError(f"{folder / 'config.json'}: not readable JSON ({e})") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type != MiniMindConfig.model_type:

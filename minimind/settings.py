@@ -265,6 +265,9 @@ def read_toml(path: str | Path) -> dict[str, Any]:
                                          "UTF-8)")]) from None
     except tomllib.TOMLDecodeError as e:
         raise SettingsError([Problem("", f"{path}: not valid TOML ({e})")]) from None
+    except RecursionError:  # tomllib recurses once per level of "[[[[..." or "{a={a=..."
+        raise SettingsError([Problem("", f"{path}: not valid TOML (nested too deeply)")]
+                            ) from None
     except OSError as e:
         raise SettingsError([Problem("", f"{path}: cannot read ({e.strerror or e})")]) from None
     problems = [Problem(k, f"unknown table in {path.name}; expected "

@@ -8,6 +8,8 @@ values; every failure becomes one `CheckpointError` that names the file and says
 from __future__ import annotations
 
 import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,14 @@ def _check_file(path: Path) -> None:
 
 
 def _first_line(e: BaseException) -> str:
+    """The first sentence of an error (torch's go on with advice meant for its developers)."""
     text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:160]
+    return (text.splitlines()[0].split(". ")[0] if text else type(e).__name__)[:160]
+
+
+# The weights_only unpickler names the object a pickle wanted to import ("GLOBAL posix.system");
+# garbage or another format fails earlier, on an opcode it does not know.
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def safe_torch_load(path: str | Path) -> Any:
@@ -38,16 +46,22 @@ def safe_torch_load(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a crafted pickle's protocol is not the user's concern
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "global" in str(e).lower():
-            raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors "
-                                  "and plain values, which could run code when loaded") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
-            IndexError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt "
-                              f"or another format: {_first_line(e)})") from None
+        if found := _GLOBAL.search(str(e)):
+            raise CheckpointError(f"{path}: refused: it asks to import {found[1]}, not just "
+                                  "tensors and plain values, and could run code when loaded"
+                                  ) from None
+        detail = ""
+    except (RuntimeError, zipfile.BadZipFile, OSError) as e:
+        detail = f": {_first_line(e)}"
+    except (EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError):  # the unpickler tripping over bytes: its message means nothing
+        detail = ""
+    raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt or "
+                          f"another format{detail})")
 
 
 def safe_safetensors_load(path: str | Path) -> dict[str, torch.Tensor]:

@@ -70,21 +70,27 @@ def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     return {_strip_wrapper_prefixes(k): v for k, v in weights.items()}
 
 
-def _guess_heads(q_rows: int, k_rows: int, preferred: int | None) -> int:
-    """A MiniMind2 file does not record its head count (no q/k norm gives head_dim away): the
-    count `preferred` (the model being loaded into) if the shapes allow it, else upstream's 8,
-    else the most heads with an even head size that the q and k rows allow."""
+def _head_counts(q_rows: int, k_rows: int) -> list[int]:
+    """Every query head count whose (even) head size the q and k projection rows allow."""
 
     def fits(heads: int) -> bool:
-        if heads < 1 or q_rows % heads:
+        if q_rows % heads:
             return False
         head_dim = q_rows // heads
         return head_dim % 2 == 0 and k_rows % head_dim == 0 and heads % (k_rows // head_dim) == 0
 
+    return [h for h in range(1, q_rows + 1) if fits(h)]
+
+
+def _guess_heads(q_rows: int, k_rows: int, preferred: int | None) -> int:
+    """A MiniMind2 file does not record its head count (no q/k norm gives head_dim away): the
+    count `preferred` (the model being loaded into) if the shapes allow it, else upstream's 8,
+    else the most heads with an even head size that the q and k rows allow."""
+    counts = _head_counts(q_rows, k_rows)
     for heads in (preferred, 8):
-        if heads and fits(heads):
+        if heads in counts:
             return heads
-    return max((h for h in range(1, q_rows + 1) if fits(h)), default=1)
+    return max(counts, default=1)
 
 
 def infer_config(state_dict: dict[str, torch.Tensor],
@@ -229,7 +235,24 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
 
     if file_config is not None:
         lines.append(f"hint: {_build_hint(file_config)}")
+        if not file_config.qk_norm:
+            lines += _head_split_note(state_dict, file_config)
     return "\n".join(lines)
+
+
+def _head_split_note(state_dict: dict[str, torch.Tensor], file_config: MiniMindConfig
+                     ) -> list[str]:
+    """A MiniMind2 file fits several head splits and loads into any of them, but computes the
+    function it was trained for only with its own: say that the hint's split is a guess."""
+    q_rows = state_dict["model.layers.0.self_attn.q_proj.weight"].shape[0]
+    k_rows = state_dict["model.layers.0.self_attn.k_proj.weight"].shape[0]
+    others = [h for h in _head_counts(q_rows, k_rows) if h != file_config.num_attention_heads]
+    if not others:
+        return []
+    splits = ", ".join(f"{h}/{k_rows * h // q_rows}" for h in others)
+    return [f"note: the file does not record its head split; its shapes also fit "
+            f"num_attention_heads/num_key_value_heads {splits}: use the split it was trained "
+            "with (its run's config.toml has it)"]
 
 
 def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -> None:

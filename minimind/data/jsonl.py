@@ -62,9 +62,13 @@ def digest() -> "hashlib._Hash":
 def parse_line(raw: bytes) -> str:
     """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
     try:
-        obj = json.loads(raw)
+        # Decoded here, not by json.loads(bytes): that also takes UTF-16/32, and with them lone
+        # surrogates that no tokenizer accepts. "-sig" lets a file start with a byte-order mark.
+        obj = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise ValueError("line is not valid UTF-8") from None
+    except RecursionError:  # "[[[[..." thousands deep: json recurses once per level
+        raise ValueError("line is not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as e:
         msg, column = e.msg, e.colno
         if msg == "Invalid control character at" and e.pos >= len(e.doc.rstrip("\r\n")):

@@ -1,0 +1,339 @@
+"""Corrupt, foreign and hostile input files and values, each injected for real.
+
+Every fault must end the run before its first step with one clear reason that names the file
+(or the field) and why, never a traceback; a crafted checkpoint must not run its payload.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import os
+import pickle
+import random
+import re
+import resource
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minimind.data.corpus import default_cache_dir
+from minimind.engine import Trainer
+from minimind.events import LogMessage, StepMetrics
+from minimind.export import ExportError, load_source
+from minimind.settings import SettingsError
+from minimind.sinks import QueueSink
+from minimind_tui.presets import load_settings
+
+CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
+SMALL_DATA = b"".join(b'{"text": "line %d: to be or not to be, that is the question"}\n' % i
+                      for i in range(40))
+RANDOM_BYTES = random.Random(0).randbytes(4096)  # the same every run: no flaky messages
+
+
+class Payload:
+    """Unpickling this creates `marker`, as a crafted checkpoint could run any code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def run(settings):
+    sink = QueueSink()
+    result = Trainer(settings, [sink]).run()
+    return result, sink.drain()
+
+
+def assert_refused(result, events, prefix, path):
+    """A failed input run whose one-line reason starts with `prefix` and names `path`."""
+    assert result.status == "failed" and result.cause == "input", result
+    assert result.reason.startswith(prefix), result.reason
+    assert str(path) in result.reason and "Traceback" not in result.reason
+    assert "\n" not in result.reason
+    assert not any(isinstance(e, StepMetrics) for e in events)
+
+
+@pytest.fixture
+def data(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(SMALL_DATA)
+    return path
+
+
+@pytest.fixture
+def settings(tiny_settings, data):
+    """The tiny preset on a small file, padded (no token cache to build)."""
+
+    def make(model=None, **train):
+        return tiny_settings(model, **{"data_path": str(data), "packing": False,
+                                       "max_steps": 1, **train})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A real checkpoint pair from one step of the tiny preset: (weights, resume) bytes."""
+    out = tmp_path_factory.mktemp("trained")
+    (out / "data.jsonl").write_bytes(SMALL_DATA)
+    settings = load_settings("tiny", {"train": {
+        "out_dir": str(out / "run"), "data_path": str(out / "data.jsonl"), "packing": False,
+        "max_steps": 1, "val_data_path": "", "eval_interval": 0, "dtype": "float32",
+        "max_seq_len": 64, "batch_size": 4}})
+    assert run(settings)[0].status == "completed"
+    return ((out / "run" / "pretrain_128.pth").read_bytes(),
+            (out / "run" / "pretrain_128_resume.pth").read_bytes())
+
+
+# -- hostile pickles --------------------------------------------------------------------------
+def crafted(path, marker, how):
+    if how == "torch.save":  # what an attacker would hand out as a .pth
+        torch.save({"model": Payload(marker), "progress": {"step": 1}}, path)
+    else:
+        path.write_bytes(pickle.dumps(Payload(marker), protocol=2))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_the_payload_is_live(tmp_path, how):
+    """The check on the other tests: loaded unsafely, the crafted file does create its marker."""
+    marker = tmp_path / "ran"
+    crafted(tmp_path / "x.pth", marker, how)
+    if how == "torch.save":
+        torch.load(tmp_path / "x.pth", weights_only=False)
+    else:
+        pickle.loads((tmp_path / "x.pth").read_bytes())
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_crafted_resume_file_is_refused_and_runs_nothing(settings, tmp_path, how):
+    marker = tmp_path / "ran"
+    resume = tmp_path / "run" / "pretrain_128_resume.pth"
+    resume.parent.mkdir()
+    crafted(resume, marker, how)
+    result, events = run(settings(from_resume=True))
+    assert_refused(result, events, "train.from_resume:", resume)
+    assert f"refused: it asks to import {open.__module__}.open" in result.reason
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_crafted_from_weight_file_is_refused_and_runs_nothing(settings, tmp_path, how):
+    marker, weights = tmp_path / "ran", tmp_path / "gift.pth"
+    crafted(weights, marker, how)
+    result, events = run(settings(from_weight=str(weights)))
+    assert_refused(result, events, f"train.from_weight: {weights}: refused", weights)
+    assert not marker.exists()
+
+
+def test_crafted_file_is_refused_by_export(tmp_path):
+    marker, weights = tmp_path / "ran", tmp_path / "gift.pth"
+    crafted(weights, marker, "torch.save")
+    with pytest.raises(ExportError, match=re.escape(f"{weights}: refused")):
+        load_source(weights)
+    assert not marker.exists()
+
+
+def test_a_pickle_of_another_protocol_is_refused_too(settings, tmp_path):
+    """pickle's default protocol frames its opcodes; the safe loader stops at the frame."""
+    marker, weights = tmp_path / "ran", tmp_path / "gift.pth"
+    weights.write_bytes(pickle.dumps(Payload(marker)))
+    result, events = run(settings(from_weight=str(weights)))
+    assert_refused(result, events, f"train.from_weight: {weights}: not a readable", weights)
+    assert not marker.exists()
+
+
+# -- corrupt and foreign checkpoint files ------------------------------------------------------
+def corrupt(path, kind, checkpoint):
+    weights, resume = checkpoint
+    if kind == "folder":
+        path.mkdir()
+        return
+    path.write_bytes({"truncated": resume[: len(resume) // 2], "random": RANDOM_BYTES,
+                      "empty": b"", "text": b"step = 3\nloss = 2.5\n", "weights": weights,
+                      "truncated weights": weights[: len(weights) // 2]}[kind])
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("truncated", "not a readable PyTorch checkpoint"),
+    ("random", "not a readable PyTorch checkpoint"),
+    ("empty", "the file is empty"),
+    ("text", "not a readable PyTorch checkpoint"),
+    ("weights", "a weights file, not a resume checkpoint"),
+    ("folder", "is a folder"),
+])
+def test_corrupt_resume_file_is_refused_by_name(settings, tmp_path, checkpoint, kind, why):
+    resume = tmp_path / "run" / "pretrain_128_resume.pth"
+    resume.parent.mkdir()
+    corrupt(resume, kind, checkpoint)
+    result, events = run(settings(from_resume=True))
+    assert_refused(result, events, f"train.from_resume: {resume}: {why}", resume)
+
+
+@pytest.mark.parametrize("kind, name, why", [
+    ("random", "w.pth", "not a readable PyTorch checkpoint"),
+    ("empty", "w.pth", "the file is empty"),
+    ("text", "w.pth", "not a readable PyTorch checkpoint"),
+    ("truncated weights", "w.pth", "not a readable PyTorch checkpoint"),
+    ("folder", "w.pth", "is a folder"),
+    ("random", "w.safetensors", "not a readable safetensors file"),
+])
+def test_corrupt_from_weight_file_is_refused_by_name(settings, tmp_path, checkpoint, kind, name,
+                                                     why):
+    weights = tmp_path / name
+    corrupt(weights, kind, checkpoint)
+    result, events = run(settings(from_weight=str(weights)))
+    assert_refused(result, events, f"train.from_weight: {weights}: {why}", weights)
+
+
+def test_shape_mismatch_hint_names_the_files_head_count_and_works(settings, tmp_path):
+    """A MiniMind2 file does not record its heads; the hint must give a split that loads."""
+    shape = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    first = settings(shape, out_dir=str(tmp_path / "first"))
+    assert run(first)[0].status == "completed"
+    weights = tmp_path / "first" / "pretrain_64.pth"
+
+    result, _ = run(settings(from_weight=str(weights)))  # the tiny preset: hidden 128
+    assert result.cause == "input" and "weights file does not fit" in result.reason
+    hint = re.search(r"^hint: build the model with (.*)$", result.reason, re.M)[1]
+    fields = {k: ast.literal_eval(v) for k, v in (kv.split("=") for kv in hint.split(", "))}
+    assert fields["num_attention_heads"] == 4 and fields["num_key_value_heads"] == 2
+    assert fields["hidden_size"] == 64
+
+    followed = settings(fields, out_dir=str(tmp_path / "second"), from_weight=str(weights))
+    result, events = run(followed)
+    assert result.status == "completed", result
+    assert any(isinstance(e, LogMessage) and e.text.startswith("initialised from")
+               for e in events)
+
+
+def test_an_ambiguous_head_split_is_called_a_guess(settings, tmp_path):
+    """Into an 8-head model the same file's shapes also fit 8/4 heads, which would load and
+    compute another function: the message must say the split is not recorded."""
+    shape = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    assert run(settings(shape, out_dir=str(tmp_path / "first")))[0].status == "completed"
+    weights = tmp_path / "first" / "pretrain_64.pth"
+    eight = {"hidden_size": 64, "num_attention_heads": 8, "num_key_value_heads": 2}
+    result, _ = run(settings(eight, from_weight=str(weights)))
+    assert result.cause == "input"
+    assert re.search(r"^note: the file does not record its head split; .*\b4/2\b",
+                     result.reason, re.M), result.reason
+
+
+# -- data files --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["garbage after the header", "truncated"])
+def test_corrupt_gzip_data_is_refused_by_name(settings, tmp_path, kind):
+    packed = gzip.compress(SMALL_DATA * 20)
+    path = tmp_path / "corrupt-gzip.jsonl.gz"
+    path.write_bytes(packed[:10] + RANDOM_BYTES[:500] if kind != "truncated"
+                     else packed[: len(packed) // 2])
+    result, events = run(settings(data_path=str(path)))
+    assert_refused(result, events, f"train.data_path: {path}: cannot decompress", path)
+    # Nothing half-decompressed is left where the next run would find it.
+    assert not list((default_cache_dir() / "corpus").glob("corrupt-gzip-*"))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_lone_surrogate_line_is_refused_or_skipped(settings, tmp_path, packing):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_bytes(SMALL_DATA + b'{"text": "half a pair: \\ud800 here"}\n' + SMALL_DATA)
+    result, events = run(settings(data_path=str(path), packing=packing))
+    assert_refused(result, events, f"train.data_path: {path}:41: ", path)
+    assert "unpaired surrogate (\\ud800)" in result.reason
+
+    result, events = run(settings(data_path=str(path), packing=packing, skip_bad_lines=True,
+                                  out_dir=str(tmp_path / "lenient")))
+    assert result.status == "completed", result
+    assert any(isinstance(e, LogMessage) and "skipped 1 bad lines, first: line 41:" in e.text
+               for e in events)
+
+
+def test_json_nested_thousands_deep_is_a_bad_line(settings, tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(SMALL_DATA + b'{"text": "x", "a": ' + b"[" * 100_000 + b"\n")
+    result, events = run(settings(data_path=str(path)))
+    assert_refused(result, events, f"train.data_path: {path}:41: ", path)
+    assert "nested too deeply" in result.reason
+
+
+# -- values that pass a type check but would crash ---------------------------------------------
+@pytest.mark.parametrize("section, field, value", [
+    ("train", "seed", 99999999999999999999999),
+    ("model", "vocab_size", 1_000_000_000),
+])
+def test_values_too_large_are_settings_problems(section, field, value):
+    with pytest.raises(SettingsError) as err:
+        load_settings("tiny", {section: {field: value}})
+    assert [p.loc for p in err.value.problems] == [f"{section}.{field}"]
+
+
+def test_a_model_too_big_for_memory_is_refused_before_allocating(settings):
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    result, events = run(settings({"hidden_size": 16384, "num_hidden_layers": 256}))
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert result.cause == "input" and result.reason.startswith("model: "), result
+    need, have = re.search(r"need about ([\d,.]+) GiB .* has ([\d,.]+) GiB free",
+                           result.reason).groups()
+    assert float(need.replace(",", "")) > 1000 > float(have.replace(",", ""))
+    assert grown < 1 << 20  # < 1 GiB more at peak: the weights were never allocated
+    assert not any(isinstance(e, StepMetrics) for e in events)
+
+
+def test_a_saved_folder_with_json_nested_too_deep_is_refused_by_export(tmp_path):
+    (tmp_path / "config.json").write_text("[" * 100_000)
+    with pytest.raises(ExportError, match="config.json: not readable JSON"):
+        load_source(tmp_path)
+
+
+# -- the command line: exit 2 and one line per problem -----------------------------------------
+def cli(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=cwd)
+
+
+def errors(proc):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    return [line for line in proc.stderr.splitlines() if line.startswith("minimind-tui: error:")]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"model = 3\n[train]\n", "model: in p.toml must be a table ([model]), not a int"),
+    (None, "p.toml: is a folder, not a preset file"),
+    (b"[model]\nhidden_size = 64\n# caf\xe9\n", "p.toml: not a text file (byte 30 is not UTF-8)"),
+    (b"[train]\nbatch_size = 4\n", "p.toml: has no [model] table"),
+])
+def test_broken_preset_exits_2_with_one_line(tmp_path, content, message):
+    preset = tmp_path / "p.toml"
+    if content is None:
+        preset.mkdir()
+    else:
+        preset.write_bytes(content)
+    lines = errors(cli("--preset", str(preset), cwd=tmp_path))
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_every_bad_flag_is_reported_at_once(tmp_path):
+    lines = errors(cli("--preset", "tiny", "--batch_size", "0", "--learning_rate", "0",
+                       "--dtype", "float16", "--device", "cpu", cwd=tmp_path))
+    assert len(lines) == 3, lines
+    assert [line.split()[2] for line in lines] == [
+        "train.batch_size:", "train.learning_rate:", "train.dtype:"]
+
+
+def test_corrupt_resume_file_exits_2_naming_it(tmp_path, data, checkpoint):
+    resume = tmp_path / "run" / "pretrain_128_resume.pth"
+    resume.parent.mkdir()
+    resume.write_bytes(checkpoint[1][:1000])
+    lines = errors(cli("--preset", "tiny", "--data_path", str(data), "--packing", "0",
+                       "--out_dir", str(resume.parent), "--from_resume", "1", "--dtype",
+                       "float32", cwd=tmp_path))
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"minimind-tui: error: train.from_resume: {resume}: not a "
+                               "readable PyTorch checkpoint (truncated, corrupt")
