@@ -6,8 +6,8 @@ a `RunStarted` at step S drops whatever was logged after S (the steps the crash 
 resumed run trains again) and marks S as the start of a resumed segment.
 
 Series are `array('d')`s: 8 bytes a point. Past `MAX_POINTS` the history halves its resolution
-(keeping the larger-loss point of every even pair and the smaller of every odd one), so memory
-stays bounded however long the run; `downsample_minmax` cuts what a chart draws to a few points
+(keeping the smallest and the largest loss of every four points, and the newest point), so
+memory stays bounded however long the run and recent steps stay the densest; `downsample_minmax` cuts what a chart draws to a few points
 per column, keeping each bucket's extremes and both ends (the newest value of a live run).
 """
 
@@ -119,13 +119,15 @@ class RunHistory:
             self.checkpoint = None
 
     def _halve(self) -> None:
+        """Keep the smallest and the largest loss of every four points (and the newest)."""
         loss = np.frombuffer(self.loss, dtype=np.float64)
-        pairs = loss[: len(loss) // 2 * 2].reshape(-1, 2)
-        pick_max = np.arange(len(pairs)) % 2 == 0  # alternate, so the envelope survives
-        chosen = np.where(pick_max, pairs.argmax(axis=1), pairs.argmin(axis=1))
-        index = np.arange(len(pairs)) * 2 + chosen
-        if len(loss) % 2:
-            index = np.append(index, len(loss) - 1)
+        n = len(loss)
+        groups = np.nan_to_num(loss[: n // 4 * 4], nan=np.inf).reshape(-1, 4)
+        low, high = groups.argmin(axis=1), groups.argmax(axis=1)
+        high = np.where(high == low, (low + 1) % 4, high)  # a flat group keeps two points
+        base = np.arange(len(groups)) * 4
+        index = np.unique(np.concatenate((base + low, base + high, np.arange(n // 4 * 4, n),
+                                          [n - 1])))
         for name in SERIES:
             kept = np.frombuffer(getattr(self, name), dtype=np.float64)[index]
             setattr(self, name, array("d", kept.tobytes()))

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 from textual.widgets import Button, Input, Select, Static
 
-from minimind.events import CheckpointSaved, RunFinished, StepMetrics
+from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
 from minimind.settings import ModelSettings, TrainSettings
 from minimind_tui.app import MiniMindApp
 from minimind_tui.history import RunHistory, downsample_minmax
@@ -339,10 +339,52 @@ def test_history_tracks_series_and_smoothing():
                              elapsed=step, eta_seconds=0, step_time=1.0)])
     h.apply([CheckpointSaved(step=3, weights_path="w.pth", resume_path="r.pth"),
              RunFinished(status="completed", step=3)])
-    assert h.steps == [1, 2, 3] and h.tokens == [10, 20, 30]
-    assert h.loss_ema == pytest.approx([4.0, 4.0, 4.0])  # debiased: no pull towards zero
+    assert list(h.steps) == [1, 2, 3] and list(h.tokens) == [10, 20, 30]
+    assert list(h.loss_ema) == pytest.approx([4.0, 4.0, 4.0])  # debiased: no pull towards zero
     assert h.checkpoint.step == 3 and h.finished.status == "completed"
     assert [seq for seq, _ in h.log_since(3)] == [4, 5]
+
+
+def _step(step: int, loss: float = 4.0) -> StepMetrics:
+    return StepMetrics(step=step, total_steps=10**6, epoch=1, epochs=1, epoch_step=step,
+                       steps_per_epoch=10**6, loss=loss, logits_loss=loss, aux_loss=0.0, lr=1e-3,
+                       grad_norm=1.0, tokens_per_sec=1.0, tokens_seen=step * 10, elapsed=step,
+                       eta_seconds=0, step_time=1.0)
+
+
+def _started(start_step: int) -> RunStarted:
+    return RunStarted(settings={"model": {}}, parameters=1, active_parameters=1, device="cpu",
+                      device_name="cpu", world_size=1, tokens_per_step=10, steps_per_epoch=10**6,
+                      total_steps=10**6, start_step=start_step, flops_per_token=1.0,
+                      peak_flops=None, out_dir="x")
+
+
+def test_a_resumed_run_keeps_its_history_and_marks_the_segment():
+    h = RunHistory()
+    h.apply([_started(0), *[_step(s) for s in range(1, 8)],  # crashed after step 7...
+             _started(5), *[_step(s, 3.0) for s in range(6, 10)]])  # ...resumed from step 5
+    assert list(h.steps) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert list(h.loss) == [4.0] * 5 + [3.0] * 4  # the lost steps 6-7 were trained again
+    assert h.resumed_at == [5]
+    h.apply([_started(0), _step(1)])  # the folder replaced by a new run: start over
+    assert list(h.steps) == [1] and h.resumed_at == []
+
+
+def test_history_memory_is_bounded(monkeypatch):
+    import minimind_tui.history as history
+
+    monkeypatch.setattr(history, "MAX_POINTS", 1000)
+    h = RunHistory()
+    h.apply([_step(s, loss=1.0 if s != 777 else 9.0) for s in range(1, 5001)])
+    assert len(h.steps) <= 1000 and h.steps[-1] == 5000
+    assert max(h.loss) == 9.0  # a spike survives the halvings
+    assert list(h.steps) == sorted(h.steps)
+
+
+def test_downsampling_keeps_the_newest_point():
+    xs, ys = list(range(100_001)), [1.0] * 100_001
+    out_x, out_y = downsample_minmax(xs, ys, 300)
+    assert out_x[0] == 0 and out_x[-1] == 100_000 and len(out_x) <= 300
 
 
 def test_nice_ticks_are_round():

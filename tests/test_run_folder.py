@@ -1,0 +1,159 @@
+"""Run folders with real processes: one trainer per folder, no overwrite without consent, crash
+detection, run.json, and following a live metrics.jsonl (partial lines, resume, crash)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from minimind.events import RunStarted, StepMetrics
+from minimind.follow import Follower, read_events
+from minimind.run_folder import RunFolder
+from minimind_tui.history import RunHistory
+
+CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
+QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
+         "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *QUICK, *args], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, *QUICK, "--max_steps", "100000", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def wait_for(proc: subprocess.Popen, prefix: str) -> None:
+    for line in proc.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(proc.communicate()[1][-2000:])
+
+
+def test_a_second_trainer_is_refused_while_the_first_is_alive(tmp_path):
+    first = start("--out_dir", str(tmp_path))
+    try:
+        wait_for(first, "Epoch:[1/1](1/")
+        assert RunFolder(tmp_path).state() == "running"
+        second = cli("--max_steps", "1", "--out_dir", str(tmp_path), "--overwrite", "1")
+        assert second.returncode == 2
+        assert f"{tmp_path} is in use by a running training" in second.stderr
+        assert f"minimind-tui watch {tmp_path}" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert RunFolder(tmp_path).state() == "stopped"
+
+
+def test_a_finished_run_is_never_replaced_without_consent(tmp_path):
+    assert cli("--max_steps", "2", "--out_dir", str(tmp_path)).returncode == 0
+    refused = cli("--max_steps", "2", "--out_dir", str(tmp_path))
+    assert refused.returncode == 2
+    assert "already holds a run (completed at step 2" in refused.stderr
+    assert "from_resume" in refused.stderr and "overwrite" in refused.stderr
+    resumed = cli("--max_steps", "3", "--out_dir", str(tmp_path), "--from_resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    history = read_events(tmp_path / "metrics.jsonl")
+    assert [e.start_step for e in history if isinstance(e, RunStarted)] == [0, 2]
+    replaced = cli("--max_steps", "1", "--out_dir", str(tmp_path), "--overwrite", "1")
+    assert replaced.returncode == 0, replaced.stderr
+    history = read_events(tmp_path / "metrics.jsonl")
+    assert [e.step for e in history if isinstance(e, StepMetrics)] == [1]
+    status = RunFolder(tmp_path).status()
+    assert status.state == "completed" and status.step == 1 and status.resumed_from == 0
+
+
+def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):
+    proc = start("--out_dir", str(tmp_path), "--save_interval", "2")
+    wait_for(proc, "[checkpoint] step 2")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    folder = RunFolder(tmp_path)
+    assert folder.status().state == "running" and folder.state() == "crashed"
+    assert folder.describe().startswith("crashed at step")
+    refused = cli("--max_steps", "4", "--out_dir", str(tmp_path))
+    assert refused.returncode == 2 and "already holds a run (crashed" in refused.stderr
+    resumed = cli("--max_steps", "4", "--out_dir", str(tmp_path), "--from_resume", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "the previous process crashed" in resumed.stdout
+    assert folder.state() == "completed"
+
+
+def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
+    metrics = tmp_path / "metrics.jsonl"
+    follower, history = Follower(metrics), RunHistory()
+
+    def catch_up() -> None:
+        while True:
+            batch = follower.poll()
+            assert not batch.reset and batch.skipped == 0
+            history.apply(batch.events)
+            if batch.caught_up:
+                return
+
+    proc = start("--out_dir", str(tmp_path), "--save_interval", "3")
+    try:
+        wait_for(proc, "[checkpoint] step 3")
+        wait_for(proc, "Epoch:[1/1](5/")
+        deadline = time.monotonic() + 30
+        while len(history.steps) < 5:  # mid-run: the file is written a moment after stdout
+            assert time.monotonic() < deadline
+            catch_up()
+            time.sleep(0.05)
+        assert history.started is not None
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no final event: a crash
+        proc.communicate(timeout=60)
+    catch_up()
+    crashed_at = int(history.steps[-1])
+    assert history.finished is None and RunFolder(tmp_path).state() == "crashed"
+    assert cli("--max_steps", "8", "--out_dir", str(tmp_path), "--from_resume", "1",
+               "--save_interval", "3").returncode == 0
+    catch_up()
+    assert history.resumed_at == [3] and crashed_at > 3
+    assert list(history.steps) == list(range(1, 9))  # the lost steps replaced, not doubled
+    assert history.finished.status == "completed"
+
+
+def test_the_follower_keeps_a_partial_line_and_notices_a_new_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    follower = Follower(path, chunk=64)
+    assert follower.poll().events == []  # no file yet
+    line = json.dumps({"kind": "log", "time": 1.0, "level": "info", "text": "hello"}) + "\n"
+    path.write_text(line + line[:20])  # the writer is mid-line
+    events = []
+    while True:
+        batch = follower.poll()
+        events += batch.events
+        if batch.caught_up:
+            break
+    assert [e.text for e in events] == ["hello"]
+    with path.open("a") as f:
+        f.write(line[20:] + "not json\n")
+    batch = follower.poll()
+    assert [e.text for e in batch.events] == ["hello"] and batch.skipped == 1
+    path.unlink()
+    path.write_text(line)  # replaced by a new run
+    batch = follower.poll()
+    assert batch.reset and len(batch.events) == 1
+
+
+def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
+    import minimind.run_folder as run_folder
+
+    monkeypatch.setattr(run_folder, "HEARTBEAT_SECONDS", 0.2)
+    folder = RunFolder(tmp_path)
+    sink = run_folder.StatusSink(folder)
+    time.sleep(0.1)
+    first = folder.status().updated
+    time.sleep(0.6)
+    assert folder.status().updated > first and folder.state() == "running"
+    sink.close()
