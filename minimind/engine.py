@@ -31,6 +31,7 @@ from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
+from minimind.trackers import TrackerSink, tracker_sinks
 
 OOM_HINT = "lower batch_size or max_seq_len (raise accumulation_steps to keep tokens/step), " \
            "or turn on grad_checkpointing"
@@ -95,6 +96,8 @@ class Trainer:
                 self.sinks.append(JsonlSink(self.prep.out_dir / "metrics.jsonl",
                                             append=self.prep.resume is not None,
                                             warn=lambda text: self.log(text, "warning")))
+                self.sinks += tracker_sinks(self.settings.train.report_to, self.prep.out_dir,
+                                            warn=lambda text: self.log(text, "warning"))
                 self.settings.save_toml(self.prep.out_dir / "config.toml")
             return self._train()
         except torch.cuda.OutOfMemoryError as e:
@@ -130,9 +133,11 @@ class Trainer:
     def _finish(self, status: str, reason: str = "", **extra: str) -> RunFinished:
         event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
-        for sink in self.sinks:
-            if isinstance(sink, JsonlSink):
-                sink.close()
+        # Trackers first, so a warning they give while closing still reaches metrics.jsonl.
+        for kind in (TrackerSink, JsonlSink):
+            for sink in self.sinks:
+                if isinstance(sink, kind):
+                    sink.close()
         return event
 
     def _write_details(self) -> str:
