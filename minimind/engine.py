@@ -32,6 +32,7 @@ from minimind.run_folder import CONFIG_FILE, ERROR_FILE, METRICS_FILE, StatusSin
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
+from minimind.trackers import TrackerSink, tracker_sinks
 
 OOM_HINT = "lower batch_size or max_seq_len (raise accumulation_steps to keep tokens/step), " \
            "or turn on grad_checkpointing"
@@ -126,6 +127,8 @@ class Trainer:
         self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
                                     warn=lambda text: self.log(text, "warning")))
         self.sinks.append(StatusSink(folder))
+        self.sinks += tracker_sinks(self.settings.train.report_to, folder.path,
+                                    warn=lambda text: self.log(text, "warning"))
         self.settings.save_toml(folder.path / CONFIG_FILE)
 
     # -- events -------------------------------------------------------------------------
@@ -140,7 +143,8 @@ class Trainer:
     def _finish(self, status: str, reason: str = "", **extra: str) -> RunFinished:
         event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
-        for sink in self.sinks:
+        # Trackers first, so a warning they give while closing still reaches metrics.jsonl.
+        for sink in sorted(self.sinks, key=lambda sink: not isinstance(sink, TrackerSink)):
             sink.close()
         return event
 

@@ -403,6 +403,12 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad("train.eval_interval", "needs validation data: set val_data_path (or set "
                                    "eval_interval to 0)", "train.val_data_path")
 
+    if t.report_to:
+        from minimind.trackers import install_command, missing_trackers
+
+        for name in missing_trackers(t.report_to):
+            bad("train.report_to", f"{name} is not installed; {install_command(name)}")
+
     cuda = t.device.startswith("cuda")
     if t.device != "auto":
         import torch

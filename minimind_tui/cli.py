@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import os
 import sys
 
 from minimind.settings import SettingsError
@@ -27,6 +29,8 @@ SUBCOMMANDS = {
     "tokenizer": ("minimind_tui.cli:tokenizer_command",
                   "train a byte-level BPE tokenizer from a JSONL file"),
     "presets": ("minimind_tui.cli:presets_command", "list the bundled and user presets"),
+    "serve": ("minimind_tui.serve:main", "serve the dashboard to a web browser (textual-serve)"),
+    "completion": ("minimind_tui.completion:main", "print a bash or zsh completion script"),
 }
 
 
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a bundled or user preset name, or a .toml file")
     parser.add_argument("--no-ui", action="store_true",
                         help="run headless: print settings, then upstream-style log lines")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     add_settings_flags(parser)
     return parser
 
@@ -75,8 +80,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def terminal_attached() -> bool:
-    """Textual reads keys from stdin and draws on stderr; without a terminal it would spin."""
-    return sys.stdin.isatty() and sys.stderr.isatty()
+    """Textual reads keys from stdin and draws on stderr; without a terminal it would spin.
+    A driver named in TEXTUAL_DRIVER (the web driver under `serve`) brings its own channel."""
+    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stderr.isatty())
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("minimind-tui")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(not installed)"
 
 
 def invalid(*problems: object, prog: str = "minimind-tui") -> int:

@@ -1,0 +1,122 @@
+"""`minimind-tui completion bash|zsh`: a shell completion script generated from the parser.
+
+    eval "$(minimind-tui completion bash)"    # in ~/.bashrc
+    eval "$(minimind-tui completion zsh)"     # in ~/.zshrc
+
+It completes the subcommands, every flag, the values of flags that take a fixed set (`--family`,
+`--dtype`, `--report_to` ..., booleans as 0 and 1) and preset names after `--preset`: the bundled
+ones as of generation, the user's read from their folder at each completion (so a preset saved
+later completes too), and .toml files. Other values fall back to file names. zsh runs the same
+function through its bash compatibility layer (bashcompinit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from minimind_tui import exit_codes
+from minimind_tui.presets import is_user_preset, list_presets, user_preset_dir
+
+SHELLS = ("bash", "zsh")
+
+_FUNCTION = r"""
+_minimind_tui() {
+    # Under zsh (through bashcompinit): bash's 0-based arrays, and no error for an empty glob.
+    [[ -n ${ZSH_VERSION-} ]] && setopt localoptions ksharrays nullglob
+    local cur=${COMP_WORDS[COMP_CWORD]} word flag i
+    COMPREPLY=()
+    if (( COMP_CWORD == 1 )) && [[ $cur != -* ]]; then
+        COMPREPLY=($(compgen -W "%(subcommands)s" -- "$cur"))
+        return
+    fi
+    local flags="%(flags)s"
+    case ${COMP_WORDS[1]} in
+        completion) (( COMP_CWORD == 2 )) && COMPREPLY=($(compgen -W "%(shells)s" -- "$cur"))
+                    return ;;
+        serve) flags="%(serve_flags)s"
+               for (( i = 2; i < COMP_CWORD; i++ )); do
+                   [[ ${COMP_WORDS[i]} == -- ]] && flags="%(flags)s"  # the app's own flags
+               done ;;
+        %(other_subcommands)s) return ;;  # their own flags; files by default
+    esac
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+        return
+    fi
+    # The flag this word is a value of: the previous word, or the last flag before it when
+    # that one takes a list (--report_to tensorboard wandb ...).
+    for (( i = COMP_CWORD - 1; i > 0; i-- )); do
+        word=${COMP_WORDS[i]}
+        if [[ $word == -* ]]; then
+            if (( i == COMP_CWORD - 1 )) || [[ " %(list_flags)s " == *" $word "* ]]; then
+                flag=$word
+            fi
+            break
+        fi
+    done
+    case $flag in
+        --preset)
+            local user=() file
+            for file in %(user_dir)s/*.toml; do
+                [[ -e $file ]] && file=${file##*/} && user+=("${file%%.toml}")
+            done
+            COMPREPLY=($(compgen -W "%(presets)s ${user[*]}" -- "$cur")
+                       $(compgen -f -X '!*.toml' -- "$cur")) ;;
+%(value_cases)s
+    esac
+}
+complete -o default -F _minimind_tui minimind-tui
+"""
+
+# zsh runs the bash function through its bash compatibility layer, which needs compinit.
+_ZSH_PRELUDE = """(( $+functions[compdef] )) || { autoload -U +X compinit && compinit; }
+autoload -U +X bashcompinit && bashcompinit
+"""
+
+
+def script(shell: str, parser: argparse.ArgumentParser, serve_parser: argparse.ArgumentParser,
+           subcommands: list[str]) -> str:
+    flags, list_flags, cases = [], [], []
+    for action in parser._actions:  # argparse has no public way to list its actions
+        flags += action.option_strings
+        if action.nargs == "*":
+            list_flags += action.option_strings
+        values = _values(action)
+        if values:
+            cases.append(f"        {'|'.join(action.option_strings)}) "
+                         f'COMPREPLY=($(compgen -W "{" ".join(values)}" -- "$cur")) ;;')
+    bundled = [name for name, path in list_presets().items() if not is_user_preset(path)]
+    body = _FUNCTION % {
+        "subcommands": " ".join(subcommands), "shells": " ".join(SHELLS),
+        "flags": " ".join(flags), "list_flags": " ".join(list_flags),
+        "serve_flags": " ".join(s for a in serve_parser._actions for s in a.option_strings),
+        "other_subcommands": "|".join(n for n in subcommands if n not in ("serve", "completion"))
+                             or "_",
+        "user_dir": shlex.quote(str(user_preset_dir())), "presets": " ".join(bundled),
+        "value_cases": "\n".join(cases)}
+    if shell == "zsh":
+        body = _ZSH_PRELUDE + body
+    return body.lstrip("\n")
+
+
+def _values(action: argparse.Action) -> list[str]:
+    """The fixed values a flag takes, from its metavar ("{a|b}", "0|1")."""
+    metavar = action.metavar if isinstance(action.metavar, str) else ""
+    if metavar == "0|1" or (metavar.startswith("{") and metavar.endswith("}")):
+        return metavar.strip("{}").split("|")
+    return []
+
+
+def main(argv: list[str]) -> int:
+    from minimind_tui.cli import SUBCOMMANDS, build_parser
+    from minimind_tui.serve import build_parser as build_serve_parser
+
+    parser = argparse.ArgumentParser(
+        prog="minimind-tui completion", description="Print a shell completion script.",
+        epilog='Enable it with: eval "$(minimind-tui completion bash)" in ~/.bashrc (zsh: '
+               'the same with zsh, in ~/.zshrc).')
+    parser.add_argument("shell", choices=SHELLS)
+    args = parser.parse_args(argv)
+    print(script(args.shell, build_parser(), build_serve_parser(), list(SUBCOMMANDS)), end="")
+    return exit_codes.OK

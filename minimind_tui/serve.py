@@ -1,0 +1,87 @@
+"""`minimind-tui serve [--host 127.0.0.1] [--port 8000] [-- app args]`: the dashboard in a web
+browser, through textual-serve (`pip install "minimind-tui[serve]"`).
+
+textual-serve starts `minimind-tui <app args>` for each browser tab, with Textual's web driver
+talking to the page over a websocket. It has no authentication: whoever opens the page can start
+runs and write files as you. So it listens on 127.0.0.1 unless told otherwise, and warns when
+told; from a laptop, reach it through an SSH tunnel (the README shows how).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import shlex
+import sys
+
+from minimind.settings import SettingsError
+from minimind_tui import exit_codes
+from minimind_tui.presets import DEFAULT_PRESET, preset_data
+
+PROG = "minimind-tui serve"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Serve the dashboard to a web browser (textual-serve).",
+        epilog="Arguments after -- go to the app, as on the minimind-tui command line, e.g. "
+               "minimind-tui serve --port 8000 -- --preset tiny. There is no authentication: "
+               "keep the default host and use an SSH tunnel to watch from another machine.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--public-url", metavar="URL",
+                        help="the address the browser opens, when not http://HOST:PORT "
+                             "(e.g. a tunnel to another local port)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from minimind_tui.cli import build_parser as build_app_parser
+    from minimind_tui.cli import invalid
+
+    ours, app_args = split_app_args(argv)
+    args = build_parser().parse_args(ours)
+    app = build_app_parser().parse_args(app_args)  # a wrong app flag fails here, not per tab
+    if app.no_ui:
+        return invalid("--no-ui trains headless; serve shows the dashboard", prog=PROG)
+    try:
+        preset_data(app.preset or DEFAULT_PRESET)
+    except SettingsError as e:
+        return invalid(*e.problems, prog=PROG)
+    if importlib.util.find_spec("textual_serve") is None:
+        return invalid('textual-serve is not installed; pip install "minimind-tui[serve]"',
+                       prog=PROG)
+    if not is_loopback(args.host):
+        print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
+              "can open the dashboard, start runs and write files as you (there is no "
+              "authentication); prefer the default host and an SSH tunnel", file=sys.stderr)
+
+    from textual_serve.server import Server
+
+    command = shlex.join([sys.executable, "-m", "minimind_tui", *app_args])
+    server = Server(command, host=args.host, port=args.port, title="minimind-tui",
+                    public_url=args.public_url)
+    try:
+        server.serve()
+    except OSError as e:  # the port is taken, or the address is not this machine's
+        return invalid(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}", prog=PROG)
+    return exit_codes.OK
+
+
+def split_app_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """serve's own arguments, and the app's after `--`."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False

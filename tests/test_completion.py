@@ -1,0 +1,110 @@
+"""Shell completion (`minimind-tui completion bash|zsh`), `--version`, and the subcommands in
+`--help`: run as a user's shell runs them."""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from minimind_tui.cli import SUBCOMMANDS
+
+CLI = [sys.executable, "-m", "minimind_tui"]
+
+# Calls the completion function as the shell does on TAB: COMP_WORDS holds the words up to the
+# cursor and COMP_CWORD the index of the one being completed; prints what it offers.
+SIMULATE = textwrap.dedent("""
+    offer() {
+        COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=()
+        _minimind_tui
+        echo "${COMPREPLY[*]}"
+    }
+""")
+
+
+@pytest.fixture
+def complete(tmp_path):
+    """offer(shell, *words) -> the words the shell's completion offers for the last word."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    env = {**os.environ, "MINIMIND_TUI_PRESETS": str(presets), "HOME": str(tmp_path)}
+    scripts = {}
+
+    def offer(shell, *words):
+        if shell not in scripts:
+            generated = subprocess.run([*CLI, "completion", shell], capture_output=True,
+                                       text=True, env=env, check=True, timeout=120).stdout
+            scripts[shell] = tmp_path / f"completion.{shell}"
+            scripts[shell].write_text(generated)
+        quoted = " ".join(f"'{w}'" for w in ("minimind-tui", *words))
+        proc = subprocess.run([shell, "-f" if shell == "zsh" else "--norc", "-c",
+                               f"source {scripts[shell]}\n{SIMULATE}\noffer {quoted}"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        return proc.stdout.split()
+
+    offer.user_presets = presets
+    return offer
+
+
+def test_bash_completes_flags_values_subcommands_and_presets(complete):
+    assert complete("bash", "--batch_s") == ["--batch_size"]
+    assert complete("bash", "--rep") == ["--report_to"]
+    assert complete("bash", "--preset", "ti") == ["tiny"]
+    assert complete("bash", "--family", "m") == ["minimind2", "minimind3"]
+    assert complete("bash", "--use_moe", "") == ["0", "1"]
+    # a list flag keeps offering its values after the first
+    assert complete("bash", "--report_to", "tensorboard", "w") == ["wandb"]
+    assert complete("bash", "se") == ["serve"]
+    assert complete("bash", "completion", "") == ["bash", "zsh"]
+    assert complete("bash", "serve", "--p") == ["--port", "--public-url"]
+    assert complete("bash", "serve", "--", "--preset", "minimind3") == [
+        "minimind3", "minimind3-moe"]
+    assert complete("bash", "--batch_size", "") == []  # a number: the shell offers files
+
+
+def test_a_preset_saved_after_the_script_was_generated_completes_too(complete):
+    assert complete("bash", "--preset", "my") == []
+    (complete.user_presets / "my-run.toml").write_text("[model]\n")
+    assert complete("bash", "--preset", "my") == ["my-run"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_runs_the_same_completion_through_bashcompinit(complete):
+    # zsh's bash layer hands back every candidate and zsh's own matching filters them by the
+    # typed prefix, so these are the candidate sets.
+    assert "--batch_size" in complete("zsh", "--batch_s")
+    assert complete("zsh", "--family", "m") == ["minimind2", "minimind3"]
+    assert complete("zsh", "--report_to", "tensorboard", "w") == [
+        "tensorboard", "wandb", "swanlab", "trackio"]
+    assert "tiny" in complete("zsh", "--preset", "ti")
+    assert complete("zsh", "completion", "") == ["bash", "zsh"]
+
+
+def test_help_lists_every_subcommand_and_version_answers():
+    help_text = subprocess.run([*CLI, "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    for name in SUBCOMMANDS:
+        assert f"{name}: " in " ".join(help_text.split())
+    version = subprocess.run([*CLI, "--version"], capture_output=True, text=True, timeout=120)
+    assert version.returncode == 0
+    assert version.stdout.startswith("minimind-tui ") and version.stdout.strip() != "minimind-tui"
+
+
+def test_version_and_completion_import_neither_torch_nor_textual():
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        from minimind_tui.cli import main
+        for argv in (["--version"], ["completion", "bash"], ["serve", "--help"]):
+            with contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    main(argv)
+                except SystemExit:
+                    pass
+        print("heavy:", sorted({"torch", "transformers", "textual"} & set(sys.modules)))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert "heavy: []" in proc.stdout, proc.stderr
