@@ -56,6 +56,7 @@ class Prepared:
     data_fingerprint: dict[str, Any]
     """What the training samples are (data bytes, tokenizer, sample count): a resumed run
     must see the same, or it would not continue the run it claims to."""
+    tokenizer: Any  # the run's tokenizer, for the live samples
 
 
 def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
@@ -102,7 +103,8 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
         resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log)
-    return Prepared(out_dir, weights_path, train_data, val_data, model, resume, fingerprint)
+    return Prepared(out_dir, weights_path, train_data, val_data, model, resume, fingerprint,
+                    tokenizer)
 
 
 def _writable_dir(path: Path) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import collections
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted, StepMetrics)
+                             RunStarted, Sample, StepMetrics)
 
 EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early points are not ~0
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)
@@ -42,6 +42,7 @@ class RunHistory:
         self.val_steps: list[int] = []
         self.val_tokens: list[int] = []
         self.val_loss: list[float] = []
+        self.samples: list[Sample] = []  # every one (a few kB each): the panel pages through them
         self._ema, self._ema_n = 0.0, 0
         self.log: collections.deque[tuple[int, Event]] = collections.deque(maxlen=LOG_KEEP)
         self._log_seq = 0
@@ -79,6 +80,8 @@ class RunHistory:
             self.val_steps.append(e.step)
             self.val_tokens.append(self.tokens_at(e.step))
             self.val_loss.append(e.val_loss)
+        elif isinstance(e, Sample):
+            self.samples.append(e)
         elif isinstance(e, RunStarted):
             self.started = e
         elif isinstance(e, CheckpointSaved):

@@ -79,9 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[str, list[float]] = {"headless": [], "thread": [], "dashboard": []}
     with tempfile.TemporaryDirectory() as tmp:
-        # Checkpoints and validation off: they cost the same in all runs and only add noise.
+        # Checkpoints, validation and samples off: they cost the same in all runs and only
+        # add noise.
         train = {"out_dir": tmp, "max_steps": args.steps, "save_interval": 0,
-                 "eval_interval": 0, "val_data_path": ""}
+                 "eval_interval": 0, "val_data_path": "", "sample_prompts": []}
         if args.log_interval:
             train["log_interval"] = args.log_interval
         settings = load_settings("tiny", {"train": train})
