@@ -93,7 +93,7 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
                      steps: int, data_path: str, out_dir: str) -> RunSettings:
     """The settings one run uses: the variant's overrides; a micro-batch that keeps the samples
     per optimizer step (accumulation_steps = batch_size * accumulation_steps / micro-batch);
-    and the measuring harness (no eval, no saves, a log when the warm-up ends)."""
+    and the measuring harness (no eval, samples or saves, a log when the warm-up ends)."""
     t = base.train
     overrides, own_micro_batch = parse_variant(variant)
     micro_batch = own_micro_batch or micro_batch
@@ -107,8 +107,8 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
         train.update(batch_size=micro_batch,
                      accumulation_steps=max(1, round(samples / micro_batch)))
     train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
-                 eval_interval=0, val_data_path="", epochs=1_000_000, from_resume=False,
-                 data_path=data_path, out_dir=out_dir)
+                 eval_interval=0, val_data_path="", sample_prompts=[], epochs=1_000_000,
+                 from_resume=False, data_path=data_path, out_dir=out_dir)
     return RunSettings.parse({"model": base.model.model_dump(), "train": train})
 
 

@@ -24,8 +24,9 @@ from minimind import distributed
 from minimind.checkpoint import capture_rng, restore_rng, save_checkpoint
 from minimind.data.sampler import epoch_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted)
+                             RunStarted, Sample)
 from minimind.flops import flops_per_token, peak_flops
+from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
 from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.run_folder import CONFIG_FILE, ERROR_FILE, METRICS_FILE, StatusSink
@@ -296,6 +297,9 @@ class Trainer:
                                    plan.steps_per_epoch, self.flops_per_token, self.peak_flops))
         if t.eval_interval and step % t.eval_interval == 0 and not done:
             self._evaluate()
+        sample_interval = t.sample_interval or t.eval_interval  # 0: at each evaluation
+        if t.sample_prompts and (done or (sample_interval and step % sample_interval == 0)):
+            self._sample()
         stop = distributed.any_rank(self.stop_event.is_set(), self.dist)
         if done or stop or (t.save_interval and step % t.save_interval == 0):
             self._checkpoint(meter)
@@ -319,6 +323,19 @@ class Trainer:
         if total_tokens:
             self.emit(EvalResult(step=self.progress.step, val_loss=total_loss / total_tokens,
                                  tokens=total_tokens))
+
+    def _sample(self) -> None:
+        """Continue each sample prompt on rank 0 without disturbing training: the plain model
+        (never the compiled or DDP wrapper), back in train mode afterwards, under the run's
+        autocast, and drawing only on a generator of its own (dropout's RNG is untouched)."""
+        if not self.dist.is_main:
+            return
+        t = self.settings.train
+        with self.autocast:
+            greedy, sampled = continue_prompts(self.model, self.prep.tokenizer, t.sample_prompts,
+                                               t.sample_tokens, seed=t.seed)
+        self.emit(Sample(step=self.progress.step, prompts=list(t.sample_prompts), greedy=greedy,
+                         sampled=sampled))
 
     def _checkpoint(self, meter: Meter) -> None:
         if not self.save_checkpoints or self.last_saved_step == self.progress.step:

@@ -6,7 +6,7 @@ these, so a run reads the same wherever it is followed. Each line has a kind ("s
 from __future__ import annotations
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted, StepMetrics)
+                             RunStarted, Sample, StepMetrics)
 
 
 def format_duration(seconds: float) -> str:
@@ -39,6 +39,20 @@ def step_line(e: StepMetrics) -> str:
             f"grad_norm: {e.grad_norm:.3f}, tokens/s: {e.tokens_per_sec:,.0f}")
 
 
+def one_line(text: str) -> str:
+    """A generated text on one line: its line breaks shown as ⏎."""
+    return text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+
+
+def sample_lines(e: Sample) -> str:
+    """Each prompt twice, continued greedily and by the seeded sample, one line each."""
+    lines = [f"[sample] step {e.step}"]
+    for prompt, greedy, sampled in zip(e.prompts, e.greedy, e.sampled):
+        lines.append(f"  greedy  {one_line(prompt + greedy)}")
+        lines.append(f"  sampled {one_line(prompt + sampled)}")
+    return "\n".join(lines)
+
+
 def describe(e: Event) -> tuple[str, str] | None:
     """(line, kind) for an event, or None for events that print nothing."""
     if isinstance(e, StepMetrics):
@@ -47,6 +61,8 @@ def describe(e: Event) -> tuple[str, str] | None:
         return (e.text if e.level == "info" else f"[{e.level}] {e.text}"), e.level
     if isinstance(e, EvalResult):
         return f"[eval] step {e.step}: val_loss {e.val_loss:.4f} ({e.tokens:,} tokens)", "eval"
+    if isinstance(e, Sample):
+        return sample_lines(e), "sample"
     if isinstance(e, CheckpointSaved):
         return f"[checkpoint] step {e.step}: {e.weights_path}", "checkpoint"
     if isinstance(e, RunStarted):

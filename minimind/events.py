@@ -88,6 +88,18 @@ class CheckpointSaved(Event):
 
 
 @dataclass
+class Sample(Event):
+    """Continuations of the run's sample prompts at `step`: `greedy[i]` and `sampled[i]` (drawn
+    with a fixed seed) continue `prompts[i]`, which they do not repeat."""
+
+    kind: ClassVar[str] = "sample"
+    step: int
+    prompts: list[str]
+    greedy: list[str]
+    sampled: list[str]
+
+
+@dataclass
 class LogMessage(Event):
     kind: ClassVar[str] = "log"
     level: Literal["info", "warning", "error"]
@@ -106,8 +118,8 @@ class RunFinished(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, LogMessage,
-                              RunFinished)
+    cls.kind: cls for cls in (RunStarted, StepMetrics, EvalResult, CheckpointSaved, Sample,
+                              LogMessage, RunFinished)
 }
 
 

@@ -59,6 +59,7 @@ class Prepared:
     data_fingerprint: dict[str, Any]
     """What the training samples are (data bytes, tokenizer, sample count): a resumed run
     must see the same, or it would not continue the run it claims to."""
+    tokenizer: Any  # the run's tokenizer, for the live samples
 
 
 def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
@@ -138,7 +139,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log)
     return Prepared(folder.path, folder, weights_path, train_data, val_data, model, resume,
-                    fingerprint)
+                    fingerprint, tokenizer)
 
 
 def _writable_dir(path: Path) -> Path:

@@ -171,7 +171,8 @@ class TrainSettings(BaseModel):
         "prompts the model continues during training (one per line; empty: no samples)")
     sample_tokens: int = _field(48, "Insight", "tokens generated per sample", ge=1, le=1024)
     sample_interval: int = _field(
-        0, "Insight", "optimizer steps between samples (0: at each evaluation)", ge=0)
+        0, "Insight", "optimizer steps between samples (0: at each evaluation); also at the end",
+        ge=0)
     report_to: Annotated[list[Literal[TRACKERS]], BeforeValidator(_words)] = _field(
         [], "Insight", "also log to these trackers: " + ", ".join(TRACKERS))
 

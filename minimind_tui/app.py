@@ -27,6 +27,7 @@ from minimind_tui.run_worker import RunPhase, TrainingRun
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
+from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
 from minimind_tui.screens.stopping import StoppingScreen
 
@@ -76,10 +77,12 @@ class MiniMindApp(App[None]):
         self._quitting = False
         self.configure_screen = ConfigureScreen(values, baseline, preset)
         self.dashboard_screen = DashboardScreen(self.history)
+        self.playground_screen = PlaygroundScreen()
 
     def on_mount(self) -> None:
         self.install_screen(self.configure_screen, "configure")
         self.install_screen(self.dashboard_screen, "dashboard")
+        self.install_screen(self.playground_screen, "playground")  # kept: its model, its text
         self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain, pause=True)
         self.switch_mode("configure")
 
@@ -201,6 +204,13 @@ class MiniMindApp(App[None]):
 
     def action_toggle_view(self) -> None:
         self.switch_mode("dashboard" if self.current_mode == "configure" else "configure")
+
+    def open_playground(self, source: str = "") -> None:
+        """Show the playground, on `source` when given (the dashboard's Try it)."""
+        if source:
+            self.playground_screen.pending_source = source
+        if self.screen is not self.playground_screen:
+            self.push_screen(self.playground_screen)
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"

@@ -26,6 +26,8 @@ SUBCOMMANDS = {
               "measure training throughput (tokens/s, MFU, memory)"),
     "export": ("minimind_tui.export_cli:main",
                "write a trained model as a Hugging Face folder or upstream's .pth"),
+    "generate": ("minimind_tui.generate_cli:main",
+                 "continue a prompt with a trained model, streaming the text"),
     "tokenizer": ("minimind_tui.cli:tokenizer_command",
                   "train a byte-level BPE tokenizer from a JSONL file"),
     "presets": ("minimind_tui.cli:presets_command", "list the bundled and user presets"),

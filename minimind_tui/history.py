@@ -19,8 +19,8 @@ from array import array
 
 import numpy as np
 
-from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
-                             RunStarted, StepMetrics)
+from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished,
+                             RunStarted, Sample, StepMetrics)
 
 EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early points are not ~0
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)
@@ -49,6 +49,7 @@ class RunHistory:
         self.val_steps, self.val_tokens, self.val_loss = array("d"), array("d"), array("d")
         self.resumed_at: list[int] = []
         """Steps where a resumed segment of the run begins (for the charts' marks)."""
+        self.samples: list[Sample] = []  # every one (a few kB each): the panel pages through them
         self._ema, self._ema_n = 0.0, 0
         self.log: collections.deque[tuple[int, Event]] = collections.deque(maxlen=LOG_KEEP)
         self._log_seq = 0
@@ -77,17 +78,15 @@ class RunHistory:
             self.val_steps.append(e.step)
             self.val_tokens.append(self.tokens_at(e.step))
             self.val_loss.append(e.val_loss)
+        elif isinstance(e, Sample):
+            self.samples.append(e)
         elif isinstance(e, RunStarted):
             self._start_segment(e)
         elif isinstance(e, CheckpointSaved):
             self.checkpoint = e
         elif isinstance(e, RunFinished):
             self.finished = e
-        elif not isinstance(e, LogMessage):
-            self._apply_other(e)
-
-    def _apply_other(self, e: Event) -> None:
-        """Events this history does not chart are kept in the log only."""
+        # Anything else (log messages, kinds a newer version adds) lives in the log only.
 
     def _add_step(self, e: StepMetrics) -> None:
         self.latest = e
@@ -115,6 +114,7 @@ class RunHistory:
         keep = bisect.bisect_right(self.val_steps, step)
         for series in (self.val_steps, self.val_tokens, self.val_loss):
             del series[keep:]
+        self.samples = [sample for sample in self.samples if sample.step <= step]
         if self.checkpoint is not None and self.checkpoint.step > step:
             self.checkpoint = None
 

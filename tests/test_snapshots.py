@@ -1,4 +1,4 @@
-"""Snapshot tests: the configure screen and the dashboard, rendered from fixed inputs.
+"""Snapshot tests: the configure screen, the dashboard and the playground, from fixed inputs.
 
 Regenerate the baselines after an intended visual change with
     pytest tests/test_snapshots.py --snapshot-update
@@ -12,7 +12,7 @@ import pytest
 from textual.widgets import Input
 
 from minimind_tui.app import MiniMindApp
-from snapshot_apps.replay import fixed_events
+from snapshot_apps.replay import fixed_events, show_fixed_generation
 
 
 @pytest.fixture(autouse=True)
@@ -63,3 +63,17 @@ def test_dashboard_light_theme_80x24(snap_compare):
         await show_replayed_run(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_dashboard_samples_panel_80x24(snap_compare):
+    """The samples in the log's place, paged one step back from the newest."""
+    assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=show_replayed_run,
+                        press=["s", "left_square_bracket"])
+
+
+def test_playground_after_a_generation(snap_compare):
+    async def run_before(pilot) -> None:
+        await show_replayed_run(pilot)
+        await show_fixed_generation(pilot)
+
+    assert snap_compare(tiny_app(), terminal_size=(100, 30), run_before=run_before)

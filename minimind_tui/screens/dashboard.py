@@ -1,4 +1,4 @@
-"""The run dashboard: loss and learning-rate charts, run stats and the log."""
+"""The run dashboard: loss and learning-rate charts, run stats, the log and the samples."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from minimind_tui.history import RunHistory
 from minimind_tui.run_worker import RunPhase
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
 from minimind_tui.widgets.run_log import RunLog
+from minimind_tui.widgets.samples_panel import SamplesPanel
 from minimind_tui.widgets.stats_panel import StatsPanel
 
 if TYPE_CHECKING:
@@ -48,6 +49,14 @@ class DashboardScreen(Screen[None]):
         # calls for, so the footer names it.
         Binding("ctrl+o", "app.on_form('resume')", "Resume", id="dashboard_resume",
                 tooltip="Load a run folder's settings on the form and continue it"),
+        # The footer has no room left at 80 columns: the log's border names the samples key,
+        # the samples panel's the paging keys, the Try it button its key.
+        Binding("s", "toggle_samples", "Samples", id="samples", show=False,
+                tooltip="Show the live samples in place of the log, or the log again"),
+        Binding("left_square_bracket", "page_samples(-1)", "Older sample", show=False),
+        Binding("right_square_bracket", "page_samples(1)", "Newer sample", show=False),
+        Binding("f7", "try_it", "Try it", id="try_it", key_display="F7", show=False,
+                tooltip="Open the playground on the run's latest checkpoint"),
     ]
 
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -73,9 +82,13 @@ class DashboardScreen(Screen[None]):
                     yield MetricPlot(id="aux-plot")
             with Vertical(id="stats-column"):
                 yield StatsPanel(id="stats")
-                yield Button("Stop F6", id="stop-button", variant="error", action="app.stop",
-                             compact=True)
+                with Horizontal(id="run-buttons"):
+                    yield Button("Stop F6", id="stop-button", variant="error",
+                                 action="app.stop", compact=True)
+                    yield Button("Try it F7", id="try-button", variant="primary",
+                                 action="screen.try_it", compact=True)
         yield RunLog(id="run-log")
+        yield SamplesPanel(id="samples")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -84,6 +97,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#lr-plot").border_title = "Learning rate"
         self.query_one("#stats").border_title = "Run"
         self.query_one("#run-log").border_title = "Log"
+        self.query_one("#samples").border_title = "Samples"
         self.watch(self.app, "run_phase", self._run_phase_changed)
         self.set_interval(STATS_SECONDS, self.sync)
 
@@ -110,6 +124,24 @@ class DashboardScreen(Screen[None]):
     def action_toggle_x_axis(self) -> None:
         self.x_axis = "tokens" if self.x_axis == "step" else "step"
 
+    def action_toggle_samples(self) -> None:
+        showing = not self.has_class("-samples")
+        self.set_class(showing, "-samples")
+        self.query_one(SamplesPanel if showing else RunLog).focus()
+
+    def action_page_samples(self, delta: int) -> None:
+        if not self.has_class("-samples"):
+            self.action_toggle_samples()
+        self.query_one(SamplesPanel).action_page(delta)
+
+    def action_try_it(self) -> None:
+        checkpoint = self.history.checkpoint
+        if checkpoint is None:
+            self.notify("The run has not saved a checkpoint yet (every save_interval steps, "
+                        "and at the end).", title="Nothing to try yet", severity="warning")
+            return
+        self.app.open_playground(checkpoint.weights_path)
+
     def sync(self, charts_now: bool = False) -> None:
         """Redraw what changed; nothing while another screen is shown. Charts and log follow
         at most once per `CHARTS_SECONDS` unless `charts_now` (a new run, phase or axis)."""
@@ -120,6 +152,9 @@ class DashboardScreen(Screen[None]):
         if state != self._drawn:
             self._drawn = state
             self.query_one(StatsPanel).show(h, self._status())
+            self.query_one(SamplesPanel).show(h)
+            self.query_one("#try-button", Button).disabled = h.checkpoint is None
+            self.query_one(RunLog).border_subtitle = "s: samples" if h.samples else ""
             self._append_log()
         # The theme is in the key because the charts take their colours from it.
         charts = (*state, self.x_axis, self.app.theme)

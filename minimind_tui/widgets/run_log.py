@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from minimind.event_text import describe
-from minimind.events import Event
+from minimind.events import Event, Sample
 
 # Which theme colour each kind of line gets; everything else uses the normal text colour.
 _COLORS = {"warning": "warning", "error": "error", "checkpoint": "success", "eval": "primary",
@@ -23,7 +23,9 @@ class RunLog(RichLog):
         """One write for the whole batch: the log's cost is per write, not per line."""
         text = Text()
         for event in events:
-            described = describe(event)
+            # The samples panel shows the texts; the log only says they came.
+            described = (_sample_line(event) if isinstance(event, Sample)
+                         else describe(event))
             if described is None:
                 continue
             line, kind = described
@@ -34,3 +36,7 @@ class RunLog(RichLog):
         if text:
             # expand: wrap at the panel width, not at the console width Rich measures with.
             self.write(text, expand=True)
+
+
+def _sample_line(e: Sample) -> tuple[str, str]:
+    return f"[sample] step {e.step}: {len(e.prompts)} prompts continued (s: show them)", "sample"

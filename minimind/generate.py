@@ -1,0 +1,212 @@
+"""Text generation with the KV cache: one token at a time, as it is chosen.
+
+`generate_tokens` is a generator of token ids, so a caller can print (the `generate` command),
+stream into a screen (the playground) or collect (the engine's live samples) each token the
+moment it exists, and stop early by simply not asking for the next one. It works with any
+causal LM whose forward takes `cache=` / `use_cache=` and returns `.cache` (ours, and the
+transformers classes an export maps to).
+
+Each token is picked on the CPU from the last position's logits: repetition penalty, then
+greedy (temperature 0) or temperature, top-k and top-p, drawn with the caller's own
+`torch.Generator`. The global RNG, which training's dropout draws on, is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+# The engine's second sample of each prompt: a usual "creative but sane" setting.
+SAMPLE_TEMPERATURE = 0.8
+SAMPLE_TOP_P = 0.95
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How the next token is chosen. temperature 0 is greedy; top_k 0 and top_p 1 are off;
+    repetition_penalty 1 is off (above 1 makes tokens already in the text less likely)."""
+
+    max_new_tokens: int = 128
+    temperature: float = SAMPLE_TEMPERATURE
+    top_k: int = 0
+    top_p: float = SAMPLE_TOP_P
+    repetition_penalty: float = 1.0
+    stop_on_eos: bool = True
+
+    def __post_init__(self) -> None:
+        rules = (("max_new_tokens", self.max_new_tokens >= 1, "must be ≥ 1"),
+                 ("temperature", self.temperature >= 0, "must be ≥ 0 (0: greedy)"),
+                 ("top_k", self.top_k >= 0, "must be ≥ 0 (0: off)"),
+                 ("top_p", 0 < self.top_p <= 1, "must be > 0 and ≤ 1 (1: off)"),
+                 ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1: off)"))
+        for name, ok, rule in rules:
+            if not ok:
+                raise ValueError(f"{name} {rule}, got {getattr(self, name)}")
+
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """The prompt's ids as a training document starts: with bos, which the datasets put before
+    every text (not doubled when the text already begins with it, e.g. "<|im_start|>...")."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
+
+
+def generate_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], params: SamplingParams,
+                    *, eos_token_id: int | None = None,
+                    generator: torch.Generator | None = None) -> Iterator[int]:
+    """Yield each new token id as soon as it is chosen (eos included, then stop when
+    `params.stop_on_eos`). The model should be in eval mode; autocast is the caller's."""
+    for tokens in generate_batch(model, [prompt_ids], [params], eos_token_id=eos_token_id,
+                                 generators=[generator]):
+        if tokens[0] is not None:
+            yield tokens[0]
+
+
+def generate_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
+                   params: Sequence[SamplingParams], *, eos_token_id: int | None = None,
+                   generators: Sequence[torch.Generator | None] | None = None
+                   ) -> Iterator[list[int | None]]:
+    """Continue several prompts at once, each with its own params and generator: one forward
+    pass per token for all of them. Yields, per step, each row's new token (None once that row
+    has stopped); stops when every row has."""
+    if not prompts or not all(prompts):
+        raise ValueError("a prompt has no tokens")
+    device = next(model.parameters()).device
+    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
+    rows, width = len(prompts), max(len(p) for p in prompts)
+    generators = list(generators) if generators is not None else [None] * rows
+    # Left padding: every row's next token lands in the last column. The mask hides the
+    # padding and numbers each row's positions from its own first token.
+    ids = torch.zeros(rows, width, dtype=torch.long)
+    mask = torch.zeros(rows, width, dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        ids[i, width - len(prompt):] = torch.tensor(list(prompt))
+        mask[i, width - len(prompt):] = 1
+    seen: list[torch.Tensor] = []  # per row, which ids are in its text (for the penalty)
+    stopped = [False] * rows
+    cache = None
+    for step in range(max(p.max_new_tokens for p in params)):
+        if width + step >= limit:  # positions past the model's range were never trained
+            return
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
+        # Grad mode is per thread: entered and left around each call, never held while the
+        # generator is suspended (the caller's code runs between tokens).
+        with torch.no_grad():
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        position_ids=positions.to(device), cache=cache, use_cache=True,
+                        logits_to_keep=1)
+        cache = out.cache
+        logits = out.logits[:, -1].float().cpu()
+        if not seen:
+            seen = [torch.zeros(logits.shape[-1], dtype=torch.bool).index_fill_(
+                0, torch.tensor(list(prompt)), True) for prompt in prompts]
+        tokens: list[int | None] = []
+        for i in range(rows):
+            if stopped[i]:
+                tokens.append(None)
+                continue
+            token = next_token(logits[i], seen[i], params[i], generators[i])
+            seen[i][token] = True
+            tokens.append(token)
+            stopped[i] = (step + 1 >= params[i].max_new_tokens
+                          or (params[i].stop_on_eos and token == eos_token_id))
+        yield tokens
+        if all(stopped):
+            return
+        # A stopped row is fed a dummy token from here on; nothing reads its output.
+        ids = torch.tensor([[0 if t is None else t] for t in tokens])
+        mask = torch.cat([mask, torch.ones(rows, 1, dtype=torch.long)], dim=1)
+
+
+def next_token(logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams,
+               generator: torch.Generator | None = None) -> int:
+    """Pick one id from a vocabulary-sized float tensor of logits."""
+    p = params.repetition_penalty
+    if p != 1.0:
+        # Dividing a positive logit and multiplying a negative one both lower it for p > 1.
+        logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
+    if params.temperature == 0:
+        return int(logits.argmax())
+    logits = logits / params.temperature
+    if params.top_k and params.top_k < logits.numel():
+        kth_best = torch.topk(logits, params.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_logits, order = logits.sort(descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token once the more likely ones before it already hold top_p of the mass;
+        # the most likely token is always kept.
+        beyond = (probs.cumsum(-1) - probs) >= params.top_p
+        logits = logits.clone()
+        logits[order[beyond]] = float("-inf")
+    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+
+
+class TextStream:
+    """Token ids in, printable text out, as the ids come.
+
+    Byte-level BPE can split one character (most Chinese ones, emoji) across tokens; decoding
+    such a prefix ends in U+FFFD, so that text is held back until the character is complete.
+    Special tokens are kept: `<|im_end|>` shows where the model ended a document.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self._emitted = 0
+
+    def push(self, token: int) -> str:
+        """The text that `token` completes ("" while a character is still open)."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        new, self._emitted = text[self._emitted:], len(text)
+        return new
+
+    def flush(self) -> str:
+        """Whatever is still held back (an unfinished character shows as U+FFFD)."""
+        text = self.tokenizer.decode(self.ids)
+        new, self._emitted = text[self._emitted:], len(text)
+        return new
+
+
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the block, then the mode the model was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def continue_prompts(model: torch.nn.Module, tokenizer, prompts: Sequence[str],
+                     max_new_tokens: int, seed: int) -> tuple[list[str], list[str]]:
+    """(greedy, sampled) continuations of each prompt, the model left in the mode it was in.
+
+    The sampled continuation of prompt i draws from a generator seeded with `seed + i` at every
+    call, so from one call to the next only the model differs: the text shows what it learned.
+    All of them are decoded together, one forward pass per token.
+    """
+    greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
+    sampled = SamplingParams(max_new_tokens=max_new_tokens)
+    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+    params = [greedy] * len(prompts) + [sampled] * len(prompts)
+    generators = [None] * len(prompts) + [torch.Generator().manual_seed(seed + i)
+                                           for i in range(len(prompts))]
+    new_ids: list[list[int]] = [[] for _ in params]
+    with evaluating(model):
+        for tokens in generate_batch(model, encoded * 2, params, generators=generators,
+                                     eos_token_id=tokenizer.eos_token_id):
+            for row, token in zip(new_ids, tokens):
+                if token is not None:
+                    row.append(token)
+    texts = [tokenizer.decode(row) for row in new_ids]
+    return texts[:len(prompts)], texts[len(prompts):]

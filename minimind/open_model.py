@@ -1,0 +1,115 @@
+"""Open any trained model for generation, with the tokenizer that goes with it.
+
+Accepts everything `minimind.export.load_source` does (a run folder, a weights file of ours or
+upstream's, a resume checkpoint, ``.safetensors``, a folder saved by ``save_pretrained`` or
+exported with our own modeling code) and also a Hugging Face folder exported to a standard
+transformers class (Llama, Qwen3, ...), which transformers loads from its safetensors. Nothing
+is unpickled beyond tensors and plain data: a checkpoint is user input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import MiniMindConfig
+from .export import ExportError, _quiet_transformers, load_source
+from .tokenizer import TokenizerError, load_tokenizer
+from .upstream import describe_config
+
+
+class ModelOpenError(ValueError):
+    """The model or its tokenizer cannot be opened; the message is one line naming why."""
+
+
+@dataclass
+class OpenedModel:
+    model: torch.nn.Module  # in eval mode, on `device`
+    tokenizer: Any
+    device: torch.device
+    description: str  # what was loaded and from where, one line for the user
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def resolve_device(spec: str) -> torch.device:
+    """auto (CUDA when there is one), cpu, cuda or cuda:N; a device this machine lacks is a
+    ModelOpenError."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ModelOpenError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ModelOpenError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelOpenError(f"device {spec}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ModelOpenError(f"device {spec}: no such GPU (this machine has "
+                                 f"{torch.cuda.device_count()})")
+    return device
+
+
+def open_model(src: str | Path, tokenizer_path: str | None = None, device: str = "auto"
+               ) -> OpenedModel:
+    """The model in `src` on `device` in eval mode. `tokenizer_path` overrides the tokenizer
+    the source names ("" or "builtin": the bundled one)."""
+    target = resolve_device(device)
+    path = Path(src).expanduser()
+    if _standard_hf_folder(path):
+        model, tokenizer, description = _from_hf_folder(path, tokenizer_path)
+    else:
+        try:
+            source = load_source(path, tokenizer_path)
+        except ExportError as e:
+            raise ModelOpenError(str(e)) from None
+        model, tokenizer = source.model, _tokenizer(source.tokenizer_dir)
+        description = f"{describe_config(source.model.config)} · {source.weights_path}"
+    return OpenedModel(model.to(target).eval(), tokenizer, target, description)
+
+
+def _standard_hf_folder(path: Path) -> bool:
+    """A config.json folder that is not ours (no run config.toml, model_type not MiniMind's)."""
+    if not path.is_dir() or (path / "config.toml").is_file():
+        return False
+    try:
+        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # load_source explains what is wrong with the folder
+    return isinstance(data, dict) and data.get("model_type") != MiniMindConfig.model_type
+
+
+def _from_hf_folder(path: Path, tokenizer_path: str | None):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with _quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                         use_safetensors=True)
+    except Exception as e:  # transformers raises many types; the user needs the cause only
+        cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelOpenError(f"{path}: transformers cannot load this folder ({cause})") from None
+    has_tokenizer = any((path / name).is_file()
+                        for name in ("tokenizer.json", "tokenizer_config.json"))
+    spec = tokenizer_path if tokenizer_path is not None else (str(path) if has_tokenizer else "")
+    tokenizer = _tokenizer(spec)
+    vocab = model.config.vocab_size
+    if len(tokenizer) > vocab:
+        raise ModelOpenError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's "
+                             f"vocab_size {vocab}")
+    return model, tokenizer, f"{type(model).__name__} · {path}"
+
+
+def _tokenizer(spec: str | Path):
+    try:
+        return load_tokenizer(str(spec) or None)
+    except TokenizerError as e:
+        raise ModelOpenError(f"tokenizer: {e}") from None

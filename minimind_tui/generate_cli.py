@@ -1,0 +1,96 @@
+"""`minimind-tui generate CHECKPOINT --prompt TEXT`: continue a prompt, printing each piece of
+text the moment its tokens exist.
+
+    minimind-tui generate out/tiny --prompt "ROMEO:"
+    minimind-tui generate pretrain_512.pth --prompt "<|im_start|>人工智能是" --temperature 0
+
+CHECKPOINT is anything the playground opens: a run folder, a weights file (ours or upstream's
+.pth, a resume checkpoint, .safetensors), a save_pretrained folder or an exported Hugging Face
+folder. The text goes to stdout, the model line and the speed to stderr. Exit 0 when done, 2
+for a user error (one line on stderr), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from minimind_tui import exit_codes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minimind-tui generate",
+        description="Continue prompts with a trained model, streaming the text as it is "
+                    "generated (KV cache, CPU or CUDA).")
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="run folder, weights file (.pth, resume checkpoint, .safetensors) "
+                             "or a saved / exported Hugging Face folder")
+    parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
+                        help="text to continue (repeat for several); bos is put first, as "
+                             "training put it before every document")
+    parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128,
+                        metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="0: greedy (default 0.8)")
+    parser.add_argument("--top_p", "--top-p", type=float, default=0.95,
+                        help="nucleus sampling mass, 1: off (default 0.95)")
+    parser.add_argument("--top_k", "--top-k", type=int, default=0,
+                        help="keep only the k likeliest tokens, 0: off (default)")
+    parser.add_argument("--repetition_penalty", "--repetition-penalty", type=float,
+                        default=1.0, help="above 1 discourages repeats, 1: off (default)")
+    parser.add_argument("--ignore_eos", "--ignore-eos", action="store_true",
+                        help="keep going past the end-of-text token")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed for sampling (default: a new one each time)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
+                        help="tokenizer folder (default: the one the checkpoint's run used)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # Imported here: torch and transformers take seconds, --help should not.
+    import torch
+
+    from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
+    from minimind.open_model import ModelOpenError, open_model
+
+    try:
+        params = SamplingParams(max_new_tokens=args.max_new_tokens,
+                                temperature=args.temperature, top_k=args.top_k,
+                                top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                                stop_on_eos=not args.ignore_eos)
+        opened = open_model(args.checkpoint, args.tokenizer_path, args.device)
+    except (ValueError, ModelOpenError) as e:
+        print(f"minimind-tui generate: error: {e}", file=sys.stderr)
+        return exit_codes.INVALID
+    print(f"model: {opened.description} on {opened.device}", file=sys.stderr)
+    tokenizer = opened.tokenizer
+    generator = torch.Generator()
+    if args.seed is not None:
+        generator.manual_seed(args.seed)
+    try:
+        for i, prompt in enumerate(args.prompt):
+            if i:
+                print("\n")
+            print(prompt, end="", flush=True)
+            stream, count, start = TextStream(tokenizer), 0, time.perf_counter()
+            for token in generate_tokens(opened.model, encode_prompt(tokenizer, prompt), params,
+                                         eos_token_id=tokenizer.eos_token_id,
+                                         generator=generator):
+                count += 1
+                print(stream.push(token), end="", flush=True)
+            print(stream.flush(), flush=True)
+            seconds = time.perf_counter() - start
+            print(f"[{count} tokens in {seconds:.2f}s, {count / max(seconds, 1e-9):.1f} "
+                  "tokens/s]", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return exit_codes.SIGNALLED
+    except BrokenPipeError:  # e.g. `| head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return exit_codes.OK

@@ -1,0 +1,179 @@
+"""Generation: the KV-cached sampling loop, streaming decode, and live samples during training."""
+
+import json
+
+import pytest
+import torch
+
+from minimind import MiniMindConfig, MiniMindForCausalLM
+from minimind.engine import Trainer
+from minimind.event_text import describe
+from minimind.events import Sample, StepMetrics, event_from_json
+from minimind.generate import (SamplingParams, TextStream, continue_prompts, encode_prompt,
+                               generate_batch, generate_tokens, next_token)
+from minimind.sinks import QueueSink
+from minimind.tokenizer import load_tokenizer
+from test_engine import final_weights
+
+PROMPTS = ["ROMEO:", "To be, or not to be", "First Citizen:"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer(None)
+
+
+def small_model(seed=0, **kwargs) -> MiniMindForCausalLM:
+    torch.manual_seed(seed)
+    config = MiniMindConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, **kwargs)
+    return MiniMindForCausalLM(config).eval()
+
+
+def greedy(n: int, **kwargs) -> SamplingParams:
+    return SamplingParams(max_new_tokens=n, temperature=0.0, top_p=1.0, **kwargs)
+
+
+@pytest.mark.parametrize("family", ["minimind2", "minimind3"])
+def test_greedy_matches_transformers_generate(tokenizer, family):
+    model = small_model(family=family)
+    ids = encode_prompt(tokenizer, "To be, or not to be")
+    ours = list(generate_tokens(model, ids, greedy(24, stop_on_eos=False)))
+    theirs = model.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False)
+    assert ours == theirs[0, len(ids):].tolist()
+
+
+def test_batched_rows_match_single_rows(tokenizer):
+    model = small_model()
+    prompts = [encode_prompt(tokenizer, p) for p in PROMPTS]
+    assert len({len(p) for p in prompts}) > 1  # the batch really is left-padded
+    params = [greedy(16), greedy(16), SamplingParams(max_new_tokens=16)]
+    rows = [[] for _ in prompts]
+    for tokens in generate_batch(model, prompts, params,
+                                 generators=[None, None, torch.Generator().manual_seed(3)]):
+        for row, token in zip(rows, tokens):
+            if token is not None:
+                row.append(token)
+    for prompt, p, row, seed in zip(prompts, params, rows, (None, None, 3)):
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        assert row == list(generate_tokens(model, prompt, p, generator=generator))
+
+
+def test_bos_is_prepended_once(tokenizer):
+    assert encode_prompt(tokenizer, "ROMEO:")[0] == tokenizer.bos_token_id
+    assert encode_prompt(tokenizer, "<|im_start|>ROMEO:") == encode_prompt(tokenizer, "ROMEO:")
+
+
+def test_sampling_rules():
+    logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
+    none_seen = torch.zeros(4, dtype=torch.bool)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert next_token(logits, none_seen, greedy(1)) == 1
+    # top_k 1 and a tiny top_p leave only the best token, whatever the draw.
+    for params in (SamplingParams(top_k=1, top_p=1.0), SamplingParams(top_p=1e-6)):
+        assert {next_token(logits, none_seen, params, gen()) for _ in range(5)} == {1}
+    # top_k 2: only the two best ever come out.
+    draws = {next_token(logits, none_seen, SamplingParams(top_k=2, top_p=1.0, temperature=5.0),
+                        torch.Generator().manual_seed(s)) for s in range(200)}
+    assert draws == {1, 2}
+    # The penalty makes a seen winner lose; a negative seen logit only drops further.
+    seen = torch.tensor([False, True, False, True])
+    assert next_token(logits, seen, greedy(1, repetition_penalty=2.0)) == 2
+    # Seeded draws repeat; different seeds differ somewhere.
+    flat = torch.zeros(50)
+    p = SamplingParams(top_p=1.0)
+    assert [next_token(flat, torch.zeros(50, dtype=torch.bool), p, gen()) for _ in range(3)] \
+        == [next_token(flat, torch.zeros(50, dtype=torch.bool), p, gen())] * 3
+
+
+@pytest.mark.parametrize("field, value", [("temperature", -1), ("top_p", 0), ("top_k", -2),
+                                          ("repetition_penalty", 0), ("max_new_tokens", 0)])
+def test_bad_params_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"^{field} "):
+        SamplingParams(**{field: value})
+
+
+def test_stops_at_eos_and_at_the_position_limit(tokenizer):
+    model = small_model()
+    ids = encode_prompt(tokenizer, "ROMEO:")
+    free = list(generate_tokens(model, ids, greedy(30, stop_on_eos=False)))
+    eos = free[5]  # call the sixth token "eos": generation must end right after it
+    stopped = list(generate_tokens(model, ids, greedy(30), eos_token_id=eos))
+    assert stopped == free[:free.index(eos) + 1]
+    short = small_model(max_position_embeddings=len(ids) + 4)
+    assert len(list(generate_tokens(short, ids, greedy(30, stop_on_eos=False)))) == 4
+
+
+def test_text_stream_holds_back_split_characters(tokenizer):
+    text = "春眠不觉晓, 处处闻啼鸟 🌸"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    stream = TextStream(tokenizer)
+    pieces = [stream.push(i) for i in ids]
+    assert len(ids) > len(text)  # byte-level BPE split some characters over tokens...
+    assert "" in pieces and all("\ufffd" not in p for p in pieces)  # ...and none leaked out
+    assert "".join(pieces) + stream.flush() == text
+
+
+def test_continue_prompts_restores_train_mode(tokenizer):
+    model = small_model().train()
+    g1, s1 = continue_prompts(model, tokenizer, PROMPTS, 12, seed=7)
+    assert model.training and all(m.training for m in model.modules())
+    g2, s2 = continue_prompts(model, tokenizer, PROMPTS, 12, seed=7)
+    assert (g1, s1) == (g2, s2) and len(g1) == len(s1) == 3 and all(s1)
+
+
+# -- live samples in training -------------------------------------------------------------------
+def run(settings):
+    sink = QueueSink()
+    return Trainer(settings, [sink]).run(), sink.drain()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_samples_do_not_change_training(tiny_settings, tmp_path, dtype):
+    model = {"dropout": 0.1}  # dropout draws on the RNG that a careless sampler would consume
+    common = dict(max_steps=5, dtype=dtype, accumulation_steps=2, sample_tokens=8)
+    plain = tiny_settings(model, out_dir=str(tmp_path / "plain"), sample_prompts=[], **common)
+    sampled = tiny_settings(model, out_dir=str(tmp_path / "sampled"), sample_interval=2,
+                            **common)
+    (a, plain_events), (b, events) = run(plain), run(sampled)
+    assert a.status == b.status == "completed"
+    assert not any(isinstance(e, Sample) for e in plain_events)
+    samples = [e for e in events if isinstance(e, Sample)]
+    assert [e.step for e in samples] == [2, 4, 5]  # every 2 steps, and at the end
+    assert samples[0].prompts == PROMPTS and all(len(e.sampled) == 3 for e in samples)
+    losses = lambda evs: [e.loss for e in evs if isinstance(e, StepMetrics)]  # noqa: E731
+    assert losses(plain_events) == losses(events)
+    wa, wb = final_weights(plain), final_weights(sampled)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_samples_follow_evaluation_and_reach_metrics_jsonl(tiny_settings, tmp_path):
+    settings = tiny_settings(max_steps=4, eval_interval=2, val_data_path="builtin:shakespeare-val",
+                             eval_batches=1, sample_tokens=6, sample_prompts=["ROMEO:"])
+    result, _ = run(settings)
+    assert result.status == "completed"
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    logged = [event_from_json(line) for line in lines if json.loads(line)["kind"] == "sample"]
+    assert [e.step for e in logged] == [2, 4]  # sample_interval 0: with each evaluation
+    assert logged[0].prompts == ["ROMEO:"] and len(logged[0].greedy) == 1
+    text, kind = describe(logged[-1])
+    assert kind == "sample" and text.startswith("[sample] step 4")
+    assert "greedy  ROMEO:" in text and "sampled ROMEO:" in text
+
+
+def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
+    """A folder exported to LlamaForCausalLM opens through transformers and, with the KV cache
+    and the same loop, continues a prompt exactly as the model it came from."""
+    from minimind.export import ExportSource, export_hf
+    from minimind.open_model import open_model
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    model = small_model()
+    export_hf(ExportSource(model, tmp_path / "w.pth", "test", BUNDLED_TOKENIZER_DIR),
+              tmp_path / "hf", verify=False)
+    opened = open_model(tmp_path / "hf", device="cpu")
+    assert type(opened.model).__name__ == "LlamaForCausalLM"
+    assert opened.description.startswith("LlamaForCausalLM")
+    ids = encode_prompt(opened.tokenizer, "Now is the winter")
+    params = greedy(20, stop_on_eos=False)
+    assert list(generate_tokens(opened.model, ids, params)) \
+        == list(generate_tokens(model, ids, params))

@@ -1,0 +1,216 @@
+"""Live samples on the dashboard and the playground, driven headless; `generate` as a process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from textual.widgets import Input, Static, TextArea
+
+from minimind import MiniMindConfig, MiniMindForCausalLM
+from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
+from minimind_tui import generation_worker
+from minimind_tui.app import MiniMindApp
+from minimind_tui.screens.playground import PlaygroundScreen
+from minimind_tui.widgets.samples_panel import SamplesPanel
+from test_app import SIZE, quick_app, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """A small random model saved the way upstream saves one: a bare state_dict .pth."""
+    torch.manual_seed(0)
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2,
+                                               num_attention_heads=4))
+    path = tmp_path / "pretrain_64.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def expected_text(weights: Path, prompt: str, n: int) -> str:
+    """What greedy decoding of `n` tokens must print, computed without the UI or the CLI."""
+    from minimind.open_model import open_model
+
+    opened = open_model(weights, device="cpu")
+    tokenizer = opened.tokenizer
+    stream = TextStream(tokenizer)
+    params = SamplingParams(max_new_tokens=n, temperature=0.0, stop_on_eos=False)
+    text = "".join(stream.push(t) for t in generate_tokens(
+        opened.model, encode_prompt(tokenizer, prompt), params))
+    return text + stream.flush()
+
+
+def output_text(app) -> str:
+    return str(app.screen.query_one("#playground-output-text", Static).render())
+
+
+def status_text(app) -> str:
+    return str(app.screen.query_one("#playground-status", Static).render())
+
+
+async def set_params(pilot, **values) -> None:
+    for name, value in values.items():
+        pilot.app.screen.query_one(f"#sampling-{name}", Input).value = str(value)
+    await pilot.pause()
+
+
+class GatedGenerator:
+    """`generate_tokens` that pauses after `first` tokens until released: a test can look at
+    the screen while the generation is provably still going."""
+
+    def __init__(self, first: int) -> None:
+        self.first, self.paused, self.release = first, threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        for i, token in enumerate(generate_tokens(*args, **kwargs)):
+            if i == self.first:
+                self.paused.set()
+                assert self.release.wait(30), "the test never released the generator"
+            yield token
+
+
+# -- samples on the dashboard --------------------------------------------------------------------
+async def test_live_samples_reach_the_panel_and_page_back_then_try_it(tmp_path):
+    app = quick_app(tmp_path, sample_interval=2, sample_tokens=4, log_interval=2)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()
+        await wait_until(pilot, lambda: len(app.history.samples) >= 2)
+        app.action_stop()
+        await wait_until(pilot, lambda: app.run_phase == "stopped")
+        await pilot.pause(1.2)  # the dashboard redraws once a second
+        log = "\n".join(line.text for line in app.screen.query_one("#run-log").lines)
+        assert "[sample] step 2: 3 prompts continued" in log
+        panel = app.screen.query_one(SamplesPanel)
+        assert not panel.display
+        await pilot.press("s")
+        assert panel.display and app.focused is panel
+        assert not app.screen.query_one("#run-log").display
+        samples = app.history.samples
+        newest = str(app.screen.query_one("#samples-text", Static).render())
+        assert f"greedy  ROMEO:{samples[-1].greedy[0]}".replace("\n", "⏎") in newest
+        assert "sampled To be, or not to be" in newest
+        assert panel.border_subtitle.startswith(f"step {samples[-1].step} · newest")
+        await pilot.press("left_square_bracket")
+        assert panel.border_subtitle.startswith(f"step {samples[-2].step} · "
+                                                f"{len(samples) - 1}/{len(samples)}")
+        await pilot.press("right")  # the panel's own keys page too; past the newest it follows
+        assert panel.border_subtitle.startswith(f"step {samples[-1].step} · newest")
+        await pilot.press("s")
+        assert app.screen.query_one("#run-log").display and not panel.display
+        # Try it: the playground opens on the checkpoint the stop wrote.
+        await pilot.press("f7")
+        await pilot.pause()
+        assert isinstance(app.screen, PlaygroundScreen)
+        source = app.screen.query_one("#playground-source", Input).value
+        assert source == app.history.checkpoint.weights_path
+        await set_params(pilot, max_new_tokens=5)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: "reached max tokens" in status_text(app)
+                         or "ended at eos" in status_text(app))
+        assert "minimind2 128/2" in status_text(app) and "tokens/s" in status_text(app)
+        assert output_text(app).startswith("ROMEO:")
+        await pilot.press("escape")
+        assert app.screen is app.dashboard_screen
+
+
+# -- the playground ------------------------------------------------------------------------------
+async def test_playground_streams_tokens_before_generation_ends(weights, monkeypatch):
+    gate = GatedGenerator(first=3)
+    monkeypatch.setattr(generation_worker, "generate_tokens", gate)
+    app = MiniMindApp("tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_playground(str(weights))
+        await pilot.pause()
+        assert app.screen.query_one("#playground-source", Input).value == str(weights)
+        app.screen.query_one("#playground-prompt", TextArea).text = "To be"
+        await set_params(pilot, temperature=0, max_new_tokens=12)
+        await pilot.click("#sampling-stop_on_eos")  # off: always the full 12 tokens
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: "3 tokens ·" in status_text(app))
+        partial_text = output_text(app)
+        assert app.screen.generating  # the text above came while the worker was still going
+        assert partial_text.startswith("To be") and "tokens/s" in status_text(app)
+        gate.release.set()
+        await wait_until(pilot, lambda: not app.screen.generating)
+        await pilot.pause()
+        full = "To be" + expected_text(weights, "To be", 12)
+        assert output_text(app) == full and full.startswith(partial_text)
+        assert "12 tokens" in status_text(app) and "reached max tokens" in status_text(app)
+        # The model stays open: a second run does not open it again.
+        opened = app.screen.opened
+        assert opened is not None
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not app.screen.generating)
+        assert app.screen.opened is opened
+
+
+async def test_playground_stops_on_escape_and_reports_bad_input(weights, tmp_path, monkeypatch):
+    gate = GatedGenerator(first=2)
+    monkeypatch.setattr(generation_worker, "generate_tokens", gate)
+    app = MiniMindApp("tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_playground()
+        await pilot.pause()
+        await pilot.press("ctrl+g")  # no model path yet
+        assert "Enter the model's path first" in status_text(app)
+        screen = app.screen
+        screen.query_one("#playground-source", Input).value = str(tmp_path / "nope.pth")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not screen.generating)
+        await pilot.pause()
+        assert status_text(app) == f"{tmp_path / 'nope.pth'}: no such file or folder"
+        assert screen.query_one("#playground-status").has_class("-error")
+        screen.query_one("#playground-source", Input).value = str(weights)
+        await set_params(pilot, top_p=0)
+        await pilot.press("ctrl+g")
+        assert status_text(app) == "top_p must be > 0 and ≤ 1 (1: off), got 0.0"
+        await set_params(pilot, top_p=0.9, max_new_tokens=50)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: gate.paused.is_set())
+        await pilot.press("escape")  # stops the generation; the screen stays
+        gate.release.set()
+        await wait_until(pilot, lambda: not screen.generating)
+        await pilot.pause()
+        assert app.screen is screen and "stopped" in status_text(app)
+        assert "3 tokens" in status_text(app)  # the token in hand when the stop came
+        await pilot.press("escape")  # nothing running: back where it was opened from
+        assert app.screen is not screen
+
+
+# -- generate, headless --------------------------------------------------------------------------
+def test_generate_command_streams_the_continuation(weights):
+    proc = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "generate", str(weights), "--prompt", "ROMEO:",
+         "--temperature", "0", "--max_new_tokens", "10", "--ignore_eos", "--device", "cpu"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ROMEO:" + expected_text(weights, "ROMEO:", 10) + "\n"
+    assert "10 tokens in" in proc.stderr and "tokens/s" in proc.stderr
+    assert "64/2" in proc.stderr and str(weights) in proc.stderr  # the model line
+
+
+@pytest.mark.parametrize("args, message", [
+    (["/nonexistent/w.pth", "--prompt", "x"], "/nonexistent/w.pth: no such file or folder"),
+    (["WEIGHTS", "--prompt", "x", "--top_p", "1.5"], "top_p must be > 0 and ≤ 1"),
+    (["WEIGHTS", "--prompt", "x", "--device", "tpu"], "device 'tpu': expected auto, cpu"),
+])
+def test_generate_command_errors_are_one_line(weights, capsys, args, message):
+    from minimind_tui.generate_cli import main
+
+    args = [str(weights) if a == "WEIGHTS" else a for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("minimind-tui generate:")
+
+
+def test_tokenizer_mismatch_is_one_line(weights):
+    from minimind.open_model import ModelOpenError, open_model
+
+    with pytest.raises(ModelOpenError, match="/nonexistent/tok: no such tokenizer directory"):
+        open_model(weights, tokenizer_path="/nonexistent/tok", device="cpu")
