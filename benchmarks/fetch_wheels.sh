@@ -11,7 +11,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 DEST=${1:-.whl}
 TARGET_PYTHON=${TARGET_PYTHON:-3.12}
-NAMES="pydantic pydantic-core annotated-types typing-inspection typing-extensions tomli-w transformers"
+# pydantic and tomli-w for the settings, Textual and its plots for the dashboard's CUDA test,
+# pytest-asyncio for the Pilot tests; transformers at this environment's version.
+NAMES="pydantic pydantic-core annotated-types typing-inspection typing-extensions tomli-w \
+transformers textual textual-plotext plotext mdit-py-plugins platformdirs pytest-asyncio"
 
 pins=$($PY -c "
 from importlib.metadata import version

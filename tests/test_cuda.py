@@ -77,3 +77,29 @@ def test_bench_reports_gpu_memory_and_mfu(capsys):
         if any(card in name for card in ("H100", "H200", "A100")):
             assert 0 < r["mfu"] < 1
     assert records[0]["settings"]["train"]["dtype"] == "float16"  # the seed's GradScaler path
+
+
+async def test_dashboard_shows_gpu_memory_of_a_cuda_run(tmp_path):
+    from textual.widgets import Static
+
+    from minimind_tui.app import MiniMindApp
+
+    app = MiniMindApp("tiny", {"train": {
+        "device": "cuda", "dtype": "bfloat16", "max_steps": 400, "log_interval": 2,
+        "save_interval": 0, "eval_interval": 0, "val_data_path": "", "sample_prompts": [],
+        "out_dir": str(tmp_path / "run")}})
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.action_start()
+        for _ in range(600):
+            if app.history.latest is not None:
+                break
+            await pilot.pause(0.1)
+        await pilot.pause(1.2)  # the stats panel redraws once a second
+        table = str(app.screen.query_one("#stats-table", Static).render())
+        assert "alloc" in table and "peak" in table and "GiB" in table
+        app.action_stop()
+        for _ in range(600):
+            if not app.run_active:
+                break
+            await pilot.pause(0.1)
+    assert app.history.finished.status == "stopped"
