@@ -35,6 +35,15 @@ class Batch:
     """Everything in the file up to now has been read (False: more bytes are waiting)."""
 
 
+@dataclass
+class Lines:
+    """A poll's complete lines, not parsed yet (for a reader that parses them in bulk)."""
+
+    lines: list[bytes] = field(default_factory=list)
+    reset: bool = False
+    caught_up: bool = True
+
+
 class Follower:
     def __init__(self, path: str | Path, chunk: int = 8 << 20):
         self.path = Path(path)
@@ -43,37 +52,53 @@ class Follower:
         self._partial = b""
         self._identity: tuple[int, int] | None = None
 
-    def poll(self) -> Batch:
-        """The events appended since the last poll (none if the file does not exist yet)."""
+    def skip_to_end(self) -> None:
+        """Start from what is appended from now on (the history is not wanted, e.g. a run
+        that is about to be replaced: its new file is noticed as a start over)."""
         try:
             stat = os.stat(self.path)
         except OSError:
-            return Batch()
-        batch = Batch()
-        identity = (stat.st_dev, stat.st_ino)
-        if self._identity is not None and (identity != self._identity
-                                           or stat.st_size < self.offset):
-            self.offset, self._partial, batch.reset = 0, b"", True
-        self._identity = identity
-        if stat.st_size <= self.offset:
-            return batch
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(self.chunk)
-        except OSError:
-            return batch
-        self.offset += len(data)
-        batch.caught_up = self.offset >= stat.st_size
-        lines = (self._partial + data).split(b"\n")
-        self._partial = lines.pop()  # b"" after a complete line
-        for line in lines:
+            return
+        self.offset, self._partial = stat.st_size, b""
+        self._identity = (stat.st_dev, stat.st_ino)
+
+    def poll(self) -> Batch:
+        """The events appended since the last poll (none if the file does not exist yet)."""
+        lines = self.poll_lines()
+        batch = Batch(reset=lines.reset, caught_up=lines.caught_up)
+        for line in lines.lines:
             event = parse_event(line)
             if event is not None:
                 batch.events.append(event)
             elif line.strip():
                 batch.skipped += 1
         return batch
+
+    def poll_lines(self) -> Lines:
+        """The complete lines appended since the last poll, as bytes."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return Lines()
+        out = Lines()
+        identity = (stat.st_dev, stat.st_ino)
+        if self._identity is not None and (identity != self._identity
+                                           or stat.st_size < self.offset):
+            self.offset, self._partial, out.reset = 0, b"", True
+        self._identity = identity
+        if stat.st_size <= self.offset:
+            return out
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(self.chunk)
+        except OSError:
+            return out
+        self.offset += len(data)
+        out.caught_up = self.offset >= stat.st_size
+        out.lines = (self._partial + data).split(b"\n")
+        self._partial = out.lines.pop()  # b"" after a complete line
+        return out
 
 
 def parse_event(line: bytes | str) -> Event | None:

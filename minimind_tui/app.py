@@ -1,8 +1,9 @@
 """The minimind-tui application: a configure screen and a dashboard around one training run.
 
-The app owns the run: it starts the engine in a thread worker (`run_worker.TrainingRun`),
-drains its events into a `RunHistory` a few times a second, and decides what happens when the
-run ends or the user quits. The screens only show and edit.
+The app owns the run: it starts it from a run source (`run_source`: the engine in a thread
+worker, a launched child process, or a folder watched read-only), drains its events into a
+`RunHistory` a few times a second, and decides what happens when the run ends or the user
+quits. The screens only show and edit.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 from textual.app import App
@@ -21,22 +23,27 @@ from minimind.events import Event, LogMessage
 from minimind.settings import merge
 from minimind_tui.commands import MiniMindCommands
 from minimind_tui.form_schema import settings_values
-from minimind_tui.history import RunHistory
+from minimind_tui.history import RunHistory, StepBlock
 from minimind_tui.presets import DEFAULT_PRESET, preset_data
-from minimind_tui.run_worker import RunPhase, TrainingRun
+from minimind_tui.run_source import FolderSource, RunSource
+from minimind_tui.run_worker import RunPhase
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
 from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
+from minimind_tui.screens.runs import RunsScreen
 from minimind_tui.screens.stopping import StoppingScreen
+from minimind_tui.screens.watch_dialog import WatchDialog
+from minimind_tui.start_flow import StartFlow
 
 DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
 
 
 class MiniMindApp(App[None]):
     """`MiniMindApp(preset, overrides)`: the form shows the preset with the CLI's flags laid
-    over it, and the preset's own values are the baseline that "changed" marks compare against."""
+    over it, and the preset's own values are the baseline that "changed" marks compare against.
+    `MiniMindApp(watch=folder)`: only the dashboard, following that folder's run read-only."""
 
     CSS_PATH = "app.tcss"
     TITLE = "minimind-tui"
@@ -49,6 +56,8 @@ class MiniMindApp(App[None]):
                 tooltip="Start training with the form's settings"),
         Binding("f6", "stop", "Stop", id="stop", key_display="F6",
                 tooltip="Finish the current step, write a checkpoint and stop"),
+        Binding("f4", "runs", "Runs", id="runs", key_display="F4", show=False,
+                tooltip="The runs under the output folder: compare, diff, delete, watch"),
         # The form's keys work on every screen (e.g. resume right after a stop): each opens the
         # form first. Hidden here: the form's footer shows them, the dashboard's has no room.
         Binding("ctrl+l", "on_form('pick_preset')", "Presets", show=False),
@@ -67,14 +76,19 @@ class MiniMindApp(App[None]):
         return RunPhase(phase)
 
     def __init__(self, preset: str | None = None,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> None:
+                 overrides: dict[str, dict[str, Any]] | None = None, *,
+                 watch: Path | None = None) -> None:
         super().__init__()
         preset = preset or DEFAULT_PRESET
         baseline = settings_values(preset_data(preset))
         values = settings_values(merge(preset_data(preset), overrides or {}))
         self.history = RunHistory()
-        self.training: TrainingRun | None = None
+        self.training: RunSource | None = None
+        """Where the shown run comes from (the name predates watching)."""
+        self.watch_only = watch
+        """`minimind-tui watch`: no form, nothing to start or stop."""
         self._quitting = False
+        self.start_flow = StartFlow(self)
         self.configure_screen = ConfigureScreen(values, baseline, preset)
         self.dashboard_screen = DashboardScreen(self.history)
         self.playground_screen = PlaygroundScreen()
@@ -84,7 +98,11 @@ class MiniMindApp(App[None]):
         self.install_screen(self.dashboard_screen, "dashboard")
         self.install_screen(self.playground_screen, "playground")  # kept: its model, its text
         self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain, pause=True)
-        self.switch_mode("configure")
+        if self.watch_only is not None:
+            self.switch_mode("dashboard")
+            self.watch_folder(self.watch_only)
+        else:
+            self.switch_mode("configure")
 
     def run_until_stopped(self) -> None:
         """`run()`, with SIGTERM and SIGHUP (a closed terminal or SSH session) stopping a run
@@ -105,7 +123,7 @@ class MiniMindApp(App[None]):
         self.run()
 
     def stop_from_signal(self, signum: int) -> None:
-        if not self.run_active:
+        if not self.run_active or self._detached:  # a detached run goes on
             self.exit()
             return
         self._quitting = True
@@ -115,28 +133,40 @@ class MiniMindApp(App[None]):
 
     def on_unmount(self) -> None:
         # However the app ends, a running engine must not outlive it for long: it stops at
-        # the end of its current step (the executor waits for that thread at shutdown).
+        # the end of its current step (the executor waits for that thread at shutdown). A
+        # torchrun child is stopped as well; a detached one goes on.
         if self.training is not None:
-            self.training.request_stop()
+            self.training.close()
 
     @property
     def run_active(self) -> bool:
-        return self.run_phase.active
+        """A run of the app's own is going (a watched one is not the app's to stop)."""
+        return self.run_phase.active and not (self.training and self.training.read_only)
+
+    @property
+    def _detached(self) -> bool:
+        return self.training is not None and self.training.detached
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.watch_only is not None and action in ("start", "on_form", "toggle_view"):
+            return False
         if action in ("start", "on_form") and self.screen.is_modal:
             return False
         if action == "start":
             return None if self.run_active else True
         if action == "stop":
-            if self.run_phase == RunPhase.RUNNING:
+            if self.run_phase == RunPhase.RUNNING and self.run_active:
                 return True
+            if self.training is not None and self.training.read_only:
+                return False  # nothing of the app's to stop
             # Greyed out on the dashboard, where it belongs; hidden on the crowded form.
             return None if self.screen is self.dashboard_screen else False
         return True
 
     # -- the run --------------------------------------------------------------------------
-    def action_start(self) -> None:
+    def action_start(self, detached: bool = False) -> None:
+        """Start the form's run; the run folder may call for a question first (`StartFlow`).
+        Detached: in a child process that outlives the app and the terminal."""
         if self.run_active:
             return
         settings = self.configure_screen.current_settings()
@@ -145,16 +175,50 @@ class MiniMindApp(App[None]):
             self.notify("Fix the settings marked in red first.", title="Cannot start",
                         severity="warning")
             return
+        self.start_flow.start(settings, detached=detached)
+
+    def action_start_detached(self) -> None:
+        self.action_start(detached=True)
+
+    def begin_run(self, source: RunSource) -> None:
+        """Show `source`'s run from its first event on the dashboard."""
+        if self.training is not None:
+            self.training.close()  # a folder being watched until now
         self.history.reset()
-        self.training = TrainingRun(settings)
-        self.training.start(self)
-        self.run_phase = RunPhase.RUNNING
+        self.training = source
+        source.start(self)
+        # A watched run's phase follows its folder's state (`_drain`); nothing is known yet.
+        self.run_phase = RunPhase.IDLE if source.read_only else RunPhase.RUNNING
+        watched = source.folder.path if isinstance(source, FolderSource) and source.read_only \
+            else None
+        self.dashboard_screen.show_watching(watched)
+        self.sub_title = f"watching {watched} (read-only)" if watched else ""
         self._drain_timer.resume()
         self.switch_mode("dashboard")
         self.refresh_bindings()
 
+    def watch_folder(self, folder: Path | None) -> None:
+        """Follow the run in `folder` read-only (its history first, then live)."""
+        if folder is not None:
+            self.begin_run(FolderSource(folder))
+
+    def action_watch(self) -> None:
+        default = str(self.configure_screen.form.raw_values().get("train.out_dir") or "")
+        self.push_screen(WatchDialog(default), self.watch_folder)
+
+    def action_runs(self) -> None:
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(self._runs_root()))
+
+    def _runs_root(self) -> Path:
+        """Where the runs live: the folder around the form's out_dir (out/ for out/tiny)."""
+        if self.watch_only is not None:
+            return self.watch_only.parent
+        out_dir = Path(str(self.configure_screen.form.raw_values().get("train.out_dir") or "out"))
+        return out_dir.parent if out_dir.parent != Path(".") else out_dir
+
     def action_stop(self) -> None:
-        if self.training is None or self.run_phase != RunPhase.RUNNING:
+        if self.training is None or self.run_phase != RunPhase.RUNNING or not self.run_active:
             return
         self.training.request_stop()
         self.apply_events([LogMessage(level="info", text="stop requested: finishing the "
@@ -163,10 +227,17 @@ class MiniMindApp(App[None]):
         self.refresh_bindings()
 
     def _drain(self) -> None:
-        if self.training is not None:
-            self.apply_events(self.training.drain())
+        source = self.training
+        if source is None:
+            return
+        events = source.drain()
+        if source.take_reset():  # the watched file started over: a new run in the folder
+            self.history.reset()
+        self.apply_events(events)
+        if source.read_only and source.state:
+            self.run_phase = RunPhase(source.state)
 
-    def apply_events(self, events: list[Event]) -> None:
+    def apply_events(self, events: list[Event | StepBlock]) -> None:
         """Feed engine events to the history the dashboard draws from (also used to replay
         a fixed event stream in snapshot tests and screenshots)."""
         self.history.apply(events)
@@ -176,6 +247,11 @@ class MiniMindApp(App[None]):
         if run is None or event.worker is not run.worker or not event.worker.is_finished:
             return
         if event.state == WorkerState.CANCELLED:  # only on shutdown: nobody left to tell
+            return
+        if run.read_only:  # a watch ends when it is closed, or when reading failed
+            if event.state == WorkerState.ERROR:
+                self.notify(str(event.worker.error), title="Stopped following the run",
+                            severity="error", markup=False)
             return
         self._drain_timer.pause()
         self._drain()
@@ -217,6 +293,11 @@ class MiniMindApp(App[None]):
 
     async def action_quit(self) -> None:
         if self._quitting:
+            return
+        if self.run_active and self._detached:
+            folder = self.training.folder.path
+            self.exit(message=f"The detached run goes on in {folder}; watch it with: "
+                              f"minimind-tui watch {folder}")
             return
         if not self.run_active:
             self.exit()

@@ -33,6 +33,10 @@ SUBCOMMANDS = {
     "presets": ("minimind_tui.cli:presets_command", "list the bundled and user presets"),
     "serve": ("minimind_tui.serve:main", "serve the dashboard to a web browser (textual-serve)"),
     "completion": ("minimind_tui.completion:main", "print a bash or zsh completion script"),
+    "watch": ("minimind_tui.watch_cli:main",
+              "follow a run folder's dashboard live, read-only (a run started anywhere)"),
+    "runs": ("minimind_tui.runs_cli:main",
+             "list the runs under a folder (default out/): status, steps, losses, speed"),
 }
 
 
@@ -65,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
             settings = load_settings(args.preset, overrides)
         except SettingsError as e:
             return invalid(*e.problems)
+        from minimind.distributed import launched_by_torchrun
+        from minimind_tui.launch import exec_torchrun, needs_torchrun
+
+        # nproc_per_node > 1 outside torchrun: become torchrun, which runs this line again.
+        if needs_torchrun(settings.train) and not launched_by_torchrun():
+            exec_torchrun(settings.train, argv)
         from minimind_tui.headless import run_headless
 
         return run_headless(settings)

@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
 
+WATCH_ONLY_COMMANDS = ("run: watch", "view: runs", "view: x axis", "theme:")
+
+
 class MiniMindCommands(Provider):
     """Names are prefixed by area ("run: start", "preset: load tiny") as posting does, so
     typing the area lists its commands."""
@@ -31,6 +34,13 @@ class MiniMindCommands(Provider):
              "Finish the current step, write a checkpoint and stop (F6)"),
             ("run: resume from a run folder…", partial(self._on_form, configure.action_resume),
              "Load an earlier run's config.toml and continue it (ctrl+o)"),
+            ("run: start detached", app.action_start_detached,
+             "Start in a child process that goes on when the app or the terminal closes"),
+            ("run: watch a run folder…", app.action_watch,
+             "Follow a run started elsewhere (another terminal, torchrun, a synced folder), "
+             "read-only"),
+            ("view: runs", app.action_runs,
+             "The runs under the output folder: sort, compare curves, diff settings, delete (F4)"),
             ("preset: save as…", partial(self._on_form, configure.action_save_preset),
              "Save the form's settings as a user preset (ctrl+s)"),
             ("view: form / dashboard", app.action_toggle_view,
@@ -53,6 +63,12 @@ class MiniMindCommands(Provider):
                              f"Replace the form's values with {whose} preset"))
         return commands
 
+    def _available(self) -> list[tuple[str, Callable[[], object], str]]:
+        commands = self._commands()
+        if self._app.watch_only is not None:  # no form: nothing to start, load or save
+            return [c for c in commands if c[0].startswith(WATCH_ONLY_COMMANDS)]
+        return commands
+
     def _on_form(self, action: Callable[[], object]) -> None:
         self._app.switch_mode("configure")
         action()
@@ -62,12 +78,12 @@ class MiniMindCommands(Provider):
         action()
 
     async def discover(self) -> Hits:
-        for name, callback, help_text in self._commands():
+        for name, callback, help_text in self._available():
             yield DiscoveryHit(name, callback, help=help_text)
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
-        for name, callback, help_text in self._commands():
+        for name, callback, help_text in self._available():
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)

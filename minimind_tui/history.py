@@ -7,8 +7,10 @@ resumed run trains again) and marks S as the start of a resumed segment.
 
 Series are `array('d')`s: 8 bytes a point. Past `MAX_POINTS` the history halves its resolution
 (keeping the smallest and the largest loss of every four points, and the newest point), so
-memory stays bounded however long the run and recent steps stay the densest; `downsample_minmax` cuts what a chart draws to a few points
-per column, keeping each bucket's extremes and both ends (the newest value of a live run).
+memory stays bounded however long the run and recent steps stay the densest;
+`downsample_minmax` cuts what a chart draws to a few points per column, keeping each bucket's
+extremes and both ends (the newest value of a live run). A long history read from a file comes
+in `StepBlock`s (many steps as columns, see `metrics_reader`), appended with numpy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import bisect
 import collections
 from array import array
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +29,18 @@ EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early poin
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)
 MAX_POINTS = 1 << 20  # per series: 8 MiB of float64
 SERIES = ("steps", "tokens", "loss", "loss_ema", "logits_loss", "aux_loss", "lr")
+BLOCK_COLUMNS = ("steps", "tokens", "loss", "logits_loss", "aux_loss", "lr")
+EMA_SPAN = 256  # w**-256 is ~5e11 for w = 0.9: far from overflow, no precision lost
+
+
+@dataclass
+class StepBlock:
+    """Consecutive step events read in bulk (a long metrics.jsonl loading): the charted values
+    as columns, in `BLOCK_COLUMNS` order, and the last event whole, for the stats and the log.
+    Applying it is the same as applying its events one by one, many times faster."""
+
+    columns: np.ndarray  # shape (n, len(BLOCK_COLUMNS)), float64
+    last: StepMetrics
 
 
 class RunHistory:
@@ -58,11 +73,11 @@ class RunHistory:
     def is_moe(self) -> bool:
         return bool(self.started and self.started.settings["model"].get("use_moe"))
 
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[Event | StepBlock]) -> None:
         for event in events:
             self._apply(event)
             self._log_seq += 1
-            self.log.append((self._log_seq, event))
+            self.log.append((self._log_seq, event.last if isinstance(event, StepBlock) else event))
         if events:
             self.version += 1
 
@@ -70,9 +85,11 @@ class RunHistory:
         """Log events with a sequence number above `seq`, oldest first."""
         return [entry for entry in self.log if entry[0] > seq]
 
-    def _apply(self, e: Event) -> None:
+    def _apply(self, e: Event | StepBlock) -> None:
         if isinstance(e, StepMetrics):
             self._add_step(e)
+        elif isinstance(e, StepBlock):
+            self._add_steps(e)
         elif isinstance(e, EvalResult):
             self.last_eval = e
             self.val_steps.append(e.step)
@@ -99,6 +116,30 @@ class RunHistory:
         if len(self.steps) >= MAX_POINTS:
             self._halve()
 
+    def _add_steps(self, block: StepBlock) -> None:
+        self.latest = block.last
+        columns = dict(zip(BLOCK_COLUMNS, block.columns.T, strict=True))
+        columns["loss_ema"] = self._ema_block(columns["loss"])
+        for name in SERIES:
+            getattr(self, name).frombytes(np.ascontiguousarray(columns[name]).tobytes())
+        while len(self.steps) >= MAX_POINTS:
+            self._halve()
+
+    def _ema_block(self, loss: np.ndarray) -> np.ndarray:
+        """`_add_step`'s debiased EMA for many points at once: the recurrence unrolled,
+        ema_t = w^t ema_0 + (1-w) w^t sum_j<=t w^-j x_j, over spans short enough for w^-j."""
+        w, out = EMA_WEIGHT, np.empty_like(loss)
+        powers = w ** np.arange(1, EMA_SPAN + 1)
+        for start in range(0, len(loss), EMA_SPAN):
+            x = loss[start:start + EMA_SPAN]
+            p = powers[:len(x)]
+            ema = p * (self._ema + (1 - w) * np.cumsum(x / p))
+            self._ema = float(ema[-1])
+            count = self._ema_n + np.arange(1, len(x) + 1)
+            out[start:start + len(x)] = ema / (1 - w ** count)
+            self._ema_n += len(x)
+        return out
+
     def _start_segment(self, e: RunStarted) -> None:
         if self.started is not None and e.start_step == 0:
             self.reset()  # the same folder, a new run from scratch
@@ -111,6 +152,9 @@ class RunHistory:
         keep = bisect.bisect_right(self.steps, step)
         for name in SERIES:
             del getattr(self, name)[keep:]
+        # The smoothing goes on from the kept point, not from the lost steps' last value.
+        self._ema_n = min(self._ema_n, keep)
+        self._ema = self.loss_ema[-1] * (1 - EMA_WEIGHT ** self._ema_n) if keep else 0.0
         keep = bisect.bisect_right(self.val_steps, step)
         for series in (self.val_steps, self.val_tokens, self.val_loss):
             del series[keep:]

@@ -1,11 +1,13 @@
-"""Render the README screenshots into docs/screenshots/ (one SVG per scene).
+"""Render the README screenshots into docs/screenshots/: configure, dashboard, samples,
+playground, runs, compare and watch (one SVG each).
 
     python scripts/screenshots.py [--size 140x42] [--theme textual-dark]
 
 The configure screen shows the `tiny` preset; the dashboard and its samples panel are fed the
-same fixed synthetic event stream as the snapshot tests (tests/snapshot_apps/replay.py), and
-the playground a fixed generation from it, so the pictures do not change from one machine or
-run to the next.
+same fixed synthetic event stream as the snapshot tests (tests/snapshot_apps/replay.py), the
+playground a fixed generation from it, and the runs view, the comparison and the watched run
+read fixed fixture run folders (tests/snapshot_apps/run_fixtures.py), so the pictures do not
+change from one machine or run to the next.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the replay stream
@@ -22,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minimind_tui.app import MiniMindApp
 from snapshot_apps.replay import fixed_events, show_fixed_generation
+from snapshot_apps.run_fixtures import write_fixture_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "screenshots"
@@ -48,6 +52,24 @@ async def render(size: tuple[int, int], theme: str, scene: str) -> str:
         return app.export_screenshot(title="minimind-tui")
 
 
+async def render_runs(size: tuple[int, int], theme: str, root: Path, view: str) -> str:
+    """The Runs screen over the fixture runs, their comparison, or one of them watched."""
+    if view == "watch":
+        app = MiniMindApp(watch=root / "tiny-resumed")
+    else:
+        app = MiniMindApp("tiny", {"train": {"out_dir": str(root / "tiny")}})
+    async with app.run_test(size=size) as pilot:
+        app.theme = theme
+        if view != "watch":
+            await pilot.press("f4", "down", "space", "down", "space", "down", "space")
+        if view == "compare":
+            await pilot.press("c")
+            await app.workers.wait_for_complete()  # it reads the runs in a thread
+        await pilot.pause(1.5)  # a watched folder's reader reports within a poll or two
+        await pilot.wait_for_scheduled_animations()
+        return app.export_screenshot(title="minimind-tui")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="140x42", help="terminal WIDTHxHEIGHT")
@@ -59,10 +81,16 @@ def main() -> None:
         os.environ["MINIMIND_CACHE"] = str(Path(tmp) / "cache")
         os.environ["MINIMIND_TUI_PRESETS"] = str(Path(tmp) / "presets")
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        for scene in SCENES:
-            svg = asyncio.run(render(size, args.theme, scene))
-            path = OUT_DIR / f"{scene}.svg"
-            path.write_text(svg, encoding="utf-8")
+        os.environ["TZ"] = "UTC"  # the runs' "when" column
+        time.tzset()
+        shots = {scene: asyncio.run(render(size, args.theme, scene)) for scene in SCENES}
+        root = Path(tmp) / "out"
+        write_fixture_runs(root)
+        for view in ("runs", "compare", "watch"):
+            shots[view] = asyncio.run(render_runs(size, args.theme, root, view))
+        for name, svg in shots.items():
+            path = OUT_DIR / f"{name}.svg"
+            path.write_text(svg.replace(str(Path(tmp)), "~"), encoding="utf-8")
             print(path.relative_to(ROOT))
 
 

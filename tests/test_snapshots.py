@@ -13,6 +13,7 @@ from textual.widgets import Input
 
 from minimind_tui.app import MiniMindApp
 from snapshot_apps.replay import fixed_events, show_fixed_generation
+from snapshot_apps.run_fixtures import write_fixture_runs
 
 
 @pytest.fixture(autouse=True)
@@ -77,3 +78,16 @@ def test_playground_after_a_generation(snap_compare):
         await show_fixed_generation(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(100, 30), run_before=run_before)
+
+
+def test_comparison_of_three_runs(snap_compare, tmp_path):
+    """Three fixture runs' curves overlaid (one of them resumed after a crash)."""
+    write_fixture_runs(tmp_path / "out")
+    app = MiniMindApp("tiny", {"train": {"out_dir": str(tmp_path / "out" / "tiny")}})
+
+    async def run_before(pilot) -> None:
+        await pilot.press("f4", "down", "space", "down", "space", "down", "space", "c")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)

@@ -236,6 +236,11 @@ class ConfigureScreen(Screen[None]):
         self._replace_values({**saved, "train.out_dir": str(folder), "train.from_resume": True},
                              baseline=saved)
 
+    def set_fields(self, values: dict[str, Any]) -> None:
+        """Change a few fields as the user could (what Start chose for a used run folder)."""
+        for loc, value in values.items():
+            self.form.fields[loc].set_value(value)
+
     def _replace_values(self, values: dict[str, Any], baseline: dict[str, Any]) -> None:
         self.baseline = baseline
         self._validated = None  # the marks must follow the new baseline even if no value moved

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import events
@@ -11,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Button, Footer
+from textual.widgets import Button, Footer, Static
 
 from minimind_tui.history import RunHistory
 from minimind_tui.run_worker import RunPhase
@@ -32,6 +33,7 @@ CHARTS_SECONDS = 3.0
 # Below this many rows the lower charts (lr, MoE aux loss) would be too flat to read: they
 # are hidden, the loss chart's border says how to get them back and the stats show the lr.
 TALL_ROWS = 32
+LOG_BATCH = 100  # at most this many new lines per log update
 
 
 class DashboardScreen(Screen[None]):
@@ -72,6 +74,8 @@ class DashboardScreen(Screen[None]):
         self._charts_drawn: tuple[object, ...] | None = None
         self._charts_time = 0.0
         self._log_run, self._log_seq = 0, 0
+        self.watching: Path | None = None
+        """The folder of a run followed read-only (no Stop), or None."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="dashboard-top"):
@@ -87,6 +91,7 @@ class DashboardScreen(Screen[None]):
                                  action="app.stop", compact=True)
                     yield Button("Try it F7", id="try-button", variant="primary",
                                  action="screen.try_it", compact=True)
+                yield Static(id="watch-note", markup=False)
         yield RunLog(id="run-log")
         yield SamplesPanel(id="samples")
         yield Footer(compact=True)
@@ -100,6 +105,20 @@ class DashboardScreen(Screen[None]):
         self.query_one("#samples").border_title = "Samples"
         self.watch(self.app, "run_phase", self._run_phase_changed)
         self.set_interval(STATS_SECONDS, self.sync)
+        self._show_watching()
+
+    def show_watching(self, folder: Path | None) -> None:
+        """Read-only for a watched run: the Stop button gives way to a note naming the folder."""
+        self.watching = folder
+        if self.is_mounted:  # else on_mount shows it
+            self._show_watching()
+
+    def _show_watching(self) -> None:
+        folder = self.watching
+        self.set_class(folder is not None, "-read-only")
+        self.query_one("#watch-note", Static).update(
+            f"watching {folder} (read-only)" if folder else "")
+        self.query_one("#stats").border_title = "Run (watching)" if folder else "Run"
 
     def on_screen_resume(self) -> None:
         self._hint_hidden_charts(self.size.height)
@@ -179,14 +198,22 @@ class DashboardScreen(Screen[None]):
                 [PlotSeries("aux", xs, h.aux_loss, "warning")], xlabel)
         loss.append(PlotSeries("val", h.val_tokens if tokens else h.val_steps, h.val_loss,
                                "success", kind="scatter"))
-        self.query_one("#loss-plot", MetricPlot).draw(loss, xlabel)
+        # A resumed segment begins at a vertical line; the title says where.
+        marks = [h.tokens_at(step) if tokens else step for step in h.resumed_at]
+        resumed = ", ".join(f"{step:,}" for step in h.resumed_at[-3:])
+        loss_plot = self.query_one("#loss-plot", MetricPlot)
+        loss_plot.border_title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
+        loss_plot.draw(loss, xlabel, marks)
         self.query_one("#lr-plot", MetricPlot).draw([PlotSeries("lr", xs, h.lr, "accent")],
-                                                     xlabel)
+                                                     xlabel, marks)
 
     def _status(self) -> str:
         h, phase = self.history, self.app.run_phase
         if phase == RunPhase.IDLE:
-            return "No run yet"
+            return "Waiting for the run to write…" if self.watching else "No run yet"
+        if phase == RunPhase.CRASHED:
+            step = h.latest.step if h.latest else 0
+            return f"Crashed at step {step:,} (process gone)"
         if phase == RunPhase.RUNNING:
             return f"Running on {h.started.device}" if h.started else "Preparing data and model…"
         if phase == RunPhase.STOPPING:
@@ -201,5 +228,7 @@ class DashboardScreen(Screen[None]):
             self._log_run, self._log_seq = self.history.run_id, 0
         entries = self.history.log_since(self._log_seq)
         if entries:
-            log.write_events([event for _, event in entries])
+            # A long history arrives in big batches: wrapping a thousand lines holds the UI
+            # for a second or more, and nobody reads them scrolling past; the newest stay.
+            log.write_events([event for _, event in entries[-LOG_BATCH:]])
             self._log_seq = entries[-1][0]

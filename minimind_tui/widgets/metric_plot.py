@@ -37,7 +37,10 @@ class MetricPlot(PlotextPlot):
             self._built = (key, super().render())
         return self._built[1]
 
-    def draw(self, series: list[PlotSeries], xlabel: str) -> None:
+    def draw(self, series: list[PlotSeries], xlabel: str, marks: list[float] = (),
+             mark_color: str = "warning", legend: bool = True) -> None:
+        """`marks`: x values to draw a vertical line at (where a resumed segment begins).
+        `legend=False` when the screen shows one for several charts."""
         plt = self.plt
         plt.clear_data()
         budget = max(2 * self.size.width, 100)  # a min and a max per column
@@ -47,12 +50,15 @@ class MetricPlot(PlotextPlot):
         for s in shown:
             xs, ys = downsample_minmax(s.xs, s.ys, budget)
             color = Color.parse(colors[s.color]).rgb
-            label = s.label if len(shown) > 1 else None  # the panel title names a lone series
+            # The panel title names a lone series.
+            label = s.label if legend and len(shown) > 1 else None
             if s.kind == "scatter":
                 plt.scatter(xs, ys, label=label, color=color, marker="●")
             else:
                 plt.plot(xs, ys, label=label, color=color, marker="braille")
             all_x += (xs[0], xs[-1])
+        for x in marks:
+            plt.vline(x, Color.parse(colors[mark_color]).rgb)
         plt.xlabel(xlabel)
         if all_x:
             # plotext would label a token axis 1200000.0; round ticks read as 1.2M.

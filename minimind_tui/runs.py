@@ -1,0 +1,205 @@
+"""The runs under a folder, one summary each, for `minimind-tui runs` and the Runs screen.
+
+A run folder is found by its files (run.json, metrics.jsonl, config.toml). Its figures come
+from run.json, which the trainer keeps current; a folder without one (a run from before it, or
+only a metrics.jsonl synced from elsewhere) is summarised from the end of its metrics file.
+No Textual here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from minimind.event_text import format_count, format_duration
+from minimind.events import EvalResult, RunFinished, StepMetrics
+from minimind.follow import parse_event
+from minimind.run_folder import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, STATUS_FILE, RunFolder,
+                                 RunStatus)
+from minimind.settings import SettingsError, read_toml
+from minimind_tui.launch import LOG_FILE, SETTINGS_FILE
+
+MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
+TAIL_BYTES = 256 << 10
+
+
+@dataclass
+class RunSummary:
+    path: Path
+    name: str
+    """The folder relative to the root the runs were listed from."""
+    shape: str
+    state: str
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    tokens: int = 0
+    tokens_per_sec: float = 0.0
+    elapsed: float = 0.0
+    updated: float = 0.0
+    parameters: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+    def cells(self) -> dict[str, str]:
+        """The figures as a table shows them, by column key (`COLUMNS`)."""
+        return {
+            "name": self.name, "shape": self.shape, "state": self.state,
+            "step": f"{self.step:,}/{self.total_steps:,}" if self.total_steps else f"{self.step:,}",
+            "loss": _loss(self.loss), "val_loss": _loss(self.val_loss),
+            "best_val_loss": _loss(self.best_val_loss),
+            "tokens": format_count(self.tokens) if self.tokens else "–",
+            "tokens_per_sec": f"{self.tokens_per_sec:,.0f}" if self.tokens_per_sec else "–",
+            "elapsed": format_duration(self.elapsed) if self.elapsed else "–",
+            "updated": (time.strftime("%Y-%m-%d %H:%M", time.localtime(self.updated))
+                        if self.updated else "–"),
+        }
+
+
+# Column key -> heading. The order is the table's.
+COLUMNS = {"name": "run", "shape": "shape", "state": "status", "step": "steps",
+           "loss": "loss", "val_loss": "val loss", "best_val_loss": "best val",
+           "tokens": "tokens", "tokens_per_sec": "tokens/s", "elapsed": "duration",
+           "updated": "when"}
+
+
+def sort_key(column: str) -> Callable[[RunSummary], tuple[bool, Any]]:
+    """How a column sorts: by its value, runs without one (no validation yet) last."""
+
+    def key(run: RunSummary) -> tuple[bool, Any]:
+        value = getattr(run, column)
+        return (value is None, 0 if value is None else value)
+
+    return key
+
+
+def _loss(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def find_runs(root: str | Path) -> list[RunSummary]:
+    """Every run folder under `root` (and `root` itself if it is one), by path."""
+    root = Path(root)
+    runs = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if STATUS_FILE in files or METRICS_FILE in files or CONFIG_FILE in files:
+            runs.append(summarise(here, root))
+            dirs.clear()  # a run's folder holds no other runs
+            continue
+        depth = len(here.relative_to(root).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
+    return sorted(runs, key=lambda run: run.name)
+
+
+def summarise(path: Path, root: Path | None = None) -> RunSummary:
+    folder = RunFolder(path)
+    status = folder.status()
+    name = str(path.relative_to(root)) if root is not None and path != root else path.name
+    shape = describe_shape(path / CONFIG_FILE, status)
+    if status is not None:
+        return RunSummary(
+            path, name, shape, folder.state(status), status.step, status.total_steps,
+            status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
+            status.tokens_per_sec, status.elapsed, status.updated or status.started,
+            status.parameters)
+    return _from_metrics_tail(path, name, shape, folder)
+
+
+def describe_shape(config: Path, status: RunStatus | None) -> str:
+    """"minimind2 128x2 · 1.21M" (family, width x layers, MoE, parameters), from config.toml."""
+    try:
+        model = read_toml(config).get("model", {})
+    except SettingsError:
+        return "?"
+    shape = (f"{model.get('family', 'minimind2')} {model.get('hidden_size', '?')}x"
+             f"{model.get('num_hidden_layers', '?')}{' moe' if model.get('use_moe') else ''}")
+    return f"{shape} · {format_count(status.parameters)}" if status and status.parameters \
+        else shape
+
+
+def _from_metrics_tail(path: Path, name: str, shape: str, folder: RunFolder) -> RunSummary:
+    summary = RunSummary(path, name, shape, folder.state(None))
+    metrics = path / METRICS_FILE
+    try:
+        with open(metrics, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
+            lines = f.read().splitlines()[1:]  # the first may be cut
+        summary.updated = metrics.stat().st_mtime
+    except OSError:
+        return summary
+    for event in filter(None, map(parse_event, lines)):
+        if isinstance(event, StepMetrics):
+            summary.step, summary.total_steps, summary.loss = event.step, event.total_steps, \
+                event.loss
+            summary.tokens, summary.tokens_per_sec, summary.elapsed = event.tokens_seen, \
+                event.tokens_per_sec, event.elapsed
+        elif isinstance(event, EvalResult):
+            summary.val_loss = event.val_loss
+            summary.best_val_loss = min(event.val_loss, summary.best_val_loss or event.val_loss)
+        elif isinstance(event, RunFinished):
+            summary.state = event.status
+    return summary
+
+
+def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:
+    """(field, value in a, value in b) for every setting the two runs' config.toml differ in;
+    a field one file leaves out (a family default) reads "default". Raises SettingsError."""
+    flat_a, flat_b = _flat(read_toml(a / CONFIG_FILE)), _flat(read_toml(b / CONFIG_FILE))
+    return [(key, flat_a.get(key, "default"), flat_b.get(key, "default"))
+            for key in sorted(flat_a.keys() | flat_b.keys(), key=_field_order)
+            if flat_a.get(key) != flat_b.get(key)]
+
+
+def _flat(data: dict[str, Any]) -> dict[str, str]:
+    return {f"{section}.{name}": _text(value) for section, values in data.items()
+            for name, value in values.items()}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "(none)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _field_order(key: str) -> tuple[int, str]:
+    return (0 if key.startswith("model.") else 1, key)
+
+
+def next_free_folder(path: Path) -> Path:
+    """"out/tiny" -> "out/tiny-2" (or the first free number): a new run beside an old one."""
+    base = re.sub(r"-\d+$", "", path.name)
+    number = 2
+    while (candidate := path.with_name(f"{base}-{number}")).exists():
+        number += 1
+    return candidate
+
+
+def delete_run(path: Path) -> list[Path]:
+    """Delete a run's files (not the rest of the folder), holding its lock so no trainer can
+    start there meanwhile; the folder goes too if nothing else is left. Raises RunBusy for a
+    live run."""
+    folder = RunFolder(path)
+    folder.claim(resume=True, overwrite=False)
+    try:
+        removed = folder.remove_run_files()
+        for name in (LOG_FILE, SETTINGS_FILE):
+            if (path / name).is_file():
+                (path / name).unlink()
+                removed.append(path / name)
+    finally:
+        folder.release()
+    (path / LOCK_FILE).unlink(missing_ok=True)
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # other files of the user's are kept
+    return removed

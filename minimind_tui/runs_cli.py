@@ -1,0 +1,47 @@
+"""`minimind-tui runs [ROOT]`: the runs under a folder (default out/), one line each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from minimind_tui import exit_codes
+from minimind_tui.cli import invalid
+from minimind_tui.runs import COLUMNS, RunSummary, find_runs, sort_key
+
+PROG = "minimind-tui runs"
+_RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="List the training runs under a folder: status (running, "
+        "completed, stopped, failed, crashed), steps, last and best validation loss, tokens, "
+        "speed, duration and when it last wrote. The app's Runs screen (F4) compares them.")
+    parser.add_argument("root", nargs="?", default="out", help="folder to search (default: out)")
+    parser.add_argument("--sort", choices=list(COLUMNS), default="name",
+                        help="column to sort by (default: name)")
+    parser.add_argument("--reverse", action="store_true", help="sort descending")
+    parser.add_argument("--json", action="store_true", help="one JSON object per run, in a list")
+    args = parser.parse_args(argv)
+    root = Path(args.root).expanduser()
+    if not root.is_dir():
+        return invalid(f"{root}: no such folder", prog=PROG)
+    runs = sorted(find_runs(root), key=sort_key(args.sort), reverse=args.reverse)
+    if args.json:
+        print(json.dumps([run.as_json() for run in runs], indent=1))
+    elif runs:
+        print(table(runs))
+    else:
+        print(f"no runs under {root}")
+    return exit_codes.OK
+
+
+def table(runs: list[RunSummary]) -> str:
+    rows = [list(COLUMNS.values())] + [list(run.cells().values()) for run in runs]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    right = [key in _RIGHT for key in COLUMNS]
+    return "\n".join("  ".join(cell.rjust(w) if r else cell.ljust(w)
+                               for cell, w, r in zip(row, widths, right, strict=True)).rstrip()
+                     for row in rows)

@@ -1,0 +1,205 @@
+"""The Runs screen: every run under a folder, one row each, sortable; select runs to compare
+their curves or diff their settings; delete a run (asked first; never a running one); watch one.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from minimind.run_folder import RunBusy
+from minimind.settings import SettingsError
+from minimind_tui.runs import COLUMNS, RunSummary, delete_run, find_runs, settings_diff, sort_key
+from minimind_tui.screens.compare import ComparisonScreen
+from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.settings_diff import SettingsDiffScreen
+
+if TYPE_CHECKING:
+    from minimind_tui.app import MiniMindApp
+
+MAX_COMPARED = 8  # one distinct theme colour each
+_NUMERIC = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
+_STATE_COLORS = {"running": "primary", "completed": "success", "stopped": "warning",
+                 "failed": "error", "crashed": "error"}
+
+
+class RunsScreen(Screen[None]):
+    app: MiniMindApp
+
+    BINDINGS = [
+        Binding("space", "select", "Select", id="runs_select",
+                tooltip="Select the run under the cursor (for compare and diff)"),
+        Binding("c", "compare", "Compare", id="runs_compare",
+                tooltip="Overlay the selected runs' loss, validation loss and lr curves"),
+        Binding("d", "diff", "Diff", id="runs_diff",
+                tooltip="The settings two selected runs differ in"),
+        Binding("w", "watch", "Watch", id="runs_watch",
+                tooltip="Open the run under the cursor on the dashboard, read-only"),
+        Binding("s", "sort", "Sort", id="runs_sort",
+                tooltip="Sort by the next column (a click on a heading sorts by it)"),
+        Binding("delete,x", "delete", "Delete", id="runs_delete",
+                tooltip="Delete the run under the cursor (asks first; not a running run)"),
+        Binding("r", "refresh", "Refresh", id="runs_refresh"),
+        Binding("escape,f4", "app.pop_screen", "Back", id="runs_back"),
+    ]
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(id="runs")
+        self.root = root
+        self.runs: dict[str, RunSummary] = {}
+        self.selected: list[str] = []
+        """Row keys (run paths) in the order they were selected: the first is "a" in a diff."""
+        self.sort_column, self.sort_reverse = "name", False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="runs-summary", markup=False)
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-table").border_title = f"Runs under {self.root}"
+        self.action_refresh()
+
+    @property
+    def table(self) -> DataTable:
+        return self.query_one("#runs-table", DataTable)
+
+    def action_refresh(self) -> None:
+        runs = find_runs(self.root) if self.root.is_dir() else []
+        self.runs = {str(run.path): run for run in runs}
+        self.selected = [key for key in self.selected if key in self.runs]
+        self._fill()
+
+    def _fill(self) -> None:
+        table = self.table
+        cursor = self._cursor_key()
+        table.clear(columns=True)
+        table.add_column(" ", key="mark", width=1)
+        for key, heading in COLUMNS.items():
+            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column else ""
+            table.add_column(Text(heading + arrow, justify="right" if key in _NUMERIC else "left"),
+                             key=key)
+        ordered = sorted(self.runs.values(), key=sort_key(self.sort_column),
+                         reverse=self.sort_reverse)
+        for run in ordered:
+            table.add_row(*self._cells(run), key=str(run.path))
+        if cursor in self.runs:
+            table.move_cursor(row=table.get_row_index(cursor))
+        self._summarise()
+
+    def _cells(self, run: RunSummary) -> list[Text]:
+        mark = Text("✓", style="bold") if str(run.path) in self.selected else Text("")
+        colors = self.app.theme_variables
+        cells = [mark]
+        for key, value in run.cells().items():
+            style = colors.get(_STATE_COLORS.get(run.state, ""), "") if key == "state" else ""
+            cells.append(Text(value, style=style, justify="right" if key in _NUMERIC else "left"))
+        return cells
+
+    def _summarise(self) -> None:
+        states: dict[str, int] = {}
+        for run in self.runs.values():
+            states[run.state] = states.get(run.state, 0) + 1
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        text = (f"{len(self.runs)} runs ({counts}); {len(self.selected)} selected"
+                if self.runs else f"no runs under {self.root}")
+        self.query_one("#runs-summary", Static).update(text)
+
+    def _cursor_key(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def _cursor_run(self) -> RunSummary | None:
+        key = self._cursor_key()
+        return self.runs.get(key) if key else None
+
+    def _selected_runs(self) -> list[RunSummary]:
+        return [self.runs[key] for key in self.selected]
+
+    # -- actions ---------------------------------------------------------------------------
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        column = event.column_key.value
+        if column not in COLUMNS:
+            return
+        self.sort_reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column = column
+        self._fill()
+
+    def action_sort(self) -> None:
+        keys = list(COLUMNS)
+        self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
+        self.sort_reverse = False
+        self._fill()
+
+    def action_select(self) -> None:
+        key = self._cursor_key()
+        if key is None:
+            return
+        if key in self.selected:
+            self.selected.remove(key)
+        else:
+            self.selected.append(key)
+        self.table.update_cell(key, "mark", self._cells(self.runs[key])[0])
+        self._summarise()
+
+    def action_compare(self) -> None:
+        runs = self._selected_runs() or [r for r in [self._cursor_run()] if r]
+        if not runs:
+            return
+        if len(runs) > MAX_COMPARED:
+            self.notify(f"Compare at most {MAX_COMPARED} runs at once.", severity="warning")
+            return
+        self.app.push_screen(ComparisonScreen(runs))
+
+    def action_diff(self) -> None:
+        runs = self._selected_runs()
+        if len(runs) != 2:
+            self.notify("Select two runs (space) to see the settings they differ in.",
+                        title="Diff", severity="warning")
+            return
+        try:
+            rows = settings_diff(runs[0].path, runs[1].path)
+        except SettingsError as e:
+            self.notify(str(e), title="Cannot diff", severity="error", markup=False)
+            return
+        self.app.push_screen(SettingsDiffScreen(runs[0].name, runs[1].name, rows))
+
+    def action_watch(self) -> None:
+        run = self._cursor_run()
+        if run is not None:
+            self.app.pop_screen()
+            self.app.watch_folder(run.path)
+
+    def action_delete(self) -> None:
+        run = self._cursor_run()
+        if run is None:
+            return
+        if run.state == "running":
+            self.notify(f"{run.name} is running; stop it before deleting it.",
+                        title="Cannot delete", severity="error", markup=False)
+            return
+        self.app.push_screen(ConfirmScreen(
+            f"Delete run {run.name}?",
+            f"Deletes the run's files in {run.path}: checkpoints, metrics, settings and "
+            "status (other files in the folder are kept). It cannot be undone.",
+            yes="Delete"), partial(self._delete_confirmed, run))
+
+    def _delete_confirmed(self, run: RunSummary, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        try:
+            removed = delete_run(run.path)
+        except (RunBusy, OSError) as e:
+            self.notify(str(e), title="Cannot delete", severity="error", markup=False)
+            return
+        self.notify(f"{len(removed)} files removed", title=f"Deleted {run.name}", markup=False)
+        self.action_refresh()

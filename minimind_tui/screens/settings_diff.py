@@ -1,0 +1,33 @@
+"""The settings two runs differ in, side by side (from their config.toml)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Static
+
+
+class SettingsDiffScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,enter,q", "dismiss", "Close", id="diff_close")]
+
+    def __init__(self, a: str, b: str, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__(classes="dialog-screen")
+        self.a, self.b, self.rows = a, b, rows
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog -wide") as dialog:
+            dialog.border_title = f"Settings: {self.a} vs {self.b}"
+            if self.rows:
+                yield Static(f"{len(self.rows)} settings differ (esc closes)",
+                             classes="dialog-note", markup=False)
+                yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
+            else:
+                yield Static("The two runs have the same settings.", markup=False)
+
+    def on_mount(self) -> None:
+        if self.rows:
+            table = self.query_one(DataTable)
+            table.add_columns("setting", self.a, self.b)
+            table.add_rows(self.rows)

@@ -1,0 +1,115 @@
+"""What Start does before a run begins: look at the run folder, ask when it is not free, and
+pick the source the run comes from.
+
+* The folder's run is alive (any launcher, any machine whose status is fresh): offer to watch
+  it instead. The engine's lock refuses a second trainer anyway; this says so before starting.
+* The folder holds a finished, stopped, failed or crashed run and the form does not say resume:
+  Resume it, start in a New run folder beside it (out/tiny-2), or Overwrite it (asked twice:
+  its checkpoints are deleted). Resume and the new folder are set on the form as well, so the
+  form shows what runs; overwrite is given to this start only, never left on the form, where
+  the next Start would silently delete the run this one writes.
+* Then: one process on one device trains in this process's worker thread; several processes
+  (nproc_per_node, nnodes) or a detached start launch a child and follow its folder.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from minimind.checkpoint import find_resume_files
+from minimind.follow import Follower
+from minimind.run_folder import METRICS_FILE, RunFolder
+from minimind.settings import RunSettings
+from minimind_tui.launch import launch, needs_torchrun
+from minimind_tui.run_source import CHUNK_BYTES, FolderSource, RunSource
+from minimind_tui.run_worker import TrainingRun
+from minimind_tui.runs import next_free_folder
+from minimind_tui.screens.choice import Choice, ChoiceScreen
+from minimind_tui.screens.confirm import ConfirmScreen
+
+if TYPE_CHECKING:
+    from minimind_tui.app import MiniMindApp
+
+
+def with_train(settings: RunSettings, **changes: Any) -> RunSettings:
+    return settings.model_copy(update={"train": settings.train.model_copy(update=changes)})
+
+
+def make_source(settings: RunSettings, *, detached: bool = False) -> RunSource:
+    """The run as a source for the dashboard. Raises OSError if a child cannot be launched."""
+    train = settings.train
+    metrics = Path(train.out_dir).expanduser() / METRICS_FILE
+    if not (detached or needs_torchrun(train)):
+        return TrainingRun(settings, history=metrics if train.from_resume else None)
+    follower = Follower(metrics, chunk=CHUNK_BYTES)
+    if not train.from_resume:  # placed before the child starts: its new file is all there is
+        follower.skip_to_end()
+    return FolderSource(train.out_dir, launch(settings, detached=detached), follower=follower)
+
+
+class StartFlow:
+    def __init__(self, app: MiniMindApp) -> None:
+        self.app = app
+
+    def start(self, settings: RunSettings, *, detached: bool = False) -> None:
+        folder = RunFolder(Path(settings.train.out_dir).expanduser())
+        status = folder.status()
+        state = folder.state(status)
+        if state == "running":
+            self.app.push_screen(ChoiceScreen(
+                f"{folder.path} is in use",
+                f"Another training is writing to this folder: {folder.describe(status)}. "
+                "Only one trainer may use a run folder at a time.",
+                [Choice("watch", "Watch it", "w", "primary")],
+                note="Watching is read-only; to train as well, choose another out_dir."),
+                partial(self._busy_answered, folder.path))
+        elif folder.holds_a_run() and not settings.train.from_resume:
+            new = next_free_folder(folder.path)
+            resumable = bool(find_resume_files(folder.path))
+            self.app.push_screen(ChoiceScreen(
+                f"{folder.path} already holds a run",
+                f"It is {folder.describe(status)}. Start would replace it; choose what to do.",
+                [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
+                 Choice("new", f"New folder {new.name}", "n", "success"),
+                 Choice("overwrite", "Overwrite…", "o", "error")],
+                note="Resume continues from its last checkpoint" if resumable
+                else "It has no checkpoint to resume from."),
+                partial(self._reuse_answered, settings, detached, new))
+        else:
+            self.launch(settings, detached=detached)
+
+    def _busy_answered(self, path: Path, answer: str | None) -> None:
+        if answer == "watch":
+            self.app.watch_folder(path)
+
+    def _reuse_answered(self, settings: RunSettings, detached: bool, new: Path,
+                        answer: str | None) -> None:
+        if answer == "resume":
+            self.app.configure_screen.set_fields({"train.from_resume": True})
+            self.launch(with_train(settings, from_resume=True), detached=detached)
+        elif answer == "new":
+            self.app.configure_screen.set_fields({"train.out_dir": str(new)})
+            self.launch(with_train(settings, out_dir=str(new)), detached=detached)
+        elif answer == "overwrite":
+            files = len(RunFolder(settings.train.out_dir).run_files())
+            self.app.push_screen(ConfirmScreen(
+                f"Overwrite {settings.train.out_dir}?",
+                f"This deletes the run there, its checkpoints included ({files} files), once "
+                "the new run has started. It cannot be undone.", yes="Delete and start"),
+                partial(self._overwrite_confirmed, settings, detached))
+
+    def _overwrite_confirmed(self, settings: RunSettings, detached: bool,
+                             confirmed: bool | None) -> None:
+        if confirmed:
+            self.launch(with_train(settings, overwrite=True), detached=detached)
+
+    def launch(self, settings: RunSettings, *, detached: bool = False) -> None:
+        try:
+            source = make_source(settings, detached=detached)
+        except OSError as e:
+            self.app.notify(f"{e.filename or settings.train.out_dir}: {e.strerror or e}",
+                            title="Cannot launch the run", severity="error", markup=False)
+            return
+        self.app.begin_run(source)

@@ -1,0 +1,223 @@
+"""Runs that outlive the window, with real processes: a headless run watched live from the app
+(through a partial line, a SIGKILL and a resume), the app refusing a folder a live run holds,
+a detached run that outlives the app, and a 2-process torchrun job launched and stopped from
+the app with a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from textual.widgets import Button, Static
+
+from minimind.events import RunStarted
+from minimind.follow import read_events
+from minimind.run_folder import RunFolder
+from minimind_tui.app import MiniMindApp
+from minimind_tui.screens.choice import ChoiceScreen
+from test_app import SIZE, quick_app, wait_until
+from test_run_folder import cli, start, wait_for
+
+
+def status_text(app: MiniMindApp) -> str:
+    return str(app.screen.query_one("#stats-status", Static).render())
+
+
+async def test_a_live_run_is_refused_then_watched_through_a_crash_and_a_resume(tmp_path):
+    run = tmp_path / "run"
+    trainer = start("--out_dir", str(run), "--save_interval", "3")
+    try:
+        wait_for(trainer, "[checkpoint] step 3")
+        app = quick_app(tmp_path)  # the form's out_dir is the folder the trainer holds
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f5")
+            assert isinstance(app.screen, ChoiceScreen)
+            assert "is in use" in str(app.screen.query_one(".dialog").border_title)
+            assert app.training is None  # nothing started
+            await pilot.press("w")
+            assert app.current_mode == "dashboard" and app.training.read_only
+            await wait_until(pilot, lambda: len(app.history.steps) >= 5
+                             and app.run_phase == "running")
+            assert status_text(app).startswith("Running on")
+            assert not app.screen.query_one("#stop-button", Button).display
+            assert f"watching {run}" in str(app.screen.query_one("#watch-note").render())
+            assert app.check_action("stop", ()) is False
+
+            trainer.send_signal(signal.SIGKILL)  # no final event: a crash
+            trainer.communicate(timeout=60)
+            await wait_until(pilot, lambda: app.run_phase == "crashed")
+            crashed_at = app.history.latest.step
+            await pilot.pause(0.6)
+            assert status_text(app) == f"Crashed at step {crashed_at:,} (process gone)"
+
+            # A line still being written (or half synced) waits for its end.
+            line = json.dumps({"kind": "log", "time": time.time(), "level": "info",
+                               "text": "a line that arrived in two parts"}) + "\n"
+            metrics = run / "metrics.jsonl"
+            with metrics.open("a") as f:
+                f.write(line[:25])
+            await pilot.pause(1.2)
+            with metrics.open("a") as f:
+                f.write(line[25:])
+            await wait_until(pilot, lambda: "arrived in two parts" in _log(app))
+            assert app.training.skipped == 0
+
+            resumed = cli("--max_steps", str(crashed_at + 2), "--out_dir", str(run),
+                          "--from_resume", "1", "--save_interval", "3")
+            assert resumed.returncode == 0, resumed.stderr
+            await wait_until(pilot, lambda: app.run_phase == "completed")
+            h = app.history
+            assert h.resumed_at == [RunFolder(run).status().resumed_from]
+            assert list(h.steps) == list(range(1, crashed_at + 3))  # lost steps replaced
+            assert status_text(app) == f"Completed at step {crashed_at + 2:,}"
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.communicate()
+
+
+def _log(app: MiniMindApp) -> str:
+    return "\n".join(line.text for line in app.dashboard_screen.query_one("#run-log").lines)
+
+
+async def test_a_detached_run_outlives_the_app_and_is_watched_again(tmp_path):
+    run = tmp_path / "run"
+    app = quick_app(tmp_path, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+p", *"start detached")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: len(app.history.steps) >= 2, timeout=120)
+        child = app.training.child
+        assert app.training.detached and app.run_active
+        await pilot.press("ctrl+q")  # no question: the run is meant to go on
+        await pilot.pause(0.3)
+    assert child.poll() is None and RunFolder(run).state() == "running"
+    try:
+        watcher = MiniMindApp(watch=run)
+        async with watcher.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: watcher.run_phase == "running"
+                             and len(watcher.history.steps) >= 3)
+            assert watcher.current_mode == "dashboard"
+            assert watcher.check_action("toggle_view", ()) is False  # no form to go to
+            child.request_stop()  # what `kill <pid>` does
+            await wait_until(pilot, lambda: watcher.run_phase == "stopped")
+            assert watcher.history.checkpoint.step == watcher.history.finished.step
+    finally:
+        try:
+            child.popen.wait(60)  # the final event is written a moment before the exit
+        except subprocess.TimeoutExpired:
+            child.popen.kill()
+            raise
+    assert child.poll() == 130  # stopped by a signal, checkpoint written
+    assert "[stopped]" in child.log_tail()
+
+
+async def test_the_app_launches_torchrun_and_stops_it_with_a_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    app = quick_app(tmp_path, device="cpu", nproc_per_node=2, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        assert app.training.child.what == "torchrun"
+        await wait_until(pilot, lambda: len(app.history.steps) >= 2, timeout=180)
+        assert app.history.started.world_size == 2
+        await pilot.press("f6")
+        assert app.run_phase == "stopping"
+        await wait_until(pilot, lambda: app.run_phase == "stopped", timeout=120)
+        finished, checkpoint = app.history.finished, app.history.checkpoint
+        assert finished.status == "stopped" and checkpoint.step == finished.step
+        assert app.training.child.poll() is not None
+    assert (run / "pretrain_128_resume.pth").is_file()
+    assert RunFolder(run).state() == "stopped"
+    assert [e.world_size for e in read_events(run / "metrics.jsonl")
+            if isinstance(e, RunStarted)] == [2]
+
+
+async def test_a_child_that_fails_shows_the_end_of_its_output(tmp_path, monkeypatch):
+    # A child that dies before the run reports anything (torchrun refusing its arguments, a
+    # broken environment): a real process, cheaper than a trainer that fails the same way.
+    import minimind_tui.launch as launch
+
+    crash = ("import sys; print('starting'); "
+             "print('RuntimeError: the rendezvous port is taken', file=sys.stderr); sys.exit(1)")
+    monkeypatch.setattr(launch, "child_command", lambda *_: [sys.executable, "-c", crash])
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start_detached()
+        await wait_until(pilot, lambda: app.run_phase == "failed")
+        reason = str(app.screen.query_one("#failed-reason").render())
+        assert "the training process exited with code 1" in reason
+        assert reason.endswith("starting\nRuntimeError: the rendezvous port is taken")
+        details = str(app.screen.query_one("#failed-details").render())
+        assert details == f"Details: {tmp_path / 'run' / 'launch.log'}"
+
+
+def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "--no-ui", "--preset", "tiny", "--device", "cpu",
+         "--dtype", "float32", "--max_seq_len", "64", "--batch_size", "2", "--packing", "0",
+         "--val_data_path", "", "--eval_interval", "0", "--max_steps", "1",
+         "--nproc_per_node", "2", "--out_dir", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launching 2 processes per node" in proc.stderr
+    assert "x2 | tokens/step: 256" in proc.stdout
+
+
+async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):
+    run = tmp_path / "run"
+    app = quick_app(tmp_path, max_steps=3, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+
+        async def start_and_finish() -> None:
+            await wait_until(pilot, lambda: app.run_phase == "completed")
+            await pilot.press("f2")  # back on the form for the next start
+
+        app.action_start()
+        await start_and_finish()
+        assert RunFolder(run).state() == "completed"
+
+        # A second Start asks; a new folder beside it leaves the first run alone.
+        await pilot.press("f5")
+        assert "already holds a run" in str(app.screen.query_one(".dialog").border_title)
+        await pilot.press("n")
+        await start_and_finish()
+        assert app.screen.query_one("#out_dir").value == str(tmp_path / "run-2")
+        assert RunFolder(tmp_path / "run-2").state() == "completed"
+        assert RunFolder(run).status().step == 3
+
+        # Overwrite asks twice; "no" the second time changes nothing.
+        app.configure_screen.set_fields({"train.out_dir": str(run), "train.max_steps": 2})
+        await pilot.pause()
+        await pilot.press("f5", "o")
+        assert "Overwrite" in str(app.screen.query_one(".dialog").border_title)
+        await pilot.press("n")
+        assert app.current_mode == "configure" and RunFolder(run).status().step == 3
+        await pilot.press("f5", "o", "y")
+        await start_and_finish()
+        assert list(app.history.steps) == [1, 2]
+        assert RunFolder(run).status().step == 2 and RunFolder(run).status().resumed_from == 0
+        assert app.screen.query_one("#overwrite").value is False  # never left on the form
+
+        # Resume: the run's earlier history is shown first, the resumed segment marked.
+        app.configure_screen.set_fields({"train.max_steps": 4})
+        await pilot.pause()
+        await pilot.press("f5", "r")
+        await start_and_finish()
+        assert app.screen.query_one("#from_resume").value is True
+        assert list(app.history.steps) == [1, 2, 3, 4] and app.history.resumed_at == [2]
+
+
+def test_watch_needs_a_folder_and_a_terminal(tmp_path, capsys):
+    from minimind_tui.watch_cli import main
+
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", str(tmp_path)],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.returncode == 2 and "no terminal" in proc.stderr

@@ -1,0 +1,186 @@
+"""The runs under a folder: `minimind-tui runs` and the Runs screen over fixture run folders
+(sort, select, compare, diff, delete, watch), and the bulk reader a long history loads with."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from textual.widgets import DataTable, Static
+
+from minimind.events import EvalResult, RunStarted, StepMetrics
+from minimind.follow import parse_event
+from minimind_tui.app import MiniMindApp
+from minimind_tui.history import RunHistory, StepBlock
+from minimind_tui.metrics_reader import parse_lines, read_history
+from minimind_tui.runs import next_free_folder
+from minimind_tui.runs_cli import main as runs_main
+from minimind_tui.screens.compare import ComparisonScreen
+from minimind_tui.screens.confirm import ConfirmScreen
+from minimind_tui.screens.settings_diff import SettingsDiffScreen
+from snapshot_apps.run_fixtures import run_events, step_event, write_fixture_runs
+from test_app import SIZE, wait_until
+
+NAMES = ["tiny-live", "tiny-lr1e-3", "tiny-lr3e-3", "tiny-resumed"]
+
+
+@pytest.fixture
+def runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    root = tmp_path / "out"
+    write_fixture_runs(root)
+    (root / "notes").mkdir()  # not a run: no run files
+    return root
+
+
+def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
+    assert runs_main([str(runs_root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["run", "shape", "status", "steps", "loss", "val", "loss", "best",
+                                "val", "tokens", "tokens/s", "duration", "when"]
+    assert [line.split()[0] for line in lines[1:]] == NAMES
+    live, stopped = lines[1].split(), lines[2].split()
+    assert live[5:7] == ["running", "120/300"]  # this process is its trainer: alive
+    assert stopped[5:7] == ["stopped", "200/300"] and "2026-05-28" in lines[2]
+    assert lines[3].split()[5:11] == ["completed", "300/300", "3.0760", "3.3260", "3.3064",
+                                      "614.40k"]
+
+    assert runs_main([str(runs_root), "--sort", "best_val_loss", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in runs] == ["tiny-lr3e-3", "tiny-resumed", "tiny-live",
+                                         "tiny-lr1e-3"]
+    assert runs[0]["best_val_loss"] == pytest.approx(3.3064, abs=1e-4)
+    assert runs_main([str(runs_root / "nope")]) == 2
+    assert "nope: no such folder" in capsys.readouterr().err
+
+
+def test_a_metrics_file_alone_is_summarised_from_its_end(tmp_path, capsys):
+    folder = tmp_path / "synced"
+    folder.mkdir()  # only metrics.jsonl came over (rsync of one file)
+    events = run_events(120, 300, 3e-3, 3.0, 1)
+    (folder / "metrics.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
+    assert runs_main([str(tmp_path), "--json"]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["name"] == "synced" and run["step"] == 120 and run["shape"] == "?"
+    last_eval = [e for e in events if isinstance(e, EvalResult)][-1]
+    assert run["val_loss"] == pytest.approx(last_eval.val_loss) and run["state"] == "crashed"
+
+
+def test_next_free_folder_numbers_beside_the_old_one(tmp_path):
+    (tmp_path / "tiny").mkdir()
+    assert next_free_folder(tmp_path / "tiny") == tmp_path / "tiny-2"
+    (tmp_path / "tiny-2").mkdir()
+    assert next_free_folder(tmp_path / "tiny-2") == tmp_path / "tiny-3"
+
+
+def rows(table: DataTable) -> list[str]:
+    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+
+async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
+    app = MiniMindApp("tiny", {"train": {"out_dir": str(runs_root / "tiny-lr3e-3")}})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        table = app.screen.query_one(DataTable)
+        assert rows(table) == NAMES
+        await pilot.click("#runs-table", offset=(78, 1))  # the "best val" heading
+        assert rows(table) == ["tiny-lr3e-3", "tiny-resumed", "tiny-live", "tiny-lr1e-3"]
+        await pilot.click("#runs-table", offset=(78, 1))  # again: descending
+        assert rows(table)[0] == "tiny-lr1e-3"
+
+        for name in ("tiny-lr1e-3", "tiny-lr3e-3"):
+            table.move_cursor(row=rows(table).index(name))
+            await pilot.press("space")
+        await pilot.press("d")
+        assert isinstance(app.screen, SettingsDiffScreen)
+        diff = app.screen.query_one(DataTable)
+        assert [tuple(map(str, diff.get_row_at(i))) for i in range(diff.row_count)] == [
+            ("train.learning_rate", "0.001", "0.003")]
+        await pilot.press("escape")
+        table.move_cursor(row=rows(table).index("tiny-resumed"))
+        await pilot.press("space", "c")
+        assert isinstance(app.screen, ComparisonScreen)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert [len(h.steps) for h in app.screen.histories] == [200, 300, 250]
+        assert "tiny-resumed" in str(app.screen.query_one("#compare-key", Static).render())
+        loss = app.screen.query_one("#compare-loss")
+        assert "step" in loss.render().plain
+        await pilot.press("t")
+        assert "tokens seen" in loss.render().plain
+        await pilot.press("escape")
+
+        # A running run cannot be deleted; another asks first and goes.
+        table.move_cursor(row=rows(table).index("tiny-live"))
+        await pilot.press("x")
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert (runs_root / "tiny-live" / "run.json").exists()
+        table.move_cursor(row=rows(table).index("tiny-lr1e-3"))
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert not (runs_root / "tiny-lr1e-3").exists()
+        assert "tiny-lr1e-3" not in rows(table) and table.row_count == 3
+
+        table.move_cursor(row=rows(table).index("tiny-resumed"))
+        await pilot.press("w")
+        await wait_until(pilot, lambda: app.run_phase == "completed")
+        assert app.history.resumed_at == [100] and app.training.read_only
+
+
+def test_bulk_parsing_equals_one_event_at_a_time():
+    rng = random.Random(0)
+    events = run_events(400, 600, 3e-3, 3.0, 7, crash_at=300, resume_from=250, eval_every=100)
+    for e in events:
+        if hasattr(e, "loss"):
+            e.loss += rng.choice([0.0, float("nan")]) if e.step == 333 else 0.0
+    lines = [e.to_json().encode() for e in events]
+    lines.insert(40, b'{"kind": "step", "time": 1.0, "step": 5')  # a cut line, skipped
+    items, skipped = parse_lines(lines)
+    assert skipped == 1 and any(isinstance(i, StepBlock) for i in items)
+    one_by_one = RunHistory()
+    one_by_one.apply([e for e in map(parse_event, lines) if e is not None])
+    bulk = RunHistory()
+    bulk.apply(items)
+    for name in ("steps", "tokens", "loss", "loss_ema", "lr", "val_steps", "val_loss"):
+        np.testing.assert_allclose(getattr(bulk, name), getattr(one_by_one, name), rtol=1e-12)
+    assert bulk.resumed_at == one_by_one.resumed_at == [250]
+    assert bulk.latest == one_by_one.latest
+    # The log shows each block's last step, and every other event.
+    assert bulk.log[-1][1] == one_by_one.log[-1][1]
+    assert ([e for _, e in bulk.log if not isinstance(e, StepMetrics)]
+            == [e for _, e in one_by_one.log if not isinstance(e, StepMetrics)])
+
+
+def test_a_block_that_is_not_what_the_engine_writes_is_parsed_line_by_line():
+    lines = [step_event(s, 100, 4.0, 1e-3).to_json().encode() for s in range(1, 101)]
+    fields = json.loads(lines[50])
+    fields["lr"] = fields.pop("lr")  # valid JSON, the fields in another order
+    lines[50] = json.dumps(fields).encode()
+    items, skipped = parse_lines(lines)
+    assert not any(isinstance(i, StepBlock) for i in items)
+    assert skipped == 0 and [e.step for e in items] == list(range(1, 101))
+
+
+def test_read_history_of_a_resumed_run(tmp_path):
+    events = run_events(250, 300, 2e-3, 3.1, 3, crash_at=140, resume_from=100)
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(e.to_json() + "\n" for e in events))
+    h = read_history(path)
+    assert list(h.steps) == list(range(1, 251)) and h.resumed_at == [100]
+    assert list(h.val_steps) == [50, 100, 150, 200, 250]
+    assert isinstance(h.started, RunStarted) and isinstance(h.last_eval, EvalResult)
+
+
+def test_smoothing_after_a_resume_goes_on_from_the_kept_step():
+    events = run_events(200, 300, 3e-3, 3.0, 5, crash_at=150, resume_from=100)
+    resumed = RunHistory()
+    resumed.apply(events)
+    restart = max(i for i, e in enumerate(events) if isinstance(e, RunStarted))
+    kept = [e for e in events[:restart] if isinstance(e, StepMetrics) and e.step <= 100]
+    uninterrupted = RunHistory()
+    uninterrupted.apply(kept + [e for e in events[restart:] if isinstance(e, StepMetrics)])
+    np.testing.assert_allclose(resumed.loss_ema, uninterrupted.loss_ema, rtol=1e-12)
