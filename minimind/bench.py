@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from minimind import distributed
 from minimind.atomic import atomic_file
@@ -62,6 +62,7 @@ WORDS: dict[str, dict[str, Any]] = {
 }
 BASELINE = "baseline"
 ENGINE = "engine"  # the settings exactly as the preset and flags give them
+PREPARE = "prepare"  # not training: building the packed token cache, old path vs new
 BASELINE_WORKERS = 1  # the seed's default --num_workers
 
 
@@ -71,7 +72,7 @@ class BenchError(RuntimeError):
 
 def parse_variant(name: str) -> tuple[dict[str, Any], int | None]:
     """(train-setting overrides, micro-batch or None) of a variant name."""
-    if name in (BASELINE, ENGINE):
+    if name in (BASELINE, ENGINE, PREPARE):
         return {}, None
     out: dict[str, Any] = {}
     micro_batch = None
@@ -85,7 +86,7 @@ def parse_variant(name: str) -> tuple[dict[str, Any], int | None]:
         else:
             known = ", ".join([*WORDS, "w<N>", "mb<N>"])
             raise BenchError(f"unknown variant word {word!r} in {name!r} (known: {known}; "
-                             f"or '{BASELINE}' / '{ENGINE}' alone)")
+                             f"or '{BASELINE}' / '{ENGINE}' / '{PREPARE}' alone)")
     return out, micro_batch
 
 
@@ -198,8 +199,8 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
     # Upstream reads a pre-shuffled file in order; the engine's shuffled order stands in for
     # it, so the baseline and the `padded` variant see the same documents (and padding).
     batches = epoch_batches(len(prep.train_data), t.batch_size, 0, t.seed)
-    loader = DataLoader(prep.train_data, batch_sampler=batches, num_workers=t.num_workers,
-                        pin_memory=cuda)
+    loader = DataLoader(_OneAtATime(prep.train_data), batch_sampler=batches,
+                        num_workers=t.num_workers, pin_memory=cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     total, accum = warmup + steps, t.accumulation_steps
@@ -242,6 +243,20 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
             "parameters": model.num_parameters(),
             "active_parameters": model.active_parameters(), "final_loss": final_loss,
             "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
+
+
+class _OneAtATime(Dataset):
+    """Upstream's loader tokenizes sample by sample: hides the datasets' batched
+    `__getitems__` from the baseline's DataLoader."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
 
 
 def _sync(device: torch.device) -> None:
@@ -287,6 +302,16 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
     micro-batch. With `repeat` > 1 the whole list runs that many times, interleaved, and each
     configuration reports its fastest run: on a shared machine other work only ever slows a
     run down. A failing configuration is reported and the rest still run."""
+    records: list[dict[str, Any]] = []
+    if PREPARE in variants:  # a line of its own, before any training
+        from minimind.prep_bench import measure_preparation
+
+        tokenizer = load_tokenizer(base.train.tokenizer_path or None)
+        records.append(measure_preparation(base.train.data_path, tokenizer, log))
+        emit(records[-1])
+        variants = [v for v in variants if v != PREPARE]
+        if not variants:
+            return records
     configs = [(BASELINE, None)] if BASELINE in variants else []
     for v in variants:
         if v != BASELINE:  # a variant that names its micro-batch is not crossed with the list
@@ -298,7 +323,7 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
         plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
                  for v, mb in configs]
         runs: list[list[dict[str, Any]]] = [[] for _ in plans]
-        records, reference = [], None
+        reference = None
         for round_ in range(repeat):
             for (variant, s), done in zip(plans, runs):
                 run = f", run {round_ + 1}/{repeat}" if repeat > 1 else ""

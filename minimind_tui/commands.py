@@ -33,6 +33,8 @@ class MiniMindCommands(Provider):
              "Load an earlier run's config.toml and continue it (ctrl+o)"),
             ("preset: save as…", partial(self._on_form, configure.action_save_preset),
              "Save the form's settings as a user preset (ctrl+s)"),
+            ("data: inspect…", partial(self._on_form, configure.action_inspect_data),
+             "Tokenize the data file and show documents, tokens, lengths and problems (F4)"),
             ("view: form / dashboard", app.action_toggle_view,
              "Switch between the settings form and the run dashboard (F2)"),
             ("view: x axis steps / tokens",

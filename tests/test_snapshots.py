@@ -63,3 +63,16 @@ def test_dashboard_light_theme_80x24(snap_compare):
         await show_replayed_run(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_inspect_screen_shakespeare_val(snap_compare):
+    """The Inspect data screen after a finished pass over the bundled validation corpus."""
+
+    async def run_before(pilot) -> None:
+        from minimind_tui.screens.inspect import InspectScreen
+
+        await pilot.app.push_screen(InspectScreen("builtin:shakespeare-val", "", 128))
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+
+    assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)

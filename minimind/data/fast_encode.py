@@ -131,6 +131,15 @@ class _Cache:
         return self.ids[index], bounds[text_ends] - bounds[text_starts]
 
 
+def _spaces_split(text: str) -> bool:
+    """Whether every space in `text` follows non-whitespace (or starts it), so that each is a
+    chunk boundary. On ASCII text, substring searches are a little faster than the regex."""
+    if text.isascii():
+        return not ("  " in text or "\n " in text or "\t " in text or "\r " in text
+                    or "\x0b " in text or "\x0c " in text)
+    return _SPACE_AFTER_WHITESPACE.search(text) is None
+
+
 def _grown(a: np.ndarray, size: int) -> np.ndarray:
     if size <= len(a):
         return a
@@ -165,7 +174,7 @@ class FastEncoder:
         rows, rows_per_text = array("q"), array("q")
         plain, spaced = self._parts.plain, self._parts.spaced
         for text in texts:
-            if _SPACE_AFTER_WHITESPACE.search(text) is None:
+            if _spaces_split(text):
                 # Every space follows non-whitespace (or starts the text), so each one is a
                 # chunk boundary.
                 parts = text.split(" ")

@@ -84,8 +84,6 @@ _worker: _Worker | None = None
 
 def _init_worker(tokenizer_json: str, bos: int, eos: int) -> None:
     global _worker
-    # One process per core already: the tokenizer's own threads would only compete.
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     _worker = _Worker(FastEncoder(tokenizer_json), bos, eos)
 
 
@@ -277,7 +275,9 @@ class _WorkerProcess:
         self.errors = tempfile.TemporaryFile()
         root = str(Path(__file__).resolve().parents[2])  # where `minimind` is importable from
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+            p for p in (root, os.environ.get("PYTHONPATH")) if p),
+               # One process per core already: the tokenizer's own threads would compete.
+               "TOKENIZERS_PARALLELISM": "false"}
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", "from minimind.data.stream import serve; serve()"],
