@@ -37,9 +37,12 @@ _CHUNK = re.compile(f"[{WHITESPACE}]*[^{WHITESPACE}]+|[{WHITESPACE}]+")
 _SPACE_AFTER_WHITESPACE = re.compile(f"[{WHITESPACE}] ")
 _HAS_WHITESPACE = re.compile(f"[{WHITESPACE}]")
 
-MAX_ROWS = 1 << 20  # cached chunks per process before the cache starts over (~150 MB)
-MAX_CHARS = 1 << 25  # characters of cached chunks: bounds a cache of long, never-repeated ones
-ENCODE_BATCH = 4096  # texts per tokenizer call on the uncached path
+# A cache starts over when it holds max_rows entries (~170 bytes each), or max_rows * 16
+# characters or max_rows * 8 ids: long entries (a Chinese line has no spaces) rarely repeat.
+MAX_ROWS = 1 << 19
+CHARS_PER_ROW = 16
+IDS_PER_ROW = 8
+ENCODE_CHARS = 1 << 18  # characters per tokenizer call
 
 EncodeFn = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # -> ids, ids per text
 
@@ -84,8 +87,9 @@ class _Cache:
     `plain[text]` is the row of a text, `spaced[text]` the row of " " + text (the keys that
     `str.split(" ")` leaves); `encode_new` encodes the texts that were not there yet."""
 
-    def __init__(self, encode_new: EncodeFn):
+    def __init__(self, encode_new: EncodeFn, max_rows: int):
         self.encode_new = encode_new
+        self.max_rows = max_rows
         self.clear()
 
     def clear(self) -> None:
@@ -103,7 +107,8 @@ class _Cache:
         return self.rows + len(self.pending) - 1
 
     def full(self) -> bool:
-        return self.rows >= MAX_ROWS or self.chars >= MAX_CHARS
+        return (self.rows >= self.max_rows or self.chars >= self.max_rows * CHARS_PER_ROW
+                or self.starts[self.rows] >= self.max_rows * IDS_PER_ROW)
 
     def gather(self, rows: array, rows_per_text: array) -> tuple[np.ndarray, np.ndarray]:
         """The ids of every text, one after another, and how many each has; text i is made of
@@ -157,13 +162,13 @@ class FastEncoder:
     is new far more often than " hour" and "\nDraws,"); only new chunks reach the tokenizer,
     which costs ~10 us for each."""
 
-    def __init__(self, tokenizer_json: str):
+    def __init__(self, tokenizer_json: str, max_rows: int = MAX_ROWS):
         self.backend = Tokenizer.from_str(tokenizer_json)
         self.backend.no_truncation()
         self.backend.no_padding()
         self.chunked = chunkable(json.loads(tokenizer_json))
-        self._chunks = _Cache(self._encode_whole)
-        self._parts = _Cache(self._encode_chunks)
+        self._chunks = _Cache(self._encode_whole, max_rows)
+        self._parts = _Cache(self._encode_chunks, max_rows)
 
     def encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if not self.chunked:
@@ -197,13 +202,21 @@ class FastEncoder:
         return self._chunks.gather(rows, rows_per_text)
 
     def _encode_whole(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The tokenizer itself, a few hundred kB of text per call: its Encoding objects
+        (ids, offsets, token strings) take ~100 bytes per token until they are converted."""
         parts, counts = [], []
-        for i in range(0, len(texts), ENCODE_BATCH):
-            encoded = [e.ids for e in self.backend.encode_batch_fast(texts[i:i + ENCODE_BATCH],
+        start = 0
+        while start < len(texts):
+            end, chars = start, 0
+            while end < len(texts) and (end == start or chars + len(texts[end]) <= ENCODE_CHARS):
+                chars += len(texts[end])
+                end += 1
+            encoded = [e.ids for e in self.backend.encode_batch_fast(texts[start:end],
                                                                      add_special_tokens=False)]
             counts.append(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
             parts.append(np.fromiter(chain.from_iterable(encoded), dtype=np.uint32,
                                      count=int(counts[-1].sum())))
+            start = end
         if not parts:
             return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.int64)
         return np.concatenate(parts), np.concatenate(counts)

@@ -30,10 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .fast_encode import FastEncoder
+from .fast_encode import MAX_ROWS, FastEncoder
 from .jsonl import MAX_FIRST_BAD, DataError, ProgressFn, check_file, parse_line
 
 CHUNK_BYTES = 4 << 20  # a range per task: ~1 s of work, small next to 2 GB of memory
+# Chunk-cache entries of all workers together (at most ~270 bytes each, see fast_encode): with
+# a worker's own ~100 MB and its ranges in flight, a pass stays well under 2 GB on 2 cores and
+# grows by ~100 MB per extra core.
+CACHE_ROWS = 1 << 21
 WAIT_SECONDS = 0.25  # how often progress (and so a stop request) is checked while waiting
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
@@ -82,9 +86,9 @@ class _Worker:
 _worker: _Worker | None = None
 
 
-def _init_worker(tokenizer_json: str, bos: int, eos: int) -> None:
+def _init_worker(tokenizer_json: str, bos: int, eos: int, cache_rows: int) -> None:
     global _worker
-    _worker = _Worker(FastEncoder(tokenizer_json), bos, eos)
+    _worker = _Worker(FastEncoder(tokenizer_json, cache_rows), bos, eos)
 
 
 def _run(job: Job) -> ChunkResult:
@@ -198,8 +202,9 @@ def stream_chunks(path: Path, tokenizer_json: str, bos: int, eos: int, *,
     jobs = (Job(str(path), start, end, skip_bad_lines, tokens, stats) for start, end in ranges)
     workers = min(workers or default_workers(), -(-total // chunk_bytes))
     good, bad, first_bad, line_base = 0, 0, [], 0
-    results = _inline(jobs, tokenizer_json, bos, eos) if workers <= 1 else \
-        _in_workers(jobs, tokenizer_json, bos, eos, workers, total, progress)
+    setup = (tokenizer_json, bos, eos, min(MAX_ROWS, CACHE_ROWS // (2 * max(workers, 1))))
+    results = _inline(jobs, setup) if workers <= 1 else \
+        _in_workers(jobs, setup, workers, total, progress)
     for result in results:
         result.first_bad = [(line_base + n, why) for n, why in result.first_bad]
         if result.first_bad and not skip_bad_lines:
@@ -220,12 +225,11 @@ def stream_chunks(path: Path, tokenizer_json: str, bos: int, eos: int, *,
         raise DataError(path, None, "file has no lines with text")
 
 
-def _inline(jobs: Iterator[Job], tokenizer_json: str, bos: int, eos: int
-            ) -> Iterator[ChunkResult]:
-    """A small file: spawning processes would cost more than it saves."""
+def _inline(jobs: Iterator[Job], setup: tuple) -> Iterator[ChunkResult]:
+    """A small file: starting processes would cost more than it saves."""
     global _worker
     saved = _worker
-    _worker = _Worker(FastEncoder(tokenizer_json), bos, eos)
+    _init_worker(*setup)
     try:
         for job in jobs:
             yield _run(job)
@@ -233,10 +237,10 @@ def _inline(jobs: Iterator[Job], tokenizer_json: str, bos: int, eos: int
         _worker = saved
 
 
-def _in_workers(jobs: Iterator[Job], tokenizer_json: str, bos: int, eos: int, workers: int,
-                total: int, progress: ProgressFn | None) -> Iterator[ChunkResult]:
+def _in_workers(jobs: Iterator[Job], setup: tuple, workers: int, total: int,
+                progress: ProgressFn | None) -> Iterator[ChunkResult]:
     """Range k goes to worker k % n, so reading the workers in turn gives file order."""
-    processes = [_WorkerProcess((tokenizer_json, bos, eos)) for _ in range(workers)]
+    processes = [_WorkerProcess(setup) for _ in range(workers)]
     try:
         in_flight: deque[_WorkerProcess] = deque()
         done = 0
@@ -269,7 +273,7 @@ class _WorkerProcess:
     fails or recurses for a script without a `__main__` guard), and waits forever for the
     result of a worker the kernel killed (out of memory)."""
 
-    def __init__(self, setup: tuple[str, int, int]):
+    def __init__(self, setup: tuple):
         jobs_read, jobs_write = os.pipe()
         results_read, results_write = os.pipe()
         self.errors = tempfile.TemporaryFile()
