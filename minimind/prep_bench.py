@@ -53,11 +53,11 @@ def old_token_cache(path: Path, tokenizer, out) -> None:
         flush()
 
 
-def bench_file(data_path: str, log: Callable[[str], None]) -> Path:
+def bench_file(data_path: str, log: Callable[[str], None], min_bytes: int) -> Path:
     path = resolve_data_path(data_path)
-    if path.stat().st_size >= SYNTHETIC_BYTES:
+    if path.stat().st_size >= min_bytes:
         return path
-    copies = -(-SYNTHETIC_BYTES // path.stat().st_size)
+    copies = -(-min_bytes // path.stat().st_size)
     out = default_cache_dir() / "bench" / f"{path.stem}-prepare-x{copies}.jsonl"
     if not out.exists():
         log(f"writing {out.name} ({copies} copies of {path.name})")
@@ -69,9 +69,9 @@ def bench_file(data_path: str, log: Callable[[str], None]) -> Path:
     return out
 
 
-def measure_preparation(data_path: str, tokenizer, log: Callable[[str], None]
-                        ) -> dict[str, Any]:
-    path = bench_file(data_path, log)
+def measure_preparation(data_path: str, tokenizer, log: Callable[[str], None],
+                        min_bytes: int = SYNTHETIC_BYTES) -> dict[str, Any]:
+    path = bench_file(data_path, log, min_bytes)
     size = path.stat().st_size
     record: dict[str, Any] = {"variant": PREPARE, "data": str(path), "bytes": size,
                               "workers": default_workers()}
