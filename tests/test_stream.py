@@ -144,6 +144,20 @@ def test_stop_during_the_pass_leaves_no_cache_and_no_workers(tok, tmp_path, monk
     assert not psutil.Process().children()
 
 
+def test_a_killed_worker_fails_the_pass_instead_of_hanging(tok, tmp_path):
+    path = write(tmp_path / "big.jsonl", [LINES[0], LINES[2]] * 300)
+    bos, eos, _ = special_ids(tok)
+
+    def kill_the_workers(done, total):
+        for child in psutil.Process().children():
+            child.kill()
+
+    with pytest.raises(RuntimeError, match="tokenizer worker process"):
+        list(stream_chunks(path, backend_json(tok), bos, eos, workers=2, chunk_bytes=1000,
+                           progress=kill_the_workers))
+    assert not psutil.Process().children()
+
+
 def test_wrap_documents_matches_wrap_document(tok):
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 4, size=n).tolist() for n in rng.integers(0, 5, size=300)]

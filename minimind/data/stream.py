@@ -75,24 +75,20 @@ class ChunkResult:
 
 @dataclass
 class _Worker:
-    """What a worker process keeps between its tasks."""
+    """What a worker keeps between its ranges: built from the setup tuple
+    (tokenizer.json text, bos, eos, cache entries)."""
 
     encoder: FastEncoder
     bos: int
     eos: int
     split_char: dict[str, bool] = field(default_factory=dict)
 
-
-_worker: _Worker | None = None
-
-
-def _init_worker(tokenizer_json: str, bos: int, eos: int, cache_rows: int) -> None:
-    global _worker
-    _worker = _Worker(FastEncoder(tokenizer_json, cache_rows), bos, eos)
+    @classmethod
+    def from_setup(cls, tokenizer_json: str, bos: int, eos: int, cache_rows: int) -> _Worker:
+        return cls(FastEncoder(tokenizer_json, cache_rows), bos, eos)
 
 
-def _run(job: Job) -> ChunkResult:
-    assert _worker is not None, "worker not initialised"
+def _run(job: Job, worker: _Worker) -> ChunkResult:
     with open(job.path, "rb") as f:
         f.seek(job.start)
         data = f.read(job.end - job.start)
@@ -112,12 +108,12 @@ def _run(job: Job) -> ChunkResult:
                 break  # the run stops at this line; nothing after it matters
     del data
     result.documents = len(texts)
-    ids, counts = _worker.encoder.encode(texts)
-    stream, lengths = wrap_documents(ids, counts, _worker.bos, _worker.eos)
+    ids, counts = worker.encoder.encode(texts)
+    stream, lengths = wrap_documents(ids, counts, worker.bos, worker.eos)
     if job.tokens:
         result.tokens = stream.astype("<u2").tobytes()  # the packed cache checked the vocab
     if job.stats:
-        _count(result, texts, counts, lengths)
+        _count(result, worker, texts, counts, lengths)
     return result
 
 
@@ -150,7 +146,7 @@ def wrap_documents(ids: np.ndarray, counts: np.ndarray, bos: int, eos: int
     return stream, lengths
 
 
-def _count(result: ChunkResult, texts: list[str], counts: np.ndarray,
+def _count(result: ChunkResult, worker: _Worker, texts: list[str], counts: np.ndarray,
            lengths: np.ndarray) -> None:
     values, how_many = np.unique(lengths, return_counts=True)
     result.lengths = dict(zip(values.tolist(), how_many.tolist()))
@@ -162,9 +158,9 @@ def _count(result: ChunkResult, texts: list[str], counts: np.ndarray,
         if not text.isascii():
             for run in _NON_ASCII.findall(text):
                 seen.update(run)
-    split = _worker.split_char
+    split = worker.split_char
     for char in seen.keys() - split.keys():
-        split[char] = len(_worker.encoder.backend.encode(char, add_special_tokens=False)) > 1
+        split[char] = len(worker.encoder.backend.encode(char, add_special_tokens=False)) > 1
     result.split_chars = {c: n for c, n in seen.items() if split[c]}
 
 
@@ -194,7 +190,8 @@ def stream_chunks(path: Path, tokenizer_json: str, bos: int, eos: int, *,
 
     Raises DataError at the first bad line unless `skip_bad_lines`, and when the file holds no
     good line at all (the messages of `JsonlReader`). `progress(done_bytes, total_bytes)` is
-    called at least every WAIT_SECONDS; whatever it raises ends the pass (and the workers).
+    called after every range and, while workers run, at least every WAIT_SECONDS; whatever it
+    raises ends the pass (and the workers). A file of one range is read in this process.
     """
     total = check_file(path)
     chunk_bytes = chunk_bytes or CHUNK_BYTES
@@ -227,14 +224,9 @@ def stream_chunks(path: Path, tokenizer_json: str, bos: int, eos: int, *,
 
 def _inline(jobs: Iterator[Job], setup: tuple) -> Iterator[ChunkResult]:
     """A small file: starting processes would cost more than it saves."""
-    global _worker
-    saved = _worker
-    _init_worker(*setup)
-    try:
-        for job in jobs:
-            yield _run(job)
-    finally:
-        _worker = saved
+    worker = _Worker.from_setup(*setup)
+    for job in jobs:
+        yield _run(job, worker)
 
 
 def _in_workers(jobs: Iterator[Job], setup: tuple, workers: int, total: int,
@@ -246,7 +238,7 @@ def _in_workers(jobs: Iterator[Job], setup: tuple, workers: int, total: int,
         done = 0
         for k, job in enumerate(jobs):
             worker = processes[k % workers]
-            worker.jobs.send(job)
+            worker.send(job)
             in_flight.append(worker)
             if len(in_flight) == 2 * workers:  # bounded: a worker blocks on an unread result
                 result = in_flight.popleft().receive(lambda: progress and progress(done, total))
@@ -291,7 +283,15 @@ class _WorkerProcess:
             os.close(results_write)
         self.jobs = Connection(jobs_write, readable=False)
         self.results = Connection(results_read, writable=False)
-        self.jobs.send(setup)
+        self.send(setup)
+
+    def send(self, message: object) -> None:
+        try:
+            self.jobs.send(message)
+        except BrokenPipeError:  # it exited: it could not even start
+            self.process.wait()
+            raise RuntimeError(f"a tokenizer worker process exited (exit code "
+                               f"{self.process.returncode}){self._stderr_tail()}") from None
 
     def receive(self, waiting: Callable[[], object]) -> ChunkResult:
         """The next result; `waiting()` runs every WAIT_SECONDS until it comes."""
@@ -327,13 +327,13 @@ def serve() -> None:
     os.dup2(2, 1)  # a stray print must not corrupt the result stream
     # Ctrl+C reaches the whole process group; the parent alone decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(*jobs.recv())
+    worker = _Worker.from_setup(*jobs.recv())
     while True:
         try:
             job = jobs.recv()
         except EOFError:
             return
         try:
-            results.send(_run(job))
+            results.send(_run(job, worker))
         except Exception:
             results.send(_Failure(traceback.format_exc()))
