@@ -58,8 +58,11 @@ def histogram_lines(insp: DataInspection, bins: int = 12) -> list[str]:
         return []
     most = max(n for _, _, n in bars)
     width = len(f"{bars[-1][1]:,}")
-    return [f"{lo:>{width},}-{hi:>{width},} {'█' * max(round(BAR_WIDTH * n / most), n > 0):<{BAR_WIDTH}} "
-            f"{format_count(n)}" for lo, hi, n in bars]
+    lines = []
+    for lo, hi, n in bars:
+        bar = "█" * max(round(BAR_WIDTH * n / most), n > 0)  # a document shows, however few
+        lines.append(f"{lo:>{width},}-{hi:>{width},} {bar:<{BAR_WIDTH}} {format_count(n)}")
+    return lines
 
 
 def warning_texts(insp: DataInspection, max_seq_len: int) -> list[str]:

@@ -34,7 +34,8 @@ LINES = [
     '{"text": "naïve café — “quoted”  double  spaced\\t\\ttabs \\n  indented"}\r\n',
     "\n",
     '{"text": 3}\n',
-    '{"text": "emoji 🙂🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, ﬁ ligature, \\u00a0nbsp \\u3000 ideographic"}\n',
+    '{"text": "emoji 🙂🙂 and 𝔘𝔫𝔦𝔠𝔬𝔡𝔢, ﬁ ligature, '
+    '\\u00a0nbsp \\u3000 ideographic"}\n',
     '{"text": ""}\n',
     "not json at all\n",
     '{"text": "   "}\n',
