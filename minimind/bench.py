@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from minimind import distributed
 from minimind.atomic import atomic_file
@@ -62,6 +62,7 @@ WORDS: dict[str, dict[str, Any]] = {
 }
 BASELINE = "baseline"
 ENGINE = "engine"  # the settings exactly as the preset and flags give them
+PREPARE = "prepare"  # not training: building the packed token cache, old path vs new
 BASELINE_WORKERS = 1  # the seed's default --num_workers
 
 
@@ -71,7 +72,7 @@ class BenchError(RuntimeError):
 
 def parse_variant(name: str) -> tuple[dict[str, Any], int | None]:
     """(train-setting overrides, micro-batch or None) of a variant name."""
-    if name in (BASELINE, ENGINE):
+    if name in (BASELINE, ENGINE, PREPARE):
         return {}, None
     out: dict[str, Any] = {}
     micro_batch = None
@@ -85,7 +86,7 @@ def parse_variant(name: str) -> tuple[dict[str, Any], int | None]:
         else:
             known = ", ".join([*WORDS, "w<N>", "mb<N>"])
             raise BenchError(f"unknown variant word {word!r} in {name!r} (known: {known}; "
-                             f"or '{BASELINE}' / '{ENGINE}' alone)")
+                             f"or '{BASELINE}' / '{ENGINE}' / '{PREPARE}' alone)")
     return out, micro_batch
 
 
@@ -108,7 +109,7 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
                      accumulation_steps=max(1, round(samples / micro_batch)))
     train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
                  eval_interval=0, val_data_path="", sample_prompts=[], epochs=1_000_000,
-                 from_resume=False, data_path=data_path, out_dir=out_dir)
+                 from_resume=False, data_path=data_path, out_dir=out_dir, overwrite=True)
     return RunSettings.parse({"model": base.model.model_dump(), "train": train})
 
 
@@ -190,6 +191,7 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
     dist = distributed.DistInfo(0, 0, 1, distributed.resolve_device(t.device))
     device, cuda = dist.device, dist.device.type == "cuda"
     prep = prepare(settings, dist, lambda *_: None)
+    prep.folder.release()  # the baseline writes nothing into the run folder
     model = prep.model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.learning_rate,
                                   weight_decay=t.weight_decay, foreach=False, fused=False)
@@ -198,8 +200,8 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
     # Upstream reads a pre-shuffled file in order; the engine's shuffled order stands in for
     # it, so the baseline and the `padded` variant see the same documents (and padding).
     batches = epoch_batches(len(prep.train_data), t.batch_size, 0, t.seed)
-    loader = DataLoader(prep.train_data, batch_sampler=batches, num_workers=t.num_workers,
-                        pin_memory=cuda)
+    loader = DataLoader(_OneAtATime(prep.train_data), batch_sampler=batches,
+                        num_workers=t.num_workers, pin_memory=cuda)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     total, accum = warmup + steps, t.accumulation_steps
@@ -242,6 +244,20 @@ def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, An
             "parameters": model.num_parameters(),
             "active_parameters": model.active_parameters(), "final_loss": final_loss,
             "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
+
+
+class _OneAtATime(Dataset):
+    """Upstream's loader tokenizes sample by sample: hides the datasets' batched
+    `__getitems__` from the baseline's DataLoader."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i]
 
 
 def _sync(device: torch.device) -> None:
@@ -287,6 +303,16 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
     micro-batch. With `repeat` > 1 the whole list runs that many times, interleaved, and each
     configuration reports its fastest run: on a shared machine other work only ever slows a
     run down. A failing configuration is reported and the rest still run."""
+    records: list[dict[str, Any]] = []
+    if PREPARE in variants:  # a line of its own, before any training
+        from minimind.prep_bench import measure_preparation
+
+        tokenizer = load_tokenizer(base.train.tokenizer_path or None)
+        records.append(measure_preparation(base.train.data_path, tokenizer, log))
+        emit(records[-1])
+        variants = [v for v in variants if v != PREPARE]
+        if not variants:
+            return records
     configs = [(BASELINE, None)] if BASELINE in variants else []
     for v in variants:
         if v != BASELINE:  # a variant that names its micro-batch is not crossed with the list
@@ -298,7 +324,7 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
         plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
                  for v, mb in configs]
         runs: list[list[dict[str, Any]]] = [[] for _ in plans]
-        records, reference = [], None
+        reference = None
         for round_ in range(repeat):
             for (variant, s), done in zip(plans, runs):
                 run = f", run {round_ + 1}/{repeat}" if repeat > 1 else ""

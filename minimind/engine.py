@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from minimind import distributed
 from minimind.checkpoint import capture_rng, restore_rng, save_checkpoint
+from minimind.data.prefetch import Prefetcher
 from minimind.data.sampler import epoch_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample)
@@ -253,6 +254,8 @@ class Trainer:
                 # Its own generator keeps the loader from drawing on the global RNG, which
                 # dropout uses: resumed and uninterrupted runs then see the same masks.
                 generator=torch.Generator()))
+            if t.num_workers == 0:  # no loader processes: build the next batches in a thread
+                loader = Prefetcher(loader)
             for step in range(done, plan.steps_per_epoch):
                 group = min(accum, plan.batches_per_epoch - step * accum)
                 yield [next(loader) for _ in range(group)]

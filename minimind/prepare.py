@@ -27,6 +27,7 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
                            build_token_cache, resolve_data_path)
 from minimind.data.corpus import default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
+from minimind.data.progress import Throughput
 from minimind.model import MiniMindForCausalLM
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
@@ -240,20 +241,22 @@ def _report_bad_lines(path: Path, count: int, first: list, log: Callable[[str], 
 
 
 class _Reporter:
-    """The progress callback of reading a data file: logs every 10% of a big file, and raises
-    PreparationStopped as soon as a stop is requested."""
+    """The progress callback of reading a data file: logs every 10% of a big file with the
+    speed and the time left, and raises PreparationStopped as soon as a stop is requested."""
 
     def __init__(self, spec: str, log: Callable[[str], None], stop: threading.Event):
         self.name, self.log, self.stop = Path(spec).name, log, stop
         self.reported = {-1}
+        self.throughput = Throughput()
 
     def __call__(self, done: int, total: int) -> None:
         if self.stop.is_set():
             raise PreparationStopped
+        self.throughput.update(done, total)
         decile = 10 * done // max(total, 1)
         if total >= 1 << 24 and decile not in self.reported:  # quiet for small files
             self.reported.add(decile)
-            self.log(f"reading {self.name}: {10 * decile}%")
+            self.log(f"reading {self.name}: {10 * decile}% ({self.throughput.text()})")
 
 
 

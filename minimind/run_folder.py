@@ -124,7 +124,7 @@ class RunFolder:
         status = status or self.status()
         state = self.state(status)
         if status is None:
-            return f"{state} (no {STATUS_FILE})"
+            return f"{state or 'starting'} (no {STATUS_FILE} yet)"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
         where = f"pid {status.pid} on {status.host}, " if state == "running" else ""
         return f"{state} at step {status.step:,} ({where}last update {when})"

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                "N); 'engine' keeps the settings as given; 'baseline' is the upstream-style "
                "loop (padded, tokenized in __getitem__, 1 worker, eager, non-fused AdamW, "
                "fp16+GradScaler on CUDA, fp32 on CPU). A micro-batch keeps the samples per "
-               "optimizer step: accumulation_steps = batch_size * accumulation_steps / N.")
+               "optimizer step: accumulation_steps = batch_size * accumulation_steps / N. "
+               "'prepare' is not training: it builds the packed token cache of the data the "
+               "old way (one process) and the new way (worker processes) and reports MB/s.")
     parser.add_argument("--preset", metavar="NAME|PATH", help="bundled or user preset, or a .toml")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS,
                         help=f"comma-separated variants (default: {DEFAULT_VARIANTS})")
@@ -124,6 +126,9 @@ def summary(records: list[dict]) -> str:
               f"{'MFU':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}")
     rows = [header]
     for r in records:
+        if r["variant"] == "prepare":
+            rows.append(prepare_row(r))
+            continue
         micro = f"{r['micro_batch']}x{r['accumulation_steps']}"
         if "error" in r:
             rows.append(f"{r['variant']:28s} {micro:>9s}  {r['error']}")
@@ -135,3 +140,14 @@ def summary(records: list[dict]) -> str:
                     f"{r['padded_tokens_per_sec']:13,.0f} {mfu:>6s} {r['step_time_s']:8.3f} "
                     f"{mem:>9s} {ratio:>7s}")
     return "\n".join(rows)
+
+
+def prepare_row(r: dict) -> str:
+    """The data-preparation line: old single-process MB/s, new MB/s and the ratio."""
+    if "error" in r:
+        return f"{'prepare (token cache)':28s} {'':>9s}  {r['error']}"
+    return (f"{'prepare (token cache)':28s} {r['bytes'] / 1e6:8,.0f}M "
+            f"old {r['old_mb_per_sec']:.2f} MB/s -> new {r['new_mb_per_sec']:.2f} MB/s "
+            f"(peak memory {r['new_peak_rss_bytes'] / 2**20:,.0f} MB + "
+            f"{r['new_children_peak_rss_bytes'] / 2**20:,.0f} MB in {r['workers']} workers) "
+            f"{r['speedup_vs_baseline']:7.2f}x")

@@ -24,6 +24,8 @@ from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets, 
 SUBCOMMANDS = {
     "bench": ("minimind_tui.bench_cli:main",
               "measure training throughput (tokens/s, MFU, memory)"),
+    "inspect": ("minimind_tui.inspect_cli:main",
+                "what a data file holds as the tokenizer sees it (tokens, lengths, padding)"),
     "export": ("minimind_tui.export_cli:main",
                "write a trained model as a Hugging Face folder or upstream's .pth"),
     "generate": ("minimind_tui.generate_cli:main",

@@ -43,6 +43,8 @@ class MiniMindCommands(Provider):
              "The runs under the output folder: sort, compare curves, diff settings, delete (F4)"),
             ("preset: save as…", partial(self._on_form, configure.action_save_preset),
              "Save the form's settings as a user preset (ctrl+s)"),
+            ("data: inspect…", partial(self._on_form, configure.action_inspect_data),
+             "Tokenize the data file and show documents, tokens, lengths and problems (F8)"),
             ("view: form / dashboard", app.action_toggle_view,
              "Switch between the settings form and the run dashboard (F2)"),
             ("playground: open", app.open_playground,

@@ -12,8 +12,12 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from minimind.settings import ModelSettings, Problem, RunSettings
+
+if TYPE_CHECKING:
+    from minimind.data.inspect import DataInspection
 
 # The fields each readout is computed from ("model" stands for the whole section). A readout is
 # shown while its fields are valid, whatever else is wrong: an upstream preset whose data is
@@ -37,10 +41,12 @@ class ModelSummary:
 
 @dataclass(frozen=True)
 class DataSummary:
-    """How much a data file holds: always its line count, tokens once a token cache exists."""
+    """How much a data file holds: always its line count, tokens once a token cache exists,
+    and every figure once it was inspected with the form's tokenizer."""
 
     lines: int
     tokens: int | None
+    inspection: DataInspection | None = None
 
 
 def blocking_problem(problems: list[Problem], fields: tuple[str, ...]) -> Problem | None:
@@ -75,10 +81,12 @@ def _model_summary(key: str) -> ModelSummary:
                         defaults)
 
 
-def scan_data(data_path: str) -> DataSummary:
+def scan_data(data_path: str, tokenizer_path: str = "") -> DataSummary:
     """Line count of a JSONL file (`builtin:` names included) and, if the packed token cache
-    of its current bytes exists, its token count. Reads the file once; callers cache per path."""
+    of its current bytes exists, its token count; the inspection of these bytes with this
+    tokenizer, if there is one. Reads the file once; callers cache per `data_key`."""
     from minimind.data.corpus import default_cache_dir, file_digest, resolve_data_path
+    from minimind.data.inspect import cached_inspection, inspections_of
     from minimind.data.packed import cached_token_files
 
     path = resolve_data_path(data_path)
@@ -90,15 +98,37 @@ def scan_data(data_path: str) -> DataSummary:
             last = chunk[-1:]
     lines += last != b"\n"  # a last line without a newline still counts
     # The tokenizer is part of the cache name too; any tokenizer's cache is close enough here.
-    caches = cached_token_files(default_cache_dir() / "tokens", path, file_digest(path))
-    return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None)
+    digest = file_digest(path)
+    caches = cached_token_files(default_cache_dir() / "tokens", path, digest)
+    inspection = None
+    if inspections_of(path, digest):  # loading a tokenizer takes seconds: only when it pays
+        key = _tokenizer_key(tokenizer_path)
+        inspection = cached_inspection(path, digest, key) if key else None
+    return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None, inspection)
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer_key(tokenizer_path: str) -> str | None:
+    from minimind.data.packed import tokenizer_digest
+    from minimind.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        return tokenizer_digest(load_tokenizer(tokenizer_path or None))
+    except TokenizerError:
+        return None
 
 
 def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]:
     """Optimizer steps in one epoch and what the count is based on (the engine's rule:
     the last micro-batch and the last step of an epoch may be short)."""
     t = settings.train
-    if t.packing and data.tokens is not None:
+    inspected = data.inspection
+    if t.packing and inspected is not None:
+        samples = inspected.tokens // t.max_seq_len
+        basis = f"{inspected.tokens:,} tokens (inspected)"
+    elif inspected is not None:
+        samples, basis = inspected.documents, f"{inspected.documents:,} documents (inspected)"
+    elif t.packing and data.tokens is not None:
         samples, basis = data.tokens // t.max_seq_len, f"{data.tokens:,} cached tokens"
     elif t.packing:
         # One document per line is a lower bound: long documents fill several windows.
@@ -148,13 +178,25 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def data_key(data_path: str) -> str:
-    """The cache key of a data scan: the spelling plus, for files, their size and mtime, so
+def tokens_per_epoch(settings: RunSettings, data: DataSummary) -> int | None:
+    """Tokens the model learns from in one epoch (labels that count), once inspected: packed,
+    every position of the full windows; padded, each document up to max_seq_len."""
+    if data.inspection is None:
+        return None
+    fit = data.inspection.fit(settings.train.max_seq_len)
+    if settings.train.packing:
+        return fit.packed_samples * fit.max_seq_len
+    return round(fit.padded_samples * fit.max_seq_len * (1 - fit.padding_share))
+
+
+def data_key(data_path: str, tokenizer_path: str = "") -> str:
+    """The cache key of a data scan: the spellings plus, for files, their size and mtime, so
     an edited file is scanned again while a keystroke elsewhere reuses the last scan."""
+    key = f"{data_path}|{tokenizer_path}"
     if data_path.startswith("builtin"):
-        return data_path
+        return key
     try:
         stat = Path(data_path).expanduser().stat()
     except OSError:
-        return data_path
-    return f"{data_path}|{stat.st_size}|{stat.st_mtime_ns}"
+        return key
+    return f"{key}|{stat.st_size}|{stat.st_mtime_ns}"

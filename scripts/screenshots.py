@@ -1,13 +1,14 @@
 """Render the README screenshots into docs/screenshots/: configure, dashboard, samples,
-playground, runs, compare and watch (one SVG each).
+playground, inspect, runs, compare and watch (one SVG each).
 
     python scripts/screenshots.py [--size 140x42] [--theme textual-dark]
 
 The configure screen shows the `tiny` preset; the dashboard and its samples panel are fed the
 same fixed synthetic event stream as the snapshot tests (tests/snapshot_apps/replay.py), the
-playground a fixed generation from it, and the runs view, the comparison and the watched run
-read fixed fixture run folders (tests/snapshot_apps/run_fixtures.py), so the pictures do not
-change from one machine or run to the next.
+playground a fixed generation from it, the Inspect data screen the bundled validation corpus,
+and the runs view, the comparison and the watched run read fixed fixture run folders
+(tests/snapshot_apps/run_fixtures.py), so the pictures do not change from one machine or run
+to the next.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from minimind_tui.app import MiniMindApp
+from minimind_tui.screens.inspect import InspectScreen
 from snapshot_apps.replay import fixed_events, show_fixed_generation
 from snapshot_apps.run_fixtures import write_fixture_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "screenshots"
-SCENES = ("configure", "dashboard", "samples", "playground")
+SCENES = ("configure", "dashboard", "samples", "playground", "inspect")
 
 
 async def render(size: tuple[int, int], theme: str, scene: str) -> str:
@@ -37,7 +39,7 @@ async def render(size: tuple[int, int], theme: str, scene: str) -> str:
     async with app.run_test(size=size) as pilot:
         app.theme = theme
         await app.workers.wait_for_complete()  # the readouts report from threads
-        if scene != "configure":
+        if scene in ("dashboard", "samples", "playground"):
             app.apply_events(fixed_events())
             app.run_phase = "running"  # the look of a live run, without a worker
             app.switch_mode("dashboard")
@@ -46,6 +48,9 @@ async def render(size: tuple[int, int], theme: str, scene: str) -> str:
             await pilot.press("s", "left_square_bracket")  # one step back from the newest
         elif scene == "playground":
             await show_fixed_generation(pilot)
+        elif scene == "inspect":
+            await app.push_screen(InspectScreen("builtin:shakespeare-val", "", 128))
+            await app.workers.wait_for_complete()
         await pilot.pause(0.3)
         await pilot.wait_for_scheduled_animations()  # the log scrolls to its end
         await pilot.pause()

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, default_collate
 from minimind.bench import BenchError, bench_data, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.bench_cli import main
+from minimind_tui.bench_cli import main, summary
 from minimind_tui.presets import load_settings
 
 FIELDS = {"variant", "preset", "device", "useful_tokens_per_sec", "padded_tokens_per_sec", "mfu",
@@ -100,3 +100,19 @@ def test_batched_packed_fetch_matches_per_sample(tmp_path):
         loaded = list(DataLoader(ds, batch_sampler=order, num_workers=workers))
         assert all(torch.equal(x, default_collate([ds[i] for i in idx])[0])
                    for (x, _), idx in zip(loaded, order))
+
+
+def test_preparation_line_compares_old_and_new_on_one_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
+    from minimind.prep_bench import measure_preparation
+
+    logs = []
+    record = measure_preparation("builtin:shakespeare-val", load_tokenizer(), logs.append,
+                                 min_bytes=1 << 20)
+    assert "error" not in record and record["variant"] == "prepare"
+    assert record["bytes"] >= 1 << 20 and "copies of" in logs[0]  # the corpus, repeated
+    assert record["old_mb_per_sec"] > 0 and record["new_mb_per_sec"] > 0
+    assert record["speedup_vs_baseline"] == pytest.approx(
+        record["old_seconds"] / record["new_seconds"])
+    assert record["new_peak_rss_bytes"] > 0
+    assert "prepare (token cache)" in summary([record])

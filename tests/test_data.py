@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from minimind.data import DataError, JsonlIndex, PackedDataset, PretrainDataset, build_token_cache, resolve_data_path
 from minimind.data import packed as packed_module
 from minimind.data.corpus import BUILTINS
+from minimind.data.prefetch import Prefetcher
 from minimind.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -238,6 +239,47 @@ def test_pretrain_exact_fit_and_literal_pad_token(tok, tmp_path):
     x, y = ds[0]
     assert x.tolist() == [BOS] + ids + [EOS]
     assert (y != -100).all()  # a literal <|endoftext|> in the text is not padding
+
+
+def test_pretrain_batch_fetch_matches_one_at_a_time(tok, tmp_path):
+    """`__getitems__` (one tokenizer call per batch, what DataLoader uses) gives exactly the
+    tensors of `__getitem__`: short, exact-fit, cut, already wrapped and empty texts."""
+    long = " ".join(TEXTS * 4)
+    rows = [{"text": t} for t in TEXTS] + [
+        {"text": long}, {"text": "<|im_start|>" + long}, {"text": "<|im_start|>Hi<|im_end|>"},
+        {"text": ""}, {"text": "<|im_end|>"}, {"text": "Speak, speak.<|endoftext|>"}]
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    for T in (2, 5, 16, 64):
+        ds = PretrainDataset(path, tok, T)
+        indices = [3, 0, 5, 6, 7, 8, 9, 10, 3, -1]
+        batch = ds.__getitems__(indices)
+        for (x, y), i in zip(batch, indices):
+            ex, ey = ds[i]
+            assert torch.equal(x, ex) and torch.equal(y, ey) and x.dtype == torch.long
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, len(ds)])
+
+
+def test_prefetcher_keeps_order_and_errors():
+    assert list(Prefetcher(iter(range(100)), depth=3)) == list(range(100))
+
+    def failing():
+        yield 1
+        raise DataError("data.jsonl", 7, "bad line")
+
+    prefetched = Prefetcher(failing())
+    assert next(prefetched) == 1
+    with pytest.raises(DataError, match="data.jsonl:7"):
+        next(prefetched)
+
+
+def test_prefetcher_stops_its_thread_when_dropped():
+    endless = Prefetcher(iter(lambda: 0, 1), depth=2)  # never ends by itself
+    assert next(endless) == 0
+    thread = endless._thread
+    del endless
+    thread.join(timeout=5)
+    assert not thread.is_alive()
 
 
 def test_pretrain_accepts_index_and_builtin(tok, small):

@@ -91,3 +91,16 @@ def test_comparison_of_three_runs(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
+
+
+def test_inspect_screen_shakespeare_val(snap_compare):
+    """The Inspect data screen after a finished pass over the bundled validation corpus."""
+
+    async def run_before(pilot) -> None:
+        from minimind_tui.screens.inspect import InspectScreen
+
+        await pilot.app.push_screen(InspectScreen("builtin:shakespeare-val", "", 128))
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+
+    assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)

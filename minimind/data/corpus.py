@@ -16,7 +16,7 @@ from pathlib import Path
 
 from minimind.atomic import atomic_file
 
-from .jsonl import DataError, digest
+from .jsonl import PROGRESS_EVERY, DataError, ProgressFn, digest
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 BUILTIN_PREFIX = "builtin:"
@@ -32,12 +32,21 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minimind-tui"
 
 
-def file_digest(path: Path) -> str:
-    """`digest()` of a file's bytes, streamed so multi-GB files need no memory."""
+def file_digest(path: Path, progress: ProgressFn | None = None) -> str:
+    """`digest()` of a file's bytes, streamed so multi-GB files need no memory;
+    `progress(done_bytes, total_bytes)` follows it (seconds for GBs)."""
     h = digest()
+    total = path.stat().st_size if progress else 0
+    done, next_report = 0, PROGRESS_EVERY
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
+            done += len(chunk)
+            if progress and done >= next_report:
+                progress(done, total)
+                next_report = done + PROGRESS_EVERY
+    if progress:
+        progress(done, total)
     return h.hexdigest()
 
 

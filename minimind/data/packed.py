@@ -21,11 +21,12 @@ from torch.utils.data import Dataset
 from minimind.atomic import atomic_file, atomic_write_bytes
 
 from .corpus import file_digest, resolve_data_path
-from .jsonl import DataError, JsonlReader, ProgressFn, check_file
-from .pretrain import special_ids, wrap_document
+from .fast_encode import backend_json
+from .jsonl import MAX_FIRST_BAD, DataError, ProgressFn, check_file
+from .pretrain import special_ids
+from .stream import stream_chunks
 
 CACHE_FORMAT = "v1"  # bump when the stream layout changes, so old caches are not reused
-BATCH_LINES = 2000  # texts per tokenizer call: large enough for the Rust batch path, small in RAM
 MAX_VOCAB = 65535  # ids are stored as uint16; half the disk and page cache of int32
 
 
@@ -58,27 +59,19 @@ def cached_token_files(cache_dir: Path, data: Path, data_digest: str) -> list[Pa
     return sorted(Path(cache_dir).glob(f"{data.stem}-{data_digest}-*-{CACHE_FORMAT}.u16"))
 
 
-def _write_tokens(reader: JsonlReader, tokenizer, out) -> int:
-    """Tokenize every good line of `reader` into `out`; returns the number of documents."""
+def _write_tokens(path: Path, tokenizer, out, skip_bad_lines: bool,
+                  progress: ProgressFn | None) -> dict:
+    """Tokenize every good line of `path` into `out` (in worker processes, in file order);
+    returns the report: documents, bad lines skipped (first few, with line numbers)."""
     bos, eos, _ = special_ids(tokenizer)
-    batch: list[str] = []
-    documents = 0
-
-    def flush():
-        nonlocal documents
-        documents += len(batch)
-        encoded = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        stream = [t for ids in encoded for t in wrap_document(ids, bos, eos)]
-        out.write(np.asarray(stream, dtype="<u2").tobytes())
-        batch.clear()
-
-    for _, text in reader:
-        batch.append(text)
-        if len(batch) == BATCH_LINES:
-            flush()
-    if batch:
-        flush()
-    return documents
+    report = {"documents": 0, "bad_lines": 0, "first_bad": []}
+    for chunk in stream_chunks(path, backend_json(tokenizer), bos, eos,
+                               skip_bad_lines=skip_bad_lines, progress=progress):
+        out.write(chunk.tokens)
+        report["documents"] += chunk.documents
+        report["bad_lines"] += chunk.bad_lines
+        report["first_bad"] += chunk.first_bad[:MAX_FIRST_BAD - len(report["first_bad"])]
+    return report
 
 
 def cache_report(token_file: Path) -> dict | None:
@@ -115,11 +108,8 @@ def build_token_cache(
                             skip_bad_lines)
     out = Path(cache_dir).expanduser() / name
     if not out.exists():
-        reader = JsonlReader(path, skip_bad_lines=skip_bad_lines, progress=progress)
         with atomic_file(out) as f:  # readers only ever see a complete file under this name
-            documents = _write_tokens(reader, tokenizer, f)
-        report = {"documents": documents, "bad_lines": reader.bad_lines,
-                  "first_bad": reader.first_bad}
+            report = _write_tokens(path, tokenizer, f, skip_bad_lines, progress)
         atomic_write_bytes(out.with_suffix(".json"), json.dumps(report).encode())
     n_tokens = out.stat().st_size // 2
     if n_tokens < max_seq_len:

@@ -10,13 +10,16 @@ Unlike upstream, bos/eos are not doubled when a text already carries them: MiniM
 on token ids, so it works for any tokenizer whose bos/eos are single special tokens.
 """
 
+from itertools import chain
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .corpus import resolve_data_path
 from .jsonl import JsonlIndex
+from .stream import wrap_documents
 
 IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips these targets
 
@@ -67,3 +70,24 @@ class PretrainDataset(Dataset):
         labels = input_ids.clone()
         labels[n:] = IGNORE_INDEX  # by position, so a literal pad token inside the text still counts
         return input_ids, labels
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A whole batch, which DataLoader asks for when this method exists: one tokenizer call
+        for all its texts (the Rust batch path, on every core) and the wrapping, truncation and
+        padding above as array operations. Sample by sample, tokenizing kept a GPU waiting."""
+        T = self.max_seq_len
+        texts = [self.index.text(i) for i in indices]
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                                 max_length=T)["input_ids"]
+        counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        ids = np.fromiter(chain.from_iterable(encoded), dtype=np.int64, count=int(counts.sum()))
+        stream, lengths = wrap_documents(ids, counts, self.bos, self.eos)
+        kept = np.minimum(lengths, T)
+        position = np.arange(T)
+        valid = position < kept[:, None]
+        starts = np.cumsum(lengths) - lengths
+        window = np.minimum(starts[:, None] + position, max(len(stream) - 1, 0))
+        input_ids = np.where(valid, stream[window].astype(np.int64), self.pad)
+        input_ids[lengths > T, T - 1] = self.eos  # a cut text still ends with eos
+        labels = np.where(valid, input_ids, IGNORE_INDEX)
+        return list(zip(torch.from_numpy(input_ids).unbind(), torch.from_numpy(labels).unbind()))

@@ -20,11 +20,15 @@ from minimind_tui.presets import (bundled_preset_dir, is_user_preset, list_prese
                                   preset_label, save_user_preset)
 from minimind_tui.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
                                    blocking_problem, data_key, model_summary, scan_data)
+from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
+from minimind_tui.widgets.setting_field import SettingField
 from minimind_tui.widgets.settings_form import SettingsForm
+
+DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -42,6 +46,8 @@ class ConfigureScreen(Screen[None]):
                 tooltip="Load an earlier run folder's settings and continue it"),
         Binding("f2", "app.toggle_view", "Dashboard", id="to_dashboard", key_display="F2",
                 tooltip="Show the run dashboard"),
+        Binding("f8", "inspect_data", "Inspect data", id="inspect_data", key_display="F8",
+                tooltip="Tokenize this data file and show what it holds"),
     ]
     # From 140 columns the help fits beside each field; below it shows under the focused one.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
@@ -124,19 +130,23 @@ class ConfigureScreen(Screen[None]):
         if blocking_problem(self.problems, MODEL_FIELDS) is None:
             self.run_worker(partial(model_summary, settings.model), thread=True,
                             exclusive=True, group="model-summary", exit_on_error=False)
-        key = data_key(settings.train.data_path)
+        t = settings.train
+        key = data_key(t.data_path, t.tokenizer_path)
         if (blocking_problem(self.problems, DATA_FIELDS) is None
                 and key not in self._data and key not in self._scanning):
             self._scanning.add(key)
-            self.run_worker(partial(scan_data, settings.train.data_path), name=key,
+            self.run_worker(partial(scan_data, t.data_path, t.tokenizer_path), name=key,
                             thread=True, group="data-scan", exit_on_error=False)
         self._show_readouts()
 
     def _show_readouts(self) -> None:
         if self._draft is None:
             return
-        data = self._data.get(data_key(self._draft.train.data_path))
-        self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data)
+        t = self._draft.train
+        data = self._data.get(data_key(t.data_path, t.tokenizer_path))
+        latest = self.app.history.latest  # the speed of the app's last run, for an ETA
+        self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data,
+                                           latest.tokens_per_sec if latest else None)
         if (isinstance(self._model, ModelSummary)
                 and blocking_problem(self.problems, MODEL_FIELDS) is None):
             self.form.show_family_defaults(self._model.family_defaults)
@@ -245,6 +255,43 @@ class ConfigureScreen(Screen[None]):
         self.baseline = baseline
         self._validated = None  # the marks must follow the new baseline even if no value moved
         self.form.load(values)
+
+    # -- inspecting data ------------------------------------------------------------------
+    def _focused_data_field(self) -> str | None:
+        widget = self.focused
+        while widget is not None and not isinstance(widget, SettingField):
+            widget = widget.parent
+        loc = widget.spec.loc if isinstance(widget, SettingField) else None
+        return loc if loc in DATA_PATH_FIELDS else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "inspect_data":  # in the footer only while a data field has the cursor
+            return self._focused_data_field() is not None
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()
+
+    def action_inspect_data(self) -> None:
+        """Inspect the focused data field's file (the palette: data_path's)."""
+        raw = self.form.raw_values()
+        loc = self._focused_data_field() or "train.data_path"
+        path = str(raw.get(loc) or "").strip()
+        if not path:
+            self.notify(f"{loc.rpartition('.')[2]} is empty.", title="Nothing to inspect",
+                        severity="warning")
+            return
+        draft = self._draft.train if self._draft else None
+        max_seq_len = draft.max_seq_len if draft else 512
+        tokenizer_path = str(raw.get("train.tokenizer_path") or "")
+        self.app.push_screen(InspectScreen(path, tokenizer_path, max_seq_len),
+                             self._inspected)
+
+    def _inspected(self, result: object) -> None:
+        if result is not None:  # the readouts can now count exactly
+            self._data.clear()
+            if self._draft is not None:
+                self._refresh_readouts(self._draft)
 
     def focus_problem(self, reason: str) -> None:
         """Put the cursor on the field an engine error names ("train.data_path: …")."""

@@ -6,11 +6,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from minimind.event_text import format_count
+from minimind.event_text import format_count, format_duration
 from minimind.settings import Problem, RunSettings
 from minimind_tui.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
                                    DataSummary, ModelSummary, blocking_problem, format_bytes,
-                                   memory_estimate, steps_per_epoch)
+                                   memory_estimate, steps_per_epoch, tokens_per_epoch)
 
 
 class ReadoutsPanel(Static):
@@ -18,9 +18,11 @@ class ReadoutsPanel(Static):
     valid; otherwise its row names the field to fix (the Problems panel says why)."""
 
     def show(self, settings: RunSettings, problems: list[Problem],
-             model: ModelSummary | str | None, data: DataSummary | str | None) -> None:
+             model: ModelSummary | str | None, data: DataSummary | str | None,
+             tokens_per_sec: float | None = None) -> None:
         """`settings` may hold defaults for invalid fields (`problems` says which); `model`
-        and `data` are summaries, error messages, or None while being computed."""
+        and `data` are summaries, error messages, or None while being computed;
+        `tokens_per_sec`, the last run's speed, turns inspected data into an ETA."""
         t = settings.train
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
@@ -31,7 +33,7 @@ class ReadoutsPanel(Static):
             grid.add_row("tokens/step", f"{settings.tokens_per_step():,} "
                          f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
         if not _blocked(grid, "steps/epoch", problems, DATA_FIELDS):
-            _data_rows(grid, settings, data)
+            _data_rows(grid, settings, data, tokens_per_sec)
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
         if not _blocked(grid, where, problems, MEMORY_FIELDS) and isinstance(model, ModelSummary):
             memory = memory_estimate(settings, model.parameters)
@@ -65,7 +67,8 @@ def _model_rows(grid: Table, model: ModelSummary | str | None) -> None:
         style="" if model.family_match else "dim"))
 
 
-def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | None) -> None:
+def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | None,
+               tokens_per_sec: float | None) -> None:
     if not isinstance(data, DataSummary):
         grid.add_row("steps/epoch", Text(data or "reading data…", style="dim"))
         return
@@ -73,6 +76,16 @@ def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | Non
     steps, basis = steps_per_epoch(settings, data)
     total = steps * t.epochs
     capped = t.max_steps and t.max_steps < total
-    grid.add_row("steps/epoch", f"≈ {steps:,}")
+    exact = "" if data.inspection else "≈ "
+    grid.add_row("steps/epoch", f"{exact}{steps:,}")
     grid.add_row("", Text(basis, style="dim"))
-    grid.add_row("total steps", f"{t.max_steps:,} (max_steps)" if capped else f"≈ {total:,}")
+    grid.add_row("total steps", f"{t.max_steps:,} (max_steps)" if capped else f"{exact}{total:,}")
+    epoch_tokens = tokens_per_epoch(settings, data)
+    if epoch_tokens is None:
+        return
+    grid.add_row("tokens/epoch", format_count(epoch_tokens))
+    if tokens_per_sec:
+        run_tokens = epoch_tokens * t.epochs * (t.max_steps / total if capped else 1)
+        grid.add_row("ETA", f"≈ {format_duration(run_tokens / tokens_per_sec)}")
+        grid.add_row("", Text(f"at the last run's {format_count(tokens_per_sec)} tokens/s",
+                              style="dim"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import random
 import select
 import signal
 import subprocess
@@ -71,10 +72,13 @@ def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_sigterm_while_the_data_are_tokenized_stops_at_once(tmp_path):
-    # 24 MB of text: tokenizing it for packing takes far longer than the test waits.
+    # 16 MB of random words: none repeats, so the tokenizer's chunk cache never hits and
+    # tokenizing the file for packing takes far longer than the test waits.
     data = tmp_path / "big.jsonl"
-    line = json.dumps({"text": "the quick brown fox jumps over the lazy dog " * 40}) + "\n"
-    data.write_text(line * (24_000_000 // len(line)))
+    rng = random.Random(0)
+    text = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz     ", k=16_000_000))
+    data.write_text("".join(json.dumps({"text": text[i:i + 1000]}) + "\n"
+                            for i in range(0, len(text), 1000)))
     cache = tmp_path / "cache"
     proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--packing", "1", "--data_path", str(data),
                              "--out_dir", str(tmp_path / "run")],

@@ -1,0 +1,136 @@
+"""`minimind-tui inspect DATA`: what a JSONL file holds, as the tokenizer sees it.
+
+    minimind-tui inspect pretrain_hq.jsonl --tokenizer_path model/ --max_seq_len 512
+
+Streams the file through the tokenizer on every core (bounded memory, a progress bar on a
+terminal) and prints documents, tokens, tokens per character, the length histogram, padding and
+truncation at max_seq_len, what packing saves, bad lines and characters the tokenizer spells
+byte by byte, with warnings in words; `--json` prints the same as one JSON object. The result is
+cached per file content and tokenizer. Exit 0 done, 2 for a missing or unreadable file or
+tokenizer (one line on stderr), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+from minimind.data.progress import Throughput
+from minimind_tui import exit_codes
+
+PROG = "minimind-tui inspect"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="What a JSONL file holds, as the tokenizer sees it: documents, "
+                               "tokens, lengths, padding and truncation at max_seq_len, bad "
+                               "lines and characters the tokenizer spells byte by byte.")
+    parser.add_argument("data", metavar="DATA", help="JSONL file with {\"text\": ...} lines, "
+                                                    ".jsonl.gz, or builtin:shakespeare")
+    parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default="",
+                        help="tokenizer folder (default: the bundled one)")
+    parser.add_argument("--max_seq_len", "--max-seq-len", type=int, default=512, metavar="N",
+                        help="sample length for the padding, truncation and packing figures "
+                             "(default 512)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no_cache", "--no-cache", action="store_true",
+                        help="inspect again even if this file was inspected before")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="tokenizing processes (default: one per core)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.max_seq_len < 2:
+        parser.error("--max_seq_len must be at least 2")
+    # Imported here: the tokenizer loads transformers (seconds); --help should not wait.
+    from minimind.data import DataError
+    from minimind.data.inspect import inspect_data
+    from minimind.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(args.tokenizer_path or None)
+    except TokenizerError as e:
+        return _invalid(f"--tokenizer_path: {e}")
+    bar = _ProgressBar() if sys.stderr.isatty() else None
+    try:
+        insp = inspect_data(args.data, tokenizer, progress=bar, phase=bar and bar.phase,
+                            use_cache=not args.no_cache, workers=args.workers)
+    except DataError as e:
+        return _invalid(str(e))
+    except OSError as e:
+        return _invalid(f"{args.data}: cannot read ({e.strerror or e})")
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return exit_codes.SIGNALLED
+    finally:
+        if bar:
+            bar.clear()
+    print(as_json(insp, args.max_seq_len) if args.json else as_text(insp, args.max_seq_len,
+                                                                       args.tokenizer_path))
+    return exit_codes.OK
+
+
+def _invalid(problem: str) -> int:
+    print(f"{PROG}: error: {problem}", file=sys.stderr)
+    return exit_codes.INVALID
+
+
+def as_text(insp, max_seq_len: int, tokenizer_path: str) -> str:
+    from minimind_tui.inspect_report import (bad_line_rows, figure_rows, histogram_lines,
+                                             split_chars_text, warning_texts)
+
+    cached = " (cached)" if insp.cached else ""
+    lines = [f"{insp.path}: {insp.size_bytes / 1e6:,.1f} MB, tokenizer "
+             f"{tokenizer_path or 'bundled'}{cached}", ""]
+    lines += [f"{label:18s} {value}" for label, value in figure_rows(insp, max_seq_len)]
+    lines += ["", "document lengths in tokens (bos + text + eos):"]
+    lines += ["  " + line for line in histogram_lines(insp)]
+    if chars := split_chars_text(insp):
+        lines += ["", f"characters without a token of their own: {chars}"]
+    if bad := bad_line_rows(insp):
+        lines += ["", "first bad lines:"] + ["  " + line for line in bad]
+    lines += [""] + [f"warning: {w}" for w in warning_texts(insp, max_seq_len)]
+    return "\n".join(lines).rstrip()
+
+
+def as_json(insp, max_seq_len: int) -> str:
+    from minimind_tui.inspect_report import warning_texts
+
+    data = json.loads(insp.to_json())
+    data["lengths"] = {str(k): v for k, v in insp.lengths.items()}
+    data["tokens_per_char"] = insp.tokens_per_char
+    data["fit"] = {**asdict(insp.fit(max_seq_len)),
+                   "packing_saves": insp.fit(max_seq_len).packing_saves}
+    data["warnings"] = warning_texts(insp, max_seq_len)
+    data["cached"] = insp.cached
+    return json.dumps(data, ensure_ascii=False)
+
+
+class _ProgressBar:
+    """One redrawn stderr line: what is being done, a bar, the speed and the time left."""
+
+    WIDTH = 30
+
+    def __init__(self) -> None:
+        self.throughput = Throughput()
+        self.what = "reading"
+
+    def phase(self, what: str) -> None:
+        self.what = what
+        self.throughput = Throughput()
+
+    def __call__(self, done: int, total: int) -> None:
+        self.throughput.update(done, total)
+        filled = self.WIDTH * done // max(total, 1)
+        print(f"\r{self.what:10s} {'█' * filled}{'░' * (self.WIDTH - filled)} "
+              f"{100 * done // max(total, 1):3d}% {self.throughput.text():30s}",
+              end="", file=sys.stderr, flush=True)
+
+    def clear(self) -> None:
+        print("\r" + " " * (self.WIDTH + 60) + "\r", end="", file=sys.stderr, flush=True)

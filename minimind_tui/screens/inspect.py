@@ -1,0 +1,162 @@
+"""Inspect data: stream a data file through the tokenizer and show what it holds.
+
+Opened from the form (F8 on data_path / val_data_path) or the command palette. The pass runs in
+a thread worker (its tokenizing processes do the work); the screen polls its progress a few
+times a second and shows the figures so far, so a mismatched tokenizer shows within seconds
+even on a 10 GB file. Escape cancels: the pass stops and its processes end. Dismissed with the
+finished inspection (or None), which the form's readouts then use.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Static
+from textual.worker import Worker, WorkerState
+
+from minimind.data.inspect import DataInspection
+from minimind.data.progress import Throughput
+from minimind_tui.inspect_report import (bad_line_rows, figure_rows, split_chars_text,
+                                         warning_texts)
+from minimind_tui.widgets.length_histogram import LengthHistogram
+
+POLL_SECONDS = 0.2
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class InspectScreen(Screen[DataInspection | None]):
+    BINDINGS = [Binding("escape", "close", "Back", id="inspect_back",
+                        tooltip="Back to the form (cancels a pass that is still running)")]
+
+    def __init__(self, data_path: str, tokenizer_path: str, max_seq_len: int) -> None:
+        super().__init__(id="inspect")
+        self.data_path, self.tokenizer_path, self.max_seq_len = (data_path, tokenizer_path,
+                                                                 max_seq_len)
+        self.result: DataInspection | None = None
+        self._cancel = threading.Event()
+        # Written by the worker thread, read by the poll: plain values, no locking needed.
+        self._phase = "loading the tokenizer"
+        self._done, self._total = 0, 0
+        self._partial: DataInspection | None = None
+        self._shown: DataInspection | None = None
+        self._throughput = Throughput()
+
+    def compose(self) -> ComposeResult:
+        tokenizer = self.tokenizer_path or "bundled"
+        with Vertical(id="inspect-body") as body:
+            body.border_title = f"Inspect data: {Path(self.data_path).name}"
+            yield Static(Text(f"{self.data_path} · tokenizer {tokenizer} · max_seq_len "
+                              f"{self.max_seq_len}"), id="inspect-source", classes="dim")
+            with Horizontal(id="inspect-progress-row"):
+                yield ProgressBar(total=None, show_eta=False, id="inspect-progress")
+                yield Static("", id="inspect-status")
+            with Horizontal(id="inspect-panels"):
+                yield Static("", id="inspect-figures")
+                yield LengthHistogram(id="inspect-histogram")
+            with VerticalScroll(id="inspect-notes"):
+                yield Static("", id="inspect-warnings")
+                yield Static("", id="inspect-details")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#inspect-figures").border_title = "Figures"
+        self.query_one("#inspect-histogram").border_title = "Documents by length in tokens"
+        self.query_one("#inspect-notes").border_title = "Notes"
+        self._poll = self.set_interval(POLL_SECONDS, self._show_progress)
+        self.run_worker(self._inspect, name="inspect", group="inspect", thread=True,
+                        exit_on_error=False)
+
+    def _inspect(self) -> DataInspection:
+        from minimind.data.inspect import inspect_data
+        from minimind.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(self.tokenizer_path or None)
+        return inspect_data(self.data_path, tokenizer, progress=self._progress,
+                            phase=self._set_phase, partial=self._set_partial)
+
+    # -- called from the worker thread ---------------------------------------------------
+    def _progress(self, done: int, total: int) -> None:
+        if self._cancel.is_set():
+            raise _Cancelled
+        self._done, self._total = done, total
+        self._throughput.update(done, total)
+
+    def _set_phase(self, phase: str) -> None:
+        self._phase = phase
+        self._throughput = Throughput()
+
+    def _set_partial(self, partial: DataInspection) -> None:
+        self._partial = partial
+
+    # -- the UI ------------------------------------------------------------------------------
+    def _show_progress(self) -> None:
+        bar = self.query_one(ProgressBar)
+        if self._total:
+            bar.update(total=self._total, progress=self._done)
+        rate = self._throughput.text() if self._total else "…"
+        self._status(f"{self._phase}: {rate}")
+        if self._partial is not None and self._partial is not self._shown:
+            self._show(self._partial, final=False)
+
+    def _status(self, text: str, style: str = "") -> None:
+        self.query_one("#inspect-status", Static).update(Text(text, style=style))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        worker = event.worker
+        if worker.group != "inspect" or not worker.is_finished:
+            return
+        self._poll.stop()
+        if event.state == WorkerState.SUCCESS:
+            self.result = worker.result
+            bar = self.query_one(ProgressBar)
+            bar.update(total=1, progress=1)
+            size = self.result.size_bytes / 1e6
+            self._status(f"done: {size:,.1f} MB" + (" (from the cache)" if self.result.cached
+                                                    else ""), "bold")
+            self._show(self.result, final=True)
+        elif event.state == WorkerState.ERROR and not isinstance(worker.error, _Cancelled):
+            self._status(f"cannot inspect: {worker.error}", "bold red")
+
+    def _show(self, insp: DataInspection, final: bool) -> None:
+        self._shown = insp
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        for label, value in figure_rows(insp, self.max_seq_len):
+            grid.add_row(label, value)
+        if not final:
+            grid.add_row("", Text("so far", style="dim"))
+        self.query_one("#inspect-figures", Static).update(grid)
+        self.query_one(LengthHistogram).show(insp, self.max_seq_len)
+        warnings = Text()
+        for warning in warning_texts(insp, self.max_seq_len):
+            warnings.append("⚠ ", style="bold yellow").append(warning + "\n")
+        if not warnings:
+            warnings.append("Nothing to worry about: the tokenizer suits the text.",
+                            style="green")
+        self.query_one("#inspect-warnings", Static).update(warnings)
+        details = Text()
+        if chars := split_chars_text(insp):
+            details.append("Characters without a token of their own: ", style="bold")
+            details.append(chars + "\n")
+        if bad := bad_line_rows(insp):
+            details.append("First bad lines:\n", style="bold")
+            details.append("\n".join(f"  {line}" for line in bad))
+        self.query_one("#inspect-details", Static).update(details)
+
+    def action_close(self) -> None:
+        self._cancel.set()  # the pass raises at its next progress report and ends its processes
+        self.dismiss(self.result)
+
+    def on_unmount(self) -> None:
+        self._cancel.set()
