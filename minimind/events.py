@@ -124,9 +124,31 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
+    """The event a dict describes; TypeError/KeyError if it is not one (a corrupt or hand-made
+    line must not reach a viewer as an event whose numbers are text)."""
     data = dict(data)
     cls = EVENT_TYPES[data.pop("kind")]
-    return cls(**data)
+    event = cls(**data)
+    for f in dataclasses.fields(cls):
+        value = getattr(event, f.name)
+        if not any(_is(value, kind) for kind in str(f.type).split(" | ")):
+            raise TypeError(f"{cls.kind}.{f.name} is {type(value).__name__}, not {f.type}")
+    return event
+
+
+def _is(value: Any, kind: str) -> bool:
+    """Whether `value` fits one alternative of a field's annotation (as written above)."""
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind in ("int", "float"):
+        return isinstance(value, int if kind == "int" else (int, float)) and \
+            not isinstance(value, bool)
+    if kind == "str" or kind.startswith("Literal"):
+        return isinstance(value, str)
+    origin = kind.partition("[")[0]
+    return isinstance(value, {"dict": dict, "list": list}.get(origin, object))
 
 
 def event_from_json(line: str) -> Event:

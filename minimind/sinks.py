@@ -162,6 +162,10 @@ class JsonlSink:
             else:
                 once("open", f"{self.path}: cannot open ({e.strerror}); events wait")
             return None
+        if self._append and _ends_mid_line(self.path):
+            # The file was cut mid-line (a copy, a crash): start on a line of our own, or our
+            # first event (a resume's start) would be glued to the broken one and lost.
+            self._write(fd, b"\n", once)
         self._append = True  # a reopen must not truncate what was written
         return fd
 
@@ -175,6 +179,20 @@ class JsonlSink:
         except OSError as e:
             once(f"write{e.errno}", f"{self.path}: cannot write ({e.strerror}); events wait")
         return data
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        if not path.is_file():  # a pipe has no end to look at
+            return False
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 class ConsoleSink:

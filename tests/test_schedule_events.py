@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from minimind.events import (CheckpointSaved, LogMessage, RunFinished, StepMetrics,
+from minimind.events import (CheckpointSaved, LogMessage, RunFinished, StepMetrics, event_from_dict,
                              event_from_json)
 from minimind.schedule import learning_rate
 from minimind.sinks import ConsoleSink, JsonlSink, QueueSink
@@ -83,3 +83,19 @@ def _cut():
     e = _metrics()
     e.total_steps = 20  # max_steps ends the run 10 steps from now, 40 before the epoch ends
     return e
+
+
+def test_jsonl_sink_appending_after_a_cut_line_starts_a_new_one(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text(_metrics(1).to_json() + "\n" + '{"kind": "step", "ti')  # a copy cut short
+    sink = JsonlSink(path, append=True)
+    sink.emit(_metrics(2))
+    sink.close()
+    lines = path.read_text().splitlines()
+    assert event_from_json(lines[-1]).step == 2 and len(lines) == 3
+
+
+def test_a_line_whose_numbers_are_text_is_no_event():
+    bad = {**_metrics(1).to_dict(), "loss": "high"}
+    with pytest.raises(TypeError, match="step.loss is str"):
+        event_from_dict(bad)
