@@ -12,7 +12,7 @@ import math
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -170,15 +170,14 @@ class Trainer:
         plan = self._plan()
         self._announce(plan)
         meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed)
-        batches = self._batches(plan)
-        while self.progress.step < plan.total_steps:
-            lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
-                               t.warmup_iters, t.lr_schedule)
-            self._optimizer_step(next(batches), lr, meter)
-            self.progress.step += 1
-            stop = self._after_step(plan, meter)
-            if stop:
-                return self._finish("stopped", "stop requested; checkpoint written")
+        with closing(self._batches(plan)) as batches:
+            while self.progress.step < plan.total_steps:
+                lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
+                                   t.warmup_iters, t.lr_schedule)
+                self._optimizer_step(next(batches), lr, meter)
+                self.progress.step += 1
+                if self._after_step(plan, meter):
+                    return self._finish("stopped", "stop requested; checkpoint written")
         if self.prep.val_data is not None:
             self._evaluate()
         return self._finish("completed")
@@ -256,9 +255,13 @@ class Trainer:
                 generator=torch.Generator()))
             if t.num_workers == 0:  # no loader processes: build the next batches in a thread
                 loader = Prefetcher(loader)
-            for step in range(done, plan.steps_per_epoch):
-                group = min(accum, plan.batches_per_epoch - step * accum)
-                yield [next(loader) for _ in range(group)]
+            try:
+                for step in range(done, plan.steps_per_epoch):
+                    group = min(accum, plan.batches_per_epoch - step * accum)
+                    yield [next(loader) for _ in range(group)]
+            finally:  # the epoch ended, or the run did (the generator is closed)
+                if isinstance(loader, Prefetcher):
+                    loader.close()
             epoch, done = epoch + 1, 0
 
     def _optimizer_step(self, micro_batches: list, lr: float, meter: Meter) -> None:

@@ -30,6 +30,7 @@ from minimind_tui.run_worker import RunPhase
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
+from minimind_tui.screens.export import ExportScreen
 from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
 from minimind_tui.screens.runs import RunsScreen
@@ -205,6 +206,11 @@ class MiniMindApp(App[None]):
     def action_watch(self) -> None:
         default = str(self.configure_screen.form.raw_values().get("train.out_dir") or "")
         self.push_screen(WatchDialog(default), self.watch_folder)
+
+    def action_export(self) -> None:
+        """The export dialog, on the run being watched or the form's out_dir."""
+        source = self.watch_only or self.configure_screen.form.raw_values().get("train.out_dir")
+        self.push_screen(ExportScreen(str(source or "")))
 
     def action_runs(self) -> None:
         if not isinstance(self.screen, RunsScreen):

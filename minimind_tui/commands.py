@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
 
-WATCH_ONLY_COMMANDS = ("run: watch", "view: runs", "view: x axis", "theme:")
+WATCH_ONLY_COMMANDS = ("run: watch", "view: runs", "view: x axis", "theme:", "model: export")
 
 
 class MiniMindCommands(Provider):
@@ -45,6 +45,9 @@ class MiniMindCommands(Provider):
              "Save the form's settings as a user preset (ctrl+s)"),
             ("data: inspect…", partial(self._on_form, configure.action_inspect_data),
              "Tokenize the data file and show documents, tokens, lengths and problems (F8)"),
+            ("model: export…", app.action_export,
+             "Write a run's model as a Hugging Face folder (Llama, Qwen3, ...) or upstream's "
+             ".pth"),
             ("view: form / dashboard", app.action_toggle_view,
              "Switch between the settings form and the run dashboard (F2)"),
             ("playground: open", app.open_playground,

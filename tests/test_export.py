@@ -326,3 +326,30 @@ def test_cli_exports_a_run_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "as Qwen3ForCausalLM (verified" in done.stdout
     assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+async def test_export_dialog_writes_a_standard_folder(tmp_path):
+    from textual.widgets import Input, Static
+
+    from minimind_tui.app import MiniMindApp
+    from minimind_tui.screens.export import ExportScreen
+
+    make_run(tmp_path / "run", family="minimind2")
+    app = MiniMindApp("tiny", {"train": {"out_dir": str(tmp_path / "run")}})
+    async with app.run_test(size=(100, 36)) as pilot:
+        app.action_export()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, ExportScreen)
+        assert screen.query_one("#export-source", Input).value == str(tmp_path / "run")
+        screen.query_one("#export-destination", Input).value = str(tmp_path / "hf")
+        await pilot.click("#export")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        message = str(screen.query_one("#export-result", Static).render())
+        assert f"wrote {tmp_path / 'hf'} as LlamaForCausalLM" in message
+        await pilot.click("#export")  # again: the folder exists now, refused in words
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "folder is not empty" in str(screen.query_one("#export-result", Static).render())
+    assert (tmp_path / "hf" / "config.json").is_file()

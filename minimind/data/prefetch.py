@@ -44,11 +44,15 @@ class Prefetcher(Iterator):
             raise item.error
         return item
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and wait for it (it finishes the batch it is building): a thread
+        still inside the tokenizer or torch when the interpreter exits can abort the process."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
 
     def __del__(self) -> None:
-        self.close()
+        self._stop.set()
 
 
 def _fill(source: Iterator[Any], out: queue.Queue, stop: threading.Event) -> None:

@@ -1,0 +1,106 @@
+"""Export a trained model from the app: `minimind-tui export` with a form.
+
+The source is a run folder or a weights file (the form's out_dir to start with), the destination
+a folder for a Hugging Face export or for upstream's `.pth`. The export (loading, writing, and
+the logit check of an hf folder) runs in a thread worker; the dialog says what it wrote, or why
+it could not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, LoadingIndicator, Select, Static
+
+FORMATS = [("Hugging Face folder (standard class)", "hf"),
+           ("upstream MiniMind .pth", "upstream")]
+
+
+class ExportScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape", "dismiss", "Close", id="export_close")]
+
+    def __init__(self, source: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self._source = source
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog") as dialog:
+            dialog.border_title = "Export a model"
+            yield Static("Run folder or weights file (.pth, resume checkpoint, .safetensors):",
+                         markup=False)
+            yield Input(self._source, id="export-source")
+            yield Static("Destination:", markup=False)
+            yield Input(_default_destination(self._source), id="export-destination")
+            yield Select(FORMATS, value="hf", allow_blank=False, id="export-format",
+                         compact=True)
+            yield LoadingIndicator(id="export-busy")
+            yield Static("", id="export-result", classes="dialog-note")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Export", id="export", variant="primary")
+                yield Button("Close (esc)", id="close")
+
+    def on_mount(self) -> None:
+        self.query_one("#export-busy").display = False
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "close":
+            self.dismiss()
+        elif event.button.id == "export":
+            self.start_export()
+
+    def on_input_submitted(self) -> None:
+        self.start_export()
+
+    def start_export(self) -> None:
+        button = self.query_one("#export", Button)
+        if button.disabled:
+            return
+        button.disabled = True
+        self.query_one("#export-busy").display = True
+        self._show("exporting…", error=False)
+        source = self.query_one("#export-source", Input).value.strip()
+        destination = self.query_one("#export-destination", Input).value.strip()
+        self._export(source, destination, str(self.query_one("#export-format", Select).value))
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def _export(self, source: str, destination: str, format: str) -> None:
+        # Imported here: torch and transformers load in the worker, not on the UI thread.
+        from minimind.export import (ExportError, ExportVerificationError, check_destination,
+                                     export_hf, export_upstream, load_source)
+
+        try:
+            if format == "hf":
+                check_destination(destination, False)
+            loaded = load_source(source)
+            if format == "upstream":
+                path = export_upstream(loaded.model, destination)
+                message = f"wrote {path} (upstream MiniMind layout, float16)"
+            else:
+                result = export_hf(loaded, destination)
+                how = ("load with trust_remote_code=True" if result.remote_code
+                       else "AutoModelForCausalLM.from_pretrained loads it as is")
+                message = f"wrote {result.path} as {result.architecture}: {how}"
+            self.app.call_from_thread(self._done, message, False)
+        except (ExportError, ExportVerificationError) as e:
+            self.app.call_from_thread(self._done, str(e), True)
+
+    def _done(self, message: str, error: bool) -> None:
+        self.query_one("#export-busy").display = False
+        self.query_one("#export", Button).disabled = False
+        self._show(message, error)
+
+    def _show(self, message: str, error: bool) -> None:
+        result = self.query_one("#export-result", Static)
+        result.set_class(error, "-error")
+        result.update(Text(message))
+
+
+def _default_destination(source: str) -> str:
+    path = Path(source.rstrip("/")) if source else Path("out")
+    return str(path.parent / f"{path.stem}-hf")
