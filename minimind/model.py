@@ -140,6 +140,22 @@ class FeedForward(nn.Module):
         return self.dropout(self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x)))
 
 
+class _StackAs(torch.autograd.Function):
+    """``torch.stack(tensors).to(dtype)`` as one copy. The MoE layer stacks its experts' weights
+    on every forward; stacking per-weight casts would allocate and write every weight twice."""
+
+    @staticmethod
+    def forward(ctx, dtype, *tensors):
+        out = tensors[0].new_empty((len(tensors), *tensors[0].shape), dtype=dtype)
+        for i, tensor in enumerate(tensors):
+            out[i].copy_(tensor)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None, *grad.unbind(0)  # autograd casts each slice to its input's dtype
+
+
 class MoEFeedForward(nn.Module):
     """Top-k routed SwiGLU experts plus optional always-on shared experts.
 
@@ -156,6 +172,8 @@ class MoEFeedForward(nn.Module):
       sm100 its weight gradient for an expert without tokens is not zero (pytorch#172439).
     - dense: every expert runs on every token and a token keeps the outputs of the experts it
       picked. No sorting or host reads on any device, at E/k times the routed experts' work.
+      Used everywhere else: other GPUs and dtypes, widths that are not a multiple of 8, and
+      float32 under torch.compile on CPU (the op traces for bf16 only).
     """
 
     def __init__(self, config: MiniMindConfig):
@@ -221,10 +239,10 @@ class MoEFeedForward(nn.Module):
         # expert is in the graph, so one without tokens still gets a (zero) gradient, which DDP
         # requires of every parameter. Gate and up interleave: (2E, I, H) viewed as (E, 2I, H).
         first = self.experts[0]
-        gate_up = torch.stack(
-            [w.to(dtype) for e in self.experts for w in (e.gate_proj.weight, e.up_proj.weight)]
+        gate_up = _StackAs.apply(
+            dtype, *(w for e in self.experts for w in (e.gate_proj.weight, e.up_proj.weight))
         ).view(self.num_experts, 2 * first.gate_proj.out_features, -1)
-        down = torch.stack([e.down_proj.weight.to(dtype) for e in self.experts])
+        down = _StackAs.apply(dtype, *(e.down_proj.weight for e in self.experts))
         gate, up = torch._grouped_mm(rows, gate_up.transpose(1, 2), offs=ends).chunk(2, dim=-1)
         y = torch._grouped_mm(first.act_fn(gate) * up, down.transpose(1, 2), offs=ends)
         y = F.dropout(y, first.dropout.p, self.training)
