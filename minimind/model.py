@@ -140,6 +140,11 @@ class FeedForward(nn.Module):
         return self.dropout(self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x)))
 
 
+@torch.compiler.assume_constant_result  # a plain call under torch.compile: fixed per device
+def _is_hopper(device: torch.device) -> bool:
+    return torch.cuda.get_device_properties(device).major == 9
+
+
 class _StackAs(torch.autograd.Function):
     """``torch.stack(tensors).to(dtype)`` as one copy. The MoE layer stacks its experts' weights
     on every forward; stacking per-weight casts would allocate and write every weight twice."""
@@ -222,7 +227,7 @@ class MoEFeedForward(nn.Module):
         if not self.grouped_mm_shapes_ok:
             return False
         if device.type == "cuda":
-            return dtype == torch.bfloat16 and torch.cuda.get_device_properties(device).major == 9
+            return dtype == torch.bfloat16 and _is_hopper(device)
         # On CPU every float dtype works eagerly, but torch.compile traces the op for bf16 only.
         traceable = dtype == torch.bfloat16 or not torch.compiler.is_compiling()
         return device.type == "cpu" and traceable
