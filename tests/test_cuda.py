@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from minimind import engine
+from minimind import MiniMindConfig, engine
 from minimind.engine import Trainer
 from minimind.events import StepMetrics
+from minimind.model import MoEFeedForward
 from minimind.sinks import QueueSink
 from minimind_tui.bench_cli import main as bench_main
 
@@ -103,3 +104,42 @@ async def test_dashboard_shows_gpu_memory_of_a_cuda_run(tmp_path):
                 break
             await pilot.pause(0.1)
     assert app.history.finished.status == "stopped"
+
+
+def moe_step(use_grouped_mm: bool):
+    """bf16 forward + backward of one MoE layer on the GPU whose router sends every token to
+    experts 0 and 1. The grouped path runs in sync-debug "error" mode, where a host read of
+    routing results raises; the split path reads the counts on the host by design."""
+    torch.manual_seed(0)
+    moe = MoEFeedForward(MiniMindConfig(hidden_size=128, use_moe=True)).cuda().train()
+    moe.use_grouped_mm = lambda device, dtype: use_grouped_mm
+    with torch.no_grad():  # positive inputs + this router: experts 2 and 3 stay idle
+        moe.gate.weight.copy_(torch.tensor([1.0, 0.5, -1.0, -1.0])[:, None].expand(4, 128))
+    x = torch.rand(4, 64, 128, device="cuda", requires_grad=True)
+    # The first pass warms up the libraries, which may sync once while loading.
+    for debug_mode in ("default", "error" if use_grouped_mm else "default"):
+        moe.zero_grad(set_to_none=True)
+        x.grad = None
+        torch.cuda.set_sync_debug_mode(debug_mode)
+        try:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out, aux = moe(x)
+            (out.float().square().mean() + aux).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out.detach(), aux.detach(), [x.grad, *(p.grad for p in moe.parameters())]
+
+
+def test_moe_grouped_dispatch_runs_without_host_syncs_and_matches_split():
+    moe = MoEFeedForward(MiniMindConfig(hidden_size=128, use_moe=True))
+    if not moe.use_grouped_mm(torch.device("cuda"), torch.bfloat16):
+        pytest.skip("the grouped path is for sm90 (H100/H200); this GPU runs the split path")
+    split = moe_step(use_grouped_mm=False)
+    grouped = moe_step(use_grouped_mm=True)
+    torch.testing.assert_close(grouped[0], split[0], rtol=1.6e-2, atol=1e-3)
+    torch.testing.assert_close(grouped[1], split[1])
+    for a, b in zip(grouped[2], split[2]):
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2 * b.abs().max().item())
+    grads = dict(zip((name for name, _ in moe.named_parameters()), grouped[2][1:]))
+    idle = [g for name, g in grads.items() if name.startswith(("experts.2.", "experts.3."))]
+    assert len(idle) == 6 and not any(g.any() for g in idle)  # zero, not stale memory

@@ -235,6 +235,104 @@ def test_moe_dispatch_matches_per_token_reference(family):
     torch.testing.assert_close(moe(x)[0], reference_moe(moe, x), atol=1e-5, rtol=1e-4)
 
 
+def previous_moe_forward(moe: MoEFeedForward, x: torch.Tensor):
+    """The dispatch this layer had before it went sync-free, kept as the reference: picks sorted
+    by expert, split by host-side counts, one index_add_ per expert; and the aux loss written
+    from its formulas."""
+    batch, seq_len, hidden = x.shape
+    flat = x.reshape(-1, hidden)
+    scores = moe.gate(flat).float().softmax(dim=-1)
+    weights, expert_idx = scores.topk(moe.top_k, dim=-1)
+    if moe.norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    order = expert_idx.flatten().argsort(stable=True)
+    counts = expert_idx.flatten().bincount(minlength=moe.num_experts).tolist()
+    out = torch.zeros_like(flat)
+    for expert, tokens, w in zip(moe.experts, (order // moe.top_k).split(counts),
+                                 weights.flatten()[order].split(counts)):
+        out.index_add_(0, tokens, (expert(flat[tokens]) * w[:, None]).to(out.dtype))
+    for shared in moe.shared_experts:
+        out = out + shared(flat)
+
+    picks = F.one_hot(expert_idx, moe.num_experts).sum(dim=1).float()  # (tokens, E) of 0/1
+    if moe.seq_aux:
+        load = picks.view(batch, seq_len, -1).sum(1) * moe.num_experts / (seq_len * moe.top_k)
+        prob = scores.view(batch, seq_len, -1).mean(1)
+        aux = moe.aux_loss_alpha * (load * prob).sum(1).mean()
+    else:
+        load = picks.mean(0) * moe.num_experts / moe.top_k
+        aux = moe.aux_loss_alpha * (load * scores.mean(0)).sum()
+    return out.view_as(x), aux
+
+
+def moe_outputs_and_grads(moe, forward, x, out_grad):
+    """Output, aux loss and the gradients of (out . out_grad + aux) w.r.t. x and every weight."""
+    x = x.clone().requires_grad_(True)
+    out, aux = forward(x)
+    params = list(moe.parameters())
+    grads = torch.autograd.grad((out * out_grad).sum() + aux, [x, *params], allow_unused=True)
+    return out.detach(), aux.detach(), grads
+
+
+@pytest.mark.parametrize("path", ["grouped", "split"])
+@pytest.mark.parametrize("idle_expert", [False, True])
+@pytest.mark.parametrize("family", ["minimind2", "minimind3"])  # top-2 + shared / top-1
+def test_moe_dispatch_matches_previous_dispatch(family, idle_expert, path, monkeypatch):
+    moe = small_model(family=family, use_moe=True).model.layers[0].mlp.train()
+    assert moe.use_grouped_mm(torch.device("cpu"), torch.float32)  # the path CPU runs
+    if path == "split":
+        monkeypatch.setattr(moe, "use_grouped_mm", lambda device, dtype: False)
+    x = torch.randn(3, 7, 64)
+    if idle_expert:  # positive inputs + this router: experts 0 (and 1) take every token
+        x = x.abs()
+        with torch.no_grad():
+            moe.gate.weight.copy_(torch.tensor([1.0, 0.5, -1.0, -1.0])[:, None].expand(4, 64))
+    out_grad = torch.randn_like(x)
+    new = moe_outputs_and_grads(moe, moe, x, out_grad)
+    old = moe_outputs_and_grads(moe, lambda t: previous_moe_forward(moe, t), x, out_grad)
+    torch.testing.assert_close(new[0], old[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(new[1], old[1], atol=1e-6, rtol=1e-5)
+    assert old[1] > 0
+    names = ["x", *(name for name, _ in moe.named_parameters())]
+    for name, a, b in zip(names, new[2], old[2]):
+        assert a is not None, f"no gradient for {name}"
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+    if idle_expert:
+        idle = [g for name, g in zip(names, new[2]) if name.startswith("experts.3.")]
+        assert len(idle) == 3 and not any(g.any() for g in idle)
+
+
+@pytest.mark.parametrize("family", ["minimind2", "minimind3"])
+def test_moe_dispatch_matches_previous_dispatch_under_bf16_autocast(family):
+    moe = small_model(family=family, use_moe=True).model.layers[0].mlp.train()
+    x = torch.randn(3, 7, 64)
+    out_grad = torch.randn_like(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        new = moe_outputs_and_grads(moe, moe, x, out_grad)
+        old = moe_outputs_and_grads(moe, lambda t: previous_moe_forward(moe, t), x, out_grad)
+    assert new[0].dtype == torch.float32  # accumulated in the residual stream's dtype
+    torch.testing.assert_close(new[0], old[0], atol=1e-5, rtol=1e-5)  # same bf16 products
+    torch.testing.assert_close(new[1], old[1])
+    for a, b in zip(new[2], old[2]):  # weight gradients sum bf16 products in another order
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2 * b.abs().max().item())
+
+
+def test_moe_compiles_as_one_graph():
+    """No host read in the grouped dispatch: under bf16 autocast the layer traces whole
+    (fullgraph) and its forward and backward match eager. aot_eager runs dynamo and AOT autograd
+    without inductor's codegen."""
+    moe = small_model(use_moe=True).model.layers[0].mlp.train()
+    x, out_grad = torch.rand(2, 9, 64), torch.randn(2, 9, 64)
+    compiled = torch.compile(moe, fullgraph=True, backend="aot_eager")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        results = [moe_outputs_and_grads(moe, f, x, out_grad) for f in (moe, compiled)]
+    (eager_out, eager_aux, eager_grads), (out, aux, grads) = results
+    torch.testing.assert_close(out, eager_out)
+    torch.testing.assert_close(aux, eager_aux)
+    for a, b in zip(grads, eager_grads):
+        torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("family", ["minimind2", "minimind3"])
 def test_moe_aux_loss_is_alpha_when_routing_is_uniform(family):
     moe = small_model(family=family, use_moe=True).model.layers[0].mlp.train()
