@@ -58,11 +58,19 @@ bench "minimind2-moe" 100 --preset minimind2-moe $STEPS \
     --variants baseline,packed+w0,packed+compile+w0+mb64
 bench "minimind3-moe" 100 --preset minimind3-moe $STEPS \
     --variants baseline,packed+w0,packed+compile+w0+mb64
+# Each MoE preset against its dense twin (same active parameters), alternating, best of 2.
+for preset in minimind3-moe minimind2-moe; do
+    capped "$preset vs dense" 150 $PY benchmarks/moe_vs_dense.py --preset $preset $STEPS \
+        --repeat 2 --variants packed+compile+w0+mb64 \
+        >> "$OUT/moe_vs_dense.jsonl" 2> >(tee -a "$OUT/bench.log" >&2)
+done
 # With time to spare: autotuned GEMMs, and the memory activation checkpointing saves.
 bench "minimind2-small autotune" 180 --preset minimind2-small $STEPS \
     --variants packed+compile+w0+mb256 --compile_mode max-autotune-no-cudagraphs
 bench "minimind2 checkpointing" 120 --preset minimind2 $STEPS \
     --variants packed+compile+w0+mb64,packed+compile+w0+ckpt+mb64
+# The packed cache built by one process and by a worker per core, on this machine's cores.
+bench "data preparation" 120 --variants prepare
 
 [ -s "$OUT/bench.jsonl" ] && $PY - "$OUT/bench.jsonl" <<'EOF' 2>&1 | tee "$OUT/summary.txt"
 import json, sys
@@ -70,6 +78,12 @@ print(f"{'preset':16s} {'variant':30s} {'micro':>6s} {'useful tok/s':>13s} {'MFU
       f"{'peak GiB':>8s} {'vs base':>7s}")
 for line in open(sys.argv[1]):
     r = json.loads(line)
+    if r["variant"] == "prepare":  # no training: MB/s of the old and the new path
+        if "error" in r:
+            print(f"{'prepare':16s} {r['error'][:60]}")
+            continue
+        print(f"{'prepare':16s} old {r['old_mb_per_sec']:.1f} MB/s -> new {r['new_mb_per_sec']:.1f} MB/s ({r['speedup_vs_baseline']:.1f}x)")
+        continue
     micro = f"{r['micro_batch']}x{r['accumulation_steps']}"
     if "error" in r:
         print(f"{r['preset']:16s} {r['variant']:30s} {micro:>6s}  {r['error'][:60]}")
@@ -78,5 +92,13 @@ for line in open(sys.argv[1]):
     ratio = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
     print(f"{r['preset']:16s} {r['variant']:30s} {micro:>6s} {r['useful_tokens_per_sec']:13,.0f} "
           f"{mfu:>6s} {(r['peak_mem_bytes'] or 0) / 2**30:8.1f} {ratio:>7s}")
+EOF
+[ -s "$OUT/moe_vs_dense.jsonl" ] && $PY - "$OUT/moe_vs_dense.jsonl" <<'EOF' 2>&1 | tee -a "$OUT/summary.txt"
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    ratio = f"MoE / dense {r['moe_over_dense']:.2f}" if r["model"] == "moe" and r["moe_over_dense"] else ""
+    print(f"{r['preset']:16s} {r['model']:6s} {r['active_parameters']:12,d} active "
+          f"{r['useful_tokens_per_sec'] or 0:13,.0f} useful tok/s  {ratio}")
 EOF
 log "done"

@@ -57,7 +57,7 @@ ERNIE_BIAS_KEY = "model.layers.{}.mlp.moe_statics.e_score_correction_bias"
 _SOURCE_DIR = Path(__file__).resolve().parent
 # Our modules that the remote code consists of, and the names they get in the exported folder.
 _REMOTE_MODULES = {"family": "family_minimind", "config": "configuration_minimind",
-                   "model": "modeling_minimind"}
+                   "feed_forward": "feed_forward_minimind", "model": "modeling_minimind"}
 
 
 def standard_architecture(config: MiniMindConfig) -> str | None:
@@ -177,7 +177,7 @@ def _remote_code_config(config: MiniMindConfig) -> dict:
 
 
 def _remote_code_sources() -> dict[str, str]:
-    """Our family.py, config.py and model.py as a self-contained set: their package-relative
+    """Our family.py, config.py, feed_forward.py and model.py as a self-contained set: their package-relative
     imports of each other are pointed at the sibling files, and nothing else of this package
     may be imported."""
     header = "# Written by `minimind-tui export` from minimind/{}; needs torch and transformers.\n"

@@ -68,12 +68,16 @@ def main_thread_cpu() -> float:
 
 
 async def with_dashboard(settings: RunSettings) -> tuple[float, float]:
-    """(training tokens/s, UI CPU seconds per second of training)."""
+    """(training tokens/s, UI CPU seconds per second of training). `settings.train.out_dir` must
+    not hold a run: Start would ask what to do with it."""
     app = MiniMindApp("tiny", settings.to_toml_dict())
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.5)
         app.action_start()
+        deadline = time.monotonic() + 120
         while app.history.started is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the run did not start; the app shows {app.screen!r}")
             await asyncio.sleep(0.05)
         cpu, wall = main_thread_cpu(), time.perf_counter()
         while app.run_phase == RunPhase.RUNNING:
@@ -101,10 +105,14 @@ def main() -> None:
                         help="override the preset's log_interval (1 = the UI's worst case)")
     args, extra = parser.parse_known_args()
     overrides = flag_overrides(extra)
+    # As in the benchmark: the bundled corpus and tokenizer unless flags say otherwise, since the
+    # upstream presets name MiniMind's dataset/ and model/ folders.
+    overrides["train"].setdefault("data_path", "builtin:shakespeare")
+    overrides["train"].setdefault("tokenizer_path", "")
     headless_rates, dashboard_rates, ui_shares = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         # Checkpoints and validation off: they cost the same in all runs and only add noise.
-        train = {**overrides["train"], "out_dir": tmp, "max_steps": args.steps,
+        train = {**overrides["train"], "out_dir": f"{tmp}/headless", "max_steps": args.steps,
                  "save_interval": 0, "eval_interval": 0, "val_data_path": "", "overwrite": True,
                  "sample_prompts": []}
         if args.log_interval:
@@ -114,7 +122,9 @@ def main() -> None:
         for i in range(args.rounds):
             started = time.perf_counter()
             headless_rates.append(headless(settings))
-            rate, share = asyncio.run(with_dashboard(settings))
+            fresh = {**train, "out_dir": f"{tmp}/dashboard-{i}"}  # Start asks about old runs
+            rate, share = asyncio.run(with_dashboard(
+                load_settings(args.preset, {"model": overrides["model"], "train": fresh})))
             dashboard_rates.append(rate)
             ui_shares.append(share)
             print(f"round {i + 1}: headless {headless_rates[-1]:,.0f} tok/s, dashboard "

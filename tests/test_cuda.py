@@ -12,7 +12,7 @@ import torch
 from minimind import MiniMindConfig, engine
 from minimind.engine import Trainer
 from minimind.events import StepMetrics
-from minimind.model import MoEFeedForward
+from minimind.feed_forward import MoEFeedForward
 from minimind.sinks import QueueSink
 from minimind_tui.bench_cli import main as bench_main
 

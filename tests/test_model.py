@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from minimind import MiniMindConfig, MiniMindForCausalLM
-from minimind.model import MoEFeedForward, RotaryEmbedding
+from minimind.feed_forward import MoEFeedForward
+from minimind.model import RotaryEmbedding
 
 # ---------------------------------------------------------------------------------------------
 # Expected upstream layouts, written from the upstream tables (not from our model).
@@ -279,9 +280,8 @@ def moe_outputs_and_grads(moe, forward, x, out_grad):
 @pytest.mark.parametrize("family", ["minimind2", "minimind3"])  # top-2 + shared / top-1
 def test_moe_dispatch_matches_previous_dispatch(family, idle_expert, path, monkeypatch):
     moe = small_model(family=family, use_moe=True).model.layers[0].mlp.train()
-    assert moe.use_grouped_mm(torch.device("cpu"), torch.float32)  # the path CPU runs
-    if path == "split":
-        monkeypatch.setattr(moe, "use_grouped_mm", lambda device, dtype: False)
+    assert not moe.use_grouped_mm(torch.device("cpu"), torch.float32)  # eager CPU splits
+    monkeypatch.setattr(moe, "use_grouped_mm", lambda device, dtype: path == "grouped")
     x = torch.randn(3, 7, 64)
     if idle_expert:  # positive inputs + this router: experts 0 (and 1) take every token
         x = x.abs()
@@ -302,9 +302,11 @@ def test_moe_dispatch_matches_previous_dispatch(family, idle_expert, path, monke
         assert len(idle) == 3 and not any(g.any() for g in idle)
 
 
+@pytest.mark.parametrize("path", ["grouped", "split"])
 @pytest.mark.parametrize("family", ["minimind2", "minimind3"])
-def test_moe_dispatch_matches_previous_dispatch_under_bf16_autocast(family):
+def test_moe_dispatch_matches_previous_dispatch_under_bf16_autocast(family, path, monkeypatch):
     moe = small_model(family=family, use_moe=True).model.layers[0].mlp.train()
+    monkeypatch.setattr(moe, "use_grouped_mm", lambda device, dtype: path == "grouped")
     x = torch.randn(3, 7, 64)
     out_grad = torch.randn_like(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -319,8 +321,8 @@ def test_moe_dispatch_matches_previous_dispatch_under_bf16_autocast(family):
 
 def test_moe_compiles_as_one_graph():
     """No host read in the grouped dispatch: under bf16 autocast the layer traces whole
-    (fullgraph) and its forward and backward match eager. aot_eager runs dynamo and AOT autograd
-    without inductor's codegen."""
+    (fullgraph) and its forward and backward match eager, which runs the split path. aot_eager
+    runs dynamo and AOT autograd without inductor's codegen."""
     moe = small_model(use_moe=True).model.layers[0].mlp.train()
     x, out_grad = torch.rand(2, 9, 64), torch.randn(2, 9, 64)
     compiled = torch.compile(moe, fullgraph=True, backend="aot_eager")
@@ -329,8 +331,8 @@ def test_moe_compiles_as_one_graph():
     (eager_out, eager_aux, eager_grads), (out, aux, grads) = results
     torch.testing.assert_close(out, eager_out)
     torch.testing.assert_close(aux, eager_aux)
-    for a, b in zip(grads, eager_grads):
-        torch.testing.assert_close(a, b)
+    for a, b in zip(grads, eager_grads):  # bf16 products summed in another order
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2 * b.abs().max().item())
 
 
 @pytest.mark.parametrize("family", ["minimind2", "minimind3"])
