@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 # Every redraw holds the GIL, and on a small CPU machine a core, that the training thread
 # wants: measured on two cores, each millisecond of UI work per second costs the run about
 # 0.3% of its speed. So the app drains events at 4 Hz but the dashboard redraws less often:
-# the numbers once a second, the charts and the log (~30 ms of work) every three seconds.
+# the numbers once a second, the charts and the log (~30 ms of work, and the log's new lines
+# lay the screen out again) every three seconds, or every ten while the run trains on the
+# CPU, whose cores the UI would take from it (scripts/ui_overhead.py measures the difference).
 STATS_SECONDS = 1.0
 CHARTS_SECONDS = 3.0
+CHARTS_SECONDS_CPU_RUN = 10.0
 # Below this many rows the lower charts (lr, MoE aux loss) would be too flat to read: they
 # are hidden, the loss chart's border says how to get them back and the stats show the lr.
 TALL_ROWS = 32
@@ -163,7 +166,8 @@ class DashboardScreen(Screen[None]):
 
     def sync(self, charts_now: bool = False) -> None:
         """Redraw what changed; nothing while another screen is shown. Charts and log follow
-        at most once per `CHARTS_SECONDS` unless `charts_now` (a new run, phase or axis)."""
+        at most once per `CHARTS_SECONDS` (`CHARTS_SECONDS_CPU_RUN` for a run on the CPU)
+        unless `charts_now` (a new run, phase or axis)."""
         if not self.is_current:
             return
         h = self.history
@@ -174,13 +178,15 @@ class DashboardScreen(Screen[None]):
             self.query_one(SamplesPanel).show(h)
             self.query_one("#try-button", Button).disabled = h.checkpoint is None
             self.query_one(RunLog).border_subtitle = "s: samples" if h.samples else ""
-            self._append_log()
         # The theme is in the key because the charts take their colours from it.
         charts = (*state, self.x_axis, self.app.theme)
-        due = time.monotonic() - self._charts_time >= CHARTS_SECONDS
+        on_cpu = h.started is not None and h.started.device == "cpu"
+        every = CHARTS_SECONDS_CPU_RUN if on_cpu else CHARTS_SECONDS
+        due = time.monotonic() - self._charts_time >= every
         if charts != self._charts_drawn and (due or charts_now):
             self._charts_drawn, self._charts_time = charts, time.monotonic()
             self._draw_charts()
+            self._append_log()
 
     def _draw_charts(self) -> None:
         h = self.history
