@@ -14,6 +14,16 @@ def _cache_dir(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _dashboard_redraws_as_for_a_gpu_run(monkeypatch):
+    """Every test trains on the CPU, where the dashboard redraws its charts and log every 10 s
+    instead of 3 s to leave the cores to training (measured by scripts/ui_overhead.py): tests
+    that wait for a line or a chart would only wait longer. They get the GPU-run rhythm."""
+    from minimind_tui.screens import dashboard
+
+    monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", dashboard.CHARTS_SECONDS)
+
+
 @pytest.fixture
 def tiny_settings(tmp_path):
     """The bundled `tiny` preset, small enough for a test, with the given overrides."""
