@@ -419,3 +419,42 @@ async def test_short_dashboard_says_where_the_lr_chart_went(tmp_path):
         await pilot.pause()
         assert app.screen.query_one("#lower-charts").display
         assert not loss.border_subtitle
+
+
+@pytest.mark.parametrize("device, every", [("cpu", 10.0), ("cuda:0", 3.0)])
+async def test_charts_and_log_redraw_less_often_while_the_cpu_trains(device, every, monkeypatch):
+    """On the CPU the UI's redraws take cores from training: charts and log every 10 s, not 3."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from snapshot_apps.replay import fixed_events
+
+    from minimind_tui.screens import dashboard
+
+    monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", 10.0)  # undo conftest's rhythm
+    events = fixed_events(40)
+    events[1] = dataclasses.replace(events[1], device=device)
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        await pilot.pause()
+        clock = SimpleNamespace(now=1000.0)
+        monkeypatch.setattr(dashboard, "time", SimpleNamespace(monotonic=lambda: clock.now))
+        screen = app.dashboard_screen
+        log = screen.query_one("#run-log")
+        app.apply_events(events[:20])
+        screen.sync(charts_now=True)
+        await pilot.pause(0.2)
+        drawn = len(log.lines)
+        assert drawn > 0
+        app.apply_events(events[20:])
+        for elapsed in (1.0, 2.0, every - 0.5):  # not yet due: the numbers only
+            clock.now = 1000.0 + elapsed
+            screen.sync()
+            await pilot.pause(0.05)
+            assert len(log.lines) == drawn
+            assert screen.query_one("#run-progress").progress == 40  # the numbers are live
+        clock.now = 1000.0 + every
+        screen.sync()
+        await pilot.pause(0.2)
+        assert len(log.lines) > drawn
