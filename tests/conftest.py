@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from minimind.tokenizer import load_tokenizer
 from minimind_tui.presets import load_settings
 
 
@@ -22,6 +23,12 @@ def _dashboard_redraws_as_for_a_gpu_run(monkeypatch):
     from minimind_tui.screens import dashboard
 
     monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", dashboard.CHARTS_SECONDS)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    """The bundled tokenizer, loaded once per test module."""
+    return load_tokenizer()
 
 
 @pytest.fixture

@@ -27,11 +27,6 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
 def texts(index: JsonlIndex) -> list[str]:
     return [index.text(i) for i in range(len(index))]
 

@@ -33,11 +33,6 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
 def write(path: Path, lines: list[str]) -> Path:
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

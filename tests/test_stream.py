@@ -50,11 +50,6 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
 def reference_cache(path: Path, tokenizer, skip_bad_lines: bool) -> tuple[bytes, dict]:
     """The plain pass: every good line in order, tokenized alone, wrapped, as uint16."""
     bos, eos, _ = special_ids(tokenizer)

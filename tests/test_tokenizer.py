@@ -26,11 +26,6 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
-
-
 def test_bundled_special_tokens_and_vocab(tok):
     assert len(tok) == 6400
     assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id) == (0, 1, 2, 0)
