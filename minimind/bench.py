@@ -40,11 +40,12 @@ from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
 from minimind.data.sampler import epoch_batches
 from minimind.engine import Trainer
+from minimind.environment import environment_problems
 from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, peak_flops
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
-from minimind.settings import RunSettings
+from minimind.settings import RunSettings, SettingsError
 from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
 
@@ -110,7 +111,11 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
     train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
                  eval_interval=0, val_data_path="", sample_prompts=[], epochs=1_000_000,
                  from_resume=False, data_path=data_path, out_dir=out_dir, overwrite=True)
-    return RunSettings.parse({"model": base.model.model_dump(), "train": train})
+    settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
+    problems = environment_problems(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ValidationError
 from safetensors.torch import save_file
 
 from .atomic import atomic_write_bytes
@@ -35,7 +34,7 @@ from .config import MiniMindConfig
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .model import MiniMindForCausalLM
 from .run_folder import CONFIG_FILE
-from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
+from .settings import ModelSettings, RunSettings, SettingsError, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
 from .upstream import (WeightsMismatchError, _strip_wrapper_prefixes, export_upstream_state_dict,
@@ -106,8 +105,8 @@ def load_source(src: str | Path, tokenizer_path: str | None = None) -> ExportSou
 
 def _from_run_folder(folder: Path):
     toml = folder / CONFIG_FILE
-    model_settings, train = _read_run_settings(toml)
-    name = RunSettings.model_construct(model=model_settings, train=train).weights_name()
+    settings = _read_run_settings(toml)
+    model_settings, train, name = settings.model, settings.train, settings.weights_name()
     weights = folder / name
     if not weights.is_file():
         if not resume_path(weights).is_file():
@@ -123,8 +122,7 @@ def _from_weights_file(path: Path):
     state_dict, saved_settings = _read_checkpoint(path)
     if saved_settings is not None:
         where = f"the settings saved in {path.name}"
-        settings = (_validate(ModelSettings, saved_settings.get("model", {}), where),
-                    _validate(TrainSettings, saved_settings.get("train", {}), where))
+        settings = _parse_settings(saved_settings, where)
     else:
         where, settings = str(path.parent / CONFIG_FILE), _settings_of_enclosing_run(path)
     if settings is None:
@@ -134,9 +132,9 @@ def _from_weights_file(path: Path):
             raise ExportError(f"{path}: not a MiniMind checkpoint ({e})") from None
         where = "tensor shapes (other fields: the family's defaults)"
         return _build(config, state_dict, path), path, where, ("", "the bundled tokenizer")
-    model_settings, train = settings
-    model = _build(_config_from_settings(model_settings, where), state_dict, path)
-    return model, path, where, (train.tokenizer_path, f"train.tokenizer_path in {where}")
+    model = _build(_config_from_settings(settings.model, where), state_dict, path)
+    return model, path, where, (settings.train.tokenizer_path,
+                                f"train.tokenizer_path in {where}")
 
 
 def _from_saved_folder(folder: Path):
@@ -193,37 +191,33 @@ def _build(config: MiniMindConfig, state_dict: dict[str, torch.Tensor], path: Pa
     return model
 
 
-def _read_run_settings(toml: Path) -> tuple[ModelSettings, TrainSettings]:
-    """[model] and [train] of a run's config.toml, field by field: the cross-field checks (e.g.
-    "CUDA is not available") are about training on this machine, not about exporting."""
+def _read_run_settings(toml: Path) -> RunSettings:
+    """A run's config.toml, by the settings' own (machine-independent) rules."""
     try:
         data = read_toml(toml)
     except SettingsError as e:
         raise ExportError(str(e.problems[0])) from None
-    return (_validate(ModelSettings, data.get("model", {}), str(toml)),
-            _validate(TrainSettings, data.get("train", {}), str(toml)))
+    return _parse_settings(data, str(toml))
 
 
-def _validate(section: type[BaseModel], data: dict, where: str):
+def _parse_settings(data: dict, where: str) -> RunSettings:
     try:
-        return section.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(map(str, err["loc"]))
-        raise ExportError(f"{where}: {field}: {err['msg']}") from None
+        return RunSettings.parse(data)
+    except SettingsError as e:
+        raise ExportError(f"{where}: " + "; ".join(map(str, e.problems))) from None
 
 
-def _settings_of_enclosing_run(path: Path) -> tuple[ModelSettings, TrainSettings] | None:
+def _settings_of_enclosing_run(path: Path) -> RunSettings | None:
     """Settings of the run folder ``path`` lies in, if it is that run's weights or resume file."""
     toml = path.parent / CONFIG_FILE
     if not toml.is_file():
         return None
     try:
-        model_settings, train = _read_run_settings(toml)
+        settings = _read_run_settings(toml)
     except ExportError:  # not a config.toml of ours: the file stands alone
         return None
-    name = RunSettings.model_construct(model=model_settings, train=train).weights_name()
-    return (model_settings, train) if path.name in (name, resume_path(Path(name)).name) else None
+    name = settings.weights_name()
+    return settings if path.name in (name, resume_path(Path(name)).name) else None
 
 
 def _config_from_settings(model_settings: ModelSettings, where: str | Path) -> MiniMindConfig:

@@ -5,8 +5,9 @@
 drive the preset files, the CLI flags, the dashboard form and `<out_dir>/config.toml`, so a new
 field added here appears everywhere.
 
-`RunSettings.parse` is the one way in: pydantic checks each field, `cross_field_problems` the rules
-that tie fields together, and every problem comes back at once, each naming its field.
+`RunSettings.parse` is the one way in: pydantic checks each field, `minimind.settings_rules` the
+rules that tie fields together, and every problem comes back at once, each naming its field. The
+rules are pure; what the machine must provide is `minimind.environment`'s to check, at start.
 
 Relative paths are kept as written and resolved against the current working directory when the
 run starts, like upstream's `../dataset/...` habits.
@@ -21,10 +22,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from minimind.atomic import atomic_write_bytes
-from minimind.family import family_defaults, shape_problems
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -56,7 +56,7 @@ def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
 class ModelSettings(BaseModel):
     """MiniMindConfig fields a user sets; `None` means "the family's default"."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     family: Literal["minimind2", "minimind3"] = _field(
         "minimind2", "Model", "upstream architecture family that supplies the defaults left empty")
@@ -97,14 +97,10 @@ class ModelSettings(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-_MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
-               "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
-
-
 class TrainSettings(BaseModel):
     """The seed's `Arguments`, spelled as upstream's `train_pretrain.py` flags."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     data_path: str = _field(
         "builtin:shakespeare", "Data", "JSONL of {\"text\": ...} lines, or builtin:shakespeare")
@@ -223,6 +219,8 @@ class RunSettings(BaseModel):
         """Validate nested `{"model": {...}, "train": {...}}` data or raise SettingsError with
         every problem. `changed` ("model.hidden_size", ...) are the fields the user set: a rule
         broken by several fields is reported against the one they changed."""
+        from minimind.settings_rules import validate  # the rules need these models first
+
         settings, problems = validate(data, changed)
         if problems:
             raise SettingsError(problems)
@@ -293,140 +291,3 @@ def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
     return merged
-
-
-# -- validation ------------------------------------------------------------------------------
-def validate(data: dict[str, Any], changed: Collection[str] = ()
-             ) -> tuple[RunSettings, list[Problem]]:
-    """Settings and every problem in `data`, each rule run once: per-field errors, then the
-    cross-field rules whose fields are all valid (so an invalid field does not hide an unrelated
-    rule, and does not trigger a false one). The settings are only meaningful without problems."""
-    problems: list[Problem] = []
-    sections: dict[str, BaseModel] = {}
-    for name, model_cls in SECTIONS.items():
-        raw = data.get(name, {})
-        if not isinstance(raw, dict):
-            problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
-            raw = {}
-        try:
-            sections[name] = model_cls.model_validate(raw)
-        except ValidationError as e:
-            errors = [_field_problem(name, err) for err in e.errors()]
-            problems += errors
-            bad = {p.loc.split(".")[1] for p in errors if "." in p.loc}
-            # Defaults stand in for the invalid fields, so the other rules can still run.
-            sections[name] = model_cls.model_validate(
-                {k: v for k, v in raw.items() if k not in bad and k in model_cls.model_fields})
-    settings = RunSettings.model_construct(**sections)
-    invalid = {p.loc for p in problems}
-    for problem in cross_field_problems(settings):
-        involved = (problem.loc, *problem.related)
-        if invalid.isdisjoint(involved):
-            problems.append(_blame_changed(problem, changed))
-    return settings, problems
-
-
-def _field_problem(section: str, err: dict[str, Any]) -> Problem:
-    field, *within = map(str, err["loc"])
-    message = _short_message(err)
-    if within and within[0].isdigit():  # one item of a list setting
-        message = f"item {int(within[0]) + 1}: {message}"
-    return Problem(f"{section}.{field}", message)
-
-
-def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:
-    if not problem.related or problem.loc in changed:
-        return problem
-    for i, loc in enumerate(problem.related):
-        if loc in changed:
-            others = (problem.loc, *problem.related[:i], *problem.related[i + 1:])
-            return Problem(loc, problem.message, others)
-    return problem
-
-
-def _short_message(err: dict[str, Any]) -> str:
-    ctx = err.get("ctx", {})
-    kind = err["type"]
-    simple = {
-        "greater_than_equal": lambda: f"must be ≥ {ctx['ge']}",
-        "greater_than": lambda: f"must be > {ctx['gt']}",
-        "less_than_equal": lambda: f"must be ≤ {ctx['le']}",
-        "less_than": lambda: f"must be < {ctx['lt']}",
-        "int_parsing": lambda: "must be a whole number",
-        "int_parsing_size": lambda: "is far too large",
-        "int_from_float": lambda: "must be a whole number",
-        "int_type": lambda: "must be a whole number",
-        "float_parsing": lambda: "must be a number",
-        "float_type": lambda: "must be a number",
-        "finite_number": lambda: "must be a finite number",
-        "bool_parsing": lambda: "must be true or false (1 or 0)",
-        "bool_type": lambda: "must be true or false (1 or 0)",
-        "literal_error": lambda: f"must be one of {ctx['expected']}",
-        "string_pattern_mismatch": lambda: f"has an invalid form (expected {ctx['pattern']})",
-        "extra_forbidden": lambda: "unknown setting",
-        "string_type": lambda: "must be text",
-        "model_type": lambda: "must be a table of settings",
-    }
-    return simple[kind]() if kind in simple else err["msg"]
-
-
-def cross_field_problems(s: RunSettings) -> list[Problem]:
-    """Rules that involve more than one field, each reported against the field to change."""
-    m, t = s.model, s.train
-    out: list[Problem] = []
-
-    def bad(loc: str, message: str, *related: str) -> None:
-        out.append(Problem(loc, message, related))
-
-    family = family_defaults(m.family, m.hidden_size)
-    for shape in shape_problems(
-            m.hidden_size, m.num_attention_heads,
-            m.num_key_value_heads or family["num_key_value_heads"],
-            n_routed_experts=m.n_routed_experts,
-            num_experts_per_tok=m.num_experts_per_tok or family["num_experts_per_tok"]):
-        loc, *related = (f"model.{name}" for name in shape.fields)
-        bad(loc, shape.message, *related)
-    if not m.use_moe:
-        defaults = ModelSettings()
-        for name in _MOE_FIELDS:
-            if getattr(m, name) != getattr(defaults, name):
-                bad(f"model.{name}", "only applies when use_moe is on", "model.use_moe")
-    if t.max_seq_len > m.max_position_embeddings:
-        bad("train.max_seq_len",
-            f"must be ≤ max_position_embeddings ({m.max_position_embeddings})",
-            "model.max_position_embeddings")
-    if t.packing and m.vocab_size > 65535:
-        bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
-            "model.vocab_size")
-    if not t.data_path.strip():
-        bad("train.data_path", "is required")
-    if t.eval_interval and not t.val_data_path.strip():
-        bad("train.eval_interval", "needs validation data: set val_data_path (or set "
-                                   "eval_interval to 0)", "train.val_data_path")
-
-    if t.report_to:
-        from minimind.trackers import install_command, missing_trackers
-
-        for name in missing_trackers(t.report_to):
-            bad("train.report_to", f"{name} is not installed; {install_command(name)}")
-
-    cuda = t.device.startswith("cuda")
-    if t.device != "auto":
-        import torch
-
-        if cuda and not torch.cuda.is_available():
-            bad("train.device", "CUDA is not available on this machine")
-        elif cuda and ":" in t.device and int(t.device.split(":")[1]) >= torch.cuda.device_count():
-            bad("train.device", f"no such GPU (this machine has {torch.cuda.device_count()})")
-    if t.dtype == "float16" and not _will_use_cuda(t.device):
-        bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU",
-            "train.device")
-    return out
-
-
-def _will_use_cuda(device: str) -> bool:
-    if device == "auto":
-        import torch
-
-        return torch.cuda.is_available()
-    return device.startswith("cuda")

@@ -170,6 +170,7 @@ class MiniMindApp(App[None]):
         Detached: in a child process that outlives the app and the terminal."""
         if self.run_active:
             return
+        self.configure_screen.validate(force=True)  # the machine may have changed since
         settings = self.configure_screen.current_settings()
         if settings is None:
             self.switch_mode("configure")

@@ -8,3 +8,13 @@
 """
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130
+
+
+def invalid(*problems: object, prog: str = "minimind-tui") -> int:
+    """Report user mistakes the way argparse does, one `prog: error: ...` line each, on stderr;
+    the exit code for them."""
+    import sys
+
+    for problem in problems:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+    return INVALID

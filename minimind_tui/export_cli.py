@@ -14,12 +14,14 @@ import sys
 
 from minimind_tui import exit_codes
 
+PROG = "minimind-tui export"
+
 DTYPES = ("float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minimind-tui export",
+        prog=PROG,
         description="Export a trained model. hf (default): a Hugging Face folder that "
                     "AutoModelForCausalLM.from_pretrained loads as LlamaForCausalLM (MiniMind2), "
                     "Qwen3ForCausalLM (MiniMind-3), Qwen3MoeForCausalLM (MiniMind-3-MoE) or "
@@ -51,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.format == "upstream" and (args.dtype or args.remote_code or args.no_verify):
-        return _invalid("--dtype, --remote_code and --no_verify apply to --format hf only "
-                        "(upstream files are always float16)")
+        return exit_codes.invalid("--dtype, --remote_code and --no_verify apply to --format hf "
+                                  "only (upstream files are always float16)", prog=PROG)
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                            remote_code=args.remote_code, verify=not args.no_verify,
                            overwrite=args.overwrite)
     except ExportError as e:
-        return _invalid(str(e))
+        return exit_codes.invalid(e, prog=PROG)
     except ExportVerificationError as e:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED
@@ -88,8 +90,3 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("  load with AutoModelForCausalLM.from_pretrained(path); no trust_remote_code needed")
     return exit_codes.OK
-
-
-def _invalid(message: str) -> int:
-    print(f"minimind-tui export: error: {message}", file=sys.stderr)
-    return exit_codes.INVALID

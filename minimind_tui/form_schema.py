@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import types
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from minimind.settings import GROUPS, SECTIONS, Problem, RunSettings, validate
+from minimind.environment import PATH_FIELDS
+from minimind.settings import GROUPS, SECTIONS, RunSettings
 
 Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text", "lines",
                "choices"]
-
-# Fields that name something on disk that must already exist; other strings (out_dir,
-# save_weight) name things the run creates. Types cannot say this, so it is listed here.
-PATH_FIELDS = frozenset({"data_path", "val_data_path", "tokenizer_path", "from_weight"})
 
 TRIBOOL_CHOICES = {"auto": None, "on": True, "off": False}
 
@@ -135,38 +131,3 @@ def form_data(specs: list[FieldSpec], raw: dict[str, Any]) -> dict[str, dict[str
         if present:
             data[spec.section][spec.name] = value
     return data
-
-
-def path_problem(value: str) -> str | None:
-    """Why a path field's value does not point at anything, or None if it does (or is empty).
-
-    `builtin:<name>` counts as existing when the corpus is bundled, and a bare "builtin" is
-    the bundled tokenizer. Relative paths are checked against the current directory, as the
-    engine resolves them.
-    """
-    if not value:
-        return None
-    if value.startswith("builtin"):
-        from minimind.data.corpus import BUILTIN_PREFIX, BUILTINS
-
-        name = value.removeprefix(BUILTIN_PREFIX) if value != "builtin" else ""
-        if value == "builtin" or name in BUILTINS:
-            return None
-        return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
-    return None if Path(value).expanduser().exists() else "not found"
-
-
-def check_form(specs: list[FieldSpec], data: dict[str, dict[str, Any]],
-               changed: set[str]) -> tuple[RunSettings, list[Problem]]:
-    """The form's settings and every problem: the settings' own rules, then paths that do not
-    exist. With problems, defaults stand in for the invalid fields (see `validate`): enough
-    for the readouts of the valid parts, not for a run. `changed` are the fields edited since
-    the preset was loaded, which a rule broken by several fields is reported against."""
-    settings, problems = validate(data, changed)
-    for spec in specs:
-        value = data[spec.section].get(spec.name)
-        if spec.kind == "path" and isinstance(value, str):
-            why = path_problem(value)
-            if why:
-                problems.append(Problem(spec.loc, why))
-    return settings, problems

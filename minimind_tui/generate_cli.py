@@ -19,10 +19,12 @@ import time
 
 from minimind_tui import exit_codes
 
+PROG = "minimind-tui generate"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minimind-tui generate",
+        prog=PROG,
         description="Continue prompts with a trained model, streaming the text as it is "
                     "generated (KV cache, CPU or CUDA).")
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
@@ -66,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                                 stop_on_eos=not args.ignore_eos)
         opened = open_model(args.checkpoint, args.tokenizer_path, args.device)
     except (ValueError, ModelOpenError) as e:
-        print(f"minimind-tui generate: error: {e}", file=sys.stderr)
-        return exit_codes.INVALID
+        return exit_codes.invalid(e, prog=PROG)
     print(f"model: {opened.description} on {opened.device}", file=sys.stderr)
     tokenizer = opened.tokenizer
     generator = torch.Generator()

@@ -56,15 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tokenizer = load_tokenizer(args.tokenizer_path or None)
     except TokenizerError as e:
-        return _invalid(f"--tokenizer_path: {e}")
+        return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
     bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
         insp = inspect_data(args.data, tokenizer, progress=bar, phase=bar and bar.phase,
                             use_cache=not args.no_cache, workers=args.workers)
     except DataError as e:
-        return _invalid(str(e))
+        return exit_codes.invalid(str(e), prog=PROG)
     except OSError as e:
-        return _invalid(f"{args.data}: cannot read ({e.strerror or e})")
+        return exit_codes.invalid(f"{args.data}: cannot read ({e.strerror or e})", prog=PROG)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return exit_codes.SIGNALLED
@@ -74,11 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     print(as_json(insp, args.max_seq_len) if args.json else as_text(insp, args.max_seq_len,
                                                                        args.tokenizer_path))
     return exit_codes.OK
-
-
-def _invalid(problem: str) -> int:
-    print(f"{PROG}: error: {problem}", file=sys.stderr)
-    return exit_codes.INVALID
 
 
 def as_text(insp, max_seq_len: int, tokenizer_path: str) -> str:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from minimind.environment import validate_for_start
 from minimind.settings import Problem, RunSettings, SettingsError, merge, read_toml
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
@@ -78,8 +79,23 @@ def load_settings(name_or_path: str | None,
     """A preset with the user's overrides laid over it; a rule broken by a preset value and an
     override together is reported against the override."""
     overrides = overrides or {}
-    changed = {f"{section}.{name}" for section, values in overrides.items() for name in values}
-    return RunSettings.parse(merge(preset_data(name_or_path), overrides), changed)
+    return RunSettings.parse(merge(preset_data(name_or_path), overrides), _changed(overrides))
+
+
+def load_start_settings(name_or_path: str | None,
+                        overrides: dict[str, dict[str, Any]] | None = None) -> RunSettings:
+    """`load_settings` for a run about to start here: also every problem this machine has with
+    it (missing files, trackers, devices), all in one SettingsError."""
+    overrides = overrides or {}
+    settings, problems = validate_for_start(merge(preset_data(name_or_path), overrides),
+                                            _changed(overrides))
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _changed(overrides: dict[str, dict[str, Any]]) -> set[str]:
+    return {f"{section}.{name}" for section, values in overrides.items() for name in values}
 
 
 def preset_name_problem(name: str) -> str | None:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from minimind_tui import exit_codes
-from minimind_tui.cli import invalid
 from minimind_tui.runs import COLUMNS, RunSummary, find_runs, sort_key
 
 PROG = "minimind-tui runs"
@@ -27,7 +26,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     if not root.is_dir():
-        return invalid(f"{root}: no such folder", prog=PROG)
+        return exit_codes.invalid(f"{root}: no such folder", prog=PROG)
     runs = sorted(find_runs(root), key=sort_key(args.sort), reverse=args.reverse)
     if args.json:
         print(json.dumps([run.as_json() for run in runs], indent=1))

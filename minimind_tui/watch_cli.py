@@ -12,7 +12,7 @@ from pathlib import Path
 
 from minimind.run_folder import METRICS_FILE
 from minimind_tui import exit_codes
-from minimind_tui.cli import invalid, terminal_attached
+from minimind_tui.cli import terminal_attached
 
 PROG = "minimind-tui watch"
 
@@ -28,9 +28,9 @@ def main(argv: list[str]) -> int:
     if folder.name == METRICS_FILE and folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
-        return invalid(f"{folder}: no such folder", prog=PROG)
+        return exit_codes.invalid(f"{folder}: no such folder", prog=PROG)
     if not terminal_attached():
-        return invalid("no terminal (stdin or stderr is not a TTY): the dashboard needs one; "
+        return exit_codes.invalid("no terminal (stdin or stderr is not a TTY): the dashboard needs one; "
                        f"`minimind-tui runs {folder.parent}` prints a run's status", prog=PROG)
     from minimind_tui.app import MiniMindApp
 

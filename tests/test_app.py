@@ -132,7 +132,7 @@ async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
     app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await set_value(pilot, "data_path", str(tmp_path / "nope.jsonl"))
-        assert error_text(app, "data_path") == "not found"
+        assert error_text(app, "data_path") == f"{tmp_path / 'nope.jsonl'}: not found"
         assert app.screen.query_one("#start-button", Button).disabled
         await set_value(pilot, "data_path", "builtin:nope")
         assert "unknown built-in" in error_text(app, "data_path")

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from minimind.settings import RunSettings, SettingsError, validate
+from minimind.settings import RunSettings, SettingsError
+from minimind.settings_rules import validate
 from minimind_tui.presets import list_presets, load_settings, resolve_preset, save_user_preset
 
 

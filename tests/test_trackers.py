@@ -17,7 +17,8 @@ import pytest
 
 from minimind.engine import Trainer
 from minimind.events import LogMessage, RunStarted, StepMetrics
-from minimind.settings import TRACKERS, validate
+from minimind.environment import environment_problems
+from minimind.settings import TRACKERS, RunSettings
 from minimind.sinks import QueueSink
 from minimind.trackers import TrackerSink, sample_table, scalars
 from minimind_tui.cli import main
@@ -360,7 +361,7 @@ def test_a_missing_tracker_package_is_refused_before_the_run(monkeypatch, capsys
         'pip install "minimind-tui[wandb]"',
         'minimind-tui: error: train.report_to: swanlab is not installed; '
         'pip install "minimind-tui[swanlab]"']
-    _, problems = validate({"train": {"report_to": "wandb"}})
+    problems = environment_problems(RunSettings.parse({"train": {"report_to": "wandb"}}))
     assert [(p.loc, p.text) for p in problems] == [
         ("train.report_to", 'wandb is not installed; pip install "minimind-tui[wandb]"')]
     assert not (tmp_path / "metrics.jsonl").exists()

@@ -14,8 +14,9 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
+from minimind.environment import validate_for_start
 from minimind.settings import Problem, RunSettings, SettingsError, read_toml
-from minimind_tui.form_schema import check_form, field_specs, form_data, settings_values
+from minimind_tui.form_schema import field_specs, form_data, settings_values
 from minimind_tui.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
 from minimind_tui.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
@@ -112,7 +113,7 @@ class ConfigureScreen(Screen[None]):
             return
         self._validated = raw
         changed = form.mark_changed(self.baseline)
-        self._draft, self.problems = check_form(self.specs, form_data(self.specs, raw), changed)
+        self._draft, self.problems = validate_for_start(form_data(self.specs, raw), changed)
         self._settings = None if self.problems else self._draft
         form.show_problems(self.problems)
         self.query_one(ProblemsPanel).show(self.problems)

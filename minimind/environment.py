@@ -1,0 +1,74 @@
+"""What a run needs from this machine, checked once when it starts (the app's Start, `--no-ui`,
+`--detach`): the files it reads, the trackers it logs to, the device it trains on.
+
+The settings' own rules (`minimind.settings_rules`) never look at the machine, so a run folder's
+config.toml reads the same everywhere; this is the one place that does. Every problem comes back
+at once, each against its field, like the settings' own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any
+
+from minimind.settings import Problem, RunSettings
+from minimind.settings_rules import validate
+
+# Fields that name something on disk that must already exist; other strings (out_dir,
+# save_weight) name things the run creates. Types cannot say this, so it is listed here.
+PATH_FIELDS = ("data_path", "val_data_path", "tokenizer_path", "from_weight")
+
+
+def path_problem(value: str) -> str | None:
+    """Why a path field's value does not point at anything, or None if it does (or is empty).
+
+    `builtin:<name>` counts as existing when the corpus is bundled, and a bare "builtin" is
+    the bundled tokenizer. Relative paths are checked against the current directory, as the
+    engine resolves them.
+    """
+    if not value:
+        return None
+    if value.startswith("builtin"):
+        from minimind.data.corpus import BUILTIN_PREFIX, BUILTINS
+
+        name = value.removeprefix(BUILTIN_PREFIX) if value != "builtin" else ""
+        if value == "builtin" or name in BUILTINS:
+            return None
+        return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+    return None if Path(value).expanduser().exists() else f"{value}: not found"
+
+
+def environment_problems(settings: RunSettings) -> list[Problem]:
+    """Everything this machine lacks for `settings`: missing files, trackers, devices."""
+    t = settings.train
+    out = [Problem(f"train.{name}", why) for name in PATH_FIELDS
+           if (why := path_problem(getattr(t, name).strip()))]
+    if t.report_to:
+        from minimind.trackers import install_command, missing_trackers
+
+        out += [Problem("train.report_to", f"{name} is not installed; {install_command(name)}")
+                for name in missing_trackers(t.report_to)]
+    if t.device.startswith("cuda") or t.dtype == "float16" and t.device == "auto":
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(t.device.partition(":")[2] or 0)
+        if t.device.startswith("cuda") and not gpus:
+            out.append(Problem("train.device", "CUDA is not available on this machine"))
+        elif t.device.startswith("cuda") and index >= gpus:
+            out.append(Problem("train.device", f"no such GPU (this machine has {gpus})"))
+        elif t.device == "auto" and not gpus:
+            out.append(Problem("train.dtype", "float16 needs a CUDA device and this machine has "
+                                              "none; use bfloat16 or float32 on CPU",
+                               ("train.device",)))
+    return out
+
+
+def validate_for_start(data: dict[str, Any], changed: Collection[str] = ()
+                       ) -> tuple[RunSettings, list[Problem]]:
+    """`validate`, then what this machine lacks: every problem a start would meet, at once.
+    A field's own error hides what the machine would say about the default standing in."""
+    settings, problems = validate(data, changed)
+    invalid = {p.loc for p in problems}
+    return settings, problems + [p for p in environment_problems(settings) if p.loc not in invalid]

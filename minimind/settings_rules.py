@@ -1,0 +1,157 @@
+"""The rules of `minimind.settings`: per-field messages, the rules that tie fields together, and
+the typing of raw values (command-line flags) before any rule runs.
+
+Every rule here is pure: it looks at the settings only, never at the machine, so a config.toml
+written on a GPU server validates the same on a laptop. What the machine must provide (devices,
+trackers, files) is checked once, at start, by `minimind.environment`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
+
+from minimind.family import family_defaults, shape_problems
+from minimind.settings import SECTIONS, ModelSettings, Problem, RunSettings
+
+_MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+               "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
+
+
+def validate(data: dict[str, Any], changed: Collection[str] = ()
+             ) -> tuple[RunSettings, list[Problem]]:
+    """Settings and every problem in `data`, each rule run once: per-field errors, then the
+    cross-field rules whose fields are all valid (so an invalid field does not hide an unrelated
+    rule, and does not trigger a false one). The settings are only meaningful without problems."""
+    problems: list[Problem] = []
+    sections: dict[str, BaseModel] = {}
+    for name, model_cls in SECTIONS.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
+            raw = {}
+        try:
+            sections[name] = model_cls.model_validate(raw)
+        except ValidationError as e:
+            errors = [_field_problem(name, err) for err in e.errors()]
+            problems += errors
+            bad = {p.loc.split(".")[1] for p in errors if "." in p.loc}
+            # Defaults stand in for the invalid fields, so the other rules can still run.
+            sections[name] = model_cls.model_validate(
+                {k: v for k, v in raw.items() if k not in bad and k in model_cls.model_fields})
+    settings = RunSettings.model_construct(**sections)
+    invalid = {p.loc for p in problems}
+    for problem in cross_field_problems(settings):
+        involved = (problem.loc, *problem.related)
+        if invalid.isdisjoint(involved):
+            problems.append(_blame_changed(problem, changed))
+    return settings, problems
+
+
+def type_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:
+    """Raw values (a flag's text: "0", "1e-3", ["wandb"]) as the types of their fields, without
+    the fields' limits: `--batch_size 0` types to 0, which the rules then reject, so a form can
+    show it beside its field; `--use_moe maybe` has no value to show and is a problem here."""
+    model_cls = SECTIONS[section]
+    typed: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name, raw in values.items():
+        try:
+            typed[name] = _field_type(model_cls, name).validate_python(raw)
+        except ValidationError as e:
+            problems += [_field_problem(section, {**err, "loc": (name, *err["loc"])})
+                         for err in e.errors()]
+    return typed, problems
+
+
+def _field_type(model_cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    info = model_cls.model_fields[name]
+    parsers = [m for m in info.metadata if isinstance(m, BeforeValidator)]
+    annotation = Annotated[(info.annotation, *parsers)] if parsers else info.annotation
+    return TypeAdapter(annotation, config={k: v for k, v in model_cls.model_config.items()
+                                           if k != "extra"})
+
+
+def _field_problem(section: str, err: dict[str, Any]) -> Problem:
+    field, *within = map(str, err["loc"])
+    message = _short_message(err)
+    if within and within[0].isdigit():  # one item of a list setting
+        message = f"item {int(within[0]) + 1}: {message}"
+    return Problem(f"{section}.{field}", message)
+
+
+def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:
+    if not problem.related or problem.loc in changed:
+        return problem
+    for i, loc in enumerate(problem.related):
+        if loc in changed:
+            others = (problem.loc, *problem.related[:i], *problem.related[i + 1:])
+            return Problem(loc, problem.message, others)
+    return problem
+
+
+def _short_message(err: dict[str, Any]) -> str:
+    ctx = err.get("ctx", {})
+    kind = err["type"]
+    simple = {
+        "greater_than_equal": lambda: f"must be ≥ {ctx['ge']}",
+        "greater_than": lambda: f"must be > {ctx['gt']}",
+        "less_than_equal": lambda: f"must be ≤ {ctx['le']}",
+        "less_than": lambda: f"must be < {ctx['lt']}",
+        "int_parsing": lambda: "must be a whole number",
+        "int_parsing_size": lambda: "is far too large",
+        "int_from_float": lambda: "must be a whole number",
+        "int_type": lambda: "must be a whole number",
+        "float_parsing": lambda: "must be a number",
+        "float_type": lambda: "must be a number",
+        "finite_number": lambda: "must be a finite number",
+        "bool_parsing": lambda: "must be true or false (1 or 0)",
+        "bool_type": lambda: "must be true or false (1 or 0)",
+        "literal_error": lambda: f"must be one of {ctx['expected']}",
+        "string_pattern_mismatch": lambda: f"has an invalid form (expected {ctx['pattern']})",
+        "extra_forbidden": lambda: "unknown setting",
+        "string_type": lambda: "must be text",
+        "model_type": lambda: "must be a table of settings",
+    }
+    return simple[kind]() if kind in simple else err["msg"]
+
+
+def cross_field_problems(s: RunSettings) -> list[Problem]:
+    """Rules that involve more than one field, each reported against the field to change."""
+    m, t = s.model, s.train
+    out: list[Problem] = []
+
+    def bad(loc: str, message: str, *related: str) -> None:
+        out.append(Problem(loc, message, related))
+
+    family = family_defaults(m.family, m.hidden_size)
+    for shape in shape_problems(
+            m.hidden_size, m.num_attention_heads,
+            m.num_key_value_heads or family["num_key_value_heads"],
+            n_routed_experts=m.n_routed_experts,
+            num_experts_per_tok=m.num_experts_per_tok or family["num_experts_per_tok"]):
+        loc, *related = (f"model.{name}" for name in shape.fields)
+        bad(loc, shape.message, *related)
+    if not m.use_moe:
+        defaults = ModelSettings()
+        for name in _MOE_FIELDS:
+            if getattr(m, name) != getattr(defaults, name):
+                bad(f"model.{name}", "only applies when use_moe is on", "model.use_moe")
+    if t.max_seq_len > m.max_position_embeddings:
+        bad("train.max_seq_len",
+            f"must be ≤ max_position_embeddings ({m.max_position_embeddings})",
+            "model.max_position_embeddings")
+    if t.packing and m.vocab_size > 65535:
+        bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
+            "model.vocab_size")
+    if not t.data_path.strip():
+        bad("train.data_path", "is required")
+    if t.eval_interval and not t.val_data_path.strip():
+        bad("train.eval_interval", "needs validation data: set val_data_path (or set "
+                                   "eval_interval to 0)", "train.val_data_path")
+    if t.dtype == "float16" and t.device == "cpu":
+        bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU",
+            "train.device")
+    return out
