@@ -33,9 +33,12 @@ DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
 
 def _lines(value: Any) -> Any:
-    """A list of texts also accepts one string with an item per line (a text box's value)."""
+    """A list of texts also accepts one string with an item per line (a text box's value).
+    Either way an item is one non-blank line, so a list reads back the same from the form."""
     if isinstance(value, str):
-        return [line for line in value.splitlines() if line.strip()]
+        value = [value]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [line for item in value for line in item.splitlines() if line.strip()]
     return value
 
 
@@ -47,6 +50,9 @@ def _words(value: Any) -> Any:
 
 
 TextList = Annotated[list[str], BeforeValidator(_lines)]
+# No run can use inf or nan, and spaces around a value are never meant (a form field cannot
+# even show them): refused and stripped alike from flags, presets and the form.
+SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
 
 def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
@@ -56,7 +62,7 @@ def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
 class ModelSettings(BaseModel):
     """MiniMindConfig fields a user sets; `None` means "the family's default"."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = SECTION_CONFIG
 
     family: Literal["minimind2", "minimind3"] = _field(
         "minimind2", "Model", "upstream architecture family that supplies the defaults left empty")
@@ -100,7 +106,7 @@ class ModelSettings(BaseModel):
 class TrainSettings(BaseModel):
     """The seed's `Arguments`, spelled as upstream's `train_pretrain.py` flags."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = SECTION_CONFIG
 
     data_path: str = _field(
         "builtin:shakespeare", "Data", "JSONL of {\"text\": ...} lines, or builtin:shakespeare")

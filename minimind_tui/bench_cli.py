@@ -20,12 +20,14 @@ from minimind_tui import exit_codes
 from minimind_tui.flags import add_settings_flags, overrides_from_args
 from minimind_tui.presets import load_settings
 
+PROG = "minimind-tui bench"
+
 DEFAULT_VARIANTS = "baseline,padded,packed"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="minimind-tui bench",
+        prog=PROG,
         description="Train a preset for a fixed number of steps after warm-up and report "
                     "useful tokens/s (padding excluded), padded tokens/s, MFU, step time and "
                     "peak memory for each variant. Data: the bundled corpus unless "
@@ -73,23 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--micro_batches must be at least 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
-    overrides = overrides_from_args(args)
-    # Presets name upstream's files (dataset/..., model/); a benchmark uses the bundled ones
-    # unless told otherwise, so it runs anywhere.
-    overrides["train"].setdefault("data_path", "builtin:shakespeare")
-    overrides["train"].setdefault("tokenizer_path", "")
     # Imported here so that --help and flag errors answer before torch loads.
     from minimind.bench import BenchError, parse_variant, run_bench
 
     try:
+        overrides = overrides_from_args(args)[0]  # a flag of the wrong type: load_settings says
+        # Presets name upstream's files (dataset/..., model/); a benchmark uses the bundled
+        # ones unless told otherwise, so it runs anywhere.
+        overrides["train"].setdefault("data_path", "builtin:shakespeare")
+        overrides["train"].setdefault("tokenizer_path", "")
         for v in variants:
             parse_variant(v)
         base = load_settings(args.preset, overrides)
     except (SettingsError, BenchError) as e:
-        problems = e.problems if isinstance(e, SettingsError) else [e]
-        for problem in problems:
-            print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
-        return exit_codes.INVALID
+        return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
+                                  prog=PROG)
 
     out = args.out.open("a", encoding="utf-8") if args.out else None
 
@@ -108,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         records = run_bench(base, args.preset, variants, micro_batches, args.warmup, args.steps,
                             mode, emit, log, args.repeat)
     except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
-        for problem in e.problems:
-            print(f"minimind-tui bench: error: {problem}", file=sys.stderr)
-        return exit_codes.INVALID
+        return exit_codes.invalid(*e.problems, prog=PROG)
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
         return exit_codes.SIGNALLED

@@ -13,11 +13,12 @@ import importlib.metadata
 import os
 import sys
 
-from minimind.settings import SettingsError
+from minimind.settings import RunSettings, SettingsError
 from minimind_tui import exit_codes
+from minimind_tui.exit_codes import invalid
 from minimind_tui.flags import add_settings_flags, overrides_from_args
-from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets, load_settings,
-                                  preset_data)
+from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
+                                  load_start_settings, preset_data)
 
 # name -> ("module:function" taking argv and returning an exit code, what it does); the module
 # is imported only when its command runs.
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a bundled or user preset name, or a .toml file")
     parser.add_argument("--no-ui", action="store_true",
                         help="run headless: print settings, then upstream-style log lines")
+    parser.add_argument("--detach", action="store_true",
+                        help="with --no-ui: start the run in the background, detached from this "
+                             "terminal (output to OUT_DIR/launch.log), print its pid and how to "
+                             "watch it, and return")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     add_settings_flags(parser)
     return parser
@@ -61,36 +66,61 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader left early (`minimind-tui runs | head`): it has all it wanted. Nothing
+        # more may reach the pipe, not even the interpreter's final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.OK
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         module, _, function = SUBCOMMANDS[argv[0]][0].partition(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
-    args = build_parser().parse_args(argv)
-    overrides = overrides_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.detach and not args.no_ui:
+        parser.error("--detach starts a headless run: use it with --no-ui")
+    overrides, untyped = overrides_from_args(args)  # typed here, once, for either mode
+    try:
+        if args.no_ui:  # every problem at once: the untyped flags are among them
+            settings = load_start_settings(args.preset, overrides)
+        else:  # a preset that cannot be read cannot be shown; bad values are shown in the form
+            preset_data(args.preset or DEFAULT_PRESET)
+    except SettingsError as e:
+        return invalid(*e.problems)
+    if untyped:  # a switch cannot show "maybe"
+        return invalid(*untyped)
     if args.no_ui:
-        try:
-            settings = load_settings(args.preset, overrides)
-        except SettingsError as e:
-            return invalid(*e.problems)
-        from minimind.distributed import launched_by_torchrun
-        from minimind_tui.launch import exec_torchrun, needs_torchrun
-
-        # nproc_per_node > 1 outside torchrun: become torchrun, which runs this line again.
-        if needs_torchrun(settings.train) and not launched_by_torchrun():
-            exec_torchrun(settings.train, argv)
-        from minimind_tui.headless import run_headless
-
-        return run_headless(settings)
+        return _headless(settings, argv, detach=args.detach)
     if not terminal_attached():
         return invalid("no terminal (stdin or stderr is not a TTY, e.g. under nohup or cron): "
                        "use --no-ui to train headless")
-    try:  # a preset that cannot be read cannot be shown; bad values are shown in the form
-        preset_data(args.preset or DEFAULT_PRESET)
-    except SettingsError as e:
-        return invalid(*e.problems)
     from minimind_tui.app import MiniMindApp
 
-    MiniMindApp(args.preset, overrides).run_until_stopped()
-    return exit_codes.OK
+    app = MiniMindApp(args.preset, overrides)
+    app.run_until_stopped()
+    return app.return_code or exit_codes.OK  # Textual sets 1 when the app crashed
+
+
+def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
+    from minimind.distributed import launched_by_torchrun
+    from minimind_tui.launch import exec_torchrun, needs_torchrun
+
+    if detach:
+        from minimind_tui.headless import start_detached
+
+        return start_detached(settings)
+    # nproc_per_node > 1 outside torchrun: become torchrun, which runs this line again.
+    if needs_torchrun(settings.train) and not launched_by_torchrun():
+        exec_torchrun(settings.train, argv)
+    from minimind_tui.headless import run_headless
+
+    return run_headless(settings)
 
 
 def terminal_attached() -> bool:
@@ -104,12 +134,6 @@ def _version() -> str:
         return importlib.metadata.version("minimind-tui")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
         return "(not installed)"
-
-
-def invalid(*problems: object, prog: str = "minimind-tui") -> int:
-    for problem in problems:
-        print(f"{prog}: error: {problem}", file=sys.stderr)
-    return exit_codes.INVALID
 
 
 def tokenizer_command(argv: list[str]) -> int:

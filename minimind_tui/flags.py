@@ -1,8 +1,9 @@
 """Command-line flags generated from the settings models, spelled as upstream spells them.
 
-`--batch_size 16 --hidden_size 768 --use_moe 1 --data_path ...` keep working for MiniMind users;
-values stay strings here and pydantic parses them, so the CLI, presets and the form share one
-set of rules and messages. The flags come from the same `FieldSpec`s as the form's fields.
+`--batch_size 16 --hidden_size 768 --use_moe 1 --data_path ...` keep working for MiniMind users.
+Each flag's text is typed here, once, by its field's own pydantic type (`--use_moe 0` is False,
+`--qk_norm 1` True), so the dashboard and `--no-ui` receive the same values and the rules that
+follow never see a raw string. The flags come from the same `FieldSpec`s as the form's fields.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from minimind.settings import SECTIONS
+from minimind.settings import SECTIONS, Problem
+from minimind.settings_rules import type_values
 from minimind_tui.form_schema import FieldSpec, field_specs
 
 _METAVARS = {"bool": "0|1", "tribool": "0|1", "int": "N", "float": "X"}
@@ -29,14 +31,24 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                                help=f"{spec.help} (default: {default})")
 
 
-def overrides_from_args(ns: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """`{"model": {...}, "train": {...}}` of exactly the flags given on the command line."""
-    out: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+def overrides_from_args(ns: argparse.Namespace
+                        ) -> tuple[dict[str, dict[str, Any]], list[Problem]]:
+    """`{"model": {...}, "train": {...}}` of exactly the flags given on the command line, each
+    as its field's type, and a problem for each flag whose text has no such value
+    (`--use_moe maybe`). That text stays in the overrides as given, so validating them reports
+    it with every other problem; a dashboard, which can only show values, must refuse it.
+    Limits (`--batch_size 0`) are the settings' rules, not a typing problem."""
+    given: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
     for key, value in vars(ns).items():
         section, _, name = key.partition(".")
-        if section in out and name:
-            out[section][name] = value
-    return out
+        if section in given and name:
+            given[section][name] = value
+    problems: list[Problem] = []
+    for section, values in given.items():
+        typed, untyped = type_values(section, values)
+        values.update(typed)
+        problems += untyped
+    return given, problems
 
 
 def _metavar(spec: FieldSpec) -> str:

@@ -52,8 +52,9 @@ class FieldSpec:
             return list(value or [])
         if value is None:
             return ""
-        if self.kind == "float":
-            return format(float(value), ".12g")
+        if self.kind == "float":  # short, unless that would change the value
+            short = format(float(value), ".12g")
+            return short if float(short) == float(value) else repr(float(value))
         return str(value)
 
     def parse(self, raw: Any) -> tuple[bool, Any]:

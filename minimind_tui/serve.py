@@ -39,17 +39,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     from minimind_tui.cli import build_parser as build_app_parser
-    from minimind_tui.cli import invalid
+    from minimind_tui.exit_codes import invalid
+    from minimind_tui.flags import overrides_from_args
 
     ours, app_args = split_app_args(argv)
     args = build_parser().parse_args(ours)
     app = build_app_parser().parse_args(app_args)  # a wrong app flag fails here, not per tab
-    if app.no_ui:
+    if app.no_ui or app.detach:
         return invalid("--no-ui trains headless; serve shows the dashboard", prog=PROG)
     try:
         preset_data(app.preset or DEFAULT_PRESET)
     except SettingsError as e:
         return invalid(*e.problems, prog=PROG)
+    untyped = overrides_from_args(app)[1]
+    if untyped:  # every tab would refuse them
+        return invalid(*untyped, prog=PROG)
     if importlib.util.find_spec("textual_serve") is None:
         return invalid('textual-serve is not installed; pip install "minimind-tui[serve]"',
                        prog=PROG)
