@@ -34,6 +34,8 @@ LOCK_FILE = ".run.lock"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 ERROR_FILE = "error.log"
+# A launcher that took a folder's lock for its child names the inherited descriptor here.
+LOCK_FD_ENV = "MINIMIND_RUN_LOCK_FD"
 HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead.
 STALE_SECONDS = 10 * 60.0
@@ -134,9 +136,12 @@ class RunFolder:
         """Take the folder for a new trainer: lock it, then check consent. Returns a note about
         what was found (a crashed predecessor, a run to replace) or "". Raises RunBusy if a live
         process holds it, PermissionError (with a message) if it holds a run and neither
-        `resume` nor `overwrite` allows reusing it. The lock is held until `release`."""
+        `resume` nor `overwrite` allows reusing it. The lock is held until `release`; a
+        launcher hands it to its child with `LOCK_FD_ENV`, and the child's claim takes it over."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = self._inherited_lock()
+        if fd is None:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -151,19 +156,51 @@ class RunFolder:
             self.release()
             raise
 
+    @property
+    def lock_fd(self) -> int | None:
+        """The descriptor holding the lock while claimed (for a launcher to hand over)."""
+        return self._lock_fd
+
+    def _inherited_lock(self) -> int | None:
+        """The descriptor of this folder's lock file that a launcher passed down, if any: its
+        lock is already this process's, so no other launch can slip in between."""
+        value = os.environ.get(LOCK_FD_ENV, "")
+        if not value.isdigit():
+            return None
+        try:
+            held, here = os.fstat(int(value)), os.stat(self.path / LOCK_FILE)
+        except OSError:
+            return None
+        if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
+            return None
+        del os.environ[LOCK_FD_ENV]  # taken: a process started from here inherits no claim
+        return int(value)
+
+    def refusal(self, *, resume: bool, overwrite: bool) -> RunBusy | PermissionError | None:
+        """Why a new trainer may not use this folder, or None: a live run is in it, or a run
+        that neither `resume` nor `overwrite` allows reusing."""
+        status = self.status()
+        if self.state(status) == "running":
+            where = f" on {status.host}" if status and status.host != socket.gethostname() else ""
+            return RunBusy(f"{self.path} is in use by a running training{where} "
+                           f"({self.describe(status)}); watch it with: minimind-tui watch "
+                           f"{self.path}")
+        if self.holds_a_run() and not (resume or overwrite):
+            return PermissionError(
+                f"{self.path} already holds a run ({self.describe(status)}); continue it with "
+                "--from_resume 1, train into another --out_dir, or replace it with "
+                "--overwrite 1 (its files are deleted)")
+        return None
+
     def _consent(self, resume: bool, overwrite: bool) -> str:
+        refusal = self.refusal(resume=resume, overwrite=overwrite)
+        if refusal is not None:
+            raise refusal
         status = self.status()
         state = self.state(status)
-        if state == "running":  # status says running, another host, heartbeat fresh
-            raise RunBusy(f"{self.path} is in use by a running training on {status.host} "
-                          f"({self.describe(status)})")
         if not self.holds_a_run() or resume:
             return f"the previous process crashed: {self.describe(status)}" \
                 if state == "crashed" else ""
-        if not overwrite:
-            raise PermissionError(
-                f"{self.path} already holds a run ({self.describe(status)}); continue it with "
-                "from_resume, train into another out_dir, or replace it with overwrite")
         self.replace_on_start = True
         return f"replacing the earlier run ({self.describe(status)})"
 

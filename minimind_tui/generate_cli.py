@@ -22,6 +22,17 @@ from minimind_tui import exit_codes
 PROG = "minimind-tui generate"
 
 
+def _seed(text: str) -> int:
+    """A seed torch's generator takes: 0 to 2**64 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if not 0 <= value < 1 << 64:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**64 - 1, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         default=1.0, help="above 1 discourages repeats, 1: off (default)")
     parser.add_argument("--ignore_eos", "--ignore-eos", action="store_true",
                         help="keep going past the end-of-text token")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=_seed, default=None,
                         help="seed for sampling (default: a new one each time)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,

@@ -4,7 +4,8 @@ that never loses a run's last steps.
 The first SIGINT, SIGTERM or SIGHUP (Ctrl+C, `kill`, a closed SSH terminal) asks the engine to
 finish its step and write a checkpoint: exit 130. A second one aborts at once, without a new
 checkpoint (the previous one is intact): exit 3. After a hang-up the terminal is gone, so
-messages that cannot be printed are dropped instead of ending the run.
+messages that cannot be printed are dropped instead of ending the run. A signal this process
+was started ignoring stays ignored: `nohup` ignores SIGHUP so that the run outlives the terminal.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
+from minimind.run_folder import RunFolder
 from minimind.settings import RunSettings
 from minimind_tui import exit_codes
 
@@ -40,6 +43,12 @@ def run_headless(settings: RunSettings) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         import tomli_w
 
+        refusal = RunFolder(Path(settings.train.out_dir).expanduser()).refusal(
+            resume=settings.train.from_resume, overwrite=settings.train.overwrite)
+        if refusal is not None:  # said before the settings, which would bury it
+            say(f"minimind-tui: error: train.out_dir: {refusal}")
+            return exit_codes.INVALID
+
         try:
             print("# resolved settings\n" + tomli_w.dumps(settings.to_toml_dict()), flush=True)
         except OSError:
@@ -59,7 +68,8 @@ def run_headless(settings: RunSettings) -> int:
             "checkpoint (send it again to abort without one)")
 
     for sig in STOP_SIGNALS:
-        signal.signal(sig, on_signal)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, on_signal)
     try:
         result = Trainer(settings, [ConsoleSink()], stop).run()
     except Aborted:
@@ -74,3 +84,27 @@ def run_headless(settings: RunSettings) -> int:
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
     return exit_codes.FAILED
+
+
+def start_detached(settings: RunSettings) -> int:
+    """`--no-ui --detach`: the same run in a child of its own session (the app's detached
+    launch), and where to find it; this process returns at once."""
+    from minimind.run_folder import RunBusy
+    from minimind_tui.launch import launch
+
+    out_dir = Path(settings.train.out_dir).expanduser()
+    try:
+        child = launch(settings, detached=True)
+    except RunBusy as e:
+        return exit_codes.invalid(f"train.out_dir: {e}")
+    except OSError as e:  # a refusal to reuse the folder names no file; the system's do
+        where = f"{e.filename}: {e.strerror}" if e.filename else f"train.out_dir: {e}"
+        return exit_codes.invalid(where)
+    pid = child.popen.pid
+    print(f"started {child.what} in the background: pid {pid}\n"
+          f"  out_dir  {out_dir}\n"
+          f"  output   {child.log_path}\n"
+          f"  watch it with: minimind-tui watch {out_dir}\n"
+          f"  list runs with: minimind-tui runs {out_dir.parent}\n"
+          f"  stop it (with a checkpoint) with: kill {pid}")
+    return exit_codes.OK

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from minimind.run_folder import LOCK_FD_ENV, RunFolder
 from minimind.settings import RunSettings, TrainSettings
 
 SETTINGS_FILE = "launch.toml"
@@ -95,21 +96,37 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
     """Start the run in a child process. Detached: in a session of its own, so neither the
     terminal's hang-up nor the app's exit reaches it. Otherwise in a process group of its own,
     so only the app signals it (a terminal's signal would reach it twice: directly and from
-    the app). Raises OSError if the run folder or the log cannot be written."""
-    out_dir = Path(settings.train.out_dir).expanduser()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings_file = settings.save_toml(out_dir / SETTINGS_FILE)
-    command = child_command(settings, settings_file)
-    log_path = out_dir / LOG_FILE
-    with open(log_path, "ab") as log:  # appended: a resumed run keeps its earlier output
-        offset = log.tell()
-        log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n".encode())
-        log.flush()
-        popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, env=child_env(),
-                                 start_new_session=detached,
-                                 process_group=None if detached else 0)
-    what = "torchrun" if needs_torchrun(settings.train) else "the training process"
+    the app).
+
+    The folder is claimed (locked, consent checked) before anything is written into it, and a
+    single training process inherits the lock: a second launch into the folder is refused
+    before it can replace this one's launch.toml. (torchrun's workers cannot inherit it, so a
+    multi-process launch releases it once its files are written; rank 0 takes it again.)
+    Raises RunBusy or PermissionError when the folder may not be used, OSError if it or the
+    log cannot be written."""
+    train = settings.train
+    out_dir = Path(train.out_dir).expanduser()
+    folder = RunFolder(out_dir)
+    folder.claim(resume=train.from_resume, overwrite=train.overwrite)
+    try:
+        settings_file = settings.save_toml(out_dir / SETTINGS_FILE)
+        command = child_command(settings, settings_file)
+        env, inherited = child_env(), ()
+        if not needs_torchrun(train):
+            env[LOCK_FD_ENV] = str(folder.lock_fd)
+            inherited = (folder.lock_fd,)
+        log_path = out_dir / LOG_FILE
+        with open(log_path, "ab") as log:  # appended: a resumed run keeps its earlier output
+            offset = log.tell()
+            log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n".encode())
+            log.flush()
+            popen = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, env=env, pass_fds=inherited,
+                                     start_new_session=detached,
+                                     process_group=None if detached else 0)
+    finally:
+        folder.release()  # this process's copy; the child's keeps the folder locked
+    what = "torchrun" if needs_torchrun(train) else "the training process"
     return ChildProcess(popen, log_path, offset, detached, time.time(), what)
 
 

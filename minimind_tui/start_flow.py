@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from minimind.checkpoint import find_resume_files
 from minimind.follow import Follower
-from minimind.run_folder import METRICS_FILE, RunFolder
+from minimind.run_folder import METRICS_FILE, RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.launch import launch, needs_torchrun
 from minimind_tui.run_source import CHUNK_BYTES, FolderSource, RunSource
@@ -108,6 +108,10 @@ class StartFlow:
     def launch(self, settings: RunSettings, *, detached: bool = False) -> None:
         try:
             source = make_source(settings, detached=detached)
+        except RunBusy as e:  # another launch took the folder since the question above
+            self.app.notify(str(e), title="Cannot launch the run", severity="error",
+                            markup=False)
+            return
         except OSError as e:
             self.app.notify(f"{e.filename or settings.train.out_dir}: {e.strerror or e}",
                             title="Cannot launch the run", severity="error", markup=False)

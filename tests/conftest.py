@@ -15,11 +15,13 @@ def _cache_dir(tmp_path_factory):
     yield
 
 
-@pytest.fixture(autouse=True)
-def _dashboard_redraws_as_for_a_gpu_run(monkeypatch):
-    """Every test trains on the CPU, where the dashboard redraws its charts and log every 10 s
-    instead of 3 s to leave the cores to training (measured by scripts/ui_overhead.py): tests
-    that wait for a line or a chart would only wait longer. They get the GPU-run rhythm."""
+@pytest.fixture
+def gpu_run_redraw_rhythm(monkeypatch):
+    """Tests train on the CPU, where the dashboard redraws its charts and log every 10 s
+    instead of 3 s to leave the cores to training (measured by scripts/ui_overhead.py): a test
+    that waits for a line or a chart would only wait longer, so it asks for the GPU-run rhythm
+    by name (`pytestmark` in the modules that follow live runs). Every other test, the
+    snapshots included, sees the product's own constants."""
     from minimind_tui.screens import dashboard
 
     monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", dashboard.CHARTS_SECONDS)

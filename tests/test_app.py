@@ -24,6 +24,9 @@ from minimind_tui.widgets.metric_plot import MetricPlot, nice_ticks
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
 
+# These tests follow live CPU runs on the dashboard and wait for its lines and charts.
+pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
+
 SIZE = (120, 40)
 
 
@@ -431,7 +434,7 @@ async def test_charts_and_log_redraw_less_often_while_the_cpu_trains(device, eve
 
     from minimind_tui.screens import dashboard
 
-    monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", 10.0)  # undo conftest's rhythm
+    monkeypatch.setattr(dashboard, "CHARTS_SECONDS_CPU_RUN", 10.0)  # undo this module's rhythm
     events = fixed_events(40)
     events[1] = dataclasses.replace(events[1], device=device)
     app = MiniMindApp("tiny", {})

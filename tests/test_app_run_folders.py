@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from textual.widgets import Button, Static
 
 from minimind.events import RunStarted
@@ -21,6 +22,9 @@ from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.choice import ChoiceScreen
 from test_app import SIZE, quick_app, wait_until
 from test_run_folder import cli, start, wait_for
+
+# These tests follow live CPU runs on the dashboard and wait for its lines and charts.
+pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
 
 
 def status_text(app: MiniMindApp) -> str:

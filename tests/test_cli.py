@@ -1,13 +1,18 @@
 """The headless CLI as a user runs it: a real subprocess, real exit codes."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
+import tomllib
 
 import pytest
 import torch
+
+from minimind.run_folder import RunFolder
 
 CLI = [sys.executable, "-m", "minimind_tui"]
 FAST = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
@@ -22,9 +27,9 @@ def cli(*args, **kwargs):
 
 def test_help_lists_upstream_flags():
     out = cli("--help").stdout
-    for flag in ("--batch_size", "--hidden_size", "--use_moe", "--data_path", "--from_resume",
-                 "--no-ui", "--preset"):
-        assert flag in out
+    options = set(re.findall(r"^  (--[\w-]+)", out, re.MULTILINE))  # an option's own line
+    assert {"--batch_size", "--hidden_size", "--use_moe", "--data_path", "--from_resume",
+            "--no-ui", "--detach", "--preset"} <= options
 
 
 def test_completed_run_exits_0(tmp_path):
@@ -145,3 +150,97 @@ def test_tokenizer_subcommand_speaks_like_the_main_cli(tmp_path):
                "--vocab_size", "300")
     assert proc.returncode == 0, proc.stderr
     assert "\n\n" not in proc.stderr + proc.stdout and proc.stderr == ""  # no progress bar
+
+
+def test_missing_files_are_reported_at_once_before_anything_runs(tmp_path):
+    proc = cli("--no-ui", *FAST, "--out_dir", str(tmp_path / "run"),
+               "--data_path", str(tmp_path / "train.jsonl"),
+               "--tokenizer_path", str(tmp_path / "tokenizer"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"minimind-tui: error: train.data_path: {tmp_path / 'train.jsonl'}: not found",
+        f"minimind-tui: error: train.tokenizer_path: {tmp_path / 'tokenizer'}: not found"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_holding_a_run_is_refused_in_one_line_naming_the_flags(tmp_path):
+    assert cli("--no-ui", *FAST, "--max_steps", "1", "--out_dir", str(tmp_path)).returncode == 0
+    proc = cli("--no-ui", *FAST, "--max_steps", "1", "--out_dir", str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stdout == ""  # no settings dump burying the refusal
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith(f"minimind-tui: error: train.out_dir: {tmp_path} already holds a run")
+    assert "--from_resume 1" in line and "--overwrite 1" in line
+
+
+def wait_until_finished(folder, seconds=240):
+    deadline = time.monotonic() + seconds
+    while RunFolder(folder).state() in ("", "running"):
+        assert time.monotonic() < deadline, (folder / "launch.log").read_text()
+        time.sleep(0.5)
+    return RunFolder(folder).state()
+
+
+def test_detach_starts_the_run_in_a_session_of_its_own_and_says_where(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("--no-ui", "--detach", *FAST, "--max_steps", "3", "--out_dir", str(out))
+    assert proc.returncode == 0, proc.stderr
+    pid = int(re.search(r"pid (\d+)", proc.stdout)[1])
+    assert os.getsid(pid) == pid  # setsid: the terminal's hang-up cannot reach it
+    for text in (str(out), str(out / "launch.log"), f"minimind-tui watch {out}",
+                 f"minimind-tui runs {tmp_path}"):
+        assert text in proc.stdout
+    assert wait_until_finished(out) == "completed"
+    assert "[completed] at step 3" in (out / "launch.log").read_text()
+
+
+def test_two_detached_launches_into_one_folder_train_the_survivors_settings(tmp_path):
+    """Started together: one takes the folder's lock before writing anything, the other is
+    refused, and the run trains with the settings of the launch that was not refused."""
+    out, rates = tmp_path / "run", ("0.001", "0.002")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launches = [subprocess.Popen([*CLI, "--no-ui", "--detach", *FAST, "--max_steps", "3",
+                                  "--learning_rate", rate, "--out_dir", str(out)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env) for rate in rates]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in launches]
+    started = [i for i, (code, _, _) in enumerate(results) if code == 0]
+    assert len(started) == 1, results
+    code, _, err = results[1 - started[0]]
+    assert code == 2 and "is in use by a running training" in err, err
+    assert wait_until_finished(out) == "completed"
+    for name in ("config.toml", "launch.toml"):
+        saved = tomllib.loads((out / name).read_text())
+        assert saved["train"]["learning_rate"] == float(rates[started[0]]), name
+
+
+def test_a_nohup_run_keeps_ignoring_the_hang_up(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(["nohup", *CLI, "--no-ui", *FAST, "--max_steps", "100000",
+                             "--out_dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    steps = (line for line in proc.stdout if line.startswith("Epoch:[1/1]"))
+    next(steps)
+    proc.send_signal(signal.SIGHUP)
+    for _ in range(3):  # trains on after the hang-up
+        next(steps)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGHUP" not in err and "SIGTERM received" in err
+
+
+@pytest.mark.parametrize("argv", [["runs", "{root}"], ["presets"], ["--help"]])
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path, argv):
+    read, write = os.pipe()
+    os.close(read)  # `| head` that has already exited: every write fails with EPIPE
+    proc = subprocess.run([*CLI, *(a.format(root=tmp_path) for a in argv)], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_generate_refuses_a_seed_torch_cannot_take(tmp_path):
+    proc = cli("generate", str(tmp_path), "--prompt", "hi", "--seed", str(10**23))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "argument --seed: must be from 0 to 2**64 - 1" in proc.stderr

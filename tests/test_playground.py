@@ -19,6 +19,9 @@ from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.widgets.samples_panel import SamplesPanel
 from test_app import SIZE, quick_app, wait_until
 
+# These tests follow live CPU runs on the dashboard and wait for its lines and charts.
+pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
