@@ -410,14 +410,11 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         for name in missing_trackers(t.report_to):
             bad("train.report_to", f"{name} is not installed; {install_command(name)}")
 
-    cuda = t.device.startswith("cuda")
     if t.device != "auto":
-        import torch
+        from minimind.device import device_problem
 
-        if cuda and not torch.cuda.is_available():
-            bad("train.device", "CUDA is not available on this machine")
-        elif cuda and ":" in t.device and int(t.device.split(":")[1]) >= torch.cuda.device_count():
-            bad("train.device", f"no such GPU (this machine has {torch.cuda.device_count()})")
+        if problem := device_problem(t.device):
+            bad("train.device", problem)
     if t.dtype == "float16" and not _will_use_cuda(t.device):
         bad("train.dtype", "float16 needs a CUDA device; use bfloat16 or float32 on CPU",
             "train.device")
