@@ -13,9 +13,9 @@ _EXPORTS = {
     "export_upstream_state_dict": "upstream",
     "infer_config": "upstream",
     "load_into": "upstream",
-    "load_model": "upstream",
-    "load_pretrained_weights": "upstream",
-    "load_weights_file": "upstream",
+    "load_model": "checkpoint_reader",
+    "load_pretrained_weights": "checkpoint_reader",
+    "read_checkpoint": "checkpoint_reader",
 }
 
 __all__ = list(_EXPORTS)

@@ -39,6 +39,7 @@ from minimind.atomic import atomic_file
 from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
 from minimind.data.sampler import epoch_batches
+from minimind.device import resolve_device
 from minimind.engine import Trainer
 from minimind.environment import environment_problems
 from minimind.events import RunStarted, StepMetrics
@@ -101,7 +102,7 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
     micro_batch = own_micro_batch or micro_batch
     train = dict(t.model_dump(), **overrides)
     if variant == BASELINE:
-        cuda = distributed.resolve_device(t.device).type == "cuda"
+        cuda = resolve_device(t.device).type == "cuda"
         train.update(packing=False, use_compile=False, num_workers=BASELINE_WORKERS,
                      dtype="float16" if cuda else "float32")
     if micro_batch:
@@ -193,7 +194,7 @@ def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None) -> 
 def run_baseline(settings: RunSettings, warmup: int, steps: int) -> dict[str, Any]:
     """The upstream training loop, step for step, on this codebase's model and data."""
     t, m = settings.train, settings.model
-    dist = distributed.DistInfo(0, 0, 1, distributed.resolve_device(t.device))
+    dist = distributed.DistInfo(0, 0, 1, resolve_device(t.device))
     device, cuda = dist.device, dist.device.type == "cuda"
     prep = prepare(settings, dist, lambda *_: None)
     prep.folder.release()  # the baseline writes nothing into the run folder
@@ -358,7 +359,7 @@ def _record(variant: str, preset: str | None, s: RunSettings, runs: list[dict[st
     good = [r for r in runs if "error" not in r]
     best = max(good, key=lambda r: r["useful_tokens_per_sec"]) if good else runs[-1]
     record = {"variant": variant, "preset": preset,
-              "device": str(distributed.resolve_device(t.device)),
+              "device": str(resolve_device(t.device)),
               "micro_batch": t.batch_size, "accumulation_steps": t.accumulation_steps, **best}
     if len(runs) > 1:
         record["runs_useful_tokens_per_sec"] = [r.get("useful_tokens_per_sec") for r in runs]

@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt,
+                      ValidationError)
 
 from minimind.atomic import atomic_write_many
-from minimind.torchfile import CheckpointError, safe_torch_load
+from minimind.meter import NonFiniteError
+from minimind.settings import ModelSettings
+from minimind.torchfile import CheckpointError, first_non_finite, safe_torch_load
 from minimind.upstream import export_upstream_state_dict
 
 RESUME_SUFFIX = "_resume.pth"
-RESUME_KEYS = ("model", "optimizer", "scaler", "progress", "rng", "settings", "world_size")
 
 
 def resume_path(weights_path: Path) -> Path:
@@ -71,21 +74,103 @@ def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
         "data": data,
     }
     resume = resume_path(weights_path)
-    atomic_write_many({weights_path: torch_bytes(export_upstream_state_dict(plain)),
-                       resume: torch_bytes(state)})
+    atomic_write_many({weights_path: weights_bytes(state["model"]), resume: torch_bytes(state)})
     return weights_path, resume
 
 
-def load_resume(path: Path) -> dict[str, Any]:
-    """A resume checkpoint's state, or CheckpointError naming the file and what is wrong."""
-    state = safe_torch_load(path)
-    missing = [k for k in RESUME_KEYS if not isinstance(state, dict) or k not in state]
-    if missing:
-        looks_like_weights = isinstance(state, dict) and all(
-            isinstance(v, torch.Tensor) for v in state.values())
-        what = "a weights file, not a resume checkpoint" if looks_like_weights else \
-            f"not a resume checkpoint (no {', '.join(missing)})"
-        raise CheckpointError(f"{path}: {what}")
+def weights_bytes(weights: torch.nn.Module | dict[str, torch.Tensor]) -> memoryview:
+    """Upstream's fp16 weights file, as bytes. NonFiniteError for NaN/inf, which no file we
+    write may hold (a weight beyond float16's range turns inf here too)."""
+    half = export_upstream_state_dict(weights)
+    if bad := first_non_finite(half):
+        raise NonFiniteError(f"{bad} holds NaN/inf (in float16); refusing to write such weights")
+    return torch_bytes(half)
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"must be a tensor, not {type(value).__name__}")
+    return value
+
+
+def _weights(value: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not value:
+        raise ValueError("holds no tensors")
+    if bad := first_non_finite(value):
+        raise ValueError(f"{bad} holds NaN/inf (the run diverged; use an earlier checkpoint)")
+    return value
+
+
+def _rng_bytes(value: torch.Tensor) -> torch.Tensor:
+    if value.dtype != torch.uint8 or value.dim() != 1 or not value.numel():
+        raise ValueError("must be a non-empty RNG state (a 1-D uint8 tensor)")
+    return value
+
+
+Tensor = Annotated[Any, AfterValidator(_tensor)]
+RngBytes = Annotated[Tensor, AfterValidator(_rng_bytes)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class _RngState(_Strict):
+    torch: RngBytes
+    cuda: RngBytes | None = None
+
+
+class _Progress(_Strict):
+    step: StrictInt = Field(ge=0)
+    tokens_seen: StrictInt = Field(0, ge=0)
+    elapsed: StrictFloat | StrictInt = Field(0.0, ge=0)
+
+
+class _Optimizer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    state: dict[StrictInt, dict[str, Any]]
+    param_groups: list[dict[str, Any]] = Field(min_length=1)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: ModelSettings
+    train: dict[str, Any]
+
+
+class ResumeFile(_Strict):
+    """What a resume checkpoint must hold, checked before any of it is used."""
+
+    model: Annotated[dict[str, Tensor], AfterValidator(_weights)]
+    optimizer: _Optimizer
+    scaler: dict[str, Any] | None
+    progress: _Progress
+    rng: list[_RngState] = Field(min_length=1)
+    settings: _Settings
+    world_size: StrictInt = Field(ge=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_resume(path: Path, state: Any = None) -> dict[str, Any]:
+    """A resume checkpoint's state (`state`: already unpickled from `path`), checked against
+    `ResumeFile`, or CheckpointError naming the file and the first thing wrong in it."""
+    state = safe_torch_load(path) if state is None else state
+    if isinstance(state, dict) and state and all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise CheckpointError(f"{path}: a weights file, not a resume checkpoint")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a resume checkpoint (it holds a "
+                              f"{type(state).__name__}, not a dict of its parts)")
+    try:
+        checked = ResumeFile.model_validate(state)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(map(str, err["loc"])) or "the file"
+        raise CheckpointError(f"{path}: not a valid resume checkpoint: {where}: "
+                              f"{err['msg'].removeprefix('Value error, ')}") from None
+    if len(checked.rng) != checked.world_size:
+        raise CheckpointError(f"{path}: not a valid resume checkpoint: rng: holds "
+                              f"{len(checked.rng)} states for world_size {checked.world_size}")
     return state
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from minimind.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -33,14 +35,6 @@ class DistInfo:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def resolve_device(setting: str, local_rank: int = 0) -> torch.device:
-    if setting == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda":
-        return torch.device(f"cuda:{local_rank}")
-    return torch.device(setting)
 
 
 def setup(device_setting: str) -> DistInfo:

@@ -49,16 +49,15 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
 
         out += [Problem("train.report_to", f"{name} is not installed; {install_command(name)}")
                 for name in missing_trackers(t.report_to)]
-    if t.device.startswith("cuda") or t.dtype == "float16" and t.device == "auto":
+    if t.device.startswith("cuda"):
+        from minimind.device import device_problem
+
+        if why := device_problem(t.device):
+            out.append(Problem("train.device", why))
+    elif t.device == "auto" and t.dtype == "float16":
         import torch
 
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        index = int(t.device.partition(":")[2] or 0)
-        if t.device.startswith("cuda") and not gpus:
-            out.append(Problem("train.device", "CUDA is not available on this machine"))
-        elif t.device.startswith("cuda") and index >= gpus:
-            out.append(Problem("train.device", f"no such GPU (this machine has {gpus})"))
-        elif t.device == "auto" and not gpus:
+        if not torch.cuda.is_available():
             out.append(Problem("train.dtype", "float16 needs a CUDA device and this machine has "
                                               "none; use bfloat16 or float32 on CPU",
                                ("train.device",)))

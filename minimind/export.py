@@ -1,18 +1,15 @@
 """Export a trained MiniMind model as a Hugging Face folder or as upstream MiniMind's ``.pth``.
 
-``load_source`` accepts a run folder (``config.toml`` + ``<save_weight>_<hidden>[_moe].pth``, or
-its resume file when that is all there is), a weights file (upstream's or ours, a resume
-checkpoint, ``.safetensors``) or a folder written by our ``save_pretrained``. Fields that tensor
-shapes cannot tell (rope_theta, rms_norm_eps, top-k, ...) come from the run's settings where there
-are any: the run folder's ``config.toml``, the settings inside a resume file, or the
-``config.toml`` of the run folder a weights file sits in; a bare upstream file gets the family
-defaults, which is what upstream trained with.
+The model comes from `checkpoint_reader.read_checkpoint`, which builds it from what was recorded
+with the weights (and says which record).
 
 ``export_hf`` writes ``config.json``, ``model.safetensors``, the tokenizer files and
 ``generation_config.json`` for the standard transformers class that computes the same function
 (``hf_architectures`` explains each mapping), or our own modeling code for
 ``trust_remote_code`` where no such class exists. The folder is built next to ``OUT``, loaded
-back and checked against our logits in float32, and only then moved into place.
+back and checked against our model's logits in float32, and only then moved into place. That
+check is of the conversion: that the folder computes what our model computes, with the config
+the reader took from its record.
 """
 
 from __future__ import annotations
@@ -26,19 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .atomic import atomic_write_bytes
-from .checkpoint import resume_path, torch_bytes
-from .config import MiniMindConfig
+from .checkpoint import weights_bytes
+from .checkpoint_reader import Checkpoint
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
+from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
-from .run_folder import CONFIG_FILE
-from .settings import ModelSettings, RunSettings, SettingsError, read_toml
-from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
-from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
-from .upstream import (WeightsMismatchError, _strip_wrapper_prefixes, export_upstream_state_dict,
-                       infer_config, load_into)
+from .tokenizer import load_tokenizer
+from .torchfile import first_non_finite
+from .upstream import load_into
 
 # Files a Hugging Face tokenizer folder may consist of; whichever exist are copied verbatim, so
 # the export loads with the same tokenizer class the source names.
@@ -60,14 +55,6 @@ class ExportVerificationError(RuntimeError):
 
 
 @dataclass
-class ExportSource:
-    model: MiniMindForCausalLM
-    weights_path: Path
-    config_origin: str  # where the non-layout fields came from, for the user
-    tokenizer_dir: Path
-
-
-@dataclass
 class ExportResult:
     path: Path
     architecture: str
@@ -78,170 +65,8 @@ class ExportResult:
         return self.architecture == REMOTE_CODE
 
 
-# -- reading the source ----------------------------------------------------------------------
-def load_source(src: str | Path, tokenizer_path: str | None = None) -> ExportSource:
-    """Load the model (and locate its tokenizer) from a run folder, weights file or saved folder.
-
-    ``tokenizer_path`` overrides the tokenizer the source names; "" means the bundled one.
-    """
-    path = Path(src).expanduser()
-    if path.is_dir():
-        if (path / CONFIG_FILE).is_file():
-            model, weights, origin, tokenizer = _from_run_folder(path)
-        elif (path / "config.json").is_file():
-            model, weights, origin, tokenizer = _from_saved_folder(path)
-        else:
-            raise ExportError(f"{path}: neither a run folder (no config.toml) nor a saved model "
-                              "(no config.json)")
-    elif path.is_file():
-        model, weights, origin, tokenizer = _from_weights_file(path)
-    else:
-        raise ExportError(f"{path}: no such file or folder")
-    if tokenizer_path is not None:
-        tokenizer = (tokenizer_path, "--tokenizer_path")
-    tokenizer_dir = _check_tokenizer(*tokenizer, model.config.vocab_size)
-    return ExportSource(model.eval(), weights, origin, tokenizer_dir)
-
-
-def _from_run_folder(folder: Path):
-    toml = folder / CONFIG_FILE
-    settings = _read_run_settings(toml)
-    model_settings, train, name = settings.model, settings.train, settings.weights_name()
-    weights = folder / name
-    if not weights.is_file():
-        if not resume_path(weights).is_file():
-            raise ExportError(f"{folder}: no {name} (nor its resume file): the run has not saved "
-                              "a checkpoint yet")
-        weights = resume_path(weights)
-    state_dict, _ = _read_checkpoint(weights)
-    model = _build(_config_from_settings(model_settings, toml), state_dict, weights)
-    return model, weights, str(toml), (train.tokenizer_path, f"train.tokenizer_path in {toml}")
-
-
-def _from_weights_file(path: Path):
-    state_dict, saved_settings = _read_checkpoint(path)
-    if saved_settings is not None:
-        where = f"the settings saved in {path.name}"
-        settings = _parse_settings(saved_settings, where)
-    else:
-        where, settings = str(path.parent / CONFIG_FILE), _settings_of_enclosing_run(path)
-    if settings is None:
-        try:
-            config = infer_config(state_dict)
-        except (ValueError, IndexError, ZeroDivisionError) as e:
-            raise ExportError(f"{path}: not a MiniMind checkpoint ({e})") from None
-        where = "tensor shapes (other fields: the family's defaults)"
-        return _build(config, state_dict, path), path, where, ("", "the bundled tokenizer")
-    model = _build(_config_from_settings(settings.model, where), state_dict, path)
-    return model, path, where, (settings.train.tokenizer_path,
-                                f"train.tokenizer_path in {where}")
-
-
-def _from_saved_folder(folder: Path):
-    try:
-        data = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as e:
-        raise ExportError(f"{folder / 'config.json'}: not readable JSON ({e})") from None
-    model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type != MiniMindConfig.model_type:
-        raise ExportError(f"{folder}: config.json describes a {model_type!r} model, not a MiniMind "
-                          "one (export needs our own checkpoint)")
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise ExportError(f"{folder}: no model.safetensors next to config.json")
-    try:
-        config = MiniMindConfig.from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise ExportError(f"{folder / 'config.json'}: {e}") from None
-    state_dict, _ = _read_checkpoint(weights)
-    has_tokenizer = any((folder / name).is_file()
-                        for name in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = (str(folder), f"{folder}") if has_tokenizer else ("", "the bundled tokenizer")
-    return _build(config, state_dict, weights), weights, str(folder / "config.json"), tokenizer
-
-
-def _read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """The state_dict in a weights file and, for a resume checkpoint, the run settings saved in it.
-
-    Only tensors and plain data are unpickled (``weights_only=True``): a checkpoint is user input.
-    """
-    try:
-        data = (safe_safetensors_load(path) if path.suffix == ".safetensors"
-                else safe_torch_load(path))
-    except CheckpointError as e:
-        raise ExportError(f"not a MiniMind checkpoint: {e}") from None
-    settings = None
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):  # resume checkpoint
-        settings = data.get("settings") if isinstance(data.get("settings"), dict) else None
-        data = data["model"]
-    if not (isinstance(data, dict) and data and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())):
-        raise ExportError(f"{path}: not a MiniMind checkpoint (no state_dict of tensors in it)")
-    return {_strip_wrapper_prefixes(k): v for k, v in data.items()}, settings
-
-
-def _build(config: MiniMindConfig, state_dict: dict[str, torch.Tensor], path: Path
-           ) -> MiniMindForCausalLM:
-    model = MiniMindForCausalLM(config)
-    try:
-        load_into(model, state_dict)
-    except WeightsMismatchError as e:
-        raise ExportError(f"{path}: " + "; ".join(line.strip() for line in str(e).splitlines())
-                          ) from None
-    return model
-
-
-def _read_run_settings(toml: Path) -> RunSettings:
-    """A run's config.toml, by the settings' own (machine-independent) rules."""
-    try:
-        data = read_toml(toml)
-    except SettingsError as e:
-        raise ExportError(str(e.problems[0])) from None
-    return _parse_settings(data, str(toml))
-
-
-def _parse_settings(data: dict, where: str) -> RunSettings:
-    try:
-        return RunSettings.parse(data)
-    except SettingsError as e:
-        raise ExportError(f"{where}: " + "; ".join(map(str, e.problems))) from None
-
-
-def _settings_of_enclosing_run(path: Path) -> RunSettings | None:
-    """Settings of the run folder ``path`` lies in, if it is that run's weights or resume file."""
-    toml = path.parent / CONFIG_FILE
-    if not toml.is_file():
-        return None
-    try:
-        settings = _read_run_settings(toml)
-    except ExportError:  # not a config.toml of ours: the file stands alone
-        return None
-    name = settings.weights_name()
-    return settings if path.name in (name, resume_path(Path(name)).name) else None
-
-
-def _config_from_settings(model_settings: ModelSettings, where: str | Path) -> MiniMindConfig:
-    try:
-        return MiniMindConfig(**model_settings.to_config_kwargs())
-    except ValueError as e:
-        raise ExportError(f"{where}: {e}") from None
-
-
-def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:
-    try:
-        tokenizer = load_tokenizer(spec or None)
-    except TokenizerError as e:
-        hint = "" if where == "--tokenizer_path" else "; choose one with --tokenizer_path"
-        raise ExportError(f"tokenizer ({where}): {e}{hint}") from None
-    if len(tokenizer) > vocab_size:
-        raise ExportError(f"tokenizer ({where}) has {len(tokenizer)} tokens, more than the "
-                          f"model's vocab_size {vocab_size}")
-    return BUNDLED_TOKENIZER_DIR if spec.strip() in BUNDLED_NAMES else Path(spec).expanduser()
-
-
-
 # -- writing ---------------------------------------------------------------------------------
-def export_hf(source: ExportSource, out: str | Path, *, dtype: torch.dtype = torch.float32,
+def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch.float32,
               remote_code: bool = False, verify: bool = True, overwrite: bool = False
               ) -> ExportResult:
     """Write the Hugging Face folder ``out`` (see the module docstring)."""
@@ -257,30 +82,74 @@ def export_hf(source: ExportSource, out: str | Path, *, dtype: torch.dtype = tor
     }
     config_dict.update(special_ids)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if bad := first_non_finite(weights):
+        raise ExportError(f"{bad} does not fit {str(dtype).removeprefix('torch.')} (it turns "
+                          "inf): export as float32 or bfloat16")
     # A fixed name: transformers keeps a copy of remote code per folder name, so a random one
     # would leave a new copy behind on every export. A leftover is from an interrupted export.
     staging = out.with_name(f"{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        (staging / "config.json").write_text(
-            json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        save_file(weights, staging / "model.safetensors", metadata={"format": "pt"})
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
-        for name in TOKENIZER_FILES:
-            if (source.tokenizer_dir / name).is_file():
-                shutil.copyfile(source.tokenizer_dir / name, staging / name)
-        from transformers import GenerationConfig
-
-        GenerationConfig(**special_ids).save_pretrained(staging)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            _write_folder(staging, config_dict, weights, files, source.tokenizer_dir,
+                          special_ids)
+        except OSError as e:
+            raise ExportError(f"{out}: cannot write the export there "
+                              f"({e.strerror or e})") from None
         diff = _verify(source.model, staging, dtype, architecture) if verify else None
-        _move_into_place(staging, out)
+        try:
+            _move_into_place(staging, out)
+        except OSError as e:
+            raise ExportError(f"{out}: cannot move the export into place "
+                              f"({e.strerror or e})") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ExportResult(out, architecture, diff)
+
+
+def _write_folder(folder: Path, config_dict: dict, weights: dict[str, torch.Tensor],
+                  files: dict[str, str], tokenizer_dir: Path, special_ids: dict) -> None:
+    from transformers import GenerationConfig
+
+    (folder / "config.json").write_text(
+        json.dumps(config_dict, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    # Through the atomic writer, which gives the file a plain open()'s mode (safetensors' own
+    # writer makes it 0600, unreadable to anyone else unlike the rest of the folder).
+    atomic_write_bytes(folder / "model.safetensors", save(weights, metadata={"format": "pt"}))
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copyfile(tokenizer_dir / name, folder / name)
+    _put_bos_first(folder / "tokenizer.json", special_ids["bos_token_id"])
+    GenerationConfig(**special_ids).save_pretrained(folder)
+
+
+def _put_bos_first(tokenizer_json: Path, bos_id: int | None) -> None:
+    """Make a plain `AutoTokenizer(text)` start with bos, as `generate.encode_prompt` and the
+    training data do: without it the exported model would see prompts it never trained on.
+    A tokenizer that already post-processes its text is left as its author made it."""
+    if bos_id is None or not tokenizer_json.is_file():
+        return
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    if data.get("post_processor") is not None:
+        return
+    bos = next((t["content"] for t in data.get("added_tokens", []) if t.get("id") == bos_id),
+               None)
+    if bos is None:
+        return
+    first = {"SpecialToken": {"id": bos, "type_id": 0}}
+    data["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [first, {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [first, {"Sequence": {"id": "A", "type_id": 0}},
+                 {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
+    }
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: bool = False
@@ -296,7 +165,12 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
     target = out if out.suffix == ".pth" else out / f"pretrain_{config.hidden_size}{suffix}.pth"
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
-    return atomic_write_bytes(target, torch_bytes(export_upstream_state_dict(model)))
+    try:
+        return atomic_write_bytes(target, weights_bytes(model))
+    except NonFiniteError as e:
+        raise ExportError(f"{e}: the model does not fit float16, upstream's format") from None
+    except OSError as e:
+        raise ExportError(f"{target}: cannot write there ({e.strerror or e})") from None
 
 
 def check_destination(out: str | Path, overwrite: bool = False) -> None:
@@ -341,7 +215,7 @@ def _verify(model: MiniMindForCausalLM, folder: Path, dtype: torch.dtype, archit
 
         model_class = get_class_from_dynamic_module(REMOTE_CODE_AUTO_MAP["AutoModelForCausalLM"],
                                                     str(folder))
-    with _quiet_transformers():
+    with quiet_transformers():
         loaded = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     if type(loaded).__name__ != architecture:
         raise ExportVerificationError(f"transformers loaded {type(loaded).__name__}, "
@@ -360,7 +234,7 @@ def _verify(model: MiniMindForCausalLM, folder: Path, dtype: torch.dtype, archit
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """No progress bars or load reports while we load our own folder back."""
     from transformers.utils import logging
 

@@ -1,8 +1,8 @@
 """Open any trained model for generation, with the tokenizer that goes with it.
 
-Accepts everything `minimind.export.load_source` does (a run folder, a weights file of ours or
-upstream's, a resume checkpoint, ``.safetensors``, a folder saved by ``save_pretrained`` or
-exported with our own modeling code) and also a Hugging Face folder exported to a standard
+Accepts everything `minimind.checkpoint_reader.read_checkpoint` does (a run folder, a weights
+file of ours or upstream's, a resume checkpoint, ``.safetensors``, a folder saved by
+``save_pretrained`` or exported with our own modeling code) and also a Hugging Face folder exported to a standard
 transformers class (Llama, Qwen3, ...), which transformers loads from its safetensors. Nothing
 is unpickled beyond tensors and plain data: a checkpoint is user input.
 """
@@ -17,8 +17,11 @@ from typing import Any
 import torch
 
 from .config import MiniMindConfig
-from .export import ExportError, _quiet_transformers, load_source
+from .device import DeviceError, resolve_device
+from .checkpoint_reader import read_checkpoint
+from .export import quiet_transformers
 from .tokenizer import TokenizerError, load_tokenizer
+from .torchfile import CheckpointError
 from .upstream import describe_config
 
 
@@ -38,41 +41,26 @@ class OpenedModel:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def resolve_device(spec: str) -> torch.device:
-    """auto (CUDA when there is one), cpu, cuda or cuda:N; a device this machine lacks is a
-    ModelOpenError."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise ModelOpenError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ModelOpenError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelOpenError(f"device {spec}: CUDA is not available on this machine")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ModelOpenError(f"device {spec}: no such GPU (this machine has "
-                                 f"{torch.cuda.device_count()})")
-    return device
-
-
-def open_model(src: str | Path, tokenizer_path: str | None = None, device: str = "auto"
-               ) -> OpenedModel:
+def open_model(src: str | Path, tokenizer_path: str | None = None, device: str = "auto",
+               num_attention_heads: int | None = None) -> OpenedModel:
     """The model in `src` on `device` in eval mode. `tokenizer_path` overrides the tokenizer
-    the source names ("" or "builtin": the bundled one)."""
-    target = resolve_device(device)
+    the source names ("" or "builtin": the bundled one); `num_attention_heads` settles the head
+    split of a weights file that records none."""
+    try:
+        target = resolve_device(device)
+    except DeviceError as e:
+        raise ModelOpenError(str(e)) from None
     path = Path(src).expanduser()
     if _standard_hf_folder(path):
         model, tokenizer, description = _from_hf_folder(path, tokenizer_path)
     else:
         try:
-            source = load_source(path, tokenizer_path)
-        except ExportError as e:
+            source = read_checkpoint(path, tokenizer_path, num_attention_heads)
+        except CheckpointError as e:
             raise ModelOpenError(str(e)) from None
         model, tokenizer = source.model, _tokenizer(source.tokenizer_dir)
-        description = f"{describe_config(source.model.config)} · {source.weights_path}"
+        description = (f"{describe_config(source.model.config)} · {source.weights_path} · "
+                       f"config from {source.config_origin}")
     return OpenedModel(model.to(target).eval(), tokenizer, target, description)
 
 
@@ -83,7 +71,7 @@ def _standard_hf_folder(path: Path) -> bool:
     try:
         data = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False  # load_source explains what is wrong with the folder
+        return False  # read_checkpoint explains what is wrong with the folder
     return isinstance(data, dict) and data.get("model_type") != MiniMindConfig.model_type
 
 
@@ -91,7 +79,7 @@ def _from_hf_folder(path: Path, tokenizer_path: str | None):
     from transformers import AutoModelForCausalLM
 
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                          use_safetensors=True)
     except Exception as e:  # transformers raises many types; the user needs the cause only

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 
 from minimind import distributed
 from minimind.atomic import atomic_write_bytes, stale_temp_files
-from minimind.checkpoint import load_resume, resume_path, torch_bytes
+from minimind.checkpoint import load_resume, resume_path, weights_bytes
+from minimind.checkpoint_reader import load_pretrained_weights
 from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
@@ -33,7 +34,7 @@ from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
-from minimind.upstream import WeightsMismatchError, load_pretrained_weights
+from minimind.upstream import WeightsMismatchError
 
 # Bytes per parameter a step keeps: fp32 weights, gradients and AdamW's two moments.
 TRAIN_BYTES_PER_PARAMETER = 16
@@ -129,10 +130,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
     model = _build_model(settings, dist.device)
     if t.from_weight:
         try:
-            load_pretrained_weights(model, Path(t.from_weight).expanduser())
+            checked = load_pretrained_weights(model, Path(t.from_weight).expanduser())
         except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
-        log(f"initialised from {t.from_weight}")
+        log(f"initialised from {t.from_weight} ({checked})")
 
     resume = None
     if t.from_resume:
@@ -174,12 +175,12 @@ def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
     expected = {k: v.half() for k, v in state["model"].items()}
     try:
         saved = safe_torch_load(weights_path)
-        if saved.keys() == expected.keys() and all(torch.equal(saved[k], v)
-                                                   for k, v in expected.items()):
+        if isinstance(saved, dict) and saved.keys() == expected.keys() and all(
+                torch.equal(saved[k], v) for k, v in expected.items()):
             return
     except CheckpointError:
         pass
-    atomic_write_bytes(weights_path, torch_bytes(expected))
+    atomic_write_bytes(weights_path, weights_bytes(state["model"]))
     log(f"{weights_path.name} did not match its resume checkpoint (a save was interrupted): "
         f"rewritten from the checkpoint of step {state['progress']['step']}")
 

@@ -41,14 +41,15 @@ def _first_line(e: BaseException) -> str:
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def safe_torch_load(path: str | Path) -> Any:
-    """`torch.load(weights_only=True)` on the CPU, or CheckpointError."""
+def safe_torch_load(path: str | Path, mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` on the CPU, or CheckpointError. `mmap`: tensors are read
+    from disk only when touched (for a file whose plain values are all that is wanted)."""
     path = Path(path)
     _check_file(path)
     try:
         with warnings.catch_warnings():  # a crafted pickle's protocol is not the user's concern
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if found := _GLOBAL.search(str(e)):
             raise CheckpointError(f"{path}: refused: it asks to import {found[1]}, not just "
@@ -76,3 +77,12 @@ def safe_safetensors_load(path: str | Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(e)})"
                               ) from None
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None: such weights
+    are never read as a model or written to any file."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            return name
+    return None

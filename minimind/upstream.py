@@ -1,4 +1,5 @@
-"""Reading, checking and writing weights in upstream MiniMind's layout.
+"""Upstream MiniMind's weights layout: its config deduced from tensor shapes, weights copied
+into a model with a readable error when they do not fit, and the fp16 dict upstream saves.
 
 Upstream saves ``{name: tensor.half()}`` of the full state_dict (both tied embedding keys) to
 ``pretrain_{hidden}[_moe].pth``; its resume files and ours keep that dict under ``"model"``.
@@ -14,7 +15,6 @@ import torch
 
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
-from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
 
 EMBED_KEY = "model.embed_tokens.weight"
 LM_HEAD_KEY = "lm_head.weight"
@@ -47,27 +47,10 @@ class WeightsMismatchError(ValueError):
     """A weights file does not fit the model's config (names or shapes differ)."""
 
 
-def _strip_wrapper_prefixes(key: str) -> str:
+def strip_wrapper_prefixes(key: str) -> str:
     while key.startswith(WRAPPER_PREFIXES):
         key = key.split(".", 1)[1]
     return key
-
-
-def load_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read ``.safetensors``, or ``.pth`` holding a state_dict or ``{"model": state_dict, ...}``
-    (a resume checkpoint); CheckpointError names the file when it is none of those."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        weights = safe_safetensors_load(path)
-    else:
-        weights = safe_torch_load(path)
-        if isinstance(weights, dict) and isinstance(weights.get("model"), dict):
-            weights = weights["model"]  # resume checkpoint: weights next to optimizer state
-    if (not isinstance(weights, dict) or not weights
-            or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                       for k, v in weights.items())):
-        raise CheckpointError(f"{path}: does not hold a state_dict of named tensors")
-    return {_strip_wrapper_prefixes(k): v for k, v in weights.items()}
 
 
 def _head_counts(q_rows: int, k_rows: int) -> list[int]:
@@ -82,23 +65,26 @@ def _head_counts(q_rows: int, k_rows: int) -> list[int]:
     return [h for h in range(1, q_rows + 1) if fits(h)]
 
 
-def _guess_heads(q_rows: int, k_rows: int, preferred: int | None) -> int:
-    """A MiniMind2 file does not record its head count (no q/k norm gives head_dim away): the
-    count `preferred` (the model being loaded into) if the shapes allow it, else upstream's 8,
-    else the most heads with an even head size that the q and k rows allow."""
-    counts = _head_counts(q_rows, k_rows)
-    for heads in (preferred, 8):
-        if heads in counts:
-            return heads
-    return max(counts, default=1)
+class HeadSplitError(ValueError):
+    """The shapes fit several head splits and nothing says which one the file was trained with."""
+
+    def __init__(self, message: str, choices: list[int]):
+        super().__init__(message)
+        self.choices = choices
+
+
+def _splits_text(heads: list[int], q_rows: int, k_rows: int) -> str:
+    return ", ".join(f"{h}/{k_rows * h // q_rows}" for h in heads)
 
 
 def infer_config(state_dict: dict[str, torch.Tensor],
                  num_attention_heads: int | None = None) -> MiniMindConfig:
     """Deduce the MiniMind config whose state_dict has these names and shapes.
 
-    Upstream files carry no config. q/k norms mark MiniMind-3 and give head_dim; a MiniMind2
-    file's head count is `num_attention_heads` if its shapes allow that, else upstream's 8.
+    Upstream files carry no config. q/k norms mark MiniMind-3 and give head_dim. A MiniMind2
+    file's shapes often fit several head splits, which compute different functions: its head
+    count is `num_attention_heads` (which must fit), the only split that fits, or upstream's
+    8 for the shape of a published upstream model; otherwise HeadSplitError lists the splits.
     """
     embed, lm_head = state_dict.get(EMBED_KEY), state_dict.get(LM_HEAD_KEY)
     if embed is None and lm_head is None:
@@ -118,11 +104,29 @@ def infer_config(state_dict: dict[str, torch.Tensor],
     q_rows = shape("self_attn.q_proj.weight")[0]
     qk_norm = "model.layers.0.self_attn.q_norm.weight" in state_dict
     k_rows = shape("self_attn.k_proj.weight")[0]
+    use_moe = "model.layers.0.mlp.gate.weight" in state_dict
+    num_layers = max(layer_ids) + 1
     if qk_norm:
         head_dim = shape("self_attn.q_norm.weight")[0]
+        if num_attention_heads not in (None, q_rows // head_dim):
+            raise ValueError(f"num_attention_heads {num_attention_heads} does not fit: the "
+                             f"file's q/k norms give {q_rows // head_dim} heads")
     else:
-        head_dim = q_rows // _guess_heads(q_rows, k_rows, num_attention_heads)
-    use_moe = "model.layers.0.mlp.gate.weight" in state_dict
+        counts = _head_counts(q_rows, k_rows)
+        published = ("minimind2", hidden_size, num_layers, use_moe) in UPSTREAM_MODELS
+        if num_attention_heads is not None and num_attention_heads not in counts:
+            raise HeadSplitError(
+                f"num_attention_heads {num_attention_heads} does not fit the file's shapes; "
+                f"num_attention_heads/num_key_value_heads {_splits_text(counts, q_rows, k_rows)}"
+                " do", counts)
+        if num_attention_heads is None and len(counts) > 1 and not (published and 8 in counts):
+            raise HeadSplitError(
+                "the file does not record its head split and its shapes fit "
+                f"num_attention_heads/num_key_value_heads {_splits_text(counts, q_rows, k_rows)}"
+                ": say which with num_attention_heads (or keep the file beside its run's "
+                "config.toml or resume file)", counts)
+        heads = num_attention_heads or (counts[0] if len(counts) == 1 else 8)
+        head_dim = q_rows // heads
     if use_moe:
         ffn = shape("mlp.experts.0.gate_proj.weight")[0]
         shared_pattern = re.compile(r"model\.layers\.0\.mlp\.shared_experts\.(\d+)\.")
@@ -139,7 +143,7 @@ def infer_config(state_dict: dict[str, torch.Tensor],
         family="minimind3" if qk_norm else "minimind2",
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        num_hidden_layers=max(layer_ids) + 1,
+        num_hidden_layers=num_layers,
         num_attention_heads=q_rows // head_dim,
         num_key_value_heads=k_rows // head_dim,
         head_dim=head_dim,
@@ -207,7 +211,7 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
     expected = model.state_dict()
     lines = ["weights file does not fit the model"]
     try:
-        file_config = infer_config(state_dict, model.config.num_attention_heads)
+        file_config = _likely_config(state_dict, model.config.num_attention_heads)
         lines.append(f"  file:  {describe_config(file_config)}")
     except (ValueError, IndexError, ZeroDivisionError):  # too broken to describe
         file_config = None
@@ -240,6 +244,15 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
     return "\n".join(lines)
 
 
+def _likely_config(state_dict: dict[str, torch.Tensor], heads: int) -> MiniMindConfig:
+    """The file's config for a mismatch report: with the model's head count where the shapes
+    allow it, else upstream's 8, else the most heads (`_head_split_note` says it is a guess)."""
+    try:
+        return infer_config(state_dict, heads)
+    except HeadSplitError as e:
+        return infer_config(state_dict, 8 if 8 in e.choices else max(e.choices, default=1))
+
+
 def _head_split_note(state_dict: dict[str, torch.Tensor], file_config: MiniMindConfig
                      ) -> list[str]:
     """A MiniMind2 file fits several head splits and loads into any of them, but computes the
@@ -249,7 +262,7 @@ def _head_split_note(state_dict: dict[str, torch.Tensor], file_config: MiniMindC
     others = [h for h in _head_counts(q_rows, k_rows) if h != file_config.num_attention_heads]
     if not others:
         return []
-    splits = ", ".join(f"{h}/{k_rows * h // q_rows}" for h in others)
+    splits = _splits_text(others, q_rows, k_rows)
     return [f"note: the file does not record its head split; its shapes also fit "
             f"num_attention_heads/num_key_value_heads {splits}: use the split it was trained "
             "with (its run's config.toml has it)"]
@@ -260,7 +273,7 @@ def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -
 
     Tensors are converted to each parameter's dtype and device (upstream files are fp16).
     """
-    state_dict = _fill_tied_key({_strip_wrapper_prefixes(k): v for k, v in state_dict.items()})
+    state_dict = _fill_tied_key({strip_wrapper_prefixes(k): v for k, v in state_dict.items()})
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -280,20 +293,10 @@ def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -
             tensor.copy_(state_dict[name])  # copy_ converts dtype and device
 
 
-def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> None:
-    """``load_into(model, load_weights_file(path))``."""
-    load_into(model, load_weights_file(path))
-
-
-def load_model(path: str | Path, config: MiniMindConfig | None = None) -> MiniMindForCausalLM:
-    """Build a model for a weights file (config inferred from it unless given) and load the weights."""
-    state_dict = load_weights_file(path)
-    model = MiniMindForCausalLM(config if config is not None else infer_config(state_dict))
-    load_into(model, state_dict)
-    return model
-
-
-def export_upstream_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """What upstream's ``pretrain_{h}.pth`` holds: every state_dict key (both tied) as fp16 on CPU."""
-    return {_strip_wrapper_prefixes(k): v.detach().half().cpu() for k, v in model.state_dict().items()}
+def export_upstream_state_dict(model: torch.nn.Module | dict[str, torch.Tensor]
+                               ) -> dict[str, torch.Tensor]:
+    """What upstream's ``pretrain_{h}.pth`` holds: every state_dict key (both tied) as fp16 on
+    CPU, from a model or its state_dict."""
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    return {strip_wrapper_prefixes(k): v.detach().half().cpu() for k, v in state.items()}
 

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="hf: skip loading the folder back to compare logits")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing export at OUT")
+    add_head_split_flag(parser)
     return parser
 
 
@@ -58,14 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
+    from minimind.checkpoint_reader import read_checkpoint
     from minimind.export import (ExportError, ExportVerificationError, check_destination,
-                                 export_hf, export_upstream, load_source)
+                                 export_hf, export_upstream)
+    from minimind.torchfile import CheckpointError
     from minimind.upstream import describe_config
 
     try:
         if args.format == "hf":  # before the seconds spent loading the model
             check_destination(args.out, args.overwrite)
-        source = load_source(args.src, args.tokenizer_path)
+        source = read_checkpoint(args.src, args.tokenizer_path, args.num_attention_heads)
         print(f"model: {describe_config(source.model.config)}")
         print(f"  weights {source.weights_path}; config from {source.config_origin}")
         if args.format == "upstream":
@@ -75,14 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         result = export_hf(source, args.out, dtype=getattr(torch, args.dtype or "float32"),
                            remote_code=args.remote_code, verify=not args.no_verify,
                            overwrite=args.overwrite)
-    except ExportError as e:
+    except (CheckpointError, ExportError) as e:
         return exit_codes.invalid(e, prog=PROG)
     except ExportVerificationError as e:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED
     print(f"  tokenizer {source.tokenizer_dir}")
-    checked = ("not verified" if result.max_logit_diff is None
-               else f"verified: max |logit difference| {result.max_logit_diff:.2g} in float32")
+    # What the check compares: the folder against our model as the reader built it from its
+    # record (named above), not the record against anything else.
+    checked = ("not loaded back: --no_verify" if result.max_logit_diff is None
+               else "loaded back: its logits match our model's within "
+                    f"{result.max_logit_diff:.2g} in float32")
     print(f"wrote {result.path} as {result.architecture} ({checked})")
     if result.remote_code:
         print("  our own modeling code: load with AutoModelForCausalLM.from_pretrained(path, "
@@ -90,3 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("  load with AutoModelForCausalLM.from_pretrained(path); no trust_remote_code needed")
     return exit_codes.OK
+
+
+def add_head_split_flag(parser: argparse.ArgumentParser) -> None:
+    """The flag that settles a weights file's head split when nothing recorded with it does
+    (the reader names it in that error); `generate` takes it too."""
+
+    def positive(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+        return int(text)
+
+    parser.add_argument("--num_attention_heads", "--num-attention-heads", type=positive,
+                        default=None, metavar="N",
+                        help="query heads of a weights file that records no head split (no "
+                             "config.toml or resume file beside it); must agree with a record")
+

@@ -18,6 +18,7 @@ import sys
 import time
 
 from minimind_tui import exit_codes
+from minimind_tui.export_cli import add_head_split_flag
 
 PROG = "minimind-tui generate"
 
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
                         help="tokenizer folder (default: the one the checkpoint's run used)")
+    add_head_split_flag(parser)
     return parser
 
 
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                                 temperature=args.temperature, top_k=args.top_k,
                                 top_p=args.top_p, repetition_penalty=args.repetition_penalty,
                                 stop_on_eos=not args.ignore_eos)
-        opened = open_model(args.checkpoint, args.tokenizer_path, args.device)
+        opened = open_model(args.checkpoint, args.tokenizer_path, args.device,
+                            args.num_attention_heads)
     except (ValueError, ModelOpenError) as e:
         return exit_codes.invalid(e, prog=PROG)
     print(f"model: {opened.description} on {opened.device}", file=sys.stderr)

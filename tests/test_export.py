@@ -13,10 +13,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, save_checkpoint
-from minimind.export import ExportError, ExportSource, export_hf, export_upstream, load_source
+from minimind.checkpoint_reader import Checkpoint, read_checkpoint
+from minimind.export import ExportError, export_hf, export_upstream
+from minimind.generate import SamplingParams, encode_prompt, generate_tokens
 from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings
 from minimind.tokenizer import BUNDLED_TOKENIZER_DIR, load_tokenizer
+from minimind.torchfile import CheckpointError
 from minimind_tui.export_cli import main as export_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,8 +56,8 @@ def build(seed=0, **kwargs) -> MiniMindForCausalLM:
     return model
 
 
-def source(model, tokenizer_dir=BUNDLED_TOKENIZER_DIR) -> ExportSource:
-    return ExportSource(model, Path("memory"), "test", tokenizer_dir)
+def source(model, tokenizer_dir=BUNDLED_TOKENIZER_DIR) -> Checkpoint:
+    return Checkpoint(model, Path("memory"), "test", tokenizer_dir)
 
 
 def padded_batch():
@@ -160,12 +163,39 @@ def test_tokenizer_and_generation_config_round_trip(tmp_path):
              "中文 😀 naïve", ""]
     for text in texts:
         ids = ours(text).input_ids
-        assert theirs(text).input_ids == ids
+        assert theirs(text, add_special_tokens=False).input_ids == ids
         assert theirs.decode(ids) == ours.decode(ids) == text
+        if text and not text.startswith("<|im_start|>"):  # a plain call starts with bos
+            assert theirs(text).input_ids == encode_prompt(ours, text) == [1, *ids]
     assert (theirs.bos_token_id, theirs.eos_token_id, theirs.pad_token_id) == (1, 2, 0)
     assert theirs.chat_template == ours.chat_template
     generation = GenerationConfig.from_pretrained(result.path)
     assert (generation.bos_token_id, generation.eos_token_id, generation.pad_token_id) == (1, 2, 0)
+
+
+def test_exported_folder_generates_what_generate_does(tmp_path):
+    """A plain AutoTokenizer + AutoModelForCausalLM on the export continue a prompt exactly as
+    `minimind-tui generate` does (bos first), and every file is readable like the others."""
+    model = build(family="minimind2")
+    out = export_hf(source(model), tmp_path / "hf").path
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert set(modes.values()) == {0o666 & ~_umask()}, modes
+
+    tokenizer, hf_model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    ours = load_tokenizer(None)
+    for prompt in PROMPTS:
+        batch = tokenizer(prompt, return_tensors="pt")
+        theirs = hf_model.generate(**batch, max_new_tokens=12, do_sample=False)
+        greedy = SamplingParams(max_new_tokens=12, temperature=0.0, top_p=1.0)
+        expected = list(generate_tokens(model, encode_prompt(ours, prompt), greedy,
+                                        eos_token_id=ours.eos_token_id))
+        assert theirs[0, batch.input_ids.shape[1]:].tolist() == expected
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def make_run(folder: Path, tokenizer_path="", **model) -> tuple[RunSettings, MiniMindForCausalLM]:
@@ -181,7 +211,7 @@ def make_run(folder: Path, tokenizer_path="", **model) -> tuple[RunSettings, Min
 
 def test_run_folder_settings_reach_the_export(tmp_path):
     settings, _ = make_run(tmp_path / "run", family="minimind2", rope_theta=5e4, rms_norm_eps=1e-6)
-    src = load_source(tmp_path / "run")
+    src = read_checkpoint(tmp_path / "run")
     assert src.weights_path == tmp_path / "run" / "pretrain_64.pth"
     assert (src.model.config.rope_theta, src.model.config.rms_norm_eps) == (5e4, 1e-6)
     result = export_hf(src, tmp_path / "hf")
@@ -190,12 +220,15 @@ def test_run_folder_settings_reach_the_export(tmp_path):
     assert config["rms_norm_eps"] == 1e-6
 
     # The weights file given alone still uses the run's config.toml beside it.
-    alone = load_source(tmp_path / "run" / "pretrain_64.pth")
+    alone = read_checkpoint(tmp_path / "run" / "pretrain_64.pth")
     assert alone.model.config.rope_theta == 5e4 and "config.toml" in alone.config_origin
     # Without it, a bare upstream file gets the family's defaults.
     bare = tmp_path / "pretrain_64.pth"
     bare.write_bytes(src.weights_path.read_bytes())
-    assert load_source(bare).model.config.rope_theta == 1e6
+    with pytest.raises(CheckpointError, match="does not record its head split.*"
+                                              "--num_attention_heads"):
+        read_checkpoint(bare)  # its shapes fit 4/1, 8/2, 16/4 and 32/8
+    assert read_checkpoint(bare, num_attention_heads=8).model.config.rope_theta == 1e6
 
 
 def test_resume_file_is_read_safely_with_its_settings(tmp_path):
@@ -209,7 +242,7 @@ def test_resume_file_is_read_safely_with_its_settings(tmp_path):
                                 progress={"step": 1}, rng=[capture_rng(torch.device("cpu"))],
                                 settings=settings.model_dump(mode="json"), world_size=1, data={})
     (resume.parent / "config.toml").unlink()  # the settings must come from inside the file
-    src = load_source(resume)
+    src = read_checkpoint(resume)
     assert src.model.config.rope_theta == 2e4 and "settings saved in" in src.config_origin
     for key, tensor in trained.state_dict().items():  # full precision, not the fp16 .pth
         assert torch.equal(src.model.state_dict()[key], tensor), key
@@ -217,14 +250,14 @@ def test_resume_file_is_read_safely_with_its_settings(tmp_path):
     weights.unlink()
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"model": trained.state_dict(), "extra": PurePosixPath("x")}, unsafe)
-    with pytest.raises(ExportError, match="refused: it asks to import pathlib.PurePosixPath"):
-        load_source(unsafe)
+    with pytest.raises(CheckpointError, match="refused: it asks to import pathlib.PurePosixPath"):
+        read_checkpoint(unsafe)
 
 
 def test_saved_pretrained_folder_is_a_source(tmp_path):
     model = build(family="minimind3")
     model.save_pretrained(tmp_path / "saved")
-    src = load_source(tmp_path / "saved")
+    src = read_checkpoint(tmp_path / "saved")
     for key, tensor in model.state_dict().items():
         assert torch.equal(src.model.state_dict()[key], tensor), key
 
@@ -236,7 +269,7 @@ def test_upstream_format_round_trip(tmp_path):
     saved = torch.load(path, weights_only=True)
     assert saved.keys() == model.state_dict().keys()  # both tied keys, as upstream saves
     assert all(v.dtype == torch.float16 for v in saved.values())
-    reloaded = load_model(path).eval()
+    reloaded = load_model(path, num_attention_heads=8).eval()
     rounded = MiniMindForCausalLM(model.config).eval()
     rounded.load_state_dict({k: v.float() for k, v in saved.items()})
     ids = torch.randint(3, 6400, (2, 12))
@@ -260,9 +293,9 @@ def _foreign_state_dict(path):
 
 
 @pytest.mark.parametrize("write, name, reason", [
-    (_random_bytes, "random.pth", "not a MiniMind checkpoint"),
-    (_random_bytes, "random.safetensors", "not a MiniMind checkpoint"),
-    (_text, "notes.txt", "not a MiniMind checkpoint"),
+    (_random_bytes, "random.pth", "not a readable PyTorch checkpoint"),
+    (_random_bytes, "random.safetensors", "not a readable safetensors file"),
+    (_text, "notes.txt", "not a readable PyTorch checkpoint"),
     (_foreign_state_dict, "other.pth", "not a MiniMind checkpoint"),
     (lambda path: path.mkdir(), "empty", "neither a run folder"),
     (None, "missing.pth", "no such file"),
@@ -271,26 +304,26 @@ def test_refuses_what_is_not_a_minimind_checkpoint(tmp_path, write, name, reason
     path = tmp_path / name
     if write:
         write(path)
-    with pytest.raises(ExportError, match=reason) as error:
-        load_source(path)
+    with pytest.raises(CheckpointError, match=reason) as error:
+        read_checkpoint(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
     settings, _ = make_run(tmp_path / "run", family="minimind2")
     (tmp_path / "run" / settings.weights_name()).unlink()
-    with pytest.raises(ExportError, match="has not saved a checkpoint"):
-        load_source(tmp_path / "run")
+    with pytest.raises(CheckpointError, match="has not saved a checkpoint"):
+        read_checkpoint(tmp_path / "run")
     # Weights of another shape than config.toml describes: one line naming both.
     settings, _ = make_run(tmp_path / "other", family="minimind2")
     toml = tmp_path / "other" / "config.toml"
     toml.write_text(toml.read_text().replace("[model]\n", "[model]\nnum_key_value_heads = 4\n"))
-    with pytest.raises(ExportError, match="does not fit the model.*file:.*model:") as error:
-        load_source(tmp_path / "other")
+    with pytest.raises(CheckpointError, match="does not fit the model.*file:.*model:") as error:
+        read_checkpoint(tmp_path / "other")
     assert "\n" not in str(error.value)
     exported = export_hf(source(build(family="minimind2")), tmp_path / "hf", verify=False).path
-    with pytest.raises(ExportError, match="'llama' model, not a MiniMind one"):
-        load_source(exported)
+    with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one"):
+        read_checkpoint(exported)
 
 
 def test_destination_rules(tmp_path):
@@ -324,7 +357,8 @@ def test_cli_exports_a_run_folder(tmp_path):
         [sys.executable, "-m", "minimind_tui", "export", str(tmp_path / "run"),
          str(tmp_path / "hf")], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "as Qwen3ForCausalLM (verified" in done.stdout
+    assert "config from " + str(tmp_path / "run" / "config.toml") in done.stdout
+    assert "as Qwen3ForCausalLM (loaded back: its logits match our model's within" in done.stdout
     assert (tmp_path / "hf" / "model.safetensors").is_file()
 
 

@@ -12,6 +12,7 @@ import torch
 from textual.widgets import Input, Static, TextArea
 
 from minimind import MiniMindConfig, MiniMindForCausalLM
+from minimind.settings import RunSettings
 from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
 from minimind_tui import generation_worker
 from minimind_tui.app import MiniMindApp
@@ -27,12 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def weights(tmp_path) -> Path:
-    """A small random model saved the way upstream saves one: a bare state_dict .pth."""
+    """A small random model saved the way upstream saves one (a bare state_dict .pth), in its
+    run folder: the config.toml beside it records the head split its shapes cannot tell."""
+    model = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     torch.manual_seed(0)
-    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2,
-                                               num_attention_heads=4))
     path = tmp_path / "pretrain_64.pth"
-    torch.save(model.state_dict(), path)
+    torch.save(MiniMindForCausalLM(MiniMindConfig(**model)).state_dict(), path)
+    RunSettings.parse({"model": model}).save_toml(tmp_path / "config.toml")
     return path
 
 
@@ -217,3 +219,40 @@ def test_tokenizer_mismatch_is_one_line(weights):
 
     with pytest.raises(ModelOpenError, match="/nonexistent/tok: no such tokenizer directory"):
         open_model(weights, tokenizer_path="/nonexistent/tok", device="cpu")
+
+
+@pytest.mark.parametrize("sampling", [["--temperature", "0"], ["--temperature", "0.8"]])
+def test_nan_weights_are_one_line_with_or_without_sampling(weights, capsys, sampling):
+    """Sampling used to fail inside torch.multinomial ("probability tensor contains inf/nan")
+    and greedy decoding printed token 0 forever: the weights themselves are refused."""
+    from minimind_tui.generate_cli import main
+
+    state = torch.load(weights, weights_only=True)
+    state["model.layers.1.mlp.up_proj.weight"][3, 5] = float("nan")
+    torch.save(state, weights)
+    assert main([str(weights), "--prompt", "x", "--device", "cpu", *sampling]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert (f"{weights}: model.layers.1.mlp.up_proj.weight holds NaN/inf: the run that wrote "
+            "it diverged; use an earlier checkpoint") in err
+
+
+def test_generate_never_guesses_a_head_split(weights, tmp_path, capsys):
+    """Away from its config.toml the file's shapes fit 2/1 ... 32/16 heads: generate names the
+    flag that settles it, and with it computes what the run folder's model computes."""
+    from minimind_tui.generate_cli import main
+
+    alone = tmp_path / "alone" / weights.name
+    alone.parent.mkdir()
+    alone.write_bytes(weights.read_bytes())
+    assert main([str(alone), "--prompt", "x", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "does not record its head split" in err and "--num_attention_heads" in err
+    assert "4/2" in err and "8/4" in err and err.count("\n") == 1
+
+    args = ["--prompt", "ROMEO:", "--temperature", "0", "--max_new_tokens", "6", "--ignore_eos",
+            "--device", "cpu"]
+    assert main([str(alone), *args, "--num_attention_heads", "4"]) == 0
+    assert capsys.readouterr().out == "ROMEO:" + expected_text(weights, "ROMEO:", 6) + "\n"
+    assert main([str(weights), *args, "--num_attention_heads", "8"]) == 2  # its record says 4
+    assert "num_attention_heads 8 contradicts" in capsys.readouterr().err

@@ -1,5 +1,9 @@
 """Upstream-format weights: reading .pth/.safetensors, inferring the config, strict loading."""
 
+from minimind.checkpoint_reader import read_checkpoint
+from minimind.torchfile import CheckpointError
+from minimind.upstream import HeadSplitError
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -13,7 +17,6 @@ from minimind import (
     load_into,
     load_model,
     load_pretrained_weights,
-    load_weights_file,
 )
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2}
@@ -46,8 +49,9 @@ def test_upstream_pth_round_trip(tmp_path, name):
     assert all(v.dtype == torch.float16 and v.device.type == "cpu" for v in exported.values())
     torch.save(exported, tmp_path / "pretrain_64.pth")
 
-    weights = load_weights_file(tmp_path / "pretrain_64.pth")
-    inferred = infer_config(weights)
+    # A MiniMind2 file of this shape fits several head splits: its own is given.
+    heads = None if source.config.qk_norm else source.config.num_attention_heads
+    inferred = read_checkpoint(tmp_path / "pretrain_64.pth", "", heads).model.config
     assert_same_layout(inferred, source.config)
     assert inferred.matching_family() == source.config.family
 
@@ -82,15 +86,16 @@ def test_resume_dict_and_wrapper_prefixes(tmp_path):
     resume = {"model": weights, "optimizer": {"state": {}, "param_groups": []}, "epoch": 0,
               "step": 8, "world_size": 1, "wandb_id": None}
     torch.save(resume, tmp_path / "pretrain_64_resume.pth")
-    loaded = load_weights_file(tmp_path / "pretrain_64_resume.pth")
-    assert loaded.keys() == source.state_dict().keys()
+    loaded = read_checkpoint(tmp_path / "pretrain_64_resume.pth").model
+    assert loaded.state_dict().keys() == source.state_dict().keys()
+    assert torch.equal(loaded.lm_head.weight, source.lm_head.weight.half().float())
 
 
 def test_safetensors_with_a_single_tied_key(tmp_path):
     source = build(**SHAPES["minimind2"])
     state = {k: v.contiguous() for k, v in source.state_dict().items() if k != "lm_head.weight"}
     save_file(state, tmp_path / "model.safetensors")
-    model = load_model(tmp_path / "model.safetensors")
+    model = load_model(tmp_path / "model.safetensors", num_attention_heads=8)
     assert model.config.tie_word_embeddings
     assert model.lm_head.weight is model.model.embed_tokens.weight
     ids = torch.randint(0, 6400, (1, 8))
@@ -108,7 +113,7 @@ def test_tied_file_into_untied_model_fills_lm_head():
 
 def test_untied_file_into_tied_model_is_refused():
     source = build(tie_word_embeddings=False, **SHAPES["minimind2"])
-    assert infer_config(source.state_dict()).tie_word_embeddings is False
+    assert infer_config(source.state_dict(), 8).tie_word_embeddings is False
     with pytest.raises(WeightsMismatchError, match="lm_head.weight"):
         load_into(build(**SHAPES["minimind2"]), source.state_dict())
 
@@ -140,7 +145,19 @@ def test_published_shape_hint_names_the_preset():
 
 def test_not_a_state_dict(tmp_path):
     torch.save([1, 2, 3], tmp_path / "junk.pth")
-    with pytest.raises(ValueError, match="state_dict"):
-        load_weights_file(tmp_path / "junk.pth")
+    with pytest.raises(CheckpointError, match="state_dict"):
+        read_checkpoint(tmp_path / "junk.pth")
     with pytest.raises(ValueError, match="embed_tokens"):
         infer_config({"foo.weight": torch.zeros(2)})
+
+
+def test_an_unrecorded_head_split_is_never_guessed():
+    """A MiniMind2 file of a shape nobody published fits several head splits; naming one that
+    fits settles it, one that does not fit is refused with the ones that do."""
+    state = build(**SHAPES["minimind2"]).state_dict()
+    with pytest.raises(HeadSplitError, match="4/1, 8/2, 16/4") as err:
+        infer_config(state)
+    assert err.value.choices == [4, 8, 16, 32]
+    assert infer_config(state, 4).num_key_value_heads == 1
+    with pytest.raises(HeadSplitError, match="num_attention_heads 3 does not fit"):
+        infer_config(state, 3)

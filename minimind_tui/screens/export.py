@@ -71,13 +71,15 @@ class ExportScreen(ModalScreen[None]):
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
     def _export(self, source: str, destination: str, format: str) -> None:
         # Imported here: torch and transformers load in the worker, not on the UI thread.
+        from minimind.checkpoint_reader import read_checkpoint
         from minimind.export import (ExportError, ExportVerificationError, check_destination,
-                                     export_hf, export_upstream, load_source)
+                                     export_hf, export_upstream)
+        from minimind.torchfile import CheckpointError
 
         try:
             if format == "hf":
                 check_destination(destination, False)
-            loaded = load_source(source)
+            loaded = read_checkpoint(source)
             if format == "upstream":
                 path = export_upstream(loaded.model, destination)
                 message = f"wrote {path} (upstream MiniMind layout, float16)"
@@ -87,7 +89,7 @@ class ExportScreen(ModalScreen[None]):
                        else "AutoModelForCausalLM.from_pretrained loads it as is")
                 message = f"wrote {result.path} as {result.architecture}: {how}"
             self.app.call_from_thread(self._done, message, False)
-        except (ExportError, ExportVerificationError) as e:
+        except (CheckpointError, ExportError, ExportVerificationError) as e:
             self.app.call_from_thread(self._done, str(e), True)
 
     def _done(self, message: str, error: bool) -> None:

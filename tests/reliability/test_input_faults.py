@@ -19,12 +19,13 @@ import sys
 import pytest
 import torch
 
+from minimind.checkpoint_reader import read_checkpoint
 from minimind.data.corpus import default_cache_dir
 from minimind.engine import Trainer
 from minimind.events import LogMessage, StepMetrics
-from minimind.export import ExportError, load_source
 from minimind.settings import SettingsError
 from minimind.sinks import QueueSink
+from minimind.torchfile import CheckpointError
 from minimind_tui.presets import load_settings
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
@@ -134,8 +135,8 @@ def test_crafted_from_weight_file_is_refused_and_runs_nothing(settings, tmp_path
 def test_crafted_file_is_refused_by_export(tmp_path):
     marker, weights = tmp_path / "ran", tmp_path / "gift.pth"
     crafted(weights, marker, "torch.save")
-    with pytest.raises(ExportError, match=re.escape(f"{weights}: refused")):
-        load_source(weights)
+    with pytest.raises(CheckpointError, match=re.escape(f"{weights}: refused")):
+        read_checkpoint(weights)
     assert not marker.exists()
 
 
@@ -214,15 +215,36 @@ def test_shape_mismatch_hint_names_the_files_head_count_and_works(settings, tmp_
 
 def test_an_ambiguous_head_split_is_called_a_guess(settings, tmp_path):
     """Into an 8-head model the same file's shapes also fit 8/4 heads, which would load and
-    compute another function: the message must say the split is not recorded."""
+    compute another function: away from its run folder, the message must say the split is
+    not recorded."""
     shape = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
     assert run(settings(shape, out_dir=str(tmp_path / "first")))[0].status == "completed"
-    weights = tmp_path / "first" / "pretrain_64.pth"
+    weights = tmp_path / "alone" / "pretrain_64.pth"
+    weights.parent.mkdir()
+    weights.write_bytes((tmp_path / "first" / "pretrain_64.pth").read_bytes())
     eight = {"hidden_size": 64, "num_attention_heads": 8, "num_key_value_heads": 2}
     result, _ = run(settings(eight, from_weight=str(weights)))
     assert result.cause == "input"
     assert re.search(r"^note: the file does not record its head split; .*\b4/2\b",
                      result.reason, re.M), result.reason
+
+
+def test_from_weight_refuses_a_head_split_its_run_did_not_train_with(settings, tmp_path):
+    """8/4 heads have the same tensor shapes as 4/2 here: the weights load but compute another
+    function. Their run's records (config.toml, the resume file) say 4/2, so it is refused."""
+    shape = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
+    assert run(settings(shape, out_dir=str(tmp_path / "first")))[0].status == "completed"
+    weights = tmp_path / "first" / "pretrain_64.pth"
+    other = {"hidden_size": 64, "num_attention_heads": 8, "num_key_value_heads": 4}
+    result, _ = run(settings(other, out_dir=str(tmp_path / "second"), from_weight=str(weights)))
+    assert result.cause == "input"
+    assert (f"train.from_weight: {weights}: trained with num_attention_heads/num_key_value_heads"
+            " 4/2 (the settings saved in") in result.reason
+    assert "this run's model has 8/4" in result.reason
+
+    (tmp_path / "first" / "pretrain_64_resume.pth").unlink()  # config.toml alone records it too
+    result, _ = run(settings(other, out_dir=str(tmp_path / "third"), from_weight=str(weights)))
+    assert f"4/2 ({tmp_path / 'first' / 'config.toml'})" in result.reason
 
 
 # -- data files --------------------------------------------------------------------------------
@@ -286,8 +308,8 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating(settings):
 
 def test_a_saved_folder_with_json_nested_too_deep_is_refused_by_export(tmp_path):
     (tmp_path / "config.json").write_text("[" * 100_000)
-    with pytest.raises(ExportError, match="config.json: not readable JSON"):
-        load_source(tmp_path)
+    with pytest.raises(CheckpointError, match="config.json: not readable JSON"):
+        read_checkpoint(tmp_path)
 
 
 # -- the command line: exit 2 and one line per problem -----------------------------------------

@@ -1,0 +1,304 @@
+"""One reader for every checkpoint a user points at, trusting records over guesses.
+
+Formats: a run folder (``config.toml`` + ``<save_weight>_<hidden>[_moe].pth``, or its resume
+file when that is all there is), a weights file (ours or upstream's ``.pth``, a resume
+checkpoint, ``.safetensors``) and a folder written by ``save_pretrained``. Only tensors and
+plain data are unpickled (``weights_only=True``), and weights holding NaN/inf are refused.
+
+Tensor shapes do not tell everything: a MiniMind2 file fits several head splits, which compute
+different functions, and rope_theta or rms_norm_eps leave no trace at all. So the config comes
+from what was *recorded* with the weights: the settings saved in the resume file (the file
+itself, or the ``*_resume.pth`` beside a weights file), the ``config.toml`` of the run folder
+the file belongs to, or a saved folder's ``config.json``. Two records that disagree are refused,
+naming both; with no record, the shapes must settle the head split (or ``num_attention_heads``
+does), and the other fields are the family's defaults, which is what upstream trained with.
+Every result says which record it used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ValidationError
+
+from .checkpoint import RESUME_SUFFIX, load_resume, resume_path
+from .config import MiniMindConfig
+from .model import MiniMindForCausalLM
+from .run_folder import CONFIG_FILE
+from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
+from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
+from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
+from .upstream import (HeadSplitError, WeightsMismatchError, strip_wrapper_prefixes,
+                       infer_config, load_into)
+
+BUNDLED = ("", "the bundled tokenizer")
+SAVED_WEIGHTS = "model.safetensors"
+SAVED_CONFIG = "config.json"
+# Keys only our resume files hold; upstream's keep {model, optimizer, epoch, step, world_size, ...}.
+OUR_RESUME_MARKS = {"settings", "progress", "rng"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """Settings written down with the weights, and where."""
+
+    where: str
+    model: ModelSettings | MiniMindConfig
+    tokenizer: tuple[str, str]  # (tokenizer_path, where it is named)
+
+    def config(self) -> MiniMindConfig:
+        if isinstance(self.model, MiniMindConfig):
+            return self.model
+        try:
+            return MiniMindConfig(**self.model.to_config_kwargs())
+        except ValueError as e:
+            raise CheckpointError(f"{self.where}: {e}") from None
+
+
+@dataclass
+class Checkpoint:
+    model: MiniMindForCausalLM  # in eval mode, on the CPU
+    weights_path: Path
+    config_origin: str  # which record the config came from, for the user
+    tokenizer_dir: Path
+
+
+def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
+                    num_attention_heads: int | None = None) -> Checkpoint:
+    """The model in `src` (see the module docstring), or CheckpointError naming the file and why.
+
+    `tokenizer_path` overrides the tokenizer the source names ("" means the bundled one);
+    `num_attention_heads` settles the head split of a file that records none, and must agree
+    with a record where there is one.
+    """
+    path = Path(src).expanduser()
+    weights, records = _locate(path)
+    state_dict, saved = _read_weights(weights)
+    if saved is not None:
+        records.insert(0, saved)
+    record = _agreed(weights, records)
+    if record is None:
+        config, origin = _config_from_shapes(weights, state_dict, num_attention_heads)
+        tokenizer = BUNDLED
+    else:
+        config, origin, tokenizer = record.config(), record.where, record.tokenizer
+        if num_attention_heads not in (None, config.num_attention_heads):
+            raise CheckpointError(
+                f"{weights}: num_attention_heads {num_attention_heads} contradicts "
+                f"{record.where}, which records {config.num_attention_heads}")
+        if len(records) > 1:
+            origin += " (agrees with " + ", ".join(r.where for r in records[1:]) + ")"
+    model = _build(config, state_dict, weights)
+    if tokenizer_path is not None:
+        tokenizer = (tokenizer_path, "--tokenizer_path")
+    return Checkpoint(model.eval(), weights, origin,
+                      _check_tokenizer(*tokenizer, config.vocab_size))
+
+
+def load_model(path: str | Path, num_attention_heads: int | None = None) -> MiniMindForCausalLM:
+    """The model in a weights file, run folder or saved folder (`read_checkpoint`)."""
+    return read_checkpoint(path, "", num_attention_heads).model
+
+
+def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> str:
+    """Copy the weights in `path` into `model` (a run's `from_weight`); returns which head split
+    record was checked. The file's own record, where there is one, must give the model's head
+    split: the shapes fit other splits too, and the weights only mean what they learned with
+    their own."""
+    path = Path(path).expanduser()
+    state_dict, saved = _read_weights(path)
+    records = ([saved] if saved else []) + _records_beside(path)
+    record = _agreed(path, records)
+    if record is not None:
+        recorded, ours = record.config(), model.config
+        split = (recorded.num_attention_heads, recorded.num_key_value_heads)
+        if split != (ours.num_attention_heads, ours.num_key_value_heads):
+            raise WeightsMismatchError(
+                f"{path}: trained with num_attention_heads/num_key_value_heads {split[0]}/"
+                f"{split[1]} ({record.where}); this run's model has {ours.num_attention_heads}/"
+                f"{ours.num_key_value_heads}: set the model's heads to {split[0]}/{split[1]}")
+    load_into(model, state_dict)
+    return (f"head split as recorded in {record.where}" if record is not None
+            else "the file records no head split; the run's settings give it")
+
+
+# -- finding the weights and their records ---------------------------------------------------
+def _locate(path: Path) -> tuple[Path, list[Record]]:
+    """The weights file `path` names and the records beside it."""
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            toml = path / CONFIG_FILE
+            record, name = _run_record(toml)
+            weights = path / name
+            if not weights.is_file():
+                if not resume_path(weights).is_file():
+                    raise CheckpointError(f"{path}: no {name} (nor its resume file): the run has "
+                                          "not saved a checkpoint yet")
+                weights = resume_path(weights)
+            return weights, [record] + _resume_beside(weights)
+        if (path / SAVED_CONFIG).is_file():
+            record, weights = _saved_folder_record(path), path / SAVED_WEIGHTS
+            if not weights.is_file():
+                raise CheckpointError(f"{path}: no {SAVED_WEIGHTS} next to {SAVED_CONFIG}")
+            return weights, [record]
+        raise CheckpointError(f"{path}: neither a run folder (no {CONFIG_FILE}) nor a saved "
+                              f"model (no {SAVED_CONFIG})")
+    if path.is_file():
+        return path, _records_beside(path)
+    raise CheckpointError(f"{path}: no such file or folder")
+
+
+def _records_beside(weights: Path) -> list[Record]:
+    """The records of a weights file: its resume file, and the run folder or saved folder it
+    lies in when it is that folder's own file."""
+    records = _resume_beside(weights)
+    folder = weights.parent
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            record, name = _run_record(folder / CONFIG_FILE)
+        except CheckpointError:  # not a config.toml of ours: the file stands alone
+            record, name = None, ""
+        if record and weights.name in (name, resume_path(Path(name)).name):
+            records.append(record)
+    if weights.name == SAVED_WEIGHTS and (folder / SAVED_CONFIG).is_file():
+        records.append(_saved_folder_record(folder))
+    return records
+
+
+def _resume_beside(weights: Path) -> list[Record]:
+    """The settings saved in the resume file next to a weights file (read without loading its
+    tensors: memory-mapped). A resume file that is unreadable records nothing."""
+    resume = resume_path(weights)
+    if weights.name.endswith(RESUME_SUFFIX) or not resume.is_file():
+        return []
+    try:
+        state = safe_torch_load(resume, mmap=True)
+        model = ModelSettings.model_validate(state["settings"]["model"])
+        train = state["settings"]["train"]
+    except (CheckpointError, ValidationError, KeyError, TypeError):
+        return []
+    return [_settings_record(f"the settings saved in {resume}", model, train)]
+
+
+def _settings_record(where: str, model: ModelSettings, train: Any) -> Record:
+    spec = train.get("tokenizer_path", "") if isinstance(train, dict) else ""
+    return Record(where, model, (spec if isinstance(spec, str) else "",
+                                 f"train.tokenizer_path in {where}"))
+
+
+def _run_record(toml: Path) -> tuple[Record, str]:
+    """A run's config.toml as a record, and the weights file name it gives."""
+    try:
+        data = read_toml(toml)
+    except SettingsError as e:
+        raise CheckpointError(str(e.problems[0])) from None
+    model = _validate(ModelSettings, data.get("model", {}), str(toml))
+    train = _validate(TrainSettings, data.get("train", {}), str(toml))
+    name = RunSettings.model_construct(model=model, train=train).weights_name()
+    return Record(str(toml), model, (train.tokenizer_path, f"train.tokenizer_path in {toml}")), name
+
+
+def _saved_folder_record(folder: Path) -> Record:
+    where = folder / SAVED_CONFIG
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{where}: not readable JSON ({e})") from None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    if model_type != MiniMindConfig.model_type:
+        raise CheckpointError(f"{folder}: {SAVED_CONFIG} describes a {model_type!r} model, not a "
+                              "MiniMind one")
+    try:
+        config = MiniMindConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    has_tokenizer = any((folder / name).is_file()
+                        for name in ("tokenizer.json", "tokenizer_config.json"))
+    return Record(str(where), config, (str(folder), str(folder)) if has_tokenizer else BUNDLED)
+
+
+def _validate(section: type[BaseModel], data: Any, where: str):
+    try:
+        return section.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(map(str, err["loc"]))
+        raise CheckpointError(f"{where}: {field}: {err['msg']}") from None
+
+
+def _agreed(weights: Path, records: list[Record]) -> Record | None:
+    """The first record, once every other one agrees with it; None when there is none."""
+    if not records:
+        return None
+    first = records[0].config().to_dict()
+    for other in records[1:]:
+        second = other.config().to_dict()
+        differ = [k for k in ModelSettings.model_fields if first.get(k) != second.get(k)]
+        if differ:
+            detail = ", ".join(f"{k} {first.get(k)!r} vs {second.get(k)!r}" for k in differ)
+            raise CheckpointError(
+                f"{weights}: its records disagree: {records[0].where} and {other.where} "
+                f"({detail}); restore the one that was changed")
+    return records[0]
+
+
+# -- reading the weights ---------------------------------------------------------------------
+def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
+    """The state_dict in a weights file and, for a resume file, the settings it records."""
+    data = safe_safetensors_load(path) if path.suffix == ".safetensors" else safe_torch_load(path)
+    saved = None
+    if isinstance(data, dict) and "model" in data and not isinstance(data["model"], torch.Tensor):
+        if data.keys() & OUR_RESUME_MARKS:  # ours: its structure and settings are checked
+            state = load_resume(path, data)
+            saved = _settings_record(f"the settings saved in {path}",
+                                     ModelSettings.model_validate(state["settings"]["model"]),
+                                     state["settings"]["train"])
+        data = data["model"]  # upstream's resume file records no config
+    if not (isinstance(data, dict) and data and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())):
+        raise CheckpointError(f"{path}: not a MiniMind checkpoint (no state_dict of tensors "
+                              "in it)")
+    if bad := first_non_finite(data):
+        raise CheckpointError(f"{path}: {bad} holds NaN/inf: the run that wrote it diverged; "
+                              "use an earlier checkpoint")
+    return {strip_wrapper_prefixes(k): v for k, v in data.items()}, saved
+
+
+def _config_from_shapes(path: Path, state_dict: dict[str, torch.Tensor],
+                        num_attention_heads: int | None) -> tuple[MiniMindConfig, str]:
+    try:
+        config = infer_config(state_dict, num_attention_heads)
+    except HeadSplitError as e:
+        raise CheckpointError(f"{path}: {e}".replace("with num_attention_heads",
+                                                     "with --num_attention_heads")) from None
+    except (ValueError, IndexError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: not a MiniMind checkpoint ({e})") from None
+    heads = f" and num_attention_heads {num_attention_heads}" if num_attention_heads else ""
+    return config, f"tensor shapes{heads} (other fields: the family's defaults)"
+
+
+def _build(config: MiniMindConfig, state_dict: dict[str, torch.Tensor], path: Path
+           ) -> MiniMindForCausalLM:
+    model = MiniMindForCausalLM(config)
+    try:
+        load_into(model, state_dict)
+    except WeightsMismatchError as e:
+        raise CheckpointError(f"{path}: " + "; ".join(line.strip() for line in str(e).splitlines())
+                              ) from None
+    return model
+
+
+def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:
+    try:
+        tokenizer = load_tokenizer(spec or None)
+    except TokenizerError as e:
+        hint = "" if where == "--tokenizer_path" else "; choose one with --tokenizer_path"
+        raise CheckpointError(f"tokenizer ({where}): {e}{hint}") from None
+    if len(tokenizer) > vocab_size:
+        raise CheckpointError(f"tokenizer ({where}) has {len(tokenizer)} tokens, more than the "
+                              f"model's vocab_size {vocab_size}")
+    return BUNDLED_TOKENIZER_DIR if spec.strip() in BUNDLED_NAMES else Path(spec).expanduser()
