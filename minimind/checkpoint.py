@@ -20,20 +20,16 @@ from typing import Any
 import torch
 
 from minimind.atomic import atomic_write_many
+from minimind.run_files import resume_name
 from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import export_upstream_state_dict
 
-RESUME_SUFFIX = "_resume.pth"
 RESUME_KEYS = ("model", "optimizer", "scaler", "progress", "rng", "settings", "world_size")
 
 
 def resume_path(weights_path: Path) -> Path:
     """`out/pretrain_512.pth` → `out/pretrain_512_resume.pth`."""
-    return weights_path.with_name(weights_path.stem + RESUME_SUFFIX)
-
-
-def find_resume_files(folder: Path) -> list[Path]:
-    return sorted(Path(folder).glob(f"*{RESUME_SUFFIX}"))
+    return weights_path.with_name(resume_name(weights_path.name))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -34,8 +34,8 @@ from .checkpoint import resume_path, torch_bytes
 from .config import MiniMindConfig
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .model import MiniMindForCausalLM
-from .run_folder import CONFIG_FILE
-from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
+from .run_files import CONFIG_FILE, weights_name
+from .settings import ModelSettings, SettingsError, TrainSettings, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, safe_safetensors_load, safe_torch_load
 from .upstream import (WeightsMismatchError, _strip_wrapper_prefixes, export_upstream_state_dict,
@@ -107,7 +107,7 @@ def load_source(src: str | Path, tokenizer_path: str | None = None) -> ExportSou
 def _from_run_folder(folder: Path):
     toml = folder / CONFIG_FILE
     model_settings, train = _read_run_settings(toml)
-    name = RunSettings.model_construct(model=model_settings, train=train).weights_name()
+    name = weights_name(train.save_weight, model_settings.hidden_size, model_settings.use_moe)
     weights = folder / name
     if not weights.is_file():
         if not resume_path(weights).is_file():
@@ -222,7 +222,7 @@ def _settings_of_enclosing_run(path: Path) -> tuple[ModelSettings, TrainSettings
         model_settings, train = _read_run_settings(toml)
     except ExportError:  # not a config.toml of ours: the file stands alone
         return None
-    name = RunSettings.model_construct(model=model_settings, train=train).weights_name()
+    name = weights_name(train.save_weight, model_settings.hidden_size, model_settings.use_moe)
     return (model_settings, train) if path.name in (name, resume_path(Path(name)).name) else None
 
 
@@ -298,8 +298,8 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
         raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
                           "does not (tie_word_embeddings = false), so upstream could not load it")
     out = Path(out).expanduser()
-    suffix = "_moe" if config.use_moe else ""
-    target = out if out.suffix == ".pth" else out / f"pretrain_{config.hidden_size}{suffix}.pth"
+    target = out if out.suffix == ".pth" else \
+        out / weights_name("pretrain", config.hidden_size, config.use_moe)
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
     return atomic_write_bytes(target, torch_bytes(export_upstream_state_dict(model)))

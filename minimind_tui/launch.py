@@ -22,10 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from minimind.run_files import LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE
 from minimind.settings import RunSettings, TrainSettings
 
-SETTINGS_FILE = "launch.toml"
-LOG_FILE = "launch.log"
 TAIL_BYTES = 16 << 10
 # torchrun waits this long (default 30 s) for its workers after forwarding a stop: a big model's
 # step and checkpoint may take longer, and a worker killed mid-save loses the stop's checkpoint.
@@ -98,9 +97,9 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
     the app). Raises OSError if the run folder or the log cannot be written."""
     out_dir = Path(settings.train.out_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings_file = settings.save_toml(out_dir / SETTINGS_FILE)
+    settings_file = settings.save_toml(out_dir / LAUNCH_SETTINGS_FILE)
     command = child_command(settings, settings_file)
-    log_path = out_dir / LOG_FILE
+    log_path = out_dir / LAUNCH_LOG_FILE
     with open(log_path, "ab") as log:  # appended: a resumed run keeps its earlier output
         offset = log.tell()
         log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n".encode())

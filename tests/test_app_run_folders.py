@@ -15,12 +15,11 @@ import time
 from textual.widgets import Button, Static
 
 from minimind.events import RunStarted
-from minimind.follow import read_events
 from minimind.run_folder import RunFolder
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.choice import ChoiceScreen
 from test_app import SIZE, quick_app, wait_until
-from test_run_folder import cli, start, wait_for
+from test_run_folder import cli, read_events, start, wait_for
 
 
 def status_text(app: MiniMindApp) -> str:

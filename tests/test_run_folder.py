@@ -10,15 +10,30 @@ import subprocess
 import sys
 import time
 
-from minimind.events import RunStarted, StepMetrics
-from minimind.follow import Follower, read_events
+from minimind.events import Event, RunStarted, StepMetrics
+from minimind.follow import Follower
 from minimind.run_folder import RunFolder
 from minimind_tui.history import RunHistory
+from minimind_tui.metrics_reader import parse_lines
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
          "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def read_events(path) -> list[Event]:
+    """Every event of a finished metrics file."""
+    items, skipped = parse_lines(path.read_bytes().splitlines())
+    assert skipped == 0 and all(isinstance(item, Event) for item in items)
+    return items
+
+
+def poll(follower: Follower) -> tuple[list[Event], int, bool, bool]:
+    """One poll's events, skipped lines, whether the file started over, and caught up."""
+    chunk = follower.poll_lines()
+    events, skipped = parse_lines(chunk.lines)
+    return events, skipped + chunk.oversized, chunk.reset, chunk.caught_up
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -93,10 +108,10 @@ def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
 
     def catch_up() -> None:
         while True:
-            batch = follower.poll()
-            assert not batch.reset and batch.skipped == 0
-            history.apply(batch.events)
-            if batch.caught_up:
+            events, skipped, reset, caught_up = poll(follower)
+            assert not reset and skipped == 0
+            history.apply(events)
+            if caught_up:
                 return
 
     proc = start("--out_dir", str(tmp_path), "--save_interval", "3")
@@ -126,24 +141,24 @@ def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
 def test_the_follower_keeps_a_partial_line_and_notices_a_new_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
     follower = Follower(path, chunk=64)
-    assert follower.poll().events == []  # no file yet
+    assert poll(follower)[0] == []  # no file yet
     line = json.dumps({"kind": "log", "time": 1.0, "level": "info", "text": "hello"}) + "\n"
     path.write_text(line + line[:20])  # the writer is mid-line
     events = []
     while True:
-        batch = follower.poll()
-        events += batch.events
-        if batch.caught_up:
+        got, _, _, caught_up = poll(follower)
+        events += got
+        if caught_up:
             break
     assert [e.text for e in events] == ["hello"]
     with path.open("a") as f:
         f.write(line[20:] + "not json\n")
-    batch = follower.poll()
-    assert [e.text for e in batch.events] == ["hello"] and batch.skipped == 1
+    got, skipped, _, _ = poll(follower)
+    assert [e.text for e in got] == ["hello"] and skipped == 1
     path.unlink()
     path.write_text(line)  # replaced by a new run
-    batch = follower.poll()
-    assert batch.reset and len(batch.events) == 1
+    got, _, reset, _ = poll(follower)
+    assert reset and len(got) == 1
 
 
 def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
