@@ -183,7 +183,8 @@ class RunFolder:
         (a weights file copied in, upstream's own `out/pretrain_512.pth`, a from_weight
         source): they need the same consent as a run."""
         candidates = (self.path / weights_name, self.path / resume_name(weights_name))
-        return [p for p in candidates if p.exists() and p not in run_files(self.path)]
+        ours = run_files(self.path)
+        return [p for p in candidates if os.path.lexists(p) and p not in ours]
 
     def state(self, status: RunStatus | None = None) -> str:
         """running, completed, stopped, failed, crashed, unknown (a run.json that is not one),

@@ -172,3 +172,52 @@ def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
     time.sleep(0.6)
     assert folder.status().updated > first and folder.state() == "running"
     sink.close()
+
+
+def test_weights_a_run_would_replace_need_the_same_consent_as_a_run(tmp_path):
+    # The case: weights copied into a fresh folder, and fine-tuned from in place.
+    assert cli("--max_steps", "1", "--out_dir", str(tmp_path / "base")).returncode == 0
+    ft = tmp_path / "ft"
+    ft.mkdir()
+    source = ft / "pretrain_128.pth"
+    source.write_bytes((tmp_path / "base" / "pretrain_128.pth").read_bytes())
+    kept = source.read_bytes()
+    refused = cli("--max_steps", "1", "--out_dir", str(ft), "--from_weight", str(source))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (f"{ft} already holds pretrain_128.pth (the from_weight this run starts from), "
+            "which this run would replace") in refused.stderr
+    assert "overwrite" in refused.stderr and "from_resume" not in refused.stderr
+    assert source.read_bytes() == kept and sorted(p.name for p in ft.iterdir()) == [
+        ".run.lock", "pretrain_128.pth"]
+    # Upstream's own out/: a pretrain_<hidden>.pth of a user's, no run of ours (a hostile
+    # variant: a dangling symlink of that name, which a save would replace just the same).
+    upstream = tmp_path / "out"
+    upstream.mkdir()
+    (upstream / "pretrain_128.pth").symlink_to(tmp_path / "gone.pth")
+    refused = cli("--max_steps", "1", "--out_dir", str(upstream))
+    assert refused.returncode == 2 and "already holds pretrain_128.pth, which" in refused.stderr
+    assert (upstream / "pretrain_128.pth").is_symlink()
+    # Consent given: the run starts from the file, then replaces it with its own weights.
+    replaced = cli("--max_steps", "1", "--out_dir", str(ft), "--from_weight", str(source),
+                   "--overwrite", "1")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "replacing pretrain_128.pth (the from_weight this run starts from)" in replaced.stdout
+    assert f"initialised from {source}" in replaced.stdout
+    assert source.read_bytes() != kept and RunFolder(ft).state() == "completed"
+
+
+def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
+    folder = RunFolder(tmp_path)
+    names = ["run.json", "metrics.jsonl", "config.toml", "error.log", "launch.toml",
+             "launch.log", "pretrain_128.pth", "pretrain_128_resume.pth", ".run.json.x1.tmp"]
+    for name in names + ["notes.txt", "pretrain_512.pth"]:  # the last two are the user's
+        (tmp_path / name).write_text("{}")
+    note = folder.claim(resume=False, overwrite=True, weights_name="pretrain_128.pth")
+    try:
+        assert note.startswith("replacing a run (")
+        assert not (tmp_path / ".run.json.x1.tmp").exists()  # a killed status write, cleaned
+        folder.start_fresh()
+    finally:
+        folder.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "notes.txt",
+                                                          "pretrain_512.pth"]
