@@ -9,6 +9,7 @@ that `stale_temp_files` uses to find what a killed writer left behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,9 +59,12 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
         yield f
         _seal(f, tmp)
         os.replace(tmp, path)
-    except BaseException:
-        f.close()
+    except BaseException as e:
+        with contextlib.suppress(OSError):  # closing flushes, which a full disk refuses too
+            f.close()
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # a failed write or fsync names no file by itself
         raise
     _fsync_dir(path.parent)
 

@@ -23,20 +23,14 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat,
 
 from minimind.atomic import atomic_write_many
 from minimind.meter import NonFiniteError
+from minimind.run_files import resume_name
 from minimind.settings import ModelSettings
 from minimind.torchfile import CheckpointError, first_non_finite, safe_torch_load
 from minimind.upstream import export_upstream_state_dict
 
-RESUME_SUFFIX = "_resume.pth"
-
-
 def resume_path(weights_path: Path) -> Path:
     """`out/pretrain_512.pth` → `out/pretrain_512_resume.pth`."""
-    return weights_path.with_name(weights_path.stem + RESUME_SUFFIX)
-
-
-def find_resume_files(folder: Path) -> list[Path]:
-    return sorted(Path(folder).glob(f"*{RESUME_SUFFIX}"))
+    return weights_path.with_name(resume_name(weights_path.name))
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ValidationError
 
-from .checkpoint import RESUME_SUFFIX, load_resume, resume_path
+from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
-from .run_folder import CONFIG_FILE
+from .run_files import CONFIG_FILE, RESUME_SUFFIX, weights_name
 from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
@@ -198,7 +198,7 @@ def _run_record(toml: Path) -> tuple[Record, str]:
         raise CheckpointError(str(e.problems[0])) from None
     model = _validate(ModelSettings, data.get("model", {}), str(toml))
     train = _validate(TrainSettings, data.get("train", {}), str(toml))
-    name = RunSettings.model_construct(model=model, train=train).weights_name()
+    name = weights_name(train.save_weight, model.hidden_size, model.use_moe)
     return Record(str(toml), model, (train.tokenizer_path, f"train.tokenizer_path in {toml}")), name
 
 

@@ -30,7 +30,8 @@ from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
 from minimind.prepare import InputError, PreparationStopped, prepare
-from minimind.run_folder import CONFIG_FILE, ERROR_FILE, METRICS_FILE, StatusSink
+from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
+from minimind.run_folder import StatusSink
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink

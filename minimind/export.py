@@ -31,6 +31,7 @@ from .checkpoint_reader import Checkpoint
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
+from .run_files import weights_name
 from .tokenizer import load_tokenizer
 from .torchfile import first_non_finite
 from .upstream import load_into
@@ -161,8 +162,8 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
         raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
                           "does not (tie_word_embeddings = false), so upstream could not load it")
     out = Path(out).expanduser()
-    suffix = "_moe" if config.use_moe else ""
-    target = out if out.suffix == ".pth" else out / f"pretrain_{config.hidden_size}{suffix}.pth"
+    target = out if out.suffix == ".pth" else \
+        out / weights_name("pretrain", config.hidden_size, config.use_moe)
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
     try:

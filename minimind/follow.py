@@ -10,6 +10,10 @@ what is there; it copes with:
 * a file that starts over (replaced by `overwrite`, or a fresh copy): detected by a smaller size
   or another inode, reported as `reset` so the viewer clears what it drew;
 * lines it cannot read (a corrupt sync, an event kind from a newer version): skipped and counted;
+* hostile lines: one longer than `MAX_LINE_BYTES` is dropped as it streams past (never held
+  whole), and `parse_event` refuses nesting deeper than the JSON parser's recursion limit, so
+  no single line can cost more than a bounded amount of memory and time;
+* a path that is not a regular file (a FIFO, a device): never opened, so never blocks;
 * a slow disk: each poll reads at most `chunk` bytes, so a viewer stays responsive while it
   catches up on a long history.
 """
@@ -18,30 +22,27 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minimind.events import Event, event_from_dict
 
-
-@dataclass
-class Batch:
-    events: list[Event] = field(default_factory=list)
-    reset: bool = False
-    """The file started over: everything read before is gone."""
-    skipped: int = 0
-    """Complete lines that were not a readable event."""
-    caught_up: bool = True
-    """Everything in the file up to now has been read (False: more bytes are waiting)."""
+# The longest line the engine writes is a samples event or a run's settings: a few KiB.
+MAX_LINE_BYTES = 1 << 20
 
 
 @dataclass
 class Lines:
-    """A poll's complete lines, not parsed yet (for a reader that parses them in bulk)."""
+    """A poll's complete lines, not parsed yet (a reader parses them in bulk)."""
 
     lines: list[bytes] = field(default_factory=list)
     reset: bool = False
+    """The file started over: everything read before is gone."""
     caught_up: bool = True
+    """Everything in the file up to now has been read (False: more bytes are waiting)."""
+    oversized: int = 0
+    """Lines longer than MAX_LINE_BYTES, dropped unread."""
 
 
 class Follower:
@@ -50,71 +51,91 @@ class Follower:
         self.chunk = chunk
         self.offset = 0
         self._partial = b""
+        self._dropping = False  # inside an oversized line: skip to its newline
         self._identity: tuple[int, int] | None = None
 
     def skip_to_end(self) -> None:
         """Start from what is appended from now on (the history is not wanted, e.g. a run
         that is about to be replaced: its new file is noticed as a start over)."""
         try:
-            stat = os.stat(self.path)
+            info = os.stat(self.path)
         except OSError:
             return
-        self.offset, self._partial = stat.st_size, b""
-        self._identity = (stat.st_dev, stat.st_ino)
-
-    def poll(self) -> Batch:
-        """The events appended since the last poll (none if the file does not exist yet)."""
-        lines = self.poll_lines()
-        batch = Batch(reset=lines.reset, caught_up=lines.caught_up)
-        for line in lines.lines:
-            event = parse_event(line)
-            if event is not None:
-                batch.events.append(event)
-            elif line.strip():
-                batch.skipped += 1
-        return batch
+        self.offset, self._partial, self._dropping = info.st_size, b"", False
+        self._identity = (info.st_dev, info.st_ino)
 
     def poll_lines(self) -> Lines:
         """The complete lines appended since the last poll, as bytes."""
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return Lines()
         out = Lines()
-        identity = (stat.st_dev, stat.st_ino)
-        if self._identity is not None and (identity != self._identity
-                                           or stat.st_size < self.offset):
-            self.offset, self._partial, out.reset = 0, b"", True
-        self._identity = identity
-        if stat.st_size <= self.offset:
-            return out
         try:
-            with open(self.path, "rb") as f:
+            fd = open_regular(self.path)
+        except OSError:
+            return out
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            identity = (info.st_dev, info.st_ino)
+            if self._identity is not None and (identity != self._identity
+                                               or info.st_size < self.offset):
+                self.offset, self._partial, self._dropping, out.reset = 0, b"", False, True
+            self._identity = identity
+            if info.st_size <= self.offset:
+                return out
+            try:
                 f.seek(self.offset)
                 data = f.read(self.chunk)
-        except OSError:
-            return out
+            except OSError:
+                return out
         self.offset += len(data)
-        out.caught_up = self.offset >= stat.st_size
-        out.lines = (self._partial + data).split(b"\n")
-        self._partial = out.lines.pop()  # b"" after a complete line
+        out.caught_up = self.offset >= info.st_size
+        lines = data.split(b"\n")
+        partial = lines.pop()  # b"" after a complete line
+        if lines:
+            if self._dropping:
+                lines[0], self._dropping = b"", False  # the rest of an oversized line
+            else:
+                lines[0] = self._partial + lines[0]
+            self._partial = b""
+        for i, line in enumerate(lines):
+            if len(line) > MAX_LINE_BYTES:
+                lines[i], out.oversized = b"", out.oversized + 1
+        if self._dropping:
+            return out
+        if len(self._partial) + len(partial) > MAX_LINE_BYTES:
+            self._partial, self._dropping, out.oversized = b"", True, out.oversized + 1
+        else:
+            self._partial += partial
+        out.lines = [line for line in lines if line]
         return out
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of `path` if it is a regular file; OSError otherwise. Opened
+    without blocking, so a FIFO nobody writes to cannot hang the reader, and then refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    return fd
+
+
+def read_regular_tail(path: Path, size: int) -> tuple[bytes, float] | None:
+    """The last `size` bytes of a regular file and its modification time; None for a missing,
+    unreadable or non-regular path (a FIFO is never waited on)."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - size))
+            return f.read(), os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None
 
 
 def parse_event(line: bytes | str) -> Event | None:
     """One JSONL line as an event, or None if it is not one this version knows."""
+    if len(line) > MAX_LINE_BYTES:
+        return None
     try:
         data = json.loads(line)
         return event_from_dict(data) if isinstance(data, dict) else None
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
-
-
-def read_events(path: str | Path) -> list[Event]:
-    """Every event of a (finished or live) metrics file, read once."""
-    follower, events = Follower(path), []
-    while True:
-        batch = follower.poll()
-        events = batch.events if batch.reset else events + batch.events
-        if batch.caught_up:
-            return events

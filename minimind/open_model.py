@@ -20,6 +20,7 @@ from .config import MiniMindConfig
 from .device import DeviceError, resolve_device
 from .checkpoint_reader import read_checkpoint
 from .export import quiet_transformers
+from .run_files import CONFIG_FILE
 from .tokenizer import TokenizerError, load_tokenizer
 from .torchfile import CheckpointError
 from .upstream import describe_config
@@ -66,7 +67,7 @@ def open_model(src: str | Path, tokenizer_path: str | None = None, device: str =
 
 def _standard_hf_folder(path: Path) -> bool:
     """A config.json folder that is not ours (no run config.toml, model_type not MiniMind's)."""
-    if not path.is_dir() or (path / "config.toml").is_file():
+    if not path.is_dir() or (path / CONFIG_FILE).is_file():
         return False
     try:
         data = json.loads((path / "config.json").read_text(encoding="utf-8"))

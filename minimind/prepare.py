@@ -88,7 +88,9 @@ def _claim(out_dir: Path, settings: RunSettings, dist: distributed.DistInfo,
     if dist.is_main:
         try:
             note = folder.claim(resume=settings.train.from_resume,
-                                overwrite=settings.train.overwrite)
+                                overwrite=settings.train.overwrite,
+                                weights_name=settings.weights_name(),
+                                from_weight=settings.train.from_weight)
         except RunBusy as e:
             problem = f"train.out_dir: {e}"
         except PermissionError as e:

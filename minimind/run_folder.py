@@ -5,7 +5,9 @@ checkpoints, and `run.json`, the run's status (process, host, start, state, prog
   life, so a second one (from any launcher: app, CLI, torchrun) is refused while the first is
   alive, and the lock vanishes with the process however it ends.
 * A folder that holds a finished, stopped or crashed run is never silently reused: training
-  into it needs `from_resume` (continue) or `overwrite` (replace: its files are deleted).
+  into it needs `from_resume` (continue) or `overwrite` (replace: its files are deleted). The
+  same holds for a weights file the run would save over (one copied in, upstream's own `out/`).
+  `run_files` names every file a run folder holds.
 * `run.json` is rewritten (atomically) by `StatusSink` as events happen, from its own thread, and
   at least every `HEARTBEAT_SECONDS`; a viewer on another machine can tell a live run from one
   whose process is gone. A "running" status whose process is gone is a crashed run.
@@ -14,43 +16,56 @@ checkpoints, and `run.json`, the run's status (process, host, start, state, prog
 from __future__ import annotations
 
 import fcntl
-import json
+import math
 import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from minimind.atomic import atomic_write_bytes
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
                              StepMetrics)
+from minimind.run_files import (LOCK_FILE, METRICS_FILE, STATUS_FILE,
+                                remove_run_files, resume_files, resume_name, run_files,
+                                status_temp_files)
 
-STATUS_FILE = "run.json"
-LOCK_FILE = ".run.lock"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.toml"
-ERROR_FILE = "error.log"
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
 LOCK_FD_ENV = "MINIMIND_RUN_LOCK_FD"
 HEARTBEAT_SECONDS = 30.0
-# A run on another machine that has not written its status for this long is presumed dead.
+# A run on another machine that has not written its status for this long is presumed dead (and
+# so is one whose last write is that far in the future: a wrong clock must not lock a folder).
 STALE_SECONDS = 10 * 60.0
+STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
 
 
 class RunBusy(Exception):
     """The folder's run is alive in another process."""
 
 
-@dataclass
-class RunStatus:
-    """What `run.json` holds. `state` is what the trainer last wrote; `RunFolder.state` also
-    knows whether a "running" run's process still exists."""
+class NeedsConsent(PermissionError):
+    """Training here would replace a run or weights, and nothing said it may."""
 
-    state: str = "running"  # running, completed, stopped, failed
+    def __init__(self, message: str, run: str, files: list[Path]):
+        super().__init__(message)
+        self.run = run
+        """The earlier run, described (`RunFolder.describe`), or "" if there is none."""
+        self.files = files
+        """Files that are no run's but would be replaced (`RunFolder.in_the_way`)."""
+
+
+class RunStatus(BaseModel):
+    """What `run.json` holds, and the one fold of a run's events into its summary (`apply`),
+    used by the status file, the runs list and the dashboard. `state` is what the trainer last
+    wrote; `RunFolder.state` also knows whether a "running" run's process still exists."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["running", "completed", "stopped", "failed"] = "running"
     pid: int = 0
     host: str = ""
     process_started: float = 0.0  # the process's creation time, so a reused pid is no match
@@ -58,9 +73,13 @@ class RunStatus:
     updated: float = 0.0
     resumed_from: int = 0
     step: int = 0
+    """The last step trained: a stop or a failure between two logged steps counts."""
     total_steps: int = 0
     tokens_seen: int = 0
+    """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
     tokens_per_sec: float = 0.0
+    """The run's rate at its last logged step: its tokens over its training time (not the
+    last log interval's rate, which a short interval makes jumpy)."""
     elapsed: float = 0.0
     loss: float | None = None
     val_loss: float | None = None
@@ -70,17 +89,70 @@ class RunStatus:
     device: str = ""
     world_size: int = 1
     reason: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunStatus:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def apply(self, event: Event) -> bool:
+        """Fold one event in. True when the status is worth writing at once (a start, a
+        checkpoint, the end); False for a routine change or an event that changes nothing."""
+        if isinstance(event, RunStarted):
+            self.state, self.reason = "running", ""
+            self.resumed_from = self.step = event.start_step
+            self.total_steps, self.parameters = event.total_steps, event.parameters
+            self.device, self.world_size = event.device_name, event.world_size
+            return True
+        if isinstance(event, StepMetrics):
+            self.step, self.total_steps, self.loss = event.step, event.total_steps, event.loss
+            self.tokens_seen, self.elapsed = event.tokens_seen, event.elapsed
+            self.tokens_per_sec = event.tokens_seen / event.elapsed if event.elapsed > 0 else 0.0
+            return False
+        if isinstance(event, EvalResult):
+            self.val_loss = event.val_loss
+            if math.isfinite(event.val_loss) and (self.best_val_loss is None
+                                                  or event.val_loss < self.best_val_loss):
+                self.best_val_loss = event.val_loss
+            return False
+        if isinstance(event, CheckpointSaved):
+            self.checkpoint_step = event.step
+            self._trained_to(event.step)
+            return True
+        if isinstance(event, RunFinished):
+            self.state, self.reason = event.status, event.reason
+            self._trained_to(event.step)
+            return True
+        return False
+
+    def _trained_to(self, step: int) -> None:
+        """Steps trained after the last logged one: the step count moves on, and the tokens
+        with it at the run's tokens per step so far, so every figure describes one step."""
+        if step <= self.step:
+            return
+        if self.step > 0:
+            self.tokens_seen = round(self.tokens_seen * step / self.step)
+        self.step = step
 
 
 def this_process() -> dict[str, Any]:
     me = psutil.Process()
     return {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time()}
+
+
+def read_status(path: Path) -> RunStatus | None | Literal["unknown"]:
+    """`run.json` read through `RunStatus`: None when there is none, "unknown" when it is
+    not one (not JSON, wrong types, too big or too deep, not a regular file, unreadable)."""
+    try:
+        if not path.is_file():
+            return "unknown" if path.exists() else None
+        with open(path, "rb") as f:
+            data = f.read(STATUS_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "unknown"
+    if len(data) > STATUS_MAX_BYTES:
+        return "unknown"
+    try:  # pydantic's own JSON parser: a depth limit, no RecursionError
+        return RunStatus.model_validate_json(data)
+    except ValidationError:
+        return "unknown"
 
 
 class RunFolder:
@@ -89,16 +161,15 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
-        self.replace_on_start = False
-        """Set by `claim` when overwrite was needed: `start_fresh` then deletes the old run, once
-        the new one is known to be able to start (a typo in data_path must not cost it)."""
+        self.replace_on_start: list[Path] = []
+        """Set by `claim` when overwrite was needed: `start_fresh` then deletes these files,
+        once the new run is known to be able to start (a typo in data_path must not cost it)."""
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> RunStatus | None:
-        try:
-            return RunStatus.from_dict(json.loads((self.path / STATUS_FILE).read_text("utf-8")))
-        except (OSError, ValueError, TypeError):
-            return None
+        """The status, or None if there is none or it cannot be read (see `state`)."""
+        status = read_status(self.path / STATUS_FILE)
+        return status if isinstance(status, RunStatus) else None
 
     def holds_a_run(self) -> bool:
         """Whether training here would replace something: a status, checkpoints, or metrics (a
@@ -106,15 +177,28 @@ class RunFolder:
         if not self.path.is_dir():
             return False
         metrics = self.path / METRICS_FILE
-        return ((self.path / STATUS_FILE).exists() or any(self.path.glob("*_resume.pth"))
+        return (os.path.lexists(self.path / STATUS_FILE) or bool(resume_files(self.path))
                 or (metrics.is_file() and metrics.stat().st_size > 0))
 
+    def in_the_way(self, weights_name: str) -> list[Path]:
+        """The files a run saving `weights_name` here would replace although they are no run's
+        (a weights file copied in, upstream's own `out/pretrain_512.pth`, a from_weight
+        source): they need the same consent as a run."""
+        candidates = (self.path / weights_name, self.path / resume_name(weights_name))
+        ours = run_files(self.path)
+        return [p for p in candidates if os.path.lexists(p) and p not in ours]
+
     def state(self, status: RunStatus | None = None) -> str:
-        """running, completed, stopped, failed, crashed, or "" for no run.
+        """running, completed, stopped, failed, crashed, unknown (a run.json that is not one),
+        or "" for no run.
 
         A run that says "running" but whose process is gone is "crashed": on this host the
         process is checked; elsewhere a status not written for STALE_SECONDS counts as gone."""
-        status = status or self.status()
+        if status is None:
+            found = read_status(self.path / STATUS_FILE)
+            if found == "unknown":
+                return "unknown"
+            status = found
         if status is None:
             return "crashed" if self.holds_a_run() else ""
         if status.state != "running":
@@ -125,6 +209,8 @@ class RunFolder:
         """One line a refusal or a list shows: "completed at step 150 on 2026-11-28 10:04"."""
         status = status or self.status()
         state = self.state(status)
+        if state == "unknown":
+            return f"unknown: its {STATUS_FILE} is not a run status"
         if status is None:
             return f"{state or 'starting'} (no {STATUS_FILE} yet)"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
@@ -132,12 +218,14 @@ class RunFolder:
         return f"{state} at step {status.step:,} ({where}last update {when})"
 
     # -- the trainer's side ------------------------------------------------------------------
-    def claim(self, *, resume: bool, overwrite: bool) -> str:
-        """Take the folder for a new trainer: lock it, then check consent. Returns a note about
-        what was found (a crashed predecessor, a run to replace) or "". Raises RunBusy if a live
-        process holds it, PermissionError (with a message) if it holds a run and neither
-        `resume` nor `overwrite` allows reusing it. The lock is held until `release`; a
-        launcher hands it to its child with `LOCK_FD_ENV`, and the child's claim takes it over."""
+    def claim(self, *, resume: bool, overwrite: bool, weights_name: str = "",
+              from_weight: str = "") -> str:
+        """Take the folder for a new trainer: lock it, then check consent (`consent`). Returns
+        a note about what was found (a crashed predecessor, a run to replace) or "". Raises
+        RunBusy if a live process holds it, NeedsConsent (a PermissionError) if it holds a run
+        or weights the run would replace and neither `resume` nor `overwrite` allows it. The
+        lock is held until `release`; a launcher hands it to its child with `LOCK_FD_ENV`, and
+        the child's claim takes it over."""
         self.path.mkdir(parents=True, exist_ok=True)
         fd = self._inherited_lock()
         if fd is None:
@@ -151,7 +239,11 @@ class RunFolder:
                           f"{self.path}") from None
         self._lock_fd = fd
         try:
-            return self._consent(resume, overwrite)
+            note = self.consent(resume=resume, overwrite=overwrite, weights_name=weights_name,
+                                from_weight=from_weight)
+            for leftover in status_temp_files(self.path):  # a status write a kill cut short
+                leftover.unlink(missing_ok=True)
+            return note
         except BaseException:
             self.release()
             raise
@@ -176,56 +268,57 @@ class RunFolder:
         del os.environ[LOCK_FD_ENV]  # taken: a process started from here inherits no claim
         return int(value)
 
-    def refusal(self, *, resume: bool, overwrite: bool) -> RunBusy | PermissionError | None:
-        """Why a new trainer may not use this folder, or None: a live run is in it, or a run
-        that neither `resume` nor `overwrite` allows reusing."""
+    def refusal(self, *, resume: bool, overwrite: bool, weights_name: str = "",
+                from_weight: str = "") -> RunBusy | NeedsConsent | None:
+        """Why a new trainer may not use this folder, or None: a live run is in it, or an
+        earlier run, or a weights file of the name this run saves (a copied-in from_weight,
+        upstream's own `out/pretrain_512.pth`), that neither `resume` nor `overwrite` allows
+        replacing. The one rule for the engine, the CLI and the app."""
         status = self.status()
         if self.state(status) == "running":
             where = f" on {status.host}" if status and status.host != socket.gethostname() else ""
             return RunBusy(f"{self.path} is in use by a running training{where} "
                            f"({self.describe(status)}); watch it with: minimind-tui watch "
                            f"{self.path}")
-        if self.holds_a_run() and not (resume or overwrite):
-            return PermissionError(
-                f"{self.path} already holds a run ({self.describe(status)}); continue it with "
-                "--from_resume 1, train into another --out_dir, or replace it with "
-                "--overwrite 1 (its files are deleted)")
-        return None
+        in_the_way = self.in_the_way(weights_name) if weights_name and not resume else []
+        run = self.describe(status) if self.holds_a_run() else ""
+        if overwrite or not (in_the_way or run and not resume):
+            return None
+        what = _replaced_text(run, in_the_way, from_weight)
+        return NeedsConsent(
+            f"{self.path} already holds {what}, which this run would replace; "
+            + ("continue the run with --from_resume 1, " if run else "")
+            + "train into another --out_dir, or replace it with --overwrite 1", run, in_the_way)
 
-    def _consent(self, resume: bool, overwrite: bool) -> str:
-        refusal = self.refusal(resume=resume, overwrite=overwrite)
+    def consent(self, *, resume: bool, overwrite: bool, weights_name: str = "",
+                from_weight: str = "") -> str:
+        """Raise `refusal` if there is one; otherwise a note on what was found, and what a
+        fresh start here will delete is set aside in `replace_on_start`. See `claim`."""
+        refusal = self.refusal(resume=resume, overwrite=overwrite, weights_name=weights_name,
+                               from_weight=from_weight)
         if refusal is not None:
             raise refusal
         status = self.status()
-        state = self.state(status)
-        if not self.holds_a_run() or resume:
+        in_the_way = self.in_the_way(weights_name) if weights_name and not resume else []
+        if not in_the_way and (not self.holds_a_run() or resume):
             return f"the previous process crashed: {self.describe(status)}" \
-                if state == "crashed" else ""
-        self.replace_on_start = True
-        return f"replacing the earlier run ({self.describe(status)})"
+                if self.state(status) == "crashed" else ""
+        run = self.describe(status) if self.holds_a_run() else ""
+        self.replace_on_start = run_files(self.path) + in_the_way
+        return f"replacing {_replaced_text(run, in_the_way, from_weight)}"
 
     def start_fresh(self) -> None:
-        """Delete the run this one replaces (see `replace_on_start`)."""
-        if self.replace_on_start:
-            self.remove_run_files()
-            self.replace_on_start = False
+        """Delete what this run replaces (see `replace_on_start`)."""
+        for path in self.replace_on_start:
+            path.unlink(missing_ok=True)
+        self.replace_on_start = []
 
     def run_files(self) -> list[Path]:
         """The files a run writes here (and nothing else a user may keep in the folder)."""
-        names = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE)
-        files = [self.path / n for n in names if (self.path / n).is_file()]
-        for resume in self.path.glob("*_resume.pth"):
-            files.append(resume)
-            weights = resume.with_name(resume.name.removesuffix("_resume.pth") + ".pth")
-            if weights.exists():
-                files.append(weights)
-        return files
+        return run_files(self.path)
 
     def remove_run_files(self) -> list[Path]:
-        files = self.run_files()
-        for path in files:
-            path.unlink(missing_ok=True)
-        return files
+        return remove_run_files(self.path)
 
     def release(self) -> None:
         if self._lock_fd is not None:
@@ -233,13 +326,27 @@ class RunFolder:
             self._lock_fd = None
 
     def write_status(self, status: RunStatus) -> None:
-        atomic_write_bytes(self.path / STATUS_FILE,
-                           (json.dumps(asdict(status), indent=1) + "\n").encode())
+        atomic_write_bytes(self.path / STATUS_FILE, status.model_dump_json(indent=1).encode()
+                           + b"\n")
+
+
+def _replaced_text(run: str, in_the_way: list[Path], from_weight: str) -> str:
+    return " and ".join(([f"a run ({run})"] if run else [])
+                        + [replaced_files_text(in_the_way, from_weight)] * bool(in_the_way))
+
+
+def replaced_files_text(paths: list[Path], from_weight: str = "") -> str:
+    """"pretrain_128.pth (the from_weight this run starts from)": the files named for a
+    consent question."""
+    source = Path(from_weight).expanduser().resolve() if from_weight else None
+    return " and ".join(
+        p.name + (" (the from_weight this run starts from)"
+                  if source is not None and p.resolve() == source else "") for p in paths)
 
 
 def process_alive(status: RunStatus) -> bool:
     if status.host and status.host != socket.gethostname():
-        return time.time() - status.updated < STALE_SECONDS
+        return abs(time.time() - status.updated) < STALE_SECONDS
     try:
         return abs(psutil.Process(status.pid).create_time() - status.process_started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
@@ -263,27 +370,7 @@ class StatusSink:
         self._thread.start()
 
     def emit(self, event: Event) -> None:
-        s = self.status
-        urgent = False
-        if isinstance(event, RunStarted):
-            s.resumed_from, s.step, s.total_steps = event.start_step, event.start_step, \
-                event.total_steps
-            s.parameters, s.device, s.world_size = event.parameters, event.device_name, \
-                event.world_size
-            urgent = True
-        elif isinstance(event, StepMetrics):
-            s.step, s.total_steps, s.tokens_seen = event.step, event.total_steps, \
-                event.tokens_seen
-            s.tokens_per_sec, s.elapsed, s.loss = event.tokens_per_sec, event.elapsed, event.loss
-        elif isinstance(event, EvalResult):
-            s.val_loss = event.val_loss
-            s.best_val_loss = min(event.val_loss, s.best_val_loss or event.val_loss)
-        elif isinstance(event, CheckpointSaved):
-            s.checkpoint_step, urgent = event.step, True
-        elif isinstance(event, RunFinished):
-            s.state, s.step, s.reason, urgent = event.status, event.step, event.reason, True
-        else:
-            return
+        urgent = self.status.apply(event)
         with self._wake:
             self._dirty, self._urgent = True, self._urgent or urgent
             if urgent:

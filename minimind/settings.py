@@ -25,6 +25,7 @@ import tomli_w
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from minimind.atomic import atomic_write_bytes
+from minimind.run_files import weights_name
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -251,8 +252,7 @@ class RunSettings(BaseModel):
         return t.batch_size * t.max_seq_len * t.accumulation_steps * world_size
 
     def weights_name(self) -> str:
-        suffix = "_moe" if self.model.use_moe else ""
-        return f"{self.train.save_weight}_{self.model.hidden_size}{suffix}.pth"
+        return weights_name(self.train.save_weight, self.model.hidden_size, self.model.use_moe)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -106,7 +106,7 @@ class JsonlSink:
         self._thread.join(self._close_timeout)
         if self._thread.is_alive() or self._lines or self._busy:
             self._warn(f"{self.path}: {len(self._lines) + self._busy} events could not be "
-                       "written (the file does not accept writes); the run itself is unaffected")
+                       "written (the file does not accept writes)")
 
     # -- the writer thread --------------------------------------------------------------------
     _busy = False  # a line has left the queue but is not fully written yet

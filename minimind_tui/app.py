@@ -26,7 +26,7 @@ from minimind_tui.form_schema import settings_values
 from minimind_tui.history import RunHistory, StepBlock
 from minimind_tui.presets import DEFAULT_PRESET, preset_data
 from minimind_tui.run_source import FolderSource, RunSource
-from minimind_tui.run_worker import RunPhase
+from minimind_tui.run_phase import RunPhase
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
@@ -262,7 +262,7 @@ class MiniMindApp(App[None]):
             return
         self._drain_timer.pause()
         self._drain()
-        finished = run.outcome()
+        finished = run.outcome(self.history.summary.step)
         if self.history.finished is None:  # the engine did not get to report its end
             self.apply_events([finished])
         self.run_phase = RunPhase(finished.status)

@@ -44,7 +44,8 @@ def run_headless(settings: RunSettings) -> int:
         import tomli_w
 
         refusal = RunFolder(Path(settings.train.out_dir).expanduser()).refusal(
-            resume=settings.train.from_resume, overwrite=settings.train.overwrite)
+            resume=settings.train.from_resume, overwrite=settings.train.overwrite,
+            weights_name=settings.weights_name(), from_weight=settings.train.from_weight)
         if refusal is not None:  # said before the settings, which would bury it
             say(f"minimind-tui: error: train.out_dir: {refusal}")
             return exit_codes.INVALID

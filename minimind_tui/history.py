@@ -24,6 +24,7 @@ import numpy as np
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished,
                              RunStarted, Sample, StepMetrics)
+from minimind.run_folder import RunStatus
 
 EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early points are not ~0
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)
@@ -59,6 +60,8 @@ class RunHistory:
         self.last_eval: EvalResult | None = None
         self.checkpoint: CheckpointSaved | None = None
         self.finished: RunFinished | None = None
+        self.summary = RunStatus()
+        """The run's figures folded as its status file and the runs list fold them."""
         for name in SERIES:
             setattr(self, name, array("d"))
         self.val_steps, self.val_tokens, self.val_loss = array("d"), array("d"), array("d")
@@ -76,8 +79,10 @@ class RunHistory:
     def apply(self, events: list[Event | StepBlock]) -> None:
         for event in events:
             self._apply(event)
+            whole = event.last if isinstance(event, StepBlock) else event
+            self.summary.apply(whole)
             self._log_seq += 1
-            self.log.append((self._log_seq, event.last if isinstance(event, StepBlock) else event))
+            self.log.append((self._log_seq, whole))
         if events:
             self.version += 1
 
@@ -195,14 +200,18 @@ def downsample_minmax(xs, ys, max_points: int) -> tuple[list[float], list[float]
     """
     n = len(ys)
     if n <= max_points:
-        return list(xs), list(ys)
+        return np.asarray(xs, dtype=np.float64).tolist(), np.asarray(ys, dtype=np.float64).tolist()
     x = np.asarray(xs, dtype=np.float64)
     y = np.asarray(ys, dtype=np.float64)
     buckets = max((max_points - 2) // 2, 1)
-    size = n // buckets
-    body = y[: buckets * size].reshape(buckets, size)
-    low = np.where(np.isnan(body), np.inf, body).argmin(axis=1)
-    high = np.where(np.isnan(body), -np.inf, body).argmax(axis=1)
-    starts = np.arange(buckets) * size
+    # Buckets of n // buckets or one more point, spread evenly: the newest points (a live
+    # run's edge) are bucketed like all others, not cut to one.
+    starts = np.arange(buckets) * n // buckets
+    ends = np.append(starts[1:], n)
+    index = starts[:, None] + np.arange((ends - starts).max())[None, :]
+    outside = index >= ends[:, None]
+    body = y[np.minimum(index, n - 1)]
+    low = np.where(outside | np.isnan(body), np.inf, body).argmin(axis=1)
+    high = np.where(outside | np.isnan(body), -np.inf, body).argmax(axis=1)
     keep = np.unique(np.concatenate(([0, n - 1], starts + low, starts + high)))
     return x[keep].tolist(), y[keep].tolist()

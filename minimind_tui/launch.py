@@ -22,11 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from minimind.run_files import LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE
 from minimind.run_folder import LOCK_FD_ENV, RunFolder
 from minimind.settings import RunSettings, TrainSettings
 
-SETTINGS_FILE = "launch.toml"
-LOG_FILE = "launch.log"
 TAIL_BYTES = 16 << 10
 # torchrun waits this long (default 30 s) for its workers after forwarding a stop: a big model's
 # step and checkpoint may take longer, and a worker killed mid-save loses the stop's checkpoint.
@@ -107,15 +106,16 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
     train = settings.train
     out_dir = Path(train.out_dir).expanduser()
     folder = RunFolder(out_dir)
-    folder.claim(resume=train.from_resume, overwrite=train.overwrite)
+    folder.claim(resume=train.from_resume, overwrite=train.overwrite,
+                 weights_name=settings.weights_name(), from_weight=train.from_weight)
     try:
-        settings_file = settings.save_toml(out_dir / SETTINGS_FILE)
+        settings_file = settings.save_toml(out_dir / LAUNCH_SETTINGS_FILE)
         command = child_command(settings, settings_file)
         env, inherited = child_env(), ()
         if not needs_torchrun(train):
             env[LOCK_FD_ENV] = str(folder.lock_fd)
             inherited = (folder.lock_fd,)
-        log_path = out_dir / LOG_FILE
+        log_path = out_dir / LAUNCH_LOG_FILE
         with open(log_path, "ab") as log:  # appended: a resumed run keeps its earlier output
             offset = log.tell()
             log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(command)}\n".encode())

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from minimind.events import Event, StepMetrics
-from minimind.follow import Follower, parse_event
+from minimind.events import Event, LogMessage, StepMetrics
+from minimind.follow import MAX_LINE_BYTES, Follower, Lines, parse_event
 from minimind_tui.history import BLOCK_COLUMNS, RunHistory, StepBlock
 
 MIN_BLOCK = 64  # shorter runs of step lines (a live tail) are cheaper to parse one by one
@@ -80,6 +80,19 @@ def parse_lines(lines: list[bytes]) -> tuple[list[Event | StepBlock], int]:
     return items, skipped
 
 
+def parse_chunk(chunk: Lines, path: Path) -> tuple[list[Event | StepBlock], int]:
+    """`parse_lines` of a poll, with a warning in the log when lines were skipped (so the
+    viewer says why a history has gaps), and how many were."""
+    items, skipped = parse_lines(chunk.lines)
+    if skipped or chunk.oversized:
+        parts = [f"{skipped:,} not a readable event"] if skipped else []
+        if chunk.oversized:
+            parts.append(f"{chunk.oversized:,} longer than {MAX_LINE_BYTES >> 20} MiB")
+        items.append(LogMessage(level="warning", text=f"{path}: skipped "
+                                f"{skipped + chunk.oversized:,} line(s): {', '.join(parts)}"))
+    return items, skipped + chunk.oversized
+
+
 def step_block(lines: list[bytes]) -> StepBlock | None:
     """Step lines as one block, or None if any of them is not exactly what the engine writes."""
     matches = _STEP_LINE.findall(b"\n".join(lines))
@@ -101,6 +114,6 @@ def read_history(path: str | Path, history: RunHistory | None = None) -> RunHist
         batch = follower.poll_lines()
         if batch.reset:
             history.reset()
-        history.apply(parse_lines(batch.lines)[0])
+        history.apply(parse_chunk(batch, follower.path)[0])
         if batch.caught_up:
             return history

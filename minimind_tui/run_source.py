@@ -22,12 +22,13 @@ from pathlib import Path
 from textual.dom import DOMNode
 from textual.worker import Worker, WorkerState
 
-from minimind.events import Event, RunFinished, RunStarted
+from minimind.events import Event, RunFinished, RunStarted, StepMetrics
 from minimind.follow import Follower
-from minimind.run_folder import METRICS_FILE, RunFolder
+from minimind.run_files import METRICS_FILE
+from minimind.run_folder import RunFolder
 from minimind_tui.history import StepBlock
 from minimind_tui.launch import ChildProcess
-from minimind_tui.metrics_reader import parse_lines
+from minimind_tui.metrics_reader import parse_chunk
 
 GROUP = "training-run"
 POLL_SECONDS = 0.5  # a poll of a file that did not grow is one stat(): cheap on any disk
@@ -63,8 +64,19 @@ class RunSource:
     def close(self) -> None:
         """The app is going away (or showing another run): end the worker soon."""
 
-    def outcome(self) -> RunFinished:
-        raise NotImplementedError
+    no_result = "stopped following the run"
+    """The reason of a failure when the worker ended without a result."""
+
+    def outcome(self, step: int) -> RunFinished:
+        """How the finished worker ended; an exception that escaped the run counts as a failed
+        run at `step` (the last step the app saw trained), so the UI has one path for every
+        ending."""
+        assert self.worker is not None and self.worker.is_finished
+        if self.worker.state == WorkerState.SUCCESS and self.worker.result is not None:
+            return self.worker.result
+        error = self.worker.error
+        reason = f"{type(error).__name__}: {error}" if error else self.no_result
+        return RunFinished(status="failed", step=step, reason=reason, cause="runtime")
 
 
 @dataclass
@@ -81,6 +93,8 @@ class _Seen:
 
     after: float
     finished: RunFinished | None = None
+    step: int = 0
+    """The last step logged."""
 
 
 class FolderSource(RunSource):
@@ -114,8 +128,8 @@ class FolderSource(RunSource):
         state_checked, child_gone = 0.0, False
         while not self._closing.is_set():
             batch = follower.poll_lines()
-            if batch.reset or batch.lines:
-                items, skipped = parse_lines(batch.lines)
+            if batch.reset or batch.lines or batch.oversized:
+                items, skipped = parse_chunk(batch, follower.path)
                 self._note(items)
                 if not self._put(_Chunk(items, batch.reset, skipped)):
                     return None
@@ -133,7 +147,9 @@ class FolderSource(RunSource):
 
     def _note(self, items: list[Event | StepBlock]) -> None:
         for item in items:
-            if isinstance(item, RunStarted) and item.time >= self._seen.after:
+            if isinstance(item, (StepMetrics, StepBlock)):
+                self._seen.step = (item.last if isinstance(item, StepBlock) else item).step
+            elif isinstance(item, RunStarted) and item.time >= self._seen.after:
                 self._seen.finished = None
             elif isinstance(item, RunFinished) and item.time >= self._seen.after:
                 self._seen.finished = item
@@ -155,7 +171,8 @@ class FolderSource(RunSource):
             return self._seen.finished
         code = self.child.poll()
         return RunFinished(
-            status="failed", step=0, cause="runtime", details_path=str(self.child.log_path),
+            status="failed", step=self._seen.step, cause="runtime",
+            details_path=str(self.child.log_path),
             reason=f"{self.child.what} exited with code {code} before the run reported its "
                    f"end; the end of its output:\n{self.child.log_tail()}")
 
@@ -184,11 +201,3 @@ class FolderSource(RunSource):
         self._closing.set()
         if self.child is not None and not self.detached:
             self.child.request_stop()  # a torchrun job must not outlive the app that ran it
-
-    def outcome(self) -> RunFinished:
-        assert self.worker is not None and self.worker.is_finished
-        if self.worker.state == WorkerState.SUCCESS and self.worker.result is not None:
-            return self.worker.result
-        error = self.worker.error
-        reason = f"{type(error).__name__}: {error}" if error else "stopped following the run"
-        return RunFinished(status="failed", step=0, reason=reason, cause="runtime")

@@ -14,39 +14,23 @@ from __future__ import annotations
 
 import queue
 import threading
-from enum import StrEnum
 from pathlib import Path
 
 from textual.dom import DOMNode
-from textual.worker import Worker, WorkerState
+from textual.worker import Worker
 
 from minimind.events import Event, RunFinished
 from minimind.follow import Follower
 from minimind.settings import RunSettings
 from minimind.sinks import QueueSink
 from minimind_tui.history import StepBlock
-from minimind_tui.metrics_reader import parse_lines
+from minimind_tui.metrics_reader import parse_chunk
 from minimind_tui.run_source import CHUNK_BYTES, GROUP, QUEUED_CHUNKS, RunSource
 
 
-class RunPhase(StrEnum):
-    """Where the app's run stands; the last three are `RunFinished.status` values."""
-
-    IDLE = "idle"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    FAILED = "failed"
-    CRASHED = "crashed"
-    """A watched run whose process is gone without a final event."""
-
-    @property
-    def active(self) -> bool:
-        return self in (RunPhase.RUNNING, RunPhase.STOPPING)
-
-
 class TrainingRun(RunSource):
+    no_result = "the run was cancelled"
+
     def __init__(self, settings: RunSettings, history: Path | None = None) -> None:
         """`history`: a metrics.jsonl to show before the engine's own events (a resume)."""
         self.settings = settings
@@ -76,7 +60,7 @@ class TrainingRun(RunSource):
         follower = Follower(path, chunk=CHUNK_BYTES)
         while not self.stop_event.is_set():
             batch = follower.poll_lines()
-            items = parse_lines(batch.lines)[0]
+            items = parse_chunk(batch, path)[0]
             while items and not self.stop_event.is_set():
                 try:
                     self._earlier.put(items, timeout=0.2)
@@ -99,13 +83,3 @@ class TrainingRun(RunSource):
         while not self._earlier.empty():  # only this thread takes: get_nowait cannot fail
             items += self._earlier.get_nowait()
         return items + self.sink.drain() if done else items
-
-    def outcome(self) -> RunFinished:
-        """How the finished worker ended; an exception that escaped the engine counts as a
-        failed run, so the UI has one path for every ending."""
-        assert self.worker is not None and self.worker.is_finished
-        if self.worker.state == WorkerState.SUCCESS and self.worker.result is not None:
-            return self.worker.result
-        error = self.worker.error
-        reason = f"{type(error).__name__}: {error}" if error else "the run was cancelled"
-        return RunFinished(status="failed", step=0, reason=reason, cause="runtime")

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from minimind.event_text import format_count, format_duration
-from minimind.events import EvalResult, RunFinished, StepMetrics
-from minimind.follow import parse_event
-from minimind.run_folder import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, STATUS_FILE, RunFolder,
-                                 RunStatus)
+from minimind.follow import parse_event, read_regular_tail
+from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
+from minimind.run_folder import RunFolder, RunStatus
 from minimind.settings import SettingsError, read_toml
-from minimind_tui.launch import LOG_FILE, SETTINGS_FILE
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
 TAIL_BYTES = 256 << 10
@@ -86,12 +84,19 @@ def _loss(value: float | None) -> str:
 
 
 def find_runs(root: str | Path) -> list[RunSummary]:
-    """Every run folder under `root` (and `root` itself if it is one), by path."""
+    """Every run folder under `root` (and `root` itself if it is one), by path; a folder that
+    cannot be listed is one too, "unreadable": it may hold a run, and must not vanish."""
     root = Path(root)
     runs = []
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(error: OSError) -> None:
+        path = Path(error.filename)
+        name = str(path.relative_to(root)) if path != root else path.name
+        runs.append(RunSummary(path, name, "?", "unreadable"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         here = Path(folder)
-        if STATUS_FILE in files or METRICS_FILE in files or CONFIG_FILE in files:
+        if any(name in files or name in dirs for name in MARKER_FILES):
             runs.append(summarise(here, root))
             dirs.clear()  # a run's folder holds no other runs
             continue
@@ -102,19 +107,20 @@ def find_runs(root: str | Path) -> list[RunSummary]:
 
 def summarise(path: Path, root: Path | None = None) -> RunSummary:
     folder = RunFolder(path)
-    status = folder.status()
     name = str(path.relative_to(root)) if root is not None and path != root else path.name
+    state = folder.state()
+    status = folder.status()
+    if status is None:  # none (or not one): what the end of the metrics file tells
+        status = _from_metrics_tail(path / METRICS_FILE)
+        state = status.state if state == "crashed" and status.state != "running" else state
     shape = describe_shape(path / CONFIG_FILE, status)
-    if status is not None:
-        return RunSummary(
-            path, name, shape, folder.state(status), status.step, status.total_steps,
-            status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
-            status.tokens_per_sec, status.elapsed, status.updated or status.started,
-            status.parameters)
-    return _from_metrics_tail(path, name, shape, folder)
+    return RunSummary(
+        path, name, shape, state, status.step, status.total_steps, status.loss,
+        status.val_loss, status.best_val_loss, status.tokens_seen, status.tokens_per_sec,
+        status.elapsed, status.updated or status.started, status.parameters)
 
 
-def describe_shape(config: Path, status: RunStatus | None) -> str:
+def describe_shape(config: Path, status: RunStatus) -> str:
     """"minimind2 128x2 · 1.21M" (family, width x layers, MoE, parameters), from config.toml."""
     try:
         model = read_toml(config).get("model", {})
@@ -122,32 +128,21 @@ def describe_shape(config: Path, status: RunStatus | None) -> str:
         return "?"
     shape = (f"{model.get('family', 'minimind2')} {model.get('hidden_size', '?')}x"
              f"{model.get('num_hidden_layers', '?')}{' moe' if model.get('use_moe') else ''}")
-    return f"{shape} · {format_count(status.parameters)}" if status and status.parameters \
-        else shape
+    return f"{shape} · {format_count(status.parameters)}" if status.parameters else shape
 
 
-def _from_metrics_tail(path: Path, name: str, shape: str, folder: RunFolder) -> RunSummary:
-    summary = RunSummary(path, name, shape, folder.state(None))
-    metrics = path / METRICS_FILE
-    try:
-        with open(metrics, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
-            lines = f.read().splitlines()[1:]  # the first may be cut
-        summary.updated = metrics.stat().st_mtime
-    except OSError:
-        return summary
-    for event in filter(None, map(parse_event, lines)):
-        if isinstance(event, StepMetrics):
-            summary.step, summary.total_steps, summary.loss = event.step, event.total_steps, \
-                event.loss
-            summary.tokens, summary.tokens_per_sec, summary.elapsed = event.tokens_seen, \
-                event.tokens_per_sec, event.elapsed
-        elif isinstance(event, EvalResult):
-            summary.val_loss = event.val_loss
-            summary.best_val_loss = min(event.val_loss, summary.best_val_loss or event.val_loss)
-        elif isinstance(event, RunFinished):
-            summary.state = event.status
-    return summary
+def _from_metrics_tail(metrics: Path) -> RunStatus:
+    """The events at the end of a metrics file folded as the trainer folds them (no status
+    file: a run from before it, or a metrics.jsonl synced alone). State "running" if none ended
+    it; `updated` is the file's time."""
+    status = RunStatus()
+    tail = read_regular_tail(metrics, TAIL_BYTES)
+    if tail is None:
+        return status
+    data, status.updated = tail
+    for event in filter(None, map(parse_event, data.splitlines()[1:])):  # the first may be cut
+        status.apply(event)
+    return status
 
 
 def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:
@@ -191,10 +186,6 @@ def delete_run(path: Path) -> list[Path]:
     folder.claim(resume=True, overwrite=False)
     try:
         removed = folder.remove_run_files()
-        for name in (LOG_FILE, SETTINGS_FILE):
-            if (path / name).is_file():
-                (path / name).unlink()
-                removed.append(path / name)
     finally:
         folder.release()
     (path / LOCK_FILE).unlink(missing_ok=True)

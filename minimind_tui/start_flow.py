@@ -3,11 +3,12 @@ pick the source the run comes from.
 
 * The folder's run is alive (any launcher, any machine whose status is fresh): offer to watch
   it instead. The engine's lock refuses a second trainer anyway; this says so before starting.
-* The folder holds a finished, stopped, failed or crashed run and the form does not say resume:
-  Resume it, start in a New run folder beside it (out/tiny-2), or Overwrite it (asked twice:
-  its checkpoints are deleted). Resume and the new folder are set on the form as well, so the
-  form shows what runs; overwrite is given to this start only, never left on the form, where
-  the next Start would silently delete the run this one writes.
+* The folder holds a finished, stopped, failed or crashed run (or a weights file the run would
+  save over) and the form does not say resume: Resume it, start in a New run folder beside it
+  (out/tiny-2), or Overwrite it (asked twice, naming what is deleted). Resume and the new
+  folder are set on the form as well, so the form shows what runs; overwrite is given to this
+  start only, never left on the form, where the next Start would silently delete the run this
+  one writes.
 * Then: one process on one device trains in this process's worker thread; several processes
   (nproc_per_node, nnodes) or a detached start launch a child and follow its folder.
 """
@@ -18,9 +19,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minimind.checkpoint import find_resume_files
 from minimind.follow import Follower
-from minimind.run_folder import METRICS_FILE, RunBusy, RunFolder
+from minimind.run_files import METRICS_FILE, resume_files, run_files
+from minimind.run_folder import NeedsConsent, RunBusy, RunFolder, replaced_files_text
 from minimind.settings import RunSettings
 from minimind_tui.launch import launch, needs_torchrun
 from minimind_tui.run_source import CHUNK_BYTES, FolderSource, RunSource
@@ -54,29 +55,38 @@ class StartFlow:
         self.app = app
 
     def start(self, settings: RunSettings, *, detached: bool = False) -> None:
-        folder = RunFolder(Path(settings.train.out_dir).expanduser())
-        status = folder.status()
-        state = folder.state(status)
-        if state == "running":
+        train = settings.train
+        folder = RunFolder(Path(train.out_dir).expanduser())
+        try:  # the engine's own rule, asked before it is refused
+            folder.consent(resume=train.from_resume, overwrite=False,
+                           weights_name=settings.weights_name(), from_weight=train.from_weight)
+        except RunBusy:
             self.app.push_screen(ChoiceScreen(
                 f"{folder.path} is in use",
-                f"Another training is writing to this folder: {folder.describe(status)}. "
+                f"Another training is writing to this folder: {folder.describe()}. "
                 "Only one trainer may use a run folder at a time.",
                 [Choice("watch", "Watch it", "w", "primary")],
                 note="Watching is read-only; to train as well, choose another out_dir."),
                 partial(self._busy_answered, folder.path))
-        elif folder.holds_a_run() and not settings.train.from_resume:
+        except NeedsConsent as e:
             new = next_free_folder(folder.path)
-            resumable = bool(find_resume_files(folder.path))
+            resumable = bool(resume_files(folder.path))
+            files = replaced_files_text(e.files, train.from_weight)
+            if e.run:
+                title = f"{folder.path} already holds a run"
+                text = f"It is {e.run}. Start would replace it" + (
+                    f" and {files}" if files else "") + "; choose what to do."
+            else:
+                title = f"{folder.path} already holds {', '.join(p.name for p in e.files)}"
+                text = f"Start would replace {files}; choose what to do."
             self.app.push_screen(ChoiceScreen(
-                f"{folder.path} already holds a run",
-                f"It is {folder.describe(status)}. Start would replace it; choose what to do.",
+                title, text,
                 [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
                  Choice("new", f"New folder {new.name}", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
                 note="Resume continues from its last checkpoint" if resumable
                 else "It has no checkpoint to resume from."),
-                partial(self._reuse_answered, settings, detached, new))
+                partial(self._reuse_answered, settings, detached, new, e.files))
         else:
             self.launch(settings, detached=detached)
 
@@ -85,7 +95,7 @@ class StartFlow:
             self.app.watch_folder(path)
 
     def _reuse_answered(self, settings: RunSettings, detached: bool, new: Path,
-                        answer: str | None) -> None:
+                        in_the_way: list[Path], answer: str | None) -> None:
         if answer == "resume":
             self.app.configure_screen.set_fields({"train.from_resume": True})
             self.launch(with_train(settings, from_resume=True), detached=detached)
@@ -93,11 +103,15 @@ class StartFlow:
             self.app.configure_screen.set_fields({"train.out_dir": str(new)})
             self.launch(with_train(settings, out_dir=str(new)), detached=detached)
         elif answer == "overwrite":
-            files = len(RunFolder(settings.train.out_dir).run_files())
+            files = len(run_files(Path(settings.train.out_dir).expanduser()))
+            what = f"the run there, its checkpoints included ({files} files)" if files else ""
+            if in_the_way:
+                names = replaced_files_text(in_the_way, settings.train.from_weight)
+                what = f"{what} and {names}" if what else names
             self.app.push_screen(ConfirmScreen(
                 f"Overwrite {settings.train.out_dir}?",
-                f"This deletes the run there, its checkpoints included ({files} files), once "
-                "the new run has started. It cannot be undone.", yes="Delete and start"),
+                f"This deletes {what}, once the new run has started. It cannot be undone.",
+                yes="Delete and start"),
                 partial(self._overwrite_confirmed, settings, detached))
 
     def _overwrite_confirmed(self, settings: RunSettings, detached: bool,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from minimind.run_folder import METRICS_FILE
+from minimind.run_files import METRICS_FILE
 from minimind_tui import exit_codes
 from minimind_tui.cli import terminal_attached
 
@@ -34,5 +34,7 @@ def main(argv: list[str]) -> int:
                        f"`minimind-tui runs {folder.parent}` prints a run's status", prog=PROG)
     from minimind_tui.app import MiniMindApp
 
-    MiniMindApp(watch=folder).run()
-    return exit_codes.OK
+    app = MiniMindApp(watch=folder)
+    app.run()
+    # Textual prints the traceback of a crash and sets this; it must not read as success.
+    return exit_codes.FAILED if app.return_code else exit_codes.OK

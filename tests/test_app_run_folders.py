@@ -16,12 +16,11 @@ import pytest
 from textual.widgets import Button, Static
 
 from minimind.events import RunStarted
-from minimind.follow import read_events
 from minimind.run_folder import RunFolder
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.choice import ChoiceScreen
 from test_app import SIZE, quick_app, wait_until
-from test_run_folder import cli, start, wait_for
+from test_run_folder import cli, read_events, start, wait_for
 
 # These tests follow live CPU runs on the dashboard and wait for its lines and charts.
 pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
@@ -225,3 +224,28 @@ def test_watch_needs_a_folder_and_a_terminal(tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", str(tmp_path)],
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
     assert proc.returncode == 2 and "no terminal" in proc.stderr
+
+
+async def test_start_asks_before_replacing_weights_that_are_no_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    theirs = run / "pretrain_128.pth"  # e.g. upstream MiniMind's own out/pretrain_<hidden>.pth
+    theirs.write_bytes(b"the user's weights")
+    app = quick_app(tmp_path, max_steps=2, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5")
+        assert isinstance(app.screen, ChoiceScreen)
+        dialog = app.screen.query_one(".dialog")
+        assert str(dialog.border_title) == f"{run} already holds pretrain_128.pth"
+        assert "Start would replace pretrain_128.pth" in " ".join(
+            str(s.render()) for s in dialog.query(Static))
+        assert app.screen.query_one("#resume", Button).disabled  # nothing to resume
+        await pilot.press("escape")
+        assert app.training is None and theirs.read_bytes() == b"the user's weights"
+        await pilot.press("f5", "o")
+        assert "pretrain_128.pth" in " ".join(
+            str(s.render()) for s in app.screen.query_one(".dialog").query(Static))
+        await pilot.press("y")
+        await wait_until(pilot, lambda: app.run_phase == "completed")
+    assert theirs.read_bytes() != b"the user's weights"
+    assert RunFolder(run).state() == "completed"

@@ -10,15 +10,30 @@ import subprocess
 import sys
 import time
 
-from minimind.events import RunStarted, StepMetrics
-from minimind.follow import Follower, read_events
+from minimind.events import Event, RunStarted, StepMetrics
+from minimind.follow import Follower
 from minimind.run_folder import RunFolder
 from minimind_tui.history import RunHistory
+from minimind_tui.metrics_reader import parse_lines
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
          "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def read_events(path) -> list[Event]:
+    """Every event of a finished metrics file."""
+    items, skipped = parse_lines(path.read_bytes().splitlines())
+    assert skipped == 0 and all(isinstance(item, Event) for item in items)
+    return items
+
+
+def poll(follower: Follower) -> tuple[list[Event], int, bool, bool]:
+    """One poll's events, skipped lines, whether the file started over, and caught up."""
+    chunk = follower.poll_lines()
+    events, skipped = parse_lines(chunk.lines)
+    return events, skipped + chunk.oversized, chunk.reset, chunk.caught_up
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -93,10 +108,10 @@ def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
 
     def catch_up() -> None:
         while True:
-            batch = follower.poll()
-            assert not batch.reset and batch.skipped == 0
-            history.apply(batch.events)
-            if batch.caught_up:
+            events, skipped, reset, caught_up = poll(follower)
+            assert not reset and skipped == 0
+            history.apply(events)
+            if caught_up:
                 return
 
     proc = start("--out_dir", str(tmp_path), "--save_interval", "3")
@@ -126,24 +141,24 @@ def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
 def test_the_follower_keeps_a_partial_line_and_notices_a_new_file(tmp_path):
     path = tmp_path / "metrics.jsonl"
     follower = Follower(path, chunk=64)
-    assert follower.poll().events == []  # no file yet
+    assert poll(follower)[0] == []  # no file yet
     line = json.dumps({"kind": "log", "time": 1.0, "level": "info", "text": "hello"}) + "\n"
     path.write_text(line + line[:20])  # the writer is mid-line
     events = []
     while True:
-        batch = follower.poll()
-        events += batch.events
-        if batch.caught_up:
+        got, _, _, caught_up = poll(follower)
+        events += got
+        if caught_up:
             break
     assert [e.text for e in events] == ["hello"]
     with path.open("a") as f:
         f.write(line[20:] + "not json\n")
-    batch = follower.poll()
-    assert [e.text for e in batch.events] == ["hello"] and batch.skipped == 1
+    got, skipped, _, _ = poll(follower)
+    assert [e.text for e in got] == ["hello"] and skipped == 1
     path.unlink()
     path.write_text(line)  # replaced by a new run
-    batch = follower.poll()
-    assert batch.reset and len(batch.events) == 1
+    got, _, reset, _ = poll(follower)
+    assert reset and len(got) == 1
 
 
 def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
@@ -157,3 +172,52 @@ def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
     time.sleep(0.6)
     assert folder.status().updated > first and folder.state() == "running"
     sink.close()
+
+
+def test_weights_a_run_would_replace_need_the_same_consent_as_a_run(tmp_path):
+    # The issue's case: weights copied into a fresh folder, and fine-tuned from in place.
+    assert cli("--max_steps", "1", "--out_dir", str(tmp_path / "base")).returncode == 0
+    ft = tmp_path / "ft"
+    ft.mkdir()
+    source = ft / "pretrain_128.pth"
+    source.write_bytes((tmp_path / "base" / "pretrain_128.pth").read_bytes())
+    kept = source.read_bytes()
+    refused = cli("--max_steps", "1", "--out_dir", str(ft), "--from_weight", str(source))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (f"{ft} already holds pretrain_128.pth (the from_weight this run starts from), "
+            "which this run would replace") in refused.stderr
+    assert "overwrite" in refused.stderr and "from_resume" not in refused.stderr
+    assert source.read_bytes() == kept and sorted(p.name for p in ft.iterdir()) == [
+        ".run.lock", "pretrain_128.pth"]
+    # Upstream's own out/: a pretrain_<hidden>.pth of a user's, no run of ours (a hostile
+    # variant: a dangling symlink of that name, which a save would replace just the same).
+    upstream = tmp_path / "out"
+    upstream.mkdir()
+    (upstream / "pretrain_128.pth").symlink_to(tmp_path / "gone.pth")
+    refused = cli("--max_steps", "1", "--out_dir", str(upstream))
+    assert refused.returncode == 2 and "already holds pretrain_128.pth, which" in refused.stderr
+    assert (upstream / "pretrain_128.pth").is_symlink()
+    # Consent given: the run starts from the file, then replaces it with its own weights.
+    replaced = cli("--max_steps", "1", "--out_dir", str(ft), "--from_weight", str(source),
+                   "--overwrite", "1")
+    assert replaced.returncode == 0, replaced.stderr
+    assert "replacing pretrain_128.pth (the from_weight this run starts from)" in replaced.stdout
+    assert f"initialised from {source}" in replaced.stdout
+    assert source.read_bytes() != kept and RunFolder(ft).state() == "completed"
+
+
+def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
+    folder = RunFolder(tmp_path)
+    names = ["run.json", "metrics.jsonl", "config.toml", "error.log", "launch.toml",
+             "launch.log", "pretrain_128.pth", "pretrain_128_resume.pth", ".run.json.x1.tmp"]
+    for name in names + ["notes.txt", "pretrain_512.pth"]:  # the last two are the user's
+        (tmp_path / name).write_text("{}")
+    note = folder.claim(resume=False, overwrite=True, weights_name="pretrain_128.pth")
+    try:
+        assert note.startswith("replacing a run (")
+        assert not (tmp_path / ".run.json.x1.tmp").exists()  # a killed status write, cleaned
+        folder.start_fresh()
+    finally:
+        folder.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "notes.txt",
+                                                          "pretrain_512.pth"]

@@ -13,7 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
-from minimind.run_folder import METRICS_FILE
+from minimind.run_files import METRICS_FILE
 from minimind_tui.history import RunHistory
 from minimind_tui.metrics_reader import read_history
 from minimind_tui.runs import RunSummary

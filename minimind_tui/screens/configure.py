@@ -15,6 +15,7 @@ from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
 from minimind.environment import validate_for_start
+from minimind.run_files import CONFIG_FILE
 from minimind.settings import Problem, RunSettings, SettingsError, read_toml
 from minimind_tui.form_schema import field_specs, form_data, settings_values
 from minimind_tui.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
@@ -239,7 +240,7 @@ class ConfigureScreen(Screen[None]):
         if folder is None:
             return
         try:
-            saved = settings_values(read_toml(folder / "config.toml"))
+            saved = settings_values(read_toml(folder / CONFIG_FILE))
         except SettingsError as e:
             self.notify(str(e), title="Cannot resume", severity="error", markup=False)
             return

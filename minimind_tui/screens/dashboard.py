@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 from minimind_tui.history import RunHistory
-from minimind_tui.run_worker import RunPhase
+from minimind_tui.run_phase import RunPhase
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel

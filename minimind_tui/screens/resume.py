@@ -6,20 +6,20 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
-from minimind.checkpoint import RESUME_SUFFIX, find_resume_files
+from minimind.run_files import CONFIG_FILE, RESUME_SUFFIX, resume_files
 from minimind_tui.screens.input_dialog import InputDialog
 
 
-class RunFolder(Validator):
-    """What the engine's resume needs: `<dir>/config.toml` and a `*_resume.pth` beside it."""
+class ResumableFolder(Validator):
+    """What the engine's resume needs: the run's config.toml and a resume checkpoint beside it."""
 
     def validate(self, value: str) -> ValidationResult:
         folder = Path(value.strip()).expanduser()
         if not value.strip() or not folder.is_dir():
             return self.failure("not a folder")
-        if not (folder / "config.toml").is_file():
-            return self.failure("no config.toml here (not a run folder)")
-        if not find_resume_files(folder):
+        if not (folder / CONFIG_FILE).is_file():
+            return self.failure(f"no {CONFIG_FILE} here (not a run folder)")
+        if not resume_files(folder):
             return self.failure(f"no *{RESUME_SUFFIX} checkpoint here")
         return self.success()
 
@@ -27,7 +27,7 @@ class RunFolder(Validator):
 class ResumeScreen(InputDialog[Path]):
     def __init__(self, folder: str) -> None:
         super().__init__(folder, title="Resume a run", input_id="run-folder",
-                         validator=RunFolder(), ok_label="Load", ok_id="load",
+                         validator=ResumableFolder(), ok_label="Load", ok_id="load",
                          prompt="Run folder (the out_dir of an earlier run):",
                          placeholder="out/tiny")
 

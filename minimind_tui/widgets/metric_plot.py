@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from textual.app import RenderResult
 from textual.color import Color
 from textual_plotext import PlotextPlot
@@ -45,13 +46,17 @@ class MetricPlot(PlotextPlot):
         plt.clear_data()
         budget = max(2 * self.size.width, 100)  # a min and a max per column
         colors = self.app.theme_variables
-        shown = [s for s in series if s.xs]
+        finite = [(s, *finite_points(s)) for s in series]
+        shown = [(s, xs, ys, bad) for s, xs, ys, bad in finite if len(xs)]
         all_x: list[float] = []
-        for s in shown:
-            xs, ys = downsample_minmax(s.xs, s.ys, budget)
+        for s, xs, ys, bad in shown:
+            xs, ys = downsample_minmax(xs, ys, budget)
             color = Color.parse(colors[s.color]).rgb
-            # The panel title names a lone series.
+            # The panel title names a lone series; one with NaN/inf says how many it left out.
             label = s.label if legend and len(shown) > 1 else None
+            if bad:
+                label = f"{s.label}: {len(bad):,} not finite, first at {tick_label(bad[0])}"
+                plt.vline(bad[0], Color.parse(colors["error"]).rgb)
             if s.kind == "scatter":
                 plt.scatter(xs, ys, label=label, color=color, marker="●")
             else:
@@ -66,6 +71,16 @@ class MetricPlot(PlotextPlot):
             plt.xticks(ticks, [tick_label(t) for t in ticks])
         self._built = None
         self.refresh()
+
+
+def finite_points(series: PlotSeries) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The points a chart can draw, and the x of those it cannot (NaN, inf: a diverged run
+    writes them), which would break plotext's scaling."""
+    x = np.asarray(series.xs, dtype=np.float64)
+    y = np.asarray(series.ys, dtype=np.float64)[: len(x)]
+    x = x[: len(y)]
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok], x[~ok].tolist()
 
 
 def tick_label(value: float) -> str:

@@ -32,7 +32,7 @@ class StatsPanel(VerticalScroll):
         # second for the whole run if the dashboard was left in the background.
         bar.display = history.started is not None
         if history.latest is not None:
-            bar.update(total=history.latest.total_steps, progress=history.latest.step)
+            bar.update(total=history.latest.total_steps, progress=history.summary.step)
         elif history.started is not None:
             bar.update(total=history.started.total_steps, progress=history.started.start_step)
         self.query_one("#stats-table", Static).update(self._table(history), layout=False)
@@ -47,7 +47,9 @@ class StatsPanel(VerticalScroll):
             grid.add_row("step", "waiting for the first logged step…"
                          if h.started else "no run yet: press F5 on the form")
         else:
-            grid.add_row("step", f"{e.step:,}/{e.total_steps:,} · epoch {e.epoch}/{e.epochs}")
+            # The run's step (a stop between two logged steps counts), as the runs list says.
+            grid.add_row("step", f"{h.summary.step:,}/{e.total_steps:,} · epoch "
+                                 f"{e.epoch}/{e.epochs}")
             grid.add_row("loss", f"{e.loss:.4f} · ema {h.loss_ema[-1]:.4f}")
             if h.is_moe:
                 grid.add_row("aux loss", f"{e.aux_loss:.4f}")
@@ -57,7 +59,7 @@ class StatsPanel(VerticalScroll):
             grid.add_row("grad norm", f"{e.grad_norm:.3f}")
             mfu = f" · MFU {e.mfu:.1%}" if e.mfu is not None else ""
             grid.add_row("tokens/s", f"{e.tokens_per_sec:,.0f}{mfu}")
-            grid.add_row("tokens", format_count(e.tokens_seen))
+            grid.add_row("tokens", format_count(h.summary.tokens_seen))
             grid.add_row("elapsed", f"{format_duration(e.elapsed)} · ETA "
                                     f"{format_duration(e.eta_seconds)}")
             grid.add_row("memory", _memory(e))

@@ -1,0 +1,75 @@
+"""Every file a run folder holds, by name: which belong to a run and how to remove them.
+
+A run folder (`out_dir`) is shared with whatever else a user keeps there (upstream MiniMind's own
+`out/` holds its `pretrain_512.pth`), so nothing deletes "the folder": only the files named here.
+Light on purpose (no torch): the runs list, the app and the engine all import it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from minimind.atomic import stale_temp_files
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+STATUS_FILE = "run.json"
+LOCK_FILE = ".run.lock"
+ERROR_FILE = "error.log"
+LAUNCH_SETTINGS_FILE = "launch.toml"
+"""The settings a run launched as a child process (torchrun, detached) was started with."""
+LAUNCH_LOG_FILE = "launch.log"
+"""That child's output."""
+RESUME_SUFFIX = "_resume.pth"
+WEIGHTS_SUFFIX = ".pth"
+
+# The files of a run with a fixed name; the checkpoints' names depend on its settings.
+NAMED_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE, LAUNCH_SETTINGS_FILE,
+               LAUNCH_LOG_FILE)
+# A folder with any of these is a run folder (or the start of one) to a runs list.
+MARKER_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE)
+
+
+def weights_name(save_weight: str, hidden_size: int, use_moe: bool) -> str:
+    """Upstream's rule: `pretrain_512.pth`, `pretrain_640_moe.pth`."""
+    return f"{save_weight}_{hidden_size}{'_moe' if use_moe else ''}{WEIGHTS_SUFFIX}"
+
+
+def resume_name(weights: str) -> str:
+    """`pretrain_512.pth` -> `pretrain_512_resume.pth`."""
+    return weights.removesuffix(WEIGHTS_SUFFIX) + RESUME_SUFFIX
+
+
+def weights_of_resume(resume: str) -> str:
+    return resume.removesuffix(RESUME_SUFFIX) + WEIGHTS_SUFFIX
+
+
+def resume_files(folder: str | Path) -> list[Path]:
+    return sorted(p for p in Path(folder).glob(f"*{RESUME_SUFFIX}") if p.is_file())
+
+
+def run_files(folder: str | Path) -> list[Path]:
+    """The files a run wrote in `folder`: its named files, each resume checkpoint and the
+    weights file saved with it, and the status file's temporary copies a kill left behind.
+    A weights file without a resume file beside it is not among them: it may be the user's."""
+    folder = Path(folder)
+    files = [folder / name for name in NAMED_FILES if (folder / name).is_file()]
+    for resume in resume_files(folder):
+        files.append(resume)
+        weights = resume.with_name(weights_of_resume(resume.name))
+        if weights.is_file():
+            files.append(weights)
+    return files + status_temp_files(folder)
+
+
+def status_temp_files(folder: str | Path) -> list[Path]:
+    """What a status writer killed mid-write left (`.run.json.<random>.tmp`)."""
+    return [p for p in stale_temp_files(folder) if p.name.startswith(f".{STATUS_FILE}.")]
+
+
+def remove_run_files(folder: str | Path) -> list[Path]:
+    """Delete the run's files (see `run_files`), nothing else; returns what was deleted."""
+    files = run_files(folder)
+    for path in files:
+        path.unlink(missing_ok=True)
+    return files
