@@ -6,6 +6,22 @@ from minimind.tokenizer import load_tokenizer
 from minimind_tui.presets import load_settings
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): twice the cores, at most 8. Many tests spend their time
+    waiting (a pilot's pause, a child process, a file to grow), so two per core keep the cores
+    busy; the CPU-bound ones then share a core, each with one torch thread (below)."""
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several workers per core: torch's default of one thread per core in each would
+    # oversubscribe the machine (and its children inherit this).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Derived files (decompressed corpus, token caches) go to a per-session folder unless CI
