@@ -157,9 +157,10 @@ def test_missing_files_are_reported_at_once_before_anything_runs(tmp_path):
                "--data_path", str(tmp_path / "train.jsonl"),
                "--tokenizer_path", str(tmp_path / "tokenizer"))
     assert proc.returncode == 2 and proc.stdout == ""
+    missing = "no such file or folder"
     assert proc.stderr.splitlines() == [
-        f"minimind-tui: error: train.data_path: {tmp_path / 'train.jsonl'}: not found",
-        f"minimind-tui: error: train.tokenizer_path: {tmp_path / 'tokenizer'}: not found"]
+        f"minimind-tui: error: train.data_path: {tmp_path / 'train.jsonl'}: {missing}",
+        f"minimind-tui: error: train.tokenizer_path: {tmp_path / 'tokenizer'}: {missing}"]
     assert not (tmp_path / "run").exists()
 
 

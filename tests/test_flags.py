@@ -203,7 +203,7 @@ def test_start_checks_the_machine_again(tmp_path):
             await pilot.press("f5")
             await pilot.pause()
             assert [str(p) for p in app.configure_screen.problems] == [
-                f"train.data_path: {data}: not found"]
+                f"train.data_path: {data}: no such file or folder"]
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(StartFlow, "launch", lambda _self, s, detached=False: launched.append(s))

@@ -181,8 +181,8 @@ def test_the_rules_never_look_at_the_machine(monkeypatch, tmp_path):
                                             "data_path": gone, "tokenizer_path": gone}})
     assert settings.train.device == "cuda:7"
     found = [(p.loc, p.text) for p in environment_problems(settings)]
-    assert found[:3] == [("train.data_path", f"{gone}: not found"),
-                         ("train.tokenizer_path", f"{gone}: not found"),
+    assert found[:3] == [("train.data_path", f"{gone}: no such file or folder"),
+                         ("train.tokenizer_path", f"{gone}: no such file or folder"),
                          ("train.report_to",
                           'wandb is not installed; pip install "minimind-tui[wandb]"')]
     if torch.cuda.device_count() <= 7:
