@@ -112,11 +112,7 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
     train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
                  eval_interval=0, val_data_path="", sample_prompts=[], epochs=1_000_000,
                  from_resume=False, data_path=data_path, out_dir=out_dir, overwrite=True)
-    settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
-    problems = environment_problems(settings)
-    if problems:
-        raise SettingsError(problems)
-    return settings
+    return RunSettings.parse({"model": base.model.model_dump(), "train": train})
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -329,6 +325,10 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
         data = bench_data(draft, warmup, steps, log)
         plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
                  for v, mb in configs]
+        for _, s in plans:  # what this machine lacks for a variant (float16 without a GPU, ...)
+            problems = environment_problems(s)
+            if problems:
+                raise SettingsError(problems)
         runs: list[list[dict[str, Any]]] = [[] for _ in plans]
         reference = None
         for round_ in range(repeat):

@@ -236,6 +236,12 @@ class Trainer:
             steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
             start_step=self.progress.step, flops_per_token=self.flops_per_token,
             peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir)))
+        if t.max_steps > plan.total_steps:  # else the header's "steps: 2" is the only hint
+            epochs = math.ceil(t.max_steps / plan.steps_per_epoch)
+            self.log(f"the data ends before max_steps ({t.max_steps}): {t.epochs} epoch(s) of "
+                     f"{plan.steps_per_epoch} steps end the run at step {plan.total_steps}; "
+                     f"for {t.max_steps} steps set epochs to {epochs} (--epochs {epochs})",
+                     "warning")
         if dist.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dist.device)
 

@@ -36,7 +36,7 @@ def path_problem(value: str) -> str | None:
         if value == "builtin" or name in BUILTINS:
             return None
         return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
-    return None if Path(value).expanduser().exists() else f"{value}: not found"
+    return None if Path(value).expanduser().exists() else f"{value}: no such file or folder"
 
 
 def environment_problems(settings: RunSettings) -> list[Problem]:

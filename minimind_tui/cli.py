@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 import os
 import sys
+from pathlib import Path
 
 from minimind.settings import RunSettings, SettingsError
 from minimind_tui import exit_codes
@@ -115,9 +116,18 @@ def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
         from minimind_tui.headless import start_detached
 
         return start_detached(settings)
-    # nproc_per_node > 1 outside torchrun: become torchrun, which runs this line again.
-    if needs_torchrun(settings.train) and not launched_by_torchrun():
-        exec_torchrun(settings.train, argv)
+    if not launched_by_torchrun():  # under torchrun the engine's claim says it, on every rank
+        from minimind.run_folder import RunFolder
+
+        t = settings.train
+        refusal = RunFolder(Path(t.out_dir).expanduser()).refusal(
+            resume=t.from_resume, overwrite=t.overwrite, weights_name=settings.weights_name(),
+            from_weight=t.from_weight)
+        if refusal is not None:  # said before the settings dump, which would bury it
+            return invalid(f"train.out_dir: {refusal}")
+        # nproc_per_node > 1: become torchrun, which runs this line again.
+        if needs_torchrun(settings.train):
+            exec_torchrun(settings.train, argv)
     from minimind_tui.headless import run_headless
 
     return run_headless(settings)

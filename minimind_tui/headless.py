@@ -16,7 +16,6 @@ import sys
 import threading
 from pathlib import Path
 
-from minimind.run_folder import RunFolder
 from minimind.settings import RunSettings
 from minimind_tui import exit_codes
 
@@ -43,12 +42,6 @@ def run_headless(settings: RunSettings) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         import tomli_w
 
-        refusal = RunFolder(Path(settings.train.out_dir).expanduser()).refusal(
-            resume=settings.train.from_resume, overwrite=settings.train.overwrite,
-            weights_name=settings.weights_name(), from_weight=settings.train.from_weight)
-        if refusal is not None:  # said before the settings, which would bury it
-            say(f"minimind-tui: error: train.out_dir: {refusal}")
-            return exit_codes.INVALID
 
         try:
             print("# resolved settings\n" + tomli_w.dumps(settings.to_toml_dict()), flush=True)

@@ -30,8 +30,9 @@ def main(argv: list[str]) -> int:
     if not folder.is_dir():
         return exit_codes.invalid(f"{folder}: no such folder", prog=PROG)
     if not terminal_attached():
-        return exit_codes.invalid("no terminal (stdin or stderr is not a TTY): the dashboard needs one; "
-                       f"`minimind-tui runs {folder.parent}` prints a run's status", prog=PROG)
+        return exit_codes.invalid("no terminal (stdin or stderr is not a TTY): the dashboard "
+                                  f"needs one; `minimind-tui runs {folder.parent}` prints a "
+                                  "run's status", prog=PROG)
     from minimind_tui.app import MiniMindApp
 
     app = MiniMindApp(watch=folder)

@@ -135,7 +135,8 @@ async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
     app = quick_app(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         await set_value(pilot, "data_path", str(tmp_path / "nope.jsonl"))
-        assert error_text(app, "data_path") == f"{tmp_path / 'nope.jsonl'}: not found"
+        assert error_text(app, "data_path") == \
+            f"{tmp_path / 'nope.jsonl'}: no such file or folder"
         assert app.screen.query_one("#start-button", Button).disabled
         await set_value(pilot, "data_path", "builtin:nope")
         assert "unknown built-in" in error_text(app, "data_path")
@@ -248,7 +249,7 @@ async def test_readouts_show_what_the_valid_settings_allow():
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        assert "not found" in error_text(app, "data_path")
+        assert "no such file or folder" in error_text(app, "data_path")
         text = readouts(app)
         assert "25.83M" in text and "minimind2 checkpoints" in text
         assert "131,072" in text and "GiB" in text  # tokens/step, memory

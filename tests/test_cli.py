@@ -157,9 +157,10 @@ def test_missing_files_are_reported_at_once_before_anything_runs(tmp_path):
                "--data_path", str(tmp_path / "train.jsonl"),
                "--tokenizer_path", str(tmp_path / "tokenizer"))
     assert proc.returncode == 2 and proc.stdout == ""
+    missing = "no such file or folder"
     assert proc.stderr.splitlines() == [
-        f"minimind-tui: error: train.data_path: {tmp_path / 'train.jsonl'}: not found",
-        f"minimind-tui: error: train.tokenizer_path: {tmp_path / 'tokenizer'}: not found"]
+        f"minimind-tui: error: train.data_path: {tmp_path / 'train.jsonl'}: {missing}",
+        f"minimind-tui: error: train.tokenizer_path: {tmp_path / 'tokenizer'}: {missing}"]
     assert not (tmp_path / "run").exists()
 
 
@@ -244,3 +245,14 @@ def test_generate_refuses_a_seed_torch_cannot_take(tmp_path):
     proc = cli("generate", str(tmp_path), "--prompt", "hi", "--seed", str(10**23))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "argument --seed: must be from 0 to 2**64 - 1" in proc.stderr
+
+
+def test_max_steps_beyond_the_data_says_the_data_ends_first_and_how_to_get_more(tmp_path):
+    data = tmp_path / "small.jsonl"
+    data.write_text("".join(f'{{"text": "line {i} of a small file"}}\n' for i in range(8)))
+    proc = cli("--no-ui", *FAST, "--packing", "0", "--data_path", str(data), "--max_steps", "20",
+               "--out_dir", str(tmp_path / "run"))  # 8 samples, 4 per step: 2 steps an epoch
+    assert proc.returncode == 0, proc.stderr
+    assert ("[warning] the data ends before max_steps (20): 1 epoch(s) of 2 steps end the run "
+            "at step 2; for 20 steps set epochs to 10 (--epochs 10)") in proc.stdout
+    assert "[completed] at step 2" in proc.stdout

@@ -184,3 +184,28 @@ def test_a_crash_of_the_dashboard_exits_non_zero(tmp_path):
                           timeout=120)
     assert proc.returncode == 1
     assert "simulated compose failure" in proc.stdout + proc.stderr
+
+
+def test_start_checks_the_machine_again(tmp_path):
+    """The data file is there when the form opens and gone when F5 is pressed: Start refuses
+    with the same words `--no-ui` prints, beside the field."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\n')
+    app = dashboard(["--preset", "tiny", "--out_dir", str(tmp_path / "run"),
+                     "--data_path", str(data)])
+    launched = []
+
+    async def start_after_the_file_is_gone() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert app.configure_screen.current_settings() is not None
+            data.unlink()
+            await pilot.press("f5")
+            await pilot.pause()
+            assert [str(p) for p in app.configure_screen.problems] == [
+                f"train.data_path: {data}: no such file or folder"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(StartFlow, "launch", lambda _self, s, detached=False: launched.append(s))
+        asyncio.run(start_after_the_file_is_gone())
+    assert launched == []

@@ -1,7 +1,10 @@
 import re
+import sys
 
 import pytest
+import torch
 
+from minimind.environment import environment_problems
 from minimind.settings import RunSettings, SettingsError
 from minimind.settings_rules import validate
 from minimind_tui.presets import list_presets, load_settings, resolve_preset, save_user_preset
@@ -167,3 +170,30 @@ def test_presets_are_listed_smallest_first_then_the_users(tmp_path, monkeypatch)
     names = list(list_presets())
     assert names[0] == "tiny" and names[-1] == "aaa"
     assert names.index("minimind2-small") < names.index("minimind2")
+
+
+def test_the_rules_never_look_at_the_machine(monkeypatch, tmp_path):
+    """A config.toml written on a GPU server parses anywhere (export, runs, resume read it);
+    what this machine lacks is the start's check, every problem at once."""
+    monkeypatch.setitem(sys.modules, "wandb", None)  # not installed, whatever this machine has
+    gone = str(tmp_path / "gone.jsonl")
+    settings = RunSettings.parse({"train": {"device": "cuda:7", "report_to": ["wandb"],
+                                            "data_path": gone, "tokenizer_path": gone}})
+    assert settings.train.device == "cuda:7"
+    found = [(p.loc, p.text) for p in environment_problems(settings)]
+    assert found[:3] == [("train.data_path", f"{gone}: no such file or folder"),
+                         ("train.tokenizer_path", f"{gone}: no such file or folder"),
+                         ("train.report_to",
+                          'wandb is not installed; pip install "minimind-tui[wandb]"')]
+    if torch.cuda.device_count() <= 7:
+        assert found[3][0] == "train.device"
+
+
+def test_values_read_back_the_same_from_the_form():
+    """Spaces around a text, blank or multi-line prompts, inf and nan: one canonical value."""
+    settings = RunSettings.parse({"train": {"out_dir": " runs/a ",
+                                            "sample_prompts": [" ROMEO: ", "", "a\nb"]}})
+    assert settings.train.out_dir == "runs/a"
+    assert settings.train.sample_prompts == ["ROMEO:", "a", "b"]
+    with pytest.raises(SettingsError, match="model.rope_theta: must be a finite number"):
+        RunSettings.parse({"model": {"rope_theta": float("inf")}})
