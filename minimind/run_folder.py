@@ -19,7 +19,6 @@ import fcntl
 import math
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, Ru
 from minimind.run_files import (LOCK_FILE, METRICS_FILE, STATUS_FILE,
                                 remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
+from minimind.sinks import BackgroundSink
 
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
 LOCK_FD_ENV = "MINIMIND_RUN_LOCK_FD"
@@ -353,46 +353,43 @@ def process_alive(status: RunStatus) -> bool:
         return False
 
 
-class StatusSink:
+class StatusSink(BackgroundSink):
     """Keeps `run.json` current from the events, on its own thread: the training thread only
-    updates a dict. The file is rewritten when something changed (at most every
-    `min_interval` seconds, at once for a start, a checkpoint or the end) and as a heartbeat."""
+    folds the event in (`RunStatus.apply`). The file is rewritten when something changed (at
+    most every `min_interval` seconds, at once for a start, a checkpoint or the end) and as a
+    heartbeat. Only the first change after a write wakes the thread: no wake-up per step."""
 
     def __init__(self, folder: RunFolder, min_interval: float = 2.0):
         self.folder = folder
         self.min_interval = min_interval
         self.status = RunStatus(**this_process(), started=time.time(), updated=time.time())
-        self._dirty = True
-        self._urgent = True
-        self._closed = False
-        self._wake = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="run.json writer")
-        self._thread.start()
+        self._dirty = False
+        super().__init__("run.json writer", maxlen=1_000, close_timeout=5.0)
+        self.start_thread()
 
-    def emit(self, event: Event) -> None:
-        urgent = self.status.apply(event)
-        with self._wake:
-            self._dirty, self._urgent = True, self._urgent or urgent
-            if urgent:
-                self._wake.notify()
+    def item(self, event: Event) -> str | None:
+        if self.status.apply(event):
+            return "now"
+        if not self._dirty:
+            self._dirty = True
+            return "soon"
+        return None
 
-    def close(self, timeout: float = 5.0) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        self._thread.join(timeout)
-
-    def _loop(self) -> None:
-        last = 0.0
+    def work(self) -> None:
+        last, due = 0.0, True  # the first write (the run has begun) at once
         while True:
-            with self._wake:
-                wait = (0 if self._urgent else
-                        self.min_interval - (time.monotonic() - last) if self._dirty else
-                        HEARTBEAT_SECONDS - (time.monotonic() - last))
-                if wait > 0 and not self._closed:
-                    self._wake.wait(wait)
-                closing = self._closed
-                self._dirty = self._urgent = False
+            if not due:
+                interval = self.min_interval if self._dirty else HEARTBEAT_SECONDS
+                wait = interval - (time.monotonic() - last)
+                if wait > 0 and not self.closed:
+                    when, _ = self.next_item(wait)
+                    if when is not None:
+                        self.done()
+                        due = when == "now"
+                    continue
+            closing = self.closed
+            self.drop_queued()  # this write covers every change so far
+            self._dirty = due = False
             self.status.updated = time.time()
             try:
                 self.folder.write_status(self.status)

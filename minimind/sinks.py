@@ -1,9 +1,10 @@
 """Where events go. The engine calls `emit` on each sink and never knows who listens.
 
 A sink must never block or break training. The queue sink drops the oldest entries when its
-reader falls behind (bounded memory); the JSONL sink writes from its own thread, so a file that
-stalls (a FIFO nobody reads, a hung network disk) costs dropped lines and a warning, never a
-stalled step; the console sink goes quiet if its terminal disappears (a closed SSH session).
+reader falls behind (bounded memory); the sinks that write somewhere (the JSONL file, run.json,
+the trackers) are `BackgroundSink`s: their own thread writes, so a destination that stalls (a
+FIFO nobody reads, a hung network disk) costs dropped lines and a warning, never a stalled step;
+the console sink goes quiet if its terminal disappears (a closed SSH session).
 """
 
 from __future__ import annotations
@@ -51,14 +52,113 @@ class QueueSink:
         pass
 
 
-class JsonlSink:
+class BackgroundSink:
+    """A sink whose work happens on a thread of its own, so a slow or stuck destination (a
+    FIFO, a hung network disk, a tracker's server) costs dropped items and a warning, never a
+    stalled step.
+
+    `emit` queues what `item` makes of the event (None: nothing). At most `maxlen` items wait;
+    past that the oldest are dropped and counted (`next_item` hands the count over). `work` is
+    the thread's body; `close` waits `close_timeout` seconds for it to return, then calls
+    `gave_up`, rather than hold the run's end hostage.
+    """
+
+    def __init__(self, name: str, *, maxlen: int, close_timeout: float,
+                 warn: Callable[[str], None] | None = None):
+        self._items: collections.deque = collections.deque()
+        self._maxlen = maxlen
+        self._dropped = 0
+        self._in_hand = 0  # items taken by the thread and not done with yet
+        self._closed = False
+        self._wake = threading.Condition()
+        self._warn = warn or (lambda text: print(f"minimind: {text}", file=sys.stderr))
+        self.close_timeout = close_timeout
+        self._thread = threading.Thread(target=self.work, daemon=True, name=name)
+
+    def start_thread(self) -> None:
+        """Start the thread (a subclass calls it once its own state is set)."""
+        self._thread.start()
+
+    def item(self, event: Event) -> object | None:
+        return event
+
+    def emit(self, event: Event) -> None:
+        item = self.item(event)
+        if item is None:
+            return
+        with self._wake:
+            if len(self._items) >= self._maxlen:
+                self._items.popleft()
+                self._dropped += 1
+            self._items.append(item)
+            self._wake.notify_all()
+
+    def next_item(self, timeout: float | None = None) -> tuple[object | None, int]:
+        """For the thread: the oldest waiting item, waiting for one until `timeout` (None: for
+        ever) or `close`, and how many were dropped since the last call. (None, n) if none.
+        An item counts as unfinished until `done` is called for it."""
+        with self._wake:
+            if not self._items and not self._closed:
+                self._wake.wait(timeout)
+            dropped, self._dropped = self._dropped, 0
+            if not self._items:
+                return None, dropped
+            self._in_hand += 1
+            return self._items.popleft(), dropped
+
+    def done(self) -> None:
+        """For the thread: the item it took last is handled."""
+        with self._wake:
+            self._in_hand -= 1
+            self._wake.notify_all()
+
+    def drop_queued(self) -> None:
+        """Forget what waits (it is covered, or no longer wanted)."""
+        with self._wake:
+            self._items.clear()
+            self._wake.notify_all()
+
+    def unfinished(self) -> int:
+        """Items queued or in hand."""
+        return len(self._items) + self._in_hand
+
+    def wait_until_done(self, timeout: float) -> bool:
+        """Wait until every queued item is handled; False if that took longer than `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self.unfinished():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(min(left, 0.05))
+        return True
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        self._thread.join(self.close_timeout)
+        if self._thread.is_alive() or self.unfinished():
+            self.gave_up()
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def gave_up(self) -> None:
+        """`close` found the work unfinished (still running, or items left unhandled)."""
+
+
+class JsonlSink(BackgroundSink):
     """`<out_dir>/metrics.jsonl`: one event per line, flushed line by line so another process
     (`minimind-tui watch`) can follow it.
 
-    `emit` only queues the line; a writer thread opens the file (without blocking, so a FIFO
-    with no reader yet is retried, not waited on) and writes. At most `maxlen` lines wait; past
-    that the oldest are dropped and `warn` says so. `close` waits `close_timeout` seconds for
-    the queue to empty, then gives up with a warning rather than hold the run's end hostage.
+    The writer thread opens the file without blocking (a FIFO with no reader yet is retried,
+    not waited on) and writes; at most `maxlen` lines wait, and `warn` says when some were
+    dropped or could not be written.
     """
 
     RETRY_SECONDS = 0.2
@@ -68,52 +168,25 @@ class JsonlSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._append = append
-        self._lines: collections.deque[str] = collections.deque()
-        self._maxlen = maxlen
-        self._dropped = 0
-        self._closed = False
-        self._wake = threading.Condition()
-        self._warn = warn or (lambda text: print(f"minimind: {text}", file=sys.stderr))
-        self._close_timeout = close_timeout
-        self._thread = threading.Thread(target=self._write_loop, daemon=True,
-                                        name=f"writer of {self.path.name}")
-        self._thread.start()
+        super().__init__(f"writer of {self.path.name}", maxlen=maxlen,
+                         close_timeout=close_timeout, warn=warn)
+        self.start_thread()
 
-    def emit(self, event: Event) -> None:
-        line = event.to_json() + "\n"
-        with self._wake:
-            if len(self._lines) >= self._maxlen:
-                self._lines.popleft()
-                self._dropped += 1
-            self._lines.append(line)
-            self._wake.notify()
+    def item(self, event: Event) -> str:
+        return event.to_json() + "\n"
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every queued line is written; False if that took longer than `timeout`."""
-        deadline = time.monotonic() + timeout
-        with self._wake:
-            while self._lines or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wake.wait(min(left, 0.05))
-        return True
+        return self.wait_until_done(timeout)
 
-    def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            self._wake.notify_all()
-        self._thread.join(self._close_timeout)
-        if self._thread.is_alive() or self._lines or self._busy:
-            self._warn(f"{self.path}: {len(self._lines) + self._busy} events could not be "
-                       "written (the file does not accept writes)")
+    def gave_up(self) -> None:
+        self._warn(f"{self.path}: {self.unfinished()} events could not be written (the file "
+                   "does not accept writes)")
 
     # -- the writer thread --------------------------------------------------------------------
-    _busy = False  # a line has left the queue but is not fully written yet
-
-    def _write_loop(self) -> None:
+    def work(self) -> None:
         fd: int | None = None
-        pending = b""
+        pending = b""  # a line taken from the queue, not fully written yet
         reported: set[str] = set()
 
         def once(key: str, text: str) -> None:
@@ -123,27 +196,24 @@ class JsonlSink:
 
         try:
             while True:
-                with self._wake:
-                    while not pending and not self._lines and not self._closed:
-                        self._wake.wait()
-                    if not pending:
-                        if not self._lines:
+                if not pending:
+                    line, dropped = self.next_item()
+                    if dropped:
+                        once("dropped", f"{self.path}: the file fell behind; {dropped} or more "
+                                        "events were dropped (training is not slowed)")
+                    if line is None:
+                        if self.closed:
                             return  # closed and everything written
-                        pending = self._lines.popleft().encode()
-                        self._busy = True
-                    dropped, self._dropped = self._dropped, 0
-                if dropped:
-                    once("dropped", f"{self.path}: the file fell behind; {dropped} or more "
-                                    "events were dropped (training is not slowed)")
+                        continue
+                    pending = line.encode()
                 if fd is None:
                     fd = self._open(once)
                 if fd is not None:
                     pending = self._write(fd, pending, once)
+                if not pending:
+                    self.done()
+                    continue
                 with self._wake:
-                    if not pending:
-                        self._busy = False
-                        self._wake.notify_all()
-                        continue
                     if self._closed:  # the file is stuck and nothing more will come
                         return
                     self._wake.wait(self.RETRY_SECONDS)

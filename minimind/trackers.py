@@ -15,17 +15,16 @@ when a slow tracker's queue is full, its oldest events are dropped. Only rank 0 
 from __future__ import annotations
 
 import abc
-import collections
 import importlib.util
 import json
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from minimind.events import EvalResult, Event, RunFinished, RunStarted, StepMetrics
+from minimind.sinks import BackgroundSink
 
 PROJECT = "minimind-tui"
 GIB = float(1 << 30)
@@ -95,7 +94,7 @@ def run_name(run: RunStarted) -> str:
 
 
 # -- the common machinery ---------------------------------------------------------------------
-class TrackerSink(abc.ABC):
+class TrackerSink(BackgroundSink, abc.ABC):
     """One tracker behind a queue and a thread. A subclass implements `start` (open the run,
     import the package), `log`, `log_samples` and `finish`; they run on the thread only."""
 
@@ -106,19 +105,12 @@ class TrackerSink(abc.ABC):
                  maxlen: int = 10_000, stall_seconds: float = 120.0, close_timeout: float = 30.0):
         self.out_dir = Path(out_dir)
         self.stall_seconds = stall_seconds
-        self.close_timeout = close_timeout
-        self._warn = warn
-        self._events: collections.deque[Event] = collections.deque()
-        self._maxlen = maxlen
-        self._dropped = 0
-        self._wake = threading.Condition()
-        self._closed = False
         self.off = False  # once set, never cleared: the tracker gets no more calls
         self._busy_since: float | None = None  # when the tracker call in progress began
         self._started = self._finished = False
-        self._thread = threading.Thread(target=self._loop, daemon=True,
-                                        name=f"{self.name} tracker")
-        self._thread.start()
+        super().__init__(f"{self.name} tracker", maxlen=maxlen, close_timeout=close_timeout,
+                         warn=warn)
+        self.start_thread()
 
     # -- the training side: never waits on the tracker ------------------------------------
     def emit(self, event: Event) -> None:
@@ -129,21 +121,19 @@ class TrackerSink(abc.ABC):
             self._turn_off(f"{self.name}: no answer for {self.stall_seconds:g} s; {self.name} "
                            "logging is off for the rest of this run (training goes on)")
             return
-        with self._wake:
-            if len(self._events) >= self._maxlen:
-                self._events.popleft()
-                self._dropped += 1
-            self._events.append(event)
-            self._wake.notify()
+        super().emit(event)
 
     def close(self) -> None:
-        """Let the tracker finish its run, waiting at most `close_timeout` seconds."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify()
-        if self.off:  # an abandoned tracker is not waited for
+        """Let the tracker finish its run, waiting at most `close_timeout` seconds (an
+        abandoned tracker is not waited for)."""
+        if self.off:
+            with self._wake:
+                self._closed = True
+                self._wake.notify_all()
             return
-        self._thread.join(self.close_timeout)
+        super().close()
+
+    def gave_up(self) -> None:
         if self._thread.is_alive():
             self._turn_off(f"{self.name}: did not finish within {self.close_timeout:g} s; its "
                            "record of this run may be incomplete")
@@ -153,28 +143,27 @@ class TrackerSink(abc.ABC):
             if self.off:
                 return
             self.off = True
-            self._events.clear()
-            self._wake.notify()
+        self.drop_queued()
         self._warn(message)
 
     # -- the tracker's thread ---------------------------------------------------------------
-    def _loop(self) -> None:
+    def work(self) -> None:
         warned_dropped = False
         while True:
-            with self._wake:
-                while not self._events and not self._closed and not self.off:
-                    self._wake.wait()
-                if self.off:
-                    return
-                if not self._events:
+            event, dropped = self.next_item()
+            if self.off:
+                return
+            if event is None:
+                if self.closed:
                     break  # closed, and every event delivered
-                event = self._events.popleft()
-                dropped, self._dropped = self._dropped, 0
+                continue
             if dropped and not warned_dropped:
                 warned_dropped = True
                 self._warn(f"{self.name}: fell behind; {dropped} or more events were dropped "
                            "(training is not slowed)")
-            if not self._call(self._deliver, event):
+            delivered = self._call(self._deliver, event)
+            self.done()
+            if not delivered:
                 return
         if self._started and not self._finished:  # the run ended without a RunFinished
             self._call(self.finish, "")

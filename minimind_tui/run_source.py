@@ -139,7 +139,9 @@ class FolderSource(RunSource):
                 return self._child_outcome()
             child_gone = self.child is not None and self.child.poll() is not None
             if child_gone or time.monotonic() - state_checked >= STATE_SECONDS:
-                self.state = self.folder.state()
+                state = self.folder.state()
+                # A run.json that is not a status tells nothing: the events say where it is.
+                self.state = "" if state == "unknown" else state
                 state_checked = time.monotonic()
             if not child_gone:
                 self._closing.wait(POLL_SECONDS)

@@ -221,3 +221,28 @@ def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
         folder.release()
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.lock", "notes.txt",
                                                           "pretrain_512.pth"]
+
+
+def test_run_json_follows_each_step_within_the_interval_and_ends_with_the_run(tmp_path):
+    from minimind.events import RunFinished
+    from minimind.run_folder import StatusSink
+
+    folder = RunFolder(tmp_path)
+    sink = StatusSink(folder, min_interval=0.1)
+    try:
+        for n in (1, 2, 3):
+            sink.emit(StepMetrics(step=n, total_steps=9, epoch=1, epochs=1, epoch_step=n,
+                                  steps_per_epoch=9, loss=3.0, logits_loss=3.0, aux_loss=0.0,
+                                  lr=1e-3, grad_norm=1.0, tokens_per_sec=1.0,
+                                  tokens_seen=n * 64, elapsed=n * 0.5, eta_seconds=1.0,
+                                  step_time=0.5))
+            deadline = time.monotonic() + 5  # the heartbeat alone would take 30 s
+            while (folder.status() is None or folder.status().step != n):
+                assert time.monotonic() < deadline, folder.status()
+                time.sleep(0.02)
+        sink.emit(RunFinished(status="stopped", step=4))
+    finally:
+        sink.close()
+    status = folder.status()
+    assert (status.state, status.step, status.tokens_seen) == ("stopped", 4, 256)
+    assert status.tokens_per_sec == 128.0

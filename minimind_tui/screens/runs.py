@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 MAX_COMPARED = 8  # one distinct theme colour each
 _NUMERIC = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
 _STATE_COLORS = {"running": "primary", "completed": "success", "stopped": "warning",
-                 "failed": "error", "crashed": "error"}
+                 "failed": "error", "crashed": "error", "unknown": "warning",
+                 "unreadable": "error"}
 
 
 class RunsScreen(Screen[None]):

@@ -204,6 +204,21 @@ def test_a_bad_run_json_is_unknown_and_listed(tmp_path, kind):
     assert summary.state == "unknown" and summary.step == 4  # the metrics still tell
 
 
+async def test_watching_a_folder_with_a_bad_run_json_shows_its_history(tmp_path):
+    write_metrics(tmp_path / "metrics.jsonl", [started().to_json(), step(1).to_json(),
+                                               step(2).to_json()])
+    (tmp_path / "run.json").write_bytes(b"[]")
+    app = MiniMindApp(watch=tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        deadline = time.monotonic() + 30
+        while len(app.history.steps) < 2:
+            assert time.monotonic() < deadline
+            await pilot.pause(0.1)
+        await pilot.pause(2.5)  # past the reader's first look at run.json
+        assert app.training.state == "" and app.run_phase == "idle"
+    assert app.return_code in (None, 0)
+
+
 def test_a_bad_run_json_is_refused_cleanly_by_the_trainer(tmp_path):
     (tmp_path / "run.json").write_bytes(b"[]")
     listed = runs_cli(str(tmp_path))
