@@ -80,6 +80,7 @@ class BackgroundSink:
         self._thread.start()
 
     def item(self, event: Event) -> object | None:
+        """What `emit` queues for `event` (None: nothing); runs on the training thread."""
         return event
 
     def emit(self, event: Event) -> None:

@@ -140,7 +140,10 @@ def _from_metrics_tail(metrics: Path) -> RunStatus:
     if tail is None:
         return status
     data, status.updated = tail
-    for event in filter(None, map(parse_event, data.splitlines()[1:])):  # the first may be cut
+    lines = data.splitlines()
+    if len(data) >= TAIL_BYTES:  # read from mid-file: the first line may be cut
+        lines = lines[1:]
+    for event in filter(None, map(parse_event, lines)):
         status.apply(event)
     return status
 

@@ -151,7 +151,7 @@ def test_runs_never_blocks_on_a_fifo_and_shows_every_folder(tmp_path):
     fifo_run.mkdir()
     os.mkfifo(fifo_run / "metrics.jsonl")  # nobody will ever write to it
     good = tmp_path / "good"
-    write_metrics(good / "metrics.jsonl", [started().to_json(), step(5).to_json()])
+    write_metrics(good / "metrics.jsonl", [step(5).to_json()])  # one line, read whole
     listed = runs_cli(str(tmp_path), "--json")
     assert listed.returncode == 0, listed.stderr
     runs = {Path(r["path"]).name: r for r in json.loads(listed.stdout)}
