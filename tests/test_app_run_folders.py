@@ -213,11 +213,8 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
         assert list(app.history.steps) == [1, 2, 3, 4] and app.history.resumed_at == [2]
 
 
-def test_watch_needs_a_folder_and_a_terminal(tmp_path, capsys):
+def test_watch_needs_a_folder(tmp_path, capsys):
     from minimind_tui.watch_cli import main
 
     assert main([str(tmp_path / "nope")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
-    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", str(tmp_path)],
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120)
-    assert proc.returncode == 2 and "no terminal" in proc.stderr
