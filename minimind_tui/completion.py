@@ -3,8 +3,9 @@
     eval "$(minimind-tui completion bash)"    # in ~/.bashrc
     eval "$(minimind-tui completion zsh)"     # in ~/.zshrc
 
-It completes the subcommands, every flag (a subcommand's own after its name), the values of flags that take a fixed set (`--family`,
-`--dtype`, `--report_to` ..., booleans as 0 and 1) and preset names after `--preset`: the bundled
+It completes the subcommands, every flag (a subcommand's own after its name), the values of
+flags that take a fixed set (`--family`, `--dtype`, `--report_to` ..., booleans as 0 and 1,
+`runs --sort`) and preset names after `--preset`: the bundled
 ones as of generation, the user's read from their folder at each completion (so a preset saved
 later completes too), and .toml files. Other values fall back to file names. zsh runs the same
 function through its bash compatibility layer (bashcompinit).

@@ -108,7 +108,8 @@ class RunsScreen(Screen[None]):
         for run in self.runs.values():
             states[run.state] = states.get(run.state, 0) + 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        text = (f"{len(self.runs)} runs ({counts}); {len(self.selected)} selected"
+        runs = "1 run" if len(self.runs) == 1 else f"{len(self.runs)} runs"
+        text = (f"{runs} ({counts}); {len(self.selected)} selected"
                 if self.runs else f"no runs under {self.root}")
         self.query_one("#runs-summary", Static).update(text)
 
