@@ -507,3 +507,33 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
         assert str(app.screen.query_one("#stats-status", Static).render()) == \
             "Stopped at step 23"
         assert app.screen.query_one("#run-progress").progress == 23
+
+
+async def test_f8_inspects_data_path_wherever_the_cursor_is(tmp_path):
+    from minimind_tui.screens.inspect import InspectScreen
+
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#hidden_size").focus()  # not a data field
+        await pilot.press("f8")
+        assert isinstance(app.screen, InspectScreen)
+        assert app.screen.data_path == "builtin:shakespeare"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.configure_screen
+
+
+async def test_in_a_browser_f9_starts_and_the_footer_shows_it(tmp_path, monkeypatch):
+    """Under `serve` F5 and Ctrl+R reload the page: F9 is the start key there."""
+    monkeypatch.setattr(MiniMindApp, "is_web", property(lambda app: True))
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert str(app.screen.query_one("#start-button", Button).label) == "Start F9"
+        keys = {key: b.binding.action for key, b in app.screen.active_bindings.items()}
+        assert keys.get("f9") == "start" and "f5" not in keys
+        await pilot.press("f9")
+        assert app.current_mode == "dashboard" and app.run_active
+        app.action_stop()
+        await wait_until(pilot, lambda: app.run_phase not in ("running", "stopping"))
