@@ -162,6 +162,8 @@ class MiniMindApp(App[None]):
             return False
         if action in ("start", "on_form") and self.screen.is_modal:
             return False
+        if action == "start" and self.screen.id == "runs":  # a list; its footer has no room
+            return False
         if action == "start":
             return None if self.run_active else True
         if action == "stop":

@@ -70,9 +70,11 @@ class StartFlow:
             resumable = bool(find_resume_files(folder.path))
             self.app.push_screen(ChoiceScreen(
                 f"{folder.path} already holds a run",
-                f"It is {folder.describe(status)}. Start would replace it; choose what to do.",
+                f"It is {folder.describe(status)}. Start would replace it; choose what to do "
+                f"(a new folder is {new.name}, beside it).",
+                # Short labels: four buttons fit the dialog in one row at 80 columns.
                 [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
-                 Choice("new", f"New folder {new.name}", "n", "success"),
+                 Choice("new", "New folder", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
                 note="Resume continues from its last checkpoint" if resumable
                 else "It has no checkpoint to resume from."),

@@ -16,7 +16,7 @@ from textual.widgets import Button, Footer, Static
 
 from minimind_tui.history import RunHistory
 from minimind_tui.run_worker import RunPhase
-from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
+from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries, legend_markup
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel
 from minimind_tui.widgets.stats_panel import StatsPanel
@@ -216,8 +216,9 @@ class DashboardScreen(Screen[None]):
         marks = [h.tokens_at(step) if tokens else step for step in h.resumed_at]
         resumed = ", ".join(f"{step:,}" for step in h.resumed_at[-3:])
         loss_plot = self.query_one("#loss-plot", MetricPlot)
-        loss_plot.border_title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
-        loss_plot.draw(loss, xlabel, marks)
+        title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
+        loss_plot.border_title = f"{title}  {legend_markup(loss, self.app.theme_variables)}"
+        loss_plot.draw(loss, xlabel, marks, legend=False)
         self.query_one("#lr-plot", MetricPlot).draw([PlotSeries("lr", xs, h.lr, "accent")],
                                                      xlabel, marks)
 
