@@ -94,6 +94,8 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
         await pilot.press("f4")
         table = app.screen.query_one(DataTable)
         assert rows(table) == NAMES
+        # Every column, `when` included, fits 120 columns: nothing to scroll to.
+        assert table.virtual_size.width <= table.scrollable_content_region.width
         await pilot.click("#runs-table", offset=(73, 1))  # the "best" (val loss) heading
         assert rows(table) == ["tiny-lr3e-3", "tiny-resumed", "tiny-live", "tiny-lr1e-3"]
         await pilot.click("#runs-table", offset=(73, 1))  # again: descending
