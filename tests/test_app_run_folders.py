@@ -184,7 +184,12 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
 
         # A second Start asks; a new folder beside it leaves the first run alone.
         await pilot.press("f5")
-        assert "already holds a run" in str(app.screen.query_one(".dialog").border_title)
+        dialog = app.screen.query_one(".dialog")
+        assert "already holds a run" in str(dialog.border_title)
+        assert any("a new folder is run-2" in str(text.render()) for text in dialog.query(Static))
+        # Every answer is in sight, Cancel included (it was cut off by the dialog's edge).
+        for button in dialog.query(Button):
+            assert dialog.content_region.contains_region(button.region), button.id
         await pilot.press("n")
         await start_and_finish()
         assert app.screen.query_one("#out_dir").value == str(tmp_path / "run-2")

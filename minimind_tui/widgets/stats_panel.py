@@ -23,12 +23,6 @@ class StatsPanel(VerticalScroll):
     ETA move on with the clock between two draws, and only for a run being trained or followed
     (`tick`): a replay renders the same everywhere."""
 
-    def compose(self) -> ComposeResult:
-        yield Static(id="stats-status", markup=False)
-        # show_eta=False: the bar's own ETA uses the wall clock; the engine's is better.
-        yield ProgressBar(total=1, show_eta=False, id="run-progress")
-        yield Static(id="stats-table")
-
     read_only = False
     """Showing a run watched from outside: there is no form to start one from."""
 
@@ -36,6 +30,12 @@ class StatsPanel(VerticalScroll):
     _latest: StepMetrics | None = None
     _finished: RunFinished | None = None
     _running = _ticking = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="stats-status", markup=False)
+        # show_eta=False: the bar's own ETA uses the wall clock; the engine's is better.
+        yield ProgressBar(total=1, show_eta=False, id="run-progress")
+        yield Static(id="stats-table")
 
     def show(self, history: RunHistory, status: str, *, running: bool = False,
              ticking: bool = False) -> None:
