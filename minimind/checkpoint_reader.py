@@ -29,7 +29,7 @@ from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX, weights_name
-from .settings import ModelSettings, RunSettings, SettingsError, TrainSettings, read_toml
+from .settings import ModelSettings, SettingsError, TrainSettings, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
 from .upstream import (HeadSplitError, WeightsMismatchError, strip_wrapper_prefixes,

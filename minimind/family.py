@@ -74,3 +74,30 @@ def shape_problems(hidden_size: int, num_attention_heads: int, num_key_value_hea
             f"num_experts_per_tok ({num_experts_per_tok}) must be ≤ n_routed_experts "
             f"({n_routed_experts})"))
     return out
+
+
+def parameter_count(family: str, hidden_size: int, num_hidden_layers: int,
+                    num_attention_heads: int, vocab_size: int, *, tie_word_embeddings: bool = True,
+                    use_moe: bool = False, n_routed_experts: int = 4,
+                    num_key_value_heads: int | None = None, intermediate_size: int | None = None,
+                    qk_norm: bool | None = None, n_shared_experts: int | None = None,
+                    moe_intermediate_size: int | None = None, **_other: object) -> int:
+    """The parameters of a shape (`ModelSettings.to_config_kwargs()`), counted without torch so
+    that `minimind-tui presets` can list sizes at once. The model built on the meta device is
+    the truth; tests/test_model.py holds the two together for every bundled preset and variant."""
+    defaults = family_defaults(family, hidden_size)
+    kv_heads = num_key_value_heads or defaults["num_key_value_heads"]
+    ffn = intermediate_size or defaults["intermediate_size"]
+    head_dim = hidden_size // num_attention_heads
+    attention = 2 * hidden_size * head_dim * (num_attention_heads + kv_heads)  # q, o; k, v
+    if defaults["qk_norm"] if qk_norm is None else qk_norm:
+        attention += 2 * head_dim
+    if use_moe:
+        shared = defaults["n_shared_experts"] if n_shared_experts is None else n_shared_experts
+        expert = 3 * hidden_size * (moe_intermediate_size or ffn)
+        feed_forward = hidden_size * n_routed_experts + (n_routed_experts + shared) * expert
+    else:
+        feed_forward = 3 * hidden_size * ffn
+    block = attention + feed_forward + 2 * hidden_size  # and its two RMSNorms
+    embeddings = vocab_size * hidden_size * (1 if tie_word_embeddings else 2)
+    return embeddings + num_hidden_layers * block + hidden_size  # and the final RMSNorm

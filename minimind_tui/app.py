@@ -53,6 +53,8 @@ class MiniMindApp(App[None]):
     # settings) and keeps them, so switching never loses form values or the run's log.
     MODES = {"configure": "configure", "dashboard": "dashboard"}
     BINDINGS = [
+        # In a browser (`serve`) F5 and Ctrl+R reload the page and never reach the app: there
+        # the start key is F9 (`start_key`), set on mount.
         Binding("f5,ctrl+r", "start", "Start", id="start", key_display="F5",
                 tooltip="Start training with the form's settings"),
         Binding("f6", "stop", "Stop", id="stop", key_display="F6",
@@ -95,6 +97,8 @@ class MiniMindApp(App[None]):
         self.playground_screen = PlaygroundScreen()
 
     def on_mount(self) -> None:
+        if self.is_web:
+            self.update_keymap({"start": "f9"})
         self.install_screen(self.configure_screen, "configure")
         self.install_screen(self.dashboard_screen, "dashboard")
         self.install_screen(self.playground_screen, "playground")  # kept: its model, its text
@@ -148,10 +152,17 @@ class MiniMindApp(App[None]):
     def _detached(self) -> bool:
         return self.training is not None and self.training.detached
 
+    @property
+    def start_key(self) -> str:
+        """The key that starts a run where the app is shown (see BINDINGS)."""
+        return "F9" if self.is_web else "F5"
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.watch_only is not None and action in ("start", "on_form", "toggle_view"):
             return False
         if action in ("start", "on_form") and self.screen.is_modal:
+            return False
+        if action == "start" and self.screen.id == "runs":  # a list; its footer has no room
             return False
         if action == "start":
             return None if self.run_active else True

@@ -19,7 +19,7 @@ from minimind_tui import exit_codes
 from minimind_tui.exit_codes import invalid
 from minimind_tui.flags import add_settings_flags, overrides_from_args
 from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
-                                  load_start_settings, preset_data)
+                                  load_start_settings, preset_data, preset_parameters)
 
 # name -> ("module:function" taking argv and returning an exit code, what it does); the module
 # is imported only when its command runs.
@@ -154,9 +154,15 @@ def tokenizer_command(argv: list[str]) -> int:
 
 def presets_command(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="minimind-tui presets",
-                            description="List the presets, smallest model first.").parse_args(argv)
+                            description="List the presets with their models' parameter counts, "
+                                        "the bundled ones smallest model first.").parse_args(argv)
+    from minimind.event_text import format_count
+
     for name, path in list_presets().items():
-        print(f"{name:20s} {'user   ' if is_user_preset(path) else 'bundled'} {path}")
+        parameters = preset_parameters(path)  # None: a broken preset; `--preset` says why
+        size = f"{format_count(parameters)} params" if parameters else "invalid"
+        print(f"{name:20s} {size:>15s}  {'user   ' if is_user_preset(path) else 'bundled'} "
+              f"{path}")
     return exit_codes.OK
 
 

@@ -29,7 +29,8 @@ class MiniMindCommands(Provider):
         app = self._app
         configure = app.configure_screen
         commands: list[tuple[str, Callable[[], object], str]] = [
-            ("run: start", app.action_start, "Start training with the form's settings (F5)"),
+            ("run: start", app.action_start,
+             f"Start training with the form's settings ({app.start_key})"),
             ("run: stop", app.action_stop,
              "Finish the current step, write a checkpoint and stop (F6)"),
             ("run: resume from a run folder…", partial(self._on_form, configure.action_resume),

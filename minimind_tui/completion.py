@@ -3,8 +3,9 @@
     eval "$(minimind-tui completion bash)"    # in ~/.bashrc
     eval "$(minimind-tui completion zsh)"     # in ~/.zshrc
 
-It completes the subcommands, every flag, the values of flags that take a fixed set (`--family`,
-`--dtype`, `--report_to` ..., booleans as 0 and 1) and preset names after `--preset`: the bundled
+It completes the subcommands, every flag (a subcommand's own after its name), the values of
+flags that take a fixed set (`--family`, `--dtype`, `--report_to` ..., booleans as 0 and 1,
+`runs --sort`) and preset names after `--preset`: the bundled
 ones as of generation, the user's read from their folder at each completion (so a preset saved
 later completes too), and .toml files. Other values fall back to file names. zsh runs the same
 function through its bash compatibility layer (bashcompinit).
@@ -13,6 +14,7 @@ function through its bash compatibility layer (bashcompinit).
 from __future__ import annotations
 
 import argparse
+import importlib
 import shlex
 
 from minimind_tui import exit_codes
@@ -38,7 +40,7 @@ _minimind_tui() {
                for (( i = 2; i < COMP_CWORD; i++ )); do
                    [[ ${COMP_WORDS[i]} == -- ]] && flags="%(flags)s"  # the app's own flags
                done ;;
-        %(other_subcommands)s) return ;;  # their own flags; files by default
+%(subcommand_cases)s
     esac
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$flags" -- "$cur"))
@@ -76,7 +78,8 @@ autoload -U +X bashcompinit && bashcompinit
 
 
 def script(shell: str, parser: argparse.ArgumentParser, serve_parser: argparse.ArgumentParser,
-           subcommands: list[str]) -> str:
+           subcommands: dict[str, argparse.ArgumentParser | None]) -> str:
+    """`subcommands`: name -> its parser (None: it has none to complete)."""
     flags, list_flags, cases = [], [], []
     for action in parser._actions:  # argparse has no public way to list its actions
         flags += action.option_strings
@@ -91,13 +94,34 @@ def script(shell: str, parser: argparse.ArgumentParser, serve_parser: argparse.A
         "subcommands": " ".join(subcommands), "shells": " ".join(SHELLS),
         "flags": " ".join(flags), "list_flags": " ".join(list_flags),
         "serve_flags": " ".join(s for a in serve_parser._actions for s in a.option_strings),
-        "other_subcommands": "|".join(n for n in subcommands if n not in ("serve", "completion"))
-                             or "_",
+        "subcommand_cases": "\n".join(_subcommand_case(name, sub)
+                                      for name, sub in subcommands.items()
+                                      if name not in ("serve", "completion")),
         "user_dir": shlex.quote(str(user_preset_dir())), "presets": " ".join(bundled),
         "value_cases": "\n".join(cases)}
     if shell == "zsh":
         body = _ZSH_PRELUDE + body
     return body.lstrip("\n")
+
+
+def _subcommand_case(name: str, parser: argparse.ArgumentParser | None) -> str:
+    """The `case` branch of one subcommand: its own flags, and the values of those that take
+    a fixed set; other words complete as file names."""
+    if parser is None:
+        return f"        {name}) return ;;"
+    actions = [a for p in _with_subparsers(parser) for a in p._actions]
+    flags = " ".join(dict.fromkeys(s for a in actions for s in a.option_strings))
+    values = [f"                {'|'.join(a.option_strings)}) COMPREPLY=($(compgen -W "
+              f'"{" ".join(map(str, a.choices))}" -- "$cur")); return ;;'
+              for a in actions if a.option_strings and a.choices]
+    inner = ("\n            case ${COMP_WORDS[COMP_CWORD-1]} in\n" + "\n".join(values)
+             + "\n            esac") if values else ""
+    return f'        {name}) flags="{flags}"{inner} ;;'
+
+
+def _with_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser, *(p for a in subs for p in a.choices.values())]
 
 
 def _values(action: argparse.Action) -> list[str]:
@@ -106,6 +130,31 @@ def _values(action: argparse.Action) -> list[str]:
     if metavar == "0|1" or (metavar.startswith("{") and metavar.endswith("}")):
         return metavar.strip("{}").split("|")
     return []
+
+
+class _Parsing(BaseException):  # no `except Exception` in a command may swallow it
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+
+def subcommand_parser(command: str) -> argparse.ArgumentParser | None:
+    """The parser a subcommand builds when it runs: its `main` is called and stopped as it
+    starts parsing, so each subcommand keeps its parser where it is (one home for its flags)
+    and nothing of it runs."""
+    module, _, function = command.partition(":")
+
+    def stop(parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        raise _Parsing(parser)
+
+    parse = argparse.ArgumentParser.parse_known_args  # parse_args goes through it
+    argparse.ArgumentParser.parse_known_args = stop  # type: ignore[method-assign]
+    try:
+        getattr(importlib.import_module(module), function)([])
+    except _Parsing as parsing:
+        return parsing.parser
+    finally:
+        argparse.ArgumentParser.parse_known_args = parse  # type: ignore[method-assign]
+    return None
 
 
 def main(argv: list[str]) -> int:
@@ -118,5 +167,7 @@ def main(argv: list[str]) -> int:
                'the same with zsh, in ~/.zshrc).')
     parser.add_argument("shell", choices=SHELLS)
     args = parser.parse_args(argv)
-    print(script(args.shell, build_parser(), build_serve_parser(), list(SUBCOMMANDS)), end="")
+    subcommands = {name: None if name in ("serve", "completion") else subcommand_parser(command)
+                   for name, (command, _) in SUBCOMMANDS.items()}
+    print(script(args.shell, build_parser(), build_serve_parser(), subcommands), end="")
     return exit_codes.OK

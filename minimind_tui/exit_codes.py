@@ -5,6 +5,9 @@
     2    invalid settings, flags or input files: one line per problem, no traceback
     3    aborted by a second signal: no new checkpoint (the previous one is intact)
     130  stopped by a signal (Ctrl+C, SIGTERM, SIGHUP): the checkpoint was written
+
+`watch --plain` ends with the code of the run it followed: a stopped run (by a signal or the
+dashboard's Stop) is 130, a crashed one 1.
 """
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130

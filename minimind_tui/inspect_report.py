@@ -31,7 +31,9 @@ def figure_rows(insp: DataInspection, max_seq_len: int) -> list[tuple[str, str]]
 def _packing(saves: float) -> str:
     if saves >= 0:
         return f"{saves:.1%} less compute than padded"
-    return f"{-saves:.0%} more compute, no token lost"
+    # More samples than padded, not "more compute" for nothing: padding cuts long documents
+    # to one window and loses the rest, packing trains on every token.
+    return f"{1 - saves:.2f}× the padded samples: long documents are not cut"
 
 
 def bad_line_rows(insp: DataInspection) -> list[str]:

@@ -10,8 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from minimind.environment import validate_for_start
-from minimind.settings import Problem, RunSettings, SettingsError, merge, read_toml
+from minimind.family import parameter_count
+from minimind.settings import ModelSettings, Problem, RunSettings, SettingsError, merge, read_toml
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -47,15 +50,18 @@ def preset_label(name: str, path: Path) -> str:
     return f"{name} (yours)" if is_user_preset(path) else name
 
 
-def _model_size(path: Path) -> tuple[int, str]:
-    """Roughly the parameter count the preset's shape implies, for ordering only."""
+def preset_parameters(path: Path) -> int | None:
+    """The parameter count of a preset's model, or None if its [model] table is not valid.
+    Only the model is read: the whole settings' checks ask torch about devices."""
     try:
-        model = read_toml(path).get("model", {})
-        size = model.get("hidden_size", 512) ** 2 * model.get("num_hidden_layers", 8)
-        size *= 2 if model.get("use_moe") else 1
-    except (SettingsError, TypeError):
-        size = 0
-    return size, path.stem
+        model = ModelSettings.model_validate(read_toml(path).get("model", {}))
+    except (SettingsError, ValidationError):
+        return None
+    return parameter_count(**model.to_config_kwargs())
+
+
+def _model_size(path: Path) -> tuple[int, str]:
+    return preset_parameters(path) or 0, path.stem
 
 
 def resolve_preset(name_or_path: str) -> Path:

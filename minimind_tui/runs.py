@@ -148,13 +148,17 @@ def _from_metrics_tail(metrics: Path) -> RunStatus:
     return status
 
 
+# The consent a start was given, not a setting of the run: two runs never differ by it.
+CONSENTS = {"train.overwrite"}
+
+
 def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:
     """(field, value in a, value in b) for every setting the two runs' config.toml differ in;
     a field one file leaves out (a family default) reads "default". Raises SettingsError."""
     flat_a, flat_b = _flat(read_toml(a / CONFIG_FILE)), _flat(read_toml(b / CONFIG_FILE))
     return [(key, flat_a.get(key, "default"), flat_b.get(key, "default"))
             for key in sorted(flat_a.keys() | flat_b.keys(), key=_field_order)
-            if flat_a.get(key) != flat_b.get(key)]
+            if flat_a.get(key) != flat_b.get(key) and key not in CONSENTS]
 
 
 def _flat(data: dict[str, Any]) -> dict[str, str]:

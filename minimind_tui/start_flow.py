@@ -80,9 +80,10 @@ class StartFlow:
                 title = f"{folder.path} already holds {', '.join(p.name for p in e.files)}"
                 text = f"Start would replace {files}; choose what to do."
             self.app.push_screen(ChoiceScreen(
-                title, text,
+                title, f"{text} (A new folder is {new.name}, beside it.)",
+                # Short labels: four buttons fit the dialog in one row at 80 columns.
                 [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
-                 Choice("new", f"New folder {new.name}", "n", "success"),
+                 Choice("new", "New folder", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
                 note="Resume continues from its last checkpoint" if resumable
                 else "It has no checkpoint to resume from."),

@@ -2,12 +2,15 @@
 
 The run may be training in another terminal, under torchrun, detached from the app, or on
 another machine whose out_dir is synced or mounted here (rsync, sshfs, NFS): only the folder's
-files are read, never written, and the writer is never held up.
+files are read, never written, and the writer is never held up. With `--plain` (the default without a
+terminal) it prints the run's log lines instead of drawing the dashboard: `watch_plain`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 from minimind.run_files import METRICS_FILE
@@ -21,21 +24,38 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Open the dashboard on a run folder, read-only: its history "
         "first, then its metrics.jsonl followed live (through a crash, a resume or a restart). "
-        "Works on a folder synced from another machine.")
+        "Works on a folder synced from another machine.",
+        epilog="--plain ends when the run does; its exit code is the run's outcome: 0 "
+        "completed, 130 stopped (checkpoint written), 1 failed or crashed, 2 failed on its "
+        "input.")
     parser.add_argument("out_dir", help="the run's folder (or its metrics.jsonl)")
+    parser.add_argument("--plain", action="store_true",
+                        help="print the run's log lines as they arrive instead of the dashboard "
+                             "(the default when stdin or stderr is not a terminal)")
     args = parser.parse_args(argv)
     folder = Path(args.out_dir).expanduser()
     if folder.name == METRICS_FILE and folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
         return exit_codes.invalid(f"{folder}: no such folder", prog=PROG)
-    if not terminal_attached():
-        return exit_codes.invalid("no terminal (stdin or stderr is not a TTY): the dashboard "
-                                  f"needs one; `minimind-tui runs {folder.parent}` prints a "
-                                  "run's status", prog=PROG)
+    if args.plain or not terminal_attached():
+        return plain(folder)
     from minimind_tui.app import MiniMindApp
 
     app = MiniMindApp(watch=folder)
     app.run()
     # Textual prints the traceback of a crash and sets this; it must not read as success.
     return exit_codes.FAILED if app.return_code else exit_codes.OK
+
+
+def plain(folder: Path) -> int:
+    from minimind_tui.watch_plain import follow
+
+    try:
+        return follow(folder)
+    except KeyboardInterrupt:  # Ctrl+C leaves the watcher; the run goes on
+        return exit_codes.SIGNALLED
+    except BrokenPipeError:  # `watch --plain DIR | head`: the reader has gone
+        # Python would complain again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exit_codes.OK

@@ -23,6 +23,7 @@ from minimind_tui.screens.save_preset import SavePresetScreen
 from minimind_tui.widgets.metric_plot import MetricPlot, nice_ticks
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
+from minimind_tui.widgets.stats_panel import StatsPanel
 
 # These tests follow live CPU runs on the dashboard and wait for its lines and charts.
 pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
@@ -237,6 +238,13 @@ async def test_saving_over_a_taken_name_asks_first(tmp_path, monkeypatch):
         assert select.value == "tiny"
 
 
+def stats_text(app: MiniMindApp) -> str:
+    """The Run panel's table as plain text, each run of spaces as one."""
+    console = Console(width=80, file=io.StringIO())
+    console.print(app.dashboard_screen.query_one("#stats-table", Static).content)
+    return " ".join(console.file.getvalue().split())
+
+
 def readouts(app: MiniMindApp) -> str:
     console = Console(width=60, file=io.StringIO())
     console.print(app.screen.query_one(ReadoutsPanel).content)
@@ -269,8 +277,9 @@ async def test_run_starts_plots_and_stops_with_a_checkpoint(tmp_path):
         await pilot.press("f5")
         assert app.current_mode == "dashboard"
         loss_plot = app.screen.query_one("#loss-plot", MetricPlot)
-        # The legend appears with the first points (the charts redraw every two seconds).
-        await wait_until(pilot, lambda: "ema" in loss_plot.render().plain)
+        # The key appears in the border with the first points, leaving the curve's start free.
+        await wait_until(pilot, lambda: "━ ema" in str(loss_plot.border_title))
+        assert "ema" not in loss_plot.render().plain
         assert app.screen.query_one("#run-progress").progress >= 2
         await pilot.press("f6")
         assert app.run_phase in ("stopping", "stopped")
@@ -449,16 +458,87 @@ async def test_charts_and_log_redraw_less_often_while_the_cpu_trains(device, eve
         app.apply_events(events[:20])
         screen.sync(charts_now=True)
         await pilot.pause(0.2)
-        drawn = len(log.lines)
+        drawn, shown = len(log.lines), app.history.latest.step
         assert drawn > 0
         app.apply_events(events[20:])
-        for elapsed in (1.0, 2.0, every - 0.5):  # not yet due: the numbers only
+        for elapsed in (1.0, 2.0, every - 0.5):  # not yet due: the panel stays with the chart
             clock.now = 1000.0 + elapsed
             screen.sync()
             await pilot.pause(0.05)
             assert len(log.lines) == drawn
-            assert screen.query_one("#run-progress").progress == 40  # the numbers are live
+            assert screen.query_one("#run-progress").progress == shown
+            assert f"{shown}/300" in stats_text(app)
         clock.now = 1000.0 + every
         screen.sync()
         await pilot.pause(0.2)
-        assert len(log.lines) > drawn
+        assert len(log.lines) > drawn  # log, chart and numbers move on together
+        assert screen.query_one("#run-progress").progress == 40
+        assert "40/300" in stats_text(app)
+        assert "Epoch:[1/1](40/699)" in "".join(line.text for line in log.lines[-3:])
+
+
+async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkeypatch):
+    """Between two draws the clock moves elapsed and ETA on; once the run has ended, the
+    panel shows the step it ended at, the time up to its end and no ETA."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from snapshot_apps.replay import STEP_TIME, fixed_events
+
+    from minimind_tui.widgets import stats_panel
+
+    clock = SimpleNamespace(now=5000.0)
+    monkeypatch.setattr(stats_panel, "time", SimpleNamespace(time=lambda: clock.now))
+    events = [dataclasses.replace(e, time=4990.0) for e in fixed_events(20)]
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        await pilot.pause()
+        app.apply_events(events)
+        panel = app.dashboard_screen.query_one(StatsPanel)
+        elapsed = 20 * STEP_TIME  # 8.4 s at step 20, logged 10 s ago
+        panel.show(app.history, "Running", running=True, ticking=True)
+        assert f"elapsed 0:{int(elapsed + 10):02d} · ETA 1:47" in stats_text(app)
+        clock.now += 3
+        panel.tick()
+        assert f"elapsed 0:{int(elapsed + 13):02d} · ETA 1:44" in stats_text(app)
+        # Stopped at step 23, two seconds after step 20 was logged
+        app.apply_events([RunFinished(status="stopped", step=23, time=4992.0)])
+        app.run_phase = "stopped"
+        await pilot.pause(0.2)
+        text = stats_text(app)
+        assert "23/300" in text and f"elapsed 0:{int(elapsed + 2):02d}" in text
+        assert "ETA" not in text
+        assert str(app.screen.query_one("#stats-status", Static).render()) == \
+            "Stopped at step 23"
+        assert app.screen.query_one("#run-progress").progress == 23
+
+
+async def test_f8_inspects_data_path_wherever_the_cursor_is(tmp_path):
+    from minimind_tui.screens.inspect import InspectScreen
+
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        app.screen.query_one("#hidden_size").focus()  # not a data field
+        await pilot.press("f8")
+        assert isinstance(app.screen, InspectScreen)
+        assert app.screen.data_path == "builtin:shakespeare"
+        await pilot.press("escape")
+        await pilot.pause()
+        assert app.screen is app.configure_screen
+
+
+async def test_in_a_browser_f9_starts_and_the_footer_shows_it(tmp_path, monkeypatch):
+    """Under `serve` F5 and Ctrl+R reload the page: F9 is the start key there."""
+    monkeypatch.setattr(MiniMindApp, "is_web", property(lambda app: True))
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert str(app.screen.query_one("#start-button", Button).label) == "Start F9"
+        keys = {key: b.binding.action for key, b in app.screen.active_bindings.items()}
+        assert keys.get("f9") == "start" and "f5" not in keys
+        await pilot.press("f9")
+        assert app.current_mode == "dashboard" and app.run_active
+        app.action_stop()
+        await wait_until(pilot, lambda: app.run_phase not in ("running", "stopping"))

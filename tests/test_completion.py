@@ -65,6 +65,21 @@ def test_bash_completes_flags_values_subcommands_and_presets(complete):
     assert complete("bash", "--batch_size", "") == []  # a number: the shell offers files
 
 
+def test_every_subcommand_completes_its_own_flags_and_their_values(complete):
+    assert complete("bash", "generate", "ckpt.pth", "--temp") == ["--temperature"]
+    assert complete("bash", "generate", "--top") == ["--top_p", "--top-p", "--top_k", "--top-k"]
+    assert complete("bash", "watch", "out/tiny", "--p") == ["--plain"]
+    assert complete("bash", "runs", "--sort", "to") == ["tokens", "tokens_per_sec"]
+    assert complete("bash", "export", "a", "b", "--format", "") == ["hf", "upstream"]
+    assert complete("bash", "inspect", "--max") == ["--max_seq_len", "--max-seq-len"]
+    assert complete("bash", "tokenizer", "train", "--voc") == ["--vocab_size", "--vocab-size"]
+    # bench takes the training flags too, with their values and presets
+    assert complete("bash", "bench", "--fam") == ["--family"]
+    assert complete("bash", "bench", "--preset", "ti") == ["tiny"]
+    assert complete("bash", "presets", "--") == ["--help"]
+    assert complete("bash", "runs", "--batch") == []  # not a flag of runs
+
+
 def test_a_preset_saved_after_the_script_was_generated_completes_too(complete):
     assert complete("bash", "--preset", "my") == []
     (complete.user_presets / "my-run.toml").write_text("[model]\n")

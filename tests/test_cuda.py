@@ -3,6 +3,7 @@
 `benchmarks/gpu_check.sh` runs these on a GPU machine before the benchmark matrix.
 """
 
+import io
 import json
 import math
 
@@ -81,6 +82,7 @@ def test_bench_reports_gpu_memory_and_mfu(capsys):
 
 
 async def test_dashboard_shows_gpu_memory_of_a_cuda_run(tmp_path):
+    from rich.console import Console
     from textual.widgets import Static
 
     from minimind_tui.app import MiniMindApp
@@ -95,8 +97,14 @@ async def test_dashboard_shows_gpu_memory_of_a_cuda_run(tmp_path):
             if app.history.latest is not None:
                 break
             await pilot.pause(0.1)
-        await pilot.pause(1.2)  # the stats panel redraws once a second
-        table = str(app.screen.query_one("#stats-table", Static).render())
+        # The Run panel is drawn with the charts: every 3 s for a GPU run.
+        for _ in range(100):
+            console = Console(width=120, file=io.StringIO())
+            console.print(app.screen.query_one("#stats-table", Static).content)
+            table = console.file.getvalue()
+            if "alloc" in table:
+                break
+            await pilot.pause(0.1)
         assert "alloc" in table and "peak" in table and "GiB" in table
         app.action_stop()
         for _ in range(600):

@@ -143,6 +143,32 @@ def test_parameter_counts(kwargs, total, active):
     assert model.active_parameters() == active
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"hidden_size": 512, "num_hidden_layers": 8},
+    {"family": "minimind3", "hidden_size": 768, "use_moe": True},
+    {"hidden_size": 640, "use_moe": True, "n_shared_experts": 2, "moe_intermediate_size": 512},
+    {"family": "minimind3", "hidden_size": 256, "qk_norm": False, "num_key_value_heads": 2,
+     "intermediate_size": 700, "tie_word_embeddings": False, "vocab_size": 1000},
+    {"hidden_size": 128, "num_attention_heads": 4, "qk_norm": True, "use_moe": True,
+     "n_routed_experts": 8, "num_experts_per_tok": 2},
+])
+def test_the_torch_free_parameter_count_matches_the_built_model(kwargs):
+    from minimind.family import parameter_count
+
+    layers = {"num_hidden_layers": 8, "num_attention_heads": 8, "vocab_size": 6400,
+              "family": "minimind2"}
+    assert parameter_count(**{**layers, **kwargs}) == meta_model(**kwargs).num_parameters()
+
+
+def test_the_torch_free_parameter_count_matches_every_bundled_preset():
+    from minimind.family import parameter_count
+    from minimind_tui.presets import list_presets, load_settings
+
+    for name in list_presets():
+        kwargs = load_settings(name).model.to_config_kwargs()
+        assert parameter_count(**kwargs) == meta_model(**kwargs).num_parameters(), name
+
+
 @pytest.mark.parametrize("kwargs, expected", [
     ({}, MINIMIND2_512),
     ({"family": "minimind3", "hidden_size": 512}, MINIMIND3_512),

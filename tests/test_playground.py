@@ -104,9 +104,13 @@ async def test_live_samples_reach_the_panel_and_page_back_then_try_it(tmp_path):
         await pilot.press("left_square_bracket")
         assert panel.border_subtitle.startswith(f"step {samples[-2].step} · "
                                                 f"{len(samples) - 1}/{len(samples)}")
+        assert panel.border_subtitle.endswith("End: newest")
+        await pilot.press("end")  # straight back to following the newest
+        assert panel.border_subtitle == (f"step {samples[-1].step} · newest · ←/→ or [ ] page")
+        await pilot.press("left_square_bracket")
         await pilot.press("right")  # the panel's own keys page too; past the newest it follows
         assert panel.border_subtitle.startswith(f"step {samples[-1].step} · newest")
-        await pilot.press("s")
+        await pilot.press("S")  # the key as the log's border writes it
         assert app.screen.query_one("#run-log").display and not panel.display
         # Try it: the playground opens on the checkpoint the stop wrote.
         await pilot.press("f7")

@@ -79,15 +79,26 @@ def rows(table: DataTable) -> list[str]:
     return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
 
 
+def test_the_settings_diff_leaves_out_the_consent_to_overwrite(runs_root):
+    from minimind_tui.runs import settings_diff
+
+    replaced = runs_root / "tiny-lr3e-3" / "config.toml"
+    replaced.write_text(replaced.read_text().replace("overwrite = false", "overwrite = true"))
+    assert settings_diff(runs_root / "tiny-lr1e-3", runs_root / "tiny-lr3e-3") == [
+        ("train.learning_rate", "0.001", "0.003")]
+
+
 async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
     app = MiniMindApp("tiny", {"train": {"out_dir": str(runs_root / "tiny-lr3e-3")}})
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f4")
         table = app.screen.query_one(DataTable)
         assert rows(table) == NAMES
-        await pilot.click("#runs-table", offset=(78, 1))  # the "best val" heading
+        # Every column, `when` included, fits 120 columns: nothing to scroll to.
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        await pilot.click("#runs-table", offset=(73, 1))  # the "best" (val loss) heading
         assert rows(table) == ["tiny-lr3e-3", "tiny-resumed", "tiny-live", "tiny-lr1e-3"]
-        await pilot.click("#runs-table", offset=(78, 1))  # again: descending
+        await pilot.click("#runs-table", offset=(73, 1))  # again: descending
         assert rows(table)[0] == "tiny-lr1e-3"
 
         for name in ("tiny-lr1e-3", "tiny-lr3e-3"):

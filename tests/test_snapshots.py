@@ -72,6 +72,21 @@ def test_dashboard_samples_panel_80x24(snap_compare):
                         press=["s", "left_square_bracket"])
 
 
+def test_dashboard_stopped_run_80x24(snap_compare):
+    """After a stop: the panel's step is the stop's (past the last logged one), no ETA."""
+
+    async def run_before(pilot) -> None:
+        from minimind.events import RunFinished
+
+        await show_replayed_run(pilot)
+        pilot.app.apply_events([RunFinished(status="stopped", step=203, time=0.0,
+                                            reason="stop requested; checkpoint written")])
+        pilot.app.run_phase = "stopped"
+        await pilot.pause()
+
+    assert snap_compare(tiny_app(), terminal_size=(80, 24), run_before=run_before)
+
+
 def test_playground_after_a_generation(snap_compare):
     async def run_before(pilot) -> None:
         await show_replayed_run(pilot)

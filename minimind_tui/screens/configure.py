@@ -42,14 +42,16 @@ class ConfigureScreen(Screen[None]):
     BINDINGS = [
         Binding("ctrl+l", "pick_preset", "Presets", id="pick_preset",
                 tooltip="Open the preset list; choosing one replaces the form"),
-        Binding("ctrl+s", "save_preset", "Save", id="save_preset",
+        # Out of the footer, which F8 needs at 80 columns: the toolbar's button names the key.
+        Binding("ctrl+s", "save_preset", "Save", id="save_preset", show=False,
                 tooltip="Save these settings as a user preset"),
         Binding("ctrl+o", "resume", "Resume", id="resume",
                 tooltip="Load an earlier run folder's settings and continue it"),
         Binding("f2", "app.toggle_view", "Dashboard", id="to_dashboard", key_display="F2",
                 tooltip="Show the run dashboard"),
         Binding("f8", "inspect_data", "Inspect data", id="inspect_data", key_display="F8",
-                tooltip="Tokenize this data file and show what it holds"),
+                tooltip="Tokenize the focused data file (else data_path) and show what it "
+                        "holds"),
     ]
     # From 140 columns the help fits beside each field; below it shows under the focused one.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
@@ -77,7 +79,7 @@ class ConfigureScreen(Screen[None]):
             yield Label("preset", id="preset-label")
             yield Select(self._preset_options(), value=self._preset_value(), id="preset-select",
                          prompt="custom", compact=True)
-            yield Button("Start F5", id="start-button", variant="success", action="app.start",
+            yield Button(f"Start {self.app.start_key}", id="start-button", variant="success", action="app.start",
                          compact=True)
             yield Button("Save preset ^s", id="save-button", action="screen.save_preset",
                          compact=True)
@@ -124,7 +126,7 @@ class ConfigureScreen(Screen[None]):
     def _update_start(self, _phase: str | None = None) -> None:
         button = self.query_one("#start-button", Button)
         button.disabled = self._settings is None or self.app.run_active
-        button.label = "Running…" if self.app.run_active else "Start F5"
+        button.label = "Running…" if self.app.run_active else f"Start {self.app.start_key}"
 
     def _refresh_readouts(self, settings: RunSettings) -> None:
         # Importing the model code takes seconds and a data scan reads a whole file: both
@@ -266,16 +268,9 @@ class ConfigureScreen(Screen[None]):
         loc = widget.spec.loc if isinstance(widget, SettingField) else None
         return loc if loc in DATA_PATH_FIELDS else None
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "inspect_data":  # in the footer only while a data field has the cursor
-            return self._focused_data_field() is not None
-        return True
-
-    def on_descendant_focus(self) -> None:
-        self.refresh_bindings()
-
     def action_inspect_data(self) -> None:
-        """Inspect the focused data field's file (the palette: data_path's)."""
+        """Inspect the focused data field's file, else data_path's: F8 works wherever the
+        cursor is (a key that does nothing elsewhere, silently, reads as broken)."""
         raw = self.form.raw_values()
         loc = self._focused_data_field() or "train.data_path"
         path = str(raw.get(loc) or "").strip()

@@ -16,7 +16,7 @@ from textual.widgets import Button, Footer, Static
 
 from minimind_tui.history import RunHistory
 from minimind_tui.run_phase import RunPhase
-from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
+from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries, legend_markup
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel
 from minimind_tui.widgets.stats_panel import StatsPanel
@@ -27,9 +27,11 @@ if TYPE_CHECKING:
 # Every redraw holds the GIL, and on a small CPU machine a core, that the training thread
 # wants: measured on two cores, each millisecond of UI work per second costs the run about
 # 0.3% of its speed. So the app drains events at 4 Hz but the dashboard redraws less often:
-# the numbers once a second, the charts and the log (~30 ms of work, and the log's new lines
-# lay the screen out again) every three seconds, or every ten while the run trains on the
-# CPU, whose cores the UI would take from it (scripts/ui_overhead.py measures the difference).
+# the charts, the log and the Run panel's numbers together (~30 ms of work, and the log's new
+# lines lay the screen out again), so all three show the same step, every three seconds, or
+# every ten while the run trains on the CPU, whose cores the UI would take from it
+# (scripts/ui_overhead.py measures the difference). In between, once a second, only the
+# elapsed time and the ETA move on.
 STATS_SECONDS = 1.0
 CHARTS_SECONDS = 3.0
 CHARTS_SECONDS_CPU_RUN = 10.0
@@ -56,7 +58,7 @@ class DashboardScreen(Screen[None]):
                 tooltip="Load a run folder's settings on the form and continue it"),
         # The footer has no room left at 80 columns: the log's border names the samples key,
         # the samples panel's the paging keys, the Try it button its key.
-        Binding("s", "toggle_samples", "Samples", id="samples", show=False,
+        Binding("s,S", "toggle_samples", "Samples", id="samples", show=False,
                 tooltip="Show the live samples in place of the log, or the log again"),
         Binding("left_square_bracket", "page_samples(-1)", "Older sample", show=False),
         Binding("right_square_bracket", "page_samples(1)", "Newer sample", show=False),
@@ -73,7 +75,6 @@ class DashboardScreen(Screen[None]):
     def __init__(self, history: RunHistory) -> None:
         super().__init__(id="dashboard")
         self.history = history
-        self._drawn: tuple[object, ...] | None = None
         self._charts_drawn: tuple[object, ...] | None = None
         self._charts_time = 0.0
         self._log_run, self._log_seq = 0, 0
@@ -119,6 +120,7 @@ class DashboardScreen(Screen[None]):
     def _show_watching(self) -> None:
         folder = self.watching
         self.set_class(folder is not None, "-read-only")
+        self.query_one(StatsPanel).read_only = folder is not None
         self.query_one("#watch-note", Static).update(
             f"watching {folder} (read-only)" if folder else "")
         self.query_one("#stats").border_title = "Run (watching)" if folder else "Run"
@@ -165,28 +167,34 @@ class DashboardScreen(Screen[None]):
         self.app.open_playground(checkpoint.weights_path)
 
     def sync(self, charts_now: bool = False) -> None:
-        """Redraw what changed; nothing while another screen is shown. Charts and log follow
-        at most once per `CHARTS_SECONDS` (`CHARTS_SECONDS_CPU_RUN` for a run on the CPU)
-        unless `charts_now` (a new run, phase or axis)."""
+        """Redraw what changed; nothing while another screen is shown. Charts, log and
+        numbers follow at most once per `CHARTS_SECONDS` (`CHARTS_SECONDS_CPU_RUN` for a run
+        on the CPU) unless `charts_now` (a new run, phase or axis); the clock in between."""
         if not self.is_current:
             return
         h = self.history
-        state = (h.run_id, h.version, self.app.run_phase)
-        if state != self._drawn:
-            self._drawn = state
-            self.query_one(StatsPanel).show(h, self._status())
-            self.query_one(SamplesPanel).show(h)
-            self.query_one("#try-button", Button).disabled = h.checkpoint is None
-            self.query_one(RunLog).border_subtitle = "s: samples" if h.samples else ""
         # The theme is in the key because the charts take their colours from it.
-        charts = (*state, self.x_axis, self.app.theme)
+        charts = (h.run_id, h.version, self.app.run_phase, self.x_axis, self.app.theme)
         on_cpu = h.started is not None and h.started.device == "cpu"
         every = CHARTS_SECONDS_CPU_RUN if on_cpu else CHARTS_SECONDS
         due = time.monotonic() - self._charts_time >= every
         if charts != self._charts_drawn and (due or charts_now):
             self._charts_drawn, self._charts_time = charts, time.monotonic()
+            self._show_numbers()
             self._draw_charts()
             self._append_log()
+        else:
+            self.query_one(StatsPanel).tick()
+
+    def _show_numbers(self) -> None:
+        h, phase = self.history, self.app.run_phase
+        running = phase == RunPhase.RUNNING
+        # Only a run that is trained or followed now moves on with the clock (not a replay).
+        self.query_one(StatsPanel).show(h, self._status(), running=running,
+                                        ticking=running and self.app.training is not None)
+        self.query_one(SamplesPanel).show(h)
+        self.query_one("#try-button", Button).disabled = h.checkpoint is None
+        self.query_one(RunLog).border_subtitle = "s: samples" if h.samples else ""
 
     def _draw_charts(self) -> None:
         h = self.history
@@ -208,8 +216,9 @@ class DashboardScreen(Screen[None]):
         marks = [h.tokens_at(step) if tokens else step for step in h.resumed_at]
         resumed = ", ".join(f"{step:,}" for step in h.resumed_at[-3:])
         loss_plot = self.query_one("#loss-plot", MetricPlot)
-        loss_plot.border_title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
-        loss_plot.draw(loss, xlabel, marks)
+        title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
+        loss_plot.border_title = f"{title}  {legend_markup(loss, self.app.theme_variables)}"
+        loss_plot.draw(loss, xlabel, marks, legend=False)
         self.query_one("#lr-plot", MetricPlot).draw([PlotSeries("lr", xs, h.lr, "accent")],
                                                      xlabel, marks)
 

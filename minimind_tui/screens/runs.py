@@ -4,6 +4,7 @@ their curves or diff their settings; delete a run (asked first; never a running 
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
 from minimind_tui.runs import COLUMNS, RunSummary, delete_run, find_runs, settings_diff, sort_key
@@ -25,6 +27,11 @@ if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
 MAX_COMPARED = 8  # one distinct theme colour each
+# Narrower than `minimind-tui runs` prints them, so that every column fits 120 terminal
+# columns: shorter headings, the time without its year when it is this year's, and the shape
+# without its family (the settings diff names it).
+_HEADINGS = {**COLUMNS, "val_loss": "val", "best_val_loss": "best", "tokens_per_sec": "tok/s",
+             "elapsed": "time"}
 _NUMERIC = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
 _STATE_COLORS = {"running": "primary", "completed": "success", "stopped": "warning",
                  "failed": "error", "crashed": "error", "unknown": "warning",
@@ -43,11 +50,12 @@ class RunsScreen(Screen[None]):
                 tooltip="The settings two selected runs differ in"),
         Binding("w", "watch", "Watch", id="runs_watch",
                 tooltip="Open the run under the cursor on the dashboard, read-only"),
-        Binding("s", "sort", "Sort", id="runs_sort",
+        # Out of the footer, which has no room for them at 80 columns: the summary names them.
+        Binding("s", "sort", "Sort", id="runs_sort", show=False,
                 tooltip="Sort by the next column (a click on a heading sorts by it)"),
         Binding("delete,x", "delete", "Delete", id="runs_delete",
                 tooltip="Delete the run under the cursor (asks first; not a running run)"),
-        Binding("r", "refresh", "Refresh", id="runs_refresh"),
+        Binding("r", "refresh", "Refresh", id="runs_refresh", show=False),
         Binding("escape,f4", "app.pop_screen", "Back", id="runs_back"),
     ]
 
@@ -83,7 +91,7 @@ class RunsScreen(Screen[None]):
         cursor = self._cursor_key()
         table.clear(columns=True)
         table.add_column(" ", key="mark", width=1)
-        for key, heading in COLUMNS.items():
+        for key, heading in _HEADINGS.items():
             arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column else ""
             table.add_column(Text(heading + arrow, justify="right" if key in _NUMERIC else "left"),
                              key=key)
@@ -99,9 +107,19 @@ class RunsScreen(Screen[None]):
         mark = Text("✓", style="bold") if str(run.path) in self.selected else Text("")
         colors = self.app.theme_variables
         cells = [mark]
-        for key, value in run.cells().items():
+        for key, value in self._short_cells(run).items():
             style = colors.get(_STATE_COLORS.get(run.state, ""), "") if key == "state" else ""
             cells.append(Text(value, style=style, justify="right" if key in _NUMERIC else "left"))
+        return cells
+
+    @staticmethod
+    def _short_cells(run: RunSummary) -> dict[str, str]:
+        cells = run.cells()
+        family, _, rest = cells["shape"].partition(" ")
+        if family in FAMILIES and rest:
+            cells["shape"] = rest
+        if run.updated and time.localtime(run.updated).tm_year == time.localtime().tm_year:
+            cells["updated"] = time.strftime("%m-%d %H:%M", time.localtime(run.updated))
         return cells
 
     def _summarise(self) -> None:
@@ -109,7 +127,8 @@ class RunsScreen(Screen[None]):
         for run in self.runs.values():
             states[run.state] = states.get(run.state, 0) + 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        text = (f"{len(self.runs)} runs ({counts}); {len(self.selected)} selected"
+        runs = "1 run" if len(self.runs) == 1 else f"{len(self.runs)} runs"
+        text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, r refreshes"
                 if self.runs else f"no runs under {self.root}")
         self.query_one("#runs-summary", Static).update(text)
 

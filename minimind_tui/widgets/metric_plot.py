@@ -83,6 +83,13 @@ def finite_points(series: PlotSeries) -> tuple[np.ndarray, np.ndarray, list[floa
     return x[ok], y[ok], x[~ok].tolist()
 
 
+def legend_markup(series: list[PlotSeries], colors: dict[str, str]) -> str:
+    """The series' names in their colours, for a border title: plotext draws its legend in
+    the plot's top-left corner, over the start of a loss curve, which begins at its highest."""
+    return " ".join(f"[{colors[s.color]}]{'●' if s.kind == 'scatter' else '━'} {s.label}[/]"
+                    for s in series if s.xs)
+
+
 def tick_label(value: float) -> str:
     """150, 12k, 1.5M: short enough that plotext does not drop overlapping labels."""
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):

@@ -2,7 +2,7 @@
 
 Each prompt shows twice: continued greedily and by the seeded sample. The panel follows the
 newest step until the user pages back; it then stays on that step (new samples do not pull it
-away) until paged forward to the newest again.
+away) until paged forward to the newest again, or End goes straight back to following it.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class SamplesPanel(VerticalScroll):
     BINDINGS = [
         Binding("left", "page(-1)", "Older", show=False),
         Binding("right", "page(1)", "Newer", show=False),
+        Binding("end", "follow_newest", "Newest", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
@@ -52,7 +53,8 @@ class SamplesPanel(VerticalScroll):
         index = len(samples) - 1 if self._index is None else self._index
         sample = samples[index]
         where = "newest" if index == len(samples) - 1 else f"{index + 1}/{len(samples)}"
-        self.border_subtitle = f"step {sample.step:,} · {where} · ←/→ or [ ] page"
+        back = "" if self._index is None else " · End: newest"
+        self.border_subtitle = f"step {sample.step:,} · {where} · ←/→ or [ ] page{back}"
         text = Text()
         for prompt, greedy, sampled in zip(sample.prompts, sample.greedy, sample.sampled):
             for label, continuation in (("greedy ", greedy), ("sampled", sampled)):
@@ -71,6 +73,13 @@ class SamplesPanel(VerticalScroll):
         index = (last if self._index is None else self._index) + delta
         self._index = None if index >= last else max(index, 0)
         self.show(self._history)
+
+
+    def action_follow_newest(self) -> None:
+        """Back to the newest sample step, following new ones as they come."""
+        self._index = None
+        if self._history is not None:
+            self.show(self._history)
 
 
 def _empty_text(history: RunHistory) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.table import Table
 from rich.text import Text
-from textual.app import ComposeResult
+from textual.app import ComposeResult, RenderResult
+from textual.geometry import Size
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, SelectionList, Static, Switch, TextArea
 
@@ -18,6 +20,21 @@ def device_choices() -> list[str]:
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+
+
+class OnOffSwitch(Switch):
+    """A switch that also says ON or OFF: its colour alone is lost on a monochrome terminal, to
+    a screen reader and in a copy of the screen (tmux capture-pane)."""
+
+    def render(self) -> RenderResult:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=4, no_wrap=True)  # the slider, as Switch draws it
+        grid.add_column(no_wrap=True)
+        grid.add_row(super().render(), "ON" if self.value else "OFF")
+        return grid
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        return 8
 
 
 class SettingField(Widget):
@@ -48,7 +65,7 @@ class SettingField(Widget):
     def _control(self) -> Widget:
         spec, value, name = self.spec, self._initial, self.spec.name
         if spec.kind == "bool":
-            return Switch(value=bool(value), id=name, animate=False)
+            return OnOffSwitch(value=bool(value), id=name, animate=False)
         if spec.kind == "tribool":
             return Select(self._tribool_options(), value=_tribool_key(value), id=name,
                           allow_blank=False, compact=True)

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
-from minimind.events import StepMetrics
+from minimind.events import RunFinished, StepMetrics
 from minimind.event_text import format_count, format_duration
 from minimind_tui.history import RunHistory
 from minimind_tui.readouts import format_bytes
 
 
 class StatsPanel(VerticalScroll):
-    """Every figure comes from events, never the wall clock, so a replay renders the same."""
+    """Every figure comes from the events the charts were drawn from (the dashboard shows
+    them together, so the panel never runs ahead of the chart and the log). Only elapsed and
+    ETA move on with the clock between two draws, and only for a run being trained or followed
+    (`tick`): a replay renders the same everywhere."""
+
+    read_only = False
+    """Showing a run watched from outside: there is no form to start one from."""
+
+    _rows: list[tuple[str, Any]] = []
+    _latest: StepMetrics | None = None
+    _finished: RunFinished | None = None
+    _running = _ticking = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="stats-status", markup=False)
@@ -23,7 +37,10 @@ class StatsPanel(VerticalScroll):
         yield ProgressBar(total=1, show_eta=False, id="run-progress")
         yield Static(id="stats-table")
 
-    def show(self, history: RunHistory, status: str) -> None:
+    def show(self, history: RunHistory, status: str, *, running: bool = False,
+             ticking: bool = False) -> None:
+        """`running`: the run goes on (an ETA means something); `ticking`: elapsed and ETA
+        count on from the last step's time each `tick`."""
         # layout=False: the status is one line and the table fills a fixed area (app.tcss),
         # so a new value never needs the screen laid out again, which costs a lot mid-run.
         self.query_one("#stats-status", Static).update(Text(status), layout=False)
@@ -35,41 +52,67 @@ class StatsPanel(VerticalScroll):
             bar.update(total=history.latest.total_steps, progress=history.summary.step)
         elif history.started is not None:
             bar.update(total=history.started.total_steps, progress=history.started.start_step)
-        self.query_one("#stats-table", Static).update(self._table(history), layout=False)
+        self._rows = self._rows_of(history)
+        self._latest, self._finished = history.latest, history.finished
+        self._running, self._ticking = running, ticking
+        self._draw_table()
 
-    @staticmethod
-    def _table(h: RunHistory) -> Table:
+    def tick(self) -> None:
+        """Move elapsed and ETA on by the clock (each second while a run goes on)."""
+        if self._ticking and self._latest is not None:
+            self._draw_table()
+
+    def _draw_table(self) -> None:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(overflow="fold")
+        for label, value in self._rows:
+            grid.add_row(label, self._elapsed() if label == "elapsed" else value)
+        self.query_one("#stats-table", Static).update(grid, layout=False)
+
+    def _elapsed(self) -> str:
+        e, finished = self._latest, self._finished
+        assert e is not None
+        if finished is not None:  # the time up to the end, which came after the last step
+            return format_duration(e.elapsed + max(0.0, finished.time - e.time))
+        if not self._running:  # crashed, or stopping: no time left to tell
+            return format_duration(e.elapsed)
+        # The step's time is the trainer's clock: on another machine (a synced folder) the
+        # two may differ, so the count never goes below the step's own figures.
+        since = max(0.0, time.time() - e.time) if self._ticking else 0.0
+        return (f"{format_duration(e.elapsed + since)} · ETA "
+                f"{format_duration(max(0.0, e.eta_seconds - since))}")
+
+    def _rows_of(self, h: RunHistory) -> list[tuple[str, Any]]:
+        rows: list[tuple[str, Any]] = []
         e = h.latest
         if e is None:
-            grid.add_row("step", "waiting for the first logged step…"
-                         if h.started else "no run yet: press F5 on the form")
+            rows.append(("step", "waiting for the first logged step…" if h.started else
+                         "no run yet: waiting for one to start" if self.read_only else
+                         f"no run yet: press {self.app.start_key} on the form"))
         else:
             # The run's step (a stop between two logged steps counts), as the runs list says.
-            grid.add_row("step", f"{h.summary.step:,}/{e.total_steps:,} · epoch "
-                                 f"{e.epoch}/{e.epochs}")
-            grid.add_row("loss", f"{e.loss:.4f} · ema {h.loss_ema[-1]:.4f}")
+            rows.append(("step", f"{h.summary.step:,}/{e.total_steps:,} · epoch {e.epoch}/{e.epochs}"))
+            rows.append(("loss", f"{e.loss:.4f} · ema {h.loss_ema[-1]:.4f}"))
             if h.is_moe:
-                grid.add_row("aux loss", f"{e.aux_loss:.4f}")
+                rows.append(("aux loss", f"{e.aux_loss:.4f}"))
             if h.last_eval is not None:
-                grid.add_row("val loss", f"{h.last_eval.val_loss:.4f} @ step {h.last_eval.step:,}")
-            grid.add_row("lr", f"{e.lr:.3g}")
-            grid.add_row("grad norm", f"{e.grad_norm:.3f}")
+                rows.append(("val loss",
+                             f"{h.last_eval.val_loss:.4f} @ step {h.last_eval.step:,}"))
+            rows.append(("lr", f"{e.lr:.3g}"))
+            rows.append(("grad norm", f"{e.grad_norm:.3f}"))
             mfu = f" · MFU {e.mfu:.1%}" if e.mfu is not None else ""
-            grid.add_row("tokens/s", f"{e.tokens_per_sec:,.0f}{mfu}")
-            grid.add_row("tokens", format_count(h.summary.tokens_seen))
-            grid.add_row("elapsed", f"{format_duration(e.elapsed)} · ETA "
-                                    f"{format_duration(e.eta_seconds)}")
-            grid.add_row("memory", _memory(e))
+            rows.append(("tokens/s", f"{e.tokens_per_sec:,.0f}{mfu}"))
+            rows.append(("tokens", format_count(h.summary.tokens_seen)))
+            rows.append(("elapsed", None))  # drawn by `_elapsed`, which the clock moves on
+            rows.append(("memory", _memory(e)))
         if h.checkpoint is not None:
-            grid.add_row("checkpoint", f"step {h.checkpoint.step:,}")
-            grid.add_row("", Text(h.checkpoint.weights_path, style="dim"))
+            rows.append(("checkpoint", f"step {h.checkpoint.step:,}"))
+            rows.append(("", Text(h.checkpoint.weights_path, style="dim")))
         if h.started is not None:
             s = h.started
-            grid.add_row("model", f"{format_count(s.parameters)} params, {s.device_name}")
-        return grid
+            rows.append(("model", f"{format_count(s.parameters)} params, {s.device_name}"))
+        return rows
 
 
 def _memory(e: StepMetrics) -> str:

@@ -1,0 +1,81 @@
+"""`minimind-tui watch --plain` (the default without a terminal) with real processes: the lines
+of a finished run, a live run followed until it is stopped, a killed run reported as crashed,
+and a folder where no run has started yet; each ends with the run's outcome as exit code."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from test_run_folder import ENV, cli, start, wait_for
+
+WATCH = [sys.executable, "-m", "minimind_tui", "watch"]
+
+
+def watch(folder, *args: str) -> subprocess.Popen:
+    """`watch` as a script or a log pipe runs it: no terminal on stdin, stdout or stderr."""
+    return subprocess.Popen([*WATCH, str(folder), *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+
+
+def test_a_finished_run_prints_the_console_lines_and_exits_0(tmp_path):
+    trained = cli("--max_steps", "3", "--save_interval", "2", "--out_dir", str(tmp_path))
+    assert trained.returncode == 0, trained.stderr
+    # A corrupt line and a half-written one in the middle must cost nothing but a warning.
+    metrics = tmp_path / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:2]) + "not json\n" + '{"kind": "step", "step": 9}\n'
+                       + "".join(lines[2:]))
+    watcher = watch(tmp_path)  # no --plain: no terminal is enough
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, err
+    # The console printed the same lines, after its resolved settings.
+    console = trained.stdout.splitlines()
+    first = next(i for i, line in enumerate(console) if line.startswith("Model params"))
+    assert out.splitlines() == console[first:]
+    assert sum(line.startswith("Epoch:[1/1]") for line in out.splitlines()) == 3
+    assert out.splitlines()[-1].startswith("[completed] at step 3")
+    assert "2 line(s) of metrics.jsonl are no readable event" in err
+
+
+def test_a_live_run_is_followed_until_it_is_stopped_exit_130(tmp_path):
+    trainer = start("--out_dir", str(tmp_path))
+    try:
+        wait_for(trainer, "Epoch:[1/1](2/")
+        watcher = watch(tmp_path, "--plain")
+        assert watcher.stdout.readline().startswith("Model params")
+        assert watcher.stdout.readline().startswith("Epoch:[1/1](1/")
+    finally:
+        trainer.send_signal(signal.SIGTERM)
+        trainer.communicate(timeout=120)
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 130, err
+    last = out.splitlines()[-1]
+    assert last.startswith("[stopped] at step ") and "checkpoint written" in last
+    step = int(last.split()[3])
+    assert f"({step}/" in out.splitlines()[-3]  # the last step line, then its checkpoint
+
+
+def test_a_killed_run_is_reported_as_crashed_exit_1(tmp_path):
+    trainer = start("--out_dir", str(tmp_path))
+    try:
+        wait_for(trainer, "Epoch:[1/1](2/")
+        watcher = watch(tmp_path)
+        assert watcher.stdout.readline().startswith("Model params")
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.communicate(timeout=60)
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 1, err
+    last = out.splitlines()[-1]
+    assert last.startswith("[crashed] at step ") and f"pid {trainer.pid}" in last
+    assert "--from_resume 1" in last
+
+
+def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):
+    watcher = watch(tmp_path)
+    assert "no run in" in watcher.stderr.readline()
+    watcher.send_signal(signal.SIGINT)
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 130 and out == "" and "Traceback" not in err
