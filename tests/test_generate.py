@@ -163,12 +163,13 @@ def test_samples_follow_evaluation_and_reach_metrics_jsonl(tiny_settings, tmp_pa
 def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
     """A folder exported to LlamaForCausalLM opens through transformers and, with the KV cache
     and the same loop, continues a prompt exactly as the model it came from."""
-    from minimind.export import ExportSource, export_hf
+    from minimind.checkpoint_reader import Checkpoint
+    from minimind.export import export_hf
     from minimind.open_model import open_model
     from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
 
     model = small_model()
-    export_hf(ExportSource(model, tmp_path / "w.pth", "test", BUNDLED_TOKENIZER_DIR),
+    export_hf(Checkpoint(model, tmp_path / "w.pth", "test", BUNDLED_TOKENIZER_DIR),
               tmp_path / "hf", verify=False)
     opened = open_model(tmp_path / "hf", device="cpu")
     assert type(opened.model).__name__ == "LlamaForCausalLM"
