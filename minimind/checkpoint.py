@@ -123,7 +123,7 @@ class _RngState(_Strict):
 class _Progress(_Strict):
     step: StrictInt = Field(ge=0)
     tokens_seen: StrictInt = Field(0, ge=0)
-    elapsed: StrictFloat | StrictInt = Field(0.0, ge=0)
+    elapsed: StrictFloat | StrictInt = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class _Optimizer(BaseModel):
