@@ -8,7 +8,9 @@ two renames leaves complete files with the weights one save ahead, and resuming 
 from the resume state (`prepare`), so the pair agrees again.
 
 Resume files hold only tensors and plain Python values, so they load with
-`torch.load(weights_only=True)`: a crafted file cannot run code.
+`torch.load(weights_only=True)`: a crafted file cannot run code. What they hold is checked
+against `ResumeFile` before any of it is used, and `weights_bytes`, the one way weights become a
+file, refuses NaN/inf: a diverged run never replaces good weights.
 """
 
 from __future__ import annotations
