@@ -9,7 +9,6 @@ Models saved with ``save_pretrained`` use ``.safetensors`` with a single tied ke
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
