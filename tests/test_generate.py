@@ -9,8 +9,8 @@ from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.engine import Trainer
 from minimind.event_text import describe
 from minimind.events import Sample, StepMetrics, event_from_json
-from minimind.generate import (SamplingParams, TextStream, continue_prompts, encode_prompt,
-                               generate_batch, generate_tokens, next_token)
+from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, continue_prompts,
+                               encode_prompt, generate_batch, generate_tokens, next_token)
 from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
 from test_engine import final_weights
@@ -178,3 +178,16 @@ def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
     params = greedy(20, stop_on_eos=False)
     assert list(generate_tokens(opened.model, ids, params)) \
         == list(generate_tokens(model, ids, params))
+
+
+def test_output_that_overflows_is_one_clear_error_greedy_or_sampled(tokenizer):
+    """Finite weights whose logits overflow to inf: greedy used to print token 0 forever and
+    sampling to fail inside torch.multinomial."""
+    model = small_model()
+    with torch.no_grad():
+        # The largest finite float32: every |activation| above 1 times it is inf.
+        model.model.norm.weight.fill_(torch.finfo(torch.float32).max)
+    prompt = encode_prompt(tokenizer, "To be")
+    for params in (greedy(4), SamplingParams(max_new_tokens=4)):
+        with pytest.raises(NonFiniteOutput, match="output holds NaN/inf"):
+            list(generate_tokens(model, prompt, params, generator=torch.Generator()))
