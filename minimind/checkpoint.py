@@ -8,7 +8,9 @@ two renames leaves complete files with the weights one save ahead, and resuming 
 from the resume state (`prepare`), so the pair agrees again.
 
 Resume files hold only tensors and plain Python values, so they load with
-`torch.load(weights_only=True)`: a crafted file cannot run code.
+`torch.load(weights_only=True)`: a crafted file cannot run code. What they hold is checked
+against `ResumeFile` before any of it is used, and `weights_bytes`, the one way weights become a
+file, refuses NaN/inf: a diverged run never replaces good weights.
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ class _RngState(_Strict):
 class _Progress(_Strict):
     step: StrictInt = Field(ge=0)
     tokens_seen: StrictInt = Field(0, ge=0)
-    elapsed: StrictFloat | StrictInt = Field(0.0, ge=0)
+    elapsed: StrictFloat | StrictInt = Field(0.0, ge=0, allow_inf_nan=False)
 
 
 class _Optimizer(BaseModel):

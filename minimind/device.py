@@ -11,7 +11,7 @@ import re
 
 import torch
 
-DEVICE_FORM = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+from minimind.settings import DEVICE_PATTERN
 
 
 class DeviceError(ValueError):
@@ -20,7 +20,7 @@ class DeviceError(ValueError):
 
 def device_problem(spec: str) -> str | None:
     """Why `spec` cannot be used on this machine, or None when it can."""
-    if not DEVICE_FORM.match(spec):
+    if not re.match(DEVICE_PATTERN, spec):
         return "expected auto, cpu, cuda or cuda:N"
     if not spec.startswith("cuda"):
         return None

@@ -147,7 +147,8 @@ def _put_bos_first(tokenizer_json: Path, bos_id: int | None) -> None:
         "type": "TemplateProcessing",
         "single": [first, {"Sequence": {"id": "A", "type_id": 0}}],
         "pair": [first, {"Sequence": {"id": "A", "type_id": 0}},
-                 {"SpecialToken": {"id": bos, "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                 {"SpecialToken": {"id": bos, "type_id": 1}},
+                 {"Sequence": {"id": "B", "type_id": 1}}],
         "special_tokens": {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}},
     }
     tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")

@@ -123,9 +123,17 @@ def generate_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
         mask = torch.cat([mask, torch.ones(rows, 1, dtype=torch.long)], dim=1)
 
 
+class NonFiniteOutput(ValueError):
+    """The model's logits hold NaN/inf: nothing sensible can be picked from them."""
+
+
 def next_token(logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams,
                generator: torch.Generator | None = None) -> int:
     """Pick one id from a vocabulary-sized float tensor of logits."""
+    if not torch.isfinite(logits).all():
+        # Greedy would pick token 0 forever and sampling fail deep in torch.multinomial.
+        raise NonFiniteOutput("the model's output holds NaN/inf (its weights or activations "
+                              "overflowed); try float32 or an earlier checkpoint")
     p = params.repetition_penalty
     if p != 1.0:
         # Dividing a positive logit and multiplying a negative one both lower it for p > 1.

@@ -2,9 +2,9 @@
 
 Accepts everything `minimind.checkpoint_reader.read_checkpoint` does (a run folder, a weights
 file of ours or upstream's, a resume checkpoint, ``.safetensors``, a folder saved by
-``save_pretrained`` or exported with our own modeling code) and also a Hugging Face folder exported to a standard
-transformers class (Llama, Qwen3, ...), which transformers loads from its safetensors. Nothing
-is unpickled beyond tensors and plain data: a checkpoint is user input.
+``save_pretrained`` or exported with our own modeling code) and also a Hugging Face folder
+exported to a standard transformers class (Llama, Qwen3, ...), which transformers loads from its
+safetensors. Nothing is unpickled beyond tensors and plain data: a checkpoint is user input.
 """
 
 from __future__ import annotations

@@ -60,6 +60,10 @@ def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
     return Field(default, description=help, json_schema_extra={"group": group}, **constraints)
 
 
+# What a device setting may say; `minimind.device` checks what this machine has.
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
 class ModelSettings(BaseModel):
     """MiniMindConfig fields a user sets; `None` means "the family's default"."""
 
@@ -135,7 +139,7 @@ class TrainSettings(BaseModel):
     grad_clip: float = _field(1.0, "Optimisation", "clip the gradient norm to this (0: off)", ge=0)
 
     device: str = _field(
-        "auto", "Runtime", "auto, cpu, cuda or cuda:N", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+        "auto", "Runtime", "auto, cpu, cuda or cuda:N", pattern=DEVICE_PATTERN)
     dtype: Literal["bfloat16", "float16", "float32"] = _field(
         "bfloat16", "Runtime", "autocast precision (float16 adds a GradScaler)")
     use_compile: bool = _field(False, "Runtime", "torch.compile the model")

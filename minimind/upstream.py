@@ -9,7 +9,6 @@ Models saved with ``save_pretrained`` use ``.safetensors`` with a single tied ke
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import torch
 
@@ -113,6 +112,8 @@ def infer_config(state_dict: dict[str, torch.Tensor],
                              f"file's q/k norms give {q_rows // head_dim} heads")
     else:
         counts = _head_counts(q_rows, k_rows)
+        if not counts:
+            raise ValueError(f"no head split fits q_proj's {q_rows} rows and k_proj's {k_rows}")
         published = ("minimind2", hidden_size, num_layers, use_moe) in UPSTREAM_MODELS
         if num_attention_heads is not None and num_attention_heads not in counts:
             raise HeadSplitError(

@@ -7,7 +7,8 @@ text the moment its tokens exist.
 CHECKPOINT is anything the playground opens: a run folder, a weights file (ours or upstream's
 .pth, a resume checkpoint, .safetensors), a save_pretrained folder or an exported Hugging Face
 folder. The text goes to stdout, the model line and the speed to stderr. Exit 0 when done, 2
-for a user error (one line on stderr), 130 when interrupted.
+for a user error (one line on stderr), 1 when the model's output turns NaN/inf, 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
-    from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
+    from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, encode_prompt,
+                                   generate_tokens)
     from minimind.open_model import ModelOpenError, open_model
 
     try:
@@ -103,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
             seconds = time.perf_counter() - start
             print(f"[{count} tokens in {seconds:.2f}s, {count / max(seconds, 1e-9):.1f} "
                   "tokens/s]", file=sys.stderr)
+    except NonFiniteOutput as e:
+        print(f"\nminimind-tui generate: failed: {e}", file=sys.stderr)
+        return exit_codes.FAILED
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return exit_codes.SIGNALLED

@@ -181,7 +181,8 @@ def test_exported_folder_generates_what_generate_does(tmp_path):
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
     assert set(modes.values()) == {0o666 & ~_umask()}, modes
 
-    tokenizer, hf_model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    hf_model = AutoModelForCausalLM.from_pretrained(out)
     ours = load_tokenizer(None)
     for prompt in PROMPTS:
         batch = tokenizer(prompt, return_tensors="pt")

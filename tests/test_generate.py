@@ -9,8 +9,8 @@ from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.engine import Trainer
 from minimind.event_text import describe
 from minimind.events import Sample, StepMetrics, event_from_json
-from minimind.generate import (SamplingParams, TextStream, continue_prompts, encode_prompt,
-                               generate_batch, generate_tokens, next_token)
+from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, continue_prompts,
+                               encode_prompt, generate_batch, generate_tokens, next_token)
 from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
 from test_engine import final_weights
@@ -163,12 +163,13 @@ def test_samples_follow_evaluation_and_reach_metrics_jsonl(tiny_settings, tmp_pa
 def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
     """A folder exported to LlamaForCausalLM opens through transformers and, with the KV cache
     and the same loop, continues a prompt exactly as the model it came from."""
-    from minimind.export import ExportSource, export_hf
+    from minimind.checkpoint_reader import Checkpoint
+    from minimind.export import export_hf
     from minimind.open_model import open_model
     from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
 
     model = small_model()
-    export_hf(ExportSource(model, tmp_path / "w.pth", "test", BUNDLED_TOKENIZER_DIR),
+    export_hf(Checkpoint(model, tmp_path / "w.pth", "test", BUNDLED_TOKENIZER_DIR),
               tmp_path / "hf", verify=False)
     opened = open_model(tmp_path / "hf", device="cpu")
     assert type(opened.model).__name__ == "LlamaForCausalLM"
@@ -177,3 +178,16 @@ def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
     params = greedy(20, stop_on_eos=False)
     assert list(generate_tokens(opened.model, ids, params)) \
         == list(generate_tokens(model, ids, params))
+
+
+def test_output_that_overflows_is_one_clear_error_greedy_or_sampled(tokenizer):
+    """Finite weights whose logits overflow to inf: greedy used to print token 0 forever and
+    sampling to fail inside torch.multinomial."""
+    model = small_model()
+    with torch.no_grad():
+        # The largest finite float32: every |activation| above 1 times it is inf.
+        model.model.norm.weight.fill_(torch.finfo(torch.float32).max)
+    prompt = encode_prompt(tokenizer, "To be")
+    for params in (greedy(4), SamplingParams(max_new_tokens=4)):
+        with pytest.raises(NonFiniteOutput, match="output holds NaN/inf"):
+            list(generate_tokens(model, prompt, params, generator=torch.Generator()))

@@ -260,3 +260,14 @@ def test_generate_never_guesses_a_head_split(weights, tmp_path, capsys):
     assert capsys.readouterr().out == "ROMEO:" + expected_text(weights, "ROMEO:", 6) + "\n"
     assert main([str(weights), *args, "--num_attention_heads", "8"]) == 2  # its record says 4
     assert "num_attention_heads 8 contradicts" in capsys.readouterr().err
+
+
+def test_generate_says_when_finite_weights_overflow(weights, capsys):
+    from minimind_tui.generate_cli import main
+
+    state = torch.load(weights, weights_only=True)
+    state["model.norm.weight"].fill_(torch.finfo(torch.float32).max)  # finite, output is not
+    torch.save(state, weights)
+    assert main([str(weights), "--prompt", "x", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "minimind-tui generate: failed: the model's output holds NaN/inf" in err
