@@ -72,15 +72,16 @@ class StartFlow:
             new = next_free_folder(folder.path)
             resumable = bool(resume_files(folder.path))
             files = replaced_files_text(e.files, train.from_weight)
+            choose = f"; choose what to do (a new folder is {new.name}, beside it)."
             if e.run:
                 title = f"{folder.path} already holds a run"
                 text = f"It is {e.run}. Start would replace it" + (
-                    f" and {files}" if files else "") + "; choose what to do."
+                    f" and {files}" if files else "") + choose
             else:
                 title = f"{folder.path} already holds {', '.join(p.name for p in e.files)}"
-                text = f"Start would replace {files}; choose what to do."
+                text = f"Start would replace {files}" + choose
             self.app.push_screen(ChoiceScreen(
-                title, f"{text} (A new folder is {new.name}, beside it.)",
+                title, text,
                 # Short labels: four buttons fit the dialog in one row at 80 columns.
                 [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
                  Choice("new", "New folder", "n", "success"),

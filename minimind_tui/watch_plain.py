@@ -19,8 +19,9 @@ from pathlib import Path
 
 from minimind.event_text import describe
 from minimind.events import Event, RunFinished
-from minimind.follow import Follower
-from minimind.run_folder import METRICS_FILE, STATUS_FILE, RunFolder
+from minimind.follow import Follower, parse_event
+from minimind.run_files import METRICS_FILE, STATUS_FILE
+from minimind.run_folder import RunFolder
 from minimind_tui import exit_codes
 
 POLL_SECONDS = 0.5
@@ -50,17 +51,22 @@ def follow(folder: Path) -> int:
     state_checked = ended_seen = 0.0
     waiting_said = False
     while True:
-        batch = follower.poll()
+        batch = follower.poll_lines()
         if batch.reset:
             say(f"[watch] {METRICS_FILE} started over: a new run replaced the one shown")
-        for event in batch.events:
+        bad = batch.oversized
+        for line in batch.lines:
+            event = parse_event(line)
+            if event is None:
+                bad += 1
+                continue
             text = describe(event)
             if text is not None:
                 print(text[0], flush=True)
             last = event
-        if batch.skipped:
-            skipped += batch.skipped
-            say(f"[watch] {batch.skipped} line(s) of {METRICS_FILE} are no readable event: "
+        if bad:
+            skipped += bad
+            say(f"[watch] {bad} line(s) of {METRICS_FILE} are no readable event: "
                 f"skipped ({skipped} so far)")
         if not batch.caught_up:
             continue
