@@ -45,6 +45,8 @@ def test_a_live_run_is_followed_until_it_is_stopped_exit_130(tmp_path):
         wait_for(trainer, "Epoch:[1/1](2/")
         watcher = watch(tmp_path, "--plain")
         assert watcher.stdout.readline().startswith("Model params")
+        # The run's own warning (its max_steps outlasts the data), as the console printed it.
+        assert watcher.stdout.readline().startswith("[warning] the data ends before max_steps")
         assert watcher.stdout.readline().startswith("Epoch:[1/1](1/")
     finally:
         trainer.send_signal(signal.SIGTERM)
