@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from minimind.atomic import atomic_write_bytes
 from minimind.run_files import weights_name
@@ -48,6 +48,11 @@ def _words(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace(",", " ").split()
     return value
+
+
+def _tracker_set(names: list[str]) -> list[str]:
+    """Trackers are a set: each once, in `TRACKERS` order, however the list was written."""
+    return [name for name in TRACKERS if name in names]
 
 
 TextList = Annotated[list[str], BeforeValidator(_lines)]
@@ -180,7 +185,8 @@ class TrainSettings(BaseModel):
     sample_interval: int = _field(
         0, "Insight", "optimizer steps between samples (0: at each evaluation); also at the end",
         ge=0)
-    report_to: Annotated[list[Literal[TRACKERS]], BeforeValidator(_words)] = _field(
+    report_to: Annotated[list[Literal[TRACKERS]], BeforeValidator(_words),
+                         AfterValidator(_tracker_set)] = _field(
         [], "Insight", "also log to these trackers: " + ", ".join(TRACKERS))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from minimind.family import family_defaults, shape_problems
 from minimind.settings import SECTIONS, ModelSettings, Problem, RunSettings
@@ -68,7 +68,7 @@ def type_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], l
 
 def _field_type(model_cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
     info = model_cls.model_fields[name]
-    parsers = [m for m in info.metadata if isinstance(m, BeforeValidator)]
+    parsers = [m for m in info.metadata if isinstance(m, (BeforeValidator, AfterValidator))]
     annotation = Annotated[(info.annotation, *parsers)] if parsers else info.annotation
     return TypeAdapter(annotation, config={k: v for k, v in model_cls.model_config.items()
                                            if k != "extra"})

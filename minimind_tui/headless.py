@@ -42,7 +42,6 @@ def run_headless(settings: RunSettings) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         import tomli_w
 
-
         try:
             print("# resolved settings\n" + tomli_w.dumps(settings.to_toml_dict()), flush=True)
         except OSError:
