@@ -27,8 +27,8 @@ import torch
 from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.bench import parse_variant, run_bench
 from minimind.settings import Problem, RunSettings, SettingsError
-from minimind_tui.flags import add_settings_flags, overrides_from_args
-from minimind_tui.presets import load_settings
+from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
+from minimind_tui.form.presets import load_settings
 
 
 def dense_twin(moe: RunSettings) -> RunSettings:

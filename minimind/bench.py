@@ -14,7 +14,7 @@ fp16 autocast + GradScaler on CUDA and plain fp32 on CPU. Every report carries i
 The bundled corpus is repeated until one epoch covers the run, so no epoch boundary (a new
 loader, a short last batch) falls inside the measurement, as in a real multi-GB run.
 
-The command line is `minimind-tui bench` (`minimind_tui.bench_cli`, next to the presets): the
+The command line is `minimind-tui bench` (`minimind_tui.cli.bench`, next to the presets): the
 library never imports the app.
 """
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from minimind_tui.cli import main
+from minimind_tui.cli.main import main
 
 sys.exit(main())

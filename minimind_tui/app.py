@@ -21,12 +21,12 @@ from textual.worker import Worker, WorkerState
 
 from minimind.events import Event, LogMessage
 from minimind.settings import merge
-from minimind_tui.commands import MiniMindCommands
-from minimind_tui.form_schema import settings_values
-from minimind_tui.history import RunHistory, StepBlock
-from minimind_tui.presets import DEFAULT_PRESET, preset_data
-from minimind_tui.run_source import FolderSource, RunSource
-from minimind_tui.run_phase import RunPhase
+from minimind_tui.palette import MiniMindCommands
+from minimind_tui.form.schema import settings_values
+from minimind_tui.run.history import RunHistory, StepBlock
+from minimind_tui.form.presets import DEFAULT_PRESET, preset_data
+from minimind_tui.run.source import FolderSource, RunSource
+from minimind_tui.run.phase import RunPhase
 from minimind_tui.screens.configure import ConfigureScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.dashboard import DashboardScreen
@@ -36,7 +36,7 @@ from minimind_tui.screens.run_failed import RunFailedScreen
 from minimind_tui.screens.runs import RunsScreen
 from minimind_tui.screens.stopping import StoppingScreen
 from minimind_tui.screens.watch_dialog import WatchDialog
-from minimind_tui.start_flow import StartFlow
+from minimind_tui.run.start_flow import StartFlow
 
 DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
 

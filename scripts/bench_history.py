@@ -59,7 +59,7 @@ def write_metrics(path: Path, steps: int) -> None:
 
 def measure_load(path: Path) -> dict[str, float]:
     """In this (fresh) process: load the file, then draw the loss chart once."""
-    from minimind_tui.metrics_reader import read_history
+    from minimind_tui.run.metrics_reader import read_history
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start, cpu = time.perf_counter(), time.process_time()

@@ -41,8 +41,8 @@ from minimind.events import StepMetrics  # noqa: E402
 from minimind.settings import RunSettings  # noqa: E402
 from minimind.sinks import QueueSink  # noqa: E402
 from minimind_tui.app import MiniMindApp  # noqa: E402
-from minimind_tui.presets import load_settings  # noqa: E402
-from minimind_tui.run_worker import RunPhase  # noqa: E402
+from minimind_tui.form.presets import load_settings  # noqa: E402
+from minimind_tui.run.worker import RunPhase  # noqa: E402
 
 WARMUP_STEPS = 10  # the first logged step at or after this one starts the measurement
 
@@ -90,8 +90,8 @@ async def with_dashboard(settings: RunSettings) -> tuple[float, float]:
 
 
 def flag_overrides(extra: list[str]) -> dict[str, dict[str, str]]:
-    from minimind_tui.cli import build_parser
-    from minimind_tui.flags import overrides_from_args
+    from minimind_tui.cli.main import build_parser
+    from minimind_tui.cli.flags import overrides_from_args
 
     return overrides_from_args(build_parser().parse_args(extra))
 

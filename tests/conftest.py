@@ -3,7 +3,7 @@ import os
 import pytest
 
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 
 
 def pytest_xdist_auto_num_workers(config):

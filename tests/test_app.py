@@ -14,8 +14,8 @@ from textual.widgets import Button, Input, Select, Static
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
 from minimind.settings import ModelSettings, TrainSettings
 from minimind_tui.app import MiniMindApp
-from minimind_tui.history import RunHistory, downsample_minmax
-from minimind_tui.presets import load_settings
+from minimind_tui.run.history import RunHistory, downsample_minmax
+from minimind_tui.form.presets import load_settings
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.run_failed import RunFailedScreen
@@ -384,7 +384,7 @@ def test_a_resumed_run_keeps_its_history_and_marks_the_segment():
 
 
 def test_history_memory_is_bounded(monkeypatch):
-    import minimind_tui.history as history
+    import minimind_tui.run.history as history
 
     monkeypatch.setattr(history, "MAX_POINTS", 1000)
     h = RunHistory()

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, default_collate
 from minimind.bench import BenchError, bench_data, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.bench_cli import main, summary
-from minimind_tui.presets import load_settings
+from minimind_tui.cli.bench import main, summary
+from minimind_tui.form.presets import load_settings
 
 FIELDS = {"variant", "preset", "device", "useful_tokens_per_sec", "padded_tokens_per_sec", "mfu",
           "step_time_s", "peak_mem_bytes", "speedup_vs_baseline", "settings", "micro_batch",

@@ -72,7 +72,7 @@ def test_runtime_failure_exits_1_with_details(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from minimind.model import MiniMindForCausalLM
-        from minimind_tui.cli import main
+        from minimind_tui.cli.main import main
         def broken(self, *a, **k):
             raise RuntimeError("simulated kernel failure")
         MiniMindForCausalLM.forward = broken
@@ -131,7 +131,7 @@ def test_presets_lists_parameter_counts_smallest_first_and_a_broken_one(tmp_path
 def test_help_and_flag_errors_import_neither_torch_nor_transformers():
     code = textwrap.dedent("""
         import sys
-        from minimind_tui.cli import main
+        from minimind_tui.cli.main import main
         for argv in (["--help"], ["presets"], ["--no-ui", "--batch_size", "0"]):
             try:
                 main(argv)

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from minimind_tui.cli import SUBCOMMANDS
+from minimind_tui.cli.main import SUBCOMMANDS
 
 CLI = [sys.executable, "-m", "minimind_tui"]
 
@@ -111,7 +111,7 @@ def test_help_lists_every_subcommand_and_version_answers():
 def test_version_and_completion_import_neither_torch_nor_textual():
     code = textwrap.dedent("""
         import contextlib, io, sys
-        from minimind_tui.cli import main
+        from minimind_tui.cli.main import main
         for argv in (["--version"], ["completion", "bash"], ["serve", "--help"]):
             with contextlib.redirect_stdout(io.StringIO()):
                 try:

@@ -15,7 +15,7 @@ from minimind.engine import Trainer
 from minimind.events import StepMetrics
 from minimind.feed_forward import MoEFeedForward
 from minimind.sinks import QueueSink
-from minimind_tui.bench_cli import main as bench_main
+from minimind_tui.cli.bench import main as bench_main
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -58,7 +58,7 @@ def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, sys
         from minimind.model import MiniMindForCausalLM
-        from minimind_tui.cli import main
+        from minimind_tui.cli.main import main
         original, calls = MiniMindForCausalLM.forward, [0]
         def poisoned(self, *args, **kwargs):
             out = original(self, *args, **kwargs)

@@ -20,7 +20,7 @@ from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings
 from minimind.tokenizer import BUNDLED_TOKENIZER_DIR, load_tokenizer
 from minimind.torchfile import CheckpointError
-from minimind_tui.export_cli import main as export_main
+from minimind_tui.cli.export import main as export_main
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2}

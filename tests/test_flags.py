@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from textual.widgets import Select, Switch
 
 from minimind.settings import TRACKERS
-from minimind_tui import cli, headless
+import minimind_tui.cli.main as cli
+import minimind_tui.cli.headless as headless
 from minimind_tui.app import MiniMindApp
-from minimind_tui.form_schema import field_specs
-from minimind_tui.start_flow import StartFlow
+from minimind_tui.form.schema import field_specs
+from minimind_tui.run.start_flow import StartFlow
 
 SIZE = (120, 40)
 FOLDERS = itertools.count()
@@ -172,7 +173,7 @@ def test_a_crash_of_the_dashboard_exits_non_zero(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from textual.app import App
-        from minimind_tui import cli
+        import minimind_tui.cli.main as cli
         from minimind_tui.app import MiniMindApp
         from minimind_tui.screens.configure import ConfigureScreen
 

@@ -12,8 +12,8 @@ from minimind.data import DataError
 from minimind.data.inspect import inspect_data, length_histogram
 from minimind.settings import RunSettings
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.inspect_cli import main as inspect_main
-from minimind_tui.readouts import scan_data, steps_per_epoch, tokens_per_epoch
+from minimind_tui.cli.inspect import main as inspect_main
+from minimind_tui.form.readouts import scan_data, steps_per_epoch, tokens_per_epoch
 
 PAD = "<|endoftext|>"  # a special token: exactly one id (0) wherever it stands
 # Packed lengths (bos + text + eos, bos/eos not doubled): 5, 2, 8, 12.

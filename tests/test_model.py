@@ -162,7 +162,7 @@ def test_the_torch_free_parameter_count_matches_the_built_model(kwargs):
 
 def test_the_torch_free_parameter_count_matches_every_bundled_preset():
     from minimind.family import parameter_count
-    from minimind_tui.presets import list_presets, load_settings
+    from minimind_tui.form.presets import list_presets, load_settings
 
     for name in list_presets():
         kwargs = load_settings(name).model.to_config_kwargs()

@@ -14,7 +14,7 @@ from textual.widgets import Input, Static, TextArea
 from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.settings import RunSettings
 from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
-from minimind_tui import generation_worker
+import minimind_tui.run.generation_worker as generation_worker
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.widgets.samples_panel import SamplesPanel
@@ -210,7 +210,7 @@ def test_generate_command_streams_the_continuation(weights):
     (["WEIGHTS", "--prompt", "x", "--device", "tpu"], "device 'tpu': expected auto, cpu"),
 ])
 def test_generate_command_errors_are_one_line(weights, capsys, args, message):
-    from minimind_tui.generate_cli import main
+    from minimind_tui.cli.generate import main
 
     args = [str(weights) if a == "WEIGHTS" else a for a in args]
     assert main(args) == 2
@@ -229,7 +229,7 @@ def test_tokenizer_mismatch_is_one_line(weights):
 def test_nan_weights_are_one_line_with_or_without_sampling(weights, capsys, sampling):
     """Sampling used to fail inside torch.multinomial ("probability tensor contains inf/nan")
     and greedy decoding printed token 0 forever: the weights themselves are refused."""
-    from minimind_tui.generate_cli import main
+    from minimind_tui.cli.generate import main
 
     state = torch.load(weights, weights_only=True)
     state["model.layers.1.mlp.up_proj.weight"][3, 5] = float("nan")
@@ -244,7 +244,7 @@ def test_nan_weights_are_one_line_with_or_without_sampling(weights, capsys, samp
 def test_generate_never_guesses_a_head_split(weights, tmp_path, capsys):
     """Away from its config.toml the file's shapes fit 2/1 ... 32/16 heads: generate names the
     flag that settles it, and with it computes what the run folder's model computes."""
-    from minimind_tui.generate_cli import main
+    from minimind_tui.cli.generate import main
 
     alone = tmp_path / "alone" / weights.name
     alone.parent.mkdir()
@@ -263,7 +263,7 @@ def test_generate_never_guesses_a_head_split(weights, tmp_path, capsys):
 
 
 def test_generate_says_when_finite_weights_overflow(weights, capsys):
-    from minimind_tui.generate_cli import main
+    from minimind_tui.cli.generate import main
 
     state = torch.load(weights, weights_only=True)
     state["model.norm.weight"].fill_(torch.finfo(torch.float32).max)  # finite, output is not

@@ -13,8 +13,8 @@ import time
 from minimind.events import Event, RunStarted, StepMetrics
 from minimind.follow import Follower
 from minimind.run_folder import RunFolder
-from minimind_tui.history import RunHistory
-from minimind_tui.metrics_reader import parse_lines
+from minimind_tui.run.history import RunHistory
+from minimind_tui.run.metrics_reader import parse_lines
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",

@@ -13,10 +13,10 @@ from textual.widgets import DataTable, Static
 from minimind.events import EvalResult, RunStarted, StepMetrics
 from minimind.follow import parse_event
 from minimind_tui.app import MiniMindApp
-from minimind_tui.history import RunHistory, StepBlock
-from minimind_tui.metrics_reader import parse_lines, read_history
-from minimind_tui.runs import next_free_folder
-from minimind_tui.runs_cli import main as runs_main
+from minimind_tui.run.history import RunHistory, StepBlock
+from minimind_tui.run.metrics_reader import parse_lines, read_history
+from minimind.runs import next_free_folder
+from minimind_tui.cli.runs import main as runs_main
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -80,7 +80,7 @@ def rows(table: DataTable) -> list[str]:
 
 
 def test_the_settings_diff_leaves_out_the_consent_to_overwrite(runs_root):
-    from minimind_tui.runs import settings_diff
+    from minimind.runs import settings_diff
 
     replaced = runs_root / "tiny-lr3e-3" / "config.toml"
     replaced.write_text(replaced.read_text().replace("overwrite = false", "overwrite = true"))

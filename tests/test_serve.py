@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from minimind_tui.cli import main
+from minimind_tui.cli.main import main
 
 CLI = [sys.executable, "-m", "minimind_tui"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

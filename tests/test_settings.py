@@ -7,7 +7,7 @@ import torch
 from minimind.environment import environment_problems
 from minimind.settings import RunSettings, SettingsError
 from minimind.settings_rules import validate
-from minimind_tui.presets import list_presets, load_settings, resolve_preset, save_user_preset
+from minimind_tui.form.presets import list_presets, load_settings, resolve_preset, save_user_preset
 
 
 def problems(data):

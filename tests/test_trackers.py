@@ -21,7 +21,7 @@ from minimind.environment import environment_problems
 from minimind.settings import TRACKERS, RunSettings
 from minimind.sinks import QueueSink
 from minimind.trackers import TrackerSink, sample_table, scalars
-from minimind_tui.cli import main
+from minimind_tui.cli.main import main
 
 INSTALLED = [name for name in TRACKERS if importlib.util.find_spec(name) is not None]
 PROMPTS = ["ROMEO:", "To be | or not"]  # a pipe, which Markdown tables must escape
@@ -35,7 +35,7 @@ RUN = textwrap.dedent("""
     from typing import ClassVar
     from minimind.engine import Trainer
     from minimind.events import Event
-    from minimind_tui.cli import main
+    from minimind_tui.cli.main import main
 
     @dataclass
     class Sample(Event):

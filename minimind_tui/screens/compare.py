@@ -14,9 +14,9 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from minimind.run_files import METRICS_FILE
-from minimind_tui.history import RunHistory
-from minimind_tui.metrics_reader import read_history
-from minimind_tui.runs import RunSummary
+from minimind_tui.run.history import RunHistory
+from minimind_tui.run.metrics_reader import read_history
+from minimind.runs import RunSummary
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
 
 # Theme variables, so the colours follow the theme; as far apart as the themes make them.

@@ -17,10 +17,10 @@ from textual.worker import Worker, WorkerState
 from minimind.environment import validate_for_start
 from minimind.run_files import CONFIG_FILE
 from minimind.settings import Problem, RunSettings, SettingsError, read_toml
-from minimind_tui.form_schema import field_specs, form_data, settings_values
-from minimind_tui.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
+from minimind_tui.form.schema import field_specs, form_data, settings_values
+from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
-from minimind_tui.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
+from minimind_tui.form.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
                                    blocking_problem, data_key, model_summary, scan_data)
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen

@@ -14,8 +14,8 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
-from minimind_tui.history import RunHistory
-from minimind_tui.run_phase import RunPhase
+from minimind_tui.run.history import RunHistory
+from minimind_tui.run.phase import RunPhase
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries, legend_markup
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel

@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from minimind.data.inspect import DataInspection
 from minimind.data.progress import Throughput
-from minimind_tui.inspect_report import (bad_line_rows, figure_rows, split_chars_text,
+from minimind.data.inspect_report import (bad_line_rows, figure_rows, split_chars_text,
                                          warning_texts)
 from minimind_tui.widgets.length_histogram import LengthHistogram
 

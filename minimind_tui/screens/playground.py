@@ -20,7 +20,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static, TextAr
 from textual.worker import Worker
 
 from minimind.open_model import OpenedModel
-from minimind_tui.generation_worker import (GenerationEnded, GenerationEvent,
+from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent,
                                             GenerationFailed, GenerationJob,
                                             GenerationStarted, ModelKey, ModelLoaded,
                                             TextPiece)

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Static
 from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
-from minimind_tui.runs import COLUMNS, RunSummary, delete_run, find_runs, settings_diff, sort_key
+from minimind.runs import COLUMNS, RunSummary, delete_run, find_runs, settings_diff, sort_key
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen

@@ -7,7 +7,7 @@ from functools import partial
 
 from textual.validation import ValidationResult, Validator
 
-from minimind_tui.presets import preset_name_problem, user_preset_dir
+from minimind_tui.form.presets import preset_name_problem, user_preset_dir
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.input_dialog import InputDialog
 

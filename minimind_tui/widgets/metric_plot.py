@@ -11,7 +11,7 @@ from textual.app import RenderResult
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
-from minimind_tui.history import downsample_minmax
+from minimind_tui.run.history import downsample_minmax
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 from minimind.event_text import format_count, format_duration
 from minimind.settings import Problem, RunSettings
-from minimind_tui.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
+from minimind_tui.form.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
                                    DataSummary, ModelSummary, blocking_problem, format_bytes,
                                    memory_estimate, steps_per_epoch, tokens_per_epoch)
 

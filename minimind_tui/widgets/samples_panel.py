@@ -14,7 +14,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from minimind.event_text import one_line
-from minimind_tui.history import RunHistory
+from minimind_tui.run.history import RunHistory
 
 
 class SamplesPanel(VerticalScroll):

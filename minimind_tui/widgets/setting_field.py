@@ -11,7 +11,7 @@ from textual.geometry import Size
 from textual.widget import Widget
 from textual.widgets import Input, Label, Select, SelectionList, Static, Switch, TextArea
 
-from minimind_tui.form_schema import TRIBOOL_CHOICES, FieldSpec
+from minimind_tui.form.schema import TRIBOOL_CHOICES, FieldSpec
 
 
 def device_choices() -> list[str]:

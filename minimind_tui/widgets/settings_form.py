@@ -12,7 +12,7 @@ from textual.message import Message
 from textual.widgets import Input, Select, SelectionList, Static, Switch, TextArea
 
 from minimind.settings import Problem
-from minimind_tui.form_schema import FieldSpec
+from minimind_tui.form.schema import FieldSpec
 from minimind_tui.widgets.setting_field import SettingField
 
 

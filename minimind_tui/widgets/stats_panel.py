@@ -13,8 +13,8 @@ from textual.widgets import ProgressBar, Static
 
 from minimind.events import RunFinished, StepMetrics
 from minimind.event_text import format_count, format_duration
-from minimind_tui.history import RunHistory
-from minimind_tui.readouts import format_bytes
+from minimind_tui.run.history import RunHistory
+from minimind_tui.form.readouts import format_bytes
 
 
 class StatsPanel(VerticalScroll):

@@ -22,7 +22,7 @@ from minimind.export import ExportError, export_upstream
 from minimind.meter import NonFiniteError
 from minimind.sinks import QueueSink
 from minimind.torchfile import CheckpointError
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = b"".join(b'{"text": "line %d: to be or not to be, that is the question"}\n' % i

@@ -26,7 +26,7 @@ from minimind.events import LogMessage, StepMetrics
 from minimind.settings import SettingsError
 from minimind.sinks import QueueSink
 from minimind.torchfile import CheckpointError
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
 SMALL_DATA = b"".join(b'{"text": "line %d: to be or not to be, that is the question"}\n' % i

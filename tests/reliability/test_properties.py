@@ -23,7 +23,7 @@ from minimind.data import DataError, JsonlIndex, PretrainDataset, build_token_ca
 from minimind.model import MiniMindForCausalLM
 from minimind.settings import SECTIONS, ModelSettings, SettingsError, read_toml
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 
 BOUNDED = settings(max_examples=60, deadline=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

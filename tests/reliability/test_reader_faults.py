@@ -28,9 +28,9 @@ from minimind.events import (CheckpointSaved, EvalResult, LogMessage, RunFinishe
 from minimind.follow import MAX_LINE_BYTES, Follower
 from minimind.run_folder import RunFolder, RunStatus, read_status
 from minimind_tui.app import MiniMindApp
-from minimind_tui.history import downsample_minmax
-from minimind_tui.metrics_reader import parse_lines, read_history
-from minimind_tui.runs import find_runs
+from minimind_tui.run.history import downsample_minmax
+from minimind_tui.run.metrics_reader import parse_lines, read_history
+from minimind.runs import find_runs
 from minimind_tui.widgets.metric_plot import MetricPlot
 
 from test_training_faults import tmpfs
@@ -273,7 +273,7 @@ def test_one_step_count_and_the_runs_own_rate_everywhere():
     assert (status.step, status.tokens_seen, status.checkpoint_step) == (27, 27 * 256, 27)
     assert status.tokens_per_sec == pytest.approx(2_000.0)  # not the 12,010 of the last line
     assert status.state == "stopped" and status.best_val_loss == 3.5
-    from minimind_tui.history import RunHistory
+    from minimind_tui.run.history import RunHistory
 
     history = RunHistory()
     history.apply(events)

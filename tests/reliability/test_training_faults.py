@@ -127,7 +127,7 @@ def test_a_kill_between_the_two_renames_is_repaired_on_resume(tmp_path):
     # The narrowest window there is: the weights file renamed, the resume file not yet.
     code = textwrap.dedent(f"""
         import os, sys
-        from minimind_tui.cli import main
+        from minimind_tui.cli.main import main
         real_replace, saves = os.replace, []
         def replace(src, dst):
             real_replace(src, dst)

@@ -13,9 +13,9 @@ import random
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunStarted,
                              Sample, StepMetrics)
 from minimind.schedule import learning_rate
-from minimind_tui.generation_worker import (GenerationEnded, GenerationStarted, ModelLoaded,
+from minimind_tui.run.generation_worker import (GenerationEnded, GenerationStarted, ModelLoaded,
                                             TextPiece)
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 from snapshot_apps.tiny_samples import PROMPTS, TEXTS
 
 STEPS = 200

@@ -13,7 +13,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, Ru
                              StepMetrics)
 from minimind.run_folder import RunFolder, RunStatus, this_process
 from minimind.schedule import learning_rate
-from minimind_tui.presets import load_settings
+from minimind_tui.form.presets import load_settings
 
 TOKENS_PER_STEP = 2048
 STEP_TIME = 0.4

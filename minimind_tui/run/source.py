@@ -26,9 +26,9 @@ from minimind.events import Event, RunFinished, RunStarted, StepMetrics
 from minimind.follow import Follower
 from minimind.run_files import METRICS_FILE
 from minimind.run_folder import RunFolder
-from minimind_tui.history import StepBlock
-from minimind_tui.launch import ChildProcess
-from minimind_tui.metrics_reader import parse_chunk
+from minimind_tui.run.history import StepBlock
+from minimind_tui.run.launch import ChildProcess
+from minimind_tui.run.metrics_reader import parse_chunk
 
 GROUP = "training-run"
 POLL_SECONDS = 0.5  # a poll of a file that did not grow is one stat(): cheap on any disk

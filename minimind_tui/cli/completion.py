@@ -17,8 +17,8 @@ import argparse
 import importlib
 import shlex
 
-from minimind_tui import exit_codes
-from minimind_tui.presets import is_user_preset, list_presets, user_preset_dir
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.form.presets import is_user_preset, list_presets, user_preset_dir
 
 SHELLS = ("bash", "zsh")
 
@@ -158,8 +158,8 @@ def subcommand_parser(command: str) -> argparse.ArgumentParser | None:
 
 
 def main(argv: list[str]) -> int:
-    from minimind_tui.cli import SUBCOMMANDS, build_parser
-    from minimind_tui.serve import build_parser as build_serve_parser
+    from minimind_tui.cli.main import SUBCOMMANDS, build_parser
+    from minimind_tui.cli.serve import build_parser as build_serve_parser
 
     parser = argparse.ArgumentParser(
         prog="minimind-tui completion", description="Print a shell completion script.",

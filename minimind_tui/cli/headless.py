@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from minimind.settings import RunSettings
-from minimind_tui import exit_codes
+import minimind_tui.cli.exit_codes as exit_codes
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -83,7 +83,7 @@ def start_detached(settings: RunSettings) -> int:
     """`--no-ui --detach`: the same run in a child of its own session (the app's detached
     launch), and where to find it; this process returns at once."""
     from minimind.run_folder import RunBusy
-    from minimind_tui.launch import launch
+    from minimind_tui.run.launch import launch
 
     out_dir = Path(settings.train.out_dir).expanduser()
     try:

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from minimind.run_files import METRICS_FILE
-from minimind_tui import exit_codes
-from minimind_tui.cli import terminal_attached
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli.main import terminal_attached
 
 PROG = "minimind-tui watch"
 
@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
 
 
 def plain(folder: Path) -> int:
-    from minimind_tui.watch_plain import follow
+    from minimind_tui.cli.watch_plain import follow
 
     try:
         return follow(folder)

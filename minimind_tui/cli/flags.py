@@ -13,7 +13,7 @@ from typing import Any
 
 from minimind.settings import SECTIONS, Problem
 from minimind.settings_rules import type_values
-from minimind_tui.form_schema import FieldSpec, field_specs
+from minimind_tui.form.schema import FieldSpec, field_specs
 
 _METAVARS = {"bool": "0|1", "tribool": "0|1", "int": "N", "float": "X"}
 

@@ -18,8 +18,8 @@ import os
 import sys
 import time
 
-from minimind_tui import exit_codes
-from minimind_tui.export_cli import add_head_split_flag
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli.export import add_head_split_flag
 
 PROG = "minimind-tui generate"
 

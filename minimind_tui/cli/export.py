@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from minimind_tui import exit_codes
+import minimind_tui.cli.exit_codes as exit_codes
 
 PROG = "minimind-tui export"
 

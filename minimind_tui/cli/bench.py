@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from minimind.settings import SettingsError
-from minimind_tui import exit_codes
-from minimind_tui.flags import add_settings_flags, overrides_from_args
-from minimind_tui.presets import load_settings
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
+from minimind_tui.form.presets import load_settings
 
 PROG = "minimind-tui bench"
 

@@ -16,8 +16,8 @@ import shlex
 import sys
 
 from minimind.settings import SettingsError
-from minimind_tui import exit_codes
-from minimind_tui.presets import DEFAULT_PRESET, preset_data
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.form.presets import DEFAULT_PRESET, preset_data
 
 PROG = "minimind-tui serve"
 
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from minimind_tui.cli import build_parser as build_app_parser
-    from minimind_tui.exit_codes import invalid
-    from minimind_tui.flags import overrides_from_args
+    from minimind_tui.cli.main import build_parser as build_app_parser
+    from minimind_tui.cli.exit_codes import invalid
+    from minimind_tui.cli.flags import overrides_from_args
 
     ours, app_args = split_app_args(argv)
     args = build_parser().parse_args(ours)

@@ -1,5 +1,5 @@
 """`minimind-tui`: the dashboard by default, the same engine headless with `--no-ui`, and the
-subcommands. Exit codes: `minimind_tui.exit_codes`.
+subcommands. Exit codes: `minimind_tui.cli.exit_codes`.
 
 Only argparse, pydantic and the settings load before a command runs: `--help`, flag errors and
 `presets` answer without importing torch, transformers or Textual.
@@ -15,31 +15,31 @@ import sys
 from pathlib import Path
 
 from minimind.settings import RunSettings, SettingsError
-from minimind_tui import exit_codes
-from minimind_tui.exit_codes import invalid
-from minimind_tui.flags import add_settings_flags, overrides_from_args
-from minimind_tui.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli.exit_codes import invalid
+from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
+from minimind_tui.form.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
                                   load_start_settings, preset_data, preset_parameters)
 
 # name -> ("module:function" taking argv and returning an exit code, what it does); the module
 # is imported only when its command runs.
 SUBCOMMANDS = {
-    "bench": ("minimind_tui.bench_cli:main",
+    "bench": ("minimind_tui.cli.bench:main",
               "measure training throughput (tokens/s, MFU, memory)"),
-    "inspect": ("minimind_tui.inspect_cli:main",
+    "inspect": ("minimind_tui.cli.inspect:main",
                 "what a data file holds as the tokenizer sees it (tokens, lengths, padding)"),
-    "export": ("minimind_tui.export_cli:main",
+    "export": ("minimind_tui.cli.export:main",
                "write a trained model as a Hugging Face folder or upstream's .pth"),
-    "generate": ("minimind_tui.generate_cli:main",
+    "generate": ("minimind_tui.cli.generate:main",
                  "continue a prompt with a trained model, streaming the text"),
-    "tokenizer": ("minimind_tui.cli:tokenizer_command",
+    "tokenizer": ("minimind_tui.cli.main:tokenizer_command",
                   "train a byte-level BPE tokenizer from a JSONL file"),
-    "presets": ("minimind_tui.cli:presets_command", "list the bundled and user presets"),
-    "serve": ("minimind_tui.serve:main", "serve the dashboard to a web browser (textual-serve)"),
-    "completion": ("minimind_tui.completion:main", "print a bash or zsh completion script"),
-    "watch": ("minimind_tui.watch_cli:main",
+    "presets": ("minimind_tui.cli.main:presets_command", "list the bundled and user presets"),
+    "serve": ("minimind_tui.cli.serve:main", "serve the dashboard to a web browser (textual-serve)"),
+    "completion": ("minimind_tui.cli.completion:main", "print a bash or zsh completion script"),
+    "watch": ("minimind_tui.cli.watch:main",
               "follow a run folder's dashboard live, read-only (a run started anywhere)"),
-    "runs": ("minimind_tui.runs_cli:main",
+    "runs": ("minimind_tui.cli.runs:main",
              "list the runs under a folder (default out/): status, steps, losses, speed"),
 }
 
@@ -110,10 +110,10 @@ def _main(argv: list[str]) -> int:
 
 def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
     from minimind.distributed import launched_by_torchrun
-    from minimind_tui.launch import exec_torchrun, needs_torchrun
+    from minimind_tui.run.launch import exec_torchrun, needs_torchrun
 
     if detach:
-        from minimind_tui.headless import start_detached
+        from minimind_tui.cli.headless import start_detached
 
         return start_detached(settings)
     if not launched_by_torchrun():  # under torchrun the engine's claim says it, on every rank
@@ -128,7 +128,7 @@ def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
         # nproc_per_node > 1: become torchrun, which runs this line again.
         if needs_torchrun(settings.train):
             exec_torchrun(settings.train, argv)
-    from minimind_tui.headless import run_headless
+    from minimind_tui.cli.headless import run_headless
 
     return run_headless(settings)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from minimind_tui.presets import is_user_preset, list_presets, preset_label
+from minimind_tui.form.presets import is_user_preset, list_presets, preset_label
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp

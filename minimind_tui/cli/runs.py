@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from minimind_tui import exit_codes
-from minimind_tui.runs import COLUMNS, RunSummary, find_runs, sort_key
+import minimind_tui.cli.exit_codes as exit_codes
+from minimind.runs import COLUMNS, RunSummary, find_runs, sort_key
 
 PROG = "minimind-tui runs"
 _RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}

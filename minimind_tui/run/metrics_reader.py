@@ -19,7 +19,7 @@ import numpy as np
 
 from minimind.events import Event, LogMessage, StepMetrics
 from minimind.follow import MAX_LINE_BYTES, Follower, Lines, parse_event
-from minimind_tui.history import BLOCK_COLUMNS, RunHistory, StepBlock
+from minimind_tui.run.history import BLOCK_COLUMNS, RunHistory, StepBlock
 
 MIN_BLOCK = 64  # shorter runs of step lines (a live tail) are cheaper to parse one by one
 STEP_PREFIX = b'{"kind": "step", '

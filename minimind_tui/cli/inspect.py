@@ -18,7 +18,7 @@ import sys
 from dataclasses import asdict
 
 from minimind.data.progress import Throughput
-from minimind_tui import exit_codes
+import minimind_tui.cli.exit_codes as exit_codes
 
 PROG = "minimind-tui inspect"
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def as_text(insp, max_seq_len: int, tokenizer_path: str) -> str:
-    from minimind_tui.inspect_report import (bad_line_rows, figure_rows, histogram_lines,
+    from minimind.data.inspect_report import (bad_line_rows, figure_rows, histogram_lines,
                                              split_chars_text, warning_texts)
 
     cached = " (cached)" if insp.cached else ""
@@ -95,7 +95,7 @@ def as_text(insp, max_seq_len: int, tokenizer_path: str) -> str:
 
 
 def as_json(insp, max_seq_len: int) -> str:
-    from minimind_tui.inspect_report import warning_texts
+    from minimind.data.inspect_report import warning_texts
 
     data = json.loads(insp.to_json())
     data["lengths"] = {str(k): v for k, v in insp.lengths.items()}

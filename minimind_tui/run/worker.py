@@ -23,9 +23,9 @@ from minimind.events import Event, RunFinished
 from minimind.follow import Follower
 from minimind.settings import RunSettings
 from minimind.sinks import QueueSink
-from minimind_tui.history import StepBlock
-from minimind_tui.metrics_reader import parse_chunk
-from minimind_tui.run_source import CHUNK_BYTES, GROUP, QUEUED_CHUNKS, RunSource
+from minimind_tui.run.history import StepBlock
+from minimind_tui.run.metrics_reader import parse_chunk
+from minimind_tui.run.source import CHUNK_BYTES, GROUP, QUEUED_CHUNKS, RunSource
 
 
 class TrainingRun(RunSource):

@@ -23,10 +23,10 @@ from minimind.follow import Follower
 from minimind.run_files import METRICS_FILE, resume_files, run_files
 from minimind.run_folder import NeedsConsent, RunBusy, RunFolder, replaced_files_text
 from minimind.settings import RunSettings
-from minimind_tui.launch import launch, needs_torchrun
-from minimind_tui.run_source import CHUNK_BYTES, FolderSource, RunSource
-from minimind_tui.run_worker import TrainingRun
-from minimind_tui.runs import next_free_folder
+from minimind_tui.run.launch import launch, needs_torchrun
+from minimind_tui.run.source import CHUNK_BYTES, FolderSource, RunSource
+from minimind_tui.run.worker import TrainingRun
+from minimind.runs import next_free_folder
 from minimind_tui.screens.choice import Choice, ChoiceScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 

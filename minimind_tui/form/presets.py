@@ -20,8 +20,9 @@ DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains any
 
 
 def bundled_preset_dir() -> Path:
-    installed = Path(__file__).parent / "presets"  # where the wheel puts them
-    return installed if installed.is_dir() else Path(__file__).parent.parent / "presets"
+    package = Path(__file__).resolve().parent.parent  # minimind_tui/
+    installed = package / "presets"  # where the wheel puts them
+    return installed if installed.is_dir() else package.parent / "presets"
 
 
 def user_preset_dir() -> Path:

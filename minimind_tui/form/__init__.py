@@ -1,0 +1,1 @@
+"""The settings form without Textual: its schema, the presets, and the readouts."""
