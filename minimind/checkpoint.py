@@ -20,6 +20,8 @@ from typing import Any
 import torch
 
 from minimind.atomic import atomic_write_many
+from minimind.lora import adapter_tensors
+from minimind.run_folder import resume_files
 from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import export_upstream_state_dict
 
@@ -33,7 +35,7 @@ def resume_path(weights_path: Path) -> Path:
 
 
 def find_resume_files(folder: Path) -> list[Path]:
-    return sorted(Path(folder).glob(f"*{RESUME_SUFFIX}"))
+    return resume_files(folder)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -56,9 +58,10 @@ def torch_bytes(obj: Any) -> memoryview:
 def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                     progress: dict[str, Any], rng: list[dict[str, torch.Tensor]],
-                    settings: dict[str, Any], world_size: int, data: dict[str, Any]
-                    ) -> tuple[Path, Path]:
-    """Write the weights and resume files as one pair; returns their paths."""
+                    settings: dict[str, Any], world_size: int, data: dict[str, Any],
+                    adapters_only: bool = False) -> tuple[Path, Path]:
+    """Write the weights and resume files as one pair; returns their paths. With
+    `adapters_only` (a lora run) the weights file holds only the adapters, as upstream's."""
     plain = unwrap(model)
     state = {
         "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
@@ -71,7 +74,9 @@ def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
         "data": data,
     }
     resume = resume_path(weights_path)
-    atomic_write_many({weights_path: torch_bytes(export_upstream_state_dict(plain)),
+    weights = (adapter_tensors(state["model"]) if adapters_only
+               else export_upstream_state_dict(plain))
+    atomic_write_many({weights_path: torch_bytes(weights),
                        resume: torch_bytes(state)})
     return weights_path, resume
 

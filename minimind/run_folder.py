@@ -34,6 +34,8 @@ LOCK_FILE = ".run.lock"
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.toml"
 ERROR_FILE = "error.log"
+# Where checkpoints' resume files lie: beside their weights, which a lora run keeps in lora/.
+RESUME_PATTERNS = ("*_resume.pth", "lora/*_resume.pth")
 HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead.
 STALE_SECONDS = 10 * 60.0
@@ -81,6 +83,11 @@ def this_process() -> dict[str, Any]:
     return {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time()}
 
 
+def resume_files(folder: Path) -> list[Path]:
+    """The resume checkpoints of the run in `folder`."""
+    return sorted(p for pattern in RESUME_PATTERNS for p in Path(folder).glob(pattern))
+
+
 class RunFolder:
     """The run living in `path` (which may not exist yet)."""
 
@@ -104,7 +111,7 @@ class RunFolder:
         if not self.path.is_dir():
             return False
         metrics = self.path / METRICS_FILE
-        return ((self.path / STATUS_FILE).exists() or any(self.path.glob("*_resume.pth"))
+        return ((self.path / STATUS_FILE).exists() or any(resume_files(self.path))
                 or (metrics.is_file() and metrics.stat().st_size > 0))
 
     def state(self, status: RunStatus | None = None) -> str:
@@ -177,7 +184,7 @@ class RunFolder:
         """The files a run writes here (and nothing else a user may keep in the folder)."""
         names = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE)
         files = [self.path / n for n in names if (self.path / n).is_file()]
-        for resume in self.path.glob("*_resume.pth"):
+        for resume in resume_files(self.path):
             files.append(resume)
             weights = resume.with_name(resume.name.removesuffix("_resume.pth") + ".pth")
             if weights.exists():

@@ -28,6 +28,9 @@ from minimind.family import family_defaults, shape_problems
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
+STAGES = ("pretrain", "sft", "lora")
+# What a stage changes when the settings leave it out: the file name upstream's script writes.
+STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft"}}
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
@@ -106,8 +109,12 @@ class TrainSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    stage: Literal[STAGES] = _field(
+        "pretrain", "Data", "pretrain on text; sft: fine-tune on conversations (loss on the "
+        "replies); lora: the same, training rank-r adapters only")
     data_path: str = _field(
-        "builtin:shakespeare", "Data", "JSONL of {\"text\": ...} lines, or builtin:shakespeare")
+        "builtin:shakespeare", "Data",
+        "JSONL of {\"text\": ...} lines (sft/lora: {\"conversations\": [...]}), or a builtin: set")
     val_data_path: str = _field(
         "", "Data", "held-out JSONL for validation loss (empty: none)")
     tokenizer_path: str = _field(
@@ -160,6 +167,10 @@ class TrainSettings(BaseModel):
         0, "Output", "optimizer steps between validation passes (0: only at the end)", ge=0)
     eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
+    lora_name: str = _field(
+        "lora", "Output", "lora stage: adapter file <out_dir>/lora/<lora_name>_<hidden>.pth",
+        pattern=r"^[A-Za-z0-9_.-]+$")
+    lora_rank: int = _field(8, "Optimisation", "lora stage: rank of each adapter", ge=1, le=1024)
     from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
     overwrite: bool = _field(
         False, "Output", "replace a finished or stopped run in out_dir (its files are deleted)")
@@ -247,6 +258,9 @@ class RunSettings(BaseModel):
         return t.batch_size * t.max_seq_len * t.accumulation_steps * world_size
 
     def weights_name(self) -> str:
+        """The weights file, relative to out_dir; a lora run's holds only its adapters."""
+        if self.train.stage == "lora":  # upstream's train_lora.py names no MoE suffix
+            return f"lora/{self.train.lora_name}_{self.model.hidden_size}.pth"
         suffix = "_moe" if self.model.use_moe else ""
         return f"{self.train.save_weight}_{self.model.hidden_size}{suffix}.pth"
 
@@ -308,6 +322,8 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
         if not isinstance(raw, dict):
             problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
             raw = {}
+        if name == "train":
+            raw = {**STAGE_DEFAULTS.get(raw.get("stage"), {}), **raw}
         try:
             sections[name] = model_cls.model_validate(raw)
         except ValidationError as e:
@@ -395,6 +411,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad("train.max_seq_len",
             f"must be ≤ max_position_embeddings ({m.max_position_embeddings})",
             "model.max_position_embeddings")
+    if t.packing and t.stage != "pretrain":
+        bad("train.packing", f"is for pretraining; {t.stage} pads each conversation (packing "
+                             "would let conversations attend to each other)", "train.stage")
     if t.packing and m.vocab_size > 65535:
         bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
             "model.vocab_size")

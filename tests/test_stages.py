@@ -1,0 +1,138 @@
+"""The sft and lora stages in the engine: settings, file names, resume, the adapters' file."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimind.checkpoint import resume_path
+from minimind.engine import Trainer
+from minimind.events import StepMetrics
+from minimind.lora import load_lora
+from minimind.settings import RunSettings, SettingsError
+from minimind.upstream import load_model
+
+QUESTIONS = [("What is the first letter?", "A."), ("Say hello.", "Hello!"),
+             ("Name a play.", "Hamlet."), ("Count to three.", "One, two, three.")]
+
+
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
+    rows = [{"conversations": [{"role": "user", "content": q},
+                               {"role": "assistant", "content": f"{a} ({i})"}]}
+            for i in range(8) for q, a in QUESTIONS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A few pretraining steps of the tiny model: the weights sft starts from."""
+    from minimind_tui.presets import load_settings
+
+    out = tmp_path_factory.mktemp("pretrain")
+    settings = load_settings("tiny", {"train": {
+        "out_dir": str(out), "max_steps": 2, "save_interval": 0, "eval_interval": 0,
+        "val_data_path": "", "dtype": "float32", "max_seq_len": 64, "batch_size": 4}})
+    assert Trainer(settings).run().status == "completed"
+    return out / "pretrain_128.pth"
+
+
+def stage_settings(tiny_settings, chat_file, pretrained, out, **train):
+    return tiny_settings(out_dir=str(out), data_path=str(chat_file), packing=False,
+                         from_weight=str(pretrained), **{"stage": "sft", **train})
+
+
+def run(settings, stop_at=None):
+    stop = threading.Event()
+
+    class StopAt:
+        def emit(self, event):
+            if isinstance(event, StepMetrics) and event.step == stop_at:
+                stop.set()
+
+        def close(self):
+            pass
+
+    return Trainer(settings, [StopAt()], stop).run()
+
+
+def test_stage_picks_the_file_name_and_refuses_packing():
+    assert RunSettings.parse({"train": {"stage": "sft"}}).weights_name() == "full_sft_512.pth"
+    assert RunSettings.parse({"train": {"stage": "sft", "save_weight": "mine"}}
+                             ).weights_name() == "mine_512.pth"
+    lora = RunSettings.parse({"train": {"stage": "lora", "lora_name": "lora_medical"}})
+    assert lora.weights_name() == "lora/lora_medical_512.pth"
+    assert RunSettings.parse({}).weights_name() == "pretrain_512.pth"
+    with pytest.raises(SettingsError, match="train.packing: is for pretraining; sft pads"):
+        RunSettings.parse({"train": {"stage": "sft", "packing": True}})
+    with pytest.raises(SettingsError, match="train.stage: must be one of"):
+        RunSettings.parse({"train": {"stage": "dpo"}})
+
+
+def test_sft_trains_only_replies_and_resumes_bitwise(tiny_settings, chat_file, pretrained,
+                                                     tmp_path):
+    whole = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "whole",
+                           max_steps=5, accumulation_steps=2)
+    split = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "split",
+                           max_steps=5, accumulation_steps=2)
+    assert run(whole).status == "completed"
+    assert (tmp_path / "whole" / "full_sft_128.pth").is_file()
+    first = run(split, stop_at=2)
+    assert first.status == "stopped" and first.step == 2
+    resumed = split.model_copy(update={"train": split.train.model_copy(
+        update={"from_resume": True})})
+    assert run(resumed).status == "completed"
+    ww, ws = (torch.load(resume_path(Path(s.train.out_dir) / s.weights_name()),
+                         weights_only=True)["model"] for s in (whole, split))
+    assert all(torch.equal(ww[k], ws[k]) for k in ww)
+    model = load_model(tmp_path / "whole" / "full_sft_128.pth")  # a full, strict model file
+    assert model.config.hidden_size == 128
+
+
+def test_lora_run_writes_only_adapters_and_leaves_the_base(tiny_settings, chat_file,
+                                                           pretrained, tmp_path):
+    settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "lora",
+                              stage="lora", lora_name="lora_test", lora_rank=4, max_steps=3,
+                              learning_rate=1e-2)
+    assert run(settings).status == "completed"
+    adapter = tmp_path / "lora" / "lora" / "lora_test_128.pth"
+    saved = torch.load(adapter, weights_only=True)
+    assert saved and all(".lora." in k for k in saved)
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if ".lora.B." in k)  # it trained
+    state = torch.load(resume_path(adapter), weights_only=True)["model"]
+    base = torch.load(pretrained, weights_only=True)
+    assert all(torch.equal(state[k].half(), base[k]) for k in base)  # base frozen
+    model = load_model(pretrained)
+    assert load_lora(model, adapter) == 4
+
+
+def test_sft_with_a_tokenizer_without_template_fails_in_one_line(tiny_settings, chat_file,
+                                                                 pretrained, tmp_path):
+    import shutil
+
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    folder = tmp_path / "tok"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__*"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "out",
+                              tokenizer_path=str(folder))
+    result = run(settings)
+    assert result.status == "failed" and result.cause == "input"
+    assert result.reason.startswith("train.tokenizer_path: the tokenizer has no chat template")
+
+
+def test_pretraining_data_given_to_sft_names_the_line(tiny_settings, pretrained, tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\n')
+    settings = stage_settings(tiny_settings, data, pretrained, tmp_path / "out")
+    result = run(settings)
+    assert result.status == "failed" and result.cause == "input"
+    assert f"{data}:1: missing \"conversations\" field (this looks like pretraining" \
+           in result.reason
