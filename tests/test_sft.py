@@ -4,6 +4,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,27 @@ def dataset(tmp_path, tokenizer, rows, max_seq_len=256):
     return SFTDataset(str(write_jsonl(tmp_path / "chat.jsonl", rows)), tokenizer, max_seq_len)
 
 
+def upstream_loss_mask(tokenizer, ids):
+    """Upstream MiniMind2's loss_mask over padded ids, written from its facts: for each match of
+    the header, positions start+1 … end+len(eos) inclusive, capped at the length."""
+    T = len(ids)
+    bos = tokenizer("<|im_start|>assistant", add_special_tokens=False)["input_ids"]
+    eos = tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]
+    loss_mask = [0] * T
+    i = 0
+    while i < T:
+        if ids[i:i + len(bos)] == bos:
+            start = end = i + len(bos)
+            while end < T and ids[end:end + len(eos)] != eos:
+                end += 1
+            for j in range(start + 1, min(end + len(eos) + 1, T)):
+                loss_mask[j] = 1
+            i = end + len(eos) if end < T else T
+        else:
+            i += 1
+    return loss_mask
+
+
 def supervised_runs(tokenizer, labels):
     """The decoded text of each contiguous run of supervised targets."""
     runs, current = [], []
@@ -79,25 +102,11 @@ def test_mask_positions_match_upstream_minimind2_rule(tmp_path, path):
     """Upstream MiniMind2's loss_mask, transcribed from its facts (positions start+1 … end+1 for
     each header match), against our labels: the same positions, the same count."""
     tokenizer = load_tokenizer(path or None)
-    T = 96
-    data = dataset(tmp_path, tokenizer, [{"conversations": CONVERSATION}], max_seq_len=T)
+    data = dataset(tmp_path, tokenizer, [{"conversations": CONVERSATION}], max_seq_len=96)
     input_ids, labels = data[0]
     ids = input_ids.tolist()
     bos = tokenizer("<|im_start|>assistant", add_special_tokens=False)["input_ids"]
-    eos = tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]
-    loss_mask = [0] * T
-    i = 0
-    while i < T:
-        if ids[i:i + len(bos)] == bos:
-            start = end = i + len(bos)
-            while end < T and ids[end:end + len(eos)] != eos:
-                end += 1
-            for j in range(start + 1, min(end + len(eos) + 1, T)):
-                loss_mask[j] = 1
-            i = end + len(eos) if end < T else T
-        else:
-            i += 1
-    assert (labels != -100).int().tolist() == loss_mask
+    assert (labels != -100).int().tolist() == upstream_loss_mask(tokenizer, ids)
     header_newline = ids.index(bos[-1]) + 1
     assert labels[header_newline] == -100 and labels[header_newline + 1] != -100
 
@@ -225,3 +234,46 @@ def test_template_that_does_not_write_chatml_is_refused(tmp_path, tok):
     plain.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
     with pytest.raises(ChatTemplateError, match="does not write assistant turns"):
         mask_markers(plain)
+
+
+@pytest.mark.parametrize("path", tokenizers())
+def test_inspect_json_counts_upstreams_supervised_tokens(tmp_path, path):
+    """`inspect --stage sft --json` in a real subprocess; its supervised count against the
+    reference mask summed over every conversation, rendered and padded independently here."""
+    tokenizer = load_tokenizer(path or None)
+    T = 48
+    rows = [{"conversations": CONVERSATION}, {"conversations": CONVERSATION[1:3]},
+            {"conversations": CONVERSATION[:3]}, '{"conversations": []}']
+    data = write_jsonl(tmp_path / "chat.jsonl", rows)
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "inspect", str(data), "--stage", "sft",
+         "--max_seq_len", str(T), "--json", "--tokenizer_path", path],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    expected = {"documents": 3, "turns": 10, "bad_lines": 1, "max_seq_len": T}
+    assert {k: report[k] for k in expected} == expected
+    supervised = truncated = tokens = 0
+    for row in rows[:3]:
+        text = tokenizer.apply_chat_template(row["conversations"], tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        truncated += len(ids) > T
+        tokens += min(len(ids), T)
+        padded = ids[:T] + [tokenizer.pad_token_id] * (T - len(ids))
+        supervised += sum(upstream_loss_mask(tokenizer, padded))
+    assert report["supervised_tokens"] == supervised > 0
+    assert report["truncated_documents"] == truncated >= 1 and report["tokens"] == tokens
+
+
+def test_inspect_sft_bad_file_and_text_report(tmp_path):
+    missing = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "inspect", str(tmp_path / "none.jsonl"),
+         "--stage", "sft"], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().endswith("none.jsonl: no such file")
+    data = write_jsonl(tmp_path / "chat.jsonl", [{"conversations": CONVERSATION}])
+    text = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "inspect", str(data), "--stage", "sft"],
+        capture_output=True, text=True, timeout=300)
+    assert text.returncode == 0, text.stderr
+    assert "conversations      1" in text.stdout and "supervised tokens" in text.stdout
