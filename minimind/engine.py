@@ -340,7 +340,8 @@ class Trainer:
         t = self.settings.train
         with self.autocast:
             greedy, sampled = continue_prompts(self.model, self.prep.tokenizer, t.sample_prompts,
-                                               t.sample_tokens, seed=t.seed)
+                                               t.sample_tokens, seed=t.seed,
+                                               chat=t.stage != "pretrain")
         self.emit(Sample(step=self.progress.step, prompts=list(t.sample_prompts), greedy=greedy,
                          sampled=sampled))
 

@@ -179,7 +179,8 @@ class TrainSettings(BaseModel):
 
     sample_prompts: TextList = _field(
         list(DEFAULT_SAMPLE_PROMPTS), "Insight",
-        "prompts the model continues during training (one per line; empty: no samples)")
+        "prompts the model continues during training (one per line; empty: no samples); "
+        "sft/lora: user turns it answers")
     sample_tokens: int = _field(48, "Insight", "tokens generated per sample", ge=1, le=1024)
     sample_interval: int = _field(
         0, "Insight", "optimizer steps between samples (0: at each evaluation); also at the end",

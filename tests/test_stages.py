@@ -136,3 +136,28 @@ def test_pretraining_data_given_to_sft_names_the_line(tiny_settings, pretrained,
     assert result.status == "failed" and result.cause == "input"
     assert f"{data}:1: missing \"conversations\" field (this looks like pretraining" \
            in result.reason
+
+
+def test_encode_chat_ends_with_the_assistant_header(tok):
+    from minimind.generate import encode_chat
+
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+               {"role": "user", "content": "Who are you?"}]
+    text = tok.decode(encode_chat(tok, history))
+    assert text == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n"
+                    "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_generate_chat_speaks_in_turns(pretrained):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "generate", str(pretrained), "--chat",
+         "--prompt", "Who says: \"To be\"", "--prompt", "And then?", "--temperature", "0",
+         "--max_new_tokens", "6", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('user: Who says: "To be"\nassistant: ')
+    assert "\n\nuser: And then?\nassistant: " in result.stdout
+    assert result.stderr.count("tokens in") == 2
