@@ -71,6 +71,7 @@ def test_save_load_round_trip_and_merge_gives_the_same_logits(tmp_path):
     ids = torch.randint(0, 6400, (2, 12))
     adapted = trained_adapter(model())
     expected = adapted(input_ids=ids).logits
+    assert (expected - model()(input_ids=ids).logits).abs().max() > 1e-2
     path = tmp_path / "lora_test_64.pth"
     torch.save(adapter_tensors(adapted.state_dict()), path)
 

@@ -161,3 +161,41 @@ def test_generate_chat_speaks_in_turns(pretrained):
     assert result.stdout.startswith('user: Who says: "To be"\nassistant: ')
     assert "\n\nuser: And then?\nassistant: " in result.stdout
     assert result.stderr.count("tokens in") == 2
+
+
+def test_export_merges_an_adapter_into_its_base(pretrained, tmp_path):
+    """A real `export --lora` subprocess; the merged upstream file's logits equal the base
+    model's with the adapter applied (our loader, unmerged)."""
+    import subprocess
+    import sys
+
+    from minimind.lora import adapter_tensors, apply_lora
+
+    adapted = load_model(pretrained).float()
+    apply_lora(adapted, 4)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if ".lora.B." in name:
+                p.normal_(std=0.5)
+    adapter = tmp_path / "lora_x_128.pth"
+    torch.save(adapter_tensors(adapted.state_dict()), adapter)
+    out = tmp_path / "merged.pth"
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "export", str(pretrained), str(out), "--format",
+         "upstream", "--lora", str(adapter)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "merged the rank-4 adapters" in result.stdout
+    merged = load_model(out).float().eval()
+    assert not any(".lora." in k for k in torch.load(out, weights_only=True))
+    ids = torch.randint(0, 6400, (2, 16))
+    with torch.no_grad():
+        expected = adapted.eval()(input_ids=ids).logits
+        # the upstream file is float16: the merged weights are rounded once
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=2e-2)
+        base = load_model(pretrained).float().eval()(input_ids=ids).logits
+        assert (base - expected).abs().max() > 0.2  # the adapter matters at this tolerance
+    bad = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "export", str(pretrained), str(tmp_path / "b.pth"),
+         "--format", "upstream", "--lora", str(pretrained)], capture_output=True, text=True,
+        timeout=300)
+    assert bad.returncode == 2 and "--lora: " in bad.stderr and "not an adapter file" in bad.stderr
