@@ -127,6 +127,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
     val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None
     if len(train_data) == 0:
         raise InputError(f"train.data_path: {t.data_path} holds no complete sample")
+    if t.stage != "pretrain":
+        log(f"{t.stage}: {len(train_data):,} conversations; loss, tokens and tokens/s count the "
+            f"supervised tokens (the replies) only; their share: minimind-tui inspect DATA "
+            f"--stage {t.stage}")
     fingerprint = {"data": data_digest, "tokenizer": tokenizer_digest(tokenizer),
                    "samples": len(train_data)}
 

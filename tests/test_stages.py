@@ -9,7 +9,7 @@ import torch
 
 from minimind.checkpoint import resume_path
 from minimind.engine import Trainer
-from minimind.events import StepMetrics
+from minimind.events import LogMessage, StepMetrics
 from minimind.lora import load_lora
 from minimind.settings import RunSettings, SettingsError
 from minimind.upstream import load_model
@@ -46,11 +46,13 @@ def stage_settings(tiny_settings, chat_file, pretrained, out, **train):
                          from_weight=str(pretrained), **{"stage": "sft", **train})
 
 
-def run(settings, stop_at=None):
+def run(settings, stop_at=None, events=None):
     stop = threading.Event()
 
     class StopAt:
         def emit(self, event):
+            if events is not None:
+                events.append(event)
             if isinstance(event, StepMetrics) and event.step == stop_at:
                 stop.set()
 
@@ -98,7 +100,11 @@ def test_lora_run_writes_only_adapters_and_leaves_the_base(tiny_settings, chat_f
     settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "lora",
                               stage="lora", lora_name="lora_test", lora_rank=4, max_steps=3,
                               learning_rate=1e-2)
-    assert run(settings).status == "completed"
+    events = []
+    assert run(settings, events=events).status == "completed"
+    logs = [e.text for e in events if isinstance(e, LogMessage)]
+    assert any(text.startswith("lora: 4,096 adapter parameters train") for text in logs), logs
+    assert any("count the supervised tokens (the replies) only" in text for text in logs)
     adapter = tmp_path / "lora" / "lora" / "lora_test_128.pth"
     saved = torch.load(adapter, weights_only=True)
     assert saved and all(".lora." in k for k in saved)
