@@ -78,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.INVALID
     print(f"model: {opened.description} on {opened.device}", file=sys.stderr)
     tokenizer = opened.tokenizer
+    if args.chat:
+        from minimind.data.sft import ChatTemplateError, mask_markers
+
+        try:
+            mask_markers(tokenizer)
+        except ChatTemplateError as e:
+            print(f"minimind-tui generate: error: --chat: {e}", file=sys.stderr)
+            return exit_codes.INVALID
     generator = torch.Generator()
     if args.seed is not None:
         generator.manual_seed(args.seed)

@@ -205,3 +205,25 @@ def test_export_merges_an_adapter_into_its_base(pretrained, tmp_path):
          "--format", "upstream", "--lora", str(pretrained)], capture_output=True, text=True,
         timeout=300)
     assert bad.returncode == 2 and "--lora: " in bad.stderr and "not an adapter file" in bad.stderr
+
+
+def test_generate_chat_refuses_a_tokenizer_without_template(pretrained, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    folder = tmp_path / "tok"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__*"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "generate", str(pretrained), "--chat",
+         "--prompt", "Hi", "--tokenizer_path", str(folder), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("--chat: the tokenizer has no chat template "
+                                          "(tokenizer_config.json \"chat_template\"); "
+                                          "conversations are rendered with it, so SFT needs one")

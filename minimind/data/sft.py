@@ -144,7 +144,7 @@ def mask_markers(tokenizer) -> tuple[list[int], int]:
     probe = {"messages": [{"role": "user", "content": "hi"},
                           {"role": "assistant", "content": "hello"}], "tools": None}
     ids = tokenizer(render(tokenizer, probe), add_special_tokens=False)["input_ids"]
-    if len(end) != 1 or not _find(ids, header, 0) < len(ids) or end[0] not in ids:
+    if len(end) != 1 or _find(ids, header, 0) == len(ids) or end[0] not in ids:
         raise ChatTemplateError(
             f"the tokenizer's chat template does not write assistant turns as "
             f"{ASSISTANT_HEADER!r} … {TURN_END!r} (single special tokens), which the loss mask "
