@@ -227,3 +227,23 @@ def test_generate_chat_refuses_a_tokenizer_without_template(pretrained, tmp_path
     assert result.stderr.strip().endswith("--chat: the tokenizer has no chat template "
                                           "(tokenizer_config.json \"chat_template\"); "
                                           "conversations are rendered with it, so SFT needs one")
+
+
+def test_the_tiny_chain_runs_the_bundled_sft_preset_headless(pretrained, tmp_path):
+    """`--preset tiny-sft` in a real process, on the bundled conversations, from a tiny
+    pretraining run: it writes full_sft_128.pth and its live samples answer in turns."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tiny-sft"
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "--no-ui", "--preset", "tiny-sft",
+         "--from_weight", str(pretrained), "--out_dir", str(out), "--max_steps", "2",
+         "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
+         "--dtype", "float32"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "full_sft_128.pth").is_file()
+    assert "sft: 6,464 conversations" in result.stdout + result.stderr
+    samples = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "sample"]
+    assert samples and samples[-1]["prompts"][0].startswith("Continue Romeo's speech")
