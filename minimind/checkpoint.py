@@ -24,6 +24,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat,
                       ValidationError)
 
 from minimind.atomic import atomic_write_many
+from minimind.lora import adapter_tensors
 from minimind.meter import NonFiniteError
 from minimind.run_files import resume_name
 from minimind.settings import ModelSettings
@@ -55,9 +56,10 @@ def torch_bytes(obj: Any) -> memoryview:
 def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
                     progress: dict[str, Any], rng: list[dict[str, torch.Tensor]],
-                    settings: dict[str, Any], world_size: int, data: dict[str, Any]
-                    ) -> tuple[Path, Path]:
-    """Write the weights and resume files as one pair; returns their paths."""
+                    settings: dict[str, Any], world_size: int, data: dict[str, Any],
+                    adapters_only: bool = False) -> tuple[Path, Path]:
+    """Write the weights and resume files as one pair; returns their paths. With
+    `adapters_only` (a lora run) the weights file holds only the adapters, as upstream's."""
     plain = unwrap(model)
     state = {
         "model": {k: v.detach().cpu() for k, v in plain.state_dict().items()},
@@ -70,17 +72,20 @@ def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
         "data": data,
     }
     resume = resume_path(weights_path)
-    atomic_write_many({weights_path: weights_bytes(state["model"]), resume: torch_bytes(state)})
+    atomic_write_many({weights_path: weights_bytes(state["model"], adapters_only),
+                       resume: torch_bytes(state)})
     return weights_path, resume
 
 
-def weights_bytes(weights: torch.nn.Module | dict[str, torch.Tensor]) -> memoryview:
-    """Upstream's fp16 weights file, as bytes. NonFiniteError for NaN/inf, which no file we
-    write may hold (a weight beyond float16's range turns inf here too)."""
-    half = export_upstream_state_dict(weights)
-    if bad := first_non_finite(half):
-        raise NonFiniteError(f"{bad} holds NaN/inf (in float16); refusing to write such weights")
-    return torch_bytes(half)
+def weights_bytes(weights: torch.nn.Module | dict[str, torch.Tensor],
+                  adapters_only: bool = False) -> memoryview:
+    """Upstream's weights file, as bytes: the fp16 model, or (`adapters_only`, a lora run's
+    state dict) its adapters alone. NonFiniteError for NaN/inf, which no file we write may hold
+    (a weight beyond float16's range turns inf here too)."""
+    tensors = adapter_tensors(weights) if adapters_only else export_upstream_state_dict(weights)
+    if bad := first_non_finite(tensors):
+        raise NonFiniteError(f"{bad} holds NaN/inf; refusing to write such weights")
+    return torch_bytes(tensors)
 
 
 def _tensor(value: Any) -> torch.Tensor:

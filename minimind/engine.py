@@ -192,7 +192,8 @@ class Trainer:
         self.model.train()
         # Fused kernels exist for both devices settings allow (CUDA and CPU): one pass over
         # each parameter instead of a dozen per-tensor ops (a 3-7x faster optimizer step on CPU).
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate,
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # lora: adapters
+        self.optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate,
                                            weight_decay=t.weight_decay, fused=True)
         self.scaler = torch.amp.GradScaler("cuda") if t.dtype == "float16" else None
         if prep.resume:
@@ -346,13 +347,15 @@ class Trainer:
         t = self.settings.train
         with self.autocast:
             greedy, sampled = continue_prompts(self.model, self.prep.tokenizer, t.sample_prompts,
-                                               t.sample_tokens, seed=t.seed)
+                                               t.sample_tokens, seed=t.seed,
+                                               chat=t.stage != "pretrain")
         self.emit(Sample(step=self.progress.step, prompts=list(t.sample_prompts), greedy=greedy,
                          sampled=sampled))
 
     def _checkpoint(self, meter: Meter) -> None:
         if not self.save_checkpoints or self.last_saved_step == self.progress.step:
             return
+        t = self.settings.train
         # A NaN that reached the weights or Adam's moments (with a finite loss) must not
         # overwrite the last good checkpoint either.
         meter.check_state(self.model, self.optimizer)
@@ -365,7 +368,8 @@ class Trainer:
                     self.prep.weights_path, model=self.model, optimizer=self.optimizer,
                     scaler=self.scaler, progress=asdict(self.progress), rng=rng,
                     settings=self.settings.model_dump(mode="json"),
-                    world_size=self.dist.world_size, data=self.prep.data_fingerprint)
+                    world_size=self.dist.world_size, data=self.prep.data_fingerprint,
+                    adapters_only=t.stage == "lora")
             except OSError as e:
                 raise _write_error(e, self.prep.weights_path, self.last_saved_step) from None
             self.emit(CheckpointSaved(step=self.progress.step, weights_path=str(weights),

@@ -56,6 +56,15 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
 
 
+def encode_chat(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
+    """The ids of a conversation so far, rendered by the tokenizer's chat template and ending
+    with its assistant header: what a fine-tuned model answers. Its reply ends with
+    `<|im_end|>`, the eos of MiniMind's tokenizers, where generation stops."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def generate_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], params: SamplingParams,
                     *, eos_token_id: int | None = None,
                     generator: torch.Generator | None = None) -> Iterator[int]:
@@ -196,8 +205,10 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
 
 
 def continue_prompts(model: torch.nn.Module, tokenizer, prompts: Sequence[str],
-                     max_new_tokens: int, seed: int) -> tuple[list[str], list[str]]:
-    """(greedy, sampled) continuations of each prompt, the model left in the mode it was in.
+                     max_new_tokens: int, seed: int, chat: bool = False
+                     ) -> tuple[list[str], list[str]]:
+    """(greedy, sampled) continuations of each prompt, the model left in the mode it was in;
+    with `chat` each prompt is a user turn and the continuation the assistant's reply.
 
     The sampled continuation of prompt i draws from a generator seeded with `seed + i` at every
     call, so from one call to the next only the model differs: the text shows what it learned.
@@ -205,7 +216,8 @@ def continue_prompts(model: torch.nn.Module, tokenizer, prompts: Sequence[str],
     """
     greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
     sampled = SamplingParams(max_new_tokens=max_new_tokens)
-    encoded = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+    encoded = [encode_chat(tokenizer, [{"role": "user", "content": prompt}]) if chat
+               else encode_prompt(tokenizer, prompt) for prompt in prompts]
     params = [greedy] * len(prompts) + [sampled] * len(prompts)
     generators = [None] * len(prompts) + [torch.Generator().manual_seed(seed + i)
                                            for i in range(len(prompts))]

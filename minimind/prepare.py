@@ -29,6 +29,8 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
 from minimind.data.corpus import default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
+from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse_conversation
+from minimind.lora import adapter_tensors, apply_lora
 from minimind.model import MiniMindForCausalLM
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
@@ -72,6 +74,8 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
     stop = stop or threading.Event()
     out_dir = _writable_dir(Path(t.out_dir).expanduser())
     weights_path = out_dir / settings.weights_name()
+    if weights_path.parent != out_dir:  # a lora run's adapters go to <out_dir>/lora/
+        _writable_dir(weights_path.parent)
     folder = _claim(out_dir, settings, dist, log)
     try:
         return _prepare(settings, dist, log, stop, folder, weights_path)
@@ -101,7 +105,7 @@ def _claim(out_dir: Path, settings: RunSettings, dist: distributed.DistInfo,
     if note:
         log(note)
     if dist.is_main:
-        _remove_unfinished_saves(out_dir, out_dir / settings.weights_name(), log)
+        _remove_unfinished_saves(out_dir / settings.weights_name(), log)
     return folder
 
 
@@ -126,6 +130,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
     val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None
     if len(train_data) == 0:
         raise InputError(f"train.data_path: {t.data_path} holds no complete sample")
+    if t.stage != "pretrain":
+        log(f"{t.stage}: {len(train_data):,} conversations; loss, tokens and tokens/s count the "
+            f"supervised tokens (the replies) only; their share: minimind-tui inspect DATA "
+            f"--stage {t.stage}")
     fingerprint = {"data": data_digest, "tokenizer": tokenizer_digest(tokenizer),
                    "samples": len(train_data)}
 
@@ -136,12 +144,16 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
         except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight} ({checked})")
+    if t.stage == "lora":
+        adapters = apply_lora(model, t.lora_rank)
+        log(f"lora: {sum(p.numel() for p in adapters):,} adapter parameters train, the "
+            f"{model.num_parameters():,} of the base are frozen")
 
     resume = None
     if t.from_resume:
         resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
         if dist.is_main:
-            _match_weights_to_resume(weights_path, resume, log)
+            _match_weights_to_resume(weights_path, resume, log, t.stage == "lora")
     return Prepared(folder.path, folder, weights_path, train_data, val_data, model, resume,
                     fingerprint, tokenizer)
 
@@ -157,12 +169,11 @@ def _writable_dir(path: Path) -> Path:
     return path
 
 
-def _remove_unfinished_saves(out_dir: Path, weights_path: Path,
-                             log: Callable[[str], None]) -> None:
+def _remove_unfinished_saves(weights_path: Path, log: Callable[[str], None]) -> None:
     """Temporary files a save killed mid-write left behind (MBs each): only this run's
     checkpoint names, which nothing else writes."""
     ours = (f".{weights_path.name}.", f".{resume_path(weights_path).name}.")
-    stale = [p for p in stale_temp_files(out_dir) if p.name.startswith(ours)]
+    stale = [p for p in stale_temp_files(weights_path.parent) if p.name.startswith(ours)]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
@@ -170,11 +181,12 @@ def _remove_unfinished_saves(out_dir: Path, weights_path: Path,
 
 
 def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
-                             log: Callable[[str], None]) -> None:
+                             log: Callable[[str], None], adapters_only: bool) -> None:
     """The resume file is renamed into place last, so it is the pair's commit: a kill between
     the two renames leaves the weights file one save ahead. Resuming rewrites it from the resume
     state, so the pair agrees again (and the weights match the step the run goes on from)."""
-    expected = {k: v.half() for k, v in state["model"].items()}
+    expected = (adapter_tensors(state["model"]) if adapters_only
+                else {k: v.half() for k, v in state["model"].items()})
     try:
         saved = safe_torch_load(weights_path)
         if isinstance(saved, dict) and saved.keys() == expected.keys() and all(
@@ -182,7 +194,7 @@ def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
             return
     except CheckpointError:
         pass
-    atomic_write_bytes(weights_path, weights_bytes(state["model"]))
+    atomic_write_bytes(weights_path, weights_bytes(state["model"], adapters_only))
     log(f"{weights_path.name} did not match its resume checkpoint (a save was interrupted): "
         f"rewritten from the checkpoint of step {state['progress']['step']}")
 
@@ -216,6 +228,15 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
     t = settings.train
     path = resolve_data_path(spec)
     log = reporter.log
+    if t.stage != "pretrain":  # conversations, padded (settings refuse packing for them)
+        try:
+            mask_markers(tokenizer)  # before reading what may be gigabytes
+        except ChatTemplateError as e:
+            raise InputError(f"train.tokenizer_path: {e}") from None
+        index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter,
+                           parse=parse_conversation)
+        _report_bad_lines(path, index.bad_lines, index.first_bad, log)
+        return SFTDataset(index, tokenizer, t.max_seq_len), index.digest
     if not t.packing:
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter)
         _report_bad_lines(path, index.bad_lines, index.first_bad, log)
@@ -269,7 +290,7 @@ class _Reporter:
 
 
 # Settings that fix which samples each step reads; changing them would break exact resume.
-_DATA_ORDER = ("data_path", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
+_DATA_ORDER = ("stage", "data_path", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
 
 
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,

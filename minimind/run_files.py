@@ -22,6 +22,7 @@ LAUNCH_LOG_FILE = "launch.log"
 """That child's output."""
 RESUME_SUFFIX = "_resume.pth"
 WEIGHTS_SUFFIX = ".pth"
+RESUME_PATTERNS = (f"*{RESUME_SUFFIX}", f"lora/*{RESUME_SUFFIX}")
 
 # The files of a run with a fixed name; the checkpoints' names depend on its settings.
 NAMED_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE, LAUNCH_SETTINGS_FILE,
@@ -35,6 +36,11 @@ def weights_name(save_weight: str, hidden_size: int, use_moe: bool) -> str:
     return f"{save_weight}_{hidden_size}{'_moe' if use_moe else ''}{WEIGHTS_SUFFIX}"
 
 
+def lora_weights_name(lora_name: str, hidden_size: int) -> str:
+    """Upstream's train_lora.py: `lora/lora_medical_512.pth` (no MoE suffix)."""
+    return f"lora/{lora_name}_{hidden_size}{WEIGHTS_SUFFIX}"
+
+
 def resume_name(weights: str) -> str:
     """`pretrain_512.pth` -> `pretrain_512_resume.pth`."""
     return weights.removesuffix(WEIGHTS_SUFFIX) + RESUME_SUFFIX
@@ -45,7 +51,10 @@ def weights_of_resume(resume: str) -> str:
 
 
 def resume_files(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).glob(f"*{RESUME_SUFFIX}") if p.is_file())
+    """The resume checkpoints of the run in `folder`: beside their weights, which a lora run
+    keeps in `lora/`."""
+    return sorted(p for pattern in RESUME_PATTERNS for p in Path(folder).glob(pattern)
+                  if p.is_file())
 
 
 def run_files(folder: str | Path) -> list[Path]:

@@ -25,10 +25,13 @@ import tomli_w
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from minimind.atomic import atomic_write_bytes
-from minimind.run_files import weights_name
+from minimind.run_files import lora_weights_name, weights_name
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
+STAGES = ("pretrain", "sft", "lora")
+# What a stage changes when the settings leave it out: the file name upstream's script writes.
+STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft"}}
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
@@ -118,8 +121,12 @@ class TrainSettings(BaseModel):
 
     model_config = SECTION_CONFIG
 
+    stage: Literal[STAGES] = _field(
+        "pretrain", "Data", "pretrain on text; sft: fine-tune on conversations (loss on the "
+        "replies); lora: the same, training rank-r adapters only")
     data_path: str = _field(
-        "builtin:shakespeare", "Data", "JSONL of {\"text\": ...} lines, or builtin:shakespeare")
+        "builtin:shakespeare", "Data",
+        "JSONL of {\"text\": ...} lines (sft/lora: {\"conversations\": [...]}), or a builtin: set")
     val_data_path: str = _field(
         "", "Data", "held-out JSONL for validation loss (empty: none)")
     tokenizer_path: str = _field(
@@ -172,6 +179,10 @@ class TrainSettings(BaseModel):
         0, "Output", "optimizer steps between validation passes (0: only at the end)", ge=0)
     eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
+    lora_name: str = _field(
+        "lora", "Output", "lora stage: adapter file <out_dir>/lora/<lora_name>_<hidden>.pth",
+        pattern=r"^[A-Za-z0-9_.-]+$")
+    lora_rank: int = _field(8, "Optimisation", "lora stage: rank of each adapter", ge=1, le=1024)
     from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
     overwrite: bool = _field(
         False, "Output", "replace a finished or stopped run in out_dir (its files are deleted)")
@@ -180,7 +191,8 @@ class TrainSettings(BaseModel):
 
     sample_prompts: TextList = _field(
         list(DEFAULT_SAMPLE_PROMPTS), "Insight",
-        "prompts the model continues during training (one per line; empty: no samples)")
+        "prompts the model continues during training (one per line; empty: no samples); "
+        "sft/lora: user turns it answers")
     sample_tokens: int = _field(48, "Insight", "tokens generated per sample", ge=1, le=1024)
     sample_interval: int = _field(
         0, "Insight", "optimizer steps between samples (0: at each evaluation); also at the end",
@@ -262,6 +274,9 @@ class RunSettings(BaseModel):
         return t.batch_size * t.max_seq_len * t.accumulation_steps * world_size
 
     def weights_name(self) -> str:
+        """The weights file, relative to out_dir; a lora run's holds only its adapters."""
+        if self.train.stage == "lora":
+            return lora_weights_name(self.train.lora_name, self.model.hidden_size)
         return weights_name(self.train.save_weight, self.model.hidden_size, self.model.use_moe)
 
 

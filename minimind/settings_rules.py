@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from minimind.family import family_defaults, shape_problems
-from minimind.settings import SECTIONS, ModelSettings, Problem, RunSettings
+from minimind.settings import SECTIONS, STAGE_DEFAULTS, ModelSettings, Problem, RunSettings
 
 _MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
                "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
@@ -32,6 +32,9 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
         if not isinstance(raw, dict):
             problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
             raw = {}
+        if name == "train":
+            stage = raw.get("stage")  # what a stage changes when the settings leave it out
+            raw = {**(STAGE_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}), **raw}
         try:
             sections[name] = model_cls.model_validate(raw)
         except ValidationError as e:
@@ -143,6 +146,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad("train.max_seq_len",
             f"must be ≤ max_position_embeddings ({m.max_position_embeddings})",
             "model.max_position_embeddings")
+    if t.packing and t.stage != "pretrain":
+        bad("train.packing", f"is for pretraining; {t.stage} pads each conversation (packing "
+                             "would let conversations attend to each other)", "train.stage")
     if t.packing and m.vocab_size > 65535:
         bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
             "model.vocab_size")

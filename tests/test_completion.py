@@ -52,7 +52,7 @@ def complete(tmp_path):
 def test_bash_completes_flags_values_subcommands_and_presets(complete):
     assert complete("bash", "--batch_s") == ["--batch_size"]
     assert complete("bash", "--rep") == ["--report_to"]
-    assert complete("bash", "--preset", "ti") == ["tiny"]
+    assert complete("bash", "--preset", "ti") == ["tiny", "tiny-sft"]
     assert complete("bash", "--family", "m") == ["minimind2", "minimind3"]
     assert complete("bash", "--use_moe", "") == ["0", "1"]
     # a list flag keeps offering its values after the first
@@ -61,7 +61,7 @@ def test_bash_completes_flags_values_subcommands_and_presets(complete):
     assert complete("bash", "completion", "") == ["bash", "zsh"]
     assert complete("bash", "serve", "--p") == ["--port", "--public-url"]
     assert complete("bash", "serve", "--", "--preset", "minimind3") == [
-        "minimind3", "minimind3-moe"]
+        "minimind3", "minimind3-sft", "minimind3-moe"]
     assert complete("bash", "--batch_size", "") == []  # a number: the shell offers files
 
 

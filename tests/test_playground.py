@@ -271,3 +271,35 @@ def test_generate_says_when_finite_weights_overflow(weights, capsys):
     assert main([str(weights), "--prompt", "x", "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "minimind-tui generate: failed: the model's output holds NaN/inf" in err
+async def test_playground_chat_speaks_in_turns_and_keeps_the_history(weights):
+    """Chat on: two prompts become two user turns; the second prompt's ids are the template's
+    rendering of the whole conversation (checked by replaying it without the UI)."""
+    from minimind.generate import encode_chat
+    from minimind.open_model import open_model
+
+    app = MiniMindApp("tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_playground(str(weights))
+        await pilot.pause()
+        await set_params(pilot, temperature=0, max_new_tokens=5)
+        await pilot.click("#sampling-stop_on_eos")  # off: five tokens each time
+        await pilot.click("#playground-chat")
+        screen = app.screen
+        for prompt in ("Hi", "Again"):
+            screen.query_one("#playground-prompt", TextArea).text = prompt
+            await pilot.press("ctrl+g")
+            await wait_until(pilot, lambda: not screen.generating and screen._generated)
+            await pilot.pause()
+        assert [t["role"] for t in screen.chat] == ["user", "assistant"] * 2
+        assert [screen.chat[0]["content"], screen.chat[2]["content"]] == ["Hi", "Again"]
+        opened = open_model(weights, device="cpu")
+        stream = TextStream(opened.tokenizer)
+        params = SamplingParams(max_new_tokens=5, temperature=0.0, stop_on_eos=False)
+        ids = encode_chat(opened.tokenizer, [*screen.chat[:2], {"role": "user",
+                                                                 "content": "Again"}])
+        second = "".join(stream.push(t) for t in generate_tokens(opened.model, ids, params))
+        assert screen.chat[3]["content"] == second + stream.flush()
+        shown = output_text(app)
+        assert shown.startswith("user: Hi\nassistant: ") and "\nuser: Again\nassistant: " in shown
+        await pilot.click("#playground-chat")  # off again: a new chat
+        assert screen.chat == [] and output_text(app) == ""

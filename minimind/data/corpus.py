@@ -23,6 +23,9 @@ BUILTIN_PREFIX = "builtin:"
 BUILTINS = {
     "shakespeare": CORPUS_DIR / "shakespeare_train.jsonl.gz",
     "shakespeare-val": CORPUS_DIR / "shakespeare_val.jsonl.gz",
+    # Conversations about the same plays, for the sft/lora stages (scripts/build_chat_corpus.py).
+    "shakespeare-chat": CORPUS_DIR / "shakespeare_chat_train.jsonl.gz",
+    "shakespeare-chat-val": CORPUS_DIR / "shakespeare_chat_val.jsonl.gz",
 }
 
 

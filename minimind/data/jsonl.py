@@ -12,6 +12,7 @@ import os
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,8 +60,8 @@ def digest() -> "hashlib._Hash":
     return hashlib.blake2b(digest_size=16)
 
 
-def parse_line(raw: bytes) -> str:
-    """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
+def load_json_line(raw: bytes) -> Any:
+    """The JSON value of one line, or ValueError with a reason a person can act on."""
     try:
         # Decoded here, not by json.loads(bytes): that also takes UTF-16/32, and with them lone
         # surrogates that no tokenizer accepts. "-sig" lets a file start with a byte-order mark.
@@ -76,6 +77,12 @@ def parse_line(raw: bytes) -> str:
             msg, column = "Unterminated string starting at", e.doc.rfind('"', 0, e.pos) + 1
         words = _JSON_WORDS.get(msg, msg[:1].lower() + msg[1:])
         raise ValueError(f"line is not valid JSON at column {column}: {words}") from None
+    return obj
+
+
+def parse_line(raw: bytes) -> str:
+    """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
+    obj = load_json_line(raw)
     if not isinstance(obj, dict):
         raise ValueError(f'expected a JSON object with a "text" field, got {_type_name(obj)}')
     if "text" not in obj:
@@ -105,18 +112,24 @@ def check_file(path: Path) -> int:
     return size
 
 
+LineParser = Callable[[bytes], Any]  # one raw line -> its record, or ValueError with a reason
+
+
 class JsonlReader:
-    """One streaming pass over the good lines of a JSONL file, yielding `(offset, text)`.
+    """One streaming pass over the good lines of a JSONL file, yielding `(offset, record)`;
+    a record is what `parse` makes of a line (by default its `text`).
 
     Blank lines are skipped silently. A bad line raises DataError, or with `skip_bad_lines`
     is counted in `bad_lines` (the first few kept in `first_bad` as `(line_no, reason)`).
     A file without a single good line is always an error: training on nothing is a mistake.
     """
 
-    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None):
+    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None,
+                 parse: LineParser = parse_line):
         self.path = Path(path).expanduser()
         self.skip_bad_lines = skip_bad_lines
         self.progress = progress
+        self.parse = parse
         self.bad_lines = 0
         self.first_bad: list[tuple[int, str]] = []
         self.digest = ""
@@ -137,7 +150,7 @@ class JsonlReader:
                 if raw.isspace():
                     continue
                 try:
-                    text = parse_line(raw)
+                    text = self.parse(raw)
                 except ValueError as e:
                     if not self.skip_bad_lines:
                         raise DataError(self.path, line_no, str(e)) from None
@@ -164,8 +177,9 @@ class JsonlIndex:
     reopened lazily in each process, so the index can be pickled into DataLoader workers.
     """
 
-    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None):
-        reader = JsonlReader(path, skip_bad_lines, progress)
+    def __init__(self, path: str | Path, skip_bad_lines: bool = False, progress: ProgressFn | None = None,
+                 parse: LineParser = parse_line):
+        reader = JsonlReader(path, skip_bad_lines, progress, parse)
         offsets = array("q")  # compact while growing; a Python list would cost ~4x the memory
         for offset, _ in reader:
             offsets.append(offset)
@@ -174,6 +188,7 @@ class JsonlIndex:
         self.bad_lines = reader.bad_lines
         self.first_bad = reader.first_bad
         self.digest = reader.digest
+        self.parse = parse
         self._file = None
         self._pid = None
 
@@ -190,13 +205,14 @@ class JsonlIndex:
             self._pid = os.getpid()
         return self._file
 
-    def _parse(self, raw: bytes) -> str:
+    def _parse(self, raw: bytes) -> Any:
         try:
-            return parse_line(raw)
+            return self.parse(raw)
         except ValueError:
             raise DataError(self.path, None, "file changed since it was indexed; restart to re-read it") from None
 
-    def text(self, i: int) -> str:
+    def text(self, i: int) -> Any:
+        """The record of good line i: its text, or what the index's `parse` makes of it."""
         n = len(self.offsets)
         if not -n <= i < n:
             raise IndexError(f"line {i} out of range for {n} lines")

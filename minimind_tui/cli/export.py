@@ -2,6 +2,7 @@
 
     minimind-tui export out/tiny hf/tiny                 # run folder -> HF folder
     minimind-tui export pretrain_512.pth up --format upstream
+    minimind-tui export out/sft/full_sft_768.pth hf/medical --lora lora/lora_medical_768.pth
 
 Exit 0 when written, 2 for a user error (one line on stderr), 1 when the written folder failed
 its own check (a defect worth reporting).
@@ -39,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
                         help="tokenizer folder to ship (default: the run's tokenizer_path, else "
                              "the bundled one; 'builtin' forces the bundled one)")
+    parser.add_argument("--lora", metavar="FILE", default=None,
+                        help="merge this adapter file (a lora run's lora/<name>_<hidden>.pth, "
+                             "or upstream's) into SRC's weights before exporting")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
                         help="weights dtype of the hf folder (default float32: lossless)")
     parser.add_argument("--remote_code", "--remote-code", action="store_true",
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from minimind.export import (ExportError, ExportVerificationError, check_destination,
                                  export_hf, export_upstream)
     from minimind.torchfile import CheckpointError
+    from minimind.lora import LoRAError, load_lora, merge_lora
     from minimind.upstream import describe_config
 
     try:
@@ -71,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         source = read_checkpoint(args.src, args.tokenizer_path, args.num_attention_heads)
         print(f"model: {describe_config(source.model.config)}")
         print(f"  weights {source.weights_path}; config from {source.config_origin}")
+        if args.lora:
+            rank = load_lora(source.model, args.lora)
+            merge_lora(source.model)
+            print(f"  merged the rank-{rank} adapters of {args.lora}")
         if args.format == "upstream":
             path = export_upstream(source.model, args.out, overwrite=args.overwrite)
             print(f"wrote {path} (upstream MiniMind layout, float16)")
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                            overwrite=args.overwrite)
     except (CheckpointError, ExportError) as e:
         return exit_codes.invalid(e, prog=PROG)
+    except LoRAError as e:
+        return exit_codes.invalid(f"--lora: {e}", prog=PROG)
     except ExportVerificationError as e:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED

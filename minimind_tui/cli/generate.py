@@ -3,6 +3,10 @@ text the moment its tokens exist.
 
     minimind-tui generate out/tiny --prompt "ROMEO:"
     minimind-tui generate pretrain_512.pth --prompt "<|im_start|>人工智能是" --temperature 0
+    minimind-tui generate out/tiny-sft --chat --prompt "Who says: \"To be, or not to be\""
+
+With --chat the prompts are the user's turns of one conversation, rendered with the tokenizer's
+chat template; each reply ends at <|im_end|> and stays in the history for the next turn.
 
 CHECKPOINT is anything the playground opens: a run folder, a weights file (ours or upstream's
 .pth, a resume checkpoint, .safetensors), a save_pretrained folder or an exported Hugging Face
@@ -46,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
                         help="text to continue (repeat for several); bos is put first, as "
                              "training put it before every document")
+    parser.add_argument("--chat", action="store_true",
+                        help="the prompts are user turns of one conversation (for a model "
+                             "fine-tuned with stage sft or lora)")
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128,
                         metavar="N")
     parser.add_argument("--temperature", type=float, default=0.8,
@@ -72,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
-    from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, encode_prompt,
-                                   generate_tokens)
+    from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, encode_chat,
+                                   encode_prompt, generate_tokens)
     from minimind.open_model import ModelOpenError, open_model
 
     try:
@@ -87,21 +94,41 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.invalid(e, prog=PROG)
     print(f"model: {opened.description} on {opened.device}", file=sys.stderr)
     tokenizer = opened.tokenizer
+    if args.chat:
+        from minimind.data.sft import ChatTemplateError, mask_markers
+
+        try:
+            mask_markers(tokenizer)
+        except ChatTemplateError as e:
+            return exit_codes.invalid(f"--chat: {e}", prog=PROG)
     generator = torch.Generator()
     if args.seed is not None:
         generator.manual_seed(args.seed)
+    history: list[dict[str, str]] = []
     try:
         for i, prompt in enumerate(args.prompt):
             if i:
                 print("\n")
-            print(prompt, end="", flush=True)
+            if args.chat:
+                history.append({"role": "user", "content": prompt})
+                prompt_ids = encode_chat(tokenizer, history)
+                print(f"user: {prompt}\nassistant: ", end="", flush=True)
+            else:
+                prompt_ids = encode_prompt(tokenizer, prompt)
+                print(prompt, end="", flush=True)
             stream, count, start = TextStream(tokenizer), 0, time.perf_counter()
-            for token in generate_tokens(opened.model, encode_prompt(tokenizer, prompt), params,
+            reply = []
+            for token in generate_tokens(opened.model, prompt_ids, params,
                                          eos_token_id=tokenizer.eos_token_id,
                                          generator=generator):
                 count += 1
-                print(stream.push(token), end="", flush=True)
-            print(stream.flush(), flush=True)
+                reply.append(stream.push(token))
+                print(reply[-1], end="", flush=True)
+            reply.append(stream.flush())
+            print(reply[-1], flush=True)
+            if args.chat:
+                text = "".join(reply).removesuffix(tokenizer.eos_token)  # the template adds it
+                history.append({"role": "assistant", "content": text})
             seconds = time.perf_counter() - start
             print(f"[{count} tokens in {seconds:.2f}s, {count / max(seconds, 1e-9):.1f} "
                   "tokens/s]", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`minimind-tui inspect DATA`: what a JSONL file holds, as the tokenizer sees it.
 
     minimind-tui inspect pretrain_hq.jsonl --tokenizer_path model/ --max_seq_len 512
+    minimind-tui inspect sft_mini_512.jsonl --stage sft --tokenizer_path model/ --json
 
 Streams the file through the tokenizer on every core (bounded memory, a progress bar on a
 terminal) and prints documents, tokens, tokens per character, the length histogram, padding and
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_seq_len", "--max-seq-len", type=int, default=512, metavar="N",
                         help="sample length for the padding, truncation and packing figures "
                              "(default 512)")
+    parser.add_argument("--stage", choices=("pretrain", "sft", "lora"), default="pretrain",
+                        help="sft/lora: a conversation file; reports turns and the tokens the "
+                             "loss trains on (supervised)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--no_cache", "--no-cache", action="store_true",
                         help="inspect again even if this file was inspected before")
@@ -57,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer = load_tokenizer(args.tokenizer_path or None)
     except TokenizerError as e:
         return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
+    if args.stage != "pretrain":
+        return _inspect_conversations(args, tokenizer)
     bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
         insp = inspect_data(args.data, tokenizer, progress=bar, phase=bar and bar.phase,
@@ -73,6 +79,44 @@ def main(argv: list[str] | None = None) -> int:
             bar.clear()
     print(as_json(insp, args.max_seq_len) if args.json else as_text(insp, args.max_seq_len,
                                                                        args.tokenizer_path))
+    return exit_codes.OK
+
+
+def _inspect_conversations(args, tokenizer) -> int:
+    from minimind.data import DataError
+    from minimind.data.sft import ChatTemplateError
+    from minimind.data.sft_inspect import inspect_conversations
+
+    bar = _ProgressBar() if sys.stderr.isatty() else None
+    try:
+        insp = inspect_conversations(args.data, tokenizer, args.max_seq_len, progress=bar)
+    except ChatTemplateError as e:
+        return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
+    except DataError as e:
+        return exit_codes.invalid(str(e), prog=PROG)
+    except OSError as e:
+        return exit_codes.invalid(f"{args.data}: cannot read ({e.strerror or e})", prog=PROG)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return exit_codes.SIGNALLED
+    finally:
+        if bar:
+            bar.clear()
+    if args.json:
+        print(json.dumps(insp.to_dict(), ensure_ascii=False))
+        return exit_codes.OK
+    rows = [("conversations", f"{insp.documents:,}"), ("turns", f"{insp.turns:,}"),
+            ("tokens", f"{insp.tokens:,} (cut at max_seq_len {insp.max_seq_len}; "
+                       f"{insp.tokens_before_truncation:,} before)"),
+            ("supervised tokens", f"{insp.supervised_tokens:,} ({insp.supervised_share:.1%} of "
+                                  "the tokens: the replies the loss trains on)"),
+            ("truncated", f"{insp.truncated_documents:,} conversations longer than "
+                          f"{insp.max_seq_len} tokens"),
+            ("bad lines", f"{insp.bad_lines:,}")]
+    lines = [f"{insp.path}: conversations, tokenizer {args.tokenizer_path or 'bundled'}", ""]
+    lines += [f"{label:18s} {value}" for label, value in rows]
+    lines += [f"  line {n}: {why}" for n, why in insp.first_bad]
+    print("\n".join(lines))
     return exit_codes.OK
 
 

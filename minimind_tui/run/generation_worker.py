@@ -17,7 +17,8 @@ from typing import Literal
 from textual.dom import DOMNode
 from textual.worker import Worker
 
-from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
+from minimind.generate import (SamplingParams, TextStream, encode_chat, encode_prompt,
+                               generate_tokens)
 from minimind.open_model import ModelOpenError, OpenedModel, open_model
 
 GROUP = "playground"
@@ -79,12 +80,16 @@ class ModelKey:
 
 class GenerationJob:
     """`GenerationJob(key, prompt, params, opened).start(node)`; `opened` is the model the
-    screen holds for `key`, or None to open it in the thread (then `self.opened` holds it)."""
+    screen holds for `key`, or None to open it in the thread (then `self.opened` holds it).
+    With `history` (a chat: earlier turns, maybe none) the prompt is the user's next turn,
+    rendered with the chat template, and the model answers it."""
 
     def __init__(self, key: ModelKey, prompt: str, params: SamplingParams,
-                 opened: OpenedModel | None = None) -> None:
+                 opened: OpenedModel | None = None,
+                 history: list[dict[str, str]] | None = None) -> None:
         self.key, self.prompt, self.params = key, prompt, params
         self.opened = opened
+        self.history = history
         self.stop_event = threading.Event()
         self._events: collections.deque[GenerationEvent] = collections.deque()
         self.worker: Worker[None] | None = None
@@ -123,7 +128,10 @@ class GenerationJob:
         self._events.append(GenerationStarted(self.prompt))
         stream, count, reason = TextStream(tokenizer), 0, "length"
         start = time.perf_counter()
-        for token in generate_tokens(model, encode_prompt(tokenizer, self.prompt), self.params,
+        prompt_ids = (encode_prompt(tokenizer, self.prompt) if self.history is None else
+                      encode_chat(tokenizer, [*self.history,
+                                              {"role": "user", "content": self.prompt}]))
+        for token in generate_tokens(model, prompt_ids, self.params,
                                      eos_token_id=tokenizer.eos_token_id, generator=generator):
             count += 1
             if token == tokenizer.eos_token_id and self.params.stop_on_eos:

@@ -1,4 +1,6 @@
 """The playground: open any trained model, type a prompt, watch the continuation stream in.
+With "chat" on, each prompt is the user's next turn of a conversation (the tokenizer's chat
+template; the reply ends at <|im_end|>), for models fine-tuned with stage sft or lora.
 
 Generation runs in a thread worker (`generation_worker.GenerationJob`); the screen drains its
 events ten times a second, so the UI never waits on the model and a long generation can be
@@ -16,7 +18,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 from textual.worker import Worker
 
 from minimind.open_model import OpenedModel
@@ -56,6 +58,9 @@ class PlaygroundScreen(ModalScreen[None]):
         self._prompt = ""
         self._generated = ""
         self._model_line = ""  # what is open, for the status line
+        self.chat: list[dict[str, str]] = []  # the finished turns of the conversation
+        self._chatting = False  # whether the generation shown answers a chat turn
+        self._turns_before = 0  # how many turns of `chat` came before it
         self.pending_source = ""  # a model path to put in the field when the screen shows
 
     def compose(self) -> ComposeResult:
@@ -65,6 +70,9 @@ class PlaygroundScreen(ModalScreen[None]):
                         id="playground-source", compact=True)
             yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False,
                          id="playground-device", compact=True)
+            yield Checkbox("chat", id="playground-chat", compact=True,
+                           tooltip="Each prompt is your next turn; the model answers in turns "
+                                   "(for sft/lora models). Toggling starts a new chat.")
             yield Button("Generate ^g", id="generate-button", variant="success",
                          action="screen.generate", compact=True)
         yield Static("No model open: enter its path above, then ^g.", id="playground-status",
@@ -121,7 +129,9 @@ class PlaygroundScreen(ModalScreen[None]):
         else:
             self._status(f"generating… │ {self._model_line}")
         prompt = self.query_one("#playground-prompt", TextArea).text
-        self.job = GenerationJob(key, prompt, params, self.opened)
+        self._chatting = self.query_one("#playground-chat", Checkbox).value
+        self.job = GenerationJob(key, prompt, params, self.opened,
+                                 history=list(self.chat) if self._chatting else None)
         self.job.start(self)
         self._drain_timer.resume()
         self.query_one("#generate-button", Button).disabled = True
@@ -131,6 +141,12 @@ class PlaygroundScreen(ModalScreen[None]):
             self.job.request_stop()
         else:
             self.dismiss(None)
+
+    @on(Checkbox.Changed, "#playground-chat")
+    def _new_chat(self) -> None:
+        self.chat, self._prompt, self._generated, self._turns_before = [], "", "", 0
+        self._chatting = False  # until the next generation says otherwise
+        self._show_output()
 
     @on(Input.Submitted, "#playground-source")
     def _source_submitted(self) -> None:
@@ -160,11 +176,16 @@ class PlaygroundScreen(ModalScreen[None]):
                 self._status(self._model_line)
             elif isinstance(event, GenerationStarted):
                 self._prompt, self._generated, grew = event.prompt, "", True
+                self._turns_before = len(self.chat)
             elif isinstance(event, TextPiece):
                 self._generated += event.text
                 grew = True
                 self._status(f"{_speed(event.tokens, event.seconds)} │ {self._model_line}")
             elif isinstance(event, GenerationEnded):
+                if self._chatting:
+                    reply = self._generated.removesuffix("<|im_end|>")  # the template adds it
+                    self.chat += [{"role": "user", "content": self._prompt},
+                                  {"role": "assistant", "content": reply}]
                 self._status(f"{_speed(event.tokens, event.seconds)} · "
                              f"{_ENDINGS[event.reason]} │ {self._model_line}")
             elif isinstance(event, GenerationFailed):
@@ -175,7 +196,15 @@ class PlaygroundScreen(ModalScreen[None]):
 
     def _show_output(self) -> None:
         text = Text()
-        text.append(self._prompt, style="bold")
+        if self._chatting:
+            for turn in self.chat[:self._turns_before]:
+                text.append(f"{turn['role']}: ", style="bold")
+                text.append(turn["content"] + "\n")
+            text.append("user: ", style="bold")
+            text.append(self._prompt + "\n")
+            text.append("assistant: ", style="bold")
+        else:
+            text.append(self._prompt, style="bold")
         text.append(self._generated)
         self.query_one("#playground-output-text", Static).update(text)
         self.query_one("#playground-output", VerticalScroll).scroll_end(animate=False)

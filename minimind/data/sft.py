@@ -1,0 +1,217 @@
+"""Supervised fine-tuning samples: MiniMind conversation files, rendered and masked as upstream.
+
+A line is `{"conversations": [{"role": ..., "content": ...}, ...]}` (MiniMind's `sft_*.jsonl`,
+`lora_*.jsonl`). MiniMind-3's files may add a leading `system` turn (which may carry `tools`),
+`reasoning_content` and `tool_calls` on assistant turns, and `tool` turns; they are passed to the
+tokenizer's own chat template, which decides how they look.
+
+The loss mask, upstream MiniMind2's rule (`dataset/lm_dataset.py`, SFTDataset), on token ids:
+for each occurrence of the ids of `<|im_start|>assistant`, let `start` be the index just after
+it (the header's newline) and `end` the index of the next `<|im_end|>`; positions
+`start + 1 … end + 1` are supervised, capped at max_seq_len. So the trained targets are each
+reply's content, its `<|im_end|>` (the model learns to stop) and the one token after it (the
+template's newline); the header's own newline is not trained, nor any system, user or tool token.
+MiniMind-3 states its rule as "from after `<|im_start|>assistant\\n` through `<|im_end|>\\n`":
+on both upstream tokenizers and ours that newline is its own token, so the two rules pick the
+same targets (tests check this on real ids). Two quirks are kept for exactness: a reply cut off
+by truncation is supervised up to the cut, and one without `<|im_end|>` before padding would
+supervise the padding (upstream does the same; a rendered conversation always closes its turns).
+
+Samples are `(input_ids, labels)` of exactly max_seq_len ids: the rendered conversation cut at
+max_seq_len (head kept, as upstream), right-padded with pad; labels are the ids at supervised
+positions and -100 elsewhere. The model shifts, so labels[j] is the target after ids[j-1]:
+exactly upstream's `Y = ids[1:]`, `loss_mask[1:]`, and its loss (mean over supervised targets).
+
+Rendering is deterministic: MiniMind-3's random augmentations (a random system prompt 20% of
+the time, dropping an empty think block 80% of the time) are not applied.
+There is no packed path for SFT: padding keeps each conversation attending to itself alone and
+gives every conversation upstream's loss, which packing without document masking would not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .corpus import resolve_data_path
+from .jsonl import JsonlIndex, load_json_line
+from .pretrain import IGNORE_INDEX
+
+ASSISTANT_HEADER = "<|im_start|>assistant"
+TURN_END = "<|im_end|>"
+ROLES = ("system", "user", "assistant", "tool")
+# Which turn may follow which (None: the conversation's start). A system turn only opens it.
+_MAY_FOLLOW = {"user": {None, "system", "assistant"}, "assistant": {"user", "tool"},
+               "tool": {"assistant", "tool"}, "system": {None}}
+
+
+class ChatTemplateError(ValueError):
+    """The tokenizer cannot render conversations the way the loss mask needs."""
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_text(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {_type_name(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds an unpaired surrogate (\\u{ord(value[e.start]):04x}): "
+                         "not valid Unicode text") from None
+
+
+def parse_conversation(raw: bytes) -> dict[str, Any]:
+    """One line's `{"messages": [...], "tools": list | None}` for `apply_chat_template`, or
+    ValueError saying which turn is wrong and why."""
+    obj = load_json_line(raw)
+    if not isinstance(obj, dict):
+        raise ValueError(f'expected a JSON object with a "conversations" list, got '
+                         f"{_type_name(obj)}")
+    if "conversations" not in obj:
+        hint = ' (this looks like pretraining data; use stage "pretrain")' if "text" in obj else ""
+        raise ValueError(f'missing "conversations" field{hint}')
+    turns = obj["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise ValueError('"conversations" must be a non-empty list of turns')
+    messages, tools, previous = [], None, None
+    for n, turn in enumerate(turns, start=1):
+        where = f"turn {n}"
+        if not isinstance(turn, dict):
+            raise ValueError(f"{where} must be an object with role and content, got "
+                             f"{_type_name(turn)}")
+        role = turn.get("role")
+        if role not in ROLES:
+            raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if previous not in _MAY_FOLLOW[role]:
+            after = f"after a {previous} turn" if previous else "first"
+            raise ValueError(f"{where}: a {role} turn cannot come {after} (turns go [system], "
+                             "user, assistant, user, assistant, ...)")
+        _check_text(turn.get("content"), f"{where}: content")
+        message = {"role": role, "content": turn["content"]}
+        if "reasoning_content" in turn and turn["reasoning_content"] is not None:
+            if role != "assistant":
+                raise ValueError(f"{where}: only assistant turns have reasoning_content")
+            _check_text(turn["reasoning_content"], f"{where}: reasoning_content")
+            message["reasoning_content"] = turn["reasoning_content"]
+        if turn.get("tool_calls"):
+            if role != "assistant" or not isinstance(turn["tool_calls"], list):
+                raise ValueError(f"{where}: tool_calls must be a list on an assistant turn")
+            message["tool_calls"] = turn["tool_calls"]
+        if turn.get("tools"):
+            if role != "system":
+                raise ValueError(f"{where}: only the system turn carries tools")
+            tools = _tool_list(turn["tools"], where)
+        messages.append(message)
+        previous = role
+    if "assistant" not in (m["role"] for m in messages):
+        raise ValueError("no assistant turn: nothing to learn from this conversation")
+    return {"messages": messages, "tools": tools}
+
+
+def _tool_list(value: object, where: str) -> list:
+    """MiniMind-3 stores tools as a list or as that list in a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = load_json_line(value.encode())
+        except ValueError as e:
+            raise ValueError(f"{where}: tools is a string but not JSON ({e})") from None
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: tools must be a list, got {_type_name(value)}")
+    return value
+
+
+def render(tokenizer, conversation: dict[str, Any]) -> str:
+    """The conversation as the tokenizer's chat template writes it (no generation prompt)."""
+    return tokenizer.apply_chat_template(conversation["messages"], tools=conversation["tools"],
+                                         tokenize=False, add_generation_prompt=False)
+
+
+def mask_markers(tokenizer) -> tuple[list[int], int]:
+    """The ids of the assistant header and of the turn end, after checking that the tokenizer
+    has a chat template that writes them; ChatTemplateError with one line otherwise."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ChatTemplateError(
+            "the tokenizer has no chat template (tokenizer_config.json \"chat_template\"); "
+            "conversations are rendered with it, so SFT needs one")
+    header = tokenizer(ASSISTANT_HEADER, add_special_tokens=False)["input_ids"]
+    end = tokenizer(TURN_END, add_special_tokens=False)["input_ids"]
+    probe = {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "hello"}], "tools": None}
+    ids = tokenizer(render(tokenizer, probe), add_special_tokens=False)["input_ids"]
+    if len(end) != 1 or _find(ids, header, 0) == len(ids) or end[0] not in ids:
+        raise ChatTemplateError(
+            f"the tokenizer's chat template does not write assistant turns as "
+            f"{ASSISTANT_HEADER!r} … {TURN_END!r} (single special tokens), which the loss mask "
+            "looks for")
+    return header, end[0]
+
+
+def _find(ids: list[int], pattern: list[int], start: int) -> int:
+    """Index of the first occurrence of `pattern` in ids at or after `start`, else len(ids)."""
+    n = len(pattern)
+    first = pattern[0]
+    i = start
+    while i <= len(ids) - n:
+        if ids[i] == first and ids[i:i + n] == pattern:
+            return i
+        i += 1
+    return len(ids)
+
+
+def supervised_positions(ids: list[int], header: list[int], end: int) -> list[bool]:
+    """Upstream's loss mask over `ids` (already cut and padded to max_seq_len): see the module
+    docstring for which positions count and why."""
+    mask = [False] * len(ids)
+    i = _find(ids, header, 0)
+    while i < len(ids):
+        start = i + len(header)
+        try:
+            close = ids.index(end, start)
+        except ValueError:
+            close = len(ids)
+        for j in range(start + 1, min(close + 2, len(ids))):
+            mask[j] = True
+        i = _find(ids, header, close + 1) if close < len(ids) else len(ids)
+    return mask
+
+
+class SFTDataset(Dataset):
+    """`(input_ids, labels)` LongTensors of length max_seq_len, one per conversation line."""
+
+    def __init__(self, index_or_path: JsonlIndex | str | Path, tokenizer, max_seq_len: int,
+                 skip_bad_lines: bool = False):
+        self.header, self.end = mask_markers(tokenizer)
+        if isinstance(index_or_path, JsonlIndex):
+            self.index = index_or_path
+        else:
+            self.index = JsonlIndex(resolve_data_path(index_or_path), skip_bad_lines,
+                                    parse=parse_conversation)
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tokenizer.eos_token_id
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def encode(self, conversation: dict[str, Any]) -> tuple[list[int], int]:
+        """The conversation's ids cut to max_seq_len, and its length before the cut."""
+        ids = self.tokenizer(render(self.tokenizer, conversation),
+                             add_special_tokens=False)["input_ids"]
+        return ids[:self.max_seq_len], len(ids)
+
+    def sample(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        padded = ids + [self.pad] * (self.max_seq_len - len(ids))
+        mask = supervised_positions(padded, self.header, self.end)
+        input_ids = torch.tensor(padded, dtype=torch.long)
+        labels = torch.where(torch.tensor(mask), input_ids, IGNORE_INDEX)
+        return input_ids, labels
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sample(self.encode(self.index.text(i))[0])

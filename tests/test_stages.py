@@ -1,0 +1,249 @@
+"""The sft and lora stages in the engine: settings, file names, resume, the adapters' file."""
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from minimind.checkpoint import resume_path
+from minimind.engine import Trainer
+from minimind.events import LogMessage, StepMetrics
+from minimind.lora import load_lora
+from minimind.settings import RunSettings, SettingsError
+from minimind.upstream import load_model
+
+QUESTIONS = [("What is the first letter?", "A."), ("Say hello.", "Hello!"),
+             ("Name a play.", "Hamlet."), ("Count to three.", "One, two, three.")]
+
+
+@pytest.fixture(scope="module")
+def chat_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chat") / "chat.jsonl"
+    rows = [{"conversations": [{"role": "user", "content": q},
+                               {"role": "assistant", "content": f"{a} ({i})"}]}
+            for i in range(8) for q, a in QUESTIONS]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A few pretraining steps of the tiny model: the weights sft starts from."""
+    from minimind_tui.presets import load_settings
+
+    out = tmp_path_factory.mktemp("pretrain")
+    settings = load_settings("tiny", {"train": {
+        "out_dir": str(out), "max_steps": 2, "save_interval": 0, "eval_interval": 0,
+        "val_data_path": "", "dtype": "float32", "max_seq_len": 64, "batch_size": 4}})
+    assert Trainer(settings).run().status == "completed"
+    return out / "pretrain_128.pth"
+
+
+def stage_settings(tiny_settings, chat_file, pretrained, out, **train):
+    return tiny_settings(out_dir=str(out), data_path=str(chat_file), packing=False,
+                         from_weight=str(pretrained), **{"stage": "sft", **train})
+
+
+def run(settings, stop_at=None, events=None):
+    stop = threading.Event()
+
+    class StopAt:
+        def emit(self, event):
+            if events is not None:
+                events.append(event)
+            if isinstance(event, StepMetrics) and event.step == stop_at:
+                stop.set()
+
+        def close(self):
+            pass
+
+    return Trainer(settings, [StopAt()], stop).run()
+
+
+def test_stage_picks_the_file_name_and_refuses_packing():
+    assert RunSettings.parse({"train": {"stage": "sft"}}).weights_name() == "full_sft_512.pth"
+    assert RunSettings.parse({"train": {"stage": "sft", "save_weight": "mine"}}
+                             ).weights_name() == "mine_512.pth"
+    lora = RunSettings.parse({"train": {"stage": "lora", "lora_name": "lora_medical"}})
+    assert lora.weights_name() == "lora/lora_medical_512.pth"
+    assert RunSettings.parse({}).weights_name() == "pretrain_512.pth"
+    with pytest.raises(SettingsError, match="train.packing: is for pretraining; sft pads"):
+        RunSettings.parse({"train": {"stage": "sft", "packing": True}})
+    with pytest.raises(SettingsError, match="train.stage: must be one of"):
+        RunSettings.parse({"train": {"stage": "dpo"}})
+
+
+def test_sft_trains_only_replies_and_resumes_bitwise(tiny_settings, chat_file, pretrained,
+                                                     tmp_path):
+    whole = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "whole",
+                           max_steps=5, accumulation_steps=2)
+    split = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "split",
+                           max_steps=5, accumulation_steps=2)
+    assert run(whole).status == "completed"
+    assert (tmp_path / "whole" / "full_sft_128.pth").is_file()
+    first = run(split, stop_at=2)
+    assert first.status == "stopped" and first.step == 2
+    resumed = split.model_copy(update={"train": split.train.model_copy(
+        update={"from_resume": True})})
+    assert run(resumed).status == "completed"
+    ww, ws = (torch.load(resume_path(Path(s.train.out_dir) / s.weights_name()),
+                         weights_only=True)["model"] for s in (whole, split))
+    assert all(torch.equal(ww[k], ws[k]) for k in ww)
+    model = load_model(tmp_path / "whole" / "full_sft_128.pth")  # a full, strict model file
+    assert model.config.hidden_size == 128
+
+
+def test_lora_run_writes_only_adapters_and_leaves_the_base(tiny_settings, chat_file,
+                                                           pretrained, tmp_path):
+    settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "lora",
+                              stage="lora", lora_name="lora_test", lora_rank=4, max_steps=3,
+                              learning_rate=1e-2)
+    events = []
+    assert run(settings, events=events).status == "completed"
+    logs = [e.text for e in events if isinstance(e, LogMessage)]
+    assert any(text.startswith("lora: 4,096 adapter parameters train") for text in logs), logs
+    assert any("count the supervised tokens (the replies) only" in text for text in logs)
+    adapter = tmp_path / "lora" / "lora" / "lora_test_128.pth"
+    saved = torch.load(adapter, weights_only=True)
+    assert saved and all(".lora." in k for k in saved)
+    assert any(v.abs().sum() > 0 for k, v in saved.items() if ".lora.B." in k)  # it trained
+    state = torch.load(resume_path(adapter), weights_only=True)["model"]
+    base = torch.load(pretrained, weights_only=True)
+    assert all(torch.equal(state[k].half(), base[k]) for k in base)  # base frozen
+    model = load_model(pretrained)
+    assert load_lora(model, adapter) == 4
+
+
+def test_sft_with_a_tokenizer_without_template_fails_in_one_line(tiny_settings, chat_file,
+                                                                 pretrained, tmp_path):
+    import shutil
+
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    folder = tmp_path / "tok"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__*"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "out",
+                              tokenizer_path=str(folder))
+    result = run(settings)
+    assert result.status == "failed" and result.cause == "input"
+    assert result.reason.startswith("train.tokenizer_path: the tokenizer has no chat template")
+
+
+def test_pretraining_data_given_to_sft_names_the_line(tiny_settings, pretrained, tmp_path):
+    data = tmp_path / "text.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\n')
+    settings = stage_settings(tiny_settings, data, pretrained, tmp_path / "out")
+    result = run(settings)
+    assert result.status == "failed" and result.cause == "input"
+    assert f"{data}:1: missing \"conversations\" field (this looks like pretraining" \
+           in result.reason
+
+
+def test_encode_chat_ends_with_the_assistant_header(tok):
+    from minimind.generate import encode_chat
+
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+               {"role": "user", "content": "Who are you?"}]
+    text = tok.decode(encode_chat(tok, history))
+    assert text == ("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello.<|im_end|>\n"
+                    "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_generate_chat_speaks_in_turns(pretrained):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "generate", str(pretrained), "--chat",
+         "--prompt", "Who says: \"To be\"", "--prompt", "And then?", "--temperature", "0",
+         "--max_new_tokens", "6", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('user: Who says: "To be"\nassistant: ')
+    assert "\n\nuser: And then?\nassistant: " in result.stdout
+    assert result.stderr.count("tokens in") == 2
+
+
+def test_export_merges_an_adapter_into_its_base(pretrained, tmp_path):
+    """A real `export --lora` subprocess; the merged upstream file's logits equal the base
+    model's with the adapter applied (our loader, unmerged)."""
+    import subprocess
+    import sys
+
+    from minimind.lora import adapter_tensors, apply_lora
+
+    adapted = load_model(pretrained).float()
+    apply_lora(adapted, 4)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if ".lora.B." in name:
+                p.normal_(std=0.5)
+    adapter = tmp_path / "lora_x_128.pth"
+    torch.save(adapter_tensors(adapted.state_dict()), adapter)
+    out = tmp_path / "merged.pth"
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "export", str(pretrained), str(out), "--format",
+         "upstream", "--lora", str(adapter)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "merged the rank-4 adapters" in result.stdout
+    merged = load_model(out).float().eval()
+    assert not any(".lora." in k for k in torch.load(out, weights_only=True))
+    ids = torch.randint(0, 6400, (2, 16))
+    with torch.no_grad():
+        expected = adapted.eval()(input_ids=ids).logits
+        # the upstream file is float16: the merged weights are rounded once
+        assert torch.allclose(merged(input_ids=ids).logits, expected, atol=2e-2)
+        base = load_model(pretrained).float().eval()(input_ids=ids).logits
+        assert (base - expected).abs().max() > 0.2  # the adapter matters at this tolerance
+    bad = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "export", str(pretrained), str(tmp_path / "b.pth"),
+         "--format", "upstream", "--lora", str(pretrained)], capture_output=True, text=True,
+        timeout=300)
+    assert bad.returncode == 2 and "--lora: " in bad.stderr and "not an adapter file" in bad.stderr
+
+
+def test_generate_chat_refuses_a_tokenizer_without_template(pretrained, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    folder = tmp_path / "tok"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__*"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    del config["chat_template"]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "generate", str(pretrained), "--chat",
+         "--prompt", "Hi", "--tokenizer_path", str(folder), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("--chat: the tokenizer has no chat template "
+                                          "(tokenizer_config.json \"chat_template\"); "
+                                          "conversations are rendered with it, so SFT needs one")
+
+
+def test_the_tiny_chain_runs_the_bundled_sft_preset_headless(pretrained, tmp_path):
+    """`--preset tiny-sft` in a real process, on the bundled conversations, from a tiny
+    pretraining run: it writes full_sft_128.pth and its live samples answer in turns."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "tiny-sft"
+    result = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", "--no-ui", "--preset", "tiny-sft",
+         "--from_weight", str(pretrained), "--out_dir", str(out), "--max_steps", "2",
+         "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
+         "--dtype", "float32"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (out / "full_sft_128.pth").is_file()
+    assert "sft: 6,464 conversations" in result.stdout + result.stderr
+    samples = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "sample"]
+    assert samples and samples[-1]["prompts"][0].startswith("Continue Romeo's speech")
