@@ -31,7 +31,7 @@ def chat_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     """A few pretraining steps of the tiny model: the weights sft starts from."""
-    from minimind_tui.presets import load_settings
+    from minimind_tui.form.presets import load_settings
 
     out = tmp_path_factory.mktemp("pretrain")
     settings = load_settings("tiny", {"train": {
