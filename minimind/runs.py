@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from minimind.event_text import format_count, format_duration
+from minimind.units import format_count, format_duration
 from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder, RunStatus

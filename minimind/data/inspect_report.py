@@ -4,7 +4,7 @@ shows, worded once here (no Textual)."""
 from __future__ import annotations
 
 from minimind.data.inspect import DataInspection, length_histogram
-from minimind.event_text import format_count
+from minimind.units import format_count
 
 BAR_WIDTH = 30
 

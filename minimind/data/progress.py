@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from minimind.event_text import format_duration
+from minimind.units import format_duration
 
 
 class Throughput:

@@ -156,7 +156,7 @@ def presets_command(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="minimind-tui presets",
                             description="List the presets with their models' parameter counts, "
                                         "the bundled ones smallest model first.").parse_args(argv)
-    from minimind.event_text import format_count
+    from minimind.units import format_count
 
     for name, path in list_presets().items():
         parameters = preset_parameters(path)  # None: a broken preset; `--preset` says why

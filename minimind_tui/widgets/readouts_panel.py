@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from minimind.event_text import format_count, format_duration
+from minimind.units import format_count, format_duration
 from minimind.settings import Problem, RunSettings
 from minimind_tui.form.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
                                    DataSummary, ModelSummary, blocking_problem, format_bytes,

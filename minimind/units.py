@@ -1,0 +1,19 @@
+"""How a duration and a count read, wherever the project prints one: the console, the
+dashboard, the runs list, data preparation."""
+
+from __future__ import annotations
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def format_count(n: float) -> str:
+    """1,213,056 → "1.21M" (parameter and token counts)."""
+    for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= size:
+            return f"{n / size:.2f}{suffix}"
+    return f"{n:g}"
