@@ -77,6 +77,9 @@ class ModelSettings(BaseModel):
         None, "Model", "per-head RMSNorm on q and k (empty: on for minimind3)")
     dropout: float = _field(0.0, "Model", "dropout probability", ge=0, lt=1)
     tie_word_embeddings: bool = _field(True, "Model", "share embedding and lm_head weights")
+    weight_init: Literal["pytorch", "normal"] | None = _field(
+        None, "Model", "initial weights (empty: the family's; pytorch: every Linear and a tied "
+                       "embedding U(±1/√fan_in), minimind2; normal: N(0, 0.02), minimind3)")
     flash_attn: bool = _field(True, "Model", "use PyTorch's fused scaled-dot-product attention")
     use_moe: bool = _field(False, "MoE", "replace each feed-forward with a mixture of experts")
     n_routed_experts: int = _field(4, "MoE", "routed experts per layer", ge=1, le=256)
