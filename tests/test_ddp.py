@@ -101,9 +101,11 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
         MiniMindForCausalLM.forward = signalled
         sys.exit(main(sys.argv[1:]))
     """))
-    # No packing: shorter lines leave padding, so the ranks count different tokens.
+    # No packing and windows longer than most passages: padding differs, so the ranks count
+    # different tokens.
     common = [*ARGS[:ARGS.index("--log_interval")], "--log_interval", "100", "--eval_interval",
-              "0", "--accumulation_steps", "1", "--num_workers", "0", "--packing", "0"]
+              "0", "--accumulation_steps", "1", "--num_workers", "0", "--packing", "0",
+              "--max_seq_len", "512"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), *common, "--max_steps", "20", "--save_interval", "0",
