@@ -30,6 +30,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
 from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
+from minimind.optim import build_optimizer
 from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.run_folder import CONFIG_FILE, ERROR_FILE, METRICS_FILE, StatusSink
 from minimind.schedule import learning_rate
@@ -178,7 +179,7 @@ class Trainer:
         with closing(self._batches(plan)) as batches:
             while self.progress.step < plan.total_steps:
                 lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
-                                   t.warmup_iters, t.lr_schedule)
+                                   t.warmup_iters, t.lr_schedule, t.decay_fraction)
                 self._optimizer_step(next(batches), lr, meter)
                 self.progress.step += 1
                 if self._after_step(plan, meter):
@@ -194,10 +195,7 @@ class Trainer:
         if t.grad_checkpointing:
             self.model.activation_checkpointing_enable()
         self.model.train()
-        # Fused kernels exist for both devices settings allow (CUDA and CPU): one pass over
-        # each parameter instead of a dozen per-tensor ops (a 3-7x faster optimizer step on CPU).
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate,
-                                           weight_decay=t.weight_decay, fused=True)
+        self.optimizer = build_optimizer(self.model, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.dtype == "float16" else None
         if prep.resume:
             self.model.load_state_dict(prep.resume["model"])
