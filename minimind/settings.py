@@ -137,7 +137,7 @@ class TrainSettings(BaseModel):
     optimizer: Literal["adamw", "muon"] = _field(
         "adamw", "Optimisation", "adamw: upstream's; muon: torch.optim.Muon for the blocks' "
                                  "matrices, AdamW for embedding, norms and routers")
-    weight_decay: float = _field(0.01, "Optimisation", "AdamW weight decay", ge=0, le=1)
+    weight_decay: float = _field(0.01, "Optimisation", "AdamW (and Muon) weight decay", ge=0, le=1)
     grad_clip: float = _field(1.0, "Optimisation", "clip the gradient norm to this (0: off)", ge=0)
 
     device: str = _field(
