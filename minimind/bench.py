@@ -43,7 +43,7 @@ from minimind.device import resolve_device
 from minimind.engine import Trainer
 from minimind.environment import environment_problems
 from minimind.events import RunStarted, StepMetrics
-from minimind.flops import flops_per_token, peak_flops
+from minimind.flops import flops_per_token, measured_matmul_rate, peak_flops
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings, SettingsError
@@ -282,8 +282,14 @@ def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
     peak = raw.pop("peak_flops")
     fpt = raw.pop("flops_per_token")
     mem = raw.pop("peak_mem_bytes")
+    # The dtype the model's matmuls ran in (the baseline's settings already say fp16 / fp32).
+    matmul_dtype = getattr(torch, t.dtype)
+    rate = measured_matmul_rate(distributed.resolve_device(t.device), matmul_dtype)
     return {"useful_tokens_per_sec": useful, "padded_tokens_per_sec": padded,
-            "mfu": useful * fpt / peak if peak else None, "step_time_s": window / raw["steps"],
+            "mfu": useful * fpt / peak if peak else None,
+            "useful_flops_per_sec": useful * fpt, "matmul_flops_per_sec": rate,
+            "matmul_dtype": str(matmul_dtype).removeprefix("torch."),
+            "share_of_matmul_rate": useful * fpt / rate, "step_time_s": window / raw["steps"],
             "peak_mem_bytes": mem if mem is not None else _peak_rss(),
             "peak_mem_kind": "cuda_max_allocated" if mem is not None else "process_peak_rss",
             "flops_per_token": fpt, **raw}

@@ -36,6 +36,7 @@ class MiniMindConfig(PretrainedConfig):
         flash_attn: bool = True,
         tie_word_embeddings: bool = True,
         initializer_range: float = 0.02,
+        weight_init: str | None = None,
         bos_token_id: int = 1,
         eos_token_id: int = 2,
         pad_token_id: int = 0,
@@ -73,6 +74,7 @@ class MiniMindConfig(PretrainedConfig):
         self.dropout = dropout
         self.flash_attn = flash_attn
         self.initializer_range = initializer_range
+        self.weight_init = pick(weight_init, "weight_init")
         self.use_moe = use_moe
         self.n_routed_experts = n_routed_experts
         self.num_experts_per_tok = pick(num_experts_per_tok, "num_experts_per_tok")
@@ -110,6 +112,8 @@ class MiniMindConfig(PretrainedConfig):
                 self.num_experts_per_tok)]
         if self.hidden_act not in ACT2FN:
             problems.append(f"hidden_act ({self.hidden_act!r}) is not a known activation")
+        if self.weight_init not in ("pytorch", "normal"):
+            problems.append(f"weight_init ({self.weight_init!r}) must be 'pytorch' or 'normal'")
         if self.scoring_func != "softmax":
             problems.append(f"scoring_func ({self.scoring_func!r}) must be 'softmax'")
         if not 0.0 <= self.dropout < 1.0:

@@ -67,6 +67,15 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
+def sum_over_ranks(value: torch.Tensor, info: DistInfo) -> int:
+    """The integer `value` summed over every rank (e.g. tokens, whose count differs per rank)."""
+    if not info.enabled:
+        return int(value)
+    total = value.detach().to(torch.int64).reshape(1).clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return int(total.item())
+
+
 def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
     if not info.enabled:
         return [obj]

@@ -2,7 +2,8 @@
 
 This is the seed's `train_pretrain.py` loop rebuilt so that the dashboard, the headless CLI and
 torchrun all drive the same code. The engine never knows who listens: it hands typed events to
-sinks. Host syncs (`.item()`) happen only at log, eval and checkpoint steps.
+sinks. Host syncs (`.item()`) happen only at log, eval and checkpoint steps, and under DDP
+every `STOP_POLL_STEPS` steps, when the ranks agree on whether a stop was requested.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
 from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
+from minimind.optim import build_optimizer
 from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
 from minimind.run_folder import StatusSink
@@ -40,6 +42,10 @@ from minimind.trackers import TrackerSink, tracker_sinks
 OOM_HINT = "lower batch_size or max_seq_len (raise accumulation_steps to keep tokens/step), " \
            "or turn on grad_checkpointing"
 NAN_HINT = "lower learning_rate, add warmup_iters, keep grad_clip on, or use bfloat16"
+# Under DDP a stop request reaches the ranks at different times; they compare notes (an
+# all-reduce plus a host read) at log steps and every this many steps, so a request waits at most
+# this many steps. A single process reads its flag every step, which costs nothing.
+STOP_POLL_STEPS = 10
 
 
 class CheckpointWriteError(RuntimeError):
@@ -174,7 +180,7 @@ class Trainer:
         with closing(self._batches(plan)) as batches:
             while self.progress.step < plan.total_steps:
                 lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
-                                   t.warmup_iters, t.lr_schedule)
+                                   t.warmup_iters, t.lr_schedule, t.decay_fraction)
                 self._optimizer_step(next(batches), lr, meter)
                 self.progress.step += 1
                 if self._after_step(plan, meter):
@@ -190,11 +196,7 @@ class Trainer:
         if t.grad_checkpointing:
             self.model.activation_checkpointing_enable()
         self.model.train()
-        # Fused kernels exist for both devices settings allow (CUDA and CPU): one pass over
-        # each parameter instead of a dozen per-tensor ops (a 3-7x faster optimizer step on CPU).
-        trainable = [p for p in self.model.parameters() if p.requires_grad]  # lora: adapters
-        self.optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate,
-                                           weight_decay=t.weight_decay, fused=True)
+        self.optimizer = build_optimizer(self.model, t)
         self.scaler = torch.amp.GradScaler("cuda") if t.dtype == "float16" else None
         if prep.resume:
             self.model.load_state_dict(prep.resume["model"])
@@ -305,7 +307,8 @@ class Trainer:
         done = step >= plan.total_steps
         epoch, into_epoch = plan.epoch_of(step - 1)
         epoch_done = into_epoch + 1 == plan.steps_per_epoch
-        if step % t.log_interval == 0 or done or epoch_done:
+        logged = step % t.log_interval == 0 or done or epoch_done
+        if logged:
             meter.raise_if_nonfinite(step, self.last_saved_step)
             self.emit(meter.report(step, plan.total_steps, epoch + 1, t.epochs, into_epoch + 1,
                                    plan.steps_per_epoch, self.flops_per_token, self.peak_flops))
@@ -314,7 +317,10 @@ class Trainer:
         sample_interval = t.sample_interval or t.eval_interval  # 0: at each evaluation
         if t.sample_prompts and (done or (sample_interval and step % sample_interval == 0)):
             self._sample()
-        stop = distributed.any_rank(self.stop_event.is_set(), self.dist)
+        stop = self.stop_event.is_set()
+        if self.dist.enabled:  # every rank must reach the same answer at the same step
+            poll = logged or step % STOP_POLL_STEPS == 0
+            stop = poll and distributed.any_rank(stop, self.dist)
         if done or stop or (t.save_interval and step % t.save_interval == 0):
             self._checkpoint(meter)
         return stop

@@ -1,9 +1,9 @@
 """The two upstream families and the rules every model shape obeys (plain Python, no torch).
 
 * ``minimind2`` - Llama-style: 2 KV heads, FFN size from the 8/3 rule, RMSNorm eps 1e-5,
-  MoE with 4 routed experts (top-2) plus 1 shared expert.
+  MoE with 4 routed experts (top-2) plus 1 shared expert, PyTorch's default init.
 * ``minimind3`` - Qwen3-style: 4 KV heads, per-head q/k RMSNorm, FFN size from the pi rule,
-  RMSNorm eps 1e-6, MoE with 4 routed experts (top-1) and no shared expert.
+  RMSNorm eps 1e-6, MoE with 4 routed experts (top-1) and no shared expert, N(0, 0.02) init.
 
 `MiniMindConfig` raises on a broken shape and the settings report it beside the form's fields;
 both ask `shape_problems`, so the rules live here once. This module is light on purpose: the
@@ -39,6 +39,8 @@ def family_defaults(family: str, hidden_size: int) -> dict:
         "n_shared_experts": 1 if is_v2 else 0,
         "aux_loss_alpha": 0.1 if is_v2 else 5e-4,
         "seq_aux": is_v2,
+        # MiniMind2 never calls post_init (PyTorch's module defaults); MiniMind-3's HEAD does.
+        "weight_init": "pytorch" if is_v2 else "normal",
     }
 
 

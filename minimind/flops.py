@@ -1,6 +1,10 @@
-"""FLOPs per token and the accelerator peaks that turn throughput into MFU."""
+"""FLOPs per token, and the peaks that turn throughput into a share of what the machine can do:
+the vendors' GPU peaks (MFU), and a matmul rate measured on the machine itself (any device)."""
 
 from __future__ import annotations
+
+import time
+from functools import cache
 
 import torch
 
@@ -33,3 +37,26 @@ def flops_per_token(active_parameters: int, embedding_parameters: int, num_layer
     is also the lm_head matmul, so it stays in N; an untied input embedding is left out."""
     matmul_params = active_parameters - (0 if tied else embedding_parameters)
     return 6.0 * matmul_params + 12.0 * num_layers * hidden_size * seq_len
+
+
+@cache
+def measured_matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048) -> float:
+    """FLOP/s of one `size`^3 matmul in `dtype` on `device`, the best of five after a warm-up.
+
+    The best, because on a shared machine other work only ever slows a matmul down. A run's
+    useful FLOP/s over this rate is a utilisation figure that means the same on any machine
+    (a "CPU MFU"), since the model's own matmuls are what it is made of.
+    """
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for i in range(6):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first call pays for allocation and kernel selection
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best

@@ -70,8 +70,9 @@ class Meter:
                                  f"it does not overwrite good weights ({kept})")
 
     def tokens_seen(self) -> int:
-        # Every rank trains on its own shard of about the same size.
-        return self.tokens_total + int(self.tokens) * self.dist.world_size
+        """Tokens trained on by every rank together (a collective under DDP: call it on all
+        ranks). Shards differ in padding, so the ranks' counts differ too."""
+        return self.tokens_total + distributed.sum_over_ranks(self.tokens, self.dist)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -80,7 +81,7 @@ class Meter:
                steps_per_epoch: int, flops_per_token: float, peak_flops: float | None
                ) -> StepMetrics:
         loss, aux = float(self.loss), float(self.aux)
-        tokens = int(self.tokens) * self.dist.world_size
+        tokens = distributed.sum_over_ranks(self.tokens, self.dist)
         self.tokens_total += tokens
         now = time.perf_counter()
         rate = tokens / max(now - self.window_start, 1e-9)

@@ -8,6 +8,7 @@ the Llama (MiniMind2) and Qwen3 (MiniMind-3) names, so upstream ``.pth`` files l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -159,11 +160,35 @@ class MiniMindPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
+        """Each family's upstream init, by ``config.weight_init``; RMSNorm weights are 1 in both.
+
+        pytorch (MiniMind2, which never calls post_init): what PyTorch's modules draw when built.
+            Every Linear (the MoE router too) is kaiming-uniform with a=sqrt(5), i.e.
+            U(+-1/sqrt(fan_in)), and so is a bias. Upstream ties by making the embedding the
+            head's Linear weight, so a tied embedding takes that rule (its fan_in is hidden
+            too); an untied one is N(0, 1), nn.Embedding's default.
+        normal (MiniMind-3, whose HEAD calls post_init): Linear and Embedding N(0, 0.02), biases 0.
+        """
         # transformers' init functions skip tensors already loaded by from_pretrained.
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
-        elif isinstance(module, RMSNorm):
+        if isinstance(module, RMSNorm):
             init.ones_(module.weight)
+            return
+        if not isinstance(module, (nn.Linear, nn.Embedding)):
+            return
+        pytorch = self.config.weight_init == "pytorch"
+        if not pytorch:
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        elif isinstance(module, nn.Linear) or self.config.tie_word_embeddings:
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        else:
+            init.normal_(module.weight)
+        if getattr(module, "bias", None) is None:
+            return
+        if pytorch:
+            bound = 1 / math.sqrt(module.in_features)
+            init.uniform_(module.bias, -bound, bound)
+        else:
+            init.zeros_(module.bias)
 
 
 @dataclass

@@ -308,6 +308,11 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     if changed:
         raise InputError("train.from_resume: the checkpoint's run used different settings, so "
                          "it cannot continue exactly: " + ", ".join(changed))
+    # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.
+    saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
+    if saved_optimizer != current["train"]["optimizer"]:
+        raise InputError(f"train.from_resume: the checkpoint holds {saved_optimizer} state; "
+                         f"resume with optimizer = {saved_optimizer}")
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

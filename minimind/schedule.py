@@ -10,19 +10,27 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-Schedule = Literal["cosine", "minimind2"]
+Schedule = Literal["cosine", "minimind2", "wsd"]
 
 
 def learning_rate(step: int, total: int, peak: float, warmup: int = 0,
-                  schedule: Schedule = "cosine") -> float:
-    """Linear warmup over `warmup` steps, then a cosine decay.
+                  schedule: Schedule = "cosine", decay_fraction: float = 0.2) -> float:
+    """Linear warmup over `warmup` steps, then the schedule's decay.
 
     cosine:    MiniMind-3's `lr * (0.1 + 0.45 * (1 + cos(pi * p)))`, from lr down to lr/10.
     minimind2: the seed's `lr/10 + 0.5 * lr * (1 + cos(pi * p))`, which starts at 1.1 x lr;
                kept so a MiniMind2 run can be reproduced faithfully.
+    wsd:       warmup-stable-decay: lr until the last `decay_fraction` of the steps, then a
+               straight line down to lr/10. The stable phase does not depend on `total`, so a
+               run can be extended before its decay starts.
     """
     if step < warmup:
         return peak * (step + 1) / warmup
+    if schedule == "wsd":
+        decay_start = max(warmup, total - round(decay_fraction * total))
+        if step < decay_start:
+            return peak
+        return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     cosine = 1 + math.cos(math.pi * progress)
     if schedule == "minimind2":

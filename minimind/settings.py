@@ -96,6 +96,9 @@ class ModelSettings(BaseModel):
         None, "Model", "per-head RMSNorm on q and k (empty: on for minimind3)")
     dropout: float = _field(0.0, "Model", "dropout probability", ge=0, lt=1)
     tie_word_embeddings: bool = _field(True, "Model", "share embedding and lm_head weights")
+    weight_init: Literal["pytorch", "normal"] | None = _field(
+        None, "Model", "initial weights (empty: the family's; pytorch: every Linear and a tied "
+                       "embedding U(±1/√fan_in), minimind2; normal: N(0, 0.02), minimind3)")
     flash_attn: bool = _field(True, "Model", "use PyTorch's fused scaled-dot-product attention")
     use_moe: bool = _field(False, "MoE", "replace each feed-forward with a mixture of experts")
     n_routed_experts: int = _field(4, "MoE", "routed experts per layer", ge=1, le=256)
@@ -143,11 +146,17 @@ class TrainSettings(BaseModel):
     batch_size: int = _field(32, "Optimisation", "samples per micro-batch", ge=1)
     accumulation_steps: int = _field(8, "Optimisation", "micro-batches per optimizer step", ge=1)
     learning_rate: float = _field(5e-4, "Optimisation", "peak learning rate", gt=0, le=1)
-    lr_schedule: Literal["cosine", "minimind2"] = _field(
+    lr_schedule: Literal["cosine", "minimind2", "wsd"] = _field(
         "cosine", "Optimisation",
-        "cosine: lr*(0.1+0.45*(1+cos)); minimind2: the seed's lr/10+0.5*lr*(1+cos)")
+        "cosine: lr*(0.1+0.45*(1+cos)); minimind2: the seed's lr/10+0.5*lr*(1+cos); "
+        "wsd: warmup, stable at lr, then linear decay to lr/10")
     warmup_iters: int = _field(0, "Optimisation", "linear warmup steps", ge=0)
-    weight_decay: float = _field(0.01, "Optimisation", "AdamW weight decay", ge=0, le=1)
+    decay_fraction: float = _field(
+        0.2, "Optimisation", "wsd: the share of the steps, at the end, spent decaying", gt=0, le=1)
+    optimizer: Literal["adamw", "muon"] = _field(
+        "adamw", "Optimisation", "adamw: upstream's; muon: torch.optim.Muon for the blocks' "
+                                 "matrices, AdamW for embedding, norms and routers")
+    weight_decay: float = _field(0.01, "Optimisation", "AdamW (and Muon) weight decay", ge=0, le=1)
     grad_clip: float = _field(1.0, "Optimisation", "clip the gradient norm to this (0: off)", ge=0)
 
     device: str = _field(

@@ -33,6 +33,13 @@ def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys):
     for r in records:
         assert FIELDS <= r.keys() and "error" not in r
         assert r["device"] == "cpu" and r["mfu"] is None  # no known peak for CPUs
+        # The share of the machine's own matmul rate: useful FLOP/s over the measured rate.
+        assert r["matmul_dtype"] == r["settings"]["train"]["dtype"]
+        assert r["useful_flops_per_sec"] == pytest.approx(
+            r["useful_tokens_per_sec"] * r["flops_per_token"])
+        assert r["share_of_matmul_rate"] == pytest.approx(
+            r["useful_flops_per_sec"] / r["matmul_flops_per_sec"])
+        assert 0 < r["share_of_matmul_rate"] < 1.5
         assert 0 < r["useful_tokens_per_sec"] <= r["padded_tokens_per_sec"]
         assert r["step_time_s"] > 0 and r["peak_mem_bytes"] > 0
         assert r["settings"]["train"]["max_seq_len"] == 32
@@ -116,3 +123,36 @@ def test_preparation_line_compares_old_and_new_on_one_file(tmp_path, monkeypatch
         record["old_seconds"] / record["new_seconds"])
     assert record["new_peak_rss_bytes"] > 0
     assert "prepare (token cache)" in summary([record])
+
+
+def test_time_to_target_reports_ratios_against_the_default(capsys, tmp_path):
+    out = tmp_path / "target.jsonl"
+    code = main(["--preset", "tiny", "--recipes", "wsd,muon", "--steps", "4", "--seeds", "1,2",
+                 "--eval_every", "2", "--eval_batches", "1", "--max_seq_len", "32",
+                 "--batch_size", "2", "--warmup_iters", "0", "--out", str(out)])
+    assert code == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [json.loads(line) for line in out.read_text().splitlines()] == records
+    default, wsd, muon = records
+    assert [r["recipe"] for r in records] == ["default", "wsd", "muon"]
+    assert muon["overrides"] == {"optimizer": "muon"} and wsd["overrides"] == {"lr_schedule": "wsd"}
+    # The default's target is its own final validation loss, reached by step 4 at the latest.
+    assert default["tokens_ratios"] == default["time_ratios"] == [1.0, 1.0]
+    assert all(step in (2, 4) for step in default["reached_at_step"])
+    assert len(default["targets"]) == 2
+    for r in (wsd, muon):
+        # Packed windows: tokens are proportional to steps, so each seed's token ratio is the
+        # default's step over the recipe's (0 when the recipe never got there).
+        expected = [d / s if s else 0.0
+                    for d, s in zip(default["reached_at_step"], r["reached_at_step"])]
+        assert r["tokens_ratios"] == pytest.approx(expected)
+        assert r["missed"] == r["reached_at_step"].count(None)
+        assert r["tokens_ratio"]["min"] <= r["tokens_ratio"]["median"] <= r["tokens_ratio"]["max"]
+
+
+def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
+    assert main(["--preset", "tiny", "--recipes", "muon+turbo"]) == 2
+    assert "unknown recipe word 'turbo'" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--recipes", "muon", "--data_path", "builtin:shakespeare-val",
+                 "--val_data_path", ""]) == 2
+    assert "needs validation data" in capsys.readouterr().err

@@ -79,3 +79,47 @@ def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
     assert "loss or weights became NaN/inf by step 4" in proc.stderr + proc.stdout
     state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
     assert state["progress"]["step"] == 3
+
+
+def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
+    # Rank 1 alone is signalled during step 4; rank 0 never is. The ranks compare notes every
+    # STOP_POLL_STEPS steps (no log step comes earlier here), so both stop after step 10 with one
+    # checkpoint, rather than rank 0 waiting forever in the next gradient all-reduce.
+    from minimind.engine import STOP_POLL_STEPS
+
+    script = tmp_path / "stop_rank1.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys
+        from minimind.model import MiniMindForCausalLM
+        from minimind_tui.cli.main import main
+        original, calls = MiniMindForCausalLM.forward, [0]
+        def signalled(self, *args, **kwargs):
+            calls[0] += 1
+            if os.environ["RANK"] == "1" and self.training and calls[0] == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, *args, **kwargs)
+        MiniMindForCausalLM.forward = signalled
+        sys.exit(main(sys.argv[1:]))
+    """))
+    # No packing and windows longer than most passages: padding differs, so the ranks count
+    # different tokens.
+    common = [*ARGS[:ARGS.index("--log_interval")], "--log_interval", "100", "--eval_interval",
+              "0", "--accumulation_steps", "1", "--num_workers", "0", "--packing", "0",
+              "--max_seq_len", "512"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), *common, "--max_steps", "20", "--save_interval", "0",
+           "--batch_size", "2", "--out_dir", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert f"[stopped] at step {STOP_POLL_STEPS}" in proc.stdout, proc.stderr[-3000:]
+    ddp = torch.load(tmp_path / "ddp" / "pretrain_128_resume.pth", weights_only=True)
+    assert ddp["progress"]["step"] == STOP_POLL_STEPS
+
+    # tokens_seen is the ranks' total: one process reading the same samples counts the same.
+    single = subprocess.run(
+        [sys.executable, "-m", "minimind_tui", *common, "--max_steps", str(STOP_POLL_STEPS),
+         "--save_interval", "0", "--batch_size", "4", "--out_dir", str(tmp_path / "single")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    alone = torch.load(tmp_path / "single" / "pretrain_128_resume.pth", weights_only=True)
+    assert ddp["progress"]["tokens_seen"] == alone["progress"]["tokens_seen"]

@@ -79,13 +79,17 @@ def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):
         torch.testing.assert_close(wa[key], wb[key], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype):
+@pytest.mark.parametrize("dtype, recipe", [
+    ("float32", {}), ("bfloat16", {}),
+    ("float32", {"optimizer": "muon", "lr_schedule": "wsd", "decay_fraction": 0.5}),
+    ("bfloat16", {"optimizer": "muon"}),
+])
+def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype, recipe):
     model = {"dropout": 0.1}  # dropout makes the RNG state part of what must be restored
     whole = tiny_settings(model, out_dir=str(tmp_path / "whole"), max_steps=7, dtype=dtype,
-                          accumulation_steps=2)
+                          accumulation_steps=2, **recipe)
     split = tiny_settings(model, out_dir=str(tmp_path / "split"), max_steps=7, dtype=dtype,
-                          accumulation_steps=2)
+                          accumulation_steps=2, **recipe)
     assert run(whole)[0].status == "completed"
     first, _ = run(split, stop_at=3)
     assert first.status == "stopped" and first.step == 3
@@ -96,6 +100,16 @@ def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype):
     assert next(e for e in events if isinstance(e, RunStarted)).start_step == 3
     ww, ws = final_weights(whole), final_weights(split)
     assert all(torch.equal(ww[k], ws[k]) for k in ww)
+
+
+def test_resume_refuses_another_optimizer(tiny_settings):
+    s = tiny_settings(max_steps=2, save_interval=2)
+    assert run(s)[0].status == "completed"
+    other = s.model_copy(update={"train": s.train.model_copy(
+        update={"from_resume": True, "max_steps": 4, "optimizer": "muon"})})
+    result, _ = run(other)
+    assert result.status == "failed" and result.cause == "input"
+    assert "holds adamw state; resume with optimizer = adamw" in result.reason
 
 
 def test_resume_refuses_changed_data_order(tiny_settings):

@@ -37,6 +37,39 @@ def _metrics(step=10):
                        eta_seconds=60.0, step_time=0.6, rss=123)
 
 
+def test_wsd_warms_up_holds_the_peak_then_decays_linearly_to_a_tenth():
+    # 10 warmup steps, 100 in all, the last 20 % decaying: steps 80..99 fall from 1e-3 to 1e-4.
+    lr = [learning_rate(s, 100, 1e-3, warmup=10, schedule="wsd", decay_fraction=0.2)
+          for s in range(101)]
+    assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3)
+    assert all(x == 1e-3 for x in lr[10:81])
+    assert lr[90] == pytest.approx(1e-3 * (1 - 0.9 * 10 / 20))
+    assert lr[100] == pytest.approx(1e-4)
+    steps = [lr[i] - lr[i + 1] for i in range(80, 100)]
+    assert max(steps) == pytest.approx(min(steps))  # a straight line
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from minimind import MiniMindConfig, MiniMindForCausalLM
+    from minimind.optim import build_optimizer
+    from minimind.settings import TrainSettings
+
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2,
+                                               use_moe=True))
+    pair = build_optimizer(model, TrainSettings(optimizer="muon"))
+    names = {p: n for n, p in model.named_parameters()}
+    muon = {names[p] for g in pair.optimizers["muon"].param_groups for p in g["params"]}
+    adamw = {names[p] for g in pair.optimizers["adamw"].param_groups for p in g["params"]}
+    assert muon.isdisjoint(adamw) and muon | adamw == set(names.values())
+    assert "model.layers.0.self_attn.q_proj.weight" in muon
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in muon
+    assert "model.layers.0.mlp.shared_experts.0.up_proj.weight" in muon
+    assert adamw == {"model.embed_tokens.weight", "model.norm.weight",
+                     *(f"model.layers.{i}.{n}" for i in range(2) for n in (
+                         "input_layernorm.weight", "post_attention_layernorm.weight",
+                         "mlp.gate.weight"))}
+
+
 def test_events_round_trip_through_json():
     for event in (_metrics(), LogMessage(level="warning", text="héllo"),
                   RunFinished(status="failed", step=3, reason="x", cause="input"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from minimind.settings import SettingsError
@@ -29,10 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Train a preset for a fixed number of steps after warm-up and report "
-                    "useful tokens/s (padding excluded), padded tokens/s, MFU, step time and "
-                    "peak memory for each variant. Data: the bundled corpus unless "
-                    "--data_path is given; tokenizer: the bundled one unless --tokenizer_path "
-                    "is given.",
+                    "useful tokens/s (padding excluded), padded tokens/s, MFU, the useful "
+                    "FLOP/s as a share of this machine's own 2048^3 matmul rate in the run's "
+                    "dtype ('matmul'), step time and peak memory for each variant. Data: "
+                    "the bundled corpus unless --data_path is given; tokenizer: the bundled "
+                    "one unless --tokenizer_path is given.",
         epilog="Variants are '+'-joined words: padded|packed, eager|compile, fp32|bf16|fp16, "
                "ckpt (activation checkpointing), w<N> (N loader workers), mb<N> (micro-batch "
                "N); 'engine' keeps the settings as given; 'baseline' is the upstream-style "
@@ -58,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
                                  "max-autotune-no-cudagraphs"],
                         help="torch.compile mode for compiled variants")
     parser.add_argument("--out", type=Path, metavar="FILE", help="also append the JSON lines here")
+    target = parser.add_argument_group(
+        "time to target", "train the settings as given (the 'default' recipe) for --steps steps "
+        "per seed; its final validation loss is the target; report each recipe's tokens and "
+        "training time to first reach it, as ratios to the default (median, min, max over "
+        "the seeds). Validation data: --val_data_path (the bundled held-out split by default)")
+    target.add_argument("--recipes", default="", metavar="R,R,...",
+                        help="'+'-joined recipe words: muon (optimizer), wsd (lr_schedule); "
+                             "e.g. muon,wsd,muon+wsd. Given, this replaces the throughput "
+                             "variants")
+    target.add_argument("--seeds", default="1,2,3", metavar="N,N,...",
+                        help="seeds, each a full set of runs (default: 1,2,3)")
+    target.add_argument("--eval_every", type=int, default=0, metavar="N",
+                        help="steps between validation passes (default: --steps / 20)")
     add_settings_flags(parser)
     return parser
 
@@ -84,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         # ones unless told otherwise, so it runs anywhere.
         overrides["train"].setdefault("data_path", "builtin:shakespeare")
         overrides["train"].setdefault("tokenizer_path", "")
+        if args.recipes:
+            return time_to_target(parser, args, overrides)
         for v in variants:
             parse_variant(v)
         base = load_settings(args.preset, overrides)
@@ -119,9 +136,64 @@ def main(argv: list[str] | None = None) -> int:
     return exit_codes.FAILED if any("error" in r for r in records) else exit_codes.OK
 
 
+def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                   overrides: dict) -> int:
+    try:
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--seeds takes whole numbers, got {args.seeds!r}")
+    if not seeds or args.eval_every < 0:
+        parser.error("--seeds needs at least one seed and --eval_every must not be negative")
+    if overrides["train"]["data_path"] == "builtin:shakespeare":
+        overrides["train"].setdefault("val_data_path", "builtin:shakespeare-val")
+    from minimind.target_bench import TargetBenchError, recipe_overrides, run_target_bench
+
+    recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    try:
+        for recipe in recipes:
+            recipe_overrides(recipe)
+        base = load_settings(args.preset, overrides)
+        if not base.train.val_data_path:
+            raise TargetBenchError("time to target needs validation data: set --val_data_path")
+    except (SettingsError, TargetBenchError) as e:
+        return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
+                                  prog=PROG)
+    eval_every = args.eval_every or max(1, args.steps // 20)
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log)
+    except TargetBenchError as e:
+        print(f"minimind-tui bench: error: {e}", file=sys.stderr)
+        return exit_codes.FAILED
+    except KeyboardInterrupt:
+        log("minimind-tui bench: interrupted before every seed had run; nothing to report")
+        return exit_codes.SIGNALLED
+    with args.out.open("a", encoding="utf-8") if args.out else nullcontext() as out:
+        for record in records:
+            print(json.dumps(record), flush=True)
+            if out:
+                out.write(json.dumps(record) + "\n")
+    log(target_summary(records))
+    return exit_codes.OK
+
+
+def target_summary(records: list[dict]) -> str:
+    r0 = records[0]
+    rows = [f"time to target: val loss {', '.join(f'{t:.3f}' for t in r0['targets'])} "
+            f"(default, {r0['steps']} steps, seeds {r0['seeds']}) on {r0['device_name']}",
+            f"{'recipe':16s} {'fewer tokens (median, min-max)':>32s} "
+            f"{'less time (median, min-max)':>30s} {'missed':>6s}"]
+    for r in records:
+        tok, sec = r["tokens_ratio"], r["time_ratio"]
+        rows.append(f"{r['recipe']:16s} {tok['median']:17.2f}x ({tok['min']:.2f}-{tok['max']:.2f})"
+                    f" {sec['median']:15.2f}x ({sec['min']:.2f}-{sec['max']:.2f}) "
+                    f"{r['missed']:6d}")
+    return "\n".join(rows)
+
+
 def summary(records: list[dict]) -> str:
     header = (f"{'variant':28s} {'micro':>9s} {'useful tok/s':>13s} {'padded tok/s':>13s} "
-              f"{'MFU':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}")
+              f"{'MFU':>6s} {'matmul':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}")
     rows = [header]
     for r in records:
         if r["variant"] == "prepare":
@@ -134,9 +206,10 @@ def summary(records: list[dict]) -> str:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         mem = f"{r['peak_mem_bytes'] / 2**20:.0f}" if r["peak_mem_bytes"] else "-"
         ratio = f"{r['speedup_vs_baseline']:.2f}x" if r["speedup_vs_baseline"] else "-"
+        share = f"{100 * r['share_of_matmul_rate']:.0f}%"
         rows.append(f"{r['variant']:28s} {micro:>9s} {r['useful_tokens_per_sec']:13,.0f} "
-                    f"{r['padded_tokens_per_sec']:13,.0f} {mfu:>6s} {r['step_time_s']:8.3f} "
-                    f"{mem:>9s} {ratio:>7s}")
+                    f"{r['padded_tokens_per_sec']:13,.0f} {mfu:>6s} {share:>6s} "
+                    f"{r['step_time_s']:8.3f} {mem:>9s} {ratio:>7s}")
     return "\n".join(rows)
 
 

@@ -1,0 +1,122 @@
+"""Time to target: how many tokens (and how much training time) each recipe needs to reach the
+validation loss the default recipe ends with.
+
+For every seed, the settings as given (the ``default`` recipe) train for N optimizer steps with
+a validation pass every ``eval_every`` steps; its last validation loss is that seed's target.
+Each other recipe then trains the same N steps with the same seed and data, and its time to
+target is the first validation pass at or below the target: the tokens trained on by then, and
+the training time by then (validation passes excluded). Both become ratios to the default's
+own time to target (which is at step N unless it got there earlier), so 1.5 means 1.5x fewer
+tokens. A recipe that never reaches the target in N steps counts as ratio 0 for that seed.
+
+Token counts are exact and do not depend on the machine; wall time does, and on a shared
+machine it is noisy, so the report is the median over seeds with the min and max beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from minimind.engine import Trainer
+from minimind.events import EvalResult, RunStarted, StepMetrics
+from minimind.settings import RunSettings
+from minimind.sinks import QueueSink
+
+DEFAULT = "default"
+# Recipe words, joined with "+" ("muon+wsd"); each sets train settings over the default's.
+RECIPE_WORDS: dict[str, dict[str, Any]] = {
+    "muon": {"optimizer": "muon"},
+    "wsd": {"lr_schedule": "wsd"},
+}
+
+
+class TargetBenchError(RuntimeError):
+    pass
+
+
+def recipe_overrides(name: str) -> dict[str, Any]:
+    if name == DEFAULT:
+        return {}
+    out: dict[str, Any] = {}
+    for word in name.split("+"):
+        if word not in RECIPE_WORDS:
+            raise TargetBenchError(f"unknown recipe word {word!r} in {name!r}; known: "
+                                   + ", ".join([DEFAULT, *RECIPE_WORDS]))
+        out.update(RECIPE_WORDS[word])
+    return out
+
+
+def curve(settings: RunSettings) -> dict[str, Any]:
+    """One run's validation curve: [(step, val_loss, tokens_seen, train_seconds)]."""
+    sink = QueueSink()
+    result = Trainer(settings, [sink], save_checkpoints=False).run()
+    if result.status != "completed":
+        raise TargetBenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
+    events = sink.drain()
+    started = next(e for e in events if isinstance(e, RunStarted))
+    points, last_step, eval_seconds = [], None, 0.0
+    for event in events:
+        if isinstance(event, StepMetrics):
+            last_step = event
+        elif isinstance(event, EvalResult) and last_step is not None:
+            # Each validation pass follows its step's log line; its own time is not training.
+            points.append((event.step, event.val_loss, last_step.tokens_seen,
+                           last_step.elapsed - eval_seconds))
+            eval_seconds += event.time - last_step.time
+    return {"points": points, "flops_per_token": started.flops_per_token,
+            "device_name": started.device_name}
+
+
+def first_at_or_below(points: list[tuple], target: float) -> tuple | None:
+    return next((p for p in points if p[1] <= target), None)
+
+
+def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: list[int],
+                     eval_every: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One record per recipe (the default first): median ratios over the seeds, with spread."""
+    names = [DEFAULT] + [r for r in recipes if r != DEFAULT]
+    overrides = {name: recipe_overrides(name) for name in names}
+    reached: dict[str, list[tuple | None]] = {name: [] for name in names}
+    targets, device_name = [], ""
+    with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
+        for seed in seeds:
+            target = None
+            for name in names:
+                log(f"bench: time to target: {name}, seed {seed} ({steps} steps) ...")
+                train = {**base.train.model_dump(), **overrides[name], "seed": seed,
+                         "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
+                         "log_interval": eval_every, "save_interval": 0, "from_resume": False,
+                         "overwrite": True, "out_dir": f"{out_dir}/{name}", "sample_prompts": [],
+                         "report_to": []}
+                settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
+                run = curve(settings)
+                device_name = run["device_name"]
+                if target is None:  # the default runs first: its last point is the target
+                    target = run["points"][-1][1]
+                    targets.append(target)
+                reached[name].append(first_at_or_below(run["points"], target))
+    records = []
+    for name in names:
+        tokens = [_ratio(d, r, 2) for d, r in zip(reached[DEFAULT], reached[name])]
+        seconds = [_ratio(d, r, 3) for d, r in zip(reached[DEFAULT], reached[name])]
+        records.append({
+            "recipe": name, "overrides": overrides[name], "steps": steps, "seeds": seeds,
+            "eval_every": eval_every, "targets": targets, "device_name": device_name,
+            "reached_at_step": [r[0] if r else None for r in reached[name]],
+            "missed": sum(r is None for r in reached[name]),
+            "tokens_ratio": _spread(tokens), "time_ratio": _spread(seconds),
+            "tokens_ratios": tokens, "time_ratios": seconds})
+    return records
+
+
+def _ratio(default: tuple, recipe: tuple | None, index: int) -> float:
+    """How many times less of the quantity at `index` the recipe needed than the default;
+    0 when it missed the target (it would need more than any finite multiple we saw)."""
+    return default[index] / recipe[index] if recipe else 0.0
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
