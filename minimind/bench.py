@@ -28,7 +28,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +43,8 @@ from minimind.engine import Trainer
 from minimind.environment import environment_problems
 from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, measured_matmul_rate, peak_flops
+from minimind.peak_memory import peak_rss, reset_peak_rss
+from minimind.prep_bench import PREPARE, measure_preparation
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings, SettingsError
@@ -64,7 +65,6 @@ WORDS: dict[str, dict[str, Any]] = {
 }
 BASELINE = "baseline"
 ENGINE = "engine"  # the settings exactly as the preset and flags give them
-PREPARE = "prepare"  # not training: building the packed token cache, old path vs new
 BASELINE_WORKERS = 1  # the seed's default --num_workers
 
 
@@ -147,23 +147,6 @@ def bench_data(settings: list[RunSettings], warmup: int, steps: int,
 
 
 # -- measuring ----------------------------------------------------------------------------
-def _reset_peak_rss() -> None:
-    try:  # Linux: "5" resets this process's resident-set high-water mark (VmHWM)
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def _peak_rss() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None) -> dict[str, Any]:
     sink = QueueSink()
     # A benchmark keeps no weights: writing them would only cost time and disk.
@@ -270,7 +253,7 @@ def _sync(device: torch.device) -> None:
 def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
             compile_mode: str | None) -> dict[str, Any]:
     """Run one configuration and turn its counts into the report's figures."""
-    _reset_peak_rss()
+    reset_peak_rss()
     if variant == BASELINE:
         raw = run_baseline(settings, warmup, steps)
     else:
@@ -290,7 +273,7 @@ def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
             "useful_flops_per_sec": useful * fpt, "matmul_flops_per_sec": rate,
             "matmul_dtype": str(matmul_dtype).removeprefix("torch."),
             "share_of_matmul_rate": useful * fpt / rate, "step_time_s": window / raw["steps"],
-            "peak_mem_bytes": mem if mem is not None else _peak_rss(),
+            "peak_mem_bytes": mem if mem is not None else peak_rss(),
             "peak_mem_kind": "cuda_max_allocated" if mem is not None else "process_peak_rss",
             "flops_per_token": fpt, **raw}
 
@@ -313,7 +296,6 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
     run down. A failing configuration is reported and the rest still run."""
     records: list[dict[str, Any]] = []
     if PREPARE in variants:  # a line of its own, before any training
-        from minimind.prep_bench import measure_preparation
 
         tokenizer = load_tokenizer(base.train.tokenizer_path or None)
         records.append(measure_preparation(base.train.data_path, tokenizer, log))

@@ -22,12 +22,14 @@ import numpy as np
 import psutil
 
 from minimind.atomic import atomic_file
-from minimind.bench import PREPARE, _peak_rss, _reset_peak_rss
 from minimind.data import build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
 from minimind.data.jsonl import JsonlReader
 from minimind.data.pretrain import special_ids, wrap_document
 from minimind.data.stream import default_workers
+from minimind.peak_memory import peak_rss, reset_peak_rss
+
+PREPARE = "prepare"  # not training: building the packed token cache, old path vs new
 
 SYNTHETIC_BYTES = 64 << 20
 OLD_BATCH_LINES = 2000  # what the old path passed to one tokenizer call
@@ -99,7 +101,7 @@ def measure_preparation(data_path: str, tokenizer, log: Callable[[str], None],
 def _timed(work: Callable[[], Any]) -> dict[str, Any]:
     """Wall and CPU seconds (this process and its finished children), this process's peak
     memory, and the peak of its child processes' memory added up (sampled)."""
-    _reset_peak_rss()
+    reset_peak_rss()
     own, children = time.process_time(), _children_cpu()
     sampler = _ChildMemory()
     start = time.perf_counter()
@@ -110,7 +112,7 @@ def _timed(work: Callable[[], Any]) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     return {"result": result, "seconds": seconds,
             "cpu_seconds": time.process_time() - own + _children_cpu() - children,
-            "peak_rss_bytes": _peak_rss(), "children_peak_rss_bytes": sampler.peak}
+            "peak_rss_bytes": peak_rss(), "children_peak_rss_bytes": sampler.peak}
 
 
 class _ChildMemory:
