@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
 from .model import MiniMindForCausalLM
-from .run_files import CONFIG_FILE, RESUME_SUFFIX, weights_name
-from .settings import ModelSettings, SettingsError, TrainSettings, read_toml
+from .run_files import CONFIG_FILE, RESUME_SUFFIX
+from .settings import ModelSettings, RunSettings, SettingsError, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
 from .upstream import (HeadSplitError, WeightsMismatchError, strip_wrapper_prefixes,
@@ -192,14 +192,12 @@ def _settings_record(where: str, model: ModelSettings, train: Any) -> Record:
 
 def _run_record(toml: Path) -> tuple[Record, str]:
     """A run's config.toml as a record, and the weights file name it gives."""
-    try:
-        data = read_toml(toml)
+    try:  # the settings' own rules, which never look at this machine
+        settings = RunSettings.parse(read_toml(toml))
     except SettingsError as e:
-        raise CheckpointError(str(e.problems[0])) from None
-    model = _validate(ModelSettings, data.get("model", {}), str(toml))
-    train = _validate(TrainSettings, data.get("train", {}), str(toml))
-    name = weights_name(train.save_weight, model.hidden_size, model.use_moe)
-    return Record(str(toml), model, (train.tokenizer_path, f"train.tokenizer_path in {toml}")), name
+        raise CheckpointError(f"{toml}: " + "; ".join(map(str, e.problems))) from None
+    tokenizer = (settings.train.tokenizer_path, f"train.tokenizer_path in {toml}")
+    return Record(str(toml), settings.model, tokenizer), settings.weights_name()
 
 
 def _saved_folder_record(folder: Path) -> Record:
@@ -219,15 +217,6 @@ def _saved_folder_record(folder: Path) -> Record:
     has_tokenizer = any((folder / name).is_file()
                         for name in ("tokenizer.json", "tokenizer_config.json"))
     return Record(str(where), config, (str(folder), str(folder)) if has_tokenizer else BUNDLED)
-
-
-def _validate(section: type[BaseModel], data: Any, where: str):
-    try:
-        return section.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(map(str, err["loc"]))
-        raise CheckpointError(f"{where}: {field}: {err['msg']}") from None
 
 
 def _agreed(weights: Path, records: list[Record]) -> Record | None:
