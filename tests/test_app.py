@@ -384,7 +384,7 @@ def test_a_resumed_run_keeps_its_history_and_marks_the_segment():
 
 
 def test_history_memory_is_bounded(monkeypatch):
-    import minimind_tui.run.history as history
+    from minimind_tui.run import history
 
     monkeypatch.setattr(history, "MAX_POINTS", 1000)
     h = RunHistory()

@@ -143,7 +143,7 @@ async def test_the_app_launches_torchrun_and_stops_it_with_a_checkpoint(tmp_path
 async def test_a_child_that_fails_shows_the_end_of_its_output(tmp_path, monkeypatch):
     # A child that dies before the run reports anything (torchrun refusing its arguments, a
     # broken environment): a real process, cheaper than a trainer that fails the same way.
-    import minimind_tui.run.launch as launch
+    from minimind_tui.run import launch
 
     crash = ("import sys; print('starting'); "
              "print('RuntimeError: the rendezvous port is taken', file=sys.stderr); sys.exit(1)")

@@ -22,7 +22,7 @@ from textual.widgets import Select, Switch
 
 from minimind.settings import TRACKERS
 import minimind_tui.cli.main as cli
-import minimind_tui.cli.headless as headless
+from minimind_tui.cli import headless
 from minimind_tui.app import MiniMindApp
 from minimind_tui.form.schema import field_specs
 from minimind_tui.run.start_flow import StartFlow

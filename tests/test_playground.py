@@ -14,7 +14,7 @@ from textual.widgets import Input, Static, TextArea
 from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.settings import RunSettings
 from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
-import minimind_tui.run.generation_worker as generation_worker
+from minimind_tui.run import generation_worker
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.widgets.samples_panel import SamplesPanel

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from minimind.settings import SettingsError
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
 from minimind_tui.form.presets import load_settings
 

@@ -17,7 +17,7 @@ import argparse
 import importlib
 import shlex
 
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.form.presets import is_user_preset, list_presets, user_preset_dir
 
 SHELLS = ("bash", "zsh")

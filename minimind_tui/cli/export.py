@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 
 PROG = "minimind-tui export"
 

@@ -22,7 +22,7 @@ import os
 import sys
 import time
 
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.cli.export import add_head_split_flag
 
 PROG = "minimind-tui generate"

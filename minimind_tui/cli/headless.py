@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from minimind.settings import RunSettings
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

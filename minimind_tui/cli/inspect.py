@@ -19,7 +19,7 @@ import sys
 from dataclasses import asdict
 
 from minimind.data.progress import Throughput
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 
 PROG = "minimind-tui inspect"
 

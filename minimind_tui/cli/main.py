@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from minimind.settings import RunSettings, SettingsError
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.cli.exit_codes import invalid
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
 from minimind_tui.form.presets import (DEFAULT_PRESET, is_user_preset, list_presets,

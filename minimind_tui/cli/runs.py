@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind.runs import COLUMNS, RunSummary, find_runs, sort_key
 
 PROG = "minimind-tui runs"

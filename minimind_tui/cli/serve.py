@@ -16,7 +16,7 @@ import shlex
 import sys
 
 from minimind.settings import SettingsError
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.form.presets import DEFAULT_PRESET, preset_data
 
 PROG = "minimind-tui serve"

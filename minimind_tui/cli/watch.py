@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from minimind.run_files import METRICS_FILE
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 from minimind_tui.cli.main import terminal_attached
 
 PROG = "minimind-tui watch"

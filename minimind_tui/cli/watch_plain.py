@@ -22,7 +22,7 @@ from minimind.events import Event, RunFinished
 from minimind.follow import Follower, parse_event
 from minimind.run_files import METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunFolder
-import minimind_tui.cli.exit_codes as exit_codes
+from minimind_tui.cli import exit_codes
 
 POLL_SECONDS = 0.5
 STATE_SECONDS = 2.0
