@@ -133,7 +133,7 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
     app = MiniMindApp("tiny", {"train": {"data_path": str(zh), "max_seq_len": 64}})
     async with app.run_test(size=(120, 40)) as pilot:
         configure = app.configure_screen
-        assert not configure.check_action("inspect_data", ())  # not on the first field
+        assert configure.check_action("inspect_data", ())  # from any field: data_path by default
         configure.form.focus_field("train.data_path")
         await pilot.pause()
         assert configure.check_action("inspect_data", ())
