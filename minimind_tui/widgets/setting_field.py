@@ -77,10 +77,12 @@ class SettingField(Widget):
                                  compact=True, classes="field-choices")
         if spec.kind in ("choice", "device"):
             self._choices = list(spec.choices) if spec.kind == "choice" else device_choices()
+            if spec.optional:  # empty: the family decides, as an empty text field says
+                self._choices.insert(0, "")
             if value not in self._choices:  # e.g. cuda:3 from a preset of a bigger machine
                 self._choices.append(value)
-            return Select([(c, c) for c in self._choices], value=value, id=name,
-                          allow_blank=False, compact=True)
+            return Select(self._choice_options(), value=value, id=name, allow_blank=False,
+                          compact=True)
         input_type = {"int": "integer", "float": "number"}.get(spec.kind, "text")
         # validate_on=() keeps Input's own validators quiet: pydantic decides what is valid.
         return Input(value=value, type=input_type, id=name, compact=True, validate_on=(),
@@ -117,7 +119,7 @@ class SettingField(Widget):
             else:
                 if shown not in self._choices:
                     self._choices.append(shown)
-                    control.set_options([(c, c) for c in self._choices])
+                    control.set_options(self._choice_options())
                 control.value = shown
         elif isinstance(control, TextArea):
             control.load_text(shown)
@@ -141,6 +143,9 @@ class SettingField(Widget):
             value = control.value
             control.set_options(self._tribool_options())
             control.value = value
+
+    def _choice_options(self) -> list[tuple[str, str]]:
+        return [(c or "auto", c) for c in self._choices]
 
     def _tribool_options(self) -> list[tuple[str, str]]:
         default = self._family_default
