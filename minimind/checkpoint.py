@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt,
-                      ValidationError)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, StrictFloat,
+                      StrictInt, ValidationError)
 
 from minimind.atomic import atomic_write_many
 from minimind.lora import adapter_tensors
@@ -133,6 +133,20 @@ class _Optimizer(BaseModel):
     param_groups: list[dict[str, Any]] = Field(min_length=1)
 
 
+def _optimizer_state(value: Any) -> Any:
+    """One optimizer's state dict, or those of a pair stepping as one (muon: `{"muon": ...,
+    "adamw": ...}`), each checked as `_Optimizer`."""
+    named = (isinstance(value, dict) and value and "state" not in value
+             and all(isinstance(v, dict) for v in value.values()))
+    try:
+        if named:
+            return {name: _Optimizer.model_validate(v) for name, v in value.items()}
+        return _Optimizer.model_validate(value)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: ModelSettings
@@ -143,7 +157,7 @@ class ResumeFile(_Strict):
     """What a resume checkpoint must hold, checked before any of it is used."""
 
     model: Annotated[dict[str, Tensor], AfterValidator(_weights)]
-    optimizer: _Optimizer
+    optimizer: Annotated[Any, PlainValidator(_optimizer_state)]
     scaler: dict[str, Any] | None
     progress: _Progress
     rng: list[_RngState] = Field(min_length=1)

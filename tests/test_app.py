@@ -233,7 +233,7 @@ async def test_saving_over_a_taken_name_asks_first(tmp_path, monkeypatch):
         # The picker lists the bundled presets by size, then the user's, marked as theirs.
         select = app.screen.query_one("#preset-select", Select)
         labels = [str(o.prompt) for o in select.query_one("SelectOverlay").options]
-        assert labels[:2] == ["custom", "minimind2-small"]  # tiny is hidden by the user's
+        assert labels[:2] == ["custom", "tiny-sft"]  # tiny is hidden by the user's
         assert labels[-2:] == ["mine (yours)", "tiny (yours)"]
         assert select.value == "tiny"
 

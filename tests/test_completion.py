@@ -75,7 +75,7 @@ def test_every_subcommand_completes_its_own_flags_and_their_values(complete):
     assert complete("bash", "tokenizer", "train", "--voc") == ["--vocab_size", "--vocab-size"]
     # bench takes the training flags too, with their values and presets
     assert complete("bash", "bench", "--fam") == ["--family"]
-    assert complete("bash", "bench", "--preset", "ti") == ["tiny"]
+    assert complete("bash", "bench", "--preset", "ti") == ["tiny", "tiny-sft"]
     assert complete("bash", "presets", "--") == ["--help"]
     assert complete("bash", "runs", "--batch") == []  # not a flag of runs
 

@@ -129,11 +129,13 @@ def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):
         proc.communicate(timeout=60)
     catch_up()
     crashed_at = int(history.steps[-1])
+    # The last checkpoint before the kill: step 3, or 6 when a loaded machine let it get there.
+    saved = history.checkpoint.step
     assert history.finished is None and RunFolder(tmp_path).state() == "crashed"
     assert cli("--max_steps", "8", "--out_dir", str(tmp_path), "--from_resume", "1",
                "--save_interval", "3").returncode == 0
     catch_up()
-    assert history.resumed_at == [3] and crashed_at > 3
+    assert history.resumed_at == [saved] and crashed_at >= saved
     assert list(history.steps) == list(range(1, 9))  # the lost steps replaced, not doubled
     assert history.finished.status == "completed"
 
