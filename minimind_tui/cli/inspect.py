@@ -16,10 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
+from typing import TypeVar
 
 from minimind.data.progress import Throughput
 from minimind_tui.cli import exit_codes
+
+T = TypeVar("T")
 
 PROG = "minimind-tui inspect"
 
@@ -53,7 +57,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_seq_len < 2:
         parser.error("--max_seq_len must be at least 2")
     # Imported here: the tokenizer loads transformers (seconds); --help should not wait.
-    from minimind.data import DataError
     from minimind.data.inspect import inspect_data
     from minimind.tokenizer import TokenizerError, load_tokenizer
 
@@ -63,35 +66,24 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
     if args.stage != "pretrain":
         return _inspect_conversations(args, tokenizer)
-    bar = _ProgressBar() if sys.stderr.isatty() else None
-    try:
-        insp = inspect_data(args.data, tokenizer, progress=bar, phase=bar and bar.phase,
-                            use_cache=not args.no_cache, workers=args.workers)
-    except DataError as e:
-        return exit_codes.invalid(str(e), prog=PROG)
-    except OSError as e:
-        return exit_codes.invalid(f"{args.data}: cannot read ({e.strerror or e})", prog=PROG)
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return exit_codes.SIGNALLED
-    finally:
-        if bar:
-            bar.clear()
+    insp = _with_progress(args, lambda bar: inspect_data(
+        args.data, tokenizer, progress=bar, phase=bar and bar.phase, use_cache=not args.no_cache,
+        workers=args.workers))
+    if isinstance(insp, int):
+        return insp
     print(as_json(insp, args.max_seq_len) if args.json else as_text(insp, args.max_seq_len,
                                                                        args.tokenizer_path))
     return exit_codes.OK
 
 
-def _inspect_conversations(args, tokenizer) -> int:
+def _with_progress(args, inspect: Callable[[_ProgressBar | None], T]) -> T | int:
+    """Run one inspection pass with a progress bar on a terminal: its result, or the exit code
+    of a bad file or Ctrl+C (said on stderr)."""
     from minimind.data import DataError
-    from minimind.data.sft import ChatTemplateError
-    from minimind.data.sft_inspect import inspect_conversations
 
     bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
-        insp = inspect_conversations(args.data, tokenizer, args.max_seq_len, progress=bar)
-    except ChatTemplateError as e:
-        return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
+        return inspect(bar)
     except DataError as e:
         return exit_codes.invalid(str(e), prog=PROG)
     except OSError as e:
@@ -102,6 +94,19 @@ def _inspect_conversations(args, tokenizer) -> int:
     finally:
         if bar:
             bar.clear()
+
+
+def _inspect_conversations(args, tokenizer) -> int:
+    from minimind.data.sft import ChatTemplateError
+    from minimind.data.sft_inspect import inspect_conversations
+
+    try:
+        insp = _with_progress(args, lambda bar: inspect_conversations(
+            args.data, tokenizer, args.max_seq_len, progress=bar))
+    except ChatTemplateError as e:
+        return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
+    if isinstance(insp, int):
+        return insp
     if args.json:
         print(json.dumps(insp.to_dict(), ensure_ascii=False))
         return exit_codes.OK
