@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     add_settings_flags(parser)
     args = parser.parse_args(argv)
-    overrides = overrides_from_args(args)
+    overrides = overrides_from_args(args)[0]  # a flag of the wrong type: load_settings says
     overrides["train"].setdefault("data_path", "builtin:shakespeare")
     overrides["train"].setdefault("tokenizer_path", "")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]

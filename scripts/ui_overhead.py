@@ -42,7 +42,7 @@ from minimind.settings import RunSettings  # noqa: E402
 from minimind.sinks import QueueSink  # noqa: E402
 from minimind_tui.app import MiniMindApp  # noqa: E402
 from minimind_tui.form.presets import load_settings  # noqa: E402
-from minimind_tui.run.worker import RunPhase  # noqa: E402
+from minimind_tui.run.phase import RunPhase  # noqa: E402
 
 WARMUP_STEPS = 10  # the first logged step at or after this one starts the measurement
 
@@ -93,7 +93,7 @@ def flag_overrides(extra: list[str]) -> dict[str, dict[str, str]]:
     from minimind_tui.cli.main import build_parser
     from minimind_tui.cli.flags import overrides_from_args
 
-    return overrides_from_args(build_parser().parse_args(extra))
+    return overrides_from_args(build_parser().parse_args(extra))[0]
 
 
 def main() -> None:
