@@ -16,6 +16,7 @@ file, refuses NaN/inf: a diverged run never replaces good weights.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -166,6 +167,12 @@ class ResumeFile(_Strict):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+def _plain(message: str) -> str:
+    """pydantic's message without what only a programmer reads ("Value error, ", "or instance
+    of _Settings")."""
+    return re.sub(r" or instance of \w+", "", message.removeprefix("Value error, "))
+
+
 def load_resume(path: Path, state: Any = None) -> dict[str, Any]:
     """A resume checkpoint's state (`state`: already unpickled from `path`), checked against
     `ResumeFile`, or CheckpointError naming the file and the first thing wrong in it."""
@@ -182,7 +189,7 @@ def load_resume(path: Path, state: Any = None) -> dict[str, Any]:
         err = e.errors()[0]
         where = ".".join(map(str, err["loc"])) or "the file"
         raise CheckpointError(f"{path}: not a valid resume checkpoint: {where}: "
-                              f"{err['msg'].removeprefix('Value error, ')}") from None
+                              f"{_plain(err['msg'])}") from None
     if len(checked.rng) != checked.world_size:
         raise CheckpointError(f"{path}: not a valid resume checkpoint: rng: holds "
                               f"{len(checked.rng)} states for world_size {checked.world_size}")
