@@ -27,7 +27,8 @@ import torch
 from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.bench import parse_variant, run_bench
 from minimind.settings import Problem, RunSettings, SettingsError
-from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
+from minimind_tui.cli.bench import bench_overrides, log
+from minimind_tui.cli.flags import add_settings_flags
 from minimind_tui.form.presets import load_settings
 
 
@@ -55,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     add_settings_flags(parser)
     args = parser.parse_args(argv)
-    overrides = overrides_from_args(args)[0]  # a flag of the wrong type: load_settings says
-    overrides["train"].setdefault("data_path", "builtin:shakespeare")
-    overrides["train"].setdefault("tokenizer_path", "")
+    overrides = bench_overrides(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     try:
         for v in variants:
@@ -70,9 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         for problem in e.problems:
             print(f"moe_vs_dense: error: {problem}", file=sys.stderr)
         return 2
-
-    def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
 
     runs: dict[tuple[str, str], list[dict]] = {}
     for round_ in range(args.repeat):

@@ -16,22 +16,20 @@ checkpoints, and `run.json`, the run's status (process, host, start, state, prog
 from __future__ import annotations
 
 import fcntl
-import math
 import os
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import psutil
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from minimind.atomic import atomic_write_bytes
-from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
-                             StepMetrics)
+from minimind.events import Event
 from minimind.run_files import (LOCK_FILE, METRICS_FILE, STATUS_FILE,
                                 remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
+from minimind.run_status import RunStatus, read_status, this_process
 from minimind.sinks import BackgroundSink
 
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
@@ -40,7 +38,6 @@ HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead (and
 # so is one whose last write is that far in the future: a wrong clock must not lock a folder).
 STALE_SECONDS = 10 * 60.0
-STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
 
 
 class RunBusy(Exception):
@@ -58,101 +55,15 @@ class NeedsConsent(PermissionError):
         """Files that are no run's but would be replaced (`RunFolder.in_the_way`)."""
 
 
-class RunStatus(BaseModel):
-    """What `run.json` holds, and the one fold of a run's events into its summary (`apply`),
-    used by the status file, the runs list and the dashboard. `state` is what the trainer last
-    wrote; `RunFolder.state` also knows whether a "running" run's process still exists."""
+@dataclass(frozen=True)
+class _Found:
+    """A folder as a new trainer finds it (`RunFolder._look`)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    state: Literal["running", "completed", "stopped", "failed"] = "running"
-    pid: int = 0
-    host: str = ""
-    process_started: float = 0.0  # the process's creation time, so a reused pid is no match
-    started: float = 0.0
-    updated: float = 0.0
-    resumed_from: int = 0
-    step: int = 0
-    """The last step trained: a stop or a failure between two logged steps counts."""
-    total_steps: int = 0
-    tokens_seen: int = 0
-    """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
-    tokens_per_sec: float = 0.0
-    """The run's rate at its last logged step: its tokens over its training time (not the
-    last log interval's rate, which a short interval makes jumpy)."""
-    elapsed: float = 0.0
-    loss: float | None = None
-    val_loss: float | None = None
-    best_val_loss: float | None = None
-    checkpoint_step: int | None = None
-    parameters: int = 0
-    device: str = ""
-    world_size: int = 1
-    reason: str = ""
-
-    def apply(self, event: Event) -> bool:
-        """Fold one event in. True when the status is worth writing at once (a start, a
-        checkpoint, the end); False for a routine change or an event that changes nothing."""
-        if isinstance(event, RunStarted):
-            self.state, self.reason = "running", ""
-            self.resumed_from = self.step = event.start_step
-            self.total_steps, self.parameters = event.total_steps, event.parameters
-            self.device, self.world_size = event.device_name, event.world_size
-            return True
-        if isinstance(event, StepMetrics):
-            self.step, self.total_steps, self.loss = event.step, event.total_steps, event.loss
-            self.tokens_seen, self.elapsed = event.tokens_seen, event.elapsed
-            self.tokens_per_sec = event.tokens_seen / event.elapsed if event.elapsed > 0 else 0.0
-            return False
-        if isinstance(event, EvalResult):
-            self.val_loss = event.val_loss
-            if math.isfinite(event.val_loss) and (self.best_val_loss is None
-                                                  or event.val_loss < self.best_val_loss):
-                self.best_val_loss = event.val_loss
-            return False
-        if isinstance(event, CheckpointSaved):
-            self.checkpoint_step = event.step
-            self._trained_to(event.step)
-            return True
-        if isinstance(event, RunFinished):
-            self.state, self.reason = event.status, event.reason
-            self._trained_to(event.step)
-            return True
-        return False
-
-    def _trained_to(self, step: int) -> None:
-        """Steps trained after the last logged one: the step count moves on, and the tokens
-        with it at the run's tokens per step so far, so every figure describes one step."""
-        if step <= self.step:
-            return
-        if self.step > 0:
-            self.tokens_seen = round(self.tokens_seen * step / self.step)
-        self.step = step
-
-
-def this_process() -> dict[str, Any]:
-    me = psutil.Process()
-    return {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time()}
-
-
-def read_status(path: Path) -> RunStatus | None | Literal["unknown"]:
-    """`run.json` read through `RunStatus`: None when there is none, "unknown" when it is
-    not one (not JSON, wrong types, too big or too deep, not a regular file, unreadable)."""
-    try:
-        if not path.is_file():
-            return "unknown" if path.exists() else None
-        with open(path, "rb") as f:
-            data = f.read(STATUS_MAX_BYTES + 1)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "unknown"
-    if len(data) > STATUS_MAX_BYTES:
-        return "unknown"
-    try:  # pydantic's own JSON parser: a depth limit, no RecursionError
-        return RunStatus.model_validate_json(data)
-    except ValidationError:
-        return "unknown"
+    status: RunStatus | None
+    state: str
+    run: str
+    """The earlier run, described, or "" if there is none."""
+    in_the_way: list[Path]
 
 
 class RunFolder:
@@ -274,14 +185,38 @@ class RunFolder:
         earlier run, or a weights file of the name this run saves (a copied-in from_weight,
         upstream's own `out/pretrain_512.pth`), that neither `resume` nor `overwrite` allows
         replacing. The one rule for the engine, the CLI and the app."""
+        return self._refusal(self._look(resume, weights_name), resume, overwrite, from_weight)
+
+    def consent(self, *, resume: bool, overwrite: bool, weights_name: str = "",
+                from_weight: str = "") -> str:
+        """Raise `refusal` if there is one; otherwise a note on what was found, and what a
+        fresh start here will delete is set aside in `replace_on_start`. See `claim`."""
+        found = self._look(resume, weights_name)
+        refusal = self._refusal(found, resume, overwrite, from_weight)
+        if refusal is not None:
+            raise refusal
+        if not found.in_the_way and (not found.run or resume):
+            return f"the previous process crashed: {found.run}" \
+                if found.state == "crashed" else ""
+        self.replace_on_start = run_files(self.path) + found.in_the_way
+        return f"replacing {_replaced_text(found.run, found.in_the_way, from_weight)}"
+
+    def _look(self, resume: bool, weights_name: str) -> _Found:
+        """What a new trainer would find here, read once for the rule and its note."""
         status = self.status()
-        if self.state(status) == "running":
+        in_the_way = self.in_the_way(weights_name) if weights_name and not resume else []
+        run = self.describe(status) if self.holds_a_run() else ""
+        return _Found(status, self.state(status), run, in_the_way)
+
+    def _refusal(self, found: _Found, resume: bool, overwrite: bool,
+                 from_weight: str) -> RunBusy | NeedsConsent | None:
+        status = found.status
+        if found.state == "running":
             where = f" on {status.host}" if status and status.host != socket.gethostname() else ""
             return RunBusy(f"{self.path} is in use by a running training{where} "
                            f"({self.describe(status)}); watch it with: minimind-tui watch "
                            f"{self.path}")
-        in_the_way = self.in_the_way(weights_name) if weights_name and not resume else []
-        run = self.describe(status) if self.holds_a_run() else ""
+        run, in_the_way = found.run, found.in_the_way
         if overwrite or not (in_the_way or run and not resume):
             return None
         what = _replaced_text(run, in_the_way, from_weight)
@@ -289,23 +224,6 @@ class RunFolder:
             f"{self.path} already holds {what}, which this run would replace; "
             + ("continue the run with --from_resume 1, " if run else "")
             + "train into another --out_dir, or replace it with --overwrite 1", run, in_the_way)
-
-    def consent(self, *, resume: bool, overwrite: bool, weights_name: str = "",
-                from_weight: str = "") -> str:
-        """Raise `refusal` if there is one; otherwise a note on what was found, and what a
-        fresh start here will delete is set aside in `replace_on_start`. See `claim`."""
-        refusal = self.refusal(resume=resume, overwrite=overwrite, weights_name=weights_name,
-                               from_weight=from_weight)
-        if refusal is not None:
-            raise refusal
-        status = self.status()
-        in_the_way = self.in_the_way(weights_name) if weights_name and not resume else []
-        if not in_the_way and (not self.holds_a_run() or resume):
-            return f"the previous process crashed: {self.describe(status)}" \
-                if self.state(status) == "crashed" else ""
-        run = self.describe(status) if self.holds_a_run() else ""
-        self.replace_on_start = run_files(self.path) + in_the_way
-        return f"replacing {_replaced_text(run, in_the_way, from_weight)}"
 
     def start_fresh(self) -> None:
         """Delete what this run replaces (see `replace_on_start`)."""

@@ -19,7 +19,8 @@ from typing import Any
 from minimind.units import format_count, format_duration
 from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
-from minimind.run_folder import RunFolder, RunStatus
+from minimind.run_folder import RunFolder
+from minimind.run_status import RunStatus
 from minimind.settings import SettingsError, read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs

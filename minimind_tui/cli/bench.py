@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from minimind.settings import SettingsError
@@ -94,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from minimind.bench import BenchError, parse_variant, run_bench
 
     try:
-        overrides = overrides_from_args(args)[0]  # a flag of the wrong type: load_settings says
-        # Presets name upstream's files (dataset/..., model/); a benchmark uses the bundled
-        # ones unless told otherwise, so it runs anywhere.
-        overrides["train"].setdefault("data_path", "builtin:shakespeare")
-        overrides["train"].setdefault("tokenizer_path", "")
+        overrides = bench_overrides(args)
         if args.recipes:
             return time_to_target(parser, args, overrides)
         for v in variants:
@@ -108,30 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
                                   prog=PROG)
 
-    out = args.out.open("a", encoding="utf-8") if args.out else None
-
-    def emit(record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        if out:
-            out.write(line + "\n")
-            out.flush()
-
-    def log(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
-
     mode = None if args.compile_mode == "default" else args.compile_mode
     try:
-        records = run_bench(base, args.preset, variants, micro_batches, args.warmup, args.steps,
-                            mode, emit, log, args.repeat)
+        with json_lines(args.out) as emit:
+            records = run_bench(base, args.preset, variants, micro_batches, args.warmup,
+                                args.steps, mode, emit, log, args.repeat)
     except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
         return exit_codes.invalid(*e.problems, prog=PROG)
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
         return exit_codes.SIGNALLED
-    finally:
-        if out:
-            out.close()
     log(summary(records))
     return exit_codes.FAILED if any("error" in r for r in records) else exit_codes.OK
 
@@ -159,7 +142,6 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
                                   prog=PROG)
     eval_every = args.eval_every or max(1, args.steps // 20)
-    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     try:
         records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log)
     except TargetBenchError as e:
@@ -168,13 +150,40 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except KeyboardInterrupt:
         log("minimind-tui bench: interrupted before every seed had run; nothing to report")
         return exit_codes.SIGNALLED
-    with args.out.open("a", encoding="utf-8") if args.out else nullcontext() as out:
+    with json_lines(args.out) as emit:
         for record in records:
-            print(json.dumps(record), flush=True)
-            if out:
-                out.write(json.dumps(record) + "\n")
+            emit(record)
     log(target_summary(records))
     return exit_codes.OK
+
+
+def bench_overrides(args: argparse.Namespace) -> dict:
+    """The flags given, typed (a flag of the wrong type: load_settings says). Presets name
+    upstream's files (dataset/..., model/); a benchmark uses the bundled ones unless told
+    otherwise, so it runs anywhere."""
+    overrides = overrides_from_args(args)[0]
+    overrides["train"].setdefault("data_path", "builtin:shakespeare")
+    overrides["train"].setdefault("tokenizer_path", "")
+    return overrides
+
+
+@contextmanager
+def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
+    """An `emit(record)` that prints one JSON line to stdout and appends it to `path` at once,
+    so a killed benchmark keeps what it measured."""
+    with path.open("a", encoding="utf-8") if path else nullcontext() as out:
+        def emit(record: dict) -> None:
+            line = json.dumps(record)
+            print(line, flush=True)
+            if out:
+                out.write(line + "\n")
+                out.flush()
+
+        yield emit
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def target_summary(records: list[dict]) -> str:

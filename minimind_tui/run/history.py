@@ -24,7 +24,7 @@ import numpy as np
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished,
                              RunStarted, Sample, StepMetrics)
-from minimind.run_folder import RunStatus
+from minimind.run_status import RunStatus
 
 EMA_WEIGHT = 0.9  # the smoothing TensorBoard users know; debiased so early points are not ~0
 LOG_KEEP = 2000  # events kept for the log panel (the log widget keeps fewer lines)

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from minimind.events import (CheckpointSaved, EvalResult, LogMessage, RunFinished, RunStarted,
                              StepMetrics)
 from minimind.follow import MAX_LINE_BYTES, Follower
-from minimind.run_folder import RunFolder, RunStatus, read_status
+from minimind.run_folder import RunFolder
+from minimind.run_status import RunStatus, read_status
 from minimind_tui.app import MiniMindApp
 from minimind_tui.run.history import downsample_minmax
 from minimind_tui.run.metrics_reader import parse_lines, read_history

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
                              StepMetrics)
-from minimind.run_folder import RunFolder, RunStatus, this_process
+from minimind.run_folder import RunFolder
+from minimind.run_status import RunStatus, this_process
 from minimind.schedule import learning_rate
 from minimind_tui.form.presets import load_settings
 

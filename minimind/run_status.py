@@ -1,0 +1,115 @@
+"""What `run.json` holds: a run's process, host, state and progress (`RunStatus`), the one fold
+of its events into that summary (`RunStatus.apply`), and reading it back through the schema, so
+a status that is not one reads as "unknown" everywhere."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import psutil
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
+                             StepMetrics)
+
+STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
+
+
+class RunStatus(BaseModel):
+    """What `run.json` holds, and the one fold of a run's events into its summary (`apply`),
+    used by the status file, the runs list and the dashboard. `state` is what the trainer last
+    wrote; `RunFolder.state` also knows whether a "running" run's process still exists."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: Literal["running", "completed", "stopped", "failed"] = "running"
+    pid: int = 0
+    host: str = ""
+    process_started: float = 0.0  # the process's creation time, so a reused pid is no match
+    started: float = 0.0
+    updated: float = 0.0
+    resumed_from: int = 0
+    step: int = 0
+    """The last step trained: a stop or a failure between two logged steps counts."""
+    total_steps: int = 0
+    tokens_seen: int = 0
+    """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
+    tokens_per_sec: float = 0.0
+    """The run's rate at its last logged step: its tokens over its training time (not the
+    last log interval's rate, which a short interval makes jumpy)."""
+    elapsed: float = 0.0
+    loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    checkpoint_step: int | None = None
+    parameters: int = 0
+    device: str = ""
+    world_size: int = 1
+    reason: str = ""
+
+    def apply(self, event: Event) -> bool:
+        """Fold one event in. True when the status is worth writing at once (a start, a
+        checkpoint, the end); False for a routine change or an event that changes nothing."""
+        if isinstance(event, RunStarted):
+            self.state, self.reason = "running", ""
+            self.resumed_from = self.step = event.start_step
+            self.total_steps, self.parameters = event.total_steps, event.parameters
+            self.device, self.world_size = event.device_name, event.world_size
+            return True
+        if isinstance(event, StepMetrics):
+            self.step, self.total_steps, self.loss = event.step, event.total_steps, event.loss
+            self.tokens_seen, self.elapsed = event.tokens_seen, event.elapsed
+            self.tokens_per_sec = event.tokens_seen / event.elapsed if event.elapsed > 0 else 0.0
+            return False
+        if isinstance(event, EvalResult):
+            self.val_loss = event.val_loss
+            if math.isfinite(event.val_loss) and (self.best_val_loss is None
+                                                  or event.val_loss < self.best_val_loss):
+                self.best_val_loss = event.val_loss
+            return False
+        if isinstance(event, CheckpointSaved):
+            self.checkpoint_step = event.step
+            self._trained_to(event.step)
+            return True
+        if isinstance(event, RunFinished):
+            self.state, self.reason = event.status, event.reason
+            self._trained_to(event.step)
+            return True
+        return False
+
+    def _trained_to(self, step: int) -> None:
+        """Steps trained after the last logged one: the step count moves on, and the tokens
+        with it at the run's tokens per step so far, so every figure describes one step."""
+        if step <= self.step:
+            return
+        if self.step > 0:
+            self.tokens_seen = round(self.tokens_seen * step / self.step)
+        self.step = step
+
+
+def this_process() -> dict[str, Any]:
+    me = psutil.Process()
+    return {"pid": me.pid, "host": socket.gethostname(), "process_started": me.create_time()}
+
+
+def read_status(path: Path) -> RunStatus | None | Literal["unknown"]:
+    """`run.json` read through `RunStatus`: None when there is none, "unknown" when it is
+    not one (not JSON, wrong types, too big or too deep, not a regular file, unreadable)."""
+    try:
+        if not path.is_file():
+            return "unknown" if path.exists() else None
+        with open(path, "rb") as f:
+            data = f.read(STATUS_MAX_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return "unknown"
+    if len(data) > STATUS_MAX_BYTES:
+        return "unknown"
+    try:  # pydantic's own JSON parser: a depth limit, no RecursionError
+        return RunStatus.model_validate_json(data)
+    except ValidationError:
+        return "unknown"
