@@ -49,6 +49,7 @@ from minimind.prepare import prepare
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings, SettingsError
 from minimind.sinks import QueueSink
+from minimind.step_profile import StepProfiler
 from minimind.tokenizer import load_tokenizer
 
 # Variant words, joined with "+" (e.g. "packed+compile+mb128"); each sets train settings.
@@ -147,10 +148,12 @@ def bench_data(settings: list[RunSettings], warmup: int, steps: int,
 
 
 # -- measuring ----------------------------------------------------------------------------
-def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None) -> dict[str, Any]:
+def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None,
+               profiler: StepProfiler | None = None) -> dict[str, Any]:
     sink = QueueSink()
     # A benchmark keeps no weights: writing them would only cost time and disk.
-    result = Trainer(settings, [sink], compile_mode=compile_mode, save_checkpoints=False).run()
+    sinks = [sink] if profiler is None else [sink, profiler]
+    result = Trainer(settings, sinks, compile_mode=compile_mode, save_checkpoints=False).run()
     if result.status != "completed":
         raise BenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
     events = sink.drain()
@@ -251,13 +254,18 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(settings: RunSettings, variant: str, warmup: int, steps: int,
-            compile_mode: str | None) -> dict[str, Any]:
-    """Run one configuration and turn its counts into the report's figures."""
+            compile_mode: str | None, profile: bool = False) -> dict[str, Any]:
+    """Run one configuration and turn its counts into the report's figures; with `profile`,
+    also where the measured steps' time went (engine variants; see step_profile)."""
     reset_peak_rss()
+    profiler = StepProfiler(warmup, warmup + steps) if profile and variant != BASELINE else None
     if variant == BASELINE:
         raw = run_baseline(settings, warmup, steps)
     else:
-        raw = run_engine(settings, warmup, compile_mode if settings.train.use_compile else None)
+        raw = run_engine(settings, warmup, compile_mode if settings.train.use_compile else None,
+                         profiler)
+    if profiler is not None:
+        raw["profile"] = profiler.breakdown()
     t = settings.train
     window = max(raw.pop("window"), 1e-9)
     useful = raw.pop("useful_tokens") / window
@@ -289,11 +297,13 @@ def _cleanup() -> None:
 def run_bench(base: RunSettings, preset: str | None, variants: list[str],
               micro_batches: list[int | None], warmup: int, steps: int,
               compile_mode: str | None, emit: Callable[[dict[str, Any]], None],
-              log: Callable[[str], None], repeat: int = 1) -> list[dict[str, Any]]:
+              log: Callable[[str], None], repeat: int = 1,
+              profile: bool = False) -> list[dict[str, Any]]:
     """Measure every (variant, micro-batch) pair; the baseline runs first, at the settings' own
     micro-batch. With `repeat` > 1 the whole list runs that many times, interleaved, and each
     configuration reports its fastest run: on a shared machine other work only ever slows a
-    run down. A failing configuration is reported and the rest still run."""
+    run down. A failing configuration is reported and the rest still run. `profile` adds each
+    engine run's time breakdown (the profiler slows it: its tokens/s are not comparable)."""
     records: list[dict[str, Any]] = []
     if PREPARE in variants:  # a line of its own, before any training
 
@@ -325,7 +335,7 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
                 log(f"bench: {preset or 'settings'}: {variant} (micro-batch "
                     f"{s.train.batch_size} x {s.train.accumulation_steps}){run} ...")
                 try:
-                    done.append(measure(s, variant, warmup, steps, compile_mode))
+                    done.append(measure(s, variant, warmup, steps, compile_mode, profile))
                 except (BenchError, torch.cuda.OutOfMemoryError) as e:
                     done.append({"error": f"{type(e).__name__}: {e}".splitlines()[0]})
                 _cleanup()

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from minimind.bench import BenchError, bench_data, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
+from minimind.step_profile import CATEGORIES
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.cli.bench import main, summary
 from minimind_tui.form.presets import load_settings
@@ -51,6 +52,44 @@ def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys):
     assert packed["useful_tokens_per_sec"] == pytest.approx(packed["padded_tokens_per_sec"])
     assert packed["speedup_vs_baseline"] == pytest.approx(
         packed["useful_tokens_per_sec"] / baseline["useful_tokens_per_sec"])
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_profile_says_where_the_measured_steps_went(optimizer, capsys):
+    code = main(["--preset", "tiny", "--variants", "baseline,packed", "--warmup", "1",
+                 "--steps", "2", "--max_seq_len", "32", "--batch_size", "4",
+                 "--optimizer", optimizer, "--profile"])
+    assert code == 0
+    out = capsys.readouterr()
+    baseline, packed = [json.loads(line) for line in out.out.splitlines()]
+    assert "profile" not in baseline  # the upstream-style loop is not the engine's to profile
+    p = packed["profile"]
+    assert p["profiled_steps"] == 2 and p["window_s"] > 0
+    assert set(p["share"]) == set(CATEGORIES) and sum(p["share"].values()) == pytest.approx(1)
+    per_step = p["seconds_per_step"]
+    # The window covers the measured steps: their categories add up to its length.
+    assert sum(per_step.values()) * 2 == pytest.approx(p["window_s"], rel=0.05)
+    for name in ("matmul", "attention", "loss", "optimizer", "elementwise"):
+        assert per_step[name] > 0, name
+    assert per_step["compiled kernels"] == 0  # eager
+    assert 0 < p["matmul_flops_per_sec"] < 1e15
+    assert "where the time went: packed" in out.err and "the model's matmuls ran at" in out.err
+
+
+def test_muon_matmuls_count_as_optimizer_time():
+    from types import SimpleNamespace
+
+    from minimind.step_profile import _under_optimizer, category
+
+    step = SimpleNamespace(name="Optimizer.step#Muon.step", cpu_parent=None)
+    inner = SimpleNamespace(name="aten::mm", cpu_parent=SimpleNamespace(name="aten::matmul",
+                                                                        cpu_parent=step))
+    forward = SimpleNamespace(name="aten::mm", cpu_parent=None)
+    assert _under_optimizer(inner) and not _under_optimizer(forward)
+    assert category("aten::mm") == "matmul"
+    assert category("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert category("aten::_to_copy") == "casts and copies"
+    assert category("aten::rsqrt") == "elementwise"
 
 
 def test_invalid_variants_exit_2(capsys):

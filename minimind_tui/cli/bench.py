@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "max-autotune-no-cudagraphs"],
                         help="torch.compile mode for compiled variants")
     parser.add_argument("--out", type=Path, metavar="FILE", help="also append the JSON lines here")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile the timed steps of each engine variant (torch.profiler) "
+                             "and report where their time went: matmul, attention, "
+                             "elementwise, loss, optimizer, ... (slower: compare tokens/s "
+                             "without it)")
     target = parser.add_argument_group(
         "time to target", "train the settings as given (the 'default' recipe) for --steps steps "
         "per seed; its final validation loss is the target; report each recipe's tokens and "
@@ -109,13 +114,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with json_lines(args.out) as emit:
             records = run_bench(base, args.preset, variants, micro_batches, args.warmup,
-                                args.steps, mode, emit, log, args.repeat)
+                                args.steps, mode, emit, log, args.repeat, args.profile)
     except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
         return exit_codes.invalid(*e.problems, prog=PROG)
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
         return exit_codes.SIGNALLED
     log(summary(records))
+    if args.profile:
+        log(profile_summary(records))
     return exit_codes.FAILED if any("error" in r for r in records) else exit_codes.OK
 
 
@@ -219,6 +226,28 @@ def summary(records: list[dict]) -> str:
         rows.append(f"{r['variant']:28s} {micro:>9s} {r['useful_tokens_per_sec']:13,.0f} "
                     f"{r['padded_tokens_per_sec']:13,.0f} {mfu:>6s} {share:>6s} "
                     f"{r['step_time_s']:8.3f} {mem:>9s} {ratio:>7s}")
+    return "\n".join(rows)
+
+
+def profile_summary(records: list[dict]) -> str:
+    """Per profiled variant: milliseconds per step and share of the step for each category,
+    and the rate the model's own matmuls ran at against the 2048^3 matmul's."""
+    from minimind.step_profile import CATEGORIES
+
+    rows = []
+    for r in records:
+        p = r.get("profile")
+        if not p:
+            continue
+        rows.append(f"where the time went: {r['variant']} (micro-batch {r['micro_batch']}x"
+                    f"{r['accumulation_steps']}, {p['profiled_steps']} profiled steps)")
+        for name in CATEGORIES:
+            rows.append(f"  {name:20s} {1e3 * p['seconds_per_step'][name]:10.1f} ms/step "
+                        f"{100 * p['share'][name]:5.1f}%")
+        if p["matmul_flops_per_sec"]:
+            rows.append(f"  the model's matmuls ran at {p['matmul_flops_per_sec'] / 1e9:.1f} "
+                        f"GFLOP/s, {100 * p['matmul_flops_per_sec'] / r['matmul_flops_per_sec']:.0f}%"
+                        f" of the 2048^3 matmul's {r['matmul_flops_per_sec'] / 1e9:.1f}")
     return "\n".join(rows)
 
 
