@@ -30,7 +30,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
 from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
-from minimind.optim import build_optimizer
+from minimind.optim import build_optimizer, set_learning_rate
 from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
 from minimind.run_folder import StatusSink
@@ -277,8 +277,7 @@ class Trainer:
     def _optimizer_step(self, micro_batches: list, lr: float, meter: Meter) -> None:
         """Forward and backward over the micro-batches (gradients averaged), clip, update."""
         t, device = self.settings.train, self.dist.device
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_learning_rate(self.optimizer, lr)
         for i, (input_ids, labels) in enumerate(micro_batches):
             input_ids = input_ids.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)

@@ -8,7 +8,10 @@ orthogonalises; AdamW for everything else: the embedding (and the head tied to i
 head), every RMSNorm weight and the MoE routers (a few rows that turn into probabilities, not a
 hidden transform). Muon's step is scaled as Moonshot's "match_rms_adamw" (0.2 * sqrt(max(A, B))),
 which lets it reuse AdamW's learning rate and weight decay, so one ``learning_rate`` and one
-schedule drive both.
+schedule drive both. With ``muon_lr`` set, Muon takes that peak instead, with Keller Jordan's
+original scaling (sqrt(max(1, A / B))), as modded-nanogpt trains (muon_lr 0.02): a larger step
+than the matched one at upstream's learning rates. Every group then follows the schedule in
+proportion to its own peak (`set_learning_rate`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,15 @@ class OptimizerPair:
             opt.load_state_dict(state[name])
 
 
+LR_RATIO = "lr_ratio"  # a group's peak over learning_rate: the schedule scales every group alike
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer | OptimizerPair, lr: float) -> None:
+    """The schedule's lr for this step, each group at its own share of it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get(LR_RATIO, 1.0)
+
+
 def muon_parameters(model: nn.Module) -> set[nn.Parameter]:
     """The hidden matrices Muon takes: 2-D weights of the decoder blocks, routers excepted."""
     routers = {m.gate.weight for m in model.modules() if isinstance(m, MoEFeedForward)}
@@ -76,9 +88,12 @@ def build_optimizer(model: nn.Module, t: TrainSettings) -> torch.optim.Optimizer
                                  fused=True)
     hidden = muon_parameters(model)
     rest = [p for p in trainable if p not in hidden]
+    muon = torch.optim.Muon([p for p in trainable if p in hidden],
+                            lr=t.muon_lr or t.learning_rate, weight_decay=t.weight_decay,
+                            adjust_lr_fn="original" if t.muon_lr else "match_rms_adamw")
+    for group in muon.param_groups:  # saved with the state dict, so a resume keeps it
+        group[LR_RATIO] = (t.muon_lr or t.learning_rate) / t.learning_rate
     return OptimizerPair(
-        muon=torch.optim.Muon([p for p in trainable if p in hidden],
-                              lr=t.learning_rate, weight_decay=t.weight_decay,
-                              adjust_lr_fn="match_rms_adamw"),
+        muon=muon,
         adamw=torch.optim.AdamW(rest, lr=t.learning_rate, weight_decay=t.weight_decay,
                                 fused=True))

@@ -156,6 +156,10 @@ class TrainSettings(BaseModel):
     optimizer: Literal["adamw", "muon"] = _field(
         "adamw", "Optimisation", "adamw: upstream's; muon: torch.optim.Muon for the blocks' "
                                  "matrices, AdamW for embedding, norms and routers")
+    muon_lr: float = _field(
+        0.0, "Optimisation", "muon: its own peak lr with Keller Jordan's scaling (0.02 in "
+                             "modded-nanogpt); 0: AdamW's lr, Muon's step matched to AdamW's "
+                             "RMS (Moonshot)", ge=0, le=1)
     weight_decay: float = _field(0.01, "Optimisation", "AdamW (and Muon) weight decay", ge=0, le=1)
     grad_clip: float = _field(1.0, "Optimisation", "clip the gradient norm to this (0: off)", ge=0)
 

@@ -152,6 +152,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     if t.packing and m.vocab_size > 65535:
         bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
             "model.vocab_size")
+    if t.muon_lr and t.optimizer != "muon":
+        bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
+                             "to muon)", "train.optimizer")
     if not t.data_path.strip():
         bad("train.data_path", "is required")
     if t.eval_interval and not t.val_data_path.strip():

@@ -30,6 +30,8 @@ DEFAULT = "default"
 RECIPE_WORDS: dict[str, dict[str, Any]] = {
     "muon": {"optimizer": "muon"},
     "wsd": {"lr_schedule": "wsd"},
+    # Muon at modded-nanogpt's own step size instead of AdamW's matched one.
+    "muonlr": {"optimizer": "muon", "muon_lr": 0.02},
 }
 
 

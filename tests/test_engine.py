@@ -83,6 +83,7 @@ def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):
     ("float32", {}), ("bfloat16", {}),
     ("float32", {"optimizer": "muon", "lr_schedule": "wsd", "decay_fraction": 0.5}),
     ("bfloat16", {"optimizer": "muon"}),
+    ("float32", {"optimizer": "muon", "muon_lr": 0.02}),
 ])
 def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype, recipe):
     model = {"dropout": 0.1}  # dropout makes the RNG state part of what must be restored

@@ -70,6 +70,36 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
                          "mlp.gate.weight"))}
 
 
+@pytest.mark.parametrize("muon_lr", [0.0, 0.02])
+def test_each_optimizer_group_follows_the_schedule_from_its_own_peak(muon_lr):
+    from minimind import MiniMindConfig, MiniMindForCausalLM
+    from minimind.optim import build_optimizer, set_learning_rate
+    from minimind.settings import TrainSettings
+
+    model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2))
+    t = TrainSettings(optimizer="muon", learning_rate=5e-4, muon_lr=muon_lr)
+    pair = build_optimizer(model, t)
+    muon = pair.optimizers["muon"]
+    assert muon.param_groups[0]["adjust_lr_fn"] == ("original" if muon_lr else "match_rms_adamw")
+    set_learning_rate(pair, 2.5e-4)  # half-way down the schedule
+    assert pair.optimizers["adamw"].param_groups[0]["lr"] == 2.5e-4
+    assert muon.param_groups[0]["lr"] == pytest.approx((muon_lr or 5e-4) / 2)
+    # The ratio travels with the optimizer's state, so a resumed run keeps it.
+    again = build_optimizer(model, TrainSettings(optimizer="muon", learning_rate=5e-4))
+    again.load_state_dict(pair.state_dict())
+    set_learning_rate(again, 2.5e-4)
+    assert again.optimizers["muon"].param_groups[0]["lr"] == pytest.approx((muon_lr or 5e-4) / 2)
+
+
+def test_muon_lr_needs_muon():
+    from minimind.settings_rules import validate
+
+    _, problems = validate({"train": {"muon_lr": 0.02, "data_path": "x"}})
+    assert [(p.loc, p.related) for p in problems] == [("train.muon_lr", ("train.optimizer",))]
+    _, problems = validate({"train": {"muon_lr": 0.02, "optimizer": "muon", "data_path": "x"}})
+    assert problems == []
+
+
 def test_events_round_trip_through_json():
     for event in (_metrics(), LogMessage(level="warning", text="héllo"),
                   RunFinished(status="failed", step=3, reason="x", cause="input"),

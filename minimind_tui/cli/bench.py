@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "training time to first reach it, as ratios to the default (median, min, max over "
         "the seeds). Validation data: --val_data_path (the bundled held-out split by default)")
     target.add_argument("--recipes", default="", metavar="R,R,...",
-                        help="'+'-joined recipe words: muon (optimizer), wsd (lr_schedule); "
-                             "e.g. muon,wsd,muon+wsd. Given, this replaces the throughput "
+                        help="'+'-joined recipe words: muon (optimizer), wsd (lr_schedule), "
+                             "muonlr (muon at muon_lr 0.02, modded-nanogpt's step); "
+                             "e.g. muon,wsd,muon+wsd,muonlr+wsd. Given, this replaces the throughput "
                              "variants")
     target.add_argument("--seeds", default="1,2,3", metavar="N,N,...",
                         help="seeds, each a full set of runs (default: 1,2,3)")
