@@ -93,6 +93,13 @@ def _loss(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
+def runs_root(out_dir: str | Path) -> Path:
+    """Where the runs beside a run live: the folder around its out_dir (out/ for out/tiny), or
+    out_dir itself when it is a bare name (out)."""
+    out_dir = Path(out_dir or "out")
+    return out_dir.parent if out_dir.parent != Path(".") else out_dir
+
+
 def find_runs(root: str | Path) -> list[RunSummary]:
     """Every run folder under `root` (and `root` itself if it is one), by path; a folder that
     cannot be listed is one too, "unreadable": it may hold a run, and must not vanish."""
