@@ -73,7 +73,8 @@ class RunSummary:
 
 
 # Column key -> heading. The order is the table's.
-COLUMNS = {"name": "run", "stage": "stage", "origin": "from", "shape": "shape", "state": "status", "step": "steps",
+COLUMNS = {"name": "run", "stage": "stage", "origin": "from", "shape": "shape",
+           "state": "status", "step": "steps",
            "loss": "loss", "val_loss": "val loss", "best_val_loss": "best val",
            "tokens": "tokens", "tokens_per_sec": "tokens/s", "elapsed": "duration",
            "updated": "when"}

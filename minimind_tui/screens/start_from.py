@@ -49,8 +49,9 @@ class StartFromScreen(ModalScreen[str | None]):
         table.add_columns("run", "stage", "steps", "val loss", "shape")
         for point in self.points:
             cells = point.run.cells()
-            table.add_row(MISMATCH_MARK if point.mismatch else "", cells["name"], cells["stage"], cells["step"], cells["val_loss"],
-                          cells["shape"], key=str(point.weights))
+            table.add_row(MISMATCH_MARK if point.mismatch else "", cells["name"],
+                          cells["stage"], cells["step"], cells["val_loss"], cells["shape"],
+                          key=str(point.weights))
         table.focus()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
