@@ -287,8 +287,12 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     if not settings.train.from_weight:
         raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
                               "is empty)")
-    base = Path(settings.train.from_weight).expanduser()
-    if not base.is_file():
+    try:
+        base = Path(settings.train.from_weight).expanduser()
+        found = base.is_file()
+    except (OSError, RuntimeError):  # a name too long, ~nosuchuser: no such file either
+        base, found = Path(settings.train.from_weight), False
+    if not found:
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if base.is_absolute() else f" from {Path.cwd()}"))
     record = Record(str(toml), settings.model, (settings.train.tokenizer_path,

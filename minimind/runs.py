@@ -156,10 +156,13 @@ def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
         return "unknown"
     if not from_weight.strip():
         return "scratch"
-    path = Path(from_weight).expanduser()
-    short = next((known[folder] for folder in path.resolve().parents if folder in known),
-                 from_weight)
-    return short if path.is_file() else f"missing: {short}"
+    try:
+        path = Path(from_weight).expanduser()
+        short = next((known[folder] for folder in path.resolve().parents if folder in known),
+                     from_weight)
+        return short if path.is_file() else f"missing: {short}"
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
+        return f"missing: {from_weight}"
 
 
 def describe_shape(config: dict[str, Any] | None, status: RunStatus) -> str:

@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Static
 
 from minimind.checkpoint_reader import load_model
 from minimind.lora import load_lora
+from minimind.open_model import open_model
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.start_from import StartFromScreen
 from test_app import SIZE, error_text
@@ -72,7 +73,7 @@ def test_the_runs_list_reads_as_a_chain(chain):
     assert runs["tiny-sft"]["stage"] == "sft" and runs["tiny"]["from_weight"] == ""
 
 
-def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain):
+def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain, monkeypatch):
     built_from = f"{BASE} with the adapters of {ADAPTER} merged in"
     generated = minimind(chain, "generate", "out/tiny-lora", "--prompt", "ROMEO:",
                          "--max_new_tokens", "4", "--device", "cpu")
@@ -80,6 +81,9 @@ def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain):
         generated.stderr
     exported = minimind(chain, "export", "out/tiny-lora", "hf").stdout
     assert f"weights {built_from}" in exported
+    # The adapter file itself (what the dashboard's Try it opens on a lora run) is the folder.
+    monkeypatch.chdir(chain)  # where the run took its relative from_weight from
+    assert built_from in open_model(ADAPTER, device="cpu").description
     assert "loaded back: its logits match our model's" in exported
     # Independently of the reader's lora path: the base file with the adapters applied (not
     # merged) computes what the exported folder does, and the adapters change it.
@@ -139,10 +143,14 @@ def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain
 def test_a_config_toml_that_is_not_one_leaves_the_origin_unknown(chain, tmp_path):
     shutil.copytree(chain / "out", tmp_path / "out")
     (tmp_path / "out" / "tiny-sft" / "config.toml").write_text("[model\n")
+    hostile = tmp_path / "out" / "tiny" / "config.toml"  # a from_weight no file can have
+    hostile.write_text(hostile.read_text().replace('from_weight = ""',
+                                                   'from_weight = "x\\u0000' + "y" * 5000 + '"'))
     listed = {line.split()[0]: line.split()[1:3]
               for line in minimind(tmp_path, "runs", "out").stdout.splitlines()[1:]}
     assert listed["tiny-sft"] == ["?", "unknown"]
     assert listed["tiny-lora"] == ["lora", "tiny-sft"]  # its own record still names it
+    assert listed["tiny"][0] == "pretrain" and listed["tiny"][1] == "missing:"
 
 
 def rows(table: DataTable) -> list[list[str]]:
