@@ -3,8 +3,10 @@ lora run from a finished pretraining or sft run's (upstream's pretrain -> full_s
 
 `starting_points` lists the runs a stage can start from, found as the runs list finds them;
 `from_weight_problem` is the rule that a run's weights only start a model of the shape they
-were trained as, which the form shows beside from_weight (and a start refuses) before a single
-tensor is read. Light on purpose (no torch): the form checks it on every change.
+were trained as, which the form shows beside an sft/lora run's from_weight (and a start
+refuses) before a single tensor is read; the engine's load still checks every file's tensors
+(and is all a pretraining run's from_weight meets, as before). Light on purpose (no torch): the
+form checks it on every change.
 """
 
 from __future__ import annotations

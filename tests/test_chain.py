@@ -138,6 +138,14 @@ def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain
         "another shape (out/tiny/config.toml): hidden_size 128 there, 64 here; "
         "intermediate_size 384 there, 192 here")
     assert not (chain / "out" / "never").exists()
+    # A pretraining run's from_weight meets the engine's check alone, as before this rule.
+    from minimind.environment import validate_for_start
+
+    settings = {"model": {"hidden_size": 64}, "train": {"from_weight": str(chain / "out" / "tiny"
+                                                                          / "pretrain_128.pth")}}
+    assert validate_for_start(settings)[1] == []
+    settings["train"]["stage"] = "sft"
+    assert [p.loc for p in validate_for_start(settings)[1]] == ["train.from_weight"]
 
 
 def test_a_config_toml_that_is_not_one_leaves_the_origin_unknown(chain, tmp_path):
