@@ -294,7 +294,9 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
         base, found = Path(settings.train.from_weight), False
     if not found:
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
-                              + ("" if base.is_absolute() else f" from {Path.cwd()}"))
+                              + ("" if base.is_absolute() else
+                                 f" from {Path.cwd()} (a relative from_weight counts from the "
+                                 "folder the run was started in)"))
     record = Record(str(toml), settings.model, (settings.train.tokenizer_path,
                                                 f"train.tokenizer_path in {toml}"))
     config = record.config()
