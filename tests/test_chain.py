@@ -205,9 +205,19 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
             "hidden_size 128 there, 64 here; intermediate_size 384 there, 192 here")
         assert app.configure_screen.current_settings() is None  # Start is refused
 
-        # Escape leaves the field as it was; a pretraining run has nothing to pick from.
+        # Escape leaves the field as it was; no runs around out_dir: the dialog says so.
         await pilot.press("f7", "escape")
         assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
+        form.fields["train.out_dir"].set_value("elsewhere/run")
+        await pilot.pause()
+        form.focus_field("train.from_weight")
+        await pilot.press("f7")
+        assert not app.screen.query(DataTable)
+        assert "No finished pretrain or sft run under elsewhere" in str(
+            app.screen.query_one("#start-from Static").render())
+        await pilot.press("enter", "escape")
+        assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
+        # A pretraining run has nothing to pick from.
         form.fields["train.stage"].set_value("pretrain")
         await pilot.pause()
         form.focus_field("train.from_weight")
