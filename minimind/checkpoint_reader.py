@@ -1,7 +1,8 @@
 """One reader for every checkpoint a user points at, trusting records over guesses.
 
 Formats: a run folder (``config.toml`` + ``<save_weight>_<hidden>[_moe].pth``, or its resume
-file when that is all there is), a weights file (ours or upstream's ``.pth``, a resume
+file when that is all there is; a lora run's folder is its recorded base with its adapters
+merged in), a weights file (ours or upstream's ``.pth``, a resume
 checkpoint, ``.safetensors``) and a folder written by ``save_pretrained``. Only tensors and
 plain data are unpickled (``weights_only=True``), and weights holding NaN/inf are refused.
 
@@ -27,13 +28,14 @@ from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
+from .lora import LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX
 from .settings import ModelSettings, RunSettings, SettingsError, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
-from .upstream import (HeadSplitError, WeightsMismatchError, strip_wrapper_prefixes,
-                       infer_config, load_into)
+from .upstream import (HeadSplitError, WeightsMismatchError, describe_config,
+                       strip_wrapper_prefixes, infer_config, load_into)
 
 BUNDLED = ("", "the bundled tokenizer")
 SAVED_WEIGHTS = "model.safetensors"
@@ -65,6 +67,15 @@ class Checkpoint:
     weights_path: Path
     config_origin: str  # which record the config came from, for the user
     tokenizer_dir: Path
+    adapter_path: Path | None = None
+    """A lora run's adapters, merged into the base `weights_path` holds."""
+
+    @property
+    def built_from(self) -> str:
+        """The files the model was built from, for the user."""
+        if self.adapter_path is None:
+            return str(self.weights_path)
+        return f"{self.weights_path} with the adapters of {self.adapter_path} merged in"
 
 
 def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
@@ -76,6 +87,8 @@ def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
     with a record where there is one.
     """
     path = Path(src).expanduser()
+    if lora_run := _lora_run(path):
+        return _read_lora_run(*lora_run, tokenizer_path, num_attention_heads)
     weights, records = _locate(path)
     state_dict, saved = _read_weights(weights)
     if saved is not None:
@@ -190,12 +203,16 @@ def _settings_record(where: str, model: ModelSettings, train: Any) -> Record:
                                  f"train.tokenizer_path in {where}"))
 
 
-def _run_record(toml: Path) -> tuple[Record, str]:
-    """A run's config.toml as a record, and the weights file name it gives."""
+def _run_settings(toml: Path) -> RunSettings:
     try:  # the settings' own rules, which never look at this machine
-        settings = RunSettings.parse(read_toml(toml))
+        return RunSettings.parse(read_toml(toml))
     except SettingsError as e:
         raise CheckpointError(f"{toml}: " + "; ".join(map(str, e.problems))) from None
+
+
+def _run_record(toml: Path) -> tuple[Record, str]:
+    """A run's config.toml as a record, and the weights file name it gives."""
+    settings = _run_settings(toml)
     tokenizer = (settings.train.tokenizer_path, f"train.tokenizer_path in {toml}")
     return Record(str(toml), settings.model, tokenizer), settings.weights_name()
 
@@ -233,6 +250,74 @@ def _agreed(weights: Path, records: list[Record]) -> Record | None:
                 f"{weights}: its records disagree: {records[0].where} and {other.where} "
                 f"({detail}); restore the one that was changed")
     return records[0]
+
+
+# -- a lora run: its base and its adapters -------------------------------------------------
+def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
+    """(config.toml, its settings) when `path` is a lora run's folder or its adapter file."""
+    if path.is_dir():
+        toml = path / CONFIG_FILE
+    elif path.is_file() and path.parent.name == "lora":  # <run>/lora/<lora_name>_<hidden>.pth
+        toml = path.parent.parent / CONFIG_FILE
+    else:
+        return None
+    if not toml.is_file():
+        return None
+    try:
+        settings = _run_settings(toml)
+    except CheckpointError:
+        if path.is_dir():
+            raise  # the run folder's own config.toml: the user needs to know
+        return None
+    if settings.train.stage != "lora" or (path.is_file() and path != toml.parent
+                                          / settings.weights_name()):
+        return None
+    return toml, settings
+
+
+def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None,
+                   num_attention_heads: int | None) -> Checkpoint:
+    """The model a lora run trained: its recorded config, the base weights it started from
+    (`train.from_weight`, relative to the current folder as the run took it) and its adapters,
+    merged. A base that is gone or does not fit is refused naming both files."""
+    adapter = toml.parent / settings.weights_name()
+    if not adapter.is_file():
+        raise CheckpointError(f"{toml.parent}: no {settings.weights_name()}: the lora run has "
+                              "not saved its adapters yet")
+    if not settings.train.from_weight:
+        raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
+                              "is empty)")
+    try:
+        base = Path(settings.train.from_weight).expanduser()
+        found = base.is_file()
+    except (OSError, RuntimeError):  # a name too long, ~nosuchuser: no such file either
+        base, found = Path(settings.train.from_weight), False
+    if not found:
+        raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
+                              + ("" if base.is_absolute() else
+                                 f" from {Path.cwd()} (a relative from_weight counts from the "
+                                 "folder the run was started in)"))
+    record = Record(str(toml), settings.model, (settings.train.tokenizer_path,
+                                                f"train.tokenizer_path in {toml}"))
+    config = record.config()
+    if num_attention_heads not in (None, config.num_attention_heads):
+        raise CheckpointError(f"{adapter}: num_attention_heads {num_attention_heads} contradicts "
+                              f"{toml}, which records {config.num_attention_heads}")
+    model = MiniMindForCausalLM(config)
+    try:
+        load_pretrained_weights(model, base)
+        load_lora(model, adapter)
+    except (CheckpointError, WeightsMismatchError, LoRAError) as e:
+        # What differs (the first lines name both shapes), without the key listing after it.
+        detail = "; ".join(line.strip().removeprefix(f"{base}: ").removeprefix(f"{adapter}: ")
+                           for line in str(e).splitlines()[:3])
+        raise CheckpointError(f"{adapter}: its base {base} does not fit the lora run's model "
+                              f"({toml}): {detail}") from None
+    merge_lora(model)
+    tokenizer = record.tokenizer if tokenizer_path is None else (tokenizer_path,
+                                                                 "--tokenizer_path")
+    return Checkpoint(model.eval(), base, record.where,
+                      _check_tokenizer(*tokenizer, config.vocab_size), adapter_path=adapter)
 
 
 # -- reading the weights ---------------------------------------------------------------------

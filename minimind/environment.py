@@ -44,6 +44,12 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
     t = settings.train
     out = [Problem(f"train.{name}", why) for name in PATH_FIELDS
            if (why := path_problem(getattr(t, name).strip()))]
+    if (t.stage != "pretrain" and t.from_weight.strip()
+            and not any(p.loc == "train.from_weight" for p in out)):
+        from minimind.chain import from_weight_problem  # (pretraining: the engine's check)
+
+        if why := from_weight_problem(t.from_weight.strip(), settings.model):
+            out.append(Problem("train.from_weight", why))
     if t.report_to:
         from minimind.trackers import install_command, missing_trackers
 

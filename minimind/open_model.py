@@ -60,7 +60,7 @@ def open_model(src: str | Path, tokenizer_path: str | None = None, device: str =
         except CheckpointError as e:
             raise ModelOpenError(str(e)) from None
         model, tokenizer = source.model, _tokenizer(source.tokenizer_dir)
-        description = (f"{describe_config(source.model.config)} · {source.weights_path} · "
+        description = (f"{describe_config(source.model.config)} · {source.built_from} · "
                        f"config from {source.config_origin}")
     return OpenedModel(model.to(target).eval(), tokenizer, target, description)
 

@@ -2,8 +2,9 @@
 
 A run folder is found by its files (run.json, metrics.jsonl, config.toml). Its figures come
 from run.json, which the trainer keeps current; a folder without one (a run from before it, or
-only a metrics.jsonl synced from elsewhere) is summarised from the end of its metrics file.
-No Textual here.
+only a metrics.jsonl synced from elsewhere) is summarised from the end of its metrics file. Its
+stage and what it started from (`from_weight`) come from its config.toml, so pretrain -> sft ->
+lora reads as a chain. No Textual here.
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ class RunSummary:
     elapsed: float = 0.0
     updated: float = 0.0
     parameters: int = 0
+    stage: str = "?"
+    """pretrain, sft or lora; "?" without a readable config.toml."""
+    from_weight: str | None = None
+    """The weights it started from as config.toml records them ("": none; None: unknown)."""
+    origin: str = "unknown"
+    """`from_weight` for the user: the name of the listed run it points into, "scratch", or
+    "missing: ..." when it is gone (see `describe_origin`)."""
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -51,7 +59,8 @@ class RunSummary:
     def cells(self) -> dict[str, str]:
         """The figures as a table shows them, by column key (`COLUMNS`)."""
         return {
-            "name": self.name, "shape": self.shape, "state": self.state,
+            "name": self.name, "stage": self.stage, "origin": self.origin,
+            "shape": self.shape, "state": self.state,
             "step": f"{self.step:,}/{self.total_steps:,}" if self.total_steps else f"{self.step:,}",
             "loss": _loss(self.loss), "val_loss": _loss(self.val_loss),
             "best_val_loss": _loss(self.best_val_loss),
@@ -64,7 +73,8 @@ class RunSummary:
 
 
 # Column key -> heading. The order is the table's.
-COLUMNS = {"name": "run", "shape": "shape", "state": "status", "step": "steps",
+COLUMNS = {"name": "run", "stage": "stage", "origin": "from", "shape": "shape",
+           "state": "status", "step": "steps",
            "loss": "loss", "val_loss": "val loss", "best_val_loss": "best val",
            "tokens": "tokens", "tokens_per_sec": "tokens/s", "elapsed": "duration",
            "updated": "when"}
@@ -82,6 +92,13 @@ def sort_key(column: str) -> Callable[[RunSummary], tuple[bool, Any]]:
 
 def _loss(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def runs_root(out_dir: str | Path) -> Path:
+    """Where the runs beside a run live: the folder around its out_dir (out/ for out/tiny), or
+    out_dir itself when it is a bare name (out)."""
+    out_dir = Path(out_dir or "out")
+    return out_dir.parent if out_dir.parent != Path(".") else out_dir
 
 
 def find_runs(root: str | Path) -> list[RunSummary]:
@@ -103,6 +120,9 @@ def find_runs(root: str | Path) -> list[RunSummary]:
             continue
         depth = len(here.relative_to(root).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
+    known = {run.path.resolve(): run.name for run in runs}
+    for run in runs:
+        run.origin = describe_origin(run.from_weight, known)
     return sorted(runs, key=lambda run: run.name)
 
 
@@ -114,19 +134,43 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
     if status is None:  # none (or not one): what the end of the metrics file tells
         status = _from_metrics_tail(path / METRICS_FILE)
         state = status.state if state == "crashed" and status.state != "running" else state
-    shape = describe_shape(path / CONFIG_FILE, status)
-    return RunSummary(
-        path, name, shape, state, status.step, status.total_steps, status.loss,
-        status.val_loss, status.best_val_loss, status.tokens_seen, status.tokens_per_sec,
-        status.elapsed, status.updated or status.started, status.parameters)
-
-
-def describe_shape(config: Path, status: RunStatus) -> str:
-    """"minimind2 128x2 · 1.21M" (family, width x layers, MoE, parameters), from config.toml."""
     try:
-        model = read_toml(config).get("model", {})
+        config = read_toml(path / CONFIG_FILE)
     except SettingsError:
+        config = None
+    train = config.get("train", {}) if config else {}
+    return RunSummary(
+        path, name, describe_shape(config, status), state, status.step, status.total_steps,
+        status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
+        status.tokens_per_sec, status.elapsed, status.updated or status.started,
+        status.parameters, stage=str(train.get("stage", "pretrain")) if config else "?",
+        from_weight=str(train.get("from_weight", "")) if config else None)
+
+
+def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
+    """What a run started from: "scratch" (no from_weight), the name of the run folder in
+    `known` (resolved path -> name) the file lies in, else the path as recorded; "missing: ..."
+    when the file is gone (a relative path counts from the current folder, as the run took it),
+    "unknown" without a record."""
+    if from_weight is None:
+        return "unknown"
+    if not from_weight.strip():
+        return "scratch"
+    try:
+        path = Path(from_weight).expanduser()
+        short = next((known[folder] for folder in path.resolve().parents if folder in known),
+                     from_weight)
+        return short if path.is_file() else f"missing: {short}"
+    except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
+        return f"missing: {from_weight}"
+
+
+def describe_shape(config: dict[str, Any] | None, status: RunStatus) -> str:
+    """"minimind2 128x2 · 1.21M" (family, width x layers, MoE, parameters), from config.toml's
+    tables ("?" without them)."""
+    if config is None:
         return "?"
+    model = config.get("model", {})
     shape = (f"{model.get('family', 'minimind2')} {model.get('hidden_size', '?')}x"
              f"{model.get('num_hidden_layers', '?')}{' moe' if model.get('use_moe') else ''}")
     return f"{shape} · {format_count(status.parameters)}" if status.parameters else shape

@@ -20,6 +20,7 @@ from textual.reactive import var
 from textual.worker import Worker, WorkerState
 
 from minimind.events import Event, LogMessage
+from minimind.runs import runs_root
 from minimind.settings import merge
 from minimind_tui.palette import MiniMindCommands
 from minimind_tui.form.schema import settings_values
@@ -232,8 +233,7 @@ class MiniMindApp(App[None]):
         """Where the runs live: the folder around the form's out_dir (out/ for out/tiny)."""
         if self.watch_only is not None:
             return self.watch_only.parent
-        out_dir = Path(str(self.configure_screen.form.raw_values().get("train.out_dir") or "out"))
-        return out_dir.parent if out_dir.parent != Path(".") else out_dir
+        return runs_root(str(self.configure_screen.form.raw_values().get("train.out_dir") or ""))
 
     def action_stop(self) -> None:
         if self.training is None or self.run_phase != RunPhase.RUNNING or not self.run_active:

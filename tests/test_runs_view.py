@@ -38,13 +38,14 @@ def runs_root(tmp_path, monkeypatch):
 def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert runs_main([str(runs_root)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["run", "shape", "status", "steps", "loss", "val", "loss", "best",
-                                "val", "tokens", "tokens/s", "duration", "when"]
+    assert lines[0].split() == ["run", "stage", "from", "shape", "status", "steps", "loss", "val",
+                                "loss", "best", "val", "tokens", "tokens/s", "duration", "when"]
     assert [line.split()[0] for line in lines[1:]] == NAMES
     live, stopped = lines[1].split(), lines[2].split()
-    assert live[5:7] == ["running", "120/300"]  # this process is its trainer: alive
-    assert stopped[5:7] == ["stopped", "200/300"] and "2026-05-28" in lines[2]
-    assert lines[3].split()[5:11] == ["completed", "300/300", "3.0760", "3.3260", "3.3064",
+    assert live[1:3] == ["pretrain", "scratch"]
+    assert live[7:9] == ["running", "120/300"]  # this process is its trainer: alive
+    assert stopped[7:9] == ["stopped", "200/300"] and "2026-05-28" in lines[2]
+    assert lines[3].split()[7:13] == ["completed", "300/300", "3.0760", "3.3260", "3.3064",
                                       "614.40k"]
 
     assert runs_main([str(runs_root), "--sort", "best_val_loss", "--json"]) == 0

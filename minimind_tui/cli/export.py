@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             check_destination(args.out, args.overwrite)
         source = read_checkpoint(args.src, args.tokenizer_path, args.num_attention_heads)
         print(f"model: {describe_config(source.model.config)}")
-        print(f"  weights {source.weights_path}; config from {source.config_origin}")
+        print(f"  weights {source.built_from}; config from {source.config_origin}")
         if args.lora:
             rank = load_lora(source.model, args.lora)
             merge_lora(source.model)

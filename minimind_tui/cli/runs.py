@@ -15,8 +15,9 @@ _RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="List the training runs under a folder: status (running, "
-        "completed, stopped, failed, crashed), steps, last and best validation loss, tokens, "
+        prog=PROG, description="List the training runs under a folder: stage and what it "
+        "started from (the run folder its from_weight lies in, 'scratch', or 'missing: ...' when "
+        "the file is gone), status (running, completed, stopped, failed, crashed), steps, last and best validation loss, tokens, "
         "speed, duration and when it last wrote. The app's Runs screen (F4) compares them.")
     parser.add_argument("root", nargs="?", default="out", help="folder to search (default: out)")
     parser.add_argument("--sort", choices=list(COLUMNS), default="name",

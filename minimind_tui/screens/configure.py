@@ -14,9 +14,11 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
+from minimind.chain import STARTS_FROM, starting_points
 from minimind.environment import validate_for_start
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import Problem, RunSettings, SettingsError, read_toml
+from minimind.runs import runs_root
+from minimind.settings import ModelSettings, Problem, RunSettings, SettingsError, read_toml
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
@@ -25,12 +27,14 @@ from minimind_tui.form.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, 
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
+from minimind_tui.screens.start_from import StartFromScreen
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
 from minimind_tui.widgets.setting_field import SettingField
 from minimind_tui.widgets.settings_form import SettingsForm
 
 DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
+FROM_WEIGHT = "train.from_weight"
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -52,6 +56,10 @@ class ConfigureScreen(Screen[None]):
         Binding("f8", "inspect_data", "Inspect data", id="inspect_data", key_display="F8",
                 tooltip="Tokenize the focused data file (else data_path) and show what it "
                         "holds"),
+        # Only on from_weight (see check_action), where the footer has room for it.
+        Binding("f7", "pick_start", "Runs to start from", id="pick_start", key_display="F7",
+                tooltip="The finished runs this stage can start from; picking one puts its "
+                        "weights in from_weight"),
     ]
     # From 140 columns the help fits beside each field; below it shows under the focused one.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (140, "-wide")]
@@ -260,12 +268,42 @@ class ConfigureScreen(Screen[None]):
         self._validated = None  # the marks must follow the new baseline even if no value moved
         self.form.load(values)
 
-    # -- inspecting data ------------------------------------------------------------------
-    def _focused_data_field(self) -> str | None:
+    # -- the run to start from --------------------------------------------------------------
+    def _focused_field(self) -> str | None:
         widget = self.focused
         while widget is not None and not isinstance(widget, SettingField):
             widget = widget.parent
-        loc = widget.spec.loc if isinstance(widget, SettingField) else None
+        return widget.spec.loc if isinstance(widget, SettingField) else None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "pick_start":
+            return self._focused_field() == FROM_WEIGHT
+        return True
+
+    def on_descendant_focus(self) -> None:
+        self.refresh_bindings()  # F7 comes and goes with from_weight's focus
+
+    def action_pick_start(self) -> None:
+        raw = self.form.raw_values()
+        stage = str(raw.get("train.stage") or "pretrain")
+        if not STARTS_FROM.get(stage):
+            self.notify("A pretraining run starts from scratch or from any weights file; set "
+                        "stage to sft or lora to pick a finished run.", title="Runs to start "
+                        "from", severity="warning")
+            return
+        root = runs_root(str(raw.get("train.out_dir") or ""))
+        model = self._draft.model if self._draft else ModelSettings()
+        self.app.push_screen(StartFromScreen(stage, root, starting_points(root, stage, model)),
+                             self._start_from_picked)
+
+    def _start_from_picked(self, weights: str | None) -> None:
+        if weights:
+            self.form.fields[FROM_WEIGHT].set_value(weights)
+            self.form.focus_field(FROM_WEIGHT)
+
+    # -- inspecting data ------------------------------------------------------------------
+    def _focused_data_field(self) -> str | None:
+        loc = self._focused_field()
         return loc if loc in DATA_PATH_FIELDS else None
 
     def action_inspect_data(self) -> None:

@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 
 MAX_COMPARED = 8  # one distinct theme colour each
 # Narrower than `minimind-tui runs` prints them, so that every column fits 120 terminal
-# columns: shorter headings, the time without its year when it is this year's, and the shape
-# without its family (the settings diff names it).
-_HEADINGS = {**COLUMNS, "val_loss": "val", "best_val_loss": "best", "tokens_per_sec": "tok/s",
-             "elapsed": "time"}
+# columns: shorter headings, the time alone when it is today's and without its year when it is
+# this year's, the shape without its family (the settings diff names it), the stage and what it
+# started from in one column ("sft ← tiny"), and that column only where some run is not a
+# pretraining from scratch (it would say "pretrain" on every row).
+_HEADINGS = {key: heading for key, heading in {
+    **COLUMNS, "val_loss": "val", "best_val_loss": "best",
+    "tokens_per_sec": "tok/s", "elapsed": "time"}.items() if key != "origin"}
 _NUMERIC = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
 _STATE_COLORS = {"running": "primary", "completed": "success", "stopped": "warning",
                  "failed": "error", "crashed": "error", "unknown": "warning",
@@ -91,7 +94,7 @@ class RunsScreen(Screen[None]):
         cursor = self._cursor_key()
         table.clear(columns=True)
         table.add_column(" ", key="mark", width=1)
-        for key, heading in _HEADINGS.items():
+        for key, heading in self._headings().items():
             arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column else ""
             table.add_column(Text(heading + arrow, justify="right" if key in _NUMERIC else "left"),
                              key=key)
@@ -103,11 +106,19 @@ class RunsScreen(Screen[None]):
             table.move_cursor(row=table.get_row_index(cursor))
         self._summarise()
 
+    def _headings(self) -> dict[str, str]:
+        if any((run.stage, run.origin) != ("pretrain", "scratch") for run in self.runs.values()):
+            return _HEADINGS
+        return {key: heading for key, heading in _HEADINGS.items() if key != "stage"}
+
     def _cells(self, run: RunSummary) -> list[Text]:
         mark = Text("✓", style="bold") if str(run.path) in self.selected else Text("")
         colors = self.app.theme_variables
         cells = [mark]
+        shown = self._headings()
         for key, value in self._short_cells(run).items():
+            if key not in shown:
+                continue
             style = colors.get(_STATE_COLORS.get(run.state, ""), "") if key == "state" else ""
             cells.append(Text(value, style=style, justify="right" if key in _NUMERIC else "left"))
         return cells
@@ -118,8 +129,14 @@ class RunsScreen(Screen[None]):
         family, _, rest = cells["shape"].partition(" ")
         if family in FAMILIES and rest:
             cells["shape"] = rest
-        if run.updated and time.localtime(run.updated).tm_year == time.localtime().tm_year:
-            cells["updated"] = time.strftime("%m-%d %H:%M", time.localtime(run.updated))
+        origin = cells.pop("origin")
+        if origin != "scratch":
+            cells["stage"] = f"{run.stage} ← {origin}"
+        when, now = time.localtime(run.updated), time.localtime()
+        if run.updated and when[:3] == now[:3]:
+            cells["updated"] = time.strftime("%H:%M", when)
+        elif run.updated and when.tm_year == now.tm_year:
+            cells["updated"] = time.strftime("%m-%d %H:%M", when)
         return cells
 
     def _summarise(self) -> None:
@@ -155,7 +172,7 @@ class RunsScreen(Screen[None]):
         self._fill()
 
     def action_sort(self) -> None:
-        keys = list(COLUMNS)
+        keys = list(self._headings())
         self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
         self.sort_reverse = False
         self._fill()

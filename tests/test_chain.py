@@ -1,0 +1,225 @@
+"""pretrain -> sft -> lora as a user runs it: three real `--no-ui` processes in one folder
+(relative paths, as the presets write them), then the runs list, generate and export on the
+lora run folder, what they refuse, and the form's dialog of runs to start from."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from filelock import FileLock
+from textual.widgets import DataTable, Static
+
+from minimind.checkpoint_reader import load_model
+from minimind.lora import load_lora
+from minimind.open_model import open_model
+from minimind_tui.app import MiniMindApp
+from minimind_tui.screens.start_from import StartFromScreen
+from test_app import SIZE, error_text
+
+QUICK = ["--max_steps", "2", "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
+         "--dtype", "float32"]
+BASE = "out/tiny-sft/full_sft_128.pth"
+ADAPTER = "out/tiny-lora/lora/lora_128.pth"
+
+
+def minimind(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "minimind_tui", *args], cwd=cwd,
+                            capture_output=True, text=True, timeout=600)
+    if ok:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, worker_id) -> Path:
+    """A folder holding out/tiny (pretrain), out/tiny-sft (the tiny-sft preset, which starts
+    from out/tiny/pretrain_128.pth) and out/tiny-lora (lora on the sft weights), two steps
+    each; a high learning rate so the adapters visibly move the logits. Trained once per
+    session: under xdist the first worker to ask trains it and the others wait for it (the
+    folder above each worker's is the session's own)."""
+    if worker_id == "master":
+        return train_chain(tmp_path_factory.mktemp("chain"))
+    cwd = tmp_path_factory.getbasetemp().parent / "chain"
+    with FileLock(f"{cwd}.lock"):
+        if not (cwd / ADAPTER).is_file():
+            cwd.mkdir(exist_ok=True)
+            train_chain(cwd)
+    return cwd
+
+
+def train_chain(cwd: Path) -> Path:
+    minimind(cwd, "--no-ui", "--preset", "tiny", *QUICK)
+    minimind(cwd, "--no-ui", "--preset", "tiny-sft", *QUICK)
+    minimind(cwd, "--no-ui", "--preset", "tiny-sft", "--stage", "lora", "--from_weight", BASE,
+             "--out_dir", "out/tiny-lora", "--lora_rank", "4", "--learning_rate", "0.05", *QUICK)
+    assert (cwd / ADAPTER).is_file()
+    return cwd
+
+
+def test_the_runs_list_reads_as_a_chain(chain):
+    lines = minimind(chain, "runs", "out").stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "stage", "from"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["tiny", "pretrain", "scratch"], ["tiny-lora", "lora", "tiny-sft"],
+        ["tiny-sft", "sft", "tiny"]]
+    runs = {run["name"]: run for run in json.loads(minimind(chain, "runs", "out", "--json").stdout)}
+    assert runs["tiny-lora"]["from_weight"] == BASE and runs["tiny-lora"]["origin"] == "tiny-sft"
+    assert runs["tiny-sft"]["stage"] == "sft" and runs["tiny"]["from_weight"] == ""
+
+
+def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain, monkeypatch):
+    built_from = f"{BASE} with the adapters of {ADAPTER} merged in"
+    generated = minimind(chain, "generate", "out/tiny-lora", "--prompt", "ROMEO:",
+                         "--max_new_tokens", "4", "--device", "cpu")
+    assert built_from in generated.stderr and "config from out/tiny-lora/config.toml" in \
+        generated.stderr
+    exported = minimind(chain, "export", "out/tiny-lora", "hf").stdout
+    assert f"weights {built_from}" in exported
+    # The adapter file itself (what the dashboard's Try it opens on a lora run) is the folder.
+    monkeypatch.chdir(chain)  # where the run took its relative from_weight from
+    assert built_from in open_model(ADAPTER, device="cpu").description
+    assert "loaded back: its logits match our model's" in exported
+    # Independently of the reader's lora path: the base file with the adapters applied (not
+    # merged) computes what the exported folder does, and the adapters change it.
+    from transformers import AutoModelForCausalLM
+
+    base = load_model(chain / BASE).float().eval()
+    ids = torch.randint(0, 6400, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        load_lora(base, chain / ADAPTER)
+        adapted = base(input_ids=ids).logits
+        folder = AutoModelForCausalLM.from_pretrained(chain / "hf").eval()
+        assert torch.allclose(folder(input_ids=ids).logits, adapted, atol=1e-4)
+    assert (adapted - before).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("damage", ["removed", "another shape"])
+def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage):
+    shutil.copytree(chain / "out", tmp_path / "out")
+    base = tmp_path / BASE
+    if damage == "removed":
+        base.unlink()
+        why = f"{ADAPTER}: its base {BASE} (train.from_weight in out/tiny-lora/config.toml) is gone"
+    else:  # the sft run's folder now holds weights of a 3-layer model
+        bigger = load_model(chain / BASE).config
+        bigger.num_hidden_layers = 3
+        from minimind.model import MiniMindForCausalLM
+        from minimind.upstream import export_upstream_state_dict
+
+        torch.save(export_upstream_state_dict(MiniMindForCausalLM(bigger)), base)
+        why = (f"{ADAPTER}: its base {BASE} does not fit the lora run's model "
+               "(out/tiny-lora/config.toml)")
+    for command in (["generate", "out/tiny-lora", "--prompt", "x", "--device", "cpu"],
+                    ["export", "out/tiny-lora", "hf"]):
+        result = minimind(tmp_path, *command, ok=False)
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert why in result.stderr, result.stderr
+    assert not (tmp_path / "hf").exists()
+    if damage == "removed":  # and the runs list says so
+        listed = {line.split()[0]: line.split()[2]
+                  for line in minimind(tmp_path, "runs", "out").stdout.splitlines()[1:]}
+        assert listed["tiny-lora"] == "missing:" and listed["tiny"] == "scratch"
+
+
+def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain):
+    result = minimind(chain, "--no-ui", "--preset", "tiny-sft", "--hidden_size", "64",
+                      "--out_dir", "out/never", ok=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "minimind-tui: error: train.from_weight: out/tiny/pretrain_128.pth was trained as "
+        "another shape (out/tiny/config.toml): hidden_size 128 there, 64 here; "
+        "intermediate_size 384 there, 192 here")
+    assert not (chain / "out" / "never").exists()
+    # A pretraining run's from_weight meets the engine's check alone, as before this rule.
+    from minimind.environment import validate_for_start
+
+    settings = {"model": {"hidden_size": 64}, "train": {"from_weight": str(chain / "out" / "tiny"
+                                                                          / "pretrain_128.pth")}}
+    assert validate_for_start(settings)[1] == []
+    settings["train"]["stage"] = "sft"
+    assert [p.loc for p in validate_for_start(settings)[1]] == ["train.from_weight"]
+
+
+def test_a_config_toml_that_is_not_one_leaves_the_origin_unknown(chain, tmp_path):
+    shutil.copytree(chain / "out", tmp_path / "out")
+    (tmp_path / "out" / "tiny-sft" / "config.toml").write_text("[model\n")
+    hostile = tmp_path / "out" / "tiny" / "config.toml"  # a from_weight no file can have
+    hostile.write_text(hostile.read_text().replace('from_weight = ""',
+                                                   'from_weight = "x\\u0000' + "y" * 5000 + '"'))
+    listed = {line.split()[0]: line.split()[1:3]
+              for line in minimind(tmp_path, "runs", "out").stdout.splitlines()[1:]}
+    assert listed["tiny-sft"] == ["?", "unknown"]
+    assert listed["tiny-lora"] == ["lora", "tiny-sft"]  # its own record still names it
+    assert listed["tiny"][0] == "pretrain" and listed["tiny"][1] == "missing:"
+
+
+def rows(table: DataTable) -> list[list[str]]:
+    return [list(map(str, table.get_row_at(i))) for i in range(table.row_count)]
+
+
+async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatch):
+    monkeypatch.chdir(chain)
+    app = MiniMindApp("tiny-sft", {"train": {"stage": "lora", "from_weight": "",
+                                             "out_dir": "out/tiny-lora-2"}})
+    async with app.run_test(size=SIZE) as pilot:
+        form = app.configure_screen.form
+        form.focus_field("train.data_path")
+        await pilot.press("f7")  # only on from_weight
+        assert not isinstance(app.screen, StartFromScreen)
+        form.focus_field("train.from_weight")
+        await pilot.press("f7")
+        assert isinstance(app.screen, StartFromScreen)
+        table = app.screen.query_one(DataTable)
+        # Finished pretrain and sft runs; the lora run is no start for a lora run.
+        assert [row[1:3] for row in rows(table)] == [["tiny", "pretrain"], ["tiny-sft", "sft"]]
+        assert all(row[0] == "" and "128x2" in row[5] for row in rows(table))
+        await pilot.press("down", "enter")
+        assert not isinstance(app.screen, StartFromScreen)
+        await pilot.pause()
+        assert form.raw_values()["train.from_weight"] == BASE
+        assert error_text(app, "from_weight") == ""
+
+        # Another model shape: the runs are listed but marked, and picking one is the usual
+        # one-line problem beside from_weight.
+        form.fields["model.hidden_size"].set_value(64)
+        await pilot.pause()
+        form.focus_field("train.from_weight")
+        await pilot.press("f7")
+        table = app.screen.query_one(DataTable)
+        assert [row[0] for row in rows(table)] == ["✗", "✗"]
+        why = str(app.screen.query_one("#start-from-why", Static).render())
+        assert "hidden_size 128 there, 64 here" in why
+        await pilot.press("enter")
+        await pilot.pause()
+        assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
+        assert error_text(app, "from_weight") == (
+            "out/tiny/pretrain_128.pth was trained as another shape (out/tiny/config.toml): "
+            "hidden_size 128 there, 64 here; intermediate_size 384 there, 192 here")
+        assert app.configure_screen.current_settings() is None  # Start is refused
+
+        # Escape leaves the field as it was; no runs around out_dir: the dialog says so.
+        await pilot.press("f7", "escape")
+        assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
+        form.fields["train.out_dir"].set_value("elsewhere/run")
+        await pilot.pause()
+        form.focus_field("train.from_weight")
+        await pilot.press("f7")
+        assert not app.screen.query(DataTable)
+        assert "No finished pretrain or sft run under elsewhere" in str(
+            app.screen.query_one("#start-from Static").render())
+        await pilot.press("enter", "escape")
+        assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
+        # A pretraining run has nothing to pick from.
+        form.fields["train.stage"].set_value("pretrain")
+        await pilot.pause()
+        form.focus_field("train.from_weight")
+        await pilot.press("f7")
+        assert not isinstance(app.screen, StartFromScreen)
