@@ -36,7 +36,27 @@ def path_problem(value: str) -> str | None:
         if value == "builtin" or name in BUILTINS:
             return None
         return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+    if why := unusable_path(value):
+        return why
     return None if Path(value).expanduser().exists() else f"{value}: no such file or folder"
+
+
+def unusable_path(value: str) -> str | None:
+    """Why this machine cannot take `value` as a path at all (a `~user` it does not know, a
+    name longer than its file system allows, a NUL byte), or None."""
+    try:
+        Path(value).expanduser().exists()
+    except RuntimeError:  # what expanduser raises for an unknown ~user
+        return f"{_shown(value)}: no home folder for {value.split('/')[0]!r} on this machine"
+    except OSError as e:  # ENAMETOOLONG and kin: exists() only swallows "not there"
+        return f"{_shown(value)}: not a usable path here ({e.strerror})"
+    except ValueError as e:  # an embedded NUL byte
+        return f"{_shown(value)}: not a usable path here ({e})"
+    return None
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 80 else f"{value[:40]}…{value[-20:]} ({len(value)} characters)"
 
 
 def environment_problems(settings: RunSettings) -> list[Problem]:
@@ -44,6 +64,8 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
     t = settings.train
     out = [Problem(f"train.{name}", why) for name in PATH_FIELDS
            if (why := path_problem(getattr(t, name).strip()))]
+    if why := unusable_path(t.out_dir.strip()):
+        out.append(Problem("train.out_dir", why))
     if (t.stage != "pretrain" and t.from_weight.strip()
             and not any(p.loc == "train.from_weight" for p in out)):
         from minimind.chain import from_weight_problem  # (pretraining: the engine's check)

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.flags import path_arg
 
 PROG = "minimind-tui export"
 
@@ -31,16 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "computes; the folder is checked against the model's logits before it is "
                     "moved into place. upstream: the pretrain_<hidden>[_moe].pth that upstream "
                     "MiniMind's scripts load.")
-    parser.add_argument("src", metavar="SRC",
+    parser.add_argument("src", metavar="SRC", type=path_arg,
                         help="run folder (config.toml + weights), weights file (.pth, resume "
                              "checkpoint, .safetensors) or a folder saved by save_pretrained")
-    parser.add_argument("out", metavar="OUT",
+    parser.add_argument("out", metavar="OUT", type=path_arg,
                         help="folder to create (upstream: a folder or a .pth file name)")
     parser.add_argument("--format", choices=("hf", "upstream"), default="hf")
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
+                        type=path_arg,
                         help="tokenizer folder to ship (default: the run's tokenizer_path, else "
                              "the bundled one; 'builtin' forces the bundled one)")
-    parser.add_argument("--lora", metavar="FILE", default=None,
+    parser.add_argument("--lora", metavar="FILE", default=None, type=path_arg,
                         help="merge this adapter file (a lora run's lora/<name>_<hidden>.pth, "
                              "or upstream's) into SRC's weights before exporting")
     parser.add_argument("--dtype", choices=DTYPES, default=None,

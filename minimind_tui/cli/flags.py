@@ -55,3 +55,13 @@ def _metavar(spec: FieldSpec) -> str:
     if spec.kind in ("choice", "choices"):
         return "{" + "|".join(spec.choices) + "}"
     return _METAVARS.get(spec.kind, "TEXT")
+
+
+def path_arg(value: str) -> str:
+    """argparse's `type` for a path argument: the value as given, or argparse's one-line error
+    when this machine cannot take it as a path at all (an unknown ~user, a name too long)."""
+    from minimind.environment import unusable_path
+
+    if why := unusable_path(value):
+        raise argparse.ArgumentTypeError(why)
+    return value

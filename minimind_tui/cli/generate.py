@@ -23,6 +23,7 @@ import sys
 import time
 
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.flags import path_arg
 from minimind_tui.cli.export import add_head_split_flag
 
 PROG = "minimind-tui generate"
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Continue prompts with a trained model, streaming the text as it is "
                     "generated (KV cache, CPU or CUDA).")
-    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+    parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_arg,
                         help="run folder, weights file (.pth, resume checkpoint, .safetensors) "
                              "or a saved / exported Hugging Face folder")
     parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed for sampling (default: a new one each time)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default=None,
+                        type=path_arg,
                         help="tokenizer folder (default: the one the checkpoint's run used)")
     add_head_split_flag(parser)
     return parser

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 from minimind.data.progress import Throughput
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.flags import path_arg
 
 T = TypeVar("T")
 
@@ -33,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="What a JSONL file holds, as the tokenizer sees it: documents, "
                                "tokens, lengths, padding and truncation at max_seq_len, bad "
                                "lines and characters the tokenizer spells byte by byte.")
-    parser.add_argument("data", metavar="DATA", help="JSONL file with {\"text\": ...} lines, "
-                                                    ".jsonl.gz, or builtin:shakespeare")
+    parser.add_argument("data", metavar="DATA", type=path_arg,
+                        help="JSONL file with {\"text\": ...} lines, .jsonl.gz, or "
+                             "builtin:shakespeare")
     parser.add_argument("--tokenizer_path", "--tokenizer-path", metavar="DIR", default="",
+                        type=path_arg,
                         help="tokenizer folder (default: the bundled one)")
     parser.add_argument("--max_seq_len", "--max-seq-len", type=int, default=512, metavar="N",
                         help="sample length for the padding, truncation and packing figures "

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.flags import path_arg
 from minimind.runs import COLUMNS, RunSummary, find_runs, sort_key
 
 PROG = "minimind-tui runs"
@@ -19,7 +20,8 @@ def main(argv: list[str]) -> int:
         "started from (the run folder its from_weight lies in, 'scratch', or 'missing: ...' when "
         "the file is gone), status (running, completed, stopped, failed, crashed), steps, last and best validation loss, tokens, "
         "speed, duration and when it last wrote. The app's Runs screen (F4) compares them.")
-    parser.add_argument("root", nargs="?", default="out", help="folder to search (default: out)")
+    parser.add_argument("root", nargs="?", default="out", type=path_arg,
+                        help="folder to search (default: out)")
     parser.add_argument("--sort", choices=list(COLUMNS), default="name",
                         help="column to sort by (default: name)")
     parser.add_argument("--reverse", action="store_true", help="sort descending")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from minimind.run_files import METRICS_FILE
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.flags import path_arg
 from minimind_tui.cli.main import terminal_attached
 
 PROG = "minimind-tui watch"
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
         epilog="--plain ends when the run does; its exit code is the run's outcome: 0 "
         "completed, 130 stopped (checkpoint written), 1 failed or crashed, 2 failed on its "
         "input.")
-    parser.add_argument("out_dir", help="the run's folder (or its metrics.jsonl)")
+    parser.add_argument("out_dir", type=path_arg, help="the run's folder (or its metrics.jsonl)")
     parser.add_argument("--plain", action="store_true",
                         help="print the run's log lines as they arrive instead of the dashboard "
                              "(the default when stdin or stderr is not a terminal)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
+from minimind.environment import unusable_path
 from minimind.run_files import CONFIG_FILE, RESUME_SUFFIX, resume_files
 from minimind_tui.screens.input_dialog import InputDialog
 
@@ -14,6 +15,8 @@ class ResumableFolder(Validator):
     """What the engine's resume needs: the run's config.toml and a resume checkpoint beside it."""
 
     def validate(self, value: str) -> ValidationResult:
+        if why := unusable_path(value.strip()):
+            return self.failure(why)
         folder = Path(value.strip()).expanduser()
         if not value.strip() or not folder.is_dir():
             return self.failure("not a folder")

@@ -6,12 +6,15 @@ from pathlib import Path
 
 from textual.validation import ValidationResult, Validator
 
+from minimind.environment import unusable_path
 from minimind.run_folder import RunFolder
 from minimind_tui.screens.input_dialog import InputDialog
 
 
 class ExistingFolder(Validator):
     def validate(self, value: str) -> ValidationResult:
+        if why := unusable_path(value.strip()):
+            return self.failure(why)
         folder = Path(value.strip()).expanduser()
         if not value.strip() or not folder.is_dir():
             return self.failure("not a folder")

@@ -349,6 +349,32 @@ def test_every_bad_flag_is_reported_at_once(tmp_path):
         "train.batch_size:", "train.learning_rate:", "train.dtype:"]
 
 
+UNUSABLE_PATHS = [("~nosuchuser/x", "no home folder for '~nosuchuser' on this machine"),
+                  ("a" * 5000, "(5000 characters): not a usable path here (File name too long)"),
+                  ("d/" * 3000, "(6000 characters): not a usable path here (File name too long)")]
+
+
+@pytest.mark.parametrize("field", ["data_path", "tokenizer_path", "from_weight", "out_dir"])
+@pytest.mark.parametrize("path, why", UNUSABLE_PATHS)
+def test_a_path_this_machine_cannot_use_is_one_line(tmp_path, field, path, why):
+    lines = errors(cli("--preset", "tiny", f"--{field}", path, cwd=tmp_path))
+    assert len(lines) == 1 and lines[0].startswith(f"minimind-tui: error: train.{field}: ")
+    assert lines[0].endswith(why), lines
+    assert not any(tmp_path.iterdir())  # nothing was created on the way
+
+
+@pytest.mark.parametrize("command", [["generate", "{}", "--prompt", "x"], ["export", "{}", "o"],
+                                     ["export", "o", "{}"], ["watch", "{}", "--plain"],
+                                     ["runs", "{}"], ["inspect", "{}"]])
+def test_subcommands_take_unusable_paths_as_argument_errors(tmp_path, command):
+    for path, why in UNUSABLE_PATHS[:2]:
+        proc = subprocess.run([sys.executable, "-m", "minimind_tui",
+                               *[arg.format(path) for arg in command]], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.rstrip().endswith(why), proc.stderr
+
+
 def test_corrupt_resume_file_exits_2_naming_it(tmp_path, data, checkpoint):
     resume = tmp_path / "run" / "pretrain_128_resume.pth"
     resume.parent.mkdir()
