@@ -34,8 +34,8 @@ from .run_files import CONFIG_FILE, RESUME_SUFFIX
 from .settings import ModelSettings, RunSettings, SettingsError, read_toml
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
-from .upstream import (HeadSplitError, WeightsMismatchError, describe_config,
-                       strip_wrapper_prefixes, infer_config, load_into)
+from .upstream import (HeadSplitError, WeightsMismatchError, strip_wrapper_prefixes,
+                       infer_config, load_into)
 
 BUNDLED = ("", "the bundled tokenizer")
 SAVED_WEIGHTS = "model.safetensors"
