@@ -57,6 +57,10 @@ def test_conversation_inspection_is_cached_per_content_tokenizer_and_max_seq_len
     again = inspect_conversations(str(path), tok, 32)
     assert again.cached and not first.cached and again == first
     assert (first.documents, first.turns, first.bad_lines) == (2, 6, 1)
+    cached_file, = (tmp_path / "cache" / "inspect-sft").glob("chat-*.json")
+    cached_file.write_text(cached_file.read_text()[:40])  # a cache cut short: computed again
+    assert inspect_conversations(str(path), tok, 32) == first
+    assert inspect_conversations(str(path), tok, 32).cached
     assert sum(first.lengths.values()) == 2 and first.first_bad[0][0] == 3
     assert not inspect_conversations(str(path), tok, 16).cached  # another cut
     other = load_tokenizer()
