@@ -169,3 +169,38 @@ async def test_the_screen_names_bad_lines_and_a_template_less_tokenizer(tmp_path
                 break
             await pilot.pause(0.1)
         assert status.startswith("cannot inspect: the tokenizer has no chat template")
+
+
+async def test_an_eta_comes_only_from_a_last_run_that_counted_the_same_kind_of_tokens():
+    """tokens/s counts the labels that train: every token of a pretraining run, only the
+    replies of an sft run. An sft form's ETA from a pretraining run's speed would be
+    several times too short, so it shows none; after an sft run it shows one."""
+    import dataclasses
+
+    from minimind.events import RunStarted
+    from minimind.units import format_duration
+    from snapshot_apps.replay import fixed_events
+
+    expected = inspect_conversations(CHAT, load_tokenizer(), 128)  # the form's scan finds it
+    pretrain_run = fixed_events(10)
+    sft_run = [dataclasses.replace(e, settings={**e.settings, "train": {
+        **e.settings["train"], "stage": "sft"}}) if isinstance(e, RunStarted) else e
+        for e in pretrain_run]
+    app = MiniMindApp("tiny-sft")
+    async with app.run_test(size=SIZE) as pilot:
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        configure = app.configure_screen
+        panel = configure.query_one(ReadoutsPanel)
+        assert f"supervised/epoch {expected.supervised_tokens / 1e3:.2f}k" in shown(panel)
+        app.apply_events(pretrain_run)
+        configure._show_readouts()
+        assert "supervised/step ≈" in shown(panel) and "ETA" not in shown(panel)
+        app.history.reset()
+        app.apply_events(sft_run)
+        configure._show_readouts()
+        t = configure._draft.train
+        steps = math.ceil(expected.documents / t.batch_size)
+        run_tokens = expected.supervised_tokens * t.max_steps / steps
+        eta = format_duration(run_tokens / app.history.latest.tokens_per_sec)
+        assert f"ETA ≈ {eta}" in shown(panel)
