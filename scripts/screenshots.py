@@ -1,5 +1,5 @@
 """Render the README screenshots into docs/screenshots/: configure, dashboard, samples,
-playground, inspect, runs, compare and watch (one SVG each).
+playground, inspect, runs, compare, watch and playground-chat (one SVG each).
 
     python scripts/screenshots.py [--size 140x42] [--theme textual-dark]
 
@@ -8,7 +8,10 @@ same fixed synthetic event stream as the snapshot tests (tests/snapshot_apps/rep
 playground a fixed generation from it, the Inspect data screen the bundled validation corpus,
 and the runs view, the comparison and the watched run read fixed fixture run folders
 (tests/snapshot_apps/run_fixtures.py), so the pictures do not change from one machine or run
-to the next.
+to the next. The chat playground needs a model that answers in turns: the script trains the
+README's chain (`tiny`, then `tiny-sft` from its weights, cut to SFT_STEPS steps) and has a
+greedy conversation with it, so that picture is a real one (about a minute on a quiet 2-core
+machine; its tokens/s are that machine's).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +36,12 @@ from snapshot_apps.run_fixtures import write_fixture_runs
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "docs" / "screenshots"
 SCENES = ("configure", "dashboard", "samples", "playground", "inspect")
+# Enough for the sft model to answer in the format and end its turns (README: within 50 steps
+# of the full `tiny` run; after a 50-step pretraining it only babbles), and no more.
+SFT_STEPS = 50
+CHAT_PROMPTS = ('Who says: "O Romeo, Romeo! wherefore art thou Romeo?"',
+                "Continue Juliet's speech: O Romeo, Romeo! wherefore art thou Romeo?",
+                "Continue Hamlet's speech: To be, or not to be: that is the question:")
 
 
 async def render(size: tuple[int, int], theme: str, scene: str) -> str:
@@ -75,6 +85,43 @@ async def render_runs(size: tuple[int, int], theme: str, root: Path, view: str) 
         return app.export_screenshot(title="minimind-tui")
 
 
+def train_chain(root: Path) -> Path:
+    """The README's pretrain -> sft chain, in `root`: the sft run folder."""
+    pretrain, sft = root / "tiny", root / "tiny-sft"
+    for args in (["--preset", "tiny", "--out_dir", str(pretrain)],
+                 ["--preset", "tiny-sft", "--out_dir", str(sft), "--max_steps", str(SFT_STEPS),
+                  "--from_weight", str(pretrain / "pretrain_128.pth")]):
+        print("training:", " ".join(args[:2]), flush=True)
+        subprocess.run([sys.executable, "-m", "minimind_tui", "--no-ui", *args], check=True,
+                       stdout=subprocess.DEVNULL, cwd=ROOT)
+    return sft
+
+
+async def render_chat(size: tuple[int, int], theme: str, model: Path) -> str:
+    """The playground in chat mode: a greedy conversation of several turns with `model`."""
+    app = MiniMindApp("tiny-sft")
+    async with app.run_test(size=size) as pilot:
+        app.theme = theme
+        app.open_playground(str(model))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#sampling-temperature").value = "0"
+        await pilot.click("#playground-chat")
+        for turn, prompt in enumerate(CHAT_PROMPTS, start=1):
+            screen.query_one("#playground-prompt").text = prompt
+            await pilot.press("ctrl+g")
+            for _ in range(1200):  # a turn ends with the worker (two minutes at the most)
+                await pilot.pause(0.1)
+                if (len(screen.chat) == 2 * turn
+                        or screen.query_one("#playground-status").has_class("-error")):
+                    break
+            if len(screen.chat) != 2 * turn:
+                raise RuntimeError(f"the chat's turn {turn} did not end: "
+                                   f"{screen.query_one('#playground-status').render()}")
+        await pilot.pause(0.3)
+        return app.export_screenshot(title="minimind-tui")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="140x42", help="terminal WIDTHxHEIGHT")
@@ -93,6 +140,8 @@ def main() -> None:
         write_fixture_runs(root)
         for view in ("runs", "compare", "watch"):
             shots[view] = asyncio.run(render_runs(size, args.theme, root, view))
+        shots["playground-chat"] = asyncio.run(render_chat(size, args.theme,
+                                                           train_chain(Path(tmp) / "chain")))
         for name, svg in shots.items():
             path = OUT_DIR / f"{name}.svg"
             path.write_text(svg.replace(str(Path(tmp)), "~"), encoding="utf-8")

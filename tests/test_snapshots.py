@@ -119,3 +119,17 @@ def test_inspect_screen_shakespeare_val(snap_compare):
         await pilot.pause(0.5)
 
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)
+
+
+def test_inspect_screen_conversations_shakespeare_chat_val(snap_compare):
+    """The Inspect data screen for stage sft: the bundled validation conversations."""
+
+    async def run_before(pilot) -> None:
+        from minimind_tui.screens.inspect import InspectScreen
+
+        await pilot.app.push_screen(InspectScreen("builtin:shakespeare-chat-val", "", 128,
+                                                  "sft"))
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+
+    assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)

@@ -3,8 +3,13 @@ shows, worded once here (no Textual)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from minimind.data.inspect import DataInspection, length_histogram
 from minimind.units import format_count
+
+if TYPE_CHECKING:  # the conversation inspector imports torch; these rows need only its fields
+    from minimind.data.sft_inspect import ConversationInspection
 
 BAR_WIDTH = 30
 
@@ -28,6 +33,34 @@ def figure_rows(insp: DataInspection, max_seq_len: int) -> list[tuple[str, str]]
     return rows
 
 
+def conversation_rows(insp: ConversationInspection) -> list[tuple[str, str]]:
+    """(label, value) rows of a conversation file (stage sft/lora) at its max_seq_len."""
+    return [
+        ("conversations", f"{insp.documents:,}"),
+        ("turns", f"{insp.turns:,}"),
+        ("tokens", f"{insp.tokens:,} (cut at max_seq_len {insp.max_seq_len}; "
+                   f"{insp.tokens_before_truncation:,} before)"),
+        ("supervised tokens", f"{insp.supervised_tokens:,} ({insp.supervised_share:.1%} of the "
+                              "tokens: the replies the loss trains on)"),
+        ("truncated", f"{insp.truncated_documents:,} conversations longer than "
+                      f"{insp.max_seq_len} tokens"),
+        ("bad lines", f"{insp.bad_lines:,}" + (" (skipped)" if insp.bad_lines else "")),
+    ]
+
+
+def conversation_warnings(insp: ConversationInspection) -> list[str]:
+    """What deserves attention before fine-tuning on this conversation file, in words."""
+    warnings = []
+    if insp.truncated_documents > 0.1 * max(insp.documents, 1):
+        warnings.append(f"{insp.truncated_documents / insp.documents:.0%} of the conversations "
+                        f"are longer than max_seq_len={insp.max_seq_len}: they are cut there, "
+                        f"and a reply cut off never learns to end.")
+    if insp.bad_lines:
+        warnings.append(f"{insp.bad_lines:,} bad lines: training stops at the first one unless "
+                        f"train.skip_bad_lines is on.")
+    return warnings
+
+
 def _packing(saves: float) -> str:
     if saves >= 0:
         return f"{saves:.1%} less compute than padded"
@@ -36,7 +69,7 @@ def _packing(saves: float) -> str:
     return f"{1 - saves:.2f}× the padded samples: long documents are not cut"
 
 
-def bad_line_rows(insp: DataInspection) -> list[str]:
+def bad_line_rows(insp: DataInspection | ConversationInspection) -> list[str]:
     return [f"line {line}: {reason}" for line, reason in insp.first_bad]
 
 

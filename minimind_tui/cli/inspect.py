@@ -100,12 +100,15 @@ def _with_progress(args, inspect: Callable[[_ProgressBar | None], T]) -> T | int
 
 
 def _inspect_conversations(args, tokenizer) -> int:
+    from minimind.data.inspect_report import (bad_line_rows, conversation_rows,
+                                             conversation_warnings)
     from minimind.data.sft import ChatTemplateError
     from minimind.data.sft_inspect import inspect_conversations
 
     try:
         insp = _with_progress(args, lambda bar: inspect_conversations(
-            args.data, tokenizer, args.max_seq_len, progress=bar))
+            args.data, tokenizer, args.max_seq_len, progress=bar, phase=bar and bar.phase,
+            use_cache=not args.no_cache))
     except ChatTemplateError as e:
         return exit_codes.invalid(f"--tokenizer_path: {e}", prog=PROG)
     if isinstance(insp, int):
@@ -113,17 +116,12 @@ def _inspect_conversations(args, tokenizer) -> int:
     if args.json:
         print(json.dumps(insp.to_dict(), ensure_ascii=False))
         return exit_codes.OK
-    rows = [("conversations", f"{insp.documents:,}"), ("turns", f"{insp.turns:,}"),
-            ("tokens", f"{insp.tokens:,} (cut at max_seq_len {insp.max_seq_len}; "
-                       f"{insp.tokens_before_truncation:,} before)"),
-            ("supervised tokens", f"{insp.supervised_tokens:,} ({insp.supervised_share:.1%} of "
-                                  "the tokens: the replies the loss trains on)"),
-            ("truncated", f"{insp.truncated_documents:,} conversations longer than "
-                          f"{insp.max_seq_len} tokens"),
-            ("bad lines", f"{insp.bad_lines:,}")]
-    lines = [f"{insp.path}: conversations, tokenizer {args.tokenizer_path or 'bundled'}", ""]
-    lines += [f"{label:18s} {value}" for label, value in rows]
-    lines += [f"  line {n}: {why}" for n, why in insp.first_bad]
+    cached = " (cached)" if insp.cached else ""
+    lines = [f"{insp.path}: conversations, tokenizer {args.tokenizer_path or 'bundled'}{cached}",
+             ""]
+    lines += [f"{label:18s} {value}" for label, value in conversation_rows(insp)]
+    lines += [f"  {line}" for line in bad_line_rows(insp)]
+    lines += [f"warning: {w}" for w in conversation_warnings(insp)]
     print("\n".join(lines))
     return exit_codes.OK
 

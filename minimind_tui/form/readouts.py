@@ -1,8 +1,9 @@
 """Numbers derived from the settings before a run starts (no Textual here).
 
 The configure screen shows them live: the model's size, which upstream checkpoints fit its
-shape, tokens per optimizer step, steps per epoch and a memory estimate. The slow parts
-(importing the model code, scanning a data file) run in background workers and are cached.
+shape, tokens per optimizer step, steps per epoch, for sft/lora the tokens the loss trains on,
+and a memory estimate. The slow parts (importing the model code, scanning a data file) run in
+background workers and are cached.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from minimind.settings import ModelSettings, Problem, RunSettings
 
 if TYPE_CHECKING:
     from minimind.data.inspect import DataInspection
+    from minimind.data.sft_inspect import ConversationInspection
 
 # The fields each readout is computed from ("model" stands for the whole section). A readout is
 # shown while its fields are valid, whatever else is wrong: an upstream preset whose data is
@@ -26,8 +28,8 @@ MODEL_FIELDS = ("model",)
 TOKENS_FIELDS = ("train.batch_size", "train.max_seq_len", "train.accumulation_steps")
 MEMORY_FIELDS = ("model", "train.batch_size", "train.max_seq_len", "train.dtype",
                  "train.grad_checkpointing")
-DATA_FIELDS = ("train.data_path", "train.packing", "train.epochs", "train.max_steps",
-               *TOKENS_FIELDS)
+DATA_FIELDS = ("train.stage", "train.data_path", "train.packing", "train.epochs",
+               "train.max_steps", *TOKENS_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -42,11 +44,12 @@ class ModelSummary:
 @dataclass(frozen=True)
 class DataSummary:
     """How much a data file holds: always its line count, tokens once a token cache exists,
-    and every figure once it was inspected with the form's tokenizer."""
+    and every figure once it was inspected with the form's tokenizer (for sft/lora: as
+    conversations, at the form's max_seq_len)."""
 
     lines: int
     tokens: int | None
-    inspection: DataInspection | None = None
+    inspection: DataInspection | ConversationInspection | None = None
 
 
 def blocking_problem(problems: list[Problem], fields: tuple[str, ...]) -> Problem | None:
@@ -81,10 +84,12 @@ def _model_summary(key: str) -> ModelSummary:
                         defaults)
 
 
-def scan_data(data_path: str, tokenizer_path: str = "") -> DataSummary:
+def scan_data(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",
+              max_seq_len: int = 0) -> DataSummary:
     """Line count of a JSONL file (`builtin:` names included) and, if the packed token cache
     of its current bytes exists, its token count; the inspection of these bytes with this
-    tokenizer, if there is one. Reads the file once; callers cache per `data_key`."""
+    tokenizer, if there is one (for sft/lora the conversation inspection at max_seq_len).
+    Reads the file once; callers cache per `data_key`."""
     from minimind.data.corpus import default_cache_dir, file_digest, resolve_data_path
     from minimind.data.inspect import cached_inspection, inspections_of
     from minimind.data.packed import cached_token_files
@@ -99,6 +104,9 @@ def scan_data(data_path: str, tokenizer_path: str = "") -> DataSummary:
     lines += last != b"\n"  # a last line without a newline still counts
     # The tokenizer is part of the cache name too; any tokenizer's cache is close enough here.
     digest = file_digest(path)
+    if stage != "pretrain":  # conversations are never packed: no token cache to look for
+        return DataSummary(lines, None, _conversation_inspection(path, digest, tokenizer_path,
+                                                                 max_seq_len))
     caches = cached_token_files(default_cache_dir() / "tokens", path, digest)
     inspection = None
     if inspections_of(path, digest):  # loading a tokenizer takes seconds: only when it pays
@@ -118,12 +126,39 @@ def _tokenizer_key(tokenizer_path: str) -> str | None:
         return None
 
 
+def _conversation_inspection(path: Path, digest: str, tokenizer_path: str, max_seq_len: int
+                             ) -> ConversationInspection | None:
+    from minimind.data.sft_inspect import (cached_conversation_inspection,
+                                           conversation_inspections_of)
+
+    if not conversation_inspections_of(path, digest, max_seq_len):
+        return None  # loading a tokenizer takes seconds: only when it pays
+    key = _conversation_tokenizer_key(tokenizer_path)
+    return cached_conversation_inspection(path, digest, key, max_seq_len) if key else None
+
+
+@functools.lru_cache(maxsize=8)
+def _conversation_tokenizer_key(tokenizer_path: str) -> str | None:
+    from minimind.data.sft_inspect import tokenizer_key
+    from minimind.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        return tokenizer_key(load_tokenizer(tokenizer_path or None))
+    except TokenizerError:
+        return None
+
+
 def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]:
     """Optimizer steps in one epoch and what the count is based on (the engine's rule:
-    the last micro-batch and the last step of an epoch may be short)."""
+    the last micro-batch and the last step of an epoch may be short). sft/lora samples are
+    conversations, one each: never packed."""
     t = settings.train
     inspected = data.inspection
-    if t.packing and inspected is not None:
+    if t.stage != "pretrain":
+        samples, basis = ((inspected.documents, f"{inspected.documents:,} conversations "
+                                                "(inspected)") if inspected is not None
+                          else (data.lines, f"{data.lines:,} lines"))
+    elif t.packing and inspected is not None:
         samples = inspected.tokens // t.max_seq_len
         basis = f"{inspected.tokens:,} tokens (inspected)"
     elif inspected is not None:
@@ -180,19 +215,53 @@ def format_bytes(n: float) -> str:
 
 def tokens_per_epoch(settings: RunSettings, data: DataSummary) -> int | None:
     """Tokens the model learns from in one epoch (labels that count), once inspected: packed,
-    every position of the full windows; padded, each document up to max_seq_len."""
+    every position of the full windows; padded, each document up to max_seq_len; sft/lora,
+    the supervised tokens of the replies."""
     if data.inspection is None:
         return None
+    if settings.train.stage != "pretrain":
+        return data.inspection.supervised_tokens
     fit = data.inspection.fit(settings.train.max_seq_len)
     if settings.train.packing:
         return fit.packed_samples * fit.max_seq_len
     return round(fit.padded_samples * fit.max_seq_len * (1 - fit.padding_share))
 
 
-def data_key(data_path: str, tokenizer_path: str = "") -> str:
+@dataclass(frozen=True)
+class Supervision:
+    """What the loss of an sft/lora step trains on, estimated from an inspection."""
+
+    per_step: float
+    """Supervised tokens per optimizer step: the mean per conversation x conversations."""
+    share: float
+    """Of the conversations' tokens (cut at max_seq_len, no padding), the share supervised."""
+    position_share: float
+    """Of the positions a step computes (padding included), the share supervised."""
+    conversations: int
+    """How many conversations the estimate comes from."""
+
+
+def supervision(settings: RunSettings, data: DataSummary) -> Supervision | None:
+    """Supervised tokens per step for a conversation stage once the data was inspected at this
+    max_seq_len, else None (a guess would read as a measurement)."""
+    inspected = data.inspection
+    if settings.train.stage == "pretrain" or inspected is None or not inspected.documents:
+        return None
+    per_step = (inspected.supervised_tokens / inspected.documents * settings.train.batch_size
+                * settings.train.accumulation_steps)
+    return Supervision(per_step, inspected.supervised_share,
+                       per_step / settings.tokens_per_step(), inspected.documents)
+
+
+def data_key(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",
+             max_seq_len: int = 0) -> str:
     """The cache key of a data scan: the spellings plus, for files, their size and mtime, so
-    an edited file is scanned again while a keystroke elsewhere reuses the last scan."""
+    an edited file is scanned again while a keystroke elsewhere reuses the last scan. A
+    conversation stage's scan also depends on max_seq_len (its inspection cuts at it); a
+    pretraining inspection serves every max_seq_len."""
     key = f"{data_path}|{tokenizer_path}"
+    if stage != "pretrain":
+        key = f"{key}|{stage}@{max_seq_len}"
     if data_path.startswith("builtin"):
         return key
     try:

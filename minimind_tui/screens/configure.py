@@ -35,6 +35,9 @@ from minimind_tui.widgets.settings_form import SettingsForm
 
 DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
 FROM_WEIGHT = "train.from_weight"
+INSPECT_BINDING = Binding("f8", "inspect_data", "Inspect data", id="inspect_data",
+                          key_display="F8", tooltip="Tokenize the focused data file (else "
+                                                    "data_path) and show what it holds")
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -53,9 +56,7 @@ class ConfigureScreen(Screen[None]):
                 tooltip="Load an earlier run folder's settings and continue it"),
         Binding("f2", "app.toggle_view", "Dashboard", id="to_dashboard", key_display="F2",
                 tooltip="Show the run dashboard"),
-        Binding("f8", "inspect_data", "Inspect data", id="inspect_data", key_display="F8",
-                tooltip="Tokenize the focused data file (else data_path) and show what it "
-                        "holds"),
+        INSPECT_BINDING,
         # Only on from_weight (see check_action), where the footer has room for it.
         Binding("f7", "pick_start", "Runs to start from", id="pick_start", key_display="F7",
                 tooltip="The finished runs this stage can start from; picking one puts its "
@@ -142,26 +143,36 @@ class ConfigureScreen(Screen[None]):
         if blocking_problem(self.problems, MODEL_FIELDS) is None:
             self.run_worker(partial(model_summary, settings.model), thread=True,
                             exclusive=True, group="model-summary", exit_on_error=False)
-        t = settings.train
-        key = data_key(t.data_path, t.tokenizer_path)
+        scan = _scan_args(settings)
+        key = data_key(*scan)
         if (blocking_problem(self.problems, DATA_FIELDS) is None
                 and key not in self._data and key not in self._scanning):
             self._scanning.add(key)
-            self.run_worker(partial(scan_data, t.data_path, t.tokenizer_path), name=key,
+            self.run_worker(partial(scan_data, *scan), name=key,
                             thread=True, group="data-scan", exit_on_error=False)
         self._show_readouts()
 
     def _show_readouts(self) -> None:
         if self._draft is None:
             return
-        t = self._draft.train
-        data = self._data.get(data_key(t.data_path, t.tokenizer_path))
-        latest = self.app.history.latest  # the speed of the app's last run, for an ETA
+        data = self._data.get(data_key(*_scan_args(self._draft)))
         self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data,
-                                           latest.tokens_per_sec if latest else None)
+                                           self._last_speed(self._draft),
+                                           INSPECT_BINDING.key_display or "")
         if (isinstance(self._model, ModelSummary)
                 and blocking_problem(self.problems, MODEL_FIELDS) is None):
             self.form.show_family_defaults(self._model.family_defaults)
+
+    def _last_speed(self, settings: RunSettings) -> float | None:
+        """The app's last run's tokens/s, for an ETA, if it counted the same kind of tokens:
+        every token for pretraining, only the replies for sft/lora."""
+        history = self.app.history
+        if history.latest is None:
+            return None
+        started = history.started.settings["train"] if history.started else {}
+        last_stage = started.get("stage", "pretrain")
+        same_kind = (last_stage == "pretrain") == (settings.train.stage == "pretrain")
+        return history.latest.tokens_per_sec if same_kind else None
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -319,7 +330,8 @@ class ConfigureScreen(Screen[None]):
         draft = self._draft.train if self._draft else None
         max_seq_len = draft.max_seq_len if draft else 512
         tokenizer_path = str(raw.get("train.tokenizer_path") or "")
-        self.app.push_screen(InspectScreen(path, tokenizer_path, max_seq_len),
+        stage = draft.stage if draft else "pretrain"
+        self.app.push_screen(InspectScreen(path, tokenizer_path, max_seq_len, stage),
                              self._inspected)
 
     def _inspected(self, result: object) -> None:
@@ -332,3 +344,9 @@ class ConfigureScreen(Screen[None]):
         """Put the cursor on the field an engine error names ("train.data_path: …")."""
         loc = reason.partition(":")[0].strip()
         self.form.focus_field(loc)
+
+
+def _scan_args(settings: RunSettings) -> tuple[str, str, str, int]:
+    """What a data scan reads and its cache key is made of (`data_key`, `scan_data`)."""
+    t = settings.train
+    return t.data_path, t.tokenizer_path, t.stage, t.max_seq_len

@@ -1,22 +1,24 @@
-"""A bar chart of document lengths in tokens, with max_seq_len marked."""
+"""A bar chart of document (or conversation) lengths in tokens, with max_seq_len marked."""
 
 from __future__ import annotations
 
 from textual.color import Color
 from textual_plotext import PlotextPlot
 
-from minimind.data.inspect import DataInspection, length_histogram
+from minimind.data.inspect import length_histogram
 from minimind_tui.widgets.metric_plot import nice_ticks, tick_label
 
 BINS = 24
 
 
 class LengthHistogram(PlotextPlot):
-    def show(self, insp: DataInspection, max_seq_len: int) -> None:
+    def show(self, lengths: dict[int, int], max_seq_len: int,
+             what: str = "tokens per document (bos + text + eos)") -> None:
+        """`lengths`: length in tokens -> how many have it; `what` names the x axis."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
-        bars = length_histogram(insp.lengths, BINS)
+        bars = length_histogram(lengths, BINS)
         if not bars:
             self.refresh()
             return
@@ -31,5 +33,5 @@ class LengthHistogram(PlotextPlot):
             plt.vline(max_seq_len, color=Color.parse(colors["warning"]).rgb)
         ticks = nice_ticks(lo, hi)
         plt.xticks(ticks, [tick_label(t) for t in ticks])
-        plt.xlabel(f"tokens per document (bos + text + eos); max_seq_len {max_seq_len}")
+        plt.xlabel(f"{what}; max_seq_len {max_seq_len}")
         self.refresh()

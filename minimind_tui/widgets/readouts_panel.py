@@ -1,4 +1,5 @@
-"""Numbers derived from the settings: model size, upstream fit, tokens, steps, memory."""
+"""Numbers derived from the settings: model size, upstream fit, tokens, steps, supervised
+tokens (sft/lora), memory."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from minimind.units import format_count, format_duration
 from minimind.settings import Problem, RunSettings
 from minimind_tui.form.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
                                    DataSummary, ModelSummary, blocking_problem, format_bytes,
-                                   memory_estimate, steps_per_epoch, tokens_per_epoch)
+                                   memory_estimate, steps_per_epoch, supervision,
+                                   tokens_per_epoch)
 
 
 class ReadoutsPanel(Static):
@@ -19,10 +21,11 @@ class ReadoutsPanel(Static):
 
     def show(self, settings: RunSettings, problems: list[Problem],
              model: ModelSummary | str | None, data: DataSummary | str | None,
-             tokens_per_sec: float | None = None) -> None:
+             tokens_per_sec: float | None = None, inspect_key: str = "") -> None:
         """`settings` may hold defaults for invalid fields (`problems` says which); `model`
         and `data` are summaries, error messages, or None while being computed;
-        `tokens_per_sec`, the last run's speed, turns inspected data into an ETA."""
+        `tokens_per_sec`, the last run's speed, turns inspected data into an ETA;
+        `inspect_key` is the key that inspects the data, for a readout that needs it."""
         t = settings.train
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
@@ -33,7 +36,7 @@ class ReadoutsPanel(Static):
             grid.add_row("tokens/step", f"{settings.tokens_per_step():,} "
                          f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
         if not _blocked(grid, "steps/epoch", problems, DATA_FIELDS):
-            _data_rows(grid, settings, data, tokens_per_sec)
+            _data_rows(grid, settings, data, tokens_per_sec, inspect_key)
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
         if not _blocked(grid, where, problems, MEMORY_FIELDS) and isinstance(model, ModelSummary):
             memory = memory_estimate(settings, model.parameters)
@@ -68,7 +71,7 @@ def _model_rows(grid: Table, model: ModelSummary | str | None) -> None:
 
 
 def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | None,
-               tokens_per_sec: float | None) -> None:
+               tokens_per_sec: float | None, inspect_key: str) -> None:
     if not isinstance(data, DataSummary):
         grid.add_row("steps/epoch", Text(data or "reading data…", style="dim"))
         return
@@ -80,12 +83,33 @@ def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | Non
     grid.add_row("steps/epoch", f"{exact}{steps:,}")
     grid.add_row("", Text(basis, style="dim"))
     grid.add_row("total steps", f"{t.max_steps:,} (max_steps)" if capped else f"{exact}{total:,}")
+    if t.stage != "pretrain":
+        _supervision_rows(grid, settings, data, inspect_key)
     epoch_tokens = tokens_per_epoch(settings, data)
     if epoch_tokens is None:
         return
-    grid.add_row("tokens/epoch", format_count(epoch_tokens))
+    # What the loss counts: every token for pretraining, the replies for sft/lora.
+    grid.add_row("tokens/epoch" if t.stage == "pretrain" else "supervised/epoch",
+                 format_count(epoch_tokens))
     if tokens_per_sec:
         run_tokens = epoch_tokens * t.epochs * (t.max_steps / total if capped else 1)
         grid.add_row("ETA", f"≈ {format_duration(run_tokens / tokens_per_sec)}")
         grid.add_row("", Text(f"at the last run's {format_count(tokens_per_sec)} tokens/s",
                               style="dim"))
+
+
+def _supervision_rows(grid: Table, settings: RunSettings, data: DataSummary,
+                      inspect_key: str) -> None:
+    """The tokens an sft/lora step trains on: the replies only, so far fewer than tokens/step."""
+    figures = supervision(settings, data)
+    if figures is None:
+        key = f"{inspect_key} (inspect data)" if inspect_key else "inspect data"
+        grid.add_row("supervised/step", Text(f"{key} counts them at max_seq_len "
+                                             f"{settings.train.max_seq_len}", style="dim"))
+        return
+    grid.add_row("supervised/step", f"≈ {figures.per_step:,.0f}")
+    grid.add_row("trained share", f"{figures.share:.1%} of the tokens")
+    grid.add_row("", Text(f"{figures.position_share:.1%} of the positions, padding included",
+                          style="dim"))
+    grid.add_row("", Text(f"estimated from {figures.conversations:,} conversations inspected "
+                          f"at max_seq_len {settings.train.max_seq_len}", style="dim"))
