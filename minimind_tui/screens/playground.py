@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DRAIN_SECONDS = 0.1  # ten times a second: text appears smoothly, the UI stays idle otherwise
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROMPT = "ROMEO:"
+END_OF_TURN = "<|im_end|>"  # MiniMind's eos, which closes every turn of its chat template
 _ENDINGS = {"eos": "ended at eos", "length": "reached max tokens", "stopped": "stopped"}
 
 
@@ -183,7 +184,7 @@ class PlaygroundScreen(ModalScreen[None]):
                 self._status(f"{_speed(event.tokens, event.seconds)} │ {self._model_line}")
             elif isinstance(event, GenerationEnded):
                 if self._chatting:
-                    reply = self._generated.removesuffix("<|im_end|>")  # the template adds it
+                    reply = self._generated.removesuffix(END_OF_TURN)  # the template adds it
                     self.chat += [{"role": "user", "content": self._prompt},
                                   {"role": "assistant", "content": reply}]
                 self._status(f"{_speed(event.tokens, event.seconds)} · "
@@ -203,9 +204,11 @@ class PlaygroundScreen(ModalScreen[None]):
             text.append("user: ", style="bold")
             text.append(self._prompt + "\n")
             text.append("assistant: ", style="bold")
+            # The turn's end shows in the status line ("ended at eos"), as for earlier turns.
+            text.append(self._generated.removesuffix(END_OF_TURN))
         else:
             text.append(self._prompt, style="bold")
-        text.append(self._generated)
+            text.append(self._generated)
         self.query_one("#playground-output-text", Static).update(text)
         self.query_one("#playground-output", VerticalScroll).scroll_end(animate=False)
 
