@@ -126,7 +126,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="140x42", help="terminal WIDTHxHEIGHT")
     parser.add_argument("--theme", default="textual-dark")
+    parser.add_argument("--only", default="", metavar="NAME,...",
+                        help="render these scenes alone (e.g. playground-chat); default: all")
     args = parser.parse_args()
+    only = {name for name in args.only.split(",") if name}
+
+    def wanted(scene: str) -> bool:
+        return not only or scene in only
+
     size = tuple(int(n) for n in args.size.split("x"))
     # A fresh cache and no user presets: the readouts and preset list look the same anywhere.
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,13 +142,15 @@ def main() -> None:
         OUT_DIR.mkdir(parents=True, exist_ok=True)
         os.environ["TZ"] = "UTC"  # the runs' "when" column
         time.tzset()
-        shots = {scene: asyncio.run(render(size, args.theme, scene)) for scene in SCENES}
+        shots = {scene: asyncio.run(render(size, args.theme, scene))
+                 for scene in SCENES if wanted(scene)}
         root = Path(tmp) / "out"
         write_fixture_runs(root)
-        for view in ("runs", "compare", "watch"):
+        for view in filter(wanted, ("runs", "compare", "watch")):
             shots[view] = asyncio.run(render_runs(size, args.theme, root, view))
-        shots["playground-chat"] = asyncio.run(render_chat(size, args.theme,
-                                                           train_chain(Path(tmp) / "chain")))
+        if wanted("playground-chat"):
+            shots["playground-chat"] = asyncio.run(render_chat(
+                size, args.theme, train_chain(Path(tmp) / "chain")))
         for name, svg in shots.items():
             path = OUT_DIR / f"{name}.svg"
             path.write_text(svg.replace(str(Path(tmp)), "~"), encoding="utf-8")
