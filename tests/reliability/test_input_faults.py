@@ -385,3 +385,13 @@ def test_corrupt_resume_file_exits_2_naming_it(tmp_path, data, checkpoint):
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"minimind-tui: error: train.from_resume: {resume}: not a "
                                "readable PyTorch checkpoint (truncated, corrupt")
+
+
+@pytest.mark.parametrize("path, why", UNUSABLE_PATHS)
+def test_the_apps_folder_dialogs_say_why_a_path_is_unusable(path, why):
+    from minimind_tui.screens.resume import ResumableFolder
+    from minimind_tui.screens.watch_dialog import ExistingFolder
+
+    for validator in (ResumableFolder(), ExistingFolder()):
+        result = validator.validate(path)
+        assert not result.is_valid and result.failure_descriptions[0].endswith(why)
