@@ -100,6 +100,15 @@ def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain, m
     assert (adapted - before).abs().max() > 1e-3
 
 
+def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path):
+    for again in (ADAPTER, str(chain / ADAPTER)):  # spelled relative or absolute: one file
+        result = minimind(chain, "export", "out/tiny-lora", str(tmp_path / "hf"), "--lora",
+                          again, ok=False)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+        assert f"--lora: {again} is already merged: out/tiny-lora is a lora run" in result.stderr
+    assert not (tmp_path / "hf").exists()
+
+
 @pytest.mark.parametrize("damage", ["removed", "another shape"])
 def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage):
     shutil.copytree(chain / "out", tmp_path / "out")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
@@ -79,9 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {describe_config(source.model.config)}")
         print(f"  weights {source.built_from}; config from {source.config_origin}")
         if args.lora:
+            if source.adapter_path and _same_file(source.adapter_path, args.lora):
+                return exit_codes.invalid(
+                    f"--lora: {args.lora} is already merged: {args.src} is a lora run, which "
+                    "opens as its base with its own adapters (leave --lora out)", prog=PROG)
             rank = load_lora(source.model, args.lora)
             merge_lora(source.model)
-            print(f"  merged the rank-{rank} adapters of {args.lora}")
+            on_top = " on top of the run's own" if source.adapter_path else ""
+            print(f"  merged the rank-{rank} adapters of {args.lora}{on_top}")
         if args.format == "upstream":
             path = export_upstream(source.model, args.out, overwrite=args.overwrite)
             print(f"wrote {path} (upstream MiniMind layout, float16)")
@@ -125,3 +131,9 @@ def add_head_split_flag(parser: argparse.ArgumentParser) -> None:
                         help="query heads of a weights file that records no head split (no "
                              "config.toml or resume file beside it); must agree with a record")
 
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).expanduser().samefile(Path(b).expanduser())
+    except OSError:  # one of them is not there: load_lora says so
+        return False
