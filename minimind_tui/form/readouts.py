@@ -110,20 +110,24 @@ def scan_data(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",
     caches = cached_token_files(default_cache_dir() / "tokens", path, digest)
     inspection = None
     if inspections_of(path, digest):  # loading a tokenizer takes seconds: only when it pays
-        key = _tokenizer_key(tokenizer_path)
-        inspection = cached_inspection(path, digest, key) if key else None
+        keys = _tokenizer_keys(tokenizer_path)
+        inspection = cached_inspection(path, digest, keys[0]) if keys else None
     return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None, inspection)
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer_key(tokenizer_path: str) -> str | None:
+def _tokenizer_keys(tokenizer_path: str) -> tuple[str, str] | None:
+    """The keys a tokenizer's inspections are cached under: (its ids, for documents; its ids
+    and chat template, for conversations); None when it cannot be loaded."""
     from minimind.data.packed import tokenizer_digest
+    from minimind.data.sft_inspect import tokenizer_key
     from minimind.tokenizer import TokenizerError, load_tokenizer
 
     try:
-        return tokenizer_digest(load_tokenizer(tokenizer_path or None))
+        tokenizer = load_tokenizer(tokenizer_path or None)
     except TokenizerError:
         return None
+    return tokenizer_digest(tokenizer), tokenizer_key(tokenizer)
 
 
 def _conversation_inspection(path: Path, digest: str, tokenizer_path: str, max_seq_len: int
@@ -133,19 +137,8 @@ def _conversation_inspection(path: Path, digest: str, tokenizer_path: str, max_s
 
     if not conversation_inspections_of(path, digest, max_seq_len):
         return None  # loading a tokenizer takes seconds: only when it pays
-    key = _conversation_tokenizer_key(tokenizer_path)
-    return cached_conversation_inspection(path, digest, key, max_seq_len) if key else None
-
-
-@functools.lru_cache(maxsize=8)
-def _conversation_tokenizer_key(tokenizer_path: str) -> str | None:
-    from minimind.data.sft_inspect import tokenizer_key
-    from minimind.tokenizer import TokenizerError, load_tokenizer
-
-    try:
-        return tokenizer_key(load_tokenizer(tokenizer_path or None))
-    except TokenizerError:
-        return None
+    keys = _tokenizer_keys(tokenizer_path)
+    return cached_conversation_inspection(path, digest, keys[1], max_seq_len) if keys else None
 
 
 def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]:
