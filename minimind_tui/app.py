@@ -74,7 +74,8 @@ class MiniMindApp(App[None]):
                 tooltip="Quit (asks first while a run is going)"),
     ]
 
-    run_phase: var[RunPhase] = var(RunPhase.IDLE)
+    # Every binding's state (F5, F6, ...) follows the phase: a change refreshes the footer.
+    run_phase: var[RunPhase] = var(RunPhase.IDLE, bindings=True)
 
     def validate_run_phase(self, phase: str) -> RunPhase:
         return RunPhase(phase)
@@ -242,7 +243,6 @@ class MiniMindApp(App[None]):
         self.apply_events([LogMessage(level="info", text="stop requested: finishing the "
                                       "current step and writing a checkpoint")])
         self.run_phase = RunPhase.STOPPING
-        self.refresh_bindings()
 
     def _drain(self) -> None:
         source = self.training
@@ -277,7 +277,6 @@ class MiniMindApp(App[None]):
         if self.history.finished is None:  # the engine did not get to report its end
             self.apply_events([finished])
         self.run_phase = RunPhase(finished.status)
-        self.refresh_bindings()
         if self._quitting:
             self.exit()
         elif finished.status == "failed":
