@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
+from .environment import unusable_path
 from .lora import LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX
@@ -213,8 +214,12 @@ def _run_settings(toml: Path) -> RunSettings:
 def _run_record(toml: Path) -> tuple[Record, str]:
     """A run's config.toml as a record, and the weights file name it gives."""
     settings = _run_settings(toml)
-    tokenizer = (settings.train.tokenizer_path, f"train.tokenizer_path in {toml}")
-    return Record(str(toml), settings.model, tokenizer), settings.weights_name()
+    return _settings_as_record(toml, settings), settings.weights_name()
+
+
+def _settings_as_record(toml: Path, settings: RunSettings) -> Record:
+    return Record(str(toml), settings.model, (settings.train.tokenizer_path,
+                                              f"train.tokenizer_path in {toml}"))
 
 
 def _saved_folder_record(folder: Path) -> Record:
@@ -287,18 +292,16 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     if not settings.train.from_weight:
         raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
                               "is empty)")
-    try:
-        base = Path(settings.train.from_weight).expanduser()
-        found = base.is_file()
-    except (OSError, RuntimeError):  # a name too long, ~nosuchuser: no such file either
-        base, found = Path(settings.train.from_weight), False
-    if not found:
+    base = Path(settings.train.from_weight)
+    usable = not unusable_path(str(base))  # a name too long, ~nosuchuser, a NUL: no such file
+    if usable:
+        base = base.expanduser()
+    if not (usable and base.is_file()):
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if base.is_absolute() else
                                  f" from {Path.cwd()} (a relative from_weight counts from the "
                                  "folder the run was started in)"))
-    record = Record(str(toml), settings.model, (settings.train.tokenizer_path,
-                                                f"train.tokenizer_path in {toml}"))
+    record = _settings_as_record(toml, settings)
     config = record.config()
     if num_attention_heads not in (None, config.num_attention_heads):
         raise CheckpointError(f"{adapter}: num_attention_heads {num_attention_heads} contradicts "

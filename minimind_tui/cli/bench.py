@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             parse_variant(v)
         base = load_settings(args.preset, overrides)
     except (SettingsError, BenchError) as e:
-        return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
-                                  prog=PROG)
+        return refuse(e)
 
     mode = None if args.compile_mode == "default" else args.compile_mode
     try:
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             records = run_bench(base, args.preset, variants, micro_batches, args.warmup,
                                 args.steps, mode, emit, log, args.repeat, args.profile)
     except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
-        return exit_codes.invalid(*e.problems, prog=PROG)
+        return refuse(e)
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
         return exit_codes.SIGNALLED
@@ -147,8 +146,7 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if not base.train.val_data_path:
             raise TargetBenchError("time to target needs validation data: set --val_data_path")
     except (SettingsError, TargetBenchError) as e:
-        return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]),
-                                  prog=PROG)
+        return refuse(e)
     eval_every = args.eval_every or max(1, args.steps // 20)
     try:
         records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log)
@@ -163,6 +161,11 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
             emit(record)
     log(target_summary(records))
     return exit_codes.OK
+
+
+def refuse(e: Exception) -> int:
+    """Exit 2 with one line per problem: each of a SettingsError's, or the error itself."""
+    return exit_codes.invalid(*(e.problems if isinstance(e, SettingsError) else [e]), prog=PROG)
 
 
 def bench_overrides(args: argparse.Namespace) -> dict:
