@@ -30,7 +30,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
 from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
 from minimind.meter import Meter, NonFiniteError
-from minimind.optim import build_optimizer, set_learning_rate
+from minimind.optim import apply_settings, build_optimizer, set_learning_rate
 from minimind.prepare import InputError, PreparationStopped, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
 from minimind.run_folder import StatusSink
@@ -201,6 +201,7 @@ class Trainer:
         if prep.resume:
             self.model.load_state_dict(prep.resume["model"])
             self.optimizer.load_state_dict(prep.resume["optimizer"])
+            apply_settings(self.optimizer, t)  # this run's options, not the saved run's
             if self.scaler is not None and prep.resume["scaler"]:
                 self.scaler.load_state_dict(prep.resume["scaler"])
             self.progress = Progress(**prep.resume["progress"])

@@ -12,6 +12,11 @@ schedule drive both. With ``muon_lr`` set, Muon takes that peak instead, with Ke
 original scaling (sqrt(max(1, A / B))), as modded-nanogpt trains (muon_lr 0.02): a larger step
 than the matched one at upstream's learning rates. Every group then follows the schedule in
 proportion to its own peak (`set_learning_rate`).
+
+The options a group takes from the settings (weight decay, Muon's scaling and peak) are put on
+the groups by `apply_settings`, when the optimizer is built and again after a resume has loaded
+the saved groups, which carry the options of the run that saved them: a resume with another
+weight_decay or muon_lr trains with the new values, not silently with the old ones.
 """
 
 from __future__ import annotations
@@ -88,12 +93,19 @@ def build_optimizer(model: nn.Module, t: TrainSettings) -> torch.optim.Optimizer
                                  fused=True)
     hidden = muon_parameters(model)
     rest = [p for p in trainable if p not in hidden]
-    muon = torch.optim.Muon([p for p in trainable if p in hidden],
-                            lr=t.muon_lr or t.learning_rate, weight_decay=t.weight_decay,
-                            adjust_lr_fn="original" if t.muon_lr else "match_rms_adamw")
-    for group in muon.param_groups:  # saved with the state dict, so a resume keeps it
-        group[LR_RATIO] = (t.muon_lr or t.learning_rate) / t.learning_rate
-    return OptimizerPair(
-        muon=muon,
+    pair = OptimizerPair(
+        muon=torch.optim.Muon([p for p in trainable if p in hidden], lr=t.learning_rate),
         adamw=torch.optim.AdamW(rest, lr=t.learning_rate, weight_decay=t.weight_decay,
                                 fused=True))
+    apply_settings(pair, t)
+    return pair
+
+
+def apply_settings(optimizer: torch.optim.Optimizer | OptimizerPair, t: TrainSettings) -> None:
+    """Put the settings' per-group options on every group (see the module docstring)."""
+    for group in optimizer.param_groups:
+        group["weight_decay"] = t.weight_decay
+    if isinstance(optimizer, OptimizerPair):
+        for group in optimizer.optimizers["muon"].param_groups:
+            group["adjust_lr_fn"] = "original" if t.muon_lr else "match_rms_adamw"
+            group[LR_RATIO] = (t.muon_lr or t.learning_rate) / t.learning_rate

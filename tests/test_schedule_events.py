@@ -73,7 +73,7 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
 @pytest.mark.parametrize("muon_lr", [0.0, 0.02])
 def test_each_optimizer_group_follows_the_schedule_from_its_own_peak(muon_lr):
     from minimind import MiniMindConfig, MiniMindForCausalLM
-    from minimind.optim import build_optimizer, set_learning_rate
+    from minimind.optim import apply_settings, build_optimizer, set_learning_rate
     from minimind.settings import TrainSettings
 
     model = MiniMindForCausalLM(MiniMindConfig(hidden_size=64, num_hidden_layers=2))
@@ -84,11 +84,18 @@ def test_each_optimizer_group_follows_the_schedule_from_its_own_peak(muon_lr):
     set_learning_rate(pair, 2.5e-4)  # half-way down the schedule
     assert pair.optimizers["adamw"].param_groups[0]["lr"] == 2.5e-4
     assert muon.param_groups[0]["lr"] == pytest.approx((muon_lr or 5e-4) / 2)
-    # The ratio travels with the optimizer's state, so a resumed run keeps it.
-    again = build_optimizer(model, TrainSettings(optimizer="muon", learning_rate=5e-4))
+    # A resume loads the saved groups, which carry the saving run's options; the resumed run's
+    # own settings are put back on them (the engine calls apply_settings after loading).
+    resumed = TrainSettings(optimizer="muon", learning_rate=5e-4, muon_lr=0.01,
+                            weight_decay=0.05)
+    again = build_optimizer(model, resumed)
     again.load_state_dict(pair.state_dict())
+    apply_settings(again, resumed)
     set_learning_rate(again, 2.5e-4)
-    assert again.optimizers["muon"].param_groups[0]["lr"] == pytest.approx((muon_lr or 5e-4) / 2)
+    group = again.optimizers["muon"].param_groups[0]
+    assert group["lr"] == pytest.approx(resumed.muon_lr / 2)
+    assert group["adjust_lr_fn"] == "original"
+    assert {g["weight_decay"] for g in again.param_groups} == {0.05}
 
 
 def test_muon_lr_needs_muon():
