@@ -127,6 +127,7 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> str
     state_dict, saved = _read_weights(path)
     records = ([saved] if saved else []) + _records_beside(path)
     record = _agreed(path, records)
+    recorded = None
     if record is not None:
         recorded, ours = record.config(), model.config
         split = (recorded.num_attention_heads, recorded.num_key_value_heads)
@@ -135,7 +136,7 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> str
                 f"{path}: trained with num_attention_heads/num_key_value_heads {split[0]}/"
                 f"{split[1]} ({record.where}); this run's model has {ours.num_attention_heads}/"
                 f"{ours.num_key_value_heads}: set the model's heads to {split[0]}/{split[1]}")
-    load_into(model, state_dict)
+    load_into(model, state_dict, None if recorded is None else (recorded, record.where))
     return (f"head split as recorded in {record.where}" if record is not None
             else "the file records no head split; the run's settings give it")
 
@@ -292,11 +293,10 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     if not settings.train.from_weight:
         raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
                               "is empty)")
-    base = Path(settings.train.from_weight)
-    usable = not unusable_path(str(base))  # a name too long, ~nosuchuser, a NUL: no such file
-    if usable:
-        base = base.expanduser()
-    if not (usable and base.is_file()):
+    if why := unusable_path(settings.train.from_weight):
+        raise CheckpointError(f"{adapter}: its base (train.from_weight in {toml}) is gone: {why}")
+    base = Path(settings.train.from_weight).expanduser()
+    if not base.is_file():
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if base.is_absolute() else
                                  f" from {Path.cwd()} (a relative from_weight counts from the "

@@ -208,15 +208,20 @@ def _build_hint(file_config: MiniMindConfig) -> str:
     return build
 
 
-def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied) -> str:
+def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied,
+                      recorded: tuple[MiniMindConfig, str] | None) -> str:
     expected = model.state_dict()
     lines = ["weights file does not fit the model"]
-    try:
-        file_config = _likely_config(state_dict, model.config.num_attention_heads)
-        lines.append(f"  file:  {describe_config(file_config)}")
-    except (ValueError, IndexError, ZeroDivisionError):  # too broken to describe
-        file_config = None
-        lines.append("  file:  not recognisable as a MiniMind checkpoint")
+    if recorded is not None:
+        file_config = recorded[0]
+        lines.append(f"  file:  {describe_config(file_config)} (as recorded in {recorded[1]})")
+    else:
+        try:
+            file_config = _likely_config(state_dict, model.config.num_attention_heads)
+            lines.append(f"  file:  {describe_config(file_config)}")
+        except (ValueError, IndexError, ZeroDivisionError):  # too broken to describe
+            file_config = None
+            lines.append("  file:  not recognisable as a MiniMind checkpoint")
     lines.append(f"  model: {describe_config(model.config)}")
 
     def listing(title, keys, fmt):
@@ -240,7 +245,7 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
 
     if file_config is not None:
         lines.append(f"hint: {_build_hint(file_config)}")
-        if not file_config.qk_norm:
+        if not file_config.qk_norm and recorded is None:
             lines += _head_split_note(state_dict, file_config)
     return "\n".join(lines)
 
@@ -269,10 +274,13 @@ def _head_split_note(state_dict: dict[str, torch.Tensor], file_config: MiniMindC
             "with (its run's config.toml has it)"]
 
 
-def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -> None:
+def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor],
+              recorded: tuple[MiniMindConfig, str] | None = None) -> None:
     """Copy ``state_dict`` into ``model`` with strict checking and a readable error.
 
     Tensors are converted to each parameter's dtype and device (upstream files are fp16).
+    `recorded`: the file's config as written down with it, and where; a mismatch then describes
+    the file by its record instead of by a guess from its shapes.
     """
     state_dict = _fill_tied_key({strip_wrapper_prefixes(k): v for k, v in state_dict.items()})
     expected = model.state_dict()
@@ -287,7 +295,8 @@ def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor]) -
         and not torch.equal(state_dict[EMBED_KEY], state_dict[LM_HEAD_KEY])
     )
     if missing or unexpected or mismatched or untied:
-        message = _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied)
+        message = _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied,
+                                    recorded)
         raise WeightsMismatchError(message)
     with torch.no_grad():
         for name, tensor in expected.items():

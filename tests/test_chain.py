@@ -5,6 +5,7 @@ lora run folder, what they refuse, and the form's dialog of runs to start from."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -109,13 +110,18 @@ def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path)
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.parametrize("damage", ["removed", "another shape"])
+@pytest.mark.parametrize("damage", ["removed", "unusable path", "another shape"])
 def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage):
     shutil.copytree(chain / "out", tmp_path / "out")
     base = tmp_path / BASE
     if damage == "removed":
         base.unlink()
         why = f"{ADAPTER}: its base {BASE} (train.from_weight in out/tiny-lora/config.toml) is gone"
+    elif damage == "unusable path":  # a record from another machine's user
+        toml = tmp_path / "out" / "tiny-lora" / "config.toml"
+        toml.write_text(toml.read_text().replace(f'"{BASE}"', '"~nosuchuser/sft.pth"', 1))
+        why = (f"{ADAPTER}: its base (train.from_weight in out/tiny-lora/config.toml) is gone: "
+               "~nosuchuser/sft.pth: no home folder for '~nosuchuser' on this machine")
     else:  # the sft run's folder now holds weights of a 3-layer model
         bigger = load_model(chain / BASE).config
         bigger.num_hidden_layers = 3
@@ -155,6 +161,14 @@ def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain
     assert validate_for_start(settings)[1] == []
     settings["train"]["stage"] = "sft"
     assert [p.loc for p in validate_for_start(settings)[1]] == ["train.from_weight"]
+    # ...whose refusal describes the file by its run's record, not by a guess from its shapes.
+    result = minimind(chain, "--no-ui", "--preset", "tiny", "--hidden_size", "64",
+                      "--from_weight", "out/tiny/pretrain_128.pth", "--out_dir", "out/never",
+                      ok=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"file: .* 128/2.* \(as recorded in .*out/tiny/",
+                     result.stderr), result.stderr
+    assert "does not record its head split" not in result.stderr
 
 
 def test_a_config_toml_that_is_not_one_leaves_the_origin_unknown(chain, tmp_path):

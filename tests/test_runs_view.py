@@ -143,6 +143,33 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
         assert app.history.resumed_at == [100] and app.training.read_only
 
 
+async def test_long_names_in_a_chain_shorten_to_fit_and_the_summary_names_them_whole(runs_root):
+    long = "tiny-lr3e-3-with-a-name-far-too-long-for-one-column-of-a-table"
+    (runs_root / "tiny-lr3e-3").rename(runs_root / long)
+    toml = runs_root / "tiny-resumed" / "config.toml"  # an sft run whose base has gone
+    toml.write_text(toml.read_text().replace('stage = "pretrain"', 'stage = "sft"', 1).replace(
+        'from_weight = ""', f'from_weight = "{runs_root}/a-base-run-now-deleted/full.pth"', 1))
+    app = MiniMindApp("tiny", {"train": {"out_dir": str(runs_root / "tiny-live")}})
+    async with app.run_test(size=(140, 30)) as pilot:
+        await pilot.press("f4")
+        table = app.screen.query_one(DataTable)
+        assert list(table.columns)[1:3] == ["name", "stage"]
+        assert table.virtual_size.width <= table.scrollable_content_region.width
+        shown = rows(table)[2]
+        assert shown != long and shown.startswith("tiny-lr3e-3") and "…" in shown
+        assert shown.endswith(long[-len(shown) // 3:])
+        assert str(table.get_row_at(3)[2]) == "sft ← missing"
+        summary = app.screen.query_one("#runs-summary", Static)
+        assert long not in str(summary.render())
+        table.move_cursor(row=2)
+        await pilot.pause()
+        assert str(summary.render()).endswith(f"· {long}")
+        table.move_cursor(row=3)
+        await pilot.pause()
+        assert str(summary.render()).endswith(
+            f"· its from_weight {runs_root}/a-base-run-now-deleted/full.pth is gone")
+
+
 def test_bulk_parsing_equals_one_event_at_a_time():
     rng = random.Random(0)
     events = run_events(400, 600, 3e-3, 3.0, 7, crash_at=300, resume_from=250, eval_every=100)

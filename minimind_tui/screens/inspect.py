@@ -164,7 +164,7 @@ class InspectScreen(Screen["Inspection | None"]):
         self.query_one("#inspect-figures", Static).update(grid)
         if self.conversations:
             self.query_one(LengthHistogram).show(insp.lengths, self.max_seq_len,
-                                                 "tokens per conversation (chat template)")
+                                                 "tokens, chat template")
         else:
             self.query_one(LengthHistogram).show(insp.lengths, self.max_seq_len)
         warnings = Text()

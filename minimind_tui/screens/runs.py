@@ -27,11 +27,16 @@ if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
 MAX_COMPARED = 8  # one distinct theme colour each
+MIN_NAME_WIDTH = 12  # names shorten (in the middle) to fit the table, never below this
+ORIGIN_WIDTH = 16
+MISSING = "missing: "  # how `describe_origin` says a run's from_weight is gone
 # Narrower than `minimind-tui runs` prints them, so that every column fits 120 terminal
 # columns: shorter headings, the time alone when it is today's and without its year when it is
 # this year's, the shape without its family (the settings diff names it), the stage and what it
 # started from in one column ("sft ← tiny"), and that column only where some run is not a
-# pretraining from scratch (it would say "pretrain" on every row).
+# pretraining from scratch (it would say "pretrain" on every row), and run names shortened in
+# the middle to the room the other columns leave (the summary line shows the highlighted one
+# whole).
 _HEADINGS = {key: heading for key, heading in {
     **COLUMNS, "val_loss": "val", "best_val_loss": "best",
     "tokens_per_sec": "tok/s", "elapsed": "time"}.items() if key != "origin"}
@@ -69,6 +74,7 @@ class RunsScreen(Screen[None]):
         self.selected: list[str] = []
         """Row keys (run paths) in the order they were selected: the first is "a" in a diff."""
         self.sort_column, self.sort_reverse = "name", False
+        self._name_width = MIN_NAME_WIDTH
 
     def compose(self) -> ComposeResult:
         yield Static(id="runs-summary", markup=False)
@@ -100,6 +106,7 @@ class RunsScreen(Screen[None]):
                              key=key)
         ordered = sorted(self.runs.values(), key=sort_key(self.sort_column),
                          reverse=self.sort_reverse)
+        self._name_width = self._fitting_name_width()
         for run in ordered:
             table.add_row(*self._cells(run), key=str(run.path))
         if cursor in self.runs:
@@ -111,6 +118,25 @@ class RunsScreen(Screen[None]):
             return _HEADINGS
         return {key: heading for key, heading in _HEADINGS.items() if key != "stage"}
 
+    def _fitting_name_width(self) -> int:
+        """The longest run name, or the room left once every other column is whole."""
+        rows = [self._short_cells(run) for run in self.runs.values()]
+        longest = max((len(run.name) for run in self.runs.values()), default=0)
+        # Before the first layout, the table will span the screen inside its border.
+        width = self.table.scrollable_content_region.width or self.app.size.width - 2
+        shown = self._headings()
+        # Each column is as wide as its heading (the sorted one with its arrow) or its widest
+        # cell, plus a cell padding of 1 on each side; the mark column is 1 + 2.
+        others = sum(max([len(heading) + 2 * (key == self.sort_column)]
+                         + [len(row[key]) for row in rows]) + 2
+                     for key, heading in shown.items() if key != "name")
+        room = width - others - 3 - 2
+        return max(MIN_NAME_WIDTH, min(longest, room))
+
+    def on_resize(self) -> None:
+        if self._fitting_name_width() != self._name_width:
+            self._fill()
+
     def _cells(self, run: RunSummary) -> list[Text]:
         mark = Text("✓", style="bold") if str(run.path) in self.selected else Text("")
         colors = self.app.theme_variables
@@ -119,6 +145,8 @@ class RunsScreen(Screen[None]):
         for key, value in self._short_cells(run).items():
             if key not in shown:
                 continue
+            if key == "name":
+                value = _shortened(value, self._name_width)
             style = colors.get(_STATE_COLORS.get(run.state, ""), "") if key == "state" else ""
             cells.append(Text(value, style=style, justify="right" if key in _NUMERIC else "left"))
         return cells
@@ -131,6 +159,7 @@ class RunsScreen(Screen[None]):
             cells["shape"] = rest
         origin = cells.pop("origin")
         if origin != "scratch":
+            origin = "missing" if origin.startswith(MISSING) else _shortened(origin, ORIGIN_WIDTH)
             cells["stage"] = f"{run.stage} ← {origin}"
         when, now = time.localtime(run.updated), time.localtime()
         if run.updated and when[:3] == now[:3]:
@@ -147,7 +176,17 @@ class RunsScreen(Screen[None]):
         runs = "1 run" if len(self.runs) == 1 else f"{len(self.runs)} runs"
         text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, r refreshes"
                 if self.runs else f"no runs under {self.root}")
+        run = self._cursor_run()  # what its row shows shortened, whole
+        if run is not None and len(run.name) > self._name_width:
+            text += f" · {run.name}"
+        if run is not None and run.origin.startswith(MISSING):
+            text += f" · its from_weight {run.origin.removeprefix(MISSING)} is gone"
+        elif run is not None and len(run.origin) > ORIGIN_WIDTH:
+            text += f" · from {run.origin}"
         self.query_one("#runs-summary", Static).update(text)
+
+    def on_data_table_row_highlighted(self) -> None:
+        self._summarise()
 
     def _cursor_key(self) -> str | None:
         table = self.table
@@ -240,3 +279,11 @@ class RunsScreen(Screen[None]):
             return
         self.notify(f"{len(removed)} files removed", title=f"Deleted {run.name}", markup=False)
         self.action_refresh()
+
+
+def _shortened(name: str, width: int) -> str:
+    """`name` in at most `width` characters, keeping both ends (runs often differ at the end)."""
+    if len(name) <= width:
+        return name
+    tail = width // 3
+    return f"{name[:width - tail - 1]}…{name[-tail:]}"

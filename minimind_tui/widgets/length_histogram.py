@@ -13,8 +13,9 @@ BINS = 24
 
 class LengthHistogram(PlotextPlot):
     def show(self, lengths: dict[int, int], max_seq_len: int,
-             what: str = "tokens per document (bos + text + eos)") -> None:
-        """`lengths`: length in tokens -> how many have it; `what` names the x axis."""
+             what: str = "tokens, bos + text + eos") -> None:
+        """`lengths`: length in tokens -> how many have it; `what` names the x axis (short:
+        plotext drops a label wider than the plot)."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
@@ -31,7 +32,11 @@ class LengthHistogram(PlotextPlot):
         lo, hi = bars[0][0], bars[-1][1]
         if lo <= max_seq_len <= hi:
             plt.vline(max_seq_len, color=Color.parse(colors["warning"]).rgb)
+            self.border_subtitle = f"[$warning]│[/] max_seq_len {max_seq_len}"
+        else:
+            side = "above the longest" if max_seq_len > hi else "below the shortest"
+            self.border_subtitle = f"max_seq_len {max_seq_len}: {side}"
         ticks = nice_ticks(lo, hi)
         plt.xticks(ticks, [tick_label(t) for t in ticks])
-        plt.xlabel(f"{what}; max_seq_len {max_seq_len}")
+        plt.xlabel(what)
         self.refresh()
