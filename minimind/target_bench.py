@@ -15,10 +15,18 @@ machine it is noisy, so the report is the median over seeds with the min and max
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import statistics
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import partial
 from typing import Any
+
+import torch
 
 from minimind.engine import Trainer
 from minimind.events import EvalResult, RunStarted, StepMetrics
@@ -77,41 +85,70 @@ def first_at_or_below(points: list[tuple], target: float) -> tuple | None:
 
 
 def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: list[int],
-                     eval_every: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One record per recipe (the default first): median ratios over the seeds, with spread."""
+                     eval_every: int, log: Callable[[str], None], jobs: int = 1
+                     ) -> list[dict[str, Any]]:
+    """One record per recipe (the default first): median ratios over the seeds, with spread.
+
+    `jobs` > 1 trains that many seeds at once, each in its own process with an equal share of
+    this machine's cores (`log` must then be a module-level function, to reach the workers).
+    Token counts do not change; wall-time ratios compare runs that shared the machine alike."""
     names = [DEFAULT] + [r for r in recipes if r != DEFAULT]
     overrides = {name: recipe_overrides(name) for name in names}
-    reached: dict[str, list[tuple | None]] = {name: [] for name in names}
-    targets, device_name = [], ""
-    with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
-        for seed in seeds:
-            target = None
-            for name in names:
-                log(f"bench: time to target: {name}, seed {seed} ({steps} steps) ...")
-                train = {**base.train.model_dump(), **overrides[name], "seed": seed,
-                         "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
-                         "log_interval": eval_every, "save_interval": 0, "from_resume": False,
-                         "overwrite": True, "out_dir": f"{out_dir}/{name}", "sample_prompts": [],
-                         "report_to": []}
-                settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
-                run = curve(settings)
-                device_name = run["device_name"]
-                if target is None:  # the default runs first: its last point is the target
-                    target = run["points"][-1][1]
-                    targets.append(target)
-                reached[name].append(first_at_or_below(run["points"], target))
+    one_seed = partial(_seed_runs, base, names, steps, eval_every=eval_every, log=log)
+    jobs = min(jobs, len(seeds))
+    if jobs <= 1:
+        per_seed = [one_seed(seed) for seed in seeds]
+    else:
+        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+            try:
+                per_seed = list(pool.map(one_seed, seeds))
+            except BrokenProcessPool:  # killed (out of memory, a signal): no traceback to show
+                raise TargetBenchError("a worker process died before its seed was done") from None
+            except BaseException:  # interrupted: stop the seeds still training, not wait them out
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():
+                    os.kill(worker.pid, signal.SIGINT)
+                raise
+    targets = [target for target, _, _ in per_seed]
+    reached = {name: [runs[name] for _, runs, _ in per_seed] for name in names}
+    device_name = per_seed[-1][2]
     records = []
     for name in names:
         tokens = [_ratio(d, r, 2) for d, r in zip(reached[DEFAULT], reached[name])]
         seconds = [_ratio(d, r, 3) for d, r in zip(reached[DEFAULT], reached[name])]
         records.append({
             "recipe": name, "overrides": overrides[name], "steps": steps, "seeds": seeds,
-            "eval_every": eval_every, "targets": targets, "device_name": device_name,
+            "eval_every": eval_every, "jobs": max(jobs, 1), "targets": targets,
+            "device_name": device_name,
             "reached_at_step": [r[0] if r else None for r in reached[name]],
             "missed": sum(r is None for r in reached[name]),
             "tokens_ratio": _spread(tokens), "time_ratio": _spread(seconds),
             "tokens_ratios": tokens, "time_ratios": seconds})
     return records
+
+
+def _seed_runs(base: RunSettings, names: list[str], steps: int, seed: int, *, eval_every: int,
+               log: Callable[[str], None]) -> tuple[float, dict[str, tuple | None], str]:
+    """One seed's runs, the default first: its target, where each recipe first reached it,
+    and the device's name."""
+    target, reached, device_name = None, {}, ""
+    with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
+        for name in names:
+            log(f"bench: time to target: {name}, seed {seed} ({steps} steps) ...")
+            train = {**base.train.model_dump(), **recipe_overrides(name), "seed": seed,
+                     "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
+                     "log_interval": eval_every, "save_interval": 0, "from_resume": False,
+                     "overwrite": True, "out_dir": f"{out_dir}/{name}", "sample_prompts": [],
+                     "report_to": []}
+            settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
+            run = curve(settings)
+            device_name = run["device_name"]
+            if target is None:  # the default runs first: its last point is the target
+                target = run["points"][-1][1]
+            reached[name] = first_at_or_below(run["points"], target)
+    return target, reached, device_name
 
 
 def _ratio(default: tuple, recipe: tuple | None, index: int) -> float:

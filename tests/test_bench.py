@@ -1,6 +1,12 @@
 """The benchmark on CPU: its JSON report, its variants, and the batched packed fetch it relies on."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -189,9 +195,74 @@ def test_time_to_target_reports_ratios_against_the_default(capsys, tmp_path):
         assert r["tokens_ratio"]["min"] <= r["tokens_ratio"]["median"] <= r["tokens_ratio"]["max"]
 
 
+def test_seeds_trained_side_by_side_give_what_one_after_another_gives(tmp_path):
+    """--jobs 2: each seed in its own process on one thread. The same seeds one after another
+    on one thread (OMP_NUM_THREADS=1) must give the same targets and steps, bit for bit."""
+    args = ["--preset", "tiny", "--recipes", "wsd", "--steps", "6", "--seeds", "1,2",
+            "--eval_every", "2", "--eval_batches", "1", "--max_seq_len", "32", "--batch_size",
+            "2", "--warmup_iters", "0"]
+    runs = {}
+    for jobs in ("1", "2"):
+        proc = subprocess.run([sys.executable, "-m", "minimind_tui", "bench", *args,
+                               "--jobs", jobs], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        runs[jobs] = [json.loads(line) for line in proc.stdout.splitlines()]
+    for one, two in zip(runs["1"], runs["2"]):
+        assert (one["jobs"], two["jobs"]) == (1, 2)
+        assert one["targets"] == two["targets"]
+        assert one["reached_at_step"] == two["reached_at_step"]
+        assert one["tokens_ratios"] == two["tokens_ratios"]
+    assert "2 seeds at once" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_to_the_parent_alone_stops_the_seeds_processes(tmp_path, sig):
+    """Not the terminal's Ctrl+C, which reaches every process: `kill` names only the parent,
+    and its seed processes must not train on (or hold it) for minutes, nor leave run folders."""
+    mark = f"minimind-test-{uuid.uuid4()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minimind_tui", "bench", "--preset", "tiny", "--recipes", "wsd",
+         "--steps", "2000", "--seeds", "1,2", "--jobs", "2"], stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path), "MINIMIND_TEST_MARK": mark})
+
+    def marked() -> list[int]:
+        pids = []
+        for p in Path("/proc").iterdir():
+            try:
+                if p.name.isdigit() and mark.encode() in (p / "environ").read_bytes():
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+        return pids
+
+    try:
+        started = []
+        for line in proc.stderr:  # both seeds are training
+            started += ["seed 1" in line, "seed 2" in line]
+            if sum(started) == 2:
+                break
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        assert proc.returncode == 130, proc.stderr.read()
+        assert "interrupted before every seed had run" in proc.stderr.read()
+        deadline = time.monotonic() + 30
+        while marked():
+            assert time.monotonic() < deadline, "a seed's process outlived its parent"
+            time.sleep(0.2)
+        assert not list(tmp_path.glob("minimind-target-*"))
+    finally:  # a failure here must not leave processes training on
+        for pid in marked():
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
     assert main(["--preset", "tiny", "--recipes", "muon+turbo"]) == 2
     assert "unknown recipe word 'turbo'" in capsys.readouterr().err
     assert main(["--preset", "tiny", "--recipes", "muon", "--data_path", "builtin:shakespeare-val",
                  "--val_data_path", ""]) == 2
     assert "needs validation data" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "tiny", "--recipes", "muon", "--jobs", "0"])
+    assert exit_.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err

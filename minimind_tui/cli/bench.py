@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "variants")
     target.add_argument("--seeds", default="1,2,3", metavar="N,N,...",
                         help="seeds, each a full set of runs (default: 1,2,3)")
+    target.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="seeds trained at once, each in its own process with an equal "
+                             "share of the cores (default: 1; e.g. 3 for three seeds on a "
+                             "machine whose threads do not scale to a small model)")
     target.add_argument("--eval_every", type=int, default=0, metavar="N",
                         help="steps between validation passes (default: --steps / 20)")
     add_settings_flags(parser)
@@ -132,8 +137,9 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
     except ValueError:
         parser.error(f"--seeds takes whole numbers, got {args.seeds!r}")
-    if not seeds or args.eval_every < 0:
-        parser.error("--seeds needs at least one seed and --eval_every must not be negative")
+    if not seeds or args.eval_every < 0 or args.jobs < 1:
+        parser.error("--seeds needs at least one seed, --eval_every must not be negative and "
+                     "--jobs must be at least 1")
     if overrides["train"]["data_path"] == "builtin:shakespeare":
         overrides["train"].setdefault("val_data_path", "builtin:shakespeare-val")
     from minimind.target_bench import TargetBenchError, recipe_overrides, run_target_bench
@@ -148,8 +154,12 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except (SettingsError, TargetBenchError) as e:
         return refuse(e)
     eval_every = args.eval_every or max(1, args.steps // 20)
+    for sig in (signal.SIGTERM, signal.SIGHUP):  # as Ctrl+C: the runs' temporary folders go,
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # and so do the seeds' processes
+            signal.signal(sig, signal.default_int_handler)
     try:
-        records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log)
+        records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log,
+                                   args.jobs)
     except TargetBenchError as e:
         print(f"minimind-tui bench: error: {e}", file=sys.stderr)
         return exit_codes.FAILED
@@ -200,7 +210,8 @@ def log(text: str) -> None:
 def target_summary(records: list[dict]) -> str:
     r0 = records[0]
     rows = [f"time to target: val loss {', '.join(f'{t:.3f}' for t in r0['targets'])} "
-            f"(default, {r0['steps']} steps, seeds {r0['seeds']}) on {r0['device_name']}",
+            f"(default, {r0['steps']} steps, seeds {r0['seeds']}) on {r0['device_name']}"
+            + (f", {r0['jobs']} seeds at once" if r0.get("jobs", 1) > 1 else ""),
             f"{'recipe':16s} {'fewer tokens (median, min-max)':>32s} "
             f"{'less time (median, min-max)':>30s} {'missed':>6s}"]
     for r in records:
