@@ -368,6 +368,7 @@ class Trainer:
         meter.raise_if_nonfinite(self.progress.step, self.last_saved_step)
         self.progress.tokens_seen, self.progress.elapsed = meter.tokens_seen(), meter.elapsed()
         rng = distributed.all_gather_object(capture_rng(self.dist.device), self.dist)
+        failure: Exception | None = None
         if self.dist.is_main:
             try:
                 weights, resume = save_checkpoint(
@@ -377,9 +378,16 @@ class Trainer:
                     world_size=self.dist.world_size, data=self.prep.data_fingerprint,
                     adapters_only=t.stage == "lora")
             except OSError as e:
-                raise _write_error(e, self.prep.weights_path, self.last_saved_step) from None
-            self.emit(CheckpointSaved(step=self.progress.step, weights_path=str(weights),
-                                      resume_path=str(resume)))
+                failure = _write_error(e, self.prep.weights_path, self.last_saved_step)
+            except NonFiniteError as e:  # a weight beyond float16's range, as the file holds it
+                failure = e
+            else:
+                self.emit(CheckpointSaved(step=self.progress.step, weights_path=str(weights),
+                                          resume_path=str(resume)))
+        # Only rank 0 writes, but every rank stops on its failure: one that went on alone
+        # would wait in its next all-reduce until torchrun killed it.
+        if failure := distributed.from_main(failure, self.dist):
+            raise failure
         self.last_saved_step = self.progress.step
 
 

@@ -89,17 +89,22 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
                      ) -> list[dict[str, Any]]:
     """One record per recipe (the default first): median ratios over the seeds, with spread.
 
-    `jobs` > 1 trains that many seeds at once, each in its own process with an equal share of
-    this machine's cores (`log` must then be a module-level function, to reach the workers).
-    Token counts do not change; wall-time ratios compare runs that shared the machine alike."""
+    `jobs` > 1 trains that many seeds at once (at most one per core), each in its own process
+    with an equal share of the cores (`log` must then be a module-level function, to reach the
+    workers). Token counts do not change; wall-time ratios compare runs on the same number of
+    threads."""
     names = [DEFAULT] + [r for r in recipes if r != DEFAULT]
     overrides = {name: recipe_overrides(name) for name in names}
     one_seed = partial(_seed_runs, base, names, steps, eval_every=eval_every, log=log)
-    jobs = min(jobs, len(seeds))
+    cores = len(os.sched_getaffinity(0))
+    if jobs > cores:
+        log(f"bench: --jobs {jobs} on {cores} cores: {cores} seeds at once (more would share "
+            "cores unevenly as seeds finish, and bias the wall-time ratios)")
+    jobs = min(jobs, len(seeds), cores)
     if jobs <= 1:
         per_seed = [one_seed(seed) for seed in seeds]
     else:
-        threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+        threads = cores // jobs
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=torch.set_num_threads, initargs=(threads,)) as pool:
             try:

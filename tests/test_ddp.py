@@ -81,6 +81,38 @@ def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
     assert state["progress"]["step"] == 3
 
 
+def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_alike(tmp_path):
+    # Only rank 0 writes. Its second save meets a full disk; rank 1 must fail with it at that
+    # step (exit 1, the same reason) rather than go on alone until torchrun kills it.
+    script = tmp_path / "full_disk_on_rank0.py"
+    script.write_text(textwrap.dedent("""
+        import errno, sys
+        import minimind.engine as engine
+        from minimind_tui.cli.main import main
+        original, calls = engine.save_checkpoint, [0]
+        def failing(path, **kwargs):
+            calls[0] += 1
+            if calls[0] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return original(path, **kwargs)
+        engine.save_checkpoint = failing
+        sys.exit(main(sys.argv[1:]))
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), *ARGS[:ARGS.index("--max_steps")], "--max_steps", "8",
+           "--save_interval", "2", "--accumulation_steps", "1", "--num_workers", "0",
+           "--batch_size", "2", "--out_dir", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 1
+    why = "run failed: no space left on device writing"
+    # Each rank says it: rank 1 left the step through the failure, not through torchrun's
+    # SIGTERM (which may still reach it while it exits, on a loaded machine).
+    assert proc.stderr.count(why) == 2, proc.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
+    assert state["progress"]["step"] == 2
+
+
 def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     # Rank 1 alone is signalled during step 4; rank 0 never is. The ranks compare notes every
     # STOP_POLL_STEPS steps (no log step comes earlier here), so both stop after step 10 with one

@@ -81,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seeds, each a full set of runs (default: 1,2,3)")
     target.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="seeds trained at once, each in its own process with an equal "
-                             "share of the cores (default: 1; e.g. 3 for three seeds on a "
-                             "machine whose threads do not scale to a small model)")
+                             "share of the cores, at most one per core (default: 1; a small "
+                             "model does not use many threads well)")
     target.add_argument("--eval_every", type=int, default=0, metavar="N",
                         help="steps between validation passes (default: --steps / 20)")
     add_settings_flags(parser)
