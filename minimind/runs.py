@@ -147,6 +147,9 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
         from_weight=str(train.get("from_weight", "")) if config else None)
 
 
+MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: out/tiny/..."
+
+
 def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
     """What a run started from: "scratch" (no from_weight), the name of the run folder in
     `known` (resolved path -> name) the file lies in, else the path as recorded; "missing: ..."
@@ -160,9 +163,9 @@ def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
         path = Path(from_weight).expanduser()
         short = next((known[folder] for folder in path.resolve().parents if folder in known),
                      from_weight)
-        return short if path.is_file() else f"missing: {short}"
+        return short if path.is_file() else f"{MISSING_ORIGIN}{short}"
     except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
-        return f"missing: {from_weight}"
+        return f"{MISSING_ORIGIN}{from_weight}"
 
 
 def describe_shape(config: dict[str, Any] | None, status: RunStatus) -> str:

@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from rich.cells import cell_len
 from textual.widgets import DataTable, Static
 
 from minimind.events import EvalResult, RunStarted, StepMetrics
@@ -145,7 +146,9 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
 
 async def test_long_names_in_a_chain_shorten_to_fit_and_the_summary_names_them_whole(runs_root):
     long = "tiny-lr3e-3-with-a-name-far-too-long-for-one-column-of-a-table"
+    wide = "小模型预训练-学习率千分之一-第二次尝试-名字很长"  # two terminal cells a character
     (runs_root / "tiny-lr3e-3").rename(runs_root / long)
+    (runs_root / "tiny-lr1e-3").rename(runs_root / wide)
     toml = runs_root / "tiny-resumed" / "config.toml"  # an sft run whose base has gone
     toml.write_text(toml.read_text().replace('stage = "pretrain"', 'stage = "sft"', 1).replace(
         'from_weight = ""', f'from_weight = "{runs_root}/a-base-run-now-deleted/full.pth"', 1))
@@ -155,19 +158,21 @@ async def test_long_names_in_a_chain_shorten_to_fit_and_the_summary_names_them_w
         table = app.screen.query_one(DataTable)
         assert list(table.columns)[1:3] == ["name", "stage"]
         assert table.virtual_size.width <= table.scrollable_content_region.width
-        shown = rows(table)[2]
-        assert shown != long and shown.startswith("tiny-lr3e-3") and "…" in shown
-        assert shown.endswith(long[-len(shown) // 3:])
-        assert str(table.get_row_at(3)[2]) == "sft ← missing"
+        names = rows(table)
+        assert names[0] == "tiny-live" and names[2] == "tiny-resumed"
+        for row, whole in ((1, long), (3, wide)):
+            shown = names[row]
+            assert shown != whole and "…" in shown
+            head, tail = shown.split("…")
+            assert whole.startswith(head) and whole.endswith(tail) and len(head) > len(tail) > 0
+        assert max(cell_len(names[1]), cell_len(names[3])) == table.columns["name"].content_width
+        assert str(table.get_row_at(2)[2]) == "sft ← missing"
         summary = app.screen.query_one("#runs-summary", Static)
-        assert long not in str(summary.render())
-        table.move_cursor(row=2)
-        await pilot.pause()
-        assert str(summary.render()).endswith(f"· {long}")
-        table.move_cursor(row=3)
-        await pilot.pause()
-        assert str(summary.render()).endswith(
-            f"· its from_weight {runs_root}/a-base-run-now-deleted/full.pth is gone")
+        for row, ending in ((1, f"· {long}"), (3, f"· {wide}"), (2, (
+                f"· its from_weight {runs_root}/a-base-run-now-deleted/full.pth is gone"))):
+            table.move_cursor(row=row)
+            await pilot.pause()
+            assert str(summary.render()).endswith(ending)
 
 
 def test_bulk_parsing_equals_one_event_at_a_time():

@@ -9,6 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,7 +19,8 @@ from textual.widgets import DataTable, Footer, Static
 from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
-from minimind.runs import COLUMNS, RunSummary, delete_run, find_runs, settings_diff, sort_key
+from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, find_runs,
+                           settings_diff, sort_key)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
 MAX_COMPARED = 8  # one distinct theme colour each
 MIN_NAME_WIDTH = 12  # names shorten (in the middle) to fit the table, never below this
 ORIGIN_WIDTH = 16
-MISSING = "missing: "  # how `describe_origin` says a run's from_weight is gone
 # Narrower than `minimind-tui runs` prints them, so that every column fits 120 terminal
 # columns: shorter headings, the time alone when it is today's and without its year when it is
 # this year's, the shape without its family (the settings diff names it), the stage and what it
@@ -121,14 +122,14 @@ class RunsScreen(Screen[None]):
     def _fitting_name_width(self) -> int:
         """The longest run name, or the room left once every other column is whole."""
         rows = [self._short_cells(run) for run in self.runs.values()]
-        longest = max((len(run.name) for run in self.runs.values()), default=0)
+        longest = max((cell_len(run.name) for run in self.runs.values()), default=0)
         # Before the first layout, the table will span the screen inside its border.
         width = self.table.scrollable_content_region.width or self.app.size.width - 2
         shown = self._headings()
         # Each column is as wide as its heading (the sorted one with its arrow) or its widest
         # cell, plus a cell padding of 1 on each side; the mark column is 1 + 2.
         others = sum(max([len(heading) + 2 * (key == self.sort_column)]
-                         + [len(row[key]) for row in rows]) + 2
+                         + [cell_len(row[key]) for row in rows]) + 2
                      for key, heading in shown.items() if key != "name")
         room = width - others - 3 - 2
         return max(MIN_NAME_WIDTH, min(longest, room))
@@ -159,7 +160,8 @@ class RunsScreen(Screen[None]):
             cells["shape"] = rest
         origin = cells.pop("origin")
         if origin != "scratch":
-            origin = "missing" if origin.startswith(MISSING) else _shortened(origin, ORIGIN_WIDTH)
+            origin = ("missing" if origin.startswith(MISSING_ORIGIN)
+                      else _shortened(origin, ORIGIN_WIDTH))
             cells["stage"] = f"{run.stage} ← {origin}"
         when, now = time.localtime(run.updated), time.localtime()
         if run.updated and when[:3] == now[:3]:
@@ -177,11 +179,11 @@ class RunsScreen(Screen[None]):
         text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, r refreshes"
                 if self.runs else f"no runs under {self.root}")
         run = self._cursor_run()  # what its row shows shortened, whole
-        if run is not None and len(run.name) > self._name_width:
+        if run is not None and cell_len(run.name) > self._name_width:
             text += f" · {run.name}"
-        if run is not None and run.origin.startswith(MISSING):
-            text += f" · its from_weight {run.origin.removeprefix(MISSING)} is gone"
-        elif run is not None and len(run.origin) > ORIGIN_WIDTH:
+        if run is not None and run.origin.startswith(MISSING_ORIGIN):
+            text += f" · its from_weight {run.origin.removeprefix(MISSING_ORIGIN)} is gone"
+        elif run is not None and cell_len(run.origin) > ORIGIN_WIDTH:
             text += f" · from {run.origin}"
         self.query_one("#runs-summary", Static).update(text)
 
@@ -282,8 +284,18 @@ class RunsScreen(Screen[None]):
 
 
 def _shortened(name: str, width: int) -> str:
-    """`name` in at most `width` characters, keeping both ends (runs often differ at the end)."""
-    if len(name) <= width:
+    """`name` in at most `width` terminal cells (a CJK character takes two), keeping both ends:
+    runs often differ at the end."""
+    if cell_len(name) <= width:
         return name
-    tail = width // 3
-    return f"{name[:width - tail - 1]}…{name[-tail:]}"
+    tail = ""
+    for char in reversed(name):
+        if cell_len(char + tail) > width // 3:
+            break
+        tail = char + tail
+    head = ""
+    for char in name:
+        if cell_len(head + char) > width - 1 - cell_len(tail):
+            break
+        head += char
+    return f"{head}…{tail}"
