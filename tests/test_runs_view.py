@@ -58,6 +58,16 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert "nope: no such folder" in capsys.readouterr().err
 
 
+def test_the_runs_command_lines_up_wide_characters(runs_root, capsys):
+    (runs_root / "tiny-lr1e-3").rename(runs_root / "小模型-lr1e-3")
+    assert runs_main([str(runs_root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    # Each column starts at the same terminal cell on every line: "stage" as an example.
+    starts = {cell_len(line[:line.index(word)]) for line, word in zip(
+        lines, ["stage", *["pretrain"] * (len(lines) - 1)])}
+    assert len(starts) == 1 and any(line.startswith("小模型-lr1e-3 ") for line in lines)
+
+
 def test_a_metrics_file_alone_is_summarised_from_its_end(tmp_path, capsys):
     folder = tmp_path / "synced"
     folder.mkdir()  # only metrics.jsonl came over (rsync of one file)

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.cells import cell_len
+
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
 from minimind.runs import COLUMNS, RunSummary, find_runs, sort_key
@@ -42,8 +44,14 @@ def main(argv: list[str]) -> int:
 
 def table(runs: list[RunSummary]) -> str:
     rows = [list(COLUMNS.values())] + [list(run.cells().values()) for run in runs]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    # Widths in terminal cells: a CJK run name takes two a character.
+    widths = [max(cell_len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     right = [key in _RIGHT for key in COLUMNS]
-    return "\n".join("  ".join(cell.rjust(w) if r else cell.ljust(w)
-                               for cell, w, r in zip(row, widths, right, strict=True)).rstrip()
+
+    def padded(cell: str, width: int, to_the_right: bool) -> str:
+        pad = " " * (width - cell_len(cell))
+        return pad + cell if to_the_right else cell + pad
+
+    return "\n".join("  ".join(padded(*column) for column in zip(row, widths, right, strict=True)
+                               ).rstrip()
                      for row in rows)
