@@ -29,6 +29,7 @@ from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, Run
                              RunStarted, Sample)
 from minimind.flops import flops_per_token, peak_flops
 from minimind.generate import continue_prompts
+from minimind.memory_estimate import memory_warning
 from minimind.meter import Meter, NonFiniteError
 from minimind.optim import apply_settings, build_optimizer, set_learning_rate
 from minimind.prepare import InputError, PreparationStopped, prepare
@@ -246,6 +247,8 @@ class Trainer:
                      f"{plan.steps_per_epoch} steps end the run at step {plan.total_steps}; "
                      f"for {t.max_steps} steps set epochs to {epochs} (--epochs {epochs})",
                      "warning")
+        if warning := memory_warning(s, model.num_parameters(), dist.device):
+            self.log(warning, "warning")
         if dist.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dist.device)
 

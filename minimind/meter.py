@@ -15,6 +15,7 @@ import torch
 
 from minimind import distributed
 from minimind.events import StepMetrics
+from minimind.memory_estimate import device_memory
 
 
 class NonFiniteError(RuntimeError):
@@ -104,6 +105,5 @@ def memory_figures(device: torch.device) -> dict[str, int]:
         return {"mem_allocated": torch.cuda.memory_allocated(device),
                 "mem_reserved": torch.cuda.memory_reserved(device),
                 "mem_peak": torch.cuda.max_memory_allocated(device),
-                "mem_total": torch.cuda.get_device_properties(device).total_memory}
-    return {"rss": psutil.Process().memory_info().rss,
-            "mem_total": psutil.virtual_memory().total}
+                "mem_total": device_memory(device)}
+    return {"rss": psutil.Process().memory_info().rss, "mem_total": device_memory(device)}

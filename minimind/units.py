@@ -1,5 +1,5 @@
-"""How a duration and a count read, wherever the project prints one: the console, the
-dashboard, the runs list, data preparation."""
+"""How a duration, a count and a size read, wherever the project prints one: the console, the
+dashboard, the runs list, data preparation, the memory figures."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def format_count(n: float) -> str:
         if n >= size:
             return f"{n / size:.2f}{suffix}"
     return f"{n:g}"
+
+
+def format_bytes(n: float) -> str:
+    """1288490188 → "1.2 GiB"."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"

@@ -167,45 +167,6 @@ def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]
     return math.ceil(batches / t.accumulation_steps), basis
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
-    states: int
-    activations: int
-    logits: int
-
-    @property
-    def total(self) -> int:
-        return self.states + self.activations + self.logits
-
-
-def memory_estimate(settings: RunSettings, parameters: int) -> MemoryEstimate:
-    """A rough training-memory figure, in bytes, for one device.
-
-    * weights, gradients and AdamW's two moments in float32: params * (4 + 4 + 8);
-    * activations: ~34 bytes per token per layer per hidden unit at 16-bit precision
-      (Korthikanti et al., 2022, without the attention-score term that fused attention
-      avoids), twice that in float32; with grad_checkpointing only each layer's 16-bit
-      input (2 bytes) is kept;
-    * logits: batch * seq * vocab * (4 + 2 + 4) for the 16-bit logits, their float32 copy
-      for the loss and its gradient.
-    Allocator overhead, the CUDA context and MoE routing buffers are not included.
-    """
-    m, t = settings.model, settings.train
-    tokens = t.batch_size * t.max_seq_len
-    per_unit = 2 if t.grad_checkpointing else 34 * (2 if t.dtype == "float32" else 1)
-    return MemoryEstimate(states=parameters * (4 + 4 + 8),
-                          activations=tokens * m.num_hidden_layers * m.hidden_size * per_unit,
-                          logits=tokens * m.vocab_size * (4 + 2 + 4))
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def tokens_per_epoch(settings: RunSettings, data: DataSummary) -> int | None:
     """Tokens the model learns from in one epoch (labels that count), once inspected: packed,
     every position of the full windows; padded, each document up to max_seq_len; sft/lora,

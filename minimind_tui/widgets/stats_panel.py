@@ -12,9 +12,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from minimind.events import RunFinished, StepMetrics
-from minimind.units import format_count, format_duration
+from minimind.units import format_bytes, format_count, format_duration
 from minimind_tui.run.history import RunHistory
-from minimind_tui.form.readouts import format_bytes
 
 
 class StatsPanel(VerticalScroll):

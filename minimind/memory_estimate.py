@@ -1,0 +1,78 @@
+"""How much memory a run needs on one device, roughly, and whether the device has that much.
+
+The form shows the estimate beside the settings; the engine says so before the first step when
+the estimate alone is more than the device holds (the kernel's out-of-memory killer gives no
+reason, and CUDA's error comes only after the model and data are loaded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psutil
+import torch
+
+from minimind.settings import RunSettings
+from minimind.units import format_bytes
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    states: int
+    activations: int
+    logits: int
+
+    @property
+    def total(self) -> int:
+        return self.states + self.activations + self.logits
+
+
+def memory_estimate(settings: RunSettings, parameters: int) -> MemoryEstimate:
+    """A rough training-memory figure, in bytes, for one device.
+
+    * weights, gradients and AdamW's two moments in float32: params * (4 + 4 + 8); a lora run
+      keeps the weights alone (its adapters are a rounding error);
+    * activations: ~34 bytes per token per layer per hidden unit at 16-bit precision
+      (Korthikanti et al., 2022, without the attention-score term that fused attention
+      avoids), twice that in float32; with grad_checkpointing only each layer's 16-bit
+      input (2 bytes) is kept;
+    * logits: batch * seq * vocab * (4 + 2 + 4) for the 16-bit logits, their float32 copy
+      for the loss and its gradient.
+    Allocator overhead, the CUDA context and MoE routing buffers are not included.
+    """
+    m, t = settings.model, settings.train
+    tokens = t.batch_size * t.max_seq_len
+    per_unit = 2 if t.grad_checkpointing else 34 * (2 if t.dtype == "float32" else 1)
+    return MemoryEstimate(states=parameters * (4 if t.stage == "lora" else 4 + 4 + 8),
+                          activations=tokens * m.num_hidden_layers * m.hidden_size * per_unit,
+                          logits=tokens * m.vocab_size * (4 + 2 + 4))
+
+
+def device_memory(device: torch.device) -> int:
+    """What a device holds: a GPU's memory, or this machine's RAM for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return psutil.virtual_memory().total
+
+
+def memory_warning(settings: RunSettings, parameters: int, device: torch.device) -> str | None:
+    """What to say when the estimate is more than the device holds (for the CPU, shared by the
+    processes this node runs), or None."""
+    need = memory_estimate(settings, parameters)
+    processes = settings.train.nproc_per_node if device.type == "cpu" else 1
+    have = device_memory(device)
+    if need.total * processes <= have:
+        return None
+    where = "this machine's RAM" if device.type == "cpu" else str(device)
+    each = f" per process, {processes} processes" if processes > 1 else ""
+    parts = {"logits": need.logits, "activations": need.activations,
+             "weights and optimizer state": need.states}
+    largest = max(parts, key=parts.__getitem__)
+    return (f"memory: this run needs about {format_bytes(need.total)}{each}, most of it "
+            f"{largest} ({format_bytes(parts[largest])}), and {where} holds "
+            f"{format_bytes(have)}: expect it to run out of memory; {_FIXES[largest]}")
+
+
+_FIXES = {"logits": "lower batch_size or max_seq_len",
+          "activations": "lower batch_size or max_seq_len, or turn on grad_checkpointing",
+          "weights and optimizer state": "train a smaller model"}
