@@ -22,6 +22,16 @@ def launch(nproc, out_dir, batch_size, *extra):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
 
 
+def launch_patched(script: Path, body: str, *args: str) -> subprocess.CompletedProcess:
+    """Two gloo ranks under torchrun running `body` (which patches the code) before the CLI."""
+    script.write_text(textwrap.dedent(body) + "\nfrom minimind_tui.cli.main import main\n"
+                      "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(script), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
 def weights(out_dir: Path):
     return torch.load(out_dir / "pretrain_128_resume.pth", weights_only=False)
 
@@ -54,11 +64,9 @@ def test_two_process_gloo_matches_single_process(tmp_path):
 def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
     # Rank 1's loss turns NaN from its 4th forward on; rank 0's stays finite. Both must see the
     # failure at the same step (a rank that raised alone would leave the other in a collective).
-    script = tmp_path / "nan_on_rank1.py"
-    script.write_text(textwrap.dedent("""
+    proc = launch_patched(tmp_path / "nan_on_rank1.py", """
         import os, sys
         from minimind.model import MiniMindForCausalLM
-        from minimind_tui.cli.main import main
         original, calls = MiniMindForCausalLM.forward, [0]
         def poisoned(self, *args, **kwargs):
             out = original(self, *args, **kwargs)
@@ -67,14 +75,9 @@ def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
                 out.loss = out.loss * float("nan")
             return out
         MiniMindForCausalLM.forward = poisoned
-        sys.exit(main(sys.argv[1:]))
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), *ARGS[:ARGS.index("--max_steps")], "--max_steps", "6",
-           "--save_interval", "1", "--accumulation_steps", "1", "--num_workers", "0",
-           "--batch_size", "2", "--out_dir", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    """, *ARGS[:ARGS.index("--max_steps")], "--max_steps", "6", "--save_interval", "1",
+        "--accumulation_steps", "1", "--num_workers", "0", "--batch_size", "2", "--out_dir",
+        str(tmp_path / "run"))
     assert proc.returncode != 0
     assert "loss or weights became NaN/inf by step 4" in proc.stderr + proc.stdout
     state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
@@ -84,11 +87,9 @@ def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
 def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_alike(tmp_path):
     # Only rank 0 writes. Its second save meets a full disk; rank 1 must fail with it at that
     # step (exit 1, the same reason) rather than go on alone until torchrun kills it.
-    script = tmp_path / "full_disk_on_rank0.py"
-    script.write_text(textwrap.dedent("""
+    proc = launch_patched(tmp_path / "full_disk_on_rank0.py", """
         import errno, sys
         import minimind.engine as engine
-        from minimind_tui.cli.main import main
         original, calls = engine.save_checkpoint, [0]
         def failing(path, **kwargs):
             calls[0] += 1
@@ -96,14 +97,9 @@ def test_a_checkpoint_rank_0_cannot_write_fails_every_rank_alike(tmp_path):
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
             return original(path, **kwargs)
         engine.save_checkpoint = failing
-        sys.exit(main(sys.argv[1:]))
-    """))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), *ARGS[:ARGS.index("--max_steps")], "--max_steps", "8",
-           "--save_interval", "2", "--accumulation_steps", "1", "--num_workers", "0",
-           "--batch_size", "2", "--out_dir", str(tmp_path / "run")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    """, *ARGS[:ARGS.index("--max_steps")], "--max_steps", "8", "--save_interval", "2",
+        "--accumulation_steps", "1", "--num_workers", "0", "--batch_size", "2", "--out_dir",
+        str(tmp_path / "run"))
     assert proc.returncode == 1
     why = "run failed: no space left on device writing"
     # Each rank says it: rank 1 left the step through the failure, not through torchrun's
@@ -119,11 +115,14 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     # checkpoint, rather than rank 0 waiting forever in the next gradient all-reduce.
     from minimind.engine import STOP_POLL_STEPS
 
-    script = tmp_path / "stop_rank1.py"
-    script.write_text(textwrap.dedent("""
+    # No packing and windows longer than most passages: padding differs, so the ranks count
+    # different tokens.
+    common = [*ARGS[:ARGS.index("--log_interval")], "--log_interval", "100", "--eval_interval",
+              "0", "--accumulation_steps", "1", "--num_workers", "0", "--packing", "0",
+              "--max_seq_len", "512"]
+    proc = launch_patched(tmp_path / "stop_rank1.py", """
         import os, signal, sys
         from minimind.model import MiniMindForCausalLM
-        from minimind_tui.cli.main import main
         original, calls = MiniMindForCausalLM.forward, [0]
         def signalled(self, *args, **kwargs):
             calls[0] += 1
@@ -131,18 +130,8 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
                 os.kill(os.getpid(), signal.SIGTERM)
             return original(self, *args, **kwargs)
         MiniMindForCausalLM.forward = signalled
-        sys.exit(main(sys.argv[1:]))
-    """))
-    # No packing and windows longer than most passages: padding differs, so the ranks count
-    # different tokens.
-    common = [*ARGS[:ARGS.index("--log_interval")], "--log_interval", "100", "--eval_interval",
-              "0", "--accumulation_steps", "1", "--num_workers", "0", "--packing", "0",
-              "--max_seq_len", "512"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), *common, "--max_steps", "20", "--save_interval", "0",
-           "--batch_size", "2", "--out_dir", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    """, *common, "--max_steps", "20", "--save_interval", "0", "--batch_size", "2",
+        "--out_dir", str(tmp_path / "ddp"))
     assert f"[stopped] at step {STOP_POLL_STEPS}" in proc.stdout, proc.stderr[-3000:]
     ddp = torch.load(tmp_path / "ddp" / "pretrain_128_resume.pth", weights_only=True)
     assert ddp["progress"]["step"] == STOP_POLL_STEPS
@@ -151,7 +140,7 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     single = subprocess.run(
         [sys.executable, "-m", "minimind_tui", *common, "--max_steps", str(STOP_POLL_STEPS),
          "--save_interval", "0", "--batch_size", "4", "--out_dir", str(tmp_path / "single")],
-        capture_output=True, text=True, env=env, timeout=300)
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     alone = torch.load(tmp_path / "single" / "pretrain_128_resume.pth", weights_only=True)
     assert ddp["progress"]["tokens_seen"] == alone["progress"]["tokens_seen"]
