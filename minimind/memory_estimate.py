@@ -16,6 +16,10 @@ from minimind.settings import RunSettings
 from minimind.units import format_bytes
 
 
+# Bytes per parameter a step keeps: fp32 weights, gradients and AdamW's two moments.
+TRAIN_BYTES_PER_PARAMETER = 16
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     states: int
@@ -43,7 +47,7 @@ def memory_estimate(settings: RunSettings, parameters: int) -> MemoryEstimate:
     m, t = settings.model, settings.train
     tokens = t.batch_size * t.max_seq_len
     per_unit = 2 if t.grad_checkpointing else 34 * (2 if t.dtype == "float32" else 1)
-    return MemoryEstimate(states=parameters * (4 if t.stage == "lora" else 4 + 4 + 8),
+    return MemoryEstimate(states=parameters * (4 if t.stage == "lora" else TRAIN_BYTES_PER_PARAMETER),
                           activations=tokens * m.num_hidden_layers * m.hidden_size * per_unit,
                           logits=tokens * m.vocab_size * (4 + 2 + 4))
 
@@ -53,6 +57,22 @@ def device_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     return psutil.virtual_memory().total
+
+
+def states_problem(settings: RunSettings, parameters: int, device: torch.device) -> str | None:
+    """Why the model cannot train here at all: its weights and optimizer state alone (no guess
+    in that part of the estimate) are more than the device has free. None when they fit."""
+    need = memory_estimate(settings, parameters).states
+    if device.type == "cuda":
+        have, where = torch.cuda.mem_get_info(device)[0], f"GPU {device}"
+    else:
+        have, where = psutil.virtual_memory().available, "this machine"
+    if need <= have:
+        return None
+    what = ("its frozen weights" if settings.train.stage == "lora"
+            else "weights, gradients and AdamW state")
+    return (f"{parameters / 1e6:,.1f}M parameters need about {format_bytes(need)} for {what} "
+            f"alone, but {where} has {format_bytes(have)} free; choose a smaller shape")
 
 
 def memory_warning(settings: RunSettings, parameters: int, device: torch.device) -> str | None:

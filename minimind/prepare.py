@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from torch.utils.data import Dataset
 
@@ -31,6 +30,7 @@ from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
 from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse_conversation
 from minimind.lora import adapter_tensors, apply_lora
+from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
@@ -38,8 +38,6 @@ from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import WeightsMismatchError
 
-# Bytes per parameter a step keeps: fp32 weights, gradients and AdamW's two moments.
-TRAIN_BYTES_PER_PARAMETER = 16
 
 
 class InputError(Exception):
@@ -206,20 +204,10 @@ def _build_model(settings: RunSettings, device: torch.device) -> MiniMindForCaus
         raise InputError(f"model: {e}") from None
     with torch.device("meta"):  # counts the parameters without allocating them
         parameters = MiniMindForCausalLM(config).num_parameters()
-    need, have, where = parameters * TRAIN_BYTES_PER_PARAMETER, *_free_memory(device)
-    if need > have:
-        raise InputError(
-            f"model: {parameters / 1e6:,.1f}M parameters need about {need / 2**30:,.1f} GiB "
-            f"for weights, gradients and AdamW state alone, but {where} has "
-            f"{have / 2**30:,.1f} GiB free; choose a smaller shape")
+    if problem := states_problem(settings, parameters, device):
+        raise InputError(f"model: {problem}")
     torch.manual_seed(settings.train.seed)  # identical initial weights on every rank
     return MiniMindForCausalLM(config)
-
-
-def _free_memory(device: torch.device) -> tuple[int, str]:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0], f"GPU {device}"
-    return psutil.virtual_memory().available, "this machine"
 
 
 def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed.DistInfo,

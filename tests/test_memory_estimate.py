@@ -60,6 +60,18 @@ def test_a_run_its_device_cannot_hold_is_warned_before_the_first_step(tiny_setti
            "batch_size or max_seq_len" in warning.text
 
 
+def test_a_model_whose_training_state_alone_cannot_fit_is_refused(tiny_settings, monkeypatch):
+    class Scarce:  # what psutil reports on a machine with 1 MiB free
+        total = available = MIB
+
+    monkeypatch.setattr("minimind.memory_estimate.psutil.virtual_memory", Scarce)
+    result, _ = run(tiny_settings(max_steps=1))
+    assert result.status == "failed" and result.cause == "input"
+    assert result.reason == (
+        "model: 1.2M parameters need about 18.5 MiB for weights, gradients and AdamW state "
+        "alone, but this machine has 1.0 MiB free; choose a smaller shape")
+
+
 def shown(widget) -> str:
     console = Console(width=200, file=io.StringIO())
     console.print(widget.content)
