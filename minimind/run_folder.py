@@ -91,6 +91,11 @@ class RunFolder:
         return (os.path.lexists(self.path / STATUS_FILE) or bool(resume_files(self.path))
                 or (metrics.is_file() and metrics.stat().st_size > 0))
 
+    def resumable(self) -> bool:
+        """Whether the run here saved a checkpoint to continue from (one killed before its
+        first save did not: `--from_resume 1` would only be refused)."""
+        return self.path.is_dir() and bool(resume_files(self.path))
+
     def in_the_way(self, weights_name: str) -> list[Path]:
         """The files a run saving `weights_name` here would replace although they are no run's
         (a weights file copied in, upstream's own `out/pretrain_512.pth`, a from_weight
@@ -222,7 +227,7 @@ class RunFolder:
         what = _replaced_text(run, in_the_way, from_weight)
         return NeedsConsent(
             f"{self.path} already holds {what}, which this run would replace; "
-            + ("continue the run with --from_resume 1, " if run else "")
+            + ("continue the run with --from_resume 1, " if run and self.resumable() else "")
             + "train into another --out_dir, or replace it with --overwrite 1", run, in_the_way)
 
     def start_fresh(self) -> None:

@@ -97,10 +97,24 @@ def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):
     assert folder.describe().startswith("crashed at step")
     refused = cli("--max_steps", "4", "--out_dir", str(tmp_path))
     assert refused.returncode == 2 and "already holds a run (crashed" in refused.stderr
+    assert "continue the run with --from_resume 1" in refused.stderr
     resumed = cli("--max_steps", "4", "--out_dir", str(tmp_path), "--from_resume", "1")
     assert resumed.returncode == 0, resumed.stderr
     assert "the previous process crashed" in resumed.stdout
     assert folder.state() == "completed"
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_not_offered_a_resume(tmp_path):
+    proc = start("--out_dir", str(tmp_path), "--save_interval", "0")
+    wait_for(proc, "Epoch:[1/1](1/")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert RunFolder(tmp_path).state() == "crashed" and not RunFolder(tmp_path).resumable()
+    refused = cli("--max_steps", "4", "--out_dir", str(tmp_path))
+    assert refused.returncode == 2 and "already holds a run (crashed" in refused.stderr
+    assert "from_resume" not in refused.stderr
+    assert refused.stderr.rstrip().endswith("train into another --out_dir, or replace it with "
+                                            "--overwrite 1")
 
 
 def test_following_a_live_run_through_a_crash_and_a_resume(tmp_path):

@@ -56,6 +56,8 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert runs[0]["best_val_loss"] == pytest.approx(3.3064, abs=1e-4)
     assert runs_main([str(runs_root / "nope")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
+    assert runs_main([str(runs_root / "tiny-live" / "config.toml")]) == 2
+    assert "config.toml: not a folder" in capsys.readouterr().err
 
 
 def test_the_runs_command_lines_up_wide_characters(runs_root, capsys):

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from test_run_folder import ENV, cli, start, wait_for
 
 WATCH = [sys.executable, "-m", "minimind_tui", "watch"]
@@ -59,10 +61,11 @@ def test_a_live_run_is_followed_until_it_is_stopped_exit_130(tmp_path):
     assert f"({step}/" in out.splitlines()[-3]  # the last step line, then its checkpoint
 
 
-def test_a_killed_run_is_reported_as_crashed_exit_1(tmp_path):
-    trainer = start("--out_dir", str(tmp_path))
+@pytest.mark.parametrize("saved", [False, True])
+def test_a_killed_run_is_reported_as_crashed_exit_1(tmp_path, saved):
+    trainer = start("--out_dir", str(tmp_path), "--save_interval", "2" if saved else "0")
     try:
-        wait_for(trainer, "Epoch:[1/1](2/")
+        wait_for(trainer, "[checkpoint] step 2" if saved else "Epoch:[1/1](2/")
         watcher = watch(tmp_path)
         assert watcher.stdout.readline().startswith("Model params")
     finally:
@@ -72,7 +75,9 @@ def test_a_killed_run_is_reported_as_crashed_exit_1(tmp_path):
     assert watcher.returncode == 1, err
     last = out.splitlines()[-1]
     assert last.startswith("[crashed] at step ") and f"pid {trainer.pid}" in last
-    assert "--from_resume 1" in last
+    # The hint follows what the folder holds: a resume checkpoint, or none to resume from.
+    assert last.endswith("hint: continue it with --from_resume 1" if saved else
+                         "hint: it saved no checkpoint: start it again with --overwrite 1")
 
 
 def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):

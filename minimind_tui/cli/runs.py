@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     if not root.is_dir():
-        return exit_codes.invalid(f"{root}: no such folder", prog=PROG)
+        what = "not a folder" if root.exists() else "no such folder"
+        return exit_codes.invalid(f"{root}: {what}", prog=PROG)
     runs = sorted(find_runs(root), key=sort_key(args.sort), reverse=args.reverse)
     if args.json:
         print(json.dumps([run.as_json() for run in runs], indent=1))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from minimind.follow import Follower
-from minimind.run_files import METRICS_FILE, resume_files, run_files
+from minimind.run_files import METRICS_FILE, run_files
 from minimind.run_folder import NeedsConsent, RunBusy, RunFolder, replaced_files_text
 from minimind.settings import RunSettings
 from minimind_tui.run.launch import launch, needs_torchrun
@@ -70,7 +70,7 @@ class StartFlow:
                 partial(self._busy_answered, folder.path))
         except NeedsConsent as e:
             new = next_free_folder(folder.path)
-            resumable = bool(resume_files(folder.path))
+            resumable = folder.resumable()
             files = replaced_files_text(e.files, train.from_weight)
             choose = f"; choose what to do (a new folder is {new.name}, beside it)."
             if e.run:
