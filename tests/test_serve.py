@@ -116,6 +116,15 @@ def test_serve_refuses_app_arguments_that_cannot_show_a_dashboard(argv, message,
     assert capsys.readouterr().err.startswith(message)
 
 
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "http"])
+def test_serve_takes_only_a_port_a_browser_can_be_sent_to(port, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--port", port])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"argument --port: expected a port from 1 to 65535, got {port!r}")
+
+
 def test_serve_without_textual_serve_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "textual_serve", None)  # find_spec then finds nothing
     assert main(["serve"]) == 2

@@ -22,6 +22,13 @@ from minimind_tui.form.presets import DEFAULT_PRESET, preset_data
 PROG = "minimind-tui serve"
 
 
+def port_number(text: str) -> int:
+    """A TCP port a browser can be sent to: 1 to 65535 (0 would pick one nobody is told)."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Serve the dashboard to a web browser (textual-serve).",
@@ -30,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                "keep the default host and use an SSH tunnel to watch from another machine.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
     parser.add_argument("--public-url", metavar="URL",
                         help="the address the browser opens, when not http://HOST:PORT "
                              "(e.g. a tunnel to another local port)")
