@@ -96,6 +96,11 @@ def test_cli_text_json_and_exit_codes(tmp_path, capsys):
     assert inspect_main([str(tmp_path / "missing.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.jsonl: no such file" in err[0]
+    for too_short in ("4", "0"):  # the training rule's bound, not a looser one of its own
+        with pytest.raises(SystemExit) as exit_:
+            inspect_main([str(path), "--max_seq_len", too_short])
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.rstrip().endswith("--max_seq_len: must be ≥ 8")
 
 
 def test_readouts_count_exactly_once_inspected(tok, tmp_path):

@@ -57,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.max_seq_len < 2:
-        parser.error("--max_seq_len must be at least 2")
+    from minimind.settings import RunSettings, SettingsError
+
+    try:  # the training rule: figures for a max_seq_len no run may use would mislead
+        RunSettings.parse({"train": {"max_seq_len": args.max_seq_len}})
+    except SettingsError as e:
+        parser.error(f"--max_seq_len: {e.problems[0].text}")
     # Imported here: the tokenizer loads transformers (seconds); --help should not wait.
     from minimind.data.inspect import inspect_data
     from minimind.tokenizer import TokenizerError, load_tokenizer
