@@ -47,7 +47,8 @@ def memory_estimate(settings: RunSettings, parameters: int) -> MemoryEstimate:
     m, t = settings.model, settings.train
     tokens = t.batch_size * t.max_seq_len
     per_unit = 2 if t.grad_checkpointing else 34 * (2 if t.dtype == "float32" else 1)
-    return MemoryEstimate(states=parameters * (4 if t.stage == "lora" else TRAIN_BYTES_PER_PARAMETER),
+    per_parameter = 4 if t.stage == "lora" else TRAIN_BYTES_PER_PARAMETER
+    return MemoryEstimate(states=parameters * per_parameter,
                           activations=tokens * m.num_hidden_layers * m.hidden_size * per_unit,
                           logits=tokens * m.vocab_size * (4 + 2 + 4))
 
@@ -75,14 +76,23 @@ def states_problem(settings: RunSettings, parameters: int, device: torch.device)
             f"alone, but {where} has {format_bytes(have)} free; choose a smaller shape")
 
 
-def memory_warning(settings: RunSettings, parameters: int, device: torch.device) -> str | None:
-    """What to say when the estimate is more than the device holds (for the CPU, shared by the
-    processes this node runs), or None."""
-    need = memory_estimate(settings, parameters)
-    processes = settings.train.nproc_per_node if device.type == "cpu" else 1
+def shortfall(settings: RunSettings, need: MemoryEstimate, device: torch.device) -> int | None:
+    """What the device holds, when that is less than `need` (on the CPU, `need` of every
+    process this node runs); None when it holds enough."""
     have = device_memory(device)
-    if need.total * processes <= have:
+    return have if need.total * _processes_sharing(settings, device) > have else None
+
+
+def _processes_sharing(settings: RunSettings, device: torch.device) -> int:
+    return settings.train.nproc_per_node if device.type == "cpu" else 1
+
+
+def memory_warning(settings: RunSettings, parameters: int, device: torch.device) -> str | None:
+    """What to say when the estimate is more than the device holds, or None."""
+    need = memory_estimate(settings, parameters)
+    if (have := shortfall(settings, need, device)) is None:
         return None
+    processes = _processes_sharing(settings, device)
     where = "this machine's RAM" if device.type == "cpu" else str(device)
     each = f" per process, {processes} processes" if processes > 1 else ""
     parts = {"logits": need.logits, "activations": need.activations,

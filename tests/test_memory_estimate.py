@@ -80,7 +80,7 @@ def shown(widget) -> str:
 
 async def test_the_forms_memory_readout_says_when_the_device_holds_less(monkeypatch):
     for held, said in ((1 << 50, False), (MIB, True)):
-        monkeypatch.setattr("minimind_tui.widgets.readouts_panel.device_memory",
+        monkeypatch.setattr("minimind.memory_estimate.device_memory",
                             lambda device, held=held: held)
         app = MiniMindApp("tiny")
         async with app.run_test(size=SIZE) as pilot:

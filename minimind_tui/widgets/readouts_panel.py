@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from minimind.device import DeviceError, resolve_device
-from minimind.memory_estimate import device_memory, memory_estimate
+from minimind.memory_estimate import MemoryEstimate, memory_estimate, shortfall
 from minimind.units import format_bytes, format_count, format_duration
 from minimind.settings import Problem, RunSettings
 from minimind_tui.form.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
@@ -41,22 +41,20 @@ class ReadoutsPanel(Static):
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
         if not _blocked(grid, where, problems, MEMORY_FIELDS) and isinstance(model, ModelSummary):
             memory = memory_estimate(settings, model.parameters)
-            grid.add_row(where, self._against_the_device(memory.total, settings))
+            grid.add_row(where, self._against_the_device(memory, settings))
             grid.add_row("", Text(f"states {format_bytes(memory.states)}, activations "
                                   f"{format_bytes(memory.activations)}, logits "
                                   f"{format_bytes(memory.logits)}", style="dim"))
         self.update(grid)
 
-    def _against_the_device(self, need: int, settings: RunSettings) -> Text:
+    def _against_the_device(self, need: MemoryEstimate, settings: RunSettings) -> Text:
         """"≈ 1.2 GiB", and what the device holds when that is less (the engine warns too)."""
-        text = Text(f"≈ {format_bytes(need)}")
+        text = Text(f"≈ {format_bytes(need.total)}")
         try:
             device = resolve_device(settings.train.device)
         except DeviceError:  # the field says why
             return text
-        if device.type == "cpu":
-            need *= settings.train.nproc_per_node
-        if need > (have := device_memory(device)):
+        if (have := shortfall(settings, need, device)) is not None:
             text.append(f": more than the {format_bytes(have)} "
                         f"{'this machine' if device.type == 'cpu' else device} holds",
                         style=f"bold {self.app.theme_variables['warning']}")
