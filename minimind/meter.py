@@ -102,8 +102,9 @@ class Meter:
 
 def memory_figures(device: torch.device) -> dict[str, int]:
     if device.type == "cuda":
-        return {"mem_allocated": torch.cuda.memory_allocated(device),
+        used = {"mem_allocated": torch.cuda.memory_allocated(device),
                 "mem_reserved": torch.cuda.memory_reserved(device),
-                "mem_peak": torch.cuda.max_memory_allocated(device),
-                "mem_total": device_memory(device)}
-    return {"rss": psutil.Process().memory_info().rss, "mem_total": device_memory(device)}
+                "mem_peak": torch.cuda.max_memory_allocated(device)}
+    else:
+        used = {"rss": psutil.Process().memory_info().rss}
+    return {**used, "mem_total": device_memory(device)}

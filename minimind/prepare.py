@@ -39,7 +39,6 @@ from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import WeightsMismatchError
 
 
-
 class InputError(Exception):
     """A problem with the user's settings, files or folders (exit code 2, no traceback)."""
 

@@ -88,7 +88,7 @@ class RunFolder:
         if not self.path.is_dir():
             return False
         metrics = self.path / METRICS_FILE
-        return (os.path.lexists(self.path / STATUS_FILE) or bool(resume_files(self.path))
+        return (os.path.lexists(self.path / STATUS_FILE) or self.resumable()
                 or (metrics.is_file() and metrics.stat().st_size > 0))
 
     def resumable(self) -> bool:

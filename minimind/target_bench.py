@@ -95,7 +95,7 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
     threads."""
     names = [DEFAULT] + [r for r in recipes if r != DEFAULT]
     overrides = {name: recipe_overrides(name) for name in names}
-    one_seed = partial(_seed_runs, base, names, steps, eval_every=eval_every, log=log)
+    one_seed = partial(_seed_runs, base, overrides, steps, eval_every=eval_every, log=log)
     cores = len(os.sched_getaffinity(0))
     if jobs > cores:
         log(f"bench: --jobs {jobs} on {cores} cores: {cores} seeds at once (more would share "
@@ -134,15 +134,16 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
     return records
 
 
-def _seed_runs(base: RunSettings, names: list[str], steps: int, seed: int, *, eval_every: int,
-               log: Callable[[str], None]) -> tuple[float, dict[str, tuple | None], str]:
-    """One seed's runs, the default first: its target, where each recipe first reached it,
-    and the device's name."""
+def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: int, seed: int,
+               *, eval_every: int, log: Callable[[str], None]
+               ) -> tuple[float, dict[str, tuple | None], str]:
+    """One seed's runs of each recipe (name -> its train overrides), the default first: its
+    target, where each recipe first reached it, and the device's name."""
     target, reached, device_name = None, {}, ""
     with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
-        for name in names:
+        for name, recipe in overrides.items():
             log(f"bench: time to target: {name}, seed {seed} ({steps} steps) ...")
-            train = {**base.train.model_dump(), **recipe_overrides(name), "seed": seed,
+            train = {**base.train.model_dump(), **recipe, "seed": seed,
                      "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
                      "log_interval": eval_every, "save_interval": 0, "from_resume": False,
                      "overwrite": True, "out_dir": f"{out_dir}/{name}", "sample_prompts": [],

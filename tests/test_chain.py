@@ -194,6 +194,14 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
                                              "out_dir": "out/tiny-lora-2"}})
     async with app.run_test(size=SIZE) as pilot:
         form = app.configure_screen.form
+
+        async def f7_after_setting(field: str, value: object) -> None:
+            """Change a field, then F7 on from_weight."""
+            form.fields[field].set_value(value)
+            await pilot.pause()
+            form.focus_field("train.from_weight")
+            await pilot.press("f7")
+
         form.focus_field("train.data_path")
         await pilot.press("f7")  # only on from_weight
         assert not isinstance(app.screen, StartFromScreen)
@@ -212,10 +220,7 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
 
         # Another model shape: the runs are listed but marked, and picking one is the usual
         # one-line problem beside from_weight.
-        form.fields["model.hidden_size"].set_value(64)
-        await pilot.pause()
-        form.focus_field("train.from_weight")
-        await pilot.press("f7")
+        await f7_after_setting("model.hidden_size", 64)
         table = app.screen.query_one(DataTable)
         assert [row[0] for row in rows(table)] == ["✗", "✗"]
         why = str(app.screen.query_one("#start-from-why", Static).render())
@@ -231,18 +236,12 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
         # Escape leaves the field as it was; no runs around out_dir: the dialog says so.
         await pilot.press("f7", "escape")
         assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
-        form.fields["train.out_dir"].set_value("elsewhere/run")
-        await pilot.pause()
-        form.focus_field("train.from_weight")
-        await pilot.press("f7")
+        await f7_after_setting("train.out_dir", "elsewhere/run")
         assert not app.screen.query(DataTable)
         assert "No finished pretrain or sft run under elsewhere" in str(
             app.screen.query_one("#start-from Static").render())
         await pilot.press("enter", "escape")
         assert form.raw_values()["train.from_weight"] == "out/tiny/pretrain_128.pth"
         # A pretraining run has nothing to pick from.
-        form.fields["train.stage"].set_value("pretrain")
-        await pilot.pause()
-        form.focus_field("train.from_weight")
-        await pilot.press("f7")
+        await f7_after_setting("train.stage", "pretrain")
         assert not isinstance(app.screen, StartFromScreen)

@@ -20,8 +20,9 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG, description="List the training runs under a folder: stage and what it "
         "started from (the run folder its from_weight lies in, 'scratch', or 'missing: ...' when "
-        "the file is gone), status (running, completed, stopped, failed, crashed), steps, last and best validation loss, tokens, "
-        "speed, duration and when it last wrote. The app's Runs screen (F4) compares them.")
+        "the file is gone), status (running, completed, stopped, failed, crashed), steps, last "
+        "and best validation loss, tokens, speed, duration and when it last wrote. The app's "
+        "Runs screen (F4) compares them.")
     parser.add_argument("root", nargs="?", default="out", type=path_arg,
                         help="folder to search (default: out)")
     parser.add_argument("--sort", choices=list(COLUMNS), default="name",

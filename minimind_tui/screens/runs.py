@@ -5,6 +5,7 @@ their curves or diff their settings; delete a run (asked first; never a running 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,9 +108,10 @@ class RunsScreen(Screen[None]):
                              key=key)
         ordered = sorted(self.runs.values(), key=sort_key(self.sort_column),
                          reverse=self.sort_reverse)
-        self._name_width = self._fitting_name_width()
+        short = {key: self._short_cells(run) for key, run in self.runs.items()}
+        self._name_width = self._fitting_name_width(short.values())
         for run in ordered:
-            table.add_row(*self._cells(run), key=str(run.path))
+            table.add_row(*self._cells(run, short[str(run.path)]), key=str(run.path))
         if cursor in self.runs:
             table.move_cursor(row=table.get_row_index(cursor))
         self._summarise()
@@ -119,9 +121,10 @@ class RunsScreen(Screen[None]):
             return _HEADINGS
         return {key: heading for key, heading in _HEADINGS.items() if key != "stage"}
 
-    def _fitting_name_width(self) -> int:
-        """The longest run name, or the room left once every other column is whole."""
-        rows = [self._short_cells(run) for run in self.runs.values()]
+    def _fitting_name_width(self, rows: Iterable[dict[str, str]]) -> int:
+        """The longest run name, or the room left once every other column is whole (`rows`:
+        every run's `_short_cells`)."""
+        rows = list(rows)
         longest = max((cell_len(run.name) for run in self.runs.values()), default=0)
         # Before the first layout, the table will span the screen inside its border.
         width = self.table.scrollable_content_region.width or self.app.size.width - 2
@@ -135,15 +138,17 @@ class RunsScreen(Screen[None]):
         return max(MIN_NAME_WIDTH, min(longest, room))
 
     def on_resize(self) -> None:
-        if self._fitting_name_width() != self._name_width:
+        rows = [self._short_cells(run) for run in self.runs.values()]
+        if self._fitting_name_width(rows) != self._name_width:
             self._fill()
 
-    def _cells(self, run: RunSummary) -> list[Text]:
+    def _cells(self, run: RunSummary, short: dict[str, str] | None = None) -> list[Text]:
+        """The row's cells; `short`: its `_short_cells`, when already made."""
         mark = Text("✓", style="bold") if str(run.path) in self.selected else Text("")
         colors = self.app.theme_variables
         cells = [mark]
         shown = self._headings()
-        for key, value in self._short_cells(run).items():
+        for key, value in (short or self._short_cells(run)).items():
             if key not in shown:
                 continue
             if key == "name":
