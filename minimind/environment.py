@@ -44,18 +44,25 @@ def path_problem(value: str) -> str | None:
 def unusable_path(value: str) -> str | None:
     """Why this machine cannot take `value` as a path at all (a `~user` it does not know, a
     name longer than its file system allows, a NUL byte), or None."""
+    if "\x00" in value:  # pathlib answers "not there" for it, as for a file that is missing
+        return f"{_shown(value)}: not a usable path here (it holds a NUL byte)"
     try:
         Path(value).expanduser().exists()
     except RuntimeError:  # what expanduser raises for an unknown ~user
         return f"{_shown(value)}: no home folder for {value.split('/')[0]!r} on this machine"
     except OSError as e:  # ENAMETOOLONG and kin: exists() only swallows "not there"
         return f"{_shown(value)}: not a usable path here ({e.strerror})"
-    except ValueError as e:  # an embedded NUL byte
-        return f"{_shown(value)}: not a usable path here ({e})"
     return None
 
 
+def printable_path(value: str) -> str:
+    """A path with its control characters escaped: a NUL printed raw corrupts the line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+
+
 def _shown(value: str) -> str:
+    """A path as an error shows it: printable, a long one cut in the middle with its length."""
+    value = printable_path(value)
     return value if len(value) <= 80 else f"{value[:40]}…{value[-20:]} ({len(value)} characters)"
 
 

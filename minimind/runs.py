@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from minimind.environment import printable_path
 from minimind.units import format_count, format_duration
 from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
@@ -152,9 +153,9 @@ MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: o
 
 def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
     """What a run started from: "scratch" (no from_weight), the name of the run folder in
-    `known` (resolved path -> name) the file lies in, else the path as recorded; "missing: ..."
-    when the file is gone (a relative path counts from the current folder, as the run took it),
-    "unknown" without a record."""
+    `known` (resolved path -> name) the file lies in, else the path as recorded (control
+    characters escaped); "missing: ..." when the file is gone (a relative path counts from the
+    current folder, as the run took it), "unknown" without a record."""
     if from_weight is None:
         return "unknown"
     if not from_weight.strip():
@@ -162,10 +163,10 @@ def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
     try:
         path = Path(from_weight).expanduser()
         short = next((known[folder] for folder in path.resolve().parents if folder in known),
-                     from_weight)
+                     printable_path(from_weight))
         return short if path.is_file() else f"{MISSING_ORIGIN}{short}"
     except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
-        return f"{MISSING_ORIGIN}{from_weight}"
+        return f"{MISSING_ORIGIN}{printable_path(from_weight)}"
 
 
 def describe_shape(config: dict[str, Any] | None, status: RunStatus) -> str:

@@ -110,7 +110,7 @@ def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path)
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.parametrize("damage", ["removed", "unusable path", "another shape"])
+@pytest.mark.parametrize("damage", ["removed", "unusable path", "NUL byte", "another shape"])
 def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage):
     shutil.copytree(chain / "out", tmp_path / "out")
     base = tmp_path / BASE
@@ -122,6 +122,11 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         toml.write_text(toml.read_text().replace(f'"{BASE}"', '"~nosuchuser/sft.pth"', 1))
         why = (f"{ADAPTER}: its base (train.from_weight in out/tiny-lora/config.toml) is gone: "
                "~nosuchuser/sft.pth: no home folder for '~nosuchuser' on this machine")
+    elif damage == "NUL byte":  # pathlib itself only says "not there" for it
+        toml = tmp_path / "out" / "tiny-lora" / "config.toml"
+        toml.write_text(toml.read_text().replace(f'"{BASE}"', '"x\\u0000y/sft.pth"', 1))
+        why = (f"{ADAPTER}: its base (train.from_weight in out/tiny-lora/config.toml) is gone: "
+               "x\\x00y/sft.pth: not a usable path here (it holds a NUL byte)")
     else:  # the sft run's folder now holds weights of a 3-layer model
         bigger = load_model(chain / BASE).config
         bigger.num_hidden_layers = 3
@@ -138,10 +143,12 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         assert len(result.stderr.strip().splitlines()) == 1
         assert why in result.stderr, result.stderr
     assert not (tmp_path / "hf").exists()
-    if damage == "removed":  # and the runs list says so
-        listed = {line.split()[0]: line.split()[2]
+    if damage in ("removed", "NUL byte"):  # and the runs list says so, NUL escaped
+        listed = {line.split()[0]: line.split()[2:4]
                   for line in minimind(tmp_path, "runs", "out").stdout.splitlines()[1:]}
-        assert listed["tiny-lora"] == "missing:" and listed["tiny"] == "scratch"
+        assert listed["tiny-lora"] == ["missing:", "tiny-sft" if damage == "removed" else
+                                       "x\\x00y/sft.pth"]
+        assert listed["tiny"][0] == "scratch"
 
 
 def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain):

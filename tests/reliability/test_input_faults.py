@@ -363,6 +363,17 @@ def test_a_path_this_machine_cannot_use_is_one_line(tmp_path, field, path, why):
     assert not any(tmp_path.iterdir())  # nothing was created on the way
 
 
+@pytest.mark.parametrize("field", ["data_path", "tokenizer_path", "from_weight", "out_dir"])
+def test_a_path_with_a_nul_byte_is_refused_and_shown_escaped(field):
+    # No command line can carry a NUL, but a preset or a config.toml can ("\u0000"), and
+    # pathlib answers "not there" for it, as for a missing file.
+    from minimind.environment import validate_for_start
+
+    problems = validate_for_start({"train": {field: "run\x00/x"}})[1]
+    assert [str(p) for p in problems if p.loc == f"train.{field}"] == [
+        f"train.{field}: run\\x00/x: not a usable path here (it holds a NUL byte)"]
+
+
 @pytest.mark.parametrize("command", [["generate", "{}", "--prompt", "x"], ["export", "{}", "o"],
                                      ["export", "o", "{}"], ["watch", "{}", "--plain"],
                                      ["runs", "{}"], ["inspect", "{}"]])
