@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minimind import distributed
 from minimind.atomic import atomic_file
-from minimind.data import JsonlIndex, build_token_cache, resolve_data_path
+from minimind.data import DataError, JsonlIndex, build_token_cache, resolve_data_path
 from minimind.data.corpus import default_cache_dir
 from minimind.data.sampler import epoch_batches
 from minimind.device import resolve_device
@@ -47,7 +47,7 @@ from minimind.peak_memory import peak_rss, reset_peak_rss
 from minimind.prep_bench import PREPARE, measure_preparation
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
-from minimind.settings import RunSettings, SettingsError
+from minimind.settings import RunSettings, SettingsError, TrainSettings
 from minimind.sinks import QueueSink
 from minimind.step_profile import StepProfiler
 from minimind.tokenizer import load_tokenizer
@@ -117,21 +117,31 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
 
 
 # -- data ---------------------------------------------------------------------------------
-def bench_data(settings: list[RunSettings], warmup: int, steps: int,
+def documents(train: TrainSettings) -> JsonlIndex:
+    """The data file's index, read once before anything is measured. A missing file or a bad
+    line is the user's to fix: refused naming their file (not the repeated copy the runs read),
+    as the engine refuses it, and skipped where the settings say to skip bad lines."""
+    try:
+        return JsonlIndex(resolve_data_path(train.data_path), skip_bad_lines=train.skip_bad_lines)
+    except DataError as e:
+        raise BenchError(f"train.data_path: {e}") from None
+
+
+def bench_data(settings: list[RunSettings], docs: JsonlIndex, warmup: int, steps: int,
                log: Callable[[str], None]) -> str:
-    """A data_path whose first epoch is long enough for every run: the configured file
+    """A data_path whose first epoch is long enough for every run: the file `docs` indexes
     repeated a power-of-two number of times (so later runs reuse the cached copy)."""
     t = settings[0].train
-    path = resolve_data_path(t.data_path)
-    docs = len(JsonlIndex(path))
+    path = docs.path
     tokens = 0
     if any(s.train.packing for s in settings):  # the engine builds this cache anyway
         tokens = build_token_cache(path, load_tokenizer(t.tokenizer_path or None), 1,
-                                   default_cache_dir() / "tokens").stat().st_size // 2
+                                   default_cache_dir() / "tokens",
+                                   skip_bad_lines=t.skip_bad_lines).stat().st_size // 2
     need = 1.0
     for s in settings:
         samples = (warmup + steps + 1) * s.train.batch_size * s.train.accumulation_steps
-        have = tokens // s.train.max_seq_len if s.train.packing else docs
+        have = tokens // s.train.max_seq_len if s.train.packing else len(docs)
         need = max(need, samples / max(have, 1))
     repeat = 1 << math.ceil(math.log2(need))
     if repeat == 1:
@@ -303,30 +313,35 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
     micro-batch. With `repeat` > 1 the whole list runs that many times, interleaved, and each
     configuration reports its fastest run: on a shared machine other work only ever slows a
     run down. A failing configuration is reported and the rest still run. `profile` adds each
-    engine run's time breakdown (the profiler slows it: its tokens/s are not comparable)."""
-    records: list[dict[str, Any]] = []
-    if PREPARE in variants:  # a line of its own, before any training
-
-        tokenizer = load_tokenizer(base.train.tokenizer_path or None)
-        records.append(measure_preparation(base.train.data_path, tokenizer, log))
-        emit(records[-1])
-        variants = [v for v in variants if v != PREPARE]
-        if not variants:
-            return records
+    engine run's time breakdown (the profiler slows it: its tokens/s are not comparable).
+    Input it cannot use is refused before anything is measured: a SettingsError for what this
+    machine lacks, a BenchError for a stage other than pretraining or a bad data file."""
+    # Its data are read as text, not conversations, and its baseline is upstream's pretraining.
+    if base.train.stage != "pretrain":
+        raise BenchError(f"train.stage: {base.train.stage}: bench measures pretraining "
+                         "throughput; use a pretraining preset (e.g. tiny, minimind2-small)")
     configs = [(BASELINE, None)] if BASELINE in variants else []
     for v in variants:
-        if v != BASELINE:  # a variant that names its micro-batch is not crossed with the list
+        if v not in (BASELINE, PREPARE):  # one naming its micro-batch is not crossed with the list
             configs += [(v, mb) for mb in ([None] if parse_variant(v)[1] else micro_batches)]
+    records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="minimind-bench-") as out_dir:
         draft = [variant_settings(base, v, mb, warmup, steps, base.train.data_path, out_dir)
                  for v, mb in configs]
-        data = bench_data(draft, warmup, steps, log)
-        plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
-                 for v, mb in configs]
-        for _, s in plans:  # what this machine lacks for a variant (float16 without a GPU, ...)
+        for s in draft:  # what this machine lacks for a variant (a file, float16 without a GPU)
             problems = environment_problems(s)
             if problems:
                 raise SettingsError(problems)
+        docs = documents(base.train)
+        if PREPARE in variants:  # a line of its own, before any training
+            tokenizer = load_tokenizer(base.train.tokenizer_path or None)
+            records.append(measure_preparation(base.train.data_path, tokenizer, log))
+            emit(records[-1])
+        if not configs:
+            return records
+        data = bench_data(draft, docs, warmup, steps, log)
+        plans = [(v, variant_settings(base, v, mb, warmup, steps, data, out_dir))
+                 for v, mb in configs]
         runs: list[list[dict[str, Any]]] = [[] for _ in plans]
         reference = None
         for round_ in range(repeat):

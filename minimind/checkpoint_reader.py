@@ -28,7 +28,7 @@ from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
-from .environment import unusable_path
+from .environment import as_the_run_took_it, unusable_path
 from .lora import LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX
@@ -70,13 +70,16 @@ class Checkpoint:
     tokenizer_dir: Path
     adapter_path: Path | None = None
     """A lora run's adapters, merged into the base `weights_path` holds."""
+    base_check: str = ""
+    """With adapters: whether the base is the one the run trained on, and against what."""
 
     @property
     def built_from(self) -> str:
         """The files the model was built from, for the user."""
         if self.adapter_path is None:
             return str(self.weights_path)
-        return f"{self.weights_path} with the adapters of {self.adapter_path} merged in"
+        return (f"{self.weights_path} with the adapters of {self.adapter_path} merged in "
+                f"({self.base_check})")
 
 
 def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
@@ -164,7 +167,8 @@ def _locate(path: Path) -> tuple[Path, list[Record]]:
                               f"model (no {SAVED_CONFIG})")
     if path.is_file():
         return path, _records_beside(path)
-    raise CheckpointError(f"{path}: no such file or folder")
+    raise CheckpointError(f"{path}: " + ("not a regular file (a pipe or a device)"
+                                         if path.exists() else "no such file or folder"))
 
 
 def _records_beside(weights: Path) -> list[Record]:
@@ -284,8 +288,8 @@ def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
 def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None,
                    num_attention_heads: int | None) -> Checkpoint:
     """The model a lora run trained: its recorded config, the base weights it started from
-    (`train.from_weight`, relative to the current folder as the run took it) and its adapters,
-    merged. A base that is gone or does not fit is refused naming both files."""
+    (`train.from_weight`, a relative one as the run took it: `as_the_run_took_it`) and its
+    adapters, merged. A base that is gone or does not fit is refused naming both files."""
     adapter = toml.parent / settings.weights_name()
     if not adapter.is_file():
         raise CheckpointError(f"{toml.parent}: no {settings.weights_name()}: the lora run has "
@@ -295,12 +299,13 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
                               "is empty)")
     if why := unusable_path(settings.train.from_weight):
         raise CheckpointError(f"{adapter}: its base (train.from_weight in {toml}) is gone: {why}")
-    base = Path(settings.train.from_weight).expanduser()
+    recorded = settings.train.from_weight
+    base = as_the_run_took_it(recorded, toml.parent, settings.train.out_dir)
     if not base.is_file():
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
-                              + ("" if base.is_absolute() else
-                                 f" from {Path.cwd()} (a relative from_weight counts from the "
-                                 "folder the run was started in)"))
+                              + ("" if Path(recorded).expanduser().is_absolute() else
+                                 " (a relative from_weight counts from the folder the run was "
+                                 "started in)"))
     record = _settings_as_record(toml, settings)
     config = record.config()
     if num_attention_heads not in (None, config.num_attention_heads):
@@ -309,8 +314,11 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     model = MiniMindForCausalLM(config)
     try:
         load_pretrained_weights(model, base)
+        base_check = _check_base(model, base, adapter)
         load_lora(model, adapter)
     except (CheckpointError, WeightsMismatchError, LoRAError) as e:
+        if isinstance(e, BaseCheckError):
+            raise
         # What differs (the first lines name both shapes), without the key listing after it.
         detail = "; ".join(line.strip().removeprefix(f"{base}: ").removeprefix(f"{adapter}: ")
                            for line in str(e).splitlines()[:3])
@@ -320,7 +328,35 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     tokenizer = record.tokenizer if tokenizer_path is None else (tokenizer_path,
                                                                  "--tokenizer_path")
     return Checkpoint(model.eval(), base, record.where,
-                      _check_tokenizer(*tokenizer, config.vocab_size), adapter_path=adapter)
+                      _check_tokenizer(*tokenizer, config.vocab_size), adapter_path=adapter,
+                      base_check=base_check)
+
+
+class BaseCheckError(CheckpointError):
+    """A lora run's base file is not, or cannot be shown to be, the base its adapters trained
+    on."""
+
+
+def _check_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> str:
+    """Whether `model`, loaded from the lora run's `base` file as it is now, holds the frozen
+    base the run trained on, as the run's own resume file saved it (written with the adapters,
+    as one pair): the adapters only mean what they learned on that base. BaseCheckError when
+    it does not; what was checked, for the user, when it does or cannot be checked."""
+    resume = resume_path(adapter)
+    if not resume.is_file():
+        return f"base not checked: no {resume.name} beside the adapters to check it against"
+    try:
+        saved = load_resume(resume)["model"]
+    except CheckpointError as e:
+        raise BaseCheckError(f"{adapter}: cannot check its base {base} against the run's resume "
+                             f"file: {e}") from None
+    for name, tensor in model.state_dict().items():
+        if name not in saved or not torch.equal(saved[name].to(tensor.dtype), tensor):
+            raise BaseCheckError(
+                f"{adapter}: its base {base} is not the one the lora run trained on: "
+                f"{name} differs from the base saved in {resume}. The file was replaced or "
+                f"trained on since; restore the base the run started from")
+    return f"base checked against {resume.name}"
 
 
 # -- reading the weights ---------------------------------------------------------------------

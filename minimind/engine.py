@@ -136,7 +136,7 @@ class Trainer:
         folder.start_fresh()
         self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
                                     warn=lambda text: self.log(text, "warning")))
-        self.sinks.append(StatusSink(folder))
+        self.sinks.append(StatusSink(folder, resumed=self.prep.resume is not None))
         self.sinks += tracker_sinks(self.settings.train.report_to, folder.path,
                                     warn=lambda text: self.log(text, "warning"))
         self.settings.save_toml(folder.path / CONFIG_FILE)
@@ -240,7 +240,8 @@ class Trainer:
             tokens_per_step=s.tokens_per_step(dist.world_size),
             steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
             start_step=self.progress.step, flops_per_token=self.flops_per_token,
-            peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir)))
+            peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir),
+            tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed))
         if t.max_steps > plan.total_steps:  # else the header's "steps: 2" is the only hint
             epochs = math.ceil(t.max_steps / plan.steps_per_epoch)
             self.log(f"the data ends before max_steps ({t.max_steps}): {t.epochs} epoch(s) of "
@@ -315,6 +316,11 @@ class Trainer:
             meter.raise_if_nonfinite(step, self.last_saved_step)
             self.emit(meter.report(step, plan.total_steps, epoch + 1, t.epochs, into_epoch + 1,
                                    plan.steps_per_epoch, self.flops_per_token, self.peak_flops))
+            if meter.empty_micro_batches:
+                self.log(f"{meter.empty_micro_batches} micro-batch(es) up to step {step} held no "
+                         "target to learn (with sft: every reply lies past max_seq_len), so "
+                         "they trained nothing; raise max_seq_len, or see which conversations "
+                         "with minimind-tui inspect", "warning")
         if t.eval_interval and step % t.eval_interval == 0 and not done:
             self._evaluate()
         sample_interval = t.sample_interval or t.eval_interval  # 0: at each evaluation

@@ -55,6 +55,23 @@ def unusable_path(value: str) -> str | None:
     return None
 
 
+def as_the_run_took_it(value: str, run_folder: Path, out_dir: str) -> Path:
+    """A path a run recorded (its from_weight), as the run took it: a relative one counts from
+    the folder the run was started in, which its recorded relative out_dir and the place its
+    folder is in now tell (out/sft in /work/out/sft: /work), so `runs` and the readers find it
+    from any folder (as given when that is the current folder); without that record (an
+    absolute out_dir, a folder moved off its name), from the current folder. Raises what
+    `Path.expanduser` raises."""
+    path = Path(value).expanduser()
+    parts = [part for part in Path(out_dir).parts if part != "."]
+    here = run_folder.absolute().parts
+    if path.is_absolute() or not parts or Path(out_dir).is_absolute() or ".." in parts \
+            or tuple(here[-len(parts):]) != tuple(parts):
+        return path
+    started_in = Path(*here[:-len(parts)])
+    return path if started_in == Path.cwd() else started_in / path
+
+
 def printable_path(value: str) -> str:
     """A path with its control characters escaped: a NUL printed raw corrupts the line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)

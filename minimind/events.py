@@ -42,6 +42,10 @@ class RunStarted(Event):
     flops_per_token: float
     peak_flops: float | None
     out_dir: str
+    tokens_seen: int = 0
+    """Tokens trained on by `start_step` (a resume's, from its checkpoint)."""
+    elapsed: float = 0.0
+    """Training time by `start_step`, likewise."""
 
 
 @dataclass

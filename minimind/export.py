@@ -9,7 +9,11 @@ with the weights (and says which record).
 ``trust_remote_code`` where no such class exists. The folder is built next to ``OUT``, loaded
 back and checked against our model's logits in float32, and only then moved into place. That
 check is of the conversion: that the folder computes what our model computes, with the config
-the reader took from its record.
+the reader took from its record. A folder in a narrower dtype is checked against our model with
+its weights rounded the same way (exactly what the folder should hold); how far that rounding
+itself moves the logits is measured beside it, never passed off as part of the check.
+
+No export is written into a run folder, even with --overwrite (`_check_not_a_run`).
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from .checkpoint_reader import Checkpoint
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
-from .run_files import weights_name
+from .run_files import run_files, weights_name
+from .run_folder import RunFolder
 from .tokenizer import load_tokenizer
 from .torchfile import first_non_finite
 from .upstream import load_into
@@ -60,6 +65,9 @@ class ExportResult:
     path: Path
     architecture: str
     max_logit_diff: float | None  # None when verification was skipped
+    rounding_logit_diff: float | None = None
+    """How far rounding the weights to the folder's dtype moves our model's logits (None for
+    float32, where nothing is rounded, or when verification was skipped)."""
 
     @property
     def remote_code(self) -> bool:
@@ -99,7 +107,8 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
         except OSError as e:
             raise ExportError(f"{out}: cannot write the export there "
                               f"({e.strerror or e})") from None
-        diff = _verify(source.model, staging, dtype, architecture) if verify else None
+        diff, rounding = (_verify(source.model, staging, dtype, architecture) if verify
+                          else (None, None))
         try:
             _move_into_place(staging, out)
         except OSError as e:
@@ -108,7 +117,7 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ExportResult(out, architecture, diff)
+    return ExportResult(out, architecture, diff, rounding)
 
 
 def _write_folder(folder: Path, config_dict: dict, weights: dict[str, torch.Tensor],
@@ -163,6 +172,7 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
         raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
                           "does not (tie_word_embeddings = false), so upstream could not load it")
     out = Path(out).expanduser()
+    check_destination(out, overwrite, upstream=True)
     target = out if out.suffix == ".pth" else \
         out / weights_name("pretrain", config.hidden_size, config.use_moe)
     if target.is_dir() or (target.exists() and not overwrite):
@@ -175,9 +185,15 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
         raise ExportError(f"{target}: cannot write there ({e.strerror or e})") from None
 
 
-def check_destination(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse an ``out`` that ``export_hf`` could not fill (callers may ask before loading)."""
+def check_destination(out: str | Path, overwrite: bool = False, *, upstream: bool = False
+                      ) -> None:
+    """Refuse an ``out`` that ``export_hf`` (``export_upstream`` with ``upstream``) could not
+    fill or must not write to; callers may ask before loading."""
     out = Path(out).expanduser()
+    if upstream:  # the file's name depends on the model: export_upstream checks it
+        _check_not_a_run(out.parent if out.suffix == ".pth" else out)
+        return
+    _check_not_a_run(out)  # before a refusal that suggests --overwrite
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: is a file; the export is a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -187,6 +203,23 @@ def check_destination(out: str | Path, overwrite: bool = False) -> None:
         if not (out / "config.json").is_file():
             raise ExportError(f"{out}: not an exported model (no config.json); refusing to "
                               "replace it even with --overwrite")
+
+
+def _check_not_a_run(folder: Path) -> None:
+    """Refuse to write an export into ``folder`` when it holds a run, or a lora run's own files
+    (its ``lora/``), even with --overwrite, which replaces an earlier export, never a run: a
+    Hugging Face export would delete the run's files, and an upstream file would replace the
+    run's weights (leaving its config.toml and resume file describing another model) or put a
+    stranger's weights among them."""
+    # The parent first: a lora run's lora/, with resume files in it, would pass for a run.
+    for run in (folder.parent, folder):
+        ours = run == folder or any(p.parent.resolve() == folder.resolve()
+                                    for p in run_files(run))
+        if ours and RunFolder(run).holds_a_run():
+            whose = "a training run" if run == folder else f"files of the training run in {run}"
+            raise ExportError(f"{folder}: holds {whose}, {RunFolder(run).describe()}; an export "
+                              "never goes into a run folder, even with --overwrite: choose "
+                              "another OUT")
 
 
 def _move_into_place(staging: Path, out: Path) -> None:
@@ -200,9 +233,10 @@ def _move_into_place(staging: Path, out: Path) -> None:
 
 
 def _verify(model: MiniMindForCausalLM, folder: Path, dtype: torch.dtype, architecture: str
-            ) -> float:
+            ) -> tuple[float, float | None]:
     """Largest |logit difference| between ``folder`` loaded by transformers and ``model`` with its
-    weights rounded to ``dtype``, both computed in float32 on a fixed random probe."""
+    weights rounded to ``dtype``, both computed in float32 on a fixed random probe; and how far
+    that rounding moves ``model``'s own logits (None for float32, which rounds nothing)."""
     from transformers import AutoModelForCausalLM
 
     reference = model
@@ -227,12 +261,13 @@ def _verify(model: MiniMindForCausalLM, folder: Path, dtype: torch.dtype, archit
     with torch.no_grad():
         expected = reference(probe.to(model.device)).logits.float().cpu()
         actual = loaded(probe).logits.float()
+        original = None if reference is model else model(probe.to(model.device)).logits.float()
     diff = (expected - actual).abs().max().item()
     if not diff <= VERIFY_TOLERANCE * max(1.0, expected.abs().max().item()):
         raise ExportVerificationError(
             f"the exported {architecture} does not reproduce the model (max |logit difference| "
             f"{diff:.3g}); nothing was written")
-    return diff
+    return diff, None if original is None else (expected - original.cpu()).abs().max().item()
 
 
 @contextlib.contextmanager

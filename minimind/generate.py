@@ -65,11 +65,31 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+class PromptTooLong(ValueError):
+    """The prompt alone fills the model's context: no position is left for a new token."""
+
+
+def context_room(model: torch.nn.Module, prompt_ids: Sequence[int]) -> int | float:
+    """How many new tokens may follow `prompt_ids`: prompt and continuation together stay within
+    the positions the model was built for (its config's max_position_embeddings; no limit
+    where the config names none), since positions past them were never trained. Raises
+    PromptTooLong when the prompt leaves none."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return float("inf")
+    if len(prompt_ids) >= limit:
+        raise PromptTooLong(f"the prompt is {len(prompt_ids)} tokens and the model's context is "
+                            f"max_position_embeddings {limit}: no room for a new token")
+    return limit - len(prompt_ids)
+
+
 def generate_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], params: SamplingParams,
                     *, eos_token_id: int | None = None,
                     generator: torch.Generator | None = None) -> Iterator[int]:
     """Yield each new token id as soon as it is chosen (eos included, then stop when
-    `params.stop_on_eos`). The model should be in eval mode; autocast is the caller's."""
+    `params.stop_on_eos`), at most `context_room` of them: PromptTooLong when that is none.
+    The model should be in eval mode; autocast is the caller's."""
+    context_room(model, prompt_ids)
     for tokens in generate_batch(model, [prompt_ids], [params], eos_token_id=eos_token_id,
                                  generators=[generator]):
         if tokens[0] is not None:
@@ -82,12 +102,17 @@ def generate_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
                    ) -> Iterator[list[int | None]]:
     """Continue several prompts at once, each with its own params and generator: one forward
     pass per token for all of them. Yields, per step, each row's new token (None once that row
-    has stopped); stops when every row has."""
+    has stopped); stops when every row has, or when the longest prompt's `context_room` is
+    used up (at once, yielding nothing, when it has none: the engine's live samples of a
+    too long prompt come out empty rather than failing the run)."""
     if not prompts or not all(prompts):
         raise ValueError("a prompt has no tokens")
     device = next(model.parameters()).device
-    limit = getattr(model.config, "max_position_embeddings", None) or float("inf")
     rows, width = len(prompts), max(len(p) for p in prompts)
+    try:
+        room = context_room(model, max(prompts, key=len))
+    except PromptTooLong:
+        return
     generators = list(generators) if generators is not None else [None] * rows
     # Left padding: every row's next token lands in the last column. The mask hides the
     # padding and numbers each row's positions from its own first token.
@@ -99,9 +124,7 @@ def generate_batch(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
     seen: list[torch.Tensor] = []  # per row, which ids are in its text (for the penalty)
     stopped = [False] * rows
     cache = None
-    for step in range(max(p.max_new_tokens for p in params)):
-        if width + step >= limit:  # positions past the model's range were never trained
-            return
+    for step in range(min(max(p.max_new_tokens for p in params), room)):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1]:]
         # Grad mode is per thread: entered and left around each call, never held while the
         # generator is suspended (the caller's code runs between tokens).

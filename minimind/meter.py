@@ -30,11 +30,12 @@ class Meter:
         self.session_start, self.session_steps = time.perf_counter(), 0
         self.tokens_total = tokens_seen
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.empty_micro_batches = 0  # in the last report's window, once it is read
         self._reset()
 
     def _reset(self) -> None:
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
-        self.loss, self.aux, self.tokens = zero(), zero(), zero()
+        self.loss, self.aux, self.tokens, self.filled = zero(), zero(), zero(), zero()
         self.micro, self.grad_norm, self.lr = 0, zero(), 0.0
         self.window_start = time.perf_counter()
 
@@ -43,6 +44,8 @@ class Meter:
         self.loss += logits_loss.float()
         self.aux += aux_loss.float()
         self.tokens += (labels != -100).sum()
+        # A micro-batch without a target trains nothing (its loss is 0): not part of the mean.
+        self.filled += (labels[:, 1:] != -100).any()
         self.nonfinite |= ~torch.isfinite(logits_loss + aux_loss)
         self.micro += 1
 
@@ -81,7 +84,8 @@ class Meter:
     def report(self, step: int, total: int, epoch: int, epochs: int, epoch_step: int,
                steps_per_epoch: int, flops_per_token: float, peak_flops: float | None
                ) -> StepMetrics:
-        loss, aux = float(self.loss), float(self.aux)
+        loss, aux, filled = float(self.loss), float(self.aux), int(self.filled)
+        self.empty_micro_batches = self.micro - filled
         tokens = distributed.sum_over_ranks(self.tokens, self.dist)
         self.tokens_total += tokens
         now = time.perf_counter()
@@ -91,8 +95,8 @@ class Meter:
         mfu = rate * flops_per_token / (peak_flops * self.dist.world_size) if peak_flops else None
         metrics = StepMetrics(
             step=step, total_steps=total, epoch=epoch, epochs=epochs, epoch_step=epoch_step,
-            steps_per_epoch=steps_per_epoch, loss=(loss + aux) / micro, logits_loss=loss / micro,
-            aux_loss=aux / micro, lr=self.lr, grad_norm=float(self.grad_norm),
+            steps_per_epoch=steps_per_epoch, loss=loss / max(filled, 1) + aux / micro,
+            logits_loss=loss / max(filled, 1), aux_loss=aux / micro, lr=self.lr, grad_norm=float(self.grad_norm),
             tokens_per_sec=rate, tokens_seen=self.tokens_total, elapsed=now - self.start,
             eta_seconds=(total - step) * step_time, step_time=step_time, mfu=mfu,
             **memory_figures(self.device))

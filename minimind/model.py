@@ -303,11 +303,14 @@ class MiniMindForCausalLM(MiniMindPreTrainedModel, GenerationMixin):
 
         loss = None
         if labels is not None:
+            # The mean over the targets, spelled out so that a batch with none (every reply of
+            # an SFT batch cut off by max_seq_len) gives 0 and no gradient, not NaN; where
+            # there are targets it is the same value, bit for bit.
+            targets = labels[:, 1:].reshape(-1)
             loss = F.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                labels[:, 1:].reshape(-1),
-                ignore_index=-100,
-            )
+                logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets,
+                ignore_index=-100, reduction="sum",
+            ) / (targets != -100).sum().clamp(min=1)
         return MoeCausalLMOutputWithPast(
             loss=loss, aux_loss=outputs.aux_loss, logits=logits, cache=outputs.cache
         )

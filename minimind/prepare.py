@@ -142,9 +142,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight} ({checked})")
     if t.stage == "lora":
+        base = model.num_parameters()
         adapters = apply_lora(model, t.lora_rank)
         log(f"lora: {sum(p.numel() for p in adapters):,} adapter parameters train, the "
-            f"{model.num_parameters():,} of the base are frozen")
+            f"{base:,} of the base are frozen")
 
     resume = None
     if t.from_resume:
@@ -278,6 +279,11 @@ class _Reporter:
 
 # Settings that fix which samples each step reads; changing them would break exact resume.
 _DATA_ORDER = ("stage", "data_path", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
+# What the saved state itself holds: the base the weights came from (a lora run's frozen base is
+# inside its state, so a new from_weight would only be recorded, not trained on) and the
+# adapters' rank.
+_STATE_SHAPE = {"pretrain": ("from_weight",), "sft": ("from_weight",),
+                "lora": ("from_weight", "lora_rank")}
 
 
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
@@ -289,7 +295,8 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     except CheckpointError as e:
         raise InputError(f"train.from_resume: {e}") from None
     saved, current = state["settings"], settings.model_dump(mode="json")
-    keys = [("model", k) for k in current["model"]] + [("train", k) for k in _DATA_ORDER]
+    keys = [("model", k) for k in current["model"]] + [
+        ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
     changed = [f"{s}.{k} ({saved[s].get(k)} → {current[s][k]})"
                for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
     if changed:
@@ -300,6 +307,11 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     if saved_optimizer != current["train"]["optimizer"]:
         raise InputError(f"train.from_resume: the checkpoint holds {saved_optimizer} state; "
                          f"resume with optimizer = {saved_optimizer}")
+    reached, max_steps = state["progress"]["step"], settings.train.max_steps
+    if max_steps and max_steps < reached:
+        raise InputError(f"train.max_steps: {max_steps} is below step {reached}, where the "
+                         f"checkpoint stands; a resumed run goes on from there: set max_steps "
+                         f"to more than {reached} (or 0 for the epochs' end)")
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

@@ -282,10 +282,14 @@ class StatusSink(BackgroundSink):
     most every `min_interval` seconds, at once for a start, a checkpoint or the end) and as a
     heartbeat. Only the first change after a write wakes the thread: no wake-up per step."""
 
-    def __init__(self, folder: RunFolder, min_interval: float = 2.0):
+    def __init__(self, folder: RunFolder, min_interval: float = 2.0, *, resumed: bool = False):
+        """`resumed`: the run goes on from the one whose status is in the folder, which keeps
+        what only its events knew (the best validation loss, the last loss at the resume)."""
         self.folder = folder
         self.min_interval = min_interval
-        self.status = RunStatus(**this_process(), started=time.time(), updated=time.time())
+        earlier = folder.status() if resumed else None
+        self.status = (earlier or RunStatus()).model_copy(update={
+            **this_process(), "started": time.time(), "updated": time.time()})
         self._dirty = False
         super().__init__("run.json writer", maxlen=1_000, close_timeout=5.0)
         self.start_thread()

@@ -46,6 +46,7 @@ class RunStatus(BaseModel):
     best_val_loss: float | None = None
     checkpoint_step: int | None = None
     parameters: int = 0
+    tokens_per_step: int = 0
     device: str = ""
     world_size: int = 1
     reason: str = ""
@@ -54,15 +55,20 @@ class RunStatus(BaseModel):
         """Fold one event in. True when the status is worth writing at once (a start, a
         checkpoint, the end); False for a routine change or an event that changes nothing."""
         if isinstance(event, RunStarted):
+            if self.step != event.start_step:  # a loss from steps the resume dropped, or none
+                self.loss = None
             self.state, self.reason = "running", ""
             self.resumed_from = self.step = event.start_step
             self.total_steps, self.parameters = event.total_steps, event.parameters
+            self.tokens_per_step = event.tokens_per_step
             self.device, self.world_size = event.device_name, event.world_size
+            self._set_progress(event.tokens_seen, event.elapsed)
+            # A resume starts from its checkpoint; evaluations before it stay in the status.
+            self.checkpoint_step = event.start_step or None
             return True
         if isinstance(event, StepMetrics):
             self.step, self.total_steps, self.loss = event.step, event.total_steps, event.loss
-            self.tokens_seen, self.elapsed = event.tokens_seen, event.elapsed
-            self.tokens_per_sec = event.tokens_seen / event.elapsed if event.elapsed > 0 else 0.0
+            self._set_progress(event.tokens_seen, event.elapsed)
             return False
         if isinstance(event, EvalResult):
             self.val_loss = event.val_loss
@@ -80,6 +86,10 @@ class RunStatus(BaseModel):
             return True
         return False
 
+    def _set_progress(self, tokens_seen: int, elapsed: float) -> None:
+        self.tokens_seen, self.elapsed = tokens_seen, elapsed
+        self.tokens_per_sec = tokens_seen / elapsed if elapsed > 0 else 0.0
+
     def _trained_to(self, step: int) -> None:
         """Steps trained after the last logged one: the step count moves on, and the tokens
         with it at the run's tokens per step so far, so every figure describes one step."""
@@ -87,6 +97,8 @@ class RunStatus(BaseModel):
             return
         if self.step > 0:
             self.tokens_seen = round(self.tokens_seen * step / self.step)
+        else:  # nothing logged yet: the run's tokens per step, as it announced them
+            self.tokens_seen = step * self.tokens_per_step
         self.step = step
 
 

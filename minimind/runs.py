@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from minimind.environment import printable_path
+from minimind.environment import as_the_run_took_it, printable_path
 from minimind.units import format_count, format_duration
 from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
@@ -50,6 +50,8 @@ class RunSummary:
     """pretrain, sft or lora; "?" without a readable config.toml."""
     from_weight: str | None = None
     """The weights it started from as config.toml records them ("": none; None: unknown)."""
+    out_dir: str = ""
+    """Its out_dir as config.toml records it: where a relative from_weight counts from."""
     origin: str = "unknown"
     """`from_weight` for the user: the name of the listed run it points into, "scratch", or
     "missing: ..." when it is gone (see `describe_origin`)."""
@@ -123,7 +125,7 @@ def find_runs(root: str | Path) -> list[RunSummary]:
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
     known = {run.path.resolve(): run.name for run in runs}
     for run in runs:
-        run.origin = describe_origin(run.from_weight, known)
+        run.origin = describe_origin(run.from_weight, known, run.path, run.out_dir)
     return sorted(runs, key=lambda run: run.name)
 
 
@@ -145,23 +147,25 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
         status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
         status.tokens_per_sec, status.elapsed, status.updated or status.started,
         status.parameters, stage=str(train.get("stage", "pretrain")) if config else "?",
-        from_weight=str(train.get("from_weight", "")) if config else None)
+        from_weight=str(train.get("from_weight", "")) if config else None,
+        out_dir=str(train.get("out_dir", "")))
 
 
 MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: out/tiny/..."
 
 
-def describe_origin(from_weight: str | None, known: dict[Path, str]) -> str:
+def describe_origin(from_weight: str | None, known: dict[Path, str], run_folder: Path,
+                    out_dir: str) -> str:
     """What a run started from: "scratch" (no from_weight), the name of the run folder in
     `known` (resolved path -> name) the file lies in, else the path as recorded (control
     characters escaped); "missing: ..." when the file is gone (a relative path counts from the
-    current folder, as the run took it), "unknown" without a record."""
+    folder the run was started in: `as_the_run_took_it`), "unknown" without a record."""
     if from_weight is None:
         return "unknown"
     if not from_weight.strip():
         return "scratch"
     try:
-        path = Path(from_weight).expanduser()
+        path = as_the_run_took_it(from_weight, run_folder, out_dir)
         short = next((known[folder] for folder in path.resolve().parents if folder in known),
                      printable_path(from_weight))
         return short if path.is_file() else f"{MISSING_ORIGIN}{short}"

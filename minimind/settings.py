@@ -219,6 +219,18 @@ SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSe
 """The tables of a preset / config.toml and the sections of the settings, in order."""
 
 
+def with_stage_defaults(train: dict[str, Any]) -> dict[str, Any]:
+    """A raw train table with what its stage changes (`STAGE_DEFAULTS`) filled in where the
+    table leaves it out."""
+    stage = train.get("stage")
+    return {**(STAGE_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}), **train}
+
+
+def stage_default(stage: str, name: str) -> Any:
+    """A train field's default when the run's stage is `stage`."""
+    return STAGE_DEFAULTS.get(stage, {}).get(name, TrainSettings.model_fields[name].default)
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with the settings: `loc` is "train.batch_size" style ("" for the whole);

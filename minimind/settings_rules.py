@@ -14,7 +14,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from minimind.family import family_defaults, shape_problems
-from minimind.settings import SECTIONS, STAGE_DEFAULTS, ModelSettings, Problem, RunSettings
+from minimind.settings import (SECTIONS, ModelSettings, Problem, RunSettings,
+                               with_stage_defaults)
 
 _MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
                "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
@@ -33,8 +34,7 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
             problems.append(Problem(name, f"must be a table of settings, not {raw!r}"))
             raw = {}
         if name == "train":
-            stage = raw.get("stage")  # what a stage changes when the settings leave it out
-            raw = {**(STAGE_DEFAULTS.get(stage, {}) if isinstance(stage, str) else {}), **raw}
+            raw = with_stage_defaults(raw)
         try:
             sections[name] = model_cls.model_validate(raw)
         except ValidationError as e:
@@ -129,6 +129,8 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     def bad(loc: str, message: str, *related: str) -> None:
         out.append(Problem(loc, message, related))
 
+    if not t.out_dir.strip():  # it would scatter the run's files over the current folder
+        bad("train.out_dir", "is empty: give a folder (. for the current one)")
     family = family_defaults(m.family, m.hidden_size)
     for shape in shape_problems(
             m.hidden_size, m.num_attention_heads,

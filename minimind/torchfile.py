@@ -26,6 +26,8 @@ def _check_file(path: Path) -> None:
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
+    if not path.is_file():  # a pipe or a device: its size says nothing, reading it may block
+        raise CheckpointError(f"{path}: not a regular file (a pipe or a device)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty")
 

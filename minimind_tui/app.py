@@ -123,7 +123,10 @@ class MiniMindApp(App[None]):
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
-            asyncio.get_running_loop().call_soon_threadsafe(self.stop_from_signal, signum)
+            # Through the app's own queue: its handlers run where Textual knows the active
+            # app (a bare loop callback does not, and pushing a screen there fails).
+            asyncio.get_running_loop().call_soon_threadsafe(
+                self.call_later, self.stop_from_signal, signum)
 
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, on_signal)
@@ -213,9 +216,21 @@ class MiniMindApp(App[None]):
         self.refresh_bindings()
 
     def watch_folder(self, folder: Path | None) -> None:
-        """Follow the run in `folder` read-only (its history first, then live)."""
-        if folder is not None:
-            self.begin_run(FolderSource(folder))
+        """Follow the run in `folder` read-only (its history first, then live). Not while a run
+        of the app's own goes on: the dashboard shows one run, and leaving one stops it."""
+        if folder is None:
+            return
+        if self.run_active and not self._detached:
+            own = self.training.path
+            if folder.resolve() == own.resolve():
+                self.switch_mode("dashboard")  # it is on show already
+                return
+            self.notify(f"The app's run in {own} is going, on the dashboard. Stop it first "
+                        f"(F6), or follow {folder} from another terminal: "
+                        f"minimind-tui watch {folder}", title="Cannot watch now",
+                        severity="warning", markup=False)
+            return
+        self.begin_run(FolderSource(folder))
 
     def action_watch(self) -> None:
         default = str(self.configure_screen.form.raw_values().get("train.out_dir") or "")

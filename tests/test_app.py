@@ -172,6 +172,25 @@ async def test_save_as_preset_round_trips(tmp_path, monkeypatch):
         assert app.screen.query_one("#preset-select", Select).value == "mine"
 
 
+async def test_a_preset_saved_as_out_loads_back_beside_the_out_folder(tmp_path, monkeypatch):
+    # The app creates out/ where it is launched; picking the preset named out is not that folder.
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s", *"out", "enter")
+        await pilot.pause()
+        select = app.screen.query_one("#preset-select", Select)
+        select.value = "tiny"
+        await pilot.pause()
+        assert app.screen.query_one("#batch_size", Input).value == "16"
+        select.value = "out"
+        await pilot.pause()
+        assert select.value == "out"
+        assert app.screen.query_one("#batch_size", Input).value == "4"  # the saved form's
+
+
 async def test_resume_loads_the_run_folder(tmp_path):
     folder = tmp_path / "old-run"
     folder.mkdir()
@@ -475,6 +494,54 @@ async def test_charts_and_log_redraw_less_often_while_the_cpu_trains(device, eve
         assert screen.query_one("#run-progress").progress == 40
         assert "40/300" in stats_text(app)
         assert "Epoch:[1/1](40/699)" in "".join(line.text for line in log.lines[-3:])
+
+
+async def test_elapsed_never_counts_the_idle_time_before_a_resume_or_a_failed_start():
+    """A completed run resumed 33 s later with nothing left to train (1 s of evaluation), then
+    a start that fails before it begins, 200 s after that: elapsed is the run's training time
+    (it once counted both pauses)."""
+    import dataclasses
+
+    from snapshot_apps.replay import STEP_TIME, fixed_events
+
+    events = [dataclasses.replace(e, time=1000.0) for e in fixed_events(20)]
+    run_time = 20 * STEP_TIME
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        app.apply_events(events + [RunFinished(status="completed", step=20, time=1002.0)])
+        first = next(e for e in events if isinstance(e, RunStarted))  # resumed at step 20
+        resumed = dataclasses.replace(first, start_step=20, elapsed=run_time + 2, time=1035.0)
+        app.apply_events([resumed, RunFinished(status="completed", step=20, time=1036.0)])
+        app.run_phase = "completed"
+        await pilot.pause(0.2)
+        assert f"elapsed 0:{int(run_time + 3):02d}" in stats_text(app)
+        app.apply_events([RunFinished(status="failed", step=20, time=1236.0,
+                                      reason="train.data_path: no such file")])
+        app.run_phase = "failed"
+        await pilot.pause(0.2)
+        assert f"elapsed 0:{int(run_time + 3):02d}" in stats_text(app)
+
+
+async def test_the_step_row_says_what_happened_before_any_step_was_logged():
+    """No "press F5" under "Failed at step 0" or "Preparing…": a start that failed trained
+    none, a run stopped before its first log trained that many steps, with their tokens."""
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        await pilot.pause()
+        panel = app.dashboard_screen.query_one(StatsPanel)
+        panel.show(app.history, "Preparing data and model…", running=True)
+        assert "waiting for the first logged step" in stats_text(app)
+        app.apply_events([RunFinished(status="failed", step=0, reason="bad data")])
+        panel.show(app.history, "Failed at step 0")
+        assert "none trained" in stats_text(app) and "press" not in stats_text(app)
+        app.history.reset()
+        app.apply_events([_started(0), RunFinished(status="stopped", step=1)])
+        panel.show(app.history, "Stopped at step 1")
+        await pilot.pause()
+        assert "1 trained, none logged" in stats_text(app)
+        assert app.history.summary.tokens_seen == 10  # its tokens per step, once
 
 
 async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkeypatch):

@@ -221,6 +221,32 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
         assert list(app.history.steps) == [1, 2, 3, 4] and app.history.resumed_at == [2]
 
 
+async def test_watching_another_folder_never_stops_the_apps_own_run(tmp_path):
+    """The dashboard shows one run, and the app stops what it stops showing: so while its own
+    run goes on, Watch (the runs view's w, the palette's dialog) refuses with a notice instead
+    of stopping it; the run's own folder only brings the dashboard up."""
+    other = tmp_path / "other"
+    other.mkdir()
+    app = quick_app(tmp_path, max_steps=400, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()
+        await wait_until(pilot, lambda: len(app.history.steps) >= 2)
+        own = app.training
+        await pilot.press("f2")
+        app.watch_folder(tmp_path / "run")
+        assert app.current_mode == "dashboard" and app.training is own
+        app.watch_folder(other)
+        await pilot.pause()
+        assert app.training is own and not own.stop_event.is_set()
+        assert app.run_phase == "running"
+        notices = [n.message for n in app._notifications]
+        assert any("Stop it first" in text and str(other) in text for text in notices)
+        app.action_stop()
+        await wait_until(pilot, lambda: app.run_phase == "stopped")
+        app.watch_folder(other)  # once the run has ended, watching is free
+        assert app.training is not own and app.training.read_only
+
+
 def test_watch_needs_a_folder(tmp_path, capsys):
     from minimind_tui.cli.watch import main
 

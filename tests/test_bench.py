@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from minimind.bench import BenchError, bench_data, parse_variant, variant_settings
+from minimind.bench import BenchError, bench_data, documents, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.step_profile import CATEGORIES
 from minimind.tokenizer import load_tokenizer
@@ -105,6 +105,40 @@ def test_invalid_variants_exit_2(capsys):
     assert "train.dtype" in capsys.readouterr().err
 
 
+FAST = ["--preset", "tiny", "--warmup", "1", "--steps", "1", "--max_seq_len", "32",
+        "--batch_size", "2"]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--data_path", "missing.jsonl", "--variants", "padded"],
+     ["train.data_path: missing.jsonl: no such file"]),
+    (["--data_path", "bad.jsonl", "--variants", "padded"],
+     ['train.data_path: bad.jsonl:2: "text" must be a string']),
+    (["--variants", "packed", "--out", "gone/bench.jsonl"],
+     ["--out: gone/bench.jsonl: No such file or directory"]),
+    (["--preset", "tiny-sft", "--variants", "baseline"],
+     ["train.stage: sft: bench measures pretraining throughput", "pretraining preset"]),
+    # Time to target: --out opened and the files checked before the first seed trains.
+    (["--recipes", "wsd", "--seeds", "1", "--out", "gone/target.jsonl"],
+     ["--out: gone/target.jsonl: No such file or directory"]),
+    (["--recipes", "wsd", "--seeds", "1", "--data_path", "missing.jsonl"],
+     ["train.data_path: missing.jsonl: no such file"]),
+], ids=["missing-data", "bad-line", "unwritable-out", "sft-preset", "target-out",
+        "target-missing-data"])
+def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, args, says):
+    """The real command, as a user runs it: one `prog: error: field: why` line naming the file
+    or field, no traceback, and nothing measured first (progress would be on stderr too)."""
+    (tmp_path / "bad.jsonl").write_text('{"text": "hello"}\n{"text": 5}\n')
+    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "bench", *FAST, *args],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    [line] = proc.stderr.splitlines()
+    assert line.startswith("minimind-tui bench: error: ")
+    assert all(part in line for part in says), line
+    assert proc.stdout == ""
+
+
 def test_variant_settings_keep_samples_per_step(tmp_path):
     base = load_settings("minimind2-small", {"train": {"data_path": "builtin:shakespeare",
                                                        "tokenizer_path": "", "device": "cpu"}})
@@ -131,7 +165,7 @@ def test_bench_data_repeats_a_small_corpus(tmp_path):
                              for i in range(5)))
     s = load_settings("tiny", {"train": {"data_path": str(small), "packing": False,
                                          "batch_size": 4, "out_dir": str(tmp_path)}})
-    path = bench_data([s], warmup=1, steps=2, log=lambda _: None)
+    path = bench_data([s], documents(s.train), warmup=1, steps=2, log=lambda _: None)
     # (1 + 2 + 1) steps x 4 samples = 16 documents from 5: four copies.
     assert len(JsonlIndex(path)) == 20
     assert Path(path).read_text() == small.read_text() * 4

@@ -101,6 +101,20 @@ def test_generate_and_export_open_the_lora_folder_as_base_plus_adapters(chain, m
     assert (adapted - before).abs().max() > 1e-3
 
 
+def test_a_relative_base_is_found_from_any_folder(chain, tmp_path):
+    """The runs took `out/tiny-sft/...` from the folder they were started in, which their
+    relative out_dir records: the runs list and the lora reader find it from elsewhere too
+    (they said "missing:" and "is gone" for a file that was there)."""
+    lines = minimind(tmp_path, "runs", str(chain / "out")).stdout.splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["tiny", "pretrain", "scratch"], ["tiny-lora", "lora", "tiny-sft"],
+        ["tiny-sft", "sft", "tiny"]]
+    generated = minimind(tmp_path, "generate", str(chain / "out" / "tiny-lora"), "--prompt",
+                         "ROMEO:", "--max_new_tokens", "2", "--device", "cpu")
+    assert f"{chain / BASE} with the adapters of" in generated.stderr
+    assert "(base checked against lora_128_resume.pth)" in generated.stderr
+
+
 def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path):
     for again in (ADAPTER, str(chain / ADAPTER)):  # spelled relative or absolute: one file
         result = minimind(chain, "export", "out/tiny-lora", str(tmp_path / "hf"), "--lora",

@@ -206,6 +206,20 @@ def test_detach_starts_the_run_in_a_session_of_its_own_and_says_where(tmp_path):
     assert "[completed] at step 3" in (out / "launch.log").read_text()
 
 
+def test_detach_reports_a_run_that_fails_before_it_begins(tmp_path):
+    """Bad data end the child before its run begins: the folder still shows the run before it
+    (or nothing), so --detach itself must say so, with the child's error and exit code."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello"}\n{"text": 5}\n')
+    out = tmp_path / "run"
+    proc = cli("--no-ui", "--detach", *FAST, "--max_steps", "3", "--out_dir", str(out),
+               "--data_path", str(bad), "--packing", "0")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "ended before training began (exit 2)" in proc.stderr
+    assert f"{bad}:2" in proc.stderr and "started" not in proc.stdout
+    assert RunFolder(out).status() is None
+
+
 def test_two_detached_launches_into_one_folder_train_the_survivors_settings(tmp_path):
     """Started together: one takes the folder's lock before writing anything, the other is
     refused, and the run trains with the settings of the launch that was not refused."""

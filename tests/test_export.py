@@ -3,6 +3,7 @@ modeling code where none fits, upstream .pth files, source resolution and clear 
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -14,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, save_checkpoint
 from minimind.checkpoint_reader import Checkpoint, read_checkpoint
-from minimind.export import ExportError, export_hf, export_upstream
+from minimind.export import PROBE_SHAPE, ExportError, export_hf, export_upstream
 from minimind.generate import SamplingParams, encode_prompt, generate_tokens
 from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings
@@ -106,6 +107,16 @@ def test_bfloat16_export_is_verified_against_rounded_weights(tmp_path):
     assert json.loads((result.path / "config.json").read_text())["dtype"] == "bfloat16"
     loaded = AutoModelForCausalLM.from_pretrained(result.path)
     assert loaded.dtype == torch.bfloat16
+    # What the rounding costs is measured against the float32 model, not the rounded copy: the
+    # folder, loaded on its own, is that far from it on the check's probe.
+    probe = torch.randint(0, model.config.vocab_size, PROBE_SHAPE,
+                          generator=torch.Generator().manual_seed(0))
+    loaded = AutoModelForCausalLM.from_pretrained(result.path, dtype=torch.float32)
+    with torch.no_grad():
+        apart = (loaded(probe).logits - model(probe).logits).abs().max().item()
+    assert result.rounding_logit_diff > 1e-3
+    assert abs(result.rounding_logit_diff - apart) <= 1e-5
+    assert export_hf(source(model), tmp_path / "f32").rounding_logit_diff is None
 
 
 REMOTE_CHECK = """
@@ -340,6 +351,63 @@ def test_destination_rules(tmp_path):
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     with pytest.raises(ExportError, match="refusing to replace"):
         export_hf(src, tmp_path / "mine", verify=False, overwrite=True)
+
+
+@pytest.fixture
+def trained_run(tiny_settings) -> Path:
+    """A run folder as training leaves it: config.toml, run.json, metrics, a checkpoint pair."""
+    from minimind.engine import Trainer
+
+    settings = tiny_settings(max_steps=2)
+    assert Trainer(settings, []).run().status == "completed"
+    return Path(settings.train.out_dir)
+
+
+def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
+    """--overwrite replaced the run's own pretrain_128.pth with another model's, under the run's
+    config.toml and beside a resume file of other weights: a run is never an export to
+    replace, whatever the format or however OUT names it."""
+    make_run(tmp_path / "src", family="minimind2")  # hidden 64: its file would be pretrain_64
+    before = {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()}
+    assert trained_run / "pretrain_128.pth" in before
+    for out, *flags in ([trained_run, "--format", "upstream", "--overwrite"],
+                        [trained_run / "pretrain_128.pth", "--format", "upstream", "--overwrite"],
+                        [trained_run / "mine.pth", "--format", "upstream"],
+                        [trained_run, "--overwrite"]):
+        assert export_main([str(tmp_path / "src"), str(out), *flags]) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith(f"minimind-tui export: error: {trained_run}: holds a training "
+                              "run, completed at step 2 ") and err.count("\n") == 1, err
+        assert "an export never goes into a run folder, even with --overwrite" in err
+    assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
+
+    # A lora run keeps its weights and resume file in lora/: those are the run's too.
+    lora = trained_run / "lora"
+    lora.mkdir()
+    for name in ("lora_x_64.pth", "lora_x_64_resume.pth"):
+        (lora / name).write_bytes(b"the run's")
+    with pytest.raises(ExportError, match=f"{lora}: holds files of the training run in "):
+        export_upstream(build(family="minimind2"), lora / "lora_x_64.pth", overwrite=True)
+    assert (lora / "lora_x_64.pth").read_bytes() == b"the run's"
+
+    # An earlier export is still what --overwrite replaces.
+    up = [str(tmp_path / "src"), str(tmp_path / "up"), "--format", "upstream"]
+    assert export_main(up) == 0 and export_main(up) == 2
+    assert "already exists (pass --overwrite" in capsys.readouterr().err
+    assert export_main([*up, "--overwrite"]) == 0
+
+
+def test_cli_says_what_a_bfloat16_export_was_checked_against(tmp_path, capsys):
+    """The folder matches our model rounded to bfloat16 exactly; against the float32 model it
+    is further off, and the line says by how much instead of claiming a match."""
+    make_run(tmp_path / "run", family="minimind2")
+    assert export_main([str(tmp_path / "run"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "its logits match our model rounded to bfloat16 within " in out
+    rounding = re.search(r"the rounding itself moves logits by up to (\S+) against the float32 "
+                         r"model\)", out)
+    assert rounding and float(rounding[1]) > 0, out
+    assert "match our model's within" not in out
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -6,13 +6,16 @@ import pytest
 import torch
 
 from minimind import MiniMindConfig, MiniMindForCausalLM
+from minimind.settings import RunSettings
 from minimind.engine import Trainer
 from minimind.event_text import describe
 from minimind.events import Sample, StepMetrics, event_from_json
-from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, continue_prompts,
-                               encode_prompt, generate_batch, generate_tokens, next_token)
+from minimind.generate import (NonFiniteOutput, PromptTooLong, SamplingParams, TextStream,
+                               continue_prompts, encode_prompt, generate_batch, generate_tokens,
+                               next_token)
 from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
+from minimind_tui.cli.generate import main as generate_main
 from test_engine import final_weights
 
 PROMPTS = ["ROMEO:", "To be, or not to be", "First Citizen:"]
@@ -101,6 +104,12 @@ def test_stops_at_eos_and_at_the_position_limit(tokenizer):
     assert stopped == free[:free.index(eos) + 1]
     short = small_model(max_position_embeddings=len(ids) + 4)
     assert len(list(generate_tokens(short, ids, greedy(30, stop_on_eos=False)))) == 4
+    full = small_model(max_position_embeddings=len(ids))
+    with pytest.raises(PromptTooLong, match=f"^the prompt is {len(ids)} tokens and the model's "
+                                            f"context is max_position_embeddings {len(ids)}:"):
+        next(generate_tokens(full, ids, greedy(3)))
+    # The engine's live samples batch their prompts: one too long yields nothing, the run goes on.
+    assert list(generate_batch(full, [ids], [greedy(3)])) == []
 
 
 def test_text_stream_holds_back_split_characters(tokenizer):
@@ -191,3 +200,51 @@ def test_output_that_overflows_is_one_clear_error_greedy_or_sampled(tokenizer):
     for params in (greedy(4), SamplingParams(max_new_tokens=4)):
         with pytest.raises(NonFiniteOutput, match="output holds NaN/inf"):
             list(generate_tokens(model, prompt, params, generator=torch.Generator()))
+
+
+# -- the generate command at the model's context --------------------------------------------------
+CONTEXT = 16
+
+
+@pytest.fixture
+def short_context(tmp_path):
+    """A run folder's weights whose config.toml gives the model 16 positions."""
+    model = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "max_position_embeddings": CONTEXT}
+    torch.manual_seed(0)
+    torch.save(MiniMindForCausalLM(MiniMindConfig(**model)).state_dict(),
+               tmp_path / "pretrain_64.pth")
+    RunSettings.parse({"model": model, "train": {"max_seq_len": CONTEXT}}).save_toml(
+        tmp_path / "config.toml")
+    return tmp_path / "pretrain_64.pth"
+
+
+def test_generate_refuses_a_prompt_that_fills_the_context(short_context, tokenizer, capsys):
+    """It used to print nothing, say "[0 tokens ...]" and exit 0."""
+    prompt = "the king is dead " * 4
+    tokens = len(encode_prompt(tokenizer, prompt))
+    assert tokens >= CONTEXT
+    assert generate_main([str(short_context), "--prompt", prompt, "--device", "cpu"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines()[-1] == (
+        f"minimind-tui generate: error: --prompt: the prompt is {tokens} tokens and the model's "
+        f"context is max_position_embeddings {CONTEXT}: no room for a new token")
+    assert generate_main([str(short_context), "--chat", "--prompt", prompt, "--device", "cpu"]) == 2
+    assert "error: --chat: with the conversation so far, the prompt is " \
+        in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_generate_says_when_the_context_cut_it_short(short_context, tokenizer, capsys):
+    """It used to stop at the context as if it had run out of max_new_tokens."""
+    args = [str(short_context), "--prompt", "ROMEO:", "--ignore_eos", "--temperature", "0",
+            "--device", "cpu", "--max_new_tokens"]
+    room = CONTEXT - len(encode_prompt(tokenizer, "ROMEO:"))
+    assert generate_main([*args, "50"]) == 0
+    summary = capsys.readouterr().err.splitlines()[-1]
+    assert summary.startswith(f"[{room} tokens in ")
+    assert summary.endswith(f"; stopped at the model's context of {CONTEXT} tokens]")
+    for asked in (room - 1, room):  # max_new_tokens ended it, not the context
+        assert generate_main([*args, str(asked)]) == 0
+        summary = capsys.readouterr().err.splitlines()[-1]
+        assert summary.startswith(f"[{asked} tokens in ") and "context" not in summary

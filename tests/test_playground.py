@@ -192,6 +192,36 @@ async def test_playground_stops_on_escape_and_reports_bad_input(weights, tmp_pat
         assert app.screen is not screen
 
 
+async def test_playground_says_when_the_models_context_ends_it(tmp_path):
+    """A 16-position model: a generation the context cuts short says so (it said "reached max
+    tokens"), and a prompt that fills the context is refused in words, with no type name."""
+    model = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "max_position_embeddings": 16}
+    torch.manual_seed(0)
+    weights = tmp_path / "pretrain_64.pth"
+    torch.save(MiniMindForCausalLM(MiniMindConfig(**model)).state_dict(), weights)
+    RunSettings.parse({"model": model, "train": {"max_seq_len": 16}}).save_toml(
+        tmp_path / "config.toml")
+    app = MiniMindApp("tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_playground(str(weights))
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#playground-prompt", TextArea).text = "To be"
+        await set_params(pilot, temperature=0, max_new_tokens=50)
+        await pilot.click("#sampling-stop_on_eos")
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not screen.generating)
+        await pilot.pause()
+        assert "reached the model's context" in status_text(app), status_text(app)
+        screen.query_one("#playground-prompt", TextArea).text = "the king is dead " * 10
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not screen.generating)
+        await pilot.pause()
+        assert "the model's context is max_position_embeddings 16" in status_text(app)
+        assert "PromptTooLong" not in status_text(app)
+
+
 # -- generate, headless --------------------------------------------------------------------------
 def test_generate_command_streams_the_continuation(weights):
     proc = subprocess.run(

@@ -266,3 +266,37 @@ def test_run_json_follows_each_step_within_the_interval_and_ends_with_the_run(tm
     status = folder.status()
     assert (status.state, status.step, status.tokens_seen) == ("stopped", 4, 256)
     assert status.tokens_per_sec == 128.0
+
+
+def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
+    """run.json after a resume: the best validation loss of the earlier segment (a worse one
+    after it does not replace it), and a resume with nothing left to train keeps the run's
+    tokens, time, loss and checkpoint instead of blanking them. Running into max_steps below
+    the checkpoint's step is refused before the folder is touched."""
+    evals = ["--val_data_path", "builtin:shakespeare-val", "--eval_batches", "2"]
+    first = cli("--out_dir", str(tmp_path), "--max_steps", "8", "--eval_interval", "4",
+                "--save_interval", "0", *evals)
+    assert first.returncode == 0, first.stderr
+    before = RunFolder(tmp_path).status()
+    assert before.best_val_loss is not None and before.tokens_seen > 0
+
+    again = cli("--out_dir", str(tmp_path), "--max_steps", "8", "--from_resume", "1", *evals)
+    assert again.returncode == 0, again.stderr
+    after = RunFolder(tmp_path).status()
+    assert (after.step, after.tokens_seen, after.loss, after.checkpoint_step) == \
+        (8, before.tokens_seen, before.loss, 8)
+    # The checkpoint's time also counts the evaluation after the last logged step.
+    assert after.elapsed >= before.elapsed > 0 and after.tokens_per_sec > 0
+    assert after.resumed_from == 8
+    assert after.best_val_loss == before.best_val_loss
+
+    worse = cli("--out_dir", str(tmp_path), "--max_steps", "10", "--from_resume", "1",
+                "--learning_rate", "1", "--eval_interval", "1", *evals)
+    assert worse.returncode == 0, worse.stderr
+    status = RunFolder(tmp_path).status()
+    assert status.val_loss > before.best_val_loss == status.best_val_loss
+
+    back = cli("--out_dir", str(tmp_path), "--max_steps", "4", "--from_resume", "1")
+    assert back.returncode == 2
+    assert "train.max_steps: 4 is below step 10" in back.stderr
+    assert RunFolder(tmp_path).status() == status  # refused before anything was written

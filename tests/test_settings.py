@@ -1,5 +1,6 @@
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ import torch
 from minimind.environment import environment_problems
 from minimind.settings import RunSettings, SettingsError
 from minimind.settings_rules import validate
-from minimind_tui.form.presets import list_presets, load_settings, resolve_preset, save_user_preset
+from minimind_tui.form.presets import (list_presets, load_settings, preset_name_problem, resolve_preset,
+                                  save_user_preset)
 
 
 def problems(data):
@@ -79,6 +81,45 @@ def test_user_presets(tmp_path, monkeypatch):
     save_user_preset(s, "mine")
     assert list_presets()["mine"] == tmp_path / "mine.toml"
     assert load_settings("mine") == s
+
+
+def test_a_saved_preset_name_loads_back_beside_a_folder_or_file_of_that_name(tmp_path, monkeypatch):
+    # The app creates out/ where it is launched; the picker and --preset ask by name.
+    presets = tmp_path / "presets"
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(presets))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "mine").write_text("not a preset")
+    s = load_settings("tiny", {"train": {"batch_size": 3}})
+    for name in ("out", "mine"):
+        save_user_preset(s, name)
+        assert resolve_preset(name) == presets / f"{name}.toml"
+        assert load_settings(name) == s
+    with pytest.raises(SettingsError, match="is a folder, not a preset file"):
+        load_settings("./out")  # the folder itself, asked for as a path
+
+
+def test_a_file_path_is_still_a_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings("tiny", {"train": {"batch_size": 5}})
+    s.save_toml(tmp_path / "plain")
+    assert resolve_preset("plain") == Path("plain") and load_settings("plain") == s
+    assert resolve_preset("run.toml") == Path("run.toml")  # missing: read_toml says so
+
+
+def test_a_preset_name_may_not_end_in_toml(tmp_path, monkeypatch):
+    presets = tmp_path / "presets"
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(presets))
+    monkeypatch.chdir(tmp_path)
+    assert ".toml" in preset_name_problem("my.toml")
+    with pytest.raises(SettingsError, match="invalid preset name 'my.toml'"):
+        save_user_preset(load_settings("tiny"), "my.toml")
+    assert not presets.exists()
+    # One an older version saved is not listed: asked for by name it would be read as a path.
+    load_settings("tiny").save_toml(presets / "my.toml.toml")
+    assert "my.toml" not in list_presets()
+    load_settings("tiny", {"train": {"batch_size": 7}}).save_toml(tmp_path / "my.toml")
+    assert load_settings("my.toml").train.batch_size == 7
 
 
 def test_unknown_preset_and_bad_toml(tmp_path):
@@ -197,3 +238,9 @@ def test_values_read_back_the_same_from_the_form():
     assert settings.train.sample_prompts == ["ROMEO:", "a", "b"]
     with pytest.raises(SettingsError, match="model.rope_theta: must be a finite number"):
         RunSettings.parse({"model": {"rope_theta": float("inf")}})
+
+
+def test_an_empty_out_dir_is_refused_not_the_current_folder():
+    with pytest.raises(SettingsError, match=r"train.out_dir: is empty: give a folder \(\. for"):
+        RunSettings.parse({"train": {"out_dir": " "}})
+    assert RunSettings.parse({"train": {"out_dir": "."}}).train.out_dir == "."

@@ -204,3 +204,46 @@ async def test_an_eta_comes_only_from_a_last_run_that_counted_the_same_kind_of_t
         run_tokens = expected.supervised_tokens * t.max_steps / steps
         eta = format_duration(run_tokens / app.history.latest.tokens_per_sec)
         assert f"ETA ≈ {eta}" in shown(panel)
+
+
+async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
+    """`--preset tiny-sft` writes full_sft_128.pth headless; the form must start the same run
+    (it wrote pretrain_128.pth once), and a stage picked on the form brings its file name
+    along, while a name the user typed stays."""
+    app = MiniMindApp("tiny-sft")
+    async with app.run_test(size=SIZE) as pilot:
+        configure = app.configure_screen
+        save_weight = configure.form.fields["train.save_weight"]
+        await pilot.pause()
+        assert save_weight.raw == "full_sft" and "train.save_weight" not in \
+            configure.form.mark_changed(configure.baseline)
+        assert configure._draft.weights_name() == "full_sft_128.pth"
+        for stage, name in (("pretrain", "pretrain"), ("sft", "full_sft")):
+            configure.set_fields({"train.stage": stage})
+            await pilot.pause()
+            await pilot.pause()
+            assert save_weight.raw == name, stage
+        configure.set_fields({"train.save_weight": "mine"})
+        await pilot.pause()
+        configure.set_fields({"train.stage": "pretrain"})
+        await pilot.pause()
+        await pilot.pause()
+        assert save_weight.raw == "mine"
+        assert configure._draft.weights_name() == "mine_128.pth"
+
+
+def test_inspection_counts_conversations_whose_reply_lies_past_the_cut(tmp_path):
+    from minimind.data.inspect_report import conversation_rows, conversation_warnings
+
+    rows = [{"conversations": [{"role": "user", "content": "Hi."},
+                               {"role": "assistant", "content": "Hello."}]},
+            {"conversations": [{"role": "user", "content": "the king is dead " * 30},
+                               {"role": "assistant", "content": "A saying."}]}]
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    insp = inspect_conversations(str(data), load_tokenizer(), 64, cache_dir=tmp_path)
+    assert (insp.truncated_documents, insp.unsupervised_documents) == (1, 1)
+    assert ("no reply", "1 conversations cut before any reply") in conversation_rows(insp)
+    assert any("1 conversations keep no reply within max_seq_len=64" in w
+               for w in conversation_warnings(insp))
+    assert inspect_conversations(str(data), load_tokenizer(), 64, cache_dir=tmp_path).cached

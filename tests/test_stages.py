@@ -103,7 +103,9 @@ def test_lora_run_writes_only_adapters_and_leaves_the_base(tiny_settings, chat_f
     events = []
     assert run(settings, events=events).status == "completed"
     logs = [e.text for e in events if isinstance(e, LogMessage)]
-    assert any(text.startswith("lora: 4,096 adapter parameters train") for text in logs), logs
+    base_size = load_model(pretrained).num_parameters()  # the adapters are not the base's
+    assert f"lora: 4,096 adapter parameters train, the {base_size:,} of the base are frozen" \
+        in logs, logs
     assert any("count the supervised tokens (the replies) only" in text for text in logs)
     adapter = tmp_path / "lora" / "lora" / "lora_test_128.pth"
     saved = torch.load(adapter, weights_only=True)
@@ -248,3 +250,76 @@ def test_the_tiny_chain_runs_the_bundled_sft_preset_headless(pretrained, tmp_pat
     samples = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()
                if json.loads(line)["kind"] == "sample"]
     assert samples and samples[-1]["prompts"][0].startswith("Continue Romeo's speech")
+
+
+def test_a_lora_run_is_read_only_on_the_base_it_trained_on(tiny_settings, chat_file,
+                                                            pretrained, tmp_path):
+    """The adapters mean nothing on another base: generate and export (`read_checkpoint`)
+    check the base file against the base the run's resume file saved, and refuse one that was
+    trained on since; a resume may not swap the base or the rank either (its state holds
+    both), and is refused before the folder is touched."""
+    import shutil
+
+    from minimind.checkpoint_reader import BaseCheckError, read_checkpoint
+    from minimind.run_files import CONFIG_FILE
+
+    base = tmp_path / "base.pth"
+    shutil.copy(pretrained, base)
+    folder = tmp_path / "lora"
+    settings = stage_settings(tiny_settings, chat_file, base, folder, stage="lora",
+                              lora_rank=4, max_steps=2, learning_rate=1e-2)
+    assert run(settings).status == "completed"
+    assert "(base checked against lora_128_resume.pth)" in read_checkpoint(folder).built_from
+
+    config = (folder / CONFIG_FILE).read_bytes()
+    for change, expected in (({"lora_rank": 8}, "train.lora_rank (4 → 8)"),
+                             ({"from_weight": str(pretrained)}, "train.from_weight")):
+        refused = run(with_train_fields(settings, max_steps=3, from_resume=True, **change))
+        assert refused.status == "failed" and refused.cause == "input", refused.reason
+        assert expected in refused.reason
+        assert (folder / CONFIG_FILE).read_bytes() == config
+
+    weights = torch.load(base, weights_only=True)  # the base trained on since
+    weights["model.norm.weight"] += 0.5
+    torch.save(weights, base)
+    with pytest.raises(BaseCheckError, match=r"not the one the lora run trained on: "
+                                             r"model.norm.weight differs"):
+        read_checkpoint(folder)
+    (folder / "lora" / "lora_128_resume.pth").unlink()
+    assert "base not checked: no lora_128_resume.pth" in read_checkpoint(folder).built_from
+
+
+def with_train_fields(settings, **train):
+    return settings.model_copy(update={"train": settings.train.model_copy(update=train)})
+
+
+def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
+        tiny_settings, pretrained, tmp_path):
+    """One long question pushes its reply past max_seq_len: at batch_size 1 that batch has no
+    target. Its loss was 0/0 = NaN, which poisoned the weights and was reported as divergence
+    (with a hint about the learning rate); now it trains nothing, stays out of the mean of a
+    logged window (alone in one, it logs 0), and a warning names the cause. Its evaluation no longer turns val_loss into NaN."""
+    import math
+
+    from minimind.events import EvalResult
+
+    rows = [{"conversations": [{"role": "user", "content": f"Say hello {i}."},
+                               {"role": "assistant", "content": "Hello, friend."}]}
+            for i in range(7)]
+    rows.insert(3, {"conversations": [{"role": "user", "content": "the king is dead " * 30},
+                                      {"role": "assistant", "content": "A saying."}]})
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = stage_settings(tiny_settings, data, pretrained, tmp_path / "sft", batch_size=1,
+                              max_seq_len=64, max_steps=8, log_interval=1, learning_rate=1e-3,
+                              val_data_path=str(data), eval_interval=0, eval_batches=8)
+    events = []
+    finished = run(settings, events=events)
+    assert finished.status == "completed", finished.reason
+    steps = [e for e in events if isinstance(e, StepMetrics)]
+    assert len(steps) == 8 and all(math.isfinite(e.loss) for e in steps)
+    assert [e.loss for e in steps].count(0.0) == 1  # the empty batch, alone in its window
+    warnings = [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"]
+    assert any("1 micro-batch(es) up to step" in w and "held no target" in w for w in warnings)
+    (val,) = [e for e in events if isinstance(e, EvalResult)]
+    assert math.isfinite(val.val_loss)

@@ -78,7 +78,9 @@ def _tiny_jsonl(path: Path) -> Path:
 
 
 def test_train_tokenizer_tiny(tmp_path):
-    out = train_tokenizer(_tiny_jsonl(tmp_path / "tiny.jsonl"), tmp_path / "tok", vocab_size=300, progress=False)
+    trained = train_tokenizer(_tiny_jsonl(tmp_path / "tiny.jsonl"), tmp_path / "tok", vocab_size=300, progress=False)
+    out = trained.folder
+    assert trained.vocab_size == 300
     assert {p.name for p in out.iterdir()} == {"tokenizer.json", "tokenizer_config.json"}
     tok = load_tokenizer(out)
     assert len(tok) == 300
@@ -97,6 +99,44 @@ def test_cli_train(tmp_path, capsys):
     assert rc == 0 and len(load_tokenizer(tmp_path / "cli")) == 280
     rc = main(["train", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"), "--quiet"])
     assert rc == 2 and "missing.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_cli_train_refuses_a_folder_that_holds_a_tokenizer(tmp_path, capsys):
+    # A run trained on the old tokenizer would silently decode with the new one's ids.
+    data, out = _tiny_jsonl(tmp_path / "tiny.jsonl"), tmp_path / "tok"
+    assert main(["train", "--data", str(data), "--out", str(out), "--vocab_size", "300", "--quiet"]) == 0
+    (out / "notes.txt").write_text("mine")
+    before = {name: (out / name).read_bytes() for name in ("tokenizer.json", "tokenizer_config.json")}
+    capsys.readouterr()
+    rc = main(["train", "--data", str(data), "--out", str(out), "--vocab_size", "280", "--quiet"])
+    assert rc == 2
+    assert capsys.readouterr().err == (
+        f"python -m minimind.tokenizer: error: {out}: already holds a tokenizer; pass --overwrite "
+        "to replace its tokenizer.json and tokenizer_config.json (runs trained with the old one "
+        "would then decode wrongly)\n")
+    assert {name: (out / name).read_bytes() for name in before} == before
+    # Either file alone marks a folder that holds a tokenizer.
+    (out / "tokenizer.json").unlink()
+    assert main(["train", "--data", str(data), "--out", str(out), "--vocab_size", "280", "--quiet"]) == 2
+    rc = main(["train", "--data", str(data), "--out", str(out), "--vocab_size", "280", "--quiet",
+               "--overwrite"])
+    assert rc == 0 and len(load_tokenizer(out)) == 280
+    assert (out / "notes.txt").read_text() == "mine"  # only the tokenizer's two files are replaced
+
+
+def test_cli_train_refuses_a_file_as_out(tmp_path, capsys):
+    (tmp_path / "tok").write_text("")
+    rc = main(["train", "--data", str(_tiny_jsonl(tmp_path / "tiny.jsonl")), "--out", str(tmp_path / "tok"),
+               "--quiet"])
+    assert rc == 2 and f"{tmp_path / 'tok'}: is a file" in capsys.readouterr().err
+
+
+def test_cli_train_says_when_the_corpus_gives_fewer_tokens(tmp_path, capsys):
+    data = _tiny_jsonl(tmp_path / "tiny.jsonl")
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "tok"), "--vocab_size", "6400", "--quiet"])
+    got = len(load_tokenizer(tmp_path / "tok"))
+    assert rc == 0 and got < 6400
+    assert f"the corpus gave only {got} tokens of the 6400 asked for" in capsys.readouterr().out
 
 
 def test_bundled_files_are_reproducible(tmp_path):

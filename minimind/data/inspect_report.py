@@ -44,6 +44,7 @@ def conversation_rows(insp: ConversationInspection) -> list[tuple[str, str]]:
                               "tokens: the replies the loss trains on)"),
         ("truncated", f"{insp.truncated_documents:,} conversations longer than "
                       f"{insp.max_seq_len} tokens"),
+        ("no reply", f"{insp.unsupervised_documents:,} conversations cut before any reply"),
         ("bad lines", f"{insp.bad_lines:,}" + (" (skipped)" if insp.bad_lines else "")),
     ]
 
@@ -55,6 +56,10 @@ def conversation_warnings(insp: ConversationInspection) -> list[str]:
         warnings.append(f"{insp.truncated_documents / insp.documents:.0%} of the conversations "
                         f"are longer than max_seq_len={insp.max_seq_len}: they are cut there, "
                         f"and a reply cut off never learns to end.")
+    if insp.unsupervised_documents:
+        warnings.append(f"{insp.unsupervised_documents:,} conversations keep no reply within "
+                        f"max_seq_len={insp.max_seq_len} (the question alone fills it): they "
+                        f"train nothing.")
     if insp.bad_lines:
         warnings.append(f"{insp.bad_lines:,} bad lines: training stops at the first one unless "
                         f"train.skip_bad_lines is on.")

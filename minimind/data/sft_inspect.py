@@ -24,7 +24,7 @@ from .jsonl import JsonlIndex, ProgressFn, check_file
 from .packed import tokenizer_digest
 from .sft import SFTDataset, mask_markers, parse_conversation
 
-FORMAT = "v1"  # bump when the figures change meaning, so old inspections are not reused
+FORMAT = "v2"  # bump when the figures change meaning, so old inspections are not reused
 
 
 @dataclass
@@ -40,6 +40,9 @@ class ConversationInspection:
     supervised_tokens: int
     """Targets the loss counts: the assistants' replies, each <|im_end|> and the newline after."""
     truncated_documents: int
+    unsupervised_documents: int
+    """Conversations with no target left after the cut (every reply past max_seq_len): they
+    train nothing, and a batch of only such gives no loss at all."""
     bad_lines: int
     first_bad: list[tuple[int, str]] = field(default_factory=list)
     lengths: dict[int, int] = field(default_factory=dict)
@@ -119,14 +122,15 @@ def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
     if phase:
         phase("rendering")
     data = SFTDataset(index, tokenizer, max_seq_len)
-    turns = tokens = before = supervised = truncated = 0
+    turns = tokens = before = supervised = truncated = unsupervised = 0
     lengths: Counter[int] = Counter()
 
     def figures(documents: int) -> ConversationInspection:
         return ConversationInspection(
             path=str(index.path), max_seq_len=max_seq_len, documents=documents, turns=turns,
             tokens=tokens, tokens_before_truncation=before, supervised_tokens=supervised,
-            truncated_documents=truncated, bad_lines=index.bad_lines,
+            truncated_documents=truncated, unsupervised_documents=unsupervised,
+            bad_lines=index.bad_lines,
             first_bad=list(index.first_bad), lengths=dict(sorted(lengths.items())))
 
     # A hundred reports or more: a smooth bar, and a cancel (raised from `progress`) within
@@ -138,7 +142,9 @@ def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
         turns += len(conversation["messages"])
         tokens += len(ids)
         before += length
-        supervised += int((data.sample(ids)[1] != -100).sum())
+        targets = int((data.sample(ids)[1] != -100).sum())
+        supervised += targets
+        unsupervised += targets == 0
         truncated += length > max_seq_len
         lengths[length] += 1
         if (i + 1) % every == 0:

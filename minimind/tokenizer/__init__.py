@@ -10,7 +10,7 @@ well; any other text (Chinese, emoji, code) still round-trips exactly, byte by b
 
 Regenerate the shipped files (deterministic; reproduces them byte for byte):
 
-    python -m minimind.tokenizer train --data builtin:shakespeare --out minimind/tokenizer
+    python -m minimind.tokenizer train --data builtin:shakespeare --out minimind/tokenizer --overwrite
 
 `load_tokenizer(path)` also accepts any Hugging Face tokenizer directory, e.g. upstream
 MiniMind's `model/`.
@@ -21,10 +21,11 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from minimind.atomic import atomic_write_bytes
+from minimind.atomic import atomic_write_many
 from minimind.data.corpus import resolve_data_path
 from minimind.data.jsonl import DataError, JsonlReader
 
@@ -46,7 +47,13 @@ CHAT_TEMPLATE = (
 
 
 class TokenizerError(ValueError):
-    """A tokenizer directory is missing or cannot be loaded; the message is one line."""
+    """A tokenizer directory is missing or cannot be loaded, or cannot be written; the message
+    is one line."""
+
+
+class TrainedTokenizer(NamedTuple):
+    folder: Path
+    vocab_size: int  # what the corpus gave: below the size asked for when it runs out of merges
 
 
 def load_tokenizer(path: str | Path | None = None):
@@ -56,7 +63,9 @@ def load_tokenizer(path: str | Path | None = None):
     else:
         directory = Path(path).expanduser()
     if not directory.is_dir():
-        raise TokenizerError(f"{directory}: no such tokenizer directory")
+        raise TokenizerError(f"{directory}: " + ("not a folder (a tokenizer is a folder holding "
+                                                 "tokenizer.json)" if directory.exists() else
+                                                 "no such tokenizer directory"))
     if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer_config.json").is_file():
         raise TokenizerError(f"{directory}: no tokenizer.json or tokenizer_config.json in this directory")
     # Imported here: transformers takes seconds to import and most callers of this package
@@ -96,18 +105,33 @@ def tokenizer_config() -> dict:
     }
 
 
-def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400, progress: bool = True) -> Path:
+def _check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse an `out_dir` that already holds a tokenizer unless `overwrite`: runs trained on it
+    would silently decode with the new ids."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise TokenizerError(f"{out}: is a file; the tokenizer is written into a folder")
+    held = any((out / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+    if held and not overwrite:
+        raise TokenizerError(f"{out}: already holds a tokenizer; pass --overwrite to replace its "
+                             "tokenizer.json and tokenizer_config.json (runs trained with the old "
+                             "one would then decode wrongly)")
+
+
+def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400, progress: bool = True,
+                    overwrite: bool = False) -> TrainedTokenizer:
     """Train a byte-level BPE tokenizer on the `text` fields of a JSONL file.
 
     `jsonl_path` may be any data spec `resolve_data_path` understands (e.g.
     `builtin:shakespeare`). Writes tokenizer.json and tokenizer_config.json into `out_dir`
-    (other files there are left alone) and returns `out_dir`.
+    (other files there are left alone); one already there is replaced only with `overwrite`.
     """
     n_bytes = 256  # the initial byte alphabet is always in the vocab
     if vocab_size < len(SPECIAL_TOKENS) + n_bytes + 1:
         raise ValueError(f"vocab_size must be at least {len(SPECIAL_TOKENS) + n_bytes + 1}, got {vocab_size}")
     if vocab_size > 65535:  # token caches store ids as uint16
         raise ValueError(f"vocab_size must be at most 65535, got {vocab_size}")
+    _check_destination(out_dir, overwrite)  # before minutes of training, not after
     reader = JsonlReader(resolve_data_path(jsonl_path))
 
     def texts() -> Iterator[str]:
@@ -129,15 +153,16 @@ def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int
         assert tok.token_to_id(t) == i, f"special token {t} got id {tok.token_to_id(t)}, expected {i}"
 
     out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "tokenizer.json", tok.to_str(pretty=True).encode())
     config = json.dumps(tokenizer_config(), indent=2, ensure_ascii=False) + "\n"
-    atomic_write_bytes(out / "tokenizer_config.json", config.encode())
-    return out
+    # One unit: a failure leaves the folder's previous pair (say, upstream's, whose config
+    # differs) whole, never its tokenizer.json beside our config.
+    atomic_write_many({out / "tokenizer.json": tok.to_str(pretty=True).encode(),
+                       out / "tokenizer_config.json": config.encode()})
+    return TrainedTokenizer(out, tok.get_vocab_size())
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenizer") -> int:
-    """`minimind-tui tokenizer train --data X.jsonl --out DIR [--vocab_size N]`.
+    """`minimind-tui tokenizer train --data X.jsonl --out DIR [--vocab_size N] [--overwrite]`.
 
     Exit codes as the main CLI's: 0 written, 2 bad input (one line on stderr), 1 failure."""
     parser = argparse.ArgumentParser(prog=prog, description="Train a byte-level BPE tokenizer.")
@@ -149,13 +174,16 @@ def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenize
                        help="directory to write tokenizer.json and tokenizer_config.json")
     train.add_argument("--vocab_size", "--vocab-size", type=int, default=6400,
                        help="vocabulary size (default 6400)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the tokenizer.json and tokenizer_config.json already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     # The tokenizers library's bar redraws with blank lines when stderr is not a terminal.
     progress = not args.quiet and sys.stderr.isatty()
     try:
-        out = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=progress)
+        trained = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=progress,
+                                  overwrite=args.overwrite)
     except (DataError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -163,5 +191,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenize
         print(f"{prog}: error: cannot write {e.filename or args.out} ({e.strerror})",
               file=sys.stderr)
         return 1
+    out = trained.folder
     print(f"wrote {out / 'tokenizer.json'} and {out / 'tokenizer_config.json'}")
+    if trained.vocab_size < args.vocab_size:  # BPE ran out of pairs to merge: not an error
+        print(f"note: the corpus gave only {trained.vocab_size} tokens of the {args.vocab_size} "
+              "asked for; a larger corpus gives more")
     return 0

@@ -5,7 +5,8 @@
 
 JSON goes to stdout (and `--out FILE`, appended line by line so a killed run keeps what it
 measured); progress and a summary table go to stderr. Exit 0 when every configuration ran,
-1 when any failed, 2 for invalid flags or settings, 130 when interrupted.
+1 when any failed, 2 for invalid flags, settings or files (refused before anything runs), 130
+when interrupted.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ from pathlib import Path
 from minimind.settings import SettingsError
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
-from minimind_tui.form.presets import load_settings
+from minimind_tui.form.presets import load_settings, load_start_settings
 
 PROG = "minimind-tui bench"
 
 DEFAULT_VARIANTS = "baseline,padded,packed"
+
+
+class OutError(Exception):
+    """`--out` cannot be written: refused before anything is measured."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         with json_lines(args.out) as emit:
             records = run_bench(base, args.preset, variants, micro_batches, args.warmup,
                                 args.steps, mode, emit, log, args.repeat, args.profile)
-    except SettingsError as e:  # a variant made the settings invalid (e.g. fp16 on CPU)
+    except (SettingsError, BenchError, OutError) as e:  # refused before anything was measured
         return refuse(e)
     except KeyboardInterrupt:  # Ctrl+C, or a time limit: what was measured is already out
         log("minimind-tui bench: interrupted; the lines written so far are complete")
@@ -148,7 +153,7 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
     try:
         for recipe in recipes:
             recipe_overrides(recipe)
-        base = load_settings(args.preset, overrides)
+        base = load_start_settings(args.preset, overrides)  # and the files it reads exist
         if not base.train.val_data_path:
             raise TargetBenchError("time to target needs validation data: set --val_data_path")
     except (SettingsError, TargetBenchError) as e:
@@ -158,17 +163,19 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if signal.getsignal(sig) is not signal.SIG_IGN:  # and so do the seeds' processes
             signal.signal(sig, signal.default_int_handler)
     try:
-        records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log,
-                                   args.jobs)
+        with json_lines(args.out) as emit:  # opened first: a bad --out is said at once
+            records = run_target_bench(base, recipes, args.steps, seeds, eval_every, log,
+                                       args.jobs)
+            for record in records:
+                emit(record)
+    except OutError as e:
+        return refuse(e)
     except TargetBenchError as e:
         print(f"minimind-tui bench: error: {e}", file=sys.stderr)
         return exit_codes.FAILED
     except KeyboardInterrupt:
         log("minimind-tui bench: interrupted before every seed had run; nothing to report")
         return exit_codes.SIGNALLED
-    with json_lines(args.out) as emit:
-        for record in records:
-            emit(record)
     log(target_summary(records))
     return exit_codes.OK
 
@@ -191,8 +198,13 @@ def bench_overrides(args: argparse.Namespace) -> dict:
 @contextmanager
 def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
     """An `emit(record)` that prints one JSON line to stdout and appends it to `path` at once,
-    so a killed benchmark keeps what it measured."""
-    with path.open("a", encoding="utf-8") if path else nullcontext() as out:
+    so a killed benchmark keeps what it measured. `path` is opened on entering, before the
+    benchmark runs: one it cannot write is an OutError, not minutes of measuring lost."""
+    try:
+        out = path.open("a", encoding="utf-8") if path else None
+    except OSError as e:
+        raise OutError(f"--out: {path}: {e.strerror or e}") from None
+    with out or nullcontext():
         def emit(record: dict) -> None:
             line = json.dumps(record)
             print(line, flush=True)

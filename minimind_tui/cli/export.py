@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no_verify", "--no-verify", action="store_true",
                         help="hf: skip loading the folder back to compare logits")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing export at OUT")
+                        help="replace an earlier export at OUT (never a run folder's files)")
     add_head_split_flag(parser)
     return parser
 
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from minimind.upstream import describe_config
 
     try:
-        if args.format == "hf":  # before the seconds spent loading the model
-            check_destination(args.out, args.overwrite)
+        # Before the seconds spent loading the model.
+        check_destination(args.out, args.overwrite, upstream=args.format == "upstream")
         source = read_checkpoint(args.src, args.tokenizer_path, args.num_attention_heads)
         print(f"model: {describe_config(source.model.config)}")
         print(f"  weights {source.built_from}; config from {source.config_origin}")
@@ -103,18 +103,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED
     print(f"  tokenizer {source.tokenizer_dir}")
-    # What the check compares: the folder against our model as the reader built it from its
-    # record (named above), not the record against anything else.
-    checked = ("not loaded back: --no_verify" if result.max_logit_diff is None
-               else "loaded back: its logits match our model's within "
-                    f"{result.max_logit_diff:.2g} in float32")
-    print(f"wrote {result.path} as {result.architecture} ({checked})")
+    print(f"wrote {result.path} as {result.architecture} ({_checked(result, args.dtype)})")
     if result.remote_code:
         print("  our own modeling code: load with AutoModelForCausalLM.from_pretrained(path, "
               "trust_remote_code=True)")
     else:
         print("  load with AutoModelForCausalLM.from_pretrained(path); no trust_remote_code needed")
     return exit_codes.OK
+
+
+def _checked(result, dtype: str | None) -> str:
+    """What the check compared: the folder against our model as the reader built it from its
+    record (named above), not the record against anything else; in a narrower dtype, against
+    our model rounded the same way, with what the rounding alone costs said beside it."""
+    if result.max_logit_diff is None:
+        return "not loaded back: --no_verify"
+    if result.rounding_logit_diff is None:
+        return ("loaded back: its logits match our model's within "
+                f"{result.max_logit_diff:.2g} in float32")
+    return (f"loaded back: its logits match our model rounded to {dtype} within "
+            f"{result.max_logit_diff:.2g} in float32; the rounding itself moves logits by up to "
+            f"{result.rounding_logit_diff:.2g} against the float32 model")
 
 
 def add_head_split_flag(parser: argparse.ArgumentParser) -> None:

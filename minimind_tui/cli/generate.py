@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
-    from minimind.generate import (NonFiniteOutput, SamplingParams, TextStream, encode_chat,
-                                   encode_prompt, generate_tokens)
+    from minimind.generate import (NonFiniteOutput, PromptTooLong, SamplingParams, TextStream,
+                                   context_room, encode_chat, encode_prompt, generate_tokens)
     from minimind.open_model import ModelOpenError, open_model
 
     try:
@@ -114,12 +114,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.chat:
                 history.append({"role": "user", "content": prompt})
                 prompt_ids = encode_chat(tokenizer, history)
-                print(f"user: {prompt}\nassistant: ", end="", flush=True)
             else:
                 prompt_ids = encode_prompt(tokenizer, prompt)
-                print(prompt, end="", flush=True)
+            try:
+                room = context_room(opened.model, prompt_ids)
+            except PromptTooLong as e:
+                return exit_codes.invalid(
+                    f"--chat: with the conversation so far, {e}" if args.chat
+                    else f"--prompt: {e}", prog=PROG)
+            print(f"user: {prompt}\nassistant: " if args.chat else prompt, end="", flush=True)
             stream, count, start = TextStream(tokenizer), 0, time.perf_counter()
-            reply = []
+            reply, token = [], None
             for token in generate_tokens(opened.model, prompt_ids, params,
                                          eos_token_id=tokenizer.eos_token_id,
                                          generator=generator):
@@ -132,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                 text = "".join(reply).removesuffix(tokenizer.eos_token)  # the template adds it
                 history.append({"role": "assistant", "content": text})
             seconds = time.perf_counter() - start
+            # Neither max_new_tokens nor eos ended it: the text filled the model's context.
+            at_eos = params.stop_on_eos and token == tokenizer.eos_token_id
+            cut = (f"; stopped at the model's context of {len(prompt_ids) + count} tokens"
+                   if count == room < params.max_new_tokens and not at_eos else "")
             print(f"[{count} tokens in {seconds:.2f}s, {count / max(seconds, 1e-9):.1f} "
-                  "tokens/s]", file=sys.stderr)
+                  f"tokens/s{cut}]", file=sys.stderr)
     except NonFiniteOutput as e:
         print(f"\nminimind-tui generate: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED

@@ -14,12 +14,21 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
 
+if TYPE_CHECKING:
+    from minimind_tui.run.launch import ChildProcess
+
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# How long --detach waits for the run to begin, so that bad data or a from_weight that does not
+# fit is reported where the run was asked for; a longer preparation is left to run on.
+DETACH_WAIT_SECONDS = 60
 
 
 class Aborted(BaseException):
@@ -79,10 +88,24 @@ def run_headless(settings: RunSettings) -> int:
     return exit_codes.FAILED
 
 
+def wait_for_start(child: ChildProcess, folder: RunFolder) -> bool | None:
+    """Whether the detached run began (True: its status is in the folder) or its process ended
+    first (False), watched for up to DETACH_WAIT_SECONDS; None: still preparing by then."""
+    deadline = time.monotonic() + DETACH_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            return False
+        status = folder.status()
+        if status is not None and status.started >= child.started - 1:
+            return True
+        time.sleep(0.2)
+    return None
+
+
 def start_detached(settings: RunSettings) -> int:
     """`--no-ui --detach`: the same run in a child of its own session (the app's detached
-    launch), and where to find it; this process returns at once."""
-    from minimind.run_folder import RunBusy
+    launch), and where to find it; this process returns once the run has begun, or with the
+    child's error when it ended before that."""
     from minimind_tui.run.launch import launch
 
     out_dir = Path(settings.train.out_dir).expanduser()
@@ -94,6 +117,17 @@ def start_detached(settings: RunSettings) -> int:
         where = f"{e.filename}: {e.strerror}" if e.filename else f"train.out_dir: {e}"
         return exit_codes.invalid(where)
     pid = child.popen.pid
+    began = wait_for_start(child, RunFolder(out_dir))
+    if began is False and child.poll() != exit_codes.OK:
+        # It ended before its run began (bad data, a from_weight that does not fit): the
+        # folder still shows the run before it, if any, so say it here, where it was asked.
+        say(f"minimind-tui: {child.what} ended before training began (exit {child.poll()}); "
+            f"the end of {child.log_path}:\n{child.log_tail(3)}")
+        return child.poll() if child.poll() in (exit_codes.INVALID, exit_codes.FAILED) \
+            else exit_codes.FAILED
+    if began is None:
+        say(f"minimind-tui: still preparing after {DETACH_WAIT_SECONDS} s: if it fails, "
+            f"{child.log_path} says why")
     print(f"started {child.what} in the background: pid {pid}\n"
           f"  out_dir  {out_dir}\n"
           f"  output   {child.log_path}\n"

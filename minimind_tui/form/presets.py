@@ -1,7 +1,8 @@
 """Named presets: the bundled `presets/*.toml` and the user's own folder.
 
-A preset argument is a file path if one exists there (or it ends in `.toml`), otherwise a name
-looked up in the user's folder first, then in the bundled ones.
+A preset argument is a name if a preset of that name is listed (the user's first, then the
+bundled ones), otherwise a file path. No listed name ends in `.toml` or holds a `/`, so such an
+argument is always a path; `./NAME` reaches a file that shares a preset's name.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def list_presets() -> dict[str, Path]:
     """Preset name → file: the bundled ones from the smallest model up, then the user's by name.
     A user preset hides a bundled one of the same name (it is listed with the user's)."""
     folder = user_preset_dir()
-    user = {p.stem: p for p in sorted(folder.glob("*.toml"))} if folder.is_dir() else {}
+    # A file whose name could not be saved (say, my.toml.toml from an older version) is left
+    # out: it could not be asked for by that name.
+    files = sorted(folder.glob("*.toml")) if folder.is_dir() else []
+    user = {p.stem: p for p in files if preset_name_problem(p.stem) is None}
     bundled = sorted(bundled_preset_dir().glob("*.toml"), key=_model_size)
     return {**{p.stem: p for p in bundled if p.stem not in user}, **user}
 
@@ -66,12 +70,14 @@ def _model_size(path: Path) -> tuple[int, str]:
 
 
 def resolve_preset(name_or_path: str) -> Path:
-    path = Path(name_or_path).expanduser()
-    if path.exists() or name_or_path.endswith(".toml"):
-        return path
+    # A name before a path: the picker offers names, and a file or folder of the same name in
+    # the current folder (the app's own out/) must not stand in for the preset saved under it.
     presets = list_presets()
     if name_or_path in presets:
         return presets[name_or_path]
+    path = Path(name_or_path).expanduser()
+    if path.exists() or name_or_path.endswith(".toml"):
+        return path
     raise SettingsError([Problem("", f"unknown preset {name_or_path!r}; choose one of "
                                      f"{', '.join(presets)} or give a .toml path")])
 
@@ -111,6 +117,8 @@ def preset_name_problem(name: str) -> str | None:
         return "give the preset a name"
     if any(c in name for c in "/\\") or name.startswith("."):
         return "a name, not a path (no / or \\, no leading dot)"
+    if name.endswith(".toml"):  # such an argument is a path (see the module's docstring)
+        return "a name without .toml (the file gets that ending)"
     return None
 
 

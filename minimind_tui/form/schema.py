@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from minimind.environment import PATH_FIELDS
-from minimind.settings import GROUPS, SECTIONS, RunSettings
+from minimind.settings import GROUPS, SECTIONS, RunSettings, with_stage_defaults
 
 Kind = Literal["int", "float", "choice", "bool", "tribool", "device", "path", "text", "lines",
                "choices"]
@@ -120,6 +120,7 @@ def settings_values(settings: RunSettings | dict[str, Any]) -> dict[str, Any]:
     else:
         data = {section: {**model_cls().model_dump(), **settings.get(section, {})}
                 for section, model_cls in SECTIONS.items()}
+        data["train"] = {**data["train"], **with_stage_defaults(settings.get("train", {}))}
     return {f"{section}.{name}": value
             for section, values in data.items() for name, value in values.items()}
 

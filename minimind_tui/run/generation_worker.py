@@ -17,8 +17,8 @@ from typing import Literal
 from textual.dom import DOMNode
 from textual.worker import Worker
 
-from minimind.generate import (SamplingParams, TextStream, encode_chat, encode_prompt,
-                               generate_tokens)
+from minimind.generate import (PromptTooLong, SamplingParams, TextStream, encode_chat,
+                               encode_prompt, generate_tokens)
 from minimind.open_model import ModelOpenError, OpenedModel, open_model
 
 GROUP = "playground"
@@ -48,7 +48,7 @@ class TextPiece:
 class GenerationEnded:
     tokens: int
     seconds: float
-    reason: Literal["eos", "length", "stopped"]
+    reason: Literal["eos", "length", "context", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class GenerationJob:
     def _run(self) -> None:
         try:
             self._generate()
-        except ModelOpenError as e:
+        except (ModelOpenError, PromptTooLong) as e:  # the user's to change: said plainly
             self._events.append(GenerationFailed(str(e)))
         except Exception as e:  # e.g. CUDA out of memory: the screen says so and stays usable
             self._events.append(GenerationFailed(f"{type(e).__name__}: {e}"))
@@ -141,6 +141,8 @@ class GenerationJob:
             if self.stop_event.is_set():
                 reason = "stopped"
                 break
+        if reason == "length" and count < self.params.max_new_tokens:
+            reason = "context"  # the model's max_position_embeddings ended it first
         seconds = time.perf_counter() - start
         self._events.append(TextPiece(stream.flush(), count, seconds))
         self._events.append(GenerationEnded(count, seconds, reason))

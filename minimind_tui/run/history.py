@@ -60,6 +60,12 @@ class RunHistory:
         self.last_eval: EvalResult | None = None
         self.checkpoint: CheckpointSaved | None = None
         self.finished: RunFinished | None = None
+        self.clock: tuple[float, float] | None = None
+        """(wall time, the run's training time then) at its latest step or start: where its
+        elapsed time counts on from (never across the idle time before a resume)."""
+        self.ended_at: float | None = None
+        """When the run's latest segment ended: a start that fails before it begins ends no
+        segment of training, so it moves no clock."""
         self.summary = RunStatus()
         """The run's figures folded as its status file and the runs list fold them."""
         for name in SERIES:
@@ -107,11 +113,13 @@ class RunHistory:
         elif isinstance(e, CheckpointSaved):
             self.checkpoint = e
         elif isinstance(e, RunFinished):
+            if self.finished is None:
+                self.ended_at = e.time
             self.finished = e
         # Anything else (log messages, kinds a newer version adds) lives in the log only.
 
     def _add_step(self, e: StepMetrics) -> None:
-        self.latest = e
+        self.latest, self.clock = e, (e.time, e.elapsed)
         self._ema = EMA_WEIGHT * self._ema + (1 - EMA_WEIGHT) * e.loss
         self._ema_n += 1
         values = (e.step, e.tokens_seen, e.loss, self._ema / (1 - EMA_WEIGHT ** self._ema_n),
@@ -122,7 +130,7 @@ class RunHistory:
             self._halve()
 
     def _add_steps(self, block: StepBlock) -> None:
-        self.latest = block.last
+        self.latest, self.clock = block.last, (block.last.time, block.last.elapsed)
         columns = dict(zip(BLOCK_COLUMNS, block.columns.T, strict=True))
         columns["loss_ema"] = self._ema_block(columns["loss"])
         for name in SERIES:
@@ -151,7 +159,7 @@ class RunHistory:
         elif e.start_step:
             self._truncate_after(e.start_step)
             self.resumed_at.append(e.start_step)
-        self.started, self.finished = e, None
+        self.started, self.finished, self.clock = e, None, (e.time, e.elapsed)
 
     def _truncate_after(self, step: int) -> None:
         keep = bisect.bisect_right(self.steps, step)

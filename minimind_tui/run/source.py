@@ -47,6 +47,8 @@ class RunSource:
     """The run outlives the app (closing the app leaves it running)."""
     state = ""
     """The run folder's state when known (running, completed, stopped, failed, crashed)."""
+    path: Path
+    """The run folder."""
 
     def start(self, node: DOMNode) -> Worker[RunFinished | None]:
         raise NotImplementedError
@@ -106,6 +108,7 @@ class FolderSource(RunSource):
     def __init__(self, folder: str | Path, child: ChildProcess | None = None, *,
                  follower: Follower | None = None) -> None:
         self.folder = RunFolder(folder)
+        self.path = self.folder.path
         self._follower = follower or Follower(self.folder.path / METRICS_FILE, chunk=CHUNK_BYTES)
         self.child = child
         self.read_only = child is None

@@ -34,6 +34,7 @@ class TrainingRun(RunSource):
     def __init__(self, settings: RunSettings, history: Path | None = None) -> None:
         """`history`: a metrics.jsonl to show before the engine's own events (a resume)."""
         self.settings = settings
+        self.path = Path(settings.train.out_dir).expanduser()
         self.history = history
         self.sink = QueueSink()
         self.stop_event = threading.Event()

@@ -18,7 +18,8 @@ from minimind.chain import STARTS_FROM, starting_points
 from minimind.environment import validate_for_start
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
-from minimind.settings import ModelSettings, Problem, RunSettings, SettingsError, read_toml
+from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, RunSettings,
+                               SettingsError, read_toml, stage_default)
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
@@ -123,6 +124,8 @@ class ConfigureScreen(Screen[None]):
         raw = form.raw_values()
         if raw == self._validated and not force:  # widgets report their initial values too
             return
+        if self._follow_stage(raw):
+            return  # the fields set report a change of their own
         self._validated = raw
         changed = form.mark_changed(self.baseline)
         self._draft, self.problems = validate_for_start(form_data(self.specs, raw), changed)
@@ -131,6 +134,19 @@ class ConfigureScreen(Screen[None]):
         self.query_one(ProblemsPanel).show(self.problems)
         self._update_start()
         self._refresh_readouts(self._draft)
+
+    def _follow_stage(self, raw: dict[str, Any]) -> bool:
+        """A new stage brings its own defaults (sft writes full_sft_<h>.pth) to the fields that
+        still hold the old stage's; a value the user chose stays. True when any field moved."""
+        before, stage = (self._validated or {}).get("train.stage"), raw.get("train.stage")
+        if before is None or stage == before or stage not in STAGES or before not in STAGES:
+            return False
+        moved = {f"train.{name}": stage_default(stage, name)
+                 for name in {n for s in (before, stage) for n in STAGE_DEFAULTS.get(s, {})}
+                 if raw.get(f"train.{name}") == stage_default(before, name)
+                 and stage_default(before, name) != stage_default(stage, name)}
+        self.set_fields(moved)
+        return bool(moved)
 
     def _update_start(self, _phase: str | None = None) -> None:
         button = self.query_one("#start-button", Button)

@@ -35,7 +35,9 @@ DRAIN_SECONDS = 0.1  # ten times a second: text appears smoothly, the UI stays i
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROMPT = "ROMEO:"
 END_OF_TURN = "<|im_end|>"  # MiniMind's eos, which closes every turn of its chat template
-_ENDINGS = {"eos": "ended at eos", "length": "reached max tokens", "stopped": "stopped"}
+_ENDINGS = {"eos": "ended at eos", "length": "reached max tokens",
+            "context": "reached the model's context (max_position_embeddings)",
+            "stopped": "stopped"}
 
 
 class PlaygroundScreen(ModalScreen[None]):

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.validation import ValidationResult, Validator
+from textual.validation import ValidationResult
 
-from minimind.environment import unusable_path
-from minimind.run_files import CONFIG_FILE, RESUME_SUFFIX, resume_files
+from minimind.run_files import CONFIG_FILE, RESUME_SUFFIX
+from minimind.run_folder import RunFolder
 from minimind_tui.screens.input_dialog import InputDialog
+from minimind_tui.screens.watch_dialog import ExistingFolder
 
 
-class ResumableFolder(Validator):
+class ResumableFolder(ExistingFolder):
     """What the engine's resume needs: the run's config.toml and a resume checkpoint beside it."""
 
     def validate(self, value: str) -> ValidationResult:
-        if why := unusable_path(value.strip()):
-            return self.failure(why)
+        if not (found := super().validate(value)).is_valid:
+            return found
         folder = Path(value.strip()).expanduser()
-        if not value.strip() or not folder.is_dir():
-            return self.failure("not a folder")
         if not (folder / CONFIG_FILE).is_file():
             return self.failure(f"no {CONFIG_FILE} here (not a run folder)")
-        if not resume_files(folder):
+        if not RunFolder(folder).resumable():
             return self.failure(f"no *{RESUME_SUFFIX} checkpoint here")
         return self.success()
 

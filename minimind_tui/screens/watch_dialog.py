@@ -12,6 +12,8 @@ from minimind_tui.screens.input_dialog import InputDialog
 
 
 class ExistingFolder(Validator):
+    """A usable path to a folder that is there."""
+
     def validate(self, value: str) -> ValidationResult:
         if why := unusable_path(value.strip()):
             return self.failure(why)

@@ -28,6 +28,8 @@ class StatsPanel(VerticalScroll):
     _rows: list[tuple[str, Any]] = []
     _latest: StepMetrics | None = None
     _finished: RunFinished | None = None
+    _clock: tuple[float, float] = (0.0, 0.0)
+    _ended_at = 0.0
     _running = _ticking = False
 
     def compose(self) -> ComposeResult:
@@ -51,9 +53,10 @@ class StatsPanel(VerticalScroll):
             bar.update(total=history.latest.total_steps, progress=history.summary.step)
         elif history.started is not None:
             bar.update(total=history.started.total_steps, progress=history.started.start_step)
+        self._running, self._ticking = running, ticking
         self._rows = self._rows_of(history)
         self._latest, self._finished = history.latest, history.finished
-        self._running, self._ticking = running, ticking
+        self._clock, self._ended_at = history.clock or (0.0, 0.0), history.ended_at or 0.0
         self._draw_table()
 
     def tick(self) -> None:
@@ -70,25 +73,25 @@ class StatsPanel(VerticalScroll):
         self.query_one("#stats-table", Static).update(grid, layout=False)
 
     def _elapsed(self) -> str:
-        e, finished = self._latest, self._finished
+        e = self._latest
         assert e is not None
-        if finished is not None:  # the time up to the end, which came after the last step
-            return format_duration(e.elapsed + max(0.0, finished.time - e.time))
+        at, elapsed = self._clock
+        if self._finished is not None:  # the time up to the end, which came after the clock
+            return format_duration(elapsed + max(0.0, self._ended_at - at))
         if not self._running:  # crashed, or stopping: no time left to tell
-            return format_duration(e.elapsed)
+            return format_duration(elapsed)
         # The step's time is the trainer's clock: on another machine (a synced folder) the
         # two may differ, so the count never goes below the step's own figures.
-        since = max(0.0, time.time() - e.time) if self._ticking else 0.0
-        return (f"{format_duration(e.elapsed + since)} · ETA "
-                f"{format_duration(max(0.0, e.eta_seconds - since))}")
+        since = max(0.0, time.time() - at) if self._ticking else 0.0
+        eta = max(0.0, e.eta_seconds - max(0.0, time.time() - e.time)) if self._ticking \
+            else e.eta_seconds
+        return f"{format_duration(elapsed + since)} · ETA {format_duration(eta)}"
 
     def _rows_of(self, h: RunHistory) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = []
         e = h.latest
         if e is None:
-            rows.append(("step", "waiting for the first logged step…" if h.started else
-                         "no run yet: waiting for one to start" if self.read_only else
-                         f"no run yet: press {self.app.start_key} on the form"))
+            rows.append(("step", self._before_the_first_log(h)))
         else:
             # The run's step (a stop between two logged steps counts), as the runs list says.
             rows.append(("step", f"{h.summary.step:,}/{e.total_steps:,} · epoch {e.epoch}/{e.epochs}"))
@@ -112,6 +115,16 @@ class StatsPanel(VerticalScroll):
             s = h.started
             rows.append(("model", f"{format_count(s.parameters)} params, {s.device_name}"))
         return rows
+
+
+    def _before_the_first_log(self, h: RunHistory) -> str:
+        if h.finished is not None:  # it ended first: a failed start, or a stop before a log
+            return (f"{h.summary.step:,} trained, none logged" if h.summary.step else
+                    "none trained")
+        if h.started is not None or self._running:
+            return "waiting for the first logged step…"
+        return ("no run yet: waiting for one to start" if self.read_only else
+                f"no run yet: press {self.app.start_key} on the form")
 
 
 def _memory(e: StepMetrics) -> str:

@@ -406,3 +406,26 @@ def test_the_apps_folder_dialogs_say_why_a_path_is_unusable(path, why):
     for validator in (ResumableFolder(), ExistingFolder()):
         result = validator.validate(path)
         assert not result.is_valid and result.failure_descriptions[0].endswith(why)
+
+
+def test_a_pipe_or_a_file_where_a_folder_belongs_is_named_for_what_it_is(tmp_path):
+    """A FIFO given as weights read as "no such file" (generate) or "the file is empty" (a
+    from_weight); a file given as a tokenizer or a run folder read as "no such folder"."""
+    from minimind.checkpoint_reader import load_pretrained_weights
+    from minimind.config import MiniMindConfig
+    from minimind.model import MiniMindForCausalLM
+    from minimind.tokenizer import TokenizerError, load_tokenizer
+
+    fifo = tmp_path / "weights.pth"
+    os.mkfifo(fifo)
+    model = MiniMindForCausalLM(MiniMindConfig(**load_settings("tiny").model.to_config_kwargs()))
+    for read in (read_checkpoint, lambda path: load_pretrained_weights(model, path)):
+        with pytest.raises(CheckpointError, match="weights.pth: not a regular file"):
+            read(fifo)
+    text = tmp_path / "notes.jsonl"
+    text.write_text('{"text": "x"}\n')
+    with pytest.raises(TokenizerError, match="notes.jsonl: not a folder"):
+        load_tokenizer(text)
+    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", "--plain", str(text)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.rstrip().endswith("notes.jsonl: not a folder")

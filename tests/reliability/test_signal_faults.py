@@ -117,39 +117,73 @@ def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     return seen
 
 
+def start_dashboard_run(out_dir: Path) -> tuple[int, int]:
+    """The app on a real pseudo-terminal, its run started (F5) and two steps in: (pid, fd)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child
+        os.environ.update(env(), TERM="xterm-256color", COLUMNS="120", LINES="40")
+        os.execv(sys.executable, [*CLI, *QUICK, "--out_dir", str(out_dir)])
+    read_until(fd, b"Start", timeout=90)  # the form is drawn
+    os.write(fd, b"\x1b[15~")  # F5
+    metrics = out_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 2):
+        assert time.monotonic() < deadline, "the run did not start"
+        drain(fd, 0.2)  # the app must never block on a full pty
+    return pid, fd
+
+
+def drain(fd: int, wait: float) -> bytes:
+    seen = b""
+    try:
+        while select.select([fd], [], [], wait)[0]:
+            seen += os.read(fd, 65536)
+    except OSError:  # the app has gone
+        pass
+    return seen
+
+
+def wait_exit(pid: int, fd: int | None = None) -> tuple[int, bytes]:
+    """The app's exit status, and (with `fd`) what it drew until then."""
+    deadline, seen = time.monotonic() + 120, b""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), seen + (drain(fd, 0) if fd else b"")
+        assert time.monotonic() < deadline, "the app did not exit after the signal"
+        seen += drain(fd, 0.2) if fd is not None else (time.sleep(0.2) or b"")
+
+
+def assert_stopped_with_a_checkpoint(out_dir: Path) -> None:
+    events = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    assert events[-1]["kind"] == "finished" and events[-1]["status"] == "stopped"
+    assert any(e["kind"] == "checkpoint" for e in events)
+    assert resume_step(out_dir) == events[-1]["step"]
+
+
 def test_closing_the_dashboards_terminal_stops_the_run_with_a_checkpoint(tmp_path):
     """Like `tmux kill-session` or a dropped SSH connection: the terminal's master side closes,
     the kernel sends SIGHUP, and the app must still finish the step, checkpoint and exit."""
     out_dir = tmp_path / "run"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the app on a real pseudo-terminal
-        os.environ.update(env(), TERM="xterm-256color", COLUMNS="120", LINES="40")
-        os.execv(sys.executable, [*CLI, *QUICK, "--out_dir", str(out_dir)])
+    pid, fd = start_dashboard_run(out_dir)
+    os.close(fd)  # hang up
+    wait_exit(pid)
+    assert_stopped_with_a_checkpoint(out_dir)
+
+
+def test_sigterm_stops_the_dashboards_run_and_the_app_exits_cleanly(tmp_path):
+    """`kill PID` on the app mid-run: the stopping notice is shown, the run ends with a
+    checkpoint, and the app exits 0 without a traceback (it raised NoActiveAppError once)."""
+    out_dir = tmp_path / "run"
+    pid, fd = start_dashboard_run(out_dir)
     try:
-        read_until(fd, b"Start", timeout=90)  # the form is drawn
-        os.write(fd, b"\x1b[15~")  # F5
-        metrics = out_dir / "metrics.jsonl"
-        deadline = time.monotonic() + 120
-        while not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 2):
-            assert time.monotonic() < deadline, "the run did not start"
-            try:  # keep draining the screen so the app never blocks on a full pty
-                while select.select([fd], [], [], 0.2)[0]:
-                    os.read(fd, 65536)
-            except OSError:
-                break
+        os.kill(pid, signal.SIGTERM)
+        code, screen = wait_exit(pid, fd)
     finally:
-        os.close(fd)  # hang up
-    deadline = time.monotonic() + 120
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        assert time.monotonic() < deadline, "the app did not exit after the hang-up"
-        time.sleep(0.2)
-    events = [json.loads(line) for line in metrics.read_text().splitlines()]
-    assert events[-1]["kind"] == "finished" and events[-1]["status"] == "stopped"
-    assert any(e["kind"] == "checkpoint" for e in events)
-    assert resume_step(out_dir) == events[-1]["step"]
+        os.close(fd)
+    assert code == 0, screen[-3000:]
+    assert b"Traceback" not in screen and b"Error" not in screen, screen[-3000:]
+    assert_stopped_with_a_checkpoint(out_dir)
 
 
 def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
