@@ -125,18 +125,30 @@ FAST = ["--preset", "tiny", "--warmup", "1", "--steps", "1", "--max_seq_len", "3
      ["train.data_path: missing.jsonl: no such file"]),
 ], ids=["missing-data", "bad-line", "unwritable-out", "sft-preset", "target-out",
         "target-missing-data"])
-def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, args, says):
-    """The real command, as a user runs it: one `prog: error: field: why` line naming the file
-    or field, no traceback, and nothing measured first (progress would be on stderr too)."""
+def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
+                                                                    capsys, args, says):
+    """One `prog: error: field: why` line naming the file or field, no traceback (it would
+    escape `main` here), and nothing measured first (progress would be on stderr too)."""
     (tmp_path / "bad.jsonl").write_text('{"text": "hello"}\n{"text": 5}\n')
-    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "bench", *FAST, *args],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    [line] = proc.stderr.splitlines()
+    monkeypatch.chdir(tmp_path)
+    assert main([*FAST, *args]) == 2
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
     assert line.startswith("minimind-tui bench: error: ")
     assert all(part in line for part in says), line
-    assert proc.stdout == ""
+    assert out == ""
+
+
+def test_the_real_command_refuses_bad_data_in_one_line(tmp_path):
+    """The same refusal as a user meets it: the real process, its exit code and stderr."""
+    (tmp_path / "bad.jsonl").write_text('{"text": "hello"}\n{"text": 5}\n')
+    proc = subprocess.run([sys.executable, "-m", "minimind_tui", "bench", *FAST, "--data_path",
+                           "bad.jsonl", "--variants", "padded"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.splitlines() == [
+        'minimind-tui bench: error: train.data_path: bad.jsonl:2: "text" must be a string, '
+        'got int']
 
 
 def test_variant_settings_keep_samples_per_step(tmp_path):

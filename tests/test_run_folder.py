@@ -273,15 +273,22 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     after it does not replace it), and a resume with nothing left to train keeps the run's
     tokens, time, loss and checkpoint instead of blanking them. Running into max_steps below
     the checkpoint's step is refused before the folder is touched."""
-    evals = ["--val_data_path", "builtin:shakespeare-val", "--eval_batches", "2"]
-    first = cli("--out_dir", str(tmp_path), "--max_steps", "8", "--eval_interval", "4",
-                "--save_interval", "0", *evals)
-    assert first.returncode == 0, first.stderr
+    from minimind.engine import Trainer
+    from minimind_tui.form.presets import load_settings
+
+    def run(max_steps: int, **train):
+        settings = load_settings("tiny", {"train": {
+            "out_dir": str(tmp_path), "max_steps": max_steps, "max_seq_len": 64,
+            "batch_size": 4, "dtype": "float32", "packing": False, "log_interval": 1,
+            "val_data_path": "builtin:shakespeare-val", "eval_batches": 2,
+            "sample_prompts": [], "eval_interval": 4, **train}})
+        return Trainer(settings).run()
+
+    assert run(8, save_interval=0).status == "completed"
     before = RunFolder(tmp_path).status()
     assert before.best_val_loss is not None and before.tokens_seen > 0
 
-    again = cli("--out_dir", str(tmp_path), "--max_steps", "8", "--from_resume", "1", *evals)
-    assert again.returncode == 0, again.stderr
+    assert run(8, from_resume=True).status == "completed"
     after = RunFolder(tmp_path).status()
     assert (after.step, after.tokens_seen, after.loss, after.checkpoint_step) == \
         (8, before.tokens_seen, before.loss, 8)
@@ -290,13 +297,11 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     assert after.resumed_from == 8
     assert after.best_val_loss == before.best_val_loss
 
-    worse = cli("--out_dir", str(tmp_path), "--max_steps", "10", "--from_resume", "1",
-                "--learning_rate", "1", "--eval_interval", "1", *evals)
-    assert worse.returncode == 0, worse.stderr
+    assert run(10, from_resume=True, learning_rate=1.0, eval_interval=1).status == "completed"
     status = RunFolder(tmp_path).status()
     assert status.val_loss > before.best_val_loss == status.best_val_loss
 
-    back = cli("--out_dir", str(tmp_path), "--max_steps", "4", "--from_resume", "1")
-    assert back.returncode == 2
-    assert "train.max_steps: 4 is below step 10" in back.stderr
+    back = run(4, from_resume=True)
+    assert back.status == "failed" and back.cause == "input"
+    assert back.reason.startswith("train.max_steps: 4 is below step 10")
     assert RunFolder(tmp_path).status() == status  # refused before anything was written
