@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from minimind import distributed
 from minimind.checkpoint import capture_rng, restore_rng, save_checkpoint
 from minimind.data.prefetch import Prefetcher
-from minimind.data.sampler import epoch_batches
+from minimind.data.sampler import Plan, epoch_batches, plan_run
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample)
 from minimind.flops import flops_per_token, peak_flops
@@ -61,17 +61,6 @@ class Progress:
     step: int = 0
     tokens_seen: int = 0
     elapsed: float = 0.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    batches_per_epoch: int  # micro-batches each rank reads per epoch
-    steps_per_epoch: int
-    total_steps: int
-
-    def epoch_of(self, step: int) -> tuple[int, int]:
-        """(epoch, optimizer steps already done in it), both from 0, before `step` runs."""
-        return divmod(step, self.steps_per_epoch)
 
 
 class Trainer:
@@ -219,12 +208,9 @@ class Trainer:
                          else torch.autocast(dist.device.type, dtype=getattr(torch, t.dtype)))
 
     def _plan(self) -> Plan:
-        t, dist = self.settings.train, self.dist
-        n_batches = len(epoch_batches(len(self.prep.train_data), t.batch_size, 0, t.seed,
-                                      dist.rank, dist.world_size))
-        steps_per_epoch = math.ceil(n_batches / t.accumulation_steps)
-        total = steps_per_epoch * t.epochs
-        return Plan(n_batches, steps_per_epoch, min(total, t.max_steps) if t.max_steps else total)
+        t = self.settings.train
+        return plan_run(len(self.prep.train_data), t.batch_size, t.accumulation_steps, t.epochs,
+                        t.max_steps, self.dist.world_size)
 
     def _announce(self, plan: Plan) -> None:
         s, t, model, dist = self.settings, self.settings.train, self.model, self.dist

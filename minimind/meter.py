@@ -96,7 +96,8 @@ class Meter:
         metrics = StepMetrics(
             step=step, total_steps=total, epoch=epoch, epochs=epochs, epoch_step=epoch_step,
             steps_per_epoch=steps_per_epoch, loss=loss / max(filled, 1) + aux / micro,
-            logits_loss=loss / max(filled, 1), aux_loss=aux / micro, lr=self.lr, grad_norm=float(self.grad_norm),
+            logits_loss=loss / max(filled, 1), aux_loss=aux / micro, lr=self.lr,
+            grad_norm=float(self.grad_norm),
             tokens_per_sec=rate, tokens_seen=self.tokens_total, elapsed=now - self.start,
             eta_seconds=(total - step) * step_time, step_time=step_time, mfu=mfu,
             **memory_figures(self.device))

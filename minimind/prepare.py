@@ -8,6 +8,7 @@ time is spent.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
 from minimind.data.corpus import default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
+from minimind.data.sampler import plan_run
 from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse_conversation
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
@@ -307,11 +309,18 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     if saved_optimizer != current["train"]["optimizer"]:
         raise InputError(f"train.from_resume: the checkpoint holds {saved_optimizer} state; "
                          f"resume with optimizer = {saved_optimizer}")
-    reached, max_steps = state["progress"]["step"], settings.train.max_steps
-    if max_steps and max_steps < reached:
-        raise InputError(f"train.max_steps: {max_steps} is below step {reached}, where the "
-                         f"checkpoint stands; a resumed run goes on from there: set max_steps "
-                         f"to more than {reached} (or 0 for the epochs' end)")
+    t, reached = settings.train, state["progress"]["step"]
+    plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
+                    t.max_steps, dist.world_size)
+    if reached > plan.total_steps:  # a resumed run goes on from the checkpoint, never back
+        if t.max_steps and t.max_steps < reached:
+            raise InputError(f"train.max_steps: {t.max_steps} is below step {reached}, where the "
+                             f"checkpoint stands: set max_steps to more than {reached} (or 0 "
+                             f"for the epochs' end)")
+        raise InputError(f"train.epochs: {t.epochs} epoch(s) of {plan.steps_per_epoch} steps end "
+                         f"at step {plan.total_steps}, before step {reached}, where the checkpoint "
+                         f"stands: set epochs to at least "
+                         f"{math.ceil(reached / plan.steps_per_epoch)}")
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

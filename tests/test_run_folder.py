@@ -305,3 +305,32 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     assert back.status == "failed" and back.cause == "input"
     assert back.reason.startswith("train.max_steps: 4 is below step 10")
     assert RunFolder(tmp_path).status() == status  # refused before anything was written
+
+
+def test_a_resume_whose_epochs_end_before_its_checkpoint_is_refused(tmp_path):
+    """Fewer epochs than the checkpoint has trained: refused naming epochs and how many it
+    needs (it "completed" at a step beyond its own total, 6/4), before the folder is touched."""
+    import json as json_module
+
+    from minimind.engine import Trainer
+    from minimind_tui.form.presets import load_settings
+
+    data = tmp_path / "eight.jsonl"
+    data.write_text("".join(json_module.dumps({"text": f"line {i} of the play"}) + "\n"
+                            for i in range(8)))
+
+    def run(epochs: int, **train):
+        return Trainer(load_settings("tiny", {"train": {
+            "out_dir": str(tmp_path / "run"), "data_path": str(data), "val_data_path": "",
+            "epochs": epochs, "max_steps": 0, "batch_size": 4, "max_seq_len": 32,
+            "eval_interval": 0,
+            "packing": False, "dtype": "float32", "sample_prompts": [], **train}})).run()
+
+    assert run(3).status == "completed"  # 2 steps an epoch
+    status = RunFolder(tmp_path / "run").status()
+    refused = run(2, from_resume=True)
+    assert refused.cause == "input" and refused.reason == (
+        "train.epochs: 2 epoch(s) of 2 steps end at step 4, before step 6, where the checkpoint "
+        "stands: set epochs to at least 3")
+    assert RunFolder(tmp_path / "run").status() == status
+    assert run(4, from_resume=True).status == "completed"

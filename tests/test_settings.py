@@ -8,8 +8,8 @@ import torch
 from minimind.environment import environment_problems
 from minimind.settings import RunSettings, SettingsError
 from minimind.settings_rules import validate
-from minimind_tui.form.presets import (list_presets, load_settings, preset_name_problem, resolve_preset,
-                                  save_user_preset)
+from minimind_tui.form.presets import (list_presets, load_settings, preset_name_problem,
+                                       resolve_preset, save_user_preset)
 
 
 def problems(data):

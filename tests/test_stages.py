@@ -298,7 +298,8 @@ def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
     """One long question pushes its reply past max_seq_len: at batch_size 1 that batch has no
     target. Its loss was 0/0 = NaN, which poisoned the weights and was reported as divergence
     (with a hint about the learning rate); now it trains nothing, stays out of the mean of a
-    logged window (alone in one, it logs 0), and a warning names the cause. Its evaluation no longer turns val_loss into NaN."""
+    logged window (alone in one, it logs 0), and a warning names the cause. Its evaluation no
+    longer turns val_loss into NaN."""
     import math
 
     from minimind.events import EvalResult

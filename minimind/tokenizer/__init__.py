@@ -118,8 +118,8 @@ def _check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
                              "one would then decode wrongly)")
 
 
-def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400, progress: bool = True,
-                    overwrite: bool = False) -> TrainedTokenizer:
+def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int = 6400,
+                    progress: bool = True, overwrite: bool = False) -> TrainedTokenizer:
     """Train a byte-level BPE tokenizer on the `text` fields of a JSONL file.
 
     `jsonl_path` may be any data spec `resolve_data_path` understands (e.g.
@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenize
     # The tokenizers library's bar redraws with blank lines when stderr is not a terminal.
     progress = not args.quiet and sys.stderr.isatty()
     try:
-        trained = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size, progress=progress,
-                                  overwrite=args.overwrite)
+        trained = train_tokenizer(args.data, args.out, vocab_size=args.vocab_size,
+                                  progress=progress, overwrite=args.overwrite)
     except (DataError, ValueError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

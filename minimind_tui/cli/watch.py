@@ -38,8 +38,8 @@ def main(argv: list[str]) -> int:
     if folder.name == METRICS_FILE and folder.is_file():
         folder = folder.parent
     if not folder.is_dir():
-        return exit_codes.invalid(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}",
-                                  prog=PROG)
+        why = "not a folder" if folder.exists() else "no such folder"
+        return exit_codes.invalid(f"{folder}: {why}", prog=PROG)
     if args.plain or not terminal_attached():
         return plain(folder)
     from minimind_tui.app import MiniMindApp
