@@ -47,6 +47,10 @@ class TargetBenchError(RuntimeError):
     pass
 
 
+class TargetInputError(TargetBenchError):
+    """A seed's run refused its input (a bad data line, say): the user's to fix, exit 2."""
+
+
 def recipe_overrides(name: str) -> dict[str, Any]:
     if name == DEFAULT:
         return {}
@@ -64,7 +68,8 @@ def curve(settings: RunSettings) -> dict[str, Any]:
     sink = QueueSink()
     result = Trainer(settings, [sink], save_checkpoints=False).run()
     if result.status != "completed":
-        raise TargetBenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
+        error = TargetInputError if result.cause == "input" else TargetBenchError
+        raise error(result.reason + (f" ({result.hint})" if result.hint else ""))
     events = sink.drain()
     started = next(e for e in events if isinstance(e, RunStarted))
     points, last_step, eval_seconds = [], None, 0.0

@@ -123,8 +123,11 @@ FAST = ["--preset", "tiny", "--warmup", "1", "--steps", "1", "--max_seq_len", "3
      ["--out: gone/target.jsonl: No such file or directory"]),
     (["--recipes", "wsd", "--seeds", "1", "--data_path", "missing.jsonl"],
      ["train.data_path: missing.jsonl: no such file"]),
+    # A bad line is found by the first seed's run: still the user's mistake, still exit 2.
+    (["--recipes", "wsd", "--seeds", "1", "--data_path", "bad.jsonl", "--packing", "0"],
+     ['train.data_path: bad.jsonl:2: "text" must be a string']),
 ], ids=["missing-data", "bad-line", "unwritable-out", "sft-preset", "target-out",
-        "target-missing-data"])
+        "target-missing-data", "target-bad-line"])
 def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
                                                                     capsys, args, says):
     """One `prog: error: field: why` line naming the file or field, no traceback (it would
@@ -133,7 +136,10 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     assert main([*FAST, *args]) == 2
     out, err = capsys.readouterr()
-    [line] = err.splitlines()
+    *progress, line = err.splitlines()
+    # Only a bad line is found by a seed's run, after its progress line.
+    assert progress == [] or "bad.jsonl" in args and "--recipes" in args
+    assert all(text.startswith("bench: time to target: ") for text in progress)
     assert line.startswith("minimind-tui bench: error: ")
     assert all(part in line for part in says), line
     assert out == ""

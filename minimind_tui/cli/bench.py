@@ -147,7 +147,8 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      "--jobs must be at least 1")
     if overrides["train"]["data_path"] == "builtin:shakespeare":
         overrides["train"].setdefault("val_data_path", "builtin:shakespeare-val")
-    from minimind.target_bench import TargetBenchError, recipe_overrides, run_target_bench
+    from minimind.target_bench import (TargetBenchError, TargetInputError, recipe_overrides,
+                                       run_target_bench)
 
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     try:
@@ -168,7 +169,7 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
                                        args.jobs)
             for record in records:
                 emit(record)
-    except OutError as e:
+    except (OutError, TargetInputError) as e:
         return refuse(e)
     except TargetBenchError as e:
         print(f"minimind-tui bench: error: {e}", file=sys.stderr)
