@@ -316,9 +316,9 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
         load_pretrained_weights(model, base)
         base_check = _check_base(model, base, adapter)
         load_lora(model, adapter)
+    except BaseCheckError:
+        raise  # it names both files and what differs already
     except (CheckpointError, WeightsMismatchError, LoRAError) as e:
-        if isinstance(e, BaseCheckError):
-            raise
         # What differs (the first lines name both shapes), without the key listing after it.
         detail = "; ".join(line.strip().removeprefix(f"{base}: ").removeprefix(f"{adapter}: ")
                            for line in str(e).splitlines()[:3])

@@ -118,13 +118,12 @@ def start_detached(settings: RunSettings) -> int:
         return exit_codes.invalid(where)
     pid = child.popen.pid
     began = wait_for_start(child, RunFolder(out_dir))
-    if began is False and child.poll() != exit_codes.OK:
+    if began is False and (code := child.poll()) != exit_codes.OK:
         # It ended before its run began (bad data, a from_weight that does not fit): the
         # folder still shows the run before it, if any, so say it here, where it was asked.
-        say(f"minimind-tui: {child.what} ended before training began (exit {child.poll()}); "
+        say(f"minimind-tui: {child.what} ended before training began (exit {code}); "
             f"the end of {child.log_path}:\n{child.log_tail(3)}")
-        return child.poll() if child.poll() in (exit_codes.INVALID, exit_codes.FAILED) \
-            else exit_codes.FAILED
+        return code if code in (exit_codes.INVALID, exit_codes.FAILED) else exit_codes.FAILED
     if began is None:
         say(f"minimind-tui: still preparing after {DETACH_WAIT_SECONDS} s: if it fails, "
             f"{child.log_path} says why")

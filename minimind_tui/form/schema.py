@@ -118,9 +118,9 @@ def settings_values(settings: RunSettings | dict[str, Any]) -> dict[str, Any]:
     if isinstance(settings, RunSettings):
         data = settings.model_dump()
     else:
-        data = {section: {**model_cls().model_dump(), **settings.get(section, {})}
+        tables = {**settings, "train": with_stage_defaults(settings.get("train", {}))}
+        data = {section: {**model_cls().model_dump(), **tables.get(section, {})}
                 for section, model_cls in SECTIONS.items()}
-        data["train"] = {**data["train"], **with_stage_defaults(settings.get("train", {}))}
     return {f"{section}.{name}": value
             for section, values in data.items() for name, value in values.items()}
 

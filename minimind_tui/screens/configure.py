@@ -141,10 +141,11 @@ class ConfigureScreen(Screen[None]):
         before, stage = (self._validated or {}).get("train.stage"), raw.get("train.stage")
         if before is None or stage == before or stage not in STAGES or before not in STAGES:
             return False
-        moved = {f"train.{name}": stage_default(stage, name)
-                 for name in {n for s in (before, stage) for n in STAGE_DEFAULTS.get(s, {})}
-                 if raw.get(f"train.{name}") == stage_default(before, name)
-                 and stage_default(before, name) != stage_default(stage, name)}
+        moved = {}
+        for name in {*STAGE_DEFAULTS.get(before, {}), *STAGE_DEFAULTS.get(stage, {})}:
+            old, new = stage_default(before, name), stage_default(stage, name)
+            if old != new and raw.get(f"train.{name}") == old:
+                moved[f"train.{name}"] = new
         self.set_fields(moved)
         return bool(moved)
 
