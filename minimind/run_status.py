@@ -72,8 +72,11 @@ class RunStatus(BaseModel):
             return False
         if isinstance(event, EvalResult):
             self.val_loss = event.val_loss
-            if math.isfinite(event.val_loss) and (self.best_val_loss is None
-                                                  or event.val_loss < self.best_val_loss):
+            # A best that is not a number (a run.json a resume starts from may hold one) would
+            # never compare lower: any finite loss replaces it.
+            best = self.best_val_loss
+            if math.isfinite(event.val_loss) and (best is None or not math.isfinite(best)
+                                                  or event.val_loss < best):
                 self.best_val_loss = event.val_loss
             return False
         if isinstance(event, CheckpointSaved):

@@ -334,3 +334,16 @@ def test_a_resume_whose_epochs_end_before_its_checkpoint_is_refused(tmp_path):
         "stands: set epochs to at least 3")
     assert RunFolder(tmp_path / "run").status() == status
     assert run(4, from_resume=True).status == "completed"
+
+
+def test_a_resume_from_a_status_whose_best_is_not_a_number_finds_a_new_best(tmp_path):
+    """run.json is a file a user (or a sync) may have mangled: a NaN best validation loss read
+    back from it must not stand forever, since no loss compares lower than NaN."""
+    from minimind.events import EvalResult
+    from minimind.run_status import RunStatus
+
+    status = RunStatus.model_validate_json('{"best_val_loss": NaN, "val_loss": NaN}')
+    status.apply(EvalResult(step=5, val_loss=6.5, tokens=10))
+    assert status.best_val_loss == 6.5
+    status.apply(EvalResult(step=6, val_loss=7.0, tokens=10))
+    assert status.best_val_loss == 6.5
