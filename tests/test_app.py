@@ -537,11 +537,15 @@ async def test_the_step_row_says_what_happened_before_any_step_was_logged():
         panel.show(app.history, "Failed at step 0")
         assert "none trained" in stats_text(app) and "press" not in stats_text(app)
         app.history.reset()
-        app.apply_events([_started(0), RunFinished(status="stopped", step=1)])
+        from snapshot_apps.replay import fixed_events
+
+        # A real run's start (its settings, which the dashboard's other panels read).
+        started = next(e for e in fixed_events(1) if isinstance(e, RunStarted))
+        app.apply_events([started, RunFinished(status="stopped", step=1)])
         panel.show(app.history, "Stopped at step 1")
         await pilot.pause()
         assert "1 trained, none logged" in stats_text(app)
-        assert app.history.summary.tokens_seen == 10  # its tokens per step, once
+        assert app.history.summary.tokens_seen == started.tokens_per_step  # one step's
 
 
 async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkeypatch):
