@@ -71,15 +71,16 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
     request does not have to wait for preparation to finish."""
     t = settings.train
     stop = stop or threading.Event()
-    out_dir = _writable_dir(Path(t.out_dir).expanduser())
+    out_dir = Path(t.out_dir).expanduser()
     weights_path = out_dir / settings.weights_name()
-    if weights_path.parent != out_dir:  # a lora run's adapters go to <out_dir>/lora/
-        _writable_dir(weights_path.parent)
+    created = _missing_folders(weights_path.parent)  # a lora run's go to <out_dir>/lora/
+    for path in dict.fromkeys((out_dir, weights_path.parent)):
+        _writable_dir(path)
     folder = _claim(out_dir, settings, dist, log)
     try:
         return _prepare(settings, dist, log, stop, folder, weights_path)
     except BaseException:
-        folder.release()
+        folder.abandon(created)  # a start refused here leaves no empty out_dir behind
         raise
 
 
@@ -158,7 +159,12 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
                     fingerprint, tokenizer)
 
 
-def _writable_dir(path: Path) -> Path:
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders making `path` would create, deepest first."""
+    return [p for p in (path, *path.parents) if not p.exists()]
+
+
+def _writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
         # A uniquely named probe: under torchrun every rank checks the same folder at once.
@@ -166,7 +172,6 @@ def _writable_dir(path: Path) -> Path:
             pass
     except OSError as e:
         raise InputError(f"train.out_dir: cannot write to {path} ({e.strerror or e})") from None
-    return path
 
 
 def _remove_unfinished_saves(weights_path: Path, log: Callable[[str], None]) -> None:

@@ -142,18 +142,8 @@ class RunFolder:
         or weights the run would replace and neither `resume` nor `overwrite` allows it. The
         lock is held until `release`; a launcher hands it to its child with `LOCK_FD_ENV`, and
         the child's claim takes it over."""
-        self.path.mkdir(parents=True, exist_ok=True)
         fd = self._inherited_lock()
-        if fd is None:
-            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RunBusy(f"{self.path} is in use by a running training "
-                          f"({self.describe()}); watch it with: minimind-tui watch "
-                          f"{self.path}") from None
-        self._lock_fd = fd
+        self._lock_fd = self._lock() if fd is None else fd
         try:
             note = self.consent(resume=resume, overwrite=overwrite, weights_name=weights_name,
                                 from_weight=from_weight)
@@ -163,6 +153,24 @@ class RunFolder:
         except BaseException:
             self.release()
             raise
+
+    def _lock(self) -> int:
+        """Lock the folder's lock file. `abandon` removes that file while holding it, so one
+        opened just before is checked to still be the folder's, or locked anew."""
+        for _ in range(5):
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise RunBusy(f"{self.path} is in use by a running training "
+                              f"({self.describe()}); watch it with: minimind-tui watch "
+                              f"{self.path}") from None
+            if _same_file(fd, self.path / LOCK_FILE):
+                return fd
+            os.close(fd)
+        raise RunBusy(f"{self.path}: its lock file keeps being replaced by another process")
 
     @property
     def lock_fd(self) -> int | None:
@@ -175,11 +183,7 @@ class RunFolder:
         value = os.environ.get(LOCK_FD_ENV, "")
         if not value.isdigit():
             return None
-        try:
-            held, here = os.fstat(int(value)), os.stat(self.path / LOCK_FILE)
-        except OSError:
-            return None
-        if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
+        if not _same_file(int(value), self.path / LOCK_FILE):
             return None
         del os.environ[LOCK_FD_ENV]  # taken: a process started from here inherits no claim
         return int(value)
@@ -248,9 +252,40 @@ class RunFolder:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
 
+    def abandon(self, created: list[Path]) -> None:
+        """Release a claim that came to nothing (a start refused after the folder was taken:
+        a typo in data_path), leaving no trace: the lock file goes if the folder holds no run
+        (removed while still held), and so do the folders `created` for the claim (deepest
+        first) that are left empty. Only the holder tidies: another rank's may be in use."""
+        held = self._lock_fd is not None
+        if held and not self.holds_a_run():
+            for folder in created:  # e.g. a lora run's lora/, below the lock file
+                if self.path in folder.parents:
+                    _remove_if_empty(folder)
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+        self.release()
+        if held:
+            for folder in created:
+                _remove_if_empty(folder)
+
     def write_status(self, status: RunStatus) -> None:
         atomic_write_bytes(self.path / STATUS_FILE, status.model_dump_json(indent=1).encode()
                            + b"\n")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        held, here = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (held.st_dev, held.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # not empty (or not ours to remove): kept
 
 
 def _replaced_text(run: str, in_the_way: list[Path], from_weight: str) -> str:

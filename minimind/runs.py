@@ -20,7 +20,7 @@ from typing import Any
 from minimind.environment import as_the_run_took_it, printable_path
 from minimind.units import format_count, format_duration
 from minimind.follow import parse_event, read_regular_tail
-from minimind.run_files import CONFIG_FILE, LOCK_FILE, MARKER_FILES, METRICS_FILE
+from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus
 from minimind.settings import SettingsError, read_toml
@@ -247,10 +247,5 @@ def delete_run(path: Path) -> list[Path]:
     try:
         removed = folder.remove_run_files()
     finally:
-        folder.release()
-    (path / LOCK_FILE).unlink(missing_ok=True)
-    try:
-        path.rmdir()
-    except OSError:
-        pass  # other files of the user's are kept
+        folder.abandon([path])  # other files of the user's are kept, and the folder with them
     return removed

@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 
@@ -12,6 +13,11 @@ def pytest_xdist_auto_num_workers(config):
     busy; the CPU-bound ones then share a core, each with one torch thread (below)."""
     return min(8, 2 * (os.cpu_count() or 1))
 
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # A shell without job control starts `pytest &` with Ctrl+C ignored, and every child
+    # would inherit that: the runs the tests stop with SIGINT would train on forever.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Several workers per core: torch's default of one thread per core in each would

@@ -347,3 +347,52 @@ def test_a_resume_from_a_status_whose_best_is_not_a_number_finds_a_new_best(tmp_
     assert status.best_val_loss == 6.5
     status.apply(EvalResult(step=6, val_loss=7.0, tokens=10))
     assert status.best_val_loss == 6.5
+
+
+def test_a_start_refused_after_it_took_the_folder_leaves_no_trace(tmp_path, tiny_settings):
+    """A typo in data_path is found after the folder was made and locked: the folders made for
+    the run go again (a lora run's lora/ too), and a folder of the user's keeps only what it
+    held (it kept an empty out_dir, or a stray `.run.lock`)."""
+    from minimind.engine import Trainer
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "To be"}\nnot json\n')
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's")
+    for out_dir in (tmp_path / "new" / "a" / "b", kept):
+        result = Trainer(tiny_settings(data_path=str(bad), out_dir=str(out_dir))).run()
+        assert result.cause == "input" and "bad.jsonl:2" in result.reason
+    weights = tmp_path / "weights.pth"
+    assert Trainer(tiny_settings(out_dir=str(tmp_path / "base"), max_steps=1)).run().status \
+        == "completed"
+    (tmp_path / "base" / "pretrain_128.pth").rename(weights)
+    lora = tiny_settings(stage="lora", packing=False, from_weight=str(weights), data_path=str(bad),
+                         out_dir=str(tmp_path / "new" / "lora-run"))
+    assert Trainer(lora).run().cause == "input"
+    assert not (tmp_path / "new").exists()
+    assert [p.name for p in kept.iterdir()] == ["notes.txt"]
+
+
+def test_a_claim_whose_lock_file_was_removed_under_it_locks_the_folders_new_one(tmp_path,
+                                                                                 monkeypatch):
+    """A start that gives the folder up removes its lock file while holding it: another claim
+    that opened that file just before must not keep a lock on a file no one else will see."""
+    import fcntl
+
+    real_flock, locked = fcntl.flock, []
+
+    def flock(fd: int, operation: int) -> None:
+        if not locked:
+            (tmp_path / ".run.lock").unlink()  # the holder abandoned the folder meanwhile
+        locked.append(fd)
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    folder = RunFolder(tmp_path)
+    folder.claim(resume=False, overwrite=False)
+    try:
+        assert len(locked) == 2
+        assert os.fstat(folder.lock_fd).st_ino == os.stat(tmp_path / ".run.lock").st_ino
+    finally:
+        folder.release()
