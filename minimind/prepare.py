@@ -71,33 +71,34 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
     request does not have to wait for preparation to finish."""
     t = settings.train
     stop = stop or threading.Event()
-    out_dir = Path(t.out_dir).expanduser()
-    weights_path = out_dir / settings.weights_name()
-    created = _missing_folders(weights_path.parent)  # a lora run's go to <out_dir>/lora/
-    for path in dict.fromkeys((out_dir, weights_path.parent)):
-        _writable_dir(path)
-    folder = _claim(out_dir, settings, dist, log)
+    folder = RunFolder(Path(t.out_dir).expanduser())
+    weights_path = folder.path / settings.weights_name()
+    # Only rank 0 writes into the run folder; a lora run's adapters go to <out_dir>/lora/.
+    created = _missing_folders(weights_path.parent) if dist.is_main else []
     try:
+        _claim(folder, weights_path, settings, dist, log)
         return _prepare(settings, dist, log, stop, folder, weights_path)
     except BaseException:
         folder.abandon(created)  # a start refused here leaves no empty out_dir behind
         raise
 
 
-def _claim(out_dir: Path, settings: RunSettings, dist: distributed.DistInfo,
-           log: Callable[[str], None]) -> RunFolder:
-    """Rank 0 locks the run folder and checks consent to reuse it; every rank gets the verdict,
-    so all of them stop together when it is no."""
-    folder, problem, note = RunFolder(out_dir), None, ""
+def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
+           dist: distributed.DistInfo, log: Callable[[str], None]) -> None:
+    """Rank 0 makes the run folder, locks it and checks consent to reuse it; every rank gets
+    the verdict, so all of them stop together when it is no."""
+    problem, note = None, ""
     if dist.is_main:
         try:
+            for path in dict.fromkeys((folder.path, weights_path.parent)):
+                _writable_dir(path)
             note = folder.claim(resume=settings.train.from_resume,
                                 overwrite=settings.train.overwrite,
                                 weights_name=settings.weights_name(),
                                 from_weight=settings.train.from_weight)
-        except RunBusy as e:
-            problem = f"train.out_dir: {e}"
-        except PermissionError as e:
+        except InputError as e:
+            problem = str(e)
+        except (RunBusy, PermissionError) as e:
             problem = f"train.out_dir: {e}"
     problem = distributed.from_main(problem, dist)
     if problem:
@@ -105,8 +106,7 @@ def _claim(out_dir: Path, settings: RunSettings, dist: distributed.DistInfo,
     if note:
         log(note)
     if dist.is_main:
-        _remove_unfinished_saves(out_dir / settings.weights_name(), log)
-    return folder
+        _remove_unfinished_saves(weights_path, log)
 
 
 def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
@@ -245,9 +245,16 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
                                  skip_bad_lines=t.skip_bad_lines, progress=reporter,
                                  data_digest=digest or None)
 
-    # Rank 0 tokenizes; the others wait and then find the cached file.
-    token_file = build() if dist.is_main else None
-    distributed.barrier(dist)
+    # Rank 0 tokenizes; the others wait, then find the cached file or stop with its refusal
+    # (rather than in a barrier that rank 0 left).
+    token_file, problem = None, None
+    if dist.is_main:
+        try:
+            token_file = build()
+        except DataError as e:
+            problem = (e.path, e.line, e.message)
+    if problem := distributed.from_main(problem, dist):
+        raise DataError(*problem)
     token_file = token_file or build()
     report = cache_report(token_file) or {}
     _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)

@@ -144,3 +144,17 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     assert single.returncode == 0, single.stderr[-3000:]
     alone = torch.load(tmp_path / "single" / "pretrain_128_resume.pth", weights_only=True)
     assert ddp["progress"]["tokens_seen"] == alone["progress"]["tokens_seen"]
+
+
+def test_a_bad_line_rank_0_finds_while_packing_stops_every_rank_without_a_traceback(tmp_path):
+    # Rank 0 alone tokenizes packed data. The other rank waited for it in a barrier, which
+    # rank 0 left with its refusal: rank 1 then died there with gloo's "Connection closed by
+    # peer" and a traceback of ours, and the empty run folder stayed behind.
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\nnot json\n')
+    proc = launch(2, tmp_path / "run", 2, "--data_path", str(data), "--packing", "1")
+    assert proc.returncode != 0
+    assert f"minimind-tui: error: train.data_path: {data}:2: line is not valid JSON" in \
+        proc.stderr, proc.stderr[-3000:]
+    assert "run failed" not in proc.stderr and "minimind/" not in proc.stderr
+    assert not (tmp_path / "run").exists()
