@@ -23,7 +23,7 @@ from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus
-from minimind.settings import SettingsError, read_toml
+from minimind.settings import CONSENT_FIELDS, SettingsError, read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
 TAIL_BYTES = 256 << 10
@@ -201,8 +201,9 @@ def _from_metrics_tail(metrics: Path) -> RunStatus:
     return status
 
 
-# The consent a start was given, not a setting of the run: two runs never differ by it.
-CONSENTS = {"train.overwrite"}
+# The consent a start was given, not a setting of the run (records written before
+# `save_toml` left it out still hold it): two runs never differ by it.
+CONSENTS = {f"train.{name}" for name in CONSENT_FIELDS}
 
 
 def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:

@@ -215,6 +215,11 @@ class TrainSettings(BaseModel):
         [], "Insight", "also log to these trackers: " + ", ".join(TRACKERS))
 
 
+CONSENT_FIELDS = ("from_resume", "overwrite", "allow_data_change")
+"""The train fields that answer for one launch (continue the run in out_dir, replace it, take
+changed data): a run's config.toml and a saved preset leave them out, so a file reused as a
+preset never gives the user's consent for them."""
+
 SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
 """The tables of a preset / config.toml and the sections of the settings, in order."""
 
@@ -290,8 +295,13 @@ class RunSettings(BaseModel):
         return {section: {k: v for k, v in values.items() if v is not None}
                 for section, values in self.model_dump(mode="json").items()}
 
-    def save_toml(self, path: str | Path) -> Path:
-        return atomic_write_bytes(Path(path), tomli_w.dumps(self.to_toml_dict()).encode())
+    def save_toml(self, path: str | Path, *, for_one_launch: bool = False) -> Path:
+        """The settings as a preset file, without the `CONSENT_FIELDS` unless the file is
+        `for_one_launch` (what a launcher hands its child)."""
+        data = self.to_toml_dict()
+        if not for_one_launch:
+            data["train"] = {k: v for k, v in data["train"].items() if k not in CONSENT_FIELDS}
+        return atomic_write_bytes(Path(path), tomli_w.dumps(data).encode())
 
     # -- derived values -------------------------------------------------------------------
     def tokens_per_step(self, world_size: int = 1) -> int:

@@ -85,6 +85,13 @@ def test_a_finished_run_is_never_replaced_without_consent(tmp_path):
     assert [e.step for e in history if isinstance(e, StepMetrics)] == [1]
     status = RunFolder(tmp_path).status()
     assert status.state == "completed" and status.step == 1 and status.resumed_from == 0
+    # The run's record keeps no answer of its launch: reused as a preset (to repeat the run),
+    # it does not consent to replace the run it names, nor to resume it.
+    assert "overwrite" not in (tmp_path / "config.toml").read_text()
+    repeated = subprocess.run([*CLI, "--preset", str(tmp_path / "config.toml")],
+                              capture_output=True, text=True, env=ENV, timeout=300)
+    assert repeated.returncode == 2 and "already holds a run (completed at step 1" in \
+        repeated.stderr, repeated.stderr
 
 
 def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):

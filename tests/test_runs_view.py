@@ -94,10 +94,15 @@ def rows(table: DataTable) -> list[str]:
 
 
 def test_the_settings_diff_leaves_out_the_consent_to_overwrite(runs_root):
+    """config.toml no longer records the answers a launch was given; a record written before
+    that (here, the consent to replace a run and resume it) still differs by none of them."""
     from minimind.runs import settings_diff
 
     replaced = runs_root / "tiny-lr3e-3" / "config.toml"
-    replaced.write_text(replaced.read_text().replace("overwrite = false", "overwrite = true"))
+    assert "overwrite" not in replaced.read_text()
+    replaced.write_text(replaced.read_text().replace(
+        "[train]\n", "[train]\noverwrite = true\nfrom_resume = true\n", 1))
+    assert "overwrite = true" in replaced.read_text()
     assert settings_diff(runs_root / "tiny-lr1e-3", runs_root / "tiny-lr3e-3") == [
         ("train.learning_rate", "0.001", "0.003")]
 

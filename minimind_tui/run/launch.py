@@ -109,7 +109,7 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
     folder.claim(resume=train.from_resume, overwrite=train.overwrite,
                  weights_name=settings.weights_name(), from_weight=train.from_weight)
     try:
-        settings_file = settings.save_toml(out_dir / LAUNCH_SETTINGS_FILE)
+        settings_file = settings.save_toml(out_dir / LAUNCH_SETTINGS_FILE, for_one_launch=True)
         command = child_command(settings, settings_file)
         env, inherited = child_env(), ()
         if not needs_torchrun(train):
