@@ -248,3 +248,19 @@ def test_generate_says_when_the_context_cut_it_short(short_context, tokenizer, c
         assert generate_main([*args, str(asked)]) == 0
         summary = capsys.readouterr().err.splitlines()[-1]
         assert summary.startswith(f"[{asked} tokens in ") and "context" not in summary
+
+
+def test_generate_draws_a_new_seed_each_time_and_says_it(short_context, capsys):
+    """Its help says "a new one each time": an unseeded generator gave the same text on every
+    call (torch's fixed default seed). The seed it draws is printed, and repeats the text."""
+    args = [str(short_context), "--prompt", "ROMEO:", "--ignore_eos", "--device", "cpu",
+            "--max_new_tokens", "8"]
+    runs = []
+    for _ in range(2):
+        assert generate_main(args) == 0
+        out, err = capsys.readouterr()
+        seed = next(line for line in err.splitlines() if line.startswith("seed: "))
+        runs.append((seed.split()[1], out))
+    assert runs[0][0] != runs[1][0]
+    assert generate_main([*args, "--seed", runs[0][0]]) == 0
+    assert capsys.readouterr().out == runs[0][1]

@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         except ChatTemplateError as e:
             return exit_codes.invalid(f"--chat: {e}", prog=PROG)
     generator = torch.Generator()
-    if args.seed is not None:
+    if args.seed is None:  # an unseeded generator starts from torch's one fixed default
+        seed = generator.seed()
+        print(f"seed: {seed} (drawn for this run; --seed {seed} repeats it)", file=sys.stderr)
+    else:
         generator.manual_seed(args.seed)
     history: list[dict[str, str]] = []
     try:
