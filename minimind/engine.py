@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -323,12 +324,11 @@ class Trainer:
     def _evaluate(self) -> None:
         t, device = self.settings.train, self.dist.device
         loader = DataLoader(self.prep.val_data, batch_size=t.batch_size, shuffle=False)
-        total_loss, total_tokens = 0.0, 0
+        total_loss, total_tokens, batches = 0.0, 0, 0
         self.model.eval()
         with torch.no_grad(), self.autocast:
-            for i, (input_ids, labels) in enumerate(loader):
-                if i == t.eval_batches:
-                    break
+            for input_ids, labels in islice(loader, t.eval_batches):
+                batches += 1
                 labels = labels.to(device)
                 out = self.model(input_ids=input_ids.to(device), labels=labels)
                 n = int((labels[:, 1:] != -100).sum())
@@ -338,6 +338,11 @@ class Trainer:
         if total_tokens:
             self.emit(EvalResult(step=self.progress.step, val_loss=total_loss / total_tokens,
                                  tokens=total_tokens))
+        else:
+            self.log(f"validation at step {self.progress.step} measured nothing: its "
+                     f"{batches} micro-batch(es) held no target (with sft: "
+                     "every reply lies past max_seq_len), so val_loss stays unknown; raise "
+                     "max_seq_len or eval_batches", "warning")
 
     def _sample(self) -> None:
         """Continue each sample prompt on rank 0 without disturbing training: the plain model

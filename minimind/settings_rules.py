@@ -154,6 +154,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     if t.packing and m.vocab_size > 65535:
         bad("train.packing", "needs vocab_size ≤ 65535 (tokens are stored as uint16)",
             "model.vocab_size")
+    if t.stage == "lora" and not t.from_weight.strip():  # adapters on a frozen random model
+        bad("train.from_weight", "is required for lora: the weights (an sft or pretrain run's) "
+                                 "the adapters train on, frozen", "train.stage")
     if t.muon_lr and t.optimizer != "muon":
         bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
                              "to muon)", "train.optimizer")

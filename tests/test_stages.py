@@ -66,8 +66,12 @@ def test_stage_picks_the_file_name_and_refuses_packing():
     assert RunSettings.parse({"train": {"stage": "sft"}}).weights_name() == "full_sft_512.pth"
     assert RunSettings.parse({"train": {"stage": "sft", "save_weight": "mine"}}
                              ).weights_name() == "mine_512.pth"
-    lora = RunSettings.parse({"train": {"stage": "lora", "lora_name": "lora_medical"}})
+    lora = RunSettings.parse({"train": {"stage": "lora", "lora_name": "lora_medical",
+                                        "from_weight": "full_sft_512.pth"}})
     assert lora.weights_name() == "lora/lora_medical_512.pth"
+    # Adapters need a base: without one they trained on a frozen random model, "completed".
+    with pytest.raises(SettingsError, match="train.from_weight: is required for lora"):
+        RunSettings.parse({"train": {"stage": "lora"}})
     assert RunSettings.parse({}).weights_name() == "pretrain_512.pth"
     with pytest.raises(SettingsError, match="train.packing: is for pretraining; sft pads"):
         RunSettings.parse({"train": {"stage": "sft", "packing": True}})
@@ -324,3 +328,14 @@ def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
     assert any("1 micro-batch(es) up to step" in w and "held no target" in w for w in warnings)
     (val,) = [e for e in events if isinstance(e, EvalResult)]
     assert math.isfinite(val.val_loss)
+    # A validation set of that conversation alone measures nothing: said, not skipped silently.
+    data.write_text(json.dumps(rows[3]) + "\n")
+    events = []
+    assert run(with_train_fields(settings, out_dir=str(tmp_path / "sft-2"), max_steps=1),
+               events=events).status == "completed"
+    assert not [e for e in events if isinstance(e, EvalResult)]
+    assert [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"
+            and e.text.startswith("validation")] == [
+        "validation at step 1 measured nothing: its 1 micro-batch(es) held no target (with sft: "
+        "every reply lies past max_seq_len), so val_loss stays unknown; raise max_seq_len or "
+        "eval_batches"]
