@@ -77,6 +77,27 @@ def test_inspection_is_cached_per_content_and_tokenizer(tok, tmp_path):
     assert inspect_data(path, tok).documents == 3
 
 
+def test_a_copy_inspected_from_the_cache_is_named_as_asked(tok, tmp_path):
+    """The same bytes in another folder come from the cache, under their own path (it named
+    the first file inspected, relative to where that was)."""
+    from minimind.data.sft_inspect import inspect_conversations
+
+    chat = {"conversations": [{"role": "user", "content": "Hi"},
+                              {"role": "assistant", "content": "Hello"}]}
+    for name, text, inspect in (
+            ("known.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in KNOWN),
+             lambda path: inspect_data(path, tok)),
+            ("chat.jsonl", json.dumps(chat) + "\n",
+             lambda path: inspect_conversations(str(path), tok, 64))):
+        first, copy = tmp_path / "a" / name, tmp_path / "b" / name
+        for path in (first, copy):
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text)
+        assert inspect(first).path == str(first)
+        again = inspect(copy)
+        assert again.cached and again.path == str(copy)
+
+
 def test_errors(tok, tmp_path):
     with pytest.raises(DataError, match="no such file"):
         inspect_data(tmp_path / "missing.jsonl", tok)

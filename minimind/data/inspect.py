@@ -138,10 +138,11 @@ def inspections_of(path: Path, data_digest: str, cache_dir: Path | None = None) 
 def cached_inspection(path: Path, data_digest: str, tokenizer_key: str,
                       cache_dir: Path | None = None) -> DataInspection | None:
     try:
-        return DataInspection.from_json(cache_path(path, data_digest, tokenizer_key, cache_dir)
-                                        .read_text(encoding="utf-8"))
+        found = DataInspection.from_json(cache_path(path, data_digest, tokenizer_key, cache_dir)
+                                         .read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError, KeyError):
         return None
+    return replace(found, path=str(path))  # these bytes may have been inspected elsewhere
 
 
 def inspect_data(data_path: str | Path, tokenizer, *, progress: ProgressFn | None = None,

@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from minimind.atomic import atomic_write_bytes
@@ -89,10 +89,11 @@ def cached_conversation_inspection(path: Path, data_digest: str, key: str, max_s
                                    cache_dir: Path | None = None
                                    ) -> ConversationInspection | None:
     try:
-        return ConversationInspection.from_json(
+        found = ConversationInspection.from_json(
             cache_path(path, data_digest, key, max_seq_len, cache_dir).read_text("utf-8"))
     except (OSError, ValueError, TypeError, KeyError):
         return None
+    return replace(found, path=str(path))  # these bytes may have been inspected elsewhere
 
 
 def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
