@@ -35,10 +35,14 @@ from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
 from minimind.run_folder import RunBusy, RunFolder
-from minimind.settings import RunSettings
+from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
 from minimind.upstream import WeightsMismatchError
+
+
+Log = Callable[..., None]
+"""log(text, level="info"): the engine's `Trainer.log`."""
 
 
 class InputError(Exception):
@@ -65,7 +69,7 @@ class Prepared:
     tokenizer: Any  # the run's tokenizer, for the live samples
 
 
-def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
+def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
             stop: threading.Event | None = None) -> Prepared:
     """`stop` is checked while big files are read and tokenized (minutes for GBs), so a stop
     request does not have to wait for preparation to finish."""
@@ -84,7 +88,7 @@ def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[st
 
 
 def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
-           dist: distributed.DistInfo, log: Callable[[str], None]) -> None:
+           dist: distributed.DistInfo, log: Log) -> None:
     """Rank 0 makes the run folder, locks it and checks consent to reuse it; every rank gets
     the verdict, so all of them stop together when it is no."""
     problem, note = None, ""
@@ -109,7 +113,7 @@ def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
         _remove_unfinished_saves(weights_path, log)
 
 
-def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[str], None],
+def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
              stop: threading.Event, folder: RunFolder, weights_path: Path) -> Prepared:
     t = settings.train
     try:
@@ -155,8 +159,21 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Callable[[s
         resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log, t.stage == "lora")
+        if changed := _changed_since(resume, settings):  # on purpose, or a flag left out
+            log(f"resuming with settings the checkpoint's run did not use (from step "
+                f"{resume['progress']['step'] + 1} on): " + ", ".join(changed), "warning")
     return Prepared(folder.path, folder, weights_path, train_data, val_data, model, resume,
                     fingerprint, tokenizer)
+
+
+def _changed_since(state: dict[str, Any], settings: RunSettings) -> list[str]:
+    """"lr_schedule cosine → wsd": the train settings a resume changes (those it may not
+    change are refused by `_resume_state`); where the run is and the launch's answers aside."""
+    saved = state["settings"].get("train", {})
+    return [f"{name} {saved[name]} → {value}"
+            for name, value in settings.model_dump(mode="json")["train"].items()
+            if name in saved and saved[name] != value
+            and name not in (*CONSENT_FIELDS, "out_dir")]
 
 
 def _missing_folders(path: Path) -> list[Path]:
@@ -174,7 +191,7 @@ def _writable_dir(path: Path) -> None:
         raise InputError(f"train.out_dir: cannot write to {path} ({e.strerror or e})") from None
 
 
-def _remove_unfinished_saves(weights_path: Path, log: Callable[[str], None]) -> None:
+def _remove_unfinished_saves(weights_path: Path, log: Log) -> None:
     """Temporary files a save killed mid-write left behind (MBs each): only this run's
     checkpoint names, which nothing else writes."""
     ours = (f".{weights_path.name}.", f".{resume_path(weights_path).name}.")
@@ -186,7 +203,7 @@ def _remove_unfinished_saves(weights_path: Path, log: Callable[[str], None]) -> 
 
 
 def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
-                             log: Callable[[str], None], adapters_only: bool) -> None:
+                             log: Log, adapters_only: bool) -> None:
     """The resume file is renamed into place last, so it is the pair's commit: a kill between
     the two renames leaves the weights file one save ahead. Resuming rewrites it from the resume
     state, so the pair agrees again (and the weights match the step the run goes on from)."""
@@ -261,7 +278,7 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
     return PackedDataset(token_file, t.max_seq_len), digest
 
 
-def _report_bad_lines(path: Path, count: int, first: list, log: Callable[[str], None]) -> None:
+def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:
     if count:
         log(f"{path}: skipped {count} bad lines, first: "
             + "; ".join(f"line {n}: {why}" for n, why in first))
@@ -271,7 +288,7 @@ class _Reporter:
     """The progress callback of reading a data file: logs every 10% of a big file with the
     speed and the time left, and raises PreparationStopped as soon as a stop is requested."""
 
-    def __init__(self, spec: str, log: Callable[[str], None], stop: threading.Event,
+    def __init__(self, spec: str, log: Log, stop: threading.Event,
                  doing: str = "reading"):
         self.name, self.log, self.stop, self.doing = Path(spec).name, log, stop, doing
         self.reported = {-1}

@@ -403,3 +403,31 @@ def test_a_claim_whose_lock_file_was_removed_under_it_locks_the_folders_new_one(
         assert os.fstat(folder.lock_fd).st_ino == os.stat(tmp_path / ".run.lock").st_ino
     finally:
         folder.release()
+
+
+def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings):
+    """A resume may change the schedule, clipping, precision or length; it did so in silence
+    (and config.toml then told the whole run that way): a resume run without a flag the run
+    was started with is the usual way to get it."""
+    from minimind.engine import Trainer
+    from minimind.events import LogMessage
+
+    class Events(list):
+        emit = list.append
+
+        def close(self):
+            pass
+
+    def changes(**train) -> list[str]:
+        events = Events()
+        assert Trainer(tiny_settings(**train), [events]).run().status == "completed"
+        return [e.text for e in events if isinstance(e, LogMessage)
+                and e.text.startswith("resuming with settings")]
+
+    assert changes(max_steps=2, lr_schedule="wsd") == []
+    assert changes(max_steps=3, lr_schedule="wsd", from_resume=True) == [
+        "resuming with settings the checkpoint's run did not use (from step 3 on): max_steps "
+        "2 → 3"]
+    assert changes(max_steps=4, from_resume=True, grad_clip=0.5) == [
+        "resuming with settings the checkpoint's run did not use (from step 4 on): max_steps "
+        "3 → 4, lr_schedule wsd → cosine, grad_clip 1.0 → 0.5"]
