@@ -126,7 +126,8 @@ class Trainer:
         folder.start_fresh()
         self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
                                     warn=lambda text: self.log(text, "warning")))
-        self.sinks.append(StatusSink(folder, resumed=self.prep.resume is not None))
+        self.sinks.append(StatusSink(folder, resumed=self.prep.resume is not None,
+                                     warn=lambda text: self.log(text, "warning")))
         self.sinks += tracker_sinks(self.settings.train.report_to, folder.path,
                                     warn=lambda text: self.log(text, "warning"))
         self.settings.save_toml(folder.path / CONFIG_FILE)

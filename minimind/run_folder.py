@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -316,16 +317,18 @@ class StatusSink(BackgroundSink):
     most every `min_interval` seconds, at once for a start, a checkpoint or the end) and as a
     heartbeat. Only the first change after a write wakes the thread: no wake-up per step."""
 
-    def __init__(self, folder: RunFolder, min_interval: float = 2.0, *, resumed: bool = False):
+    def __init__(self, folder: RunFolder, min_interval: float = 2.0, *, resumed: bool = False,
+                 warn: Callable[[str], None] | None = None):
         """`resumed`: the run goes on from the one whose status is in the folder, which keeps
-        what only its events knew (the best validation loss, the last loss at the resume)."""
+        what only its events knew (the best validation loss, the last loss at the resume).
+        `warn` hears once that run.json cannot be written."""
         self.folder = folder
         self.min_interval = min_interval
         earlier = folder.status() if resumed else None
         self.status = (earlier or RunStatus()).model_copy(update={
             **this_process(), "started": time.time(), "updated": time.time()})
         self._dirty = False
-        super().__init__("run.json writer", maxlen=1_000, close_timeout=5.0)
+        super().__init__("run.json writer", maxlen=1_000, close_timeout=5.0, warn=warn)
         self.start_thread()
 
     def item(self, event: Event) -> str | None:
@@ -338,6 +341,7 @@ class StatusSink(BackgroundSink):
 
     def work(self) -> None:
         last, due = 0.0, True  # the first write (the run has begun) at once
+        warned = False
         while True:
             if not due:
                 interval = self.min_interval if self._dirty else HEARTBEAT_SECONDS
@@ -354,8 +358,12 @@ class StatusSink(BackgroundSink):
             self.status.updated = time.time()
             try:
                 self.folder.write_status(self.status)
-            except OSError:
-                pass  # a full or vanished disk: the run's own error handling reports it
+            except OSError as e:  # the run goes on; its checkpoints report a full disk
+                if not warned:
+                    warned = True
+                    self._warn(f"{self.folder.path / STATUS_FILE} could not be written "
+                               f"({e.strerror or e}): runs and watch show this run as it "
+                               "stood before")
             last = time.monotonic()
             if closing:
                 return

@@ -23,6 +23,15 @@ QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtyp
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+class Events(list):
+    """A sink that keeps what the engine emits."""
+
+    emit = list.append
+
+    def close(self):
+        pass
+
+
 def read_events(path) -> list[Event]:
     """Every event of a finished metrics file."""
     items, skipped = parse_lines(path.read_bytes().splitlines())
@@ -412,12 +421,6 @@ def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings
     from minimind.engine import Trainer
     from minimind.events import LogMessage
 
-    class Events(list):
-        emit = list.append
-
-        def close(self):
-            pass
-
     def changes(**train) -> list[str]:
         events = Events()
         assert Trainer(tiny_settings(**train), [events]).run().status == "completed"
@@ -431,3 +434,22 @@ def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings
     assert changes(max_steps=4, from_resume=True, grad_clip=0.5) == [
         "resuming with settings the checkpoint's run did not use (from step 4 on): max_steps "
         "3 → 4, lr_schedule wsd → cosine, grad_clip 1.0 → 0.5"]
+
+
+def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch):
+    """run.json on a full disk: the run goes on, and says that runs and watch lag behind (it
+    said nothing, and `runs` showed the run at its resume step for good)."""
+    import errno
+
+    from minimind.engine import Trainer
+    from minimind.events import LogMessage
+
+    def full_disk(self, status):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RunFolder, "write_status", full_disk)
+    settings, events = tiny_settings(), Events()
+    assert Trainer(settings, [events]).run().status == "completed"
+    assert [e.text for e in events if isinstance(e, LogMessage) and "run.json" in e.text] == [
+        f"{settings.train.out_dir}/run.json could not be written (No space left on device): "
+        "runs and watch show this run as it stood before"]
