@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
 from .environment import as_the_run_took_it, unusable_path
-from .lora import LoRAError, load_lora, merge_lora
+from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX
 from .settings import ModelSettings, RunSettings, SettingsError, read_toml
@@ -314,7 +314,7 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     model = MiniMindForCausalLM(config)
     try:
         load_pretrained_weights(model, base)
-        base_check = _check_base(model, base, adapter)
+        base_check = check_lora_base(model, base, adapter)
         load_lora(model, adapter)
     except BaseCheckError:
         raise  # it names both files and what differs already
@@ -337,11 +337,12 @@ class BaseCheckError(CheckpointError):
     on."""
 
 
-def _check_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> str:
-    """Whether `model`, loaded from the lora run's `base` file as it is now, holds the frozen
-    base the run trained on, as the run's own resume file saved it (written with the adapters,
-    as one pair): the adapters only mean what they learned on that base. BaseCheckError when
-    it does not; what was checked, for the user, when it does or cannot be checked."""
+def check_lora_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> str:
+    """Whether `model`, loaded from `base` as it is now, holds the frozen base the `adapter`
+    file's lora run trained on, as the run's own resume file saved it (written with the
+    adapters, as one pair): the adapters only mean what they learned on that base.
+    BaseCheckError when it does not; what was checked, for the user, when it does or cannot
+    be checked."""
     resume = resume_path(adapter)
     if not resume.is_file():
         return f"base not checked: no {resume.name} beside the adapters to check it against"
@@ -351,6 +352,8 @@ def _check_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> str:
         raise BaseCheckError(f"{adapter}: cannot check its base {base} against the run's resume "
                              f"file: {e}") from None
     for name, tensor in model.state_dict().items():
+        if ADAPTER_MARK in name:  # the adapters themselves, if already loaded, are not the base
+            continue
         if name not in saved or not torch.equal(saved[name].to(tensor.dtype), tensor):
             raise BaseCheckError(
                 f"{adapter}: its base {base} is not the one the lora run trained on: "

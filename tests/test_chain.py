@@ -266,3 +266,21 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
         # A pretraining run has nothing to pick from.
         await f7_after_setting("train.stage", "pretrain")
         assert not isinstance(app.screen, StartFromScreen)
+
+
+def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path, monkeypatch,
+                                                                 capsys):
+    """`export BASE OUT --lora FILE` merged adapters into any base that fit their shapes, and
+    its logit check (against that merge) said they matched."""
+    from minimind_tui.cli.main import main
+
+    monkeypatch.chdir(chain)
+    pretrain = "out/tiny/pretrain_128.pth"  # the sft run's start, not the lora run's base
+    assert main(["export", pretrain, str(tmp_path / "wrong"), "--lora", ADAPTER]) == 2
+    err = capsys.readouterr().err
+    assert f"its base {pretrain} is not the one the lora run trained on" in err, err
+    assert not (tmp_path / "wrong").exists()
+    assert main(["export", BASE, str(tmp_path / "right"), "--format", "upstream",
+                 "--lora", ADAPTER]) == 0
+    assert (f"merged the rank-4 adapters of {ADAPTER} (base checked against "
+            "lora_128_resume.pth)") in capsys.readouterr().out

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
-    from minimind.checkpoint_reader import read_checkpoint
+    from minimind.checkpoint_reader import check_lora_base, read_checkpoint
     from minimind.export import (ExportError, ExportVerificationError, check_destination,
                                  export_hf, export_upstream)
     from minimind.torchfile import CheckpointError
@@ -85,9 +85,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"--lora: {args.lora} is already merged: {args.src} is a lora run, which "
                     "opens as its base with its own adapters (leave --lora out)", prog=PROG)
             rank = load_lora(source.model, args.lora)
+            # The same check a lora run folder gets: adapters merged into another base than
+            # theirs were exported as "matching" (the logits only compare with the merge).
+            checked = check_lora_base(source.model, source.weights_path, Path(args.lora))
             merge_lora(source.model)
             on_top = " on top of the run's own" if source.adapter_path else ""
-            print(f"  merged the rank-{rank} adapters of {args.lora}{on_top}")
+            print(f"  merged the rank-{rank} adapters of {args.lora}{on_top} ({checked})")
         if args.format == "upstream":
             path = export_upstream(source.model, args.out, overwrite=args.overwrite)
             print(f"wrote {path} (upstream MiniMind layout, float16)")
