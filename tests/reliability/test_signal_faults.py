@@ -123,13 +123,18 @@ def start_dashboard_run(out_dir: Path) -> tuple[int, int]:
     if pid == 0:  # the child
         os.environ.update(env(), TERM="xterm-256color", COLUMNS="120", LINES="40")
         os.execv(sys.executable, [*CLI, *QUICK, "--out_dir", str(out_dir)])
-    read_until(fd, b"Start", timeout=90)  # the form is drawn
-    os.write(fd, b"\x1b[15~")  # F5
-    metrics = out_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 2):
-        assert time.monotonic() < deadline, "the run did not start"
-        drain(fd, 0.2)  # the app must never block on a full pty
+    try:
+        read_until(fd, b"Start", timeout=90)  # the form is drawn
+        os.write(fd, b"\x1b[15~")  # F5
+        metrics = out_dir / "metrics.jsonl"
+        deadline = time.monotonic() + 120
+        while not (metrics.exists() and metrics.read_text().count('"kind": "step"') >= 2):
+            assert time.monotonic() < deadline, "the run did not start"
+            drain(fd, 0.2)  # the app must never block on a full pty
+    except BaseException:  # a failed start must not leave the app running after the test
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     return pid, fd
 
 
