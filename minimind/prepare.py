@@ -34,6 +34,7 @@ from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
+from minimind.run_files import resume_files
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
@@ -320,7 +321,14 @@ _STATE_SHAPE = {"pretrain": ("from_weight",), "sft": ("from_weight",),
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                   fingerprint: dict[str, Any]) -> dict[str, Any]:
     if not path.exists():
-        raise InputError(f"train.from_resume: no resume checkpoint at {path}")
+        # Its name comes from the settings (save_weight, hidden_size, use_moe, lora_name):
+        # a changed one looks for a file the run never wrote, beside the one it did.
+        out_dir = Path(settings.train.out_dir).expanduser()
+        found = [p.relative_to(out_dir) for p in resume_files(out_dir)]
+        raise InputError(f"train.from_resume: no resume checkpoint at {path}" + (
+            f"; the folder holds {', '.join(map(str, found))}: resume with the settings "
+            "that name it (save_weight, hidden_size, use_moe, lora_name as its run had them)"
+            if found else ""))
     try:
         state = load_resume(path)
     except CheckpointError as e:

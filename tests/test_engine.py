@@ -254,3 +254,15 @@ def test_resume_file_loads_with_weights_only(tiny_settings, tmp_path):
     run(tiny_settings(max_steps=2, save_interval=2))
     state = torch.load(tmp_path / "run" / "pretrain_128_resume.pth", weights_only=True)
     assert state["progress"]["step"] == 2 and state["data"]["samples"] > 0
+
+
+def test_a_resume_whose_settings_name_another_file_names_the_one_there(tiny_settings):
+    """The resume file's name comes from the settings: a resume with another hidden_size
+    looked for pretrain_64_resume.pth and said only that it was missing."""
+    assert run(tiny_settings(max_steps=1))[0].status == "completed"
+    result, _ = run(tiny_settings(max_steps=2, from_resume=True, save_weight="mine"))
+    assert result.cause == "input" and result.reason.endswith(
+        "mine_128_resume.pth; the folder holds pretrain_128_resume.pth: resume with the "
+        "settings that name it (save_weight, hidden_size, use_moe, lora_name as its run had "
+        "them)")
+    assert run(tiny_settings(max_steps=2, from_resume=True))[0].status == "completed"
