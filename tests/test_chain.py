@@ -124,8 +124,21 @@ def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path)
     assert not (tmp_path / "hf").exists()
 
 
+def in_process(cwd: Path, capsys, *args: str) -> subprocess.CompletedProcess:
+    """`minimind(cwd, *args, ok=False)` run by `cli.main` in this process: for refusals, whose
+    wording is the point (the real processes are above), without a process's import time."""
+    from minimind_tui.cli.main import main
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
+
+
 @pytest.mark.parametrize("damage", ["removed", "unusable path", "NUL byte", "another shape"])
-def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage):
+def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage,
+                                                                     capsys):
     shutil.copytree(chain / "out", tmp_path / "out")
     base = tmp_path / BASE
     if damage == "removed":
@@ -152,7 +165,7 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
                "(out/tiny-lora/config.toml)")
     for command in (["generate", "out/tiny-lora", "--prompt", "x", "--device", "cpu"],
                     ["export", "out/tiny-lora", "hf"]):
-        result = minimind(tmp_path, *command, ok=False)
+        result = in_process(tmp_path, capsys, *command)
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert why in result.stderr, result.stderr

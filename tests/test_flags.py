@@ -133,7 +133,7 @@ PINNED = {"issue": ISSUE_ARGV,  # the issue's command line: four switches off
           "trackers": ["--report_to", "trackio", "tensorboard", "tensorboard"]}
 
 
-@settings(max_examples=10, deadline=None,
+@settings(max_examples=6, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 @example(data="issue")
