@@ -185,7 +185,7 @@ def _missing_folders(path: Path) -> list[Path]:
 def _writable_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        # A uniquely named probe: under torchrun every rank checks the same folder at once.
+        # A uniquely named probe: another launch may check the same folder at once.
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:

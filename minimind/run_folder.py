@@ -256,16 +256,12 @@ class RunFolder:
     def abandon(self, created: list[Path]) -> None:
         """Release a claim that came to nothing (a start refused after the folder was taken:
         a typo in data_path), leaving no trace: the lock file goes if the folder holds no run
-        (removed while still held, by its holder), and so do the folders `created` for the
-        claim (deepest first) that are left empty (under torchrun, by whichever rank made
-        them)."""
+        (removed while still held), and so do the folders `created` for the claim (deepest
+        first) that are left empty."""
         if self._lock_fd is not None and not self.holds_a_run():
-            for folder in created:  # e.g. a lora run's lora/, below the lock file
-                if self.path in folder.parents:
-                    _remove_if_empty(folder)
             (self.path / LOCK_FILE).unlink(missing_ok=True)
         self.release()
-        for folder in created:
+        for folder in created:  # a lora run's lora/ before out_dir
             _remove_if_empty(folder)
 
     def write_status(self, status: RunStatus) -> None:
