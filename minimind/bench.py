@@ -110,10 +110,17 @@ def variant_settings(base: RunSettings, variant: str, micro_batch: int | None, w
         samples = t.batch_size * t.accumulation_steps
         train.update(batch_size=micro_batch,
                      accumulation_steps=max(1, round(samples / micro_batch)))
-    train.update(max_steps=warmup + steps, log_interval=warmup, save_interval=0,
-                 eval_interval=0, val_data_path="", sample_prompts=[], epochs=1_000_000,
-                 from_resume=False, data_path=data_path, out_dir=out_dir, overwrite=True)
+    train.update(harness_settings(warmup, steps, out_dir), data_path=data_path)
     return RunSettings.parse({"model": base.model.model_dump(), "train": train})
+
+
+def harness_settings(warmup: int, steps: int, out_dir: str) -> dict[str, object]:
+    """The train settings the measuring harness sets itself (a flag for one is refused, as it
+    would be ignored): its length, no eval, samples or saves, a log when the warm-up ends, a
+    fresh start in its own folder."""
+    return dict(max_steps=warmup + steps, epochs=1_000_000, log_interval=warmup, save_interval=0,
+                eval_interval=0, val_data_path="", sample_prompts=[], from_resume=False,
+                out_dir=out_dir, overwrite=True)
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
+from .data.packed import tokenizer_digest
 from .environment import as_the_run_took_it, unusable_path
 from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
@@ -68,6 +69,8 @@ class Checkpoint:
     weights_path: Path
     config_origin: str  # which record the config came from, for the user
     tokenizer_dir: Path
+    tokenizer_note: str = ""
+    """Where --tokenizer_path gives other ids than the recorded tokenizer: that, for the user."""
     adapter_path: Path | None = None
     """A lora run's adapters, merged into the base `weights_path` holds."""
     base_check: str = ""
@@ -78,8 +81,22 @@ class Checkpoint:
         """The files the model was built from, for the user."""
         if self.adapter_path is None:
             return str(self.weights_path)
-        return (f"{self.weights_path} with the adapters of {self.adapter_path} merged in "
-                f"({self.base_check})")
+        return _merged_text(self.weights_path, self.adapter_path, self.base_check)
+
+
+def _merged_text(base: Path, adapter: Path, base_check: str) -> str:
+    return f"{base} with the adapters of {adapter} merged in ({base_check})"
+
+
+@dataclass
+class _MergedLora:
+    """The model a lora run trained, and the files it was built from."""
+
+    model: MiniMindForCausalLM
+    record: Record
+    base: Path
+    adapter: Path
+    base_check: str
 
 
 def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
@@ -110,10 +127,9 @@ def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
         if len(records) > 1:
             origin += " (agrees with " + ", ".join(r.where for r in records[1:]) + ")"
     model = _build(config, state_dict, weights)
-    if tokenizer_path is not None:
-        tokenizer = (tokenizer_path, "--tokenizer_path")
     return Checkpoint(model.eval(), weights, origin,
-                      _check_tokenizer(*tokenizer, config.vocab_size))
+                      *_choose_tokenizer(tokenizer if record else None, tokenizer_path,
+                                         config.vocab_size))
 
 
 def load_model(path: str | Path, num_attention_heads: int | None = None) -> MiniMindForCausalLM:
@@ -126,22 +142,36 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> str
     record was checked. The file's own record, where there is one, must give the model's head
     split: the shapes fit other splits too, and the weights only mean what they learned with
     their own."""
-    path = Path(path).expanduser()
+    return _load_weights(model, Path(path).expanduser(), ())
+
+
+def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]) -> str:
+    """`load_pretrained_weights`; `chain`: the adapter files whose bases led here."""
+    if lora_run := _lora_run(path):
+        # A lora run's adapters (or folder): the model it trained, as generate and export read
+        # it, base and adapters merged. Read as a plain file it "did not fit" a same-shaped model.
+        merged = _lora_model(*lora_run, None, chain)
+        _same_head_split(path, merged.record, model.config)
+        load_into(model, merged.model.state_dict(), (merged.record.config(), merged.record.where))
+        return _merged_text(merged.base, merged.adapter, merged.base_check)
     state_dict, saved = _read_weights(path)
     records = ([saved] if saved else []) + _records_beside(path)
     record = _agreed(path, records)
-    recorded = None
     if record is not None:
-        recorded, ours = record.config(), model.config
-        split = (recorded.num_attention_heads, recorded.num_key_value_heads)
-        if split != (ours.num_attention_heads, ours.num_key_value_heads):
-            raise WeightsMismatchError(
-                f"{path}: trained with num_attention_heads/num_key_value_heads {split[0]}/"
-                f"{split[1]} ({record.where}); this run's model has {ours.num_attention_heads}/"
-                f"{ours.num_key_value_heads}: set the model's heads to {split[0]}/{split[1]}")
-    load_into(model, state_dict, None if recorded is None else (recorded, record.where))
+        _same_head_split(path, record, model.config)
+    load_into(model, state_dict, None if record is None else (record.config(), record.where))
     return (f"head split as recorded in {record.where}" if record is not None
             else "the file records no head split; the run's settings give it")
+
+
+def _same_head_split(path: Path, record: Record, ours: MiniMindConfig) -> None:
+    recorded = record.config()
+    split = (recorded.num_attention_heads, recorded.num_key_value_heads)
+    if split != (ours.num_attention_heads, ours.num_key_value_heads):
+        raise WeightsMismatchError(
+            f"{path}: trained with num_attention_heads/num_key_value_heads {split[0]}/"
+            f"{split[1]} ({record.where}); this run's model has {ours.num_attention_heads}/"
+            f"{ours.num_key_value_heads}: set the model's heads to {split[0]}/{split[1]}")
 
 
 # -- finding the weights and their records ---------------------------------------------------
@@ -287,13 +317,27 @@ def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
 
 def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None,
                    num_attention_heads: int | None) -> Checkpoint:
-    """The model a lora run trained: its recorded config, the base weights it started from
-    (`train.from_weight`, a relative one as the run took it: `as_the_run_took_it`) and its
+    """The model a lora run trained (`_lora_model`) with its tokenizer."""
+    merged = _lora_model(toml, settings, num_attention_heads, ())
+    return Checkpoint(merged.model.eval(), merged.base, merged.record.where,
+                      *_choose_tokenizer(merged.record.tokenizer, tokenizer_path,
+                                         merged.model.config.vocab_size),
+                      adapter_path=merged.adapter, base_check=merged.base_check)
+
+
+def _lora_model(toml: Path, settings: RunSettings, num_attention_heads: int | None,
+                chain: tuple[Path, ...]) -> _MergedLora:
+    """The model a lora run trained: its recorded
+    config, the base weights it started from (`train.from_weight`, a relative one as the run
+    took it: `as_the_run_took_it`; itself another lora run's, merged, where it is one) and its
     adapters, merged. A base that is gone or does not fit is refused naming both files."""
     adapter = toml.parent / settings.weights_name()
     if not adapter.is_file():
         raise CheckpointError(f"{toml.parent}: no {settings.weights_name()}: the lora run has "
                               "not saved its adapters yet")
+    if adapter in chain:  # config.toml files edited to name each other
+        raise BaseCheckError(f"{adapter}: its base leads back to it: "
+                              + " → ".join(map(str, (*chain, adapter))))
     if not settings.train.from_weight:
         raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
                               "is empty)")
@@ -313,7 +357,7 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
                               f"{toml}, which records {config.num_attention_heads}")
     model = MiniMindForCausalLM(config)
     try:
-        load_pretrained_weights(model, base)
+        _load_weights(model, base, (*chain, adapter))
         base_check = check_lora_base(model, base, adapter)
         load_lora(model, adapter)
     except BaseCheckError:
@@ -325,11 +369,7 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
         raise CheckpointError(f"{adapter}: its base {base} does not fit the lora run's model "
                               f"({toml}): {detail}") from None
     merge_lora(model)
-    tokenizer = record.tokenizer if tokenizer_path is None else (tokenizer_path,
-                                                                 "--tokenizer_path")
-    return Checkpoint(model.eval(), base, record.where,
-                      _check_tokenizer(*tokenizer, config.vocab_size), adapter_path=adapter,
-                      base_check=base_check)
+    return _MergedLora(model, record, base, adapter, base_check)
 
 
 class BaseCheckError(CheckpointError):
@@ -406,6 +446,27 @@ def _build(config: MiniMindConfig, state_dict: dict[str, torch.Tensor], path: Pa
         raise CheckpointError(f"{path}: " + "; ".join(line.strip() for line in str(e).splitlines())
                               ) from None
     return model
+
+
+def _choose_tokenizer(recorded: tuple[str, str] | None, override: str | None,
+                      vocab_size: int) -> tuple[Path, str]:
+    """The tokenizer folder to use and a note: the record's (spec, where), or `override`
+    (--tokenizer_path), which the note compares with a recorded one that loads here. A record
+    whose tokenizer is not here cannot be compared: that is what the override is for."""
+    if override is None:
+        return _check_tokenizer(*(recorded or BUNDLED), vocab_size), ""
+    chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
+    if recorded is None:
+        return chosen, ""
+    try:
+        own = load_tokenizer(recorded[0] or None)
+    except TokenizerError:
+        return chosen, ""
+    if tokenizer_digest(own) == tokenizer_digest(load_tokenizer(override or None)):
+        return chosen, ""
+    named = recorded[0] or "the bundled one"
+    return chosen, (f"--tokenizer_path {override or 'the bundled one'} gives other ids than the "
+                    f"tokenizer {recorded[1]} names ({named}), whose ids the model learned")
 
 
 def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:

@@ -114,6 +114,14 @@ class Trainer:
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
                                 details_path=details)
+        except BaseException:
+            # Ctrl+C in a script, or the command line's second stop signal: the run ends here,
+            # and its status must say so (a "running" one left behind reads as a crash).
+            kept = (f"the one at step {self.last_saved_step} is intact"
+                    if self.last_saved_step is not None else "none was written")
+            self._finish("stopped", f"aborted at step {self.progress.step} without a new "
+                                    f"checkpoint ({kept})", cause="signal")
+            raise
         finally:
             if getattr(self, "prep", None) is not None:
                 self.prep.folder.release()

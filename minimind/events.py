@@ -66,7 +66,7 @@ class StepMetrics(Event):
     tokens_seen: int
     elapsed: float
     eta_seconds: float
-    step_time: float
+    step_time: float  # mean seconds a step since this process began training: the ETA's rate
     mfu: float | None = None
     mem_allocated: int | None = None
     mem_reserved: int | None = None

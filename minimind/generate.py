@@ -13,6 +13,7 @@ greedy (temperature 0) or temperature, top-k and top-p, drawn with the caller's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ class SamplingParams:
                  ("top_p", 0 < self.top_p <= 1, "must be > 0 and ≤ 1 (1: off)"),
                  ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1: off)"))
         for name, ok, rule in rules:
-            if not ok:
+            # inf passes "≥ 0" but is no temperature: every token equally likely, said nowhere
+            if not ok or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} {rule}, got {getattr(self, name)}")
 
 

@@ -61,7 +61,8 @@ def open_model(src: str | Path, tokenizer_path: str | None = None, device: str =
             raise ModelOpenError(str(e)) from None
         model, tokenizer = source.model, _tokenizer(source.tokenizer_dir)
         description = (f"{describe_config(source.model.config)} · {source.built_from} · "
-                       f"config from {source.config_origin}")
+                       f"config from {source.config_origin}"
+                       + (f" · warning: {source.tokenizer_note}" if source.tokenizer_note else ""))
     return OpenedModel(model.to(target).eval(), tokenizer, target, description)
 
 

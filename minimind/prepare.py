@@ -34,7 +34,8 @@ from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
-from minimind.run_files import resume_files
+from minimind.run_files import (CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE,
+                                 resume_files)
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
@@ -97,6 +98,7 @@ def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
         try:
             for path in dict.fromkeys((folder.path, weights_path.parent)):
                 _writable_dir(path)
+            _no_folder_named_as_a_file(folder.path, weights_path, settings.train.from_resume)
             note = folder.claim(resume=settings.train.from_resume,
                                 overwrite=settings.train.overwrite,
                                 weights_name=settings.weights_name(),
@@ -168,13 +170,32 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
 
 
 def _changed_since(state: dict[str, Any], settings: RunSettings) -> list[str]:
-    """"lr_schedule cosine → wsd": the train settings a resume changes (those it may not
-    change are refused by `_resume_state`); where the run is and the launch's answers aside."""
+    """The train settings a resume changes (those it may not change are refused by
+    `_resume_state`); where the run is and the launch's answers aside."""
     saved = state["settings"].get("train", {})
-    return [f"{name} {saved[name]} → {value}"
-            for name, value in settings.model_dump(mode="json")["train"].items()
-            if name in saved and saved[name] != value
-            and name not in (*CONSENT_FIELDS, "out_dir")]
+    names = [k for k in settings.model_dump(mode="json")["train"]
+             if k in saved and k not in (*CONSENT_FIELDS, "out_dir")]
+    return _differences(state["settings"], settings, [("train", k) for k in names])
+
+
+def _differences(saved: dict[str, Any], settings: RunSettings,
+                 keys: list[tuple[str, str]]) -> list[str]:
+    """"train.lr_schedule (cosine → wsd)" for each (section, name) whose value differs between
+    the checkpoint's settings and these: the one way a resume names what changed."""
+    current = settings.model_dump(mode="json")
+    return [f"{s}.{k} ({saved.get(s, {}).get(k)} → {current[s][k]})"
+            for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
+
+
+def _no_folder_named_as_a_file(out_dir: Path, weights_path: Path, resuming: bool) -> None:
+    """A folder where the run writes a file would fail it after the folder was claimed, and
+    with the name of a temporary file; say it now, before anything is written (a resume
+    reads its resume file first, and says what is wrong with it)."""
+    files = [out_dir / name for name in (CONFIG_FILE, METRICS_FILE, STATUS_FILE, ERROR_FILE)]
+    for path in (*files, weights_path, *([] if resuming else [resume_path(weights_path)])):
+        if path.is_dir():
+            raise InputError(f"train.out_dir: {path} is a folder, where the run writes a file "
+                             "of that name; move it away, or train into another --out_dir")
 
 
 def _missing_folders(path: Path) -> list[Path]:
@@ -336,9 +357,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     saved, current = state["settings"], settings.model_dump(mode="json")
     keys = [("model", k) for k in current["model"]] + [
         ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
-    changed = [f"{s}.{k} ({saved[s].get(k)} → {current[s][k]})"
-               for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
-    if changed:
+    if changed := _differences(saved, settings, keys):
         raise InputError("train.from_resume: the checkpoint's run used different settings, so "
                          "it cannot continue exactly: " + ", ".join(changed))
     # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.
@@ -352,7 +371,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     if reached > plan.total_steps:  # a resumed run goes on from the checkpoint, never back
         if t.max_steps and t.max_steps < reached:
             raise InputError(f"train.max_steps: {t.max_steps} is below step {reached}, where the "
-                             f"checkpoint stands: set max_steps to more than {reached} (or 0 "
+                             f"checkpoint stands: set max_steps to at least {reached} (or 0 "
                              f"for the epochs' end)")
         raise InputError(f"train.epochs: {t.epochs} epoch(s) of {plan.steps_per_epoch} steps end "
                          f"at step {plan.total_steps}, before step {reached}, where the checkpoint "

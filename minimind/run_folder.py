@@ -30,7 +30,7 @@ from minimind.events import Event
 from minimind.run_files import (LOCK_FILE, METRICS_FILE, STATUS_FILE,
                                 remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
-from minimind.run_status import RunStatus, read_status, this_process
+from minimind.run_status import RunStatus, read_status, status_from_metrics, this_process
 from minimind.sinks import BackgroundSink
 
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
@@ -39,6 +39,9 @@ HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead (and
 # so is one whose last write is that far in the future: a wrong clock must not lock a folder).
 STALE_SECONDS = 10 * 60.0
+# How much of metrics.jsonl a resume folds when run.json is gone: a long run's whole history,
+# with a bound on memory (~1 KB a logged step).
+HISTORY_FOLD_BYTES = 64 << 20
 
 
 class RunBusy(Exception):
@@ -315,12 +318,15 @@ class StatusSink(BackgroundSink):
 
     def __init__(self, folder: RunFolder, min_interval: float = 2.0, *, resumed: bool = False,
                  warn: Callable[[str], None] | None = None):
-        """`resumed`: the run goes on from the one whose status is in the folder, which keeps
-        what only its events knew (the best validation loss, the last loss at the resume).
+        """`resumed`: the run goes on from the one whose status is in the folder (or, without
+        one, whose metrics.jsonl is), which keeps what only its events knew (the best
+        validation loss, the last loss at the resume).
         `warn` hears once that run.json cannot be written."""
         self.folder = folder
         self.min_interval = min_interval
         earlier = folder.status() if resumed else None
+        if resumed and earlier is None:  # run.json lost or unreadable: the history still holds it
+            earlier = status_from_metrics(folder.path / METRICS_FILE, HISTORY_FOLD_BYTES)
         self.status = (earlier or RunStatus()).model_copy(update={
             **this_process(), "started": time.time(), "updated": time.time()})
         self._dirty = False

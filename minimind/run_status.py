@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
                              StepMetrics)
+from minimind.follow import parse_event, read_regular_tail
 
 STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
 
@@ -103,6 +104,23 @@ class RunStatus(BaseModel):
         else:  # nothing logged yet: the run's tokens per step, as it announced them
             self.tokens_seen = step * self.tokens_per_step
         self.step = step
+
+
+def status_from_metrics(metrics: Path, max_bytes: int) -> RunStatus:
+    """The events in the last `max_bytes` of a metrics file folded as the trainer folds them
+    (for a folder without a status file: a run from before it, a metrics.jsonl synced alone, a
+    status lost). State "running" if none ended it; `updated` is the file's time."""
+    status = RunStatus()
+    tail = read_regular_tail(metrics, max_bytes)
+    if tail is None:
+        return status
+    data, status.updated = tail
+    lines = data.splitlines()
+    if len(data) >= max_bytes:  # read from mid-file: the first line may be cut
+        lines = lines[1:]
+    for event in filter(None, map(parse_event, lines)):
+        status.apply(event)
+    return status
 
 
 def this_process() -> dict[str, Any]:

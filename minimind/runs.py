@@ -19,10 +19,9 @@ from typing import Any
 
 from minimind.environment import as_the_run_took_it, printable_path
 from minimind.units import format_count, format_duration
-from minimind.follow import parse_event, read_regular_tail
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
-from minimind.run_status import RunStatus
+from minimind.run_status import RunStatus, status_from_metrics
 from minimind.settings import CONSENT_FIELDS, SettingsError, read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
@@ -135,7 +134,7 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
     state = folder.state()
     status = folder.status()
     if status is None:  # none (or not one): what the end of the metrics file tells
-        status = _from_metrics_tail(path / METRICS_FILE)
+        status = status_from_metrics(path / METRICS_FILE, TAIL_BYTES)
         state = status.state if state == "crashed" and status.state != "running" else state
     try:
         config = read_toml(path / CONFIG_FILE)
@@ -182,23 +181,6 @@ def describe_shape(config: dict[str, Any] | None, status: RunStatus) -> str:
     shape = (f"{model.get('family', 'minimind2')} {model.get('hidden_size', '?')}x"
              f"{model.get('num_hidden_layers', '?')}{' moe' if model.get('use_moe') else ''}")
     return f"{shape} · {format_count(status.parameters)}" if status.parameters else shape
-
-
-def _from_metrics_tail(metrics: Path) -> RunStatus:
-    """The events at the end of a metrics file folded as the trainer folds them (no status
-    file: a run from before it, or a metrics.jsonl synced alone). State "running" if none ended
-    it; `updated` is the file's time."""
-    status = RunStatus()
-    tail = read_regular_tail(metrics, TAIL_BYTES)
-    if tail is None:
-        return status
-    data, status.updated = tail
-    lines = data.splitlines()
-    if len(data) >= TAIL_BYTES:  # read from mid-file: the first line may be cut
-        lines = lines[1:]
-    for event in filter(None, map(parse_event, lines)):
-        status.apply(event)
-    return status
 
 
 # The consent a start was given, not a setting of the run (records written before

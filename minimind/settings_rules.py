@@ -157,6 +157,10 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     if t.stage == "lora" and not t.from_weight.strip():  # adapters on a frozen random model
         bad("train.from_weight", "is required for lora: the weights (an sft or pretrain run's) "
                                  "the adapters train on, frozen", "train.stage")
+    if t.stage == "lora" and t.lora_rank > m.hidden_size:  # the adapters are hidden x hidden
+        bad("train.lora_rank", f"must be ≤ hidden_size ({m.hidden_size}): a higher rank holds "
+                               "more than the layer it adapts, and adds nothing",
+            "model.hidden_size")
     if t.muon_lr and t.optimizer != "muon":
         bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
                              "to muon)", "train.optimizer")

@@ -139,6 +139,14 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
     return records
 
 
+def harness_settings(seed: int, steps: int, eval_every: int, out_dir: str) -> dict[str, Any]:
+    """The train settings time to target sets itself for each run (a flag for one is refused,
+    as it would be ignored)."""
+    return {"seed": seed, "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
+            "log_interval": eval_every, "save_interval": 0, "from_resume": False,
+            "overwrite": True, "out_dir": out_dir, "sample_prompts": [], "report_to": []}
+
+
 def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: int, seed: int,
                *, eval_every: int, log: Callable[[str], None]
                ) -> tuple[float, dict[str, tuple | None], str]:
@@ -148,11 +156,8 @@ def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: i
     with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
         for name, recipe in overrides.items():
             log(f"bench: time to target: {name}, seed {seed} ({steps} steps) ...")
-            train = {**base.train.model_dump(), **recipe, "seed": seed,
-                     "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
-                     "log_interval": eval_every, "save_interval": 0, "from_resume": False,
-                     "overwrite": True, "out_dir": f"{out_dir}/{name}", "sample_prompts": [],
-                     "report_to": []}
+            train = {**base.train.model_dump(), **recipe,
+                     **harness_settings(seed, steps, eval_every, f"{out_dir}/{name}")}
             settings = RunSettings.parse({"model": base.model.model_dump(), "train": train})
             run = curve(settings)
             device_name = run["device_name"]

@@ -50,7 +50,7 @@ def scalars(event: Event) -> dict[str, float]:
     out = {"train/loss": event.loss, "train/lr": event.lr, "train/grad_norm": event.grad_norm,
            "train/epoch": event.epoch - 1 + event.epoch_step / event.steps_per_epoch,
            "train/tokens_seen": float(event.tokens_seen),
-           "perf/tokens_per_sec": event.tokens_per_sec, "perf/step_time_s": event.step_time}
+           "perf/tokens_per_sec": event.tokens_per_sec, "perf/mean_step_time_s": event.step_time}
     if event.aux_loss:  # MoE: the load-balancing term apart from the language-model loss
         out |= {"train/logits_loss": event.logits_loss, "train/aux_loss": event.aux_loss}
     if event.mfu is not None:

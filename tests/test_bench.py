@@ -145,6 +145,20 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
     assert out == ""
 
 
+def test_flags_for_what_the_benchmark_sets_itself_are_refused(capsys):
+    """They were ignored without a word: `--max_steps 500` measured 11 steps."""
+    assert main([*FAST, "--max_steps", "500", "--out_dir", "mine", "--eval_interval", "5"]) == 2
+    why = ("the benchmark sets it itself (--warmup and --steps give its length; it evaluates, "
+           "samples and saves nothing, in a folder of its own); leave it out")
+    assert capsys.readouterr().err.splitlines() == [
+        f"minimind-tui bench: error: --{name}: {why}"
+        for name in ("max_steps", "eval_interval", "out_dir")]
+    assert main([*FAST, "--recipes", "wsd", "--seed", "7"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "minimind-tui bench: error: --seed: the benchmark sets it itself (--steps, --seeds and "
+        "--eval_every set each run, in a folder of its own); leave it out"]
+
+
 def test_the_real_command_refuses_bad_data_in_one_line(tmp_path):
     """The same refusal as a user meets it: the real process, its exit code and stderr."""
     (tmp_path / "bad.jsonl").write_text('{"text": "hello"}\n{"text": 5}\n')

@@ -297,3 +297,32 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
                  "--lora", ADAPTER]) == 0
     assert (f"merged the rank-4 adapters of {ADAPTER} (base checked against "
             "lora_128_resume.pth)") in capsys.readouterr().out
+
+
+def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(chain, tmp_path,
+                                                                           monkeypatch):
+    """Read as a plain weights file, they "did not fit" a model of the very same shape."""
+    from minimind.checkpoint_reader import load_pretrained_weights
+    from minimind.model import MiniMindForCausalLM
+    from minimind.torchfile import CheckpointError
+
+    monkeypatch.chdir(chain)  # where the lora run took its relative from_weight from
+    model = MiniMindForCausalLM(load_model(BASE).config)
+    assert load_pretrained_weights(model, ADAPTER) == (
+        f"{BASE} with the adapters of {ADAPTER} merged in (base checked against "
+        "lora_128_resume.pth)")
+    # Against the base file with the adapters applied, not merged: the same logits.
+    expected = load_model(BASE).float().eval()
+    load_lora(expected, ADAPTER)
+    ids = torch.randint(0, 6400, (2, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(input_ids=ids).logits,
+                              expected(input_ids=ids).logits, atol=1e-4)
+    # Records edited to make a lora run its own base: refused by name, not a recursion error.
+    shutil.copytree(chain / "out", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "out" / "tiny-lora" / "config.toml"
+    toml.write_text(toml.read_text().replace(f'"{BASE}"', f'"{ADAPTER}"', 1))
+    with pytest.raises(CheckpointError, match=f"^{ADAPTER}: its base leads back to it: "
+                                              f"{ADAPTER} → {ADAPTER}$"):
+        load_pretrained_weights(model, ADAPTER)

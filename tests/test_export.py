@@ -4,6 +4,7 @@ modeling code where none fits, upstream .pth files, source resolution and clear 
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -456,3 +457,27 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         await pilot.pause()
         assert "folder is not empty" in str(screen.query_one("#export-result", Static).render())
     assert (tmp_path / "hf" / "config.json").is_file()
+
+
+def test_a_tokenizer_path_with_other_ids_than_the_runs_is_said(tmp_path, capsys):
+    """--tokenizer_path replaced the run's tokenizer without a word: a model shipped with ids it
+    never learned. The same tokenizer from another folder, or one whose record is not here to
+    compare (the override's reason to be), passes without a note."""
+    other = tmp_path / "other-tokenizer"  # the bundled one with two ids swapped
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    make_run(tmp_path / "run")
+    copy = tmp_path / "bundled-copy"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, copy)
+    assert read_checkpoint(tmp_path / "run", str(copy)).tokenizer_note == ""
+    assert export_main([str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer_path",
+                        str(other)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"minimind-tui export: warning: --tokenizer_path {other} gives other ids than the "
+        f"tokenizer train.tokenizer_path in {tmp_path / 'run' / 'config.toml'} names (the "
+        "bundled one), whose ids the model learned"]
+    make_run(tmp_path / "moved", tokenizer_path=str(tmp_path / "gone"))
+    assert read_checkpoint(tmp_path / "moved", str(other)).tokenizer_note == ""

@@ -1,6 +1,7 @@
 """Generation: the KV-cached sampling loop, streaming decode, and live samples during training."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -89,7 +90,9 @@ def test_sampling_rules():
 
 
 @pytest.mark.parametrize("field, value", [("temperature", -1), ("top_p", 0), ("top_k", -2),
-                                          ("repetition_penalty", 0), ("max_new_tokens", 0)])
+                                          ("repetition_penalty", 0), ("max_new_tokens", 0),
+                                          ("temperature", math.inf), ("top_p", math.nan),
+                                          ("repetition_penalty", math.inf)])
 def test_bad_params_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"^{field} "):
         SamplingParams(**{field: value})

@@ -322,6 +322,11 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     assert back.reason.startswith("train.max_steps: 4 is below step 10")
     assert RunFolder(tmp_path).status() == status  # refused before anything was written
 
+    # run.json lost: the resume folds the best (and the loss it resumes at) from metrics.jsonl.
+    (tmp_path / "run.json").unlink()
+    assert run(11, from_resume=True, learning_rate=1.0, eval_interval=1).status == "completed"
+    assert RunFolder(tmp_path).status().best_val_loss == before.best_val_loss
+
 
 def test_a_resume_whose_epochs_end_before_its_checkpoint_is_refused(tmp_path):
     """Fewer epochs than the checkpoint has trained: refused naming epochs and how many it
@@ -429,11 +434,12 @@ def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings
 
     assert changes(max_steps=2, lr_schedule="wsd") == []
     assert changes(max_steps=3, lr_schedule="wsd", from_resume=True) == [
-        "resuming with settings the checkpoint's run did not use (from step 3 on): max_steps "
-        "2 → 3"]
+        "resuming with settings the checkpoint's run did not use (from step 3 on): "
+        "train.max_steps (2 → 3)"]
     assert changes(max_steps=4, from_resume=True, grad_clip=0.5) == [
-        "resuming with settings the checkpoint's run did not use (from step 4 on): max_steps "
-        "3 → 4, lr_schedule wsd → cosine, grad_clip 1.0 → 0.5"]
+        "resuming with settings the checkpoint's run did not use (from step 4 on): "
+        "train.max_steps (3 → 4), train.lr_schedule (wsd → cosine), "
+        "train.grad_clip (1.0 → 0.5)"]
 
 
 def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch):

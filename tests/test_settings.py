@@ -51,6 +51,12 @@ def test_cross_field_train_rules():
                       "model": {"max_position_embeddings": 32}})
     assert "float16 needs a CUDA device" in found["train.dtype"]
     assert found["train.max_seq_len"] == "must be ≤ max_position_embeddings (32)"
+    lora = {"stage": "lora", "from_weight": "base.pth", "lora_rank": 129}
+    assert problems({"train": lora, "model": {"hidden_size": 128}})["train.lora_rank"] == (
+        "must be ≤ hidden_size (128): a higher rank holds more than the layer it adapts, and "
+        "adds nothing")
+    assert "train.lora_rank" not in problems({"train": {**lora, "lora_rank": 128},
+                                              "model": {"hidden_size": 128}})
 
 
 def test_parse_raises_with_every_problem():

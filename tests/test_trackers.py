@@ -213,7 +213,7 @@ def test_step_figures_and_samples_are_named_once_for_every_tracker():
     assert scalars(step) == {
         "train/loss": 3.5, "train/logits_loss": 3.0, "train/aux_loss": 0.5, "train/lr": 1e-3,
         "train/grad_norm": 0.7, "train/epoch": 1.2, "train/tokens_seen": 1536.0,
-        "perf/tokens_per_sec": 900.0, "perf/step_time_s": 0.2, "perf/mfu": 0.25,
+        "perf/tokens_per_sec": 900.0, "perf/mean_step_time_s": 0.2, "perf/mfu": 0.25,
         "memory/peak_gib": 1.5}
     assert scalars(LogMessage(level="info", text="hello")) == {}
     assert sample_table(LogMessage(level="info", text="hello")) is None

@@ -108,12 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
     # Imported here so that --help and flag errors answer before torch loads.
-    from minimind.bench import BenchError, parse_variant, run_bench
+    from minimind.bench import BenchError, harness_settings, parse_variant, run_bench
 
     try:
         overrides = bench_overrides(args)
         if args.recipes:
             return time_to_target(parser, args, overrides)
+        if ignored := harness_flags(overrides, harness_settings(1, 1, ""), THROUGHPUT_HARNESS):
+            return exit_codes.invalid(*ignored, prog=PROG)
         for v in variants:
             parse_variant(v)
         base = load_settings(args.preset, overrides)
@@ -147,9 +149,11 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
                      "--jobs must be at least 1")
     if overrides["train"]["data_path"] == "builtin:shakespeare":
         overrides["train"].setdefault("val_data_path", "builtin:shakespeare-val")
-    from minimind.target_bench import (TargetBenchError, TargetInputError, recipe_overrides,
-                                       run_target_bench)
+    from minimind.target_bench import (TargetBenchError, TargetInputError, harness_settings,
+                                       recipe_overrides, run_target_bench)
 
+    if ignored := harness_flags(overrides, harness_settings(1, 1, 1, ""), TARGET_HARNESS):
+        return exit_codes.invalid(*ignored, prog=PROG)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
     try:
         for recipe in recipes:
@@ -179,6 +183,18 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         return exit_codes.SIGNALLED
     log(target_summary(records))
     return exit_codes.OK
+
+
+THROUGHPUT_HARNESS = ("--warmup and --steps give its length; it evaluates, samples and saves "
+                      "nothing, in a folder of its own")
+TARGET_HARNESS = "--steps, --seeds and --eval_every set each run, in a folder of its own"
+
+
+def harness_flags(overrides: dict, harness: dict, how: str) -> list[str]:
+    """A line for each flag given for a setting the benchmark sets itself: ignored, it would
+    measure something else than was asked without a word."""
+    return [f"--{name}: the benchmark sets it itself ({how}); leave it out"
+            for name in harness if name in overrides["train"]]
 
 
 def refuse(e: Exception) -> int:

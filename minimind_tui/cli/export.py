@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minimind-tui export: failed: {e}", file=sys.stderr)
         return exit_codes.FAILED
     print(f"  tokenizer {source.tokenizer_dir}")
+    if source.tokenizer_note:
+        print(f"minimind-tui export: warning: {source.tokenizer_note}", file=sys.stderr)
     print(f"wrote {result.path} as {result.architecture} ({_checked(result, args.dtype)})")
     if result.remote_code:
         print("  our own modeling code: load with AutoModelForCausalLM.from_pretrained(path, "

@@ -429,3 +429,18 @@ def test_a_pipe_or_a_file_where_a_folder_belongs_is_named_for_what_it_is(tmp_pat
     proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", "--plain", str(text)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.rstrip().endswith("notes.jsonl: not a folder")
+
+
+@pytest.mark.parametrize("name", ["config.toml", "run.json", "pretrain_128.pth",
+                                  "pretrain_128_resume.pth"])
+def test_a_folder_where_the_run_writes_a_file_is_refused_before_anything_is_written(
+        settings, tmp_path, name):
+    """It failed the run once the folder was claimed, naming the atomic write's temporary file,
+    and left a run.json saying "failed" behind."""
+    out = tmp_path / "run"
+    (out / name).mkdir(parents=True)
+    result, _ = run(settings(out_dir=str(out)))
+    assert (result.status, result.cause) == ("failed", "input")
+    assert result.reason == (f"train.out_dir: {out / name} is a folder, where the run writes a "
+                             "file of that name; move it away, or train into another --out_dir")
+    assert [p.name for p in out.iterdir()] == [name]

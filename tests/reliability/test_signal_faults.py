@@ -17,6 +17,8 @@ from pathlib import Path
 import psutil
 import torch
 
+from minimind.run_folder import RunFolder
+
 CLI = [sys.executable, "-m", "minimind_tui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
          "--val_data_path", "", "--eval_interval", "0", "--log_interval", "1", "--packing", "0",
@@ -69,6 +71,10 @@ def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
     assert "Traceback" not in err + out and "KeyboardInterrupt" not in err
     assert resume_step(tmp_path) >= 2  # loadable: the abort never leaves a torn file
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+    # The folder says the run stopped (and where), not that it crashed.
+    status = RunFolder(tmp_path).status()
+    assert RunFolder(tmp_path).state() == "stopped"
+    assert f"the one at step {resume_step(tmp_path)} is intact" in status.reason
 
 
 def test_sigterm_while_the_data_are_tokenized_stops_at_once(tmp_path):
