@@ -122,10 +122,18 @@ class _RngState(_Strict):
     cuda: RngBytes | None = None
 
 
+class _Window(_Strict):
+    loss: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+    aux: StrictFloat | StrictInt = Field(allow_inf_nan=False)
+    filled: StrictInt = Field(ge=0)
+    micro: StrictInt = Field(ge=0)
+
+
 class _Progress(_Strict):
     step: StrictInt = Field(ge=0)
     tokens_seen: StrictInt = Field(0, ge=0)
     elapsed: StrictFloat | StrictInt = Field(0.0, ge=0, allow_inf_nan=False)
+    window: _Window | None = None  # checkpoints before it kept no partial log window
 
 
 class _Optimizer(BaseModel):

@@ -62,6 +62,9 @@ class Progress:
     step: int = 0
     tokens_seen: int = 0
     elapsed: float = 0.0
+    window: dict[str, float] | None = None
+    """The loss sums since the last logged step (`Meter.window`): the first log after a resume
+    then averages the steps it would have without the stop."""
 
 
 class Trainer:
@@ -176,7 +179,8 @@ class Trainer:
         self._build()
         plan = self._plan()
         self._announce(plan)
-        meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed)
+        meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed,
+                      self.progress.window)
         with closing(self._batches(plan)) as batches:
             while self.progress.step < plan.total_steps:
                 lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
@@ -376,6 +380,7 @@ class Trainer:
         meter.check_state(self.model, self.optimizer)
         meter.raise_if_nonfinite(self.progress.step, self.last_saved_step)
         self.progress.tokens_seen, self.progress.elapsed = meter.tokens_seen(), meter.elapsed()
+        self.progress.window = meter.window()
         rng = distributed.all_gather_object(capture_rng(self.dist.device), self.dist)
         failure: Exception | None = None
         if self.dist.is_main:

@@ -23,7 +23,9 @@ class NonFiniteError(RuntimeError):
 
 
 class Meter:
-    def __init__(self, dist: distributed.DistInfo, tokens_seen: int, elapsed: float):
+    def __init__(self, dist: distributed.DistInfo, tokens_seen: int, elapsed: float,
+                 window: dict[str, float] | None = None):
+        """`window`: the sums since the last report a checkpoint kept (`window`)."""
         self.dist = dist
         self.device = dist.device
         self.start = time.perf_counter() - elapsed
@@ -32,6 +34,17 @@ class Meter:
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self.empty_micro_batches = 0  # in the last report's window, once it is read
         self._reset()
+        if window:
+            self.loss += window["loss"]
+            self.aux += window["aux"]
+            self.filled += window["filled"]
+            self.micro = int(window["micro"])
+
+    def window(self) -> dict[str, float]:
+        """This rank's loss sums since the last report, as numbers a checkpoint keeps (its
+        tokens are in `tokens_seen` already)."""
+        return {"loss": float(self.loss), "aux": float(self.aux), "filled": int(self.filled),
+                "micro": self.micro}
 
     def _reset(self) -> None:
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731

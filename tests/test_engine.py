@@ -12,18 +12,22 @@ import torch
 from minimind.atomic import atomic_write_bytes
 from minimind.checkpoint import resume_path, torch_bytes
 from minimind.engine import Trainer
-from minimind.events import CheckpointSaved, RunStarted, StepMetrics, event_from_json
+from minimind.events import (CheckpointSaved, EvalResult, RunStarted, StepMetrics,
+                             event_from_json)
 from minimind.model import MiniMindForCausalLM
 from minimind.sinks import QueueSink
 
 
-def run(settings, stop_at=None):
+def run(settings, stop_at=None, stop_when=None):
+    """The run's result and events; stopped as a user would after the step `stop_at` logs,
+    or after the event `stop_when` picks."""
     sink = QueueSink()
     stop = threading.Event()
+    stop_when = stop_when or (lambda e: isinstance(e, StepMetrics) and e.step == stop_at)
 
     class StopAt:
         def emit(self, event):
-            if isinstance(event, StepMetrics) and event.step == stop_at:
+            if stop_when(event):
                 stop.set()
 
         def close(self):
@@ -101,6 +105,28 @@ def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype, recipe):
     assert next(e for e in events if isinstance(e, RunStarted)).start_step == 3
     ww, ws = final_weights(whole), final_weights(split)
     assert all(torch.equal(ww[k], ws[k]) for k in ww)
+
+
+def test_the_first_log_after_a_resume_averages_the_steps_it_would_have(tiny_settings,
+                                                                       tmp_path):
+    """A stop between two logged steps (at step 3, logging every 2) kept no loss sums: the log
+    at step 4 averaged step 4 alone, and step 3's loss was logged nowhere."""
+    def settings(name, **train):
+        return tiny_settings(out_dir=str(tmp_path / name), max_steps=6, log_interval=2,
+                             eval_interval=3, eval_batches=1,
+                             val_data_path="builtin:shakespeare-val", **train)
+
+    def losses(events):
+        return {e.step: e.loss for e in events if isinstance(e, StepMetrics)}
+
+    whole = losses(run(settings("whole"))[1])
+    # The evaluation at step 3 comes before the stop is checked: the stop falls mid-window.
+    first, before = run(settings("split"), stop_when=lambda e: isinstance(e, EvalResult)
+                        and e.step == 3)
+    assert first.status == "stopped" and first.step == 3 and set(losses(before)) == {2}
+    after = losses(run(settings("split", from_resume=True))[1])
+    assert after == {step: loss for step, loss in whole.items() if step > 3}
+    assert sorted(whole) == [2, 4, 6]
 
 
 def test_resume_refuses_another_optimizer(tiny_settings):

@@ -101,6 +101,16 @@ def test_a_finished_run_is_never_replaced_without_consent(tmp_path):
                               capture_output=True, text=True, env=ENV, timeout=300)
     assert repeated.returncode == 2 and "already holds a run (completed at step 1" in \
         repeated.stderr, repeated.stderr
+    # Nor does a record written before the answers were left out, which holds them.
+    from minimind_tui.form.presets import load_settings
+
+    old_record = tmp_path / "old" / "config.toml"
+    old_record.parent.mkdir()
+    old_record.write_text((tmp_path / "config.toml").read_text().replace(
+        "[train]\n", "[train]\noverwrite = true\nfrom_resume = true\nallow_data_change = true\n"))
+    assert "overwrite = true" in old_record.read_text()
+    t = load_settings(str(old_record)).train
+    assert (t.overwrite, t.from_resume, t.allow_data_change) == (False, False, False)
 
 
 def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):

@@ -15,7 +15,9 @@ from pydantic import ValidationError
 
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
-from minimind.settings import ModelSettings, Problem, RunSettings, SettingsError, merge, read_toml
+from minimind.run_files import CONFIG_FILE
+from minimind.settings import (CONSENT_FIELDS, ModelSettings, Problem, RunSettings, SettingsError,
+                               merge, read_toml)
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -83,8 +85,16 @@ def resolve_preset(name_or_path: str) -> Path:
 
 
 def preset_data(name_or_path: str | None) -> dict[str, Any]:
-    """The raw `{"model": ..., "train": ...}` tables of a preset (empty for None)."""
-    return read_toml(resolve_preset(name_or_path)) if name_or_path else {}
+    """The raw `{"model": ..., "train": ...}` tables of a preset (empty for None). A run's
+    config.toml is its record: the answers its launch was given (records written before they
+    were left out hold them) are no consent for a new launch, which asks again."""
+    if not name_or_path:
+        return {}
+    path = resolve_preset(name_or_path)
+    data = read_toml(path)
+    if path.name == CONFIG_FILE and isinstance(data.get("train"), dict):
+        data["train"] = {k: v for k, v in data["train"].items() if k not in CONSENT_FIELDS}
+    return data
 
 
 def load_settings(name_or_path: str | None,
