@@ -161,15 +161,27 @@ async def test_a_child_that_fails_shows_the_end_of_its_output(tmp_path, monkeypa
 
 def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "minimind_tui", "--no-ui", "--preset", "tiny", "--device", "cpu",
-         "--dtype", "float32", "--max_seq_len", "64", "--batch_size", "2", "--packing", "0",
-         "--val_data_path", "", "--eval_interval", "0", "--max_steps", "1",
-         "--nproc_per_node", "2", "--out_dir", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300)
+
+    def headless(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "minimind_tui", "--no-ui", "--preset", "tiny", "--device",
+             "cpu", "--dtype", "float32", "--max_seq_len", "64", "--batch_size", "2",
+             "--packing", "0", "--val_data_path", "", "--eval_interval", "0", "--max_steps", "1",
+             "--nproc_per_node", "2", *args], capture_output=True, text=True, env=env,
+            timeout=300)
+
+    proc = headless("--out_dir", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "launching 2 processes per node" in proc.stderr
     assert "x2 | tokens/step: 256" in proc.stdout
+    # A refusal every rank meets: said once, with the exit code one process gives (torchrun
+    # alone repeated it per rank, added its own traceback, and exited 1).
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"text": "To be"}\n{"text": 5}\n')
+    proc = headless("--out_dir", str(tmp_path / "refused"), "--data_path", str(data))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.count(f"minimind-tui: error: train.data_path: {data}:2:") == 1
+    assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
 
 
 async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):

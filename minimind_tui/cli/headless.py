@@ -48,7 +48,8 @@ def run_headless(settings: RunSettings) -> int:
     from minimind.engine import Trainer
     from minimind.sinks import ConsoleSink
 
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
         import tomli_w
 
         try:
@@ -62,12 +63,14 @@ def run_headless(settings: RunSettings) -> int:
         name = signal.Signals(signum).name
         received.append(signum)
         if stop.is_set():
-            say(f"\nminimind-tui: {name} again: aborting now, without a new checkpoint "
-                "(the last one written is intact)")
+            if rank == 0:  # under torchrun every rank hears it; one line says it
+                say(f"\nminimind-tui: {name} again: aborting now, without a new checkpoint "
+                    "(the last one written is intact)")
             raise Aborted
         stop.set()
-        say(f"\nminimind-tui: {name} received: finishing the current step and writing a "
-            "checkpoint (send it again to abort without one)")
+        if rank == 0:
+            say(f"\nminimind-tui: {name} received: finishing the current step and writing a "
+                "checkpoint (send it again to abort without one)")
 
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
@@ -81,7 +84,8 @@ def run_headless(settings: RunSettings) -> int:
     if result.status == "stopped":
         return exit_codes.SIGNALLED if received else exit_codes.OK
     if result.cause == "input":
-        say(f"minimind-tui: error: {result.reason}")
+        if rank == 0:  # every rank stopped on it; one line says it
+            say(f"minimind-tui: error: {result.reason}")
         return exit_codes.INVALID
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")

@@ -37,9 +37,9 @@ def needs_torchrun(train: TrainSettings) -> bool:
 
 
 def torchrun_command(train: TrainSettings) -> list[str]:
-    """`python -m torch.distributed.run` with the settings' process layout (torchrun's own
-    entry point, so it is the torch of this interpreter)."""
-    command = [sys.executable, "-m", "torch.distributed.run",
+    """torchrun with the settings' process layout: its launcher, of this interpreter's torch,
+    run by `minimind_tui.run.torchrun`, which ends with the workers' own exit code."""
+    command = [sys.executable, "-m", "minimind_tui.run.torchrun",
                f"--nproc_per_node={train.nproc_per_node}"]
     if train.nnodes > 1:
         return command + [f"--nnodes={train.nnodes}", f"--node_rank={train.node_rank}",

@@ -1,0 +1,50 @@
+"""torchrun for our command line: `python -m minimind_tui.run.torchrun [torchrun's options] -m
+minimind_tui ...`, which runs torchrun's own launcher in this process.
+
+torchrun meets a worker's non-zero exit with a Python traceback of its own and a ChildFailedError
+block, and exits 1 whatever the workers said; a stop signal ends it with another traceback. Our
+workers have already said why (rank 0 prints a refusal once, in one line), so this ends with
+their exit code instead, as one process would: 2 for a refused input, 130 for a stop by signal.
+A rank killed by a signal first, which could say nothing, gets one line naming it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import parse_args, run
+
+from minimind_tui.cli import exit_codes
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(parse_args(argv))
+    except ChildFailedError as e:
+        first, failures = e.get_first_failure()[0], sorted(e.failures.items())
+        for rank, failure in failures:
+            # SIGTERM is torchrun's own, to the ranks still running after the first failure
+            # (ours stop gracefully on it, with exit 130, once they have begun).
+            if failure.exitcode < 0 and -failure.exitcode != signal.SIGTERM:
+                print(f"minimind-tui: rank {rank} (pid {failure.pid}) was killed by "
+                      f"{_signal_name(-failure.exitcode)}", file=sys.stderr, flush=True)
+        codes = [f.exitcode for rank, f in sorted(failures, key=lambda rf: rf[0] != first)
+                 if f.exitcode > 0]
+        return codes[0] if codes else exit_codes.FAILED
+    except SignalException:  # torchrun passed the signal on to the workers, which stopped
+        return exit_codes.SIGNALLED
+    return exit_codes.OK
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
