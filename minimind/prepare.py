@@ -30,7 +30,8 @@ from minimind.data.corpus import default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
 from minimind.data.sampler import plan_run
-from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse_conversation
+from minimind.data.sft import (ChatTemplateError, ConversationParser, SFTDataset, mask_markers,
+                              unwritten_fields)
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
@@ -267,9 +268,15 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
             mask_markers(tokenizer)  # before reading what may be gigabytes
         except ChatTemplateError as e:
             raise InputError(f"train.tokenizer_path: {e}") from None
+        parser = ConversationParser()
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter,
-                           parse=parse_conversation)
+                           parse=parser)
         _report_bad_lines(path, index.bad_lines, index.first_bad, log)
+        if dropped := [f for f in unwritten_fields(tokenizer) if parser.carrying[f]]:
+            log(f"{spec}: " + ", ".join(f"{parser.carrying[f]:,} conversation(s) carry {f}"
+                                        for f in dropped)
+                + ", which the tokenizer's chat template does not write: training leaves them "
+                  "out (MiniMind-3's tokenizer writes them)", "warning")
         return SFTDataset(index, tokenizer, t.max_seq_len), index.digest
     if not t.packing:
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter)

@@ -172,6 +172,37 @@ def test_minimind3_extras_reach_the_template(tmp_path):
     assert not any("12:00" in run or "Time?" in run for run in runs)
 
 
+def test_fields_the_chat_template_does_not_write_are_said(tmp_path):
+    """The bundled template writes role and content only: MiniMind-3's tools, tool calls and
+    reasoning left training without a word."""
+    from minimind.data.sft import unwritten_fields
+    from minimind.engine import Trainer
+    from minimind.events import LogMessage
+    from minimind.sinks import QueueSink
+    from minimind_tui.form.presets import load_settings
+
+    assert unwritten_fields(load_tokenizer(None)) == ["tools", "tool_calls", "reasoning_content"]
+    if (UPSTREAM / "minimind3").is_dir():
+        assert unwritten_fields(load_tokenizer(UPSTREAM / "minimind3")) == []
+    plain = {"conversations": [{"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "Hello."}]}
+    thought = {"conversations": [{"role": "user", "content": "Hi"},
+                                 {"role": "assistant", "content": "Hello.",
+                                  "reasoning_content": "Be kind."}]}
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in (plain, thought, thought)))
+    settings = load_settings("tiny-sft", {"train": {
+        "data_path": str(data), "val_data_path": "", "eval_interval": 0, "from_weight": "",
+        "max_steps": 1, "batch_size": 2, "max_seq_len": 64, "out_dir": str(tmp_path / "run"),
+        "sample_prompts": []}})
+    sink = QueueSink()
+    assert Trainer(settings, [sink]).run().status == "completed"
+    assert [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"
+            ] == [f"{data}: 2 conversation(s) carry reasoning_content, which the tokenizer's chat "
+                  "template does not write: training leaves them out (MiniMind-3's tokenizer "
+                  "writes them)"]
+
+
 BAD_LINES = [
     ('{"conversations": [', "line is not valid JSON"),
     ('["user", "hi"]', 'expected a JSON object with a "conversations" list, got list'),

@@ -30,6 +30,7 @@ gives every conversation upstream's loss, which packing without document masking
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,47 @@ def _tool_list(value: object, where: str) -> list:
     if not isinstance(value, list):
         raise ValueError(f"{where}: tools must be a list, got {_type_name(value)}")
     return value
+
+
+class ConversationParser:
+    """`parse_conversation` that also counts the conversations carrying each optional field
+    (`carrying`): a chat template may leave one out of the text, and then out of training."""
+
+    def __init__(self) -> None:
+        self.carrying: Counter[str] = Counter()
+
+    def __call__(self, raw: bytes) -> dict[str, Any]:
+        conversation = parse_conversation(raw)
+        fields = {"tools"} if conversation["tools"] else set()
+        for message in conversation["messages"]:
+            fields |= message.keys() & {"tool_calls", "reasoning_content"}
+        self.carrying.update(fields)
+        return conversation
+
+
+_PROBE = "minimind_probe_7f3a"
+
+
+def unwritten_fields(tokenizer) -> list[str]:
+    """The optional fields (tools, tool_calls, reasoning_content) the tokenizer's chat template
+    leaves out of the text, found by rendering a marker in each."""
+    user, reply = {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}
+    tool = {"type": "function", "function": {"name": _PROBE, "description": _PROBE,
+                                             "parameters": {"type": "object", "properties": {}}}}
+    probes = {"tools": {"messages": [user, reply], "tools": [tool]},
+              "tool_calls": {"messages": [user, {**reply, "tool_calls": [
+                  {"name": _PROBE, "arguments": {}}]}], "tools": None},
+              "reasoning_content": {"messages": [user, {**reply, "reasoning_content": _PROBE}],
+                                    "tools": None}}
+    unwritten = []
+    for field, conversation in probes.items():
+        try:
+            text = render(tokenizer, conversation)
+        except Exception:  # noqa: BLE001 -- a template failing on the probe fails on the data,
+            continue  # and says so there
+        if _PROBE not in text:
+            unwritten.append(field)
+    return unwritten
 
 
 def render(tokenizer, conversation: dict[str, Any]) -> str:
