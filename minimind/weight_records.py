@@ -1,0 +1,185 @@
+"""What was recorded with a weights file, and where: a checkpoint's records, found and read.
+
+A weights file's records are the settings saved in its resume file (the file itself, or the
+``*_resume.pth`` beside it), the ``config.toml`` of the run folder it belongs to, and a saved
+folder's ``config.json``. `agreed` refuses records that disagree, naming both. The reader
+(`checkpoint_reader`) builds models from them; nothing here builds one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from .checkpoint import load_resume, resume_path
+from .config import MiniMindConfig
+from .run_files import CONFIG_FILE, RESUME_SUFFIX
+from .settings import ModelSettings, RunSettings, SettingsError, read_toml
+from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
+from .upstream import strip_wrapper_prefixes
+
+BUNDLED = ("", "the bundled tokenizer")
+SAVED_WEIGHTS = "model.safetensors"
+SAVED_CONFIG = "config.json"
+# Keys only our resume files hold; upstream's keep {model, optimizer, epoch, step, world_size, ...}.
+OUR_RESUME_MARKS = {"settings", "progress", "rng"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """Settings written down with the weights, and where."""
+
+    where: str
+    model: ModelSettings | MiniMindConfig
+    tokenizer: tuple[str, str]  # (tokenizer_path, where it is named)
+
+    def config(self) -> MiniMindConfig:
+        if isinstance(self.model, MiniMindConfig):
+            return self.model
+        try:
+            return MiniMindConfig(**self.model.to_config_kwargs())
+        except ValueError as e:
+            raise CheckpointError(f"{self.where}: {e}") from None
+
+
+def locate(path: Path) -> tuple[Path, list[Record]]:
+    """The weights file `path` names and the records beside it."""
+    if path.is_dir():
+        if (path / CONFIG_FILE).is_file():
+            toml = path / CONFIG_FILE
+            record, name = run_record(toml)
+            weights = path / name
+            if not weights.is_file():
+                if not resume_path(weights).is_file():
+                    raise CheckpointError(f"{path}: no {name} (nor its resume file): the run has "
+                                          "not saved a checkpoint yet")
+                weights = resume_path(weights)
+            return weights, [record] + resume_beside(weights)
+        if (path / SAVED_CONFIG).is_file():
+            record, weights = saved_folder_record(path), path / SAVED_WEIGHTS
+            if not weights.is_file():
+                raise CheckpointError(f"{path}: no {SAVED_WEIGHTS} next to {SAVED_CONFIG}")
+            return weights, [record]
+        raise CheckpointError(f"{path}: neither a run folder (no {CONFIG_FILE}) nor a saved "
+                              f"model (no {SAVED_CONFIG})")
+    if path.is_file():
+        return path, records_beside(path)
+    raise CheckpointError(f"{path}: " + ("not a regular file (a pipe or a device)"
+                                         if path.exists() else "no such file or folder"))
+
+
+def records_beside(weights: Path) -> list[Record]:
+    """The records of a weights file: its resume file, and the run folder or saved folder it
+    lies in when it is that folder's own file."""
+    records = resume_beside(weights)
+    folder = weights.parent
+    if (folder / CONFIG_FILE).is_file():
+        try:
+            record, name = run_record(folder / CONFIG_FILE)
+        except CheckpointError:  # not a config.toml of ours: the file stands alone
+            record, name = None, ""
+        if record and weights.name in (name, resume_path(Path(name)).name):
+            records.append(record)
+    if weights.name == SAVED_WEIGHTS and (folder / SAVED_CONFIG).is_file():
+        records.append(saved_folder_record(folder))
+    return records
+
+
+def resume_beside(weights: Path) -> list[Record]:
+    """The settings saved in the resume file next to a weights file (read without loading its
+    tensors: memory-mapped). A resume file that is unreadable records nothing."""
+    resume = resume_path(weights)
+    if weights.name.endswith(RESUME_SUFFIX) or not resume.is_file():
+        return []
+    try:
+        state = safe_torch_load(resume, mmap=True)
+        model = ModelSettings.model_validate(state["settings"]["model"])
+        train = state["settings"]["train"]
+    except (CheckpointError, ValidationError, KeyError, TypeError):
+        return []
+    return [settings_record(f"the settings saved in {resume}", model, train)]
+
+
+def settings_record(where: str, model: ModelSettings, train: Any) -> Record:
+    spec = train.get("tokenizer_path", "") if isinstance(train, dict) else ""
+    return Record(where, model, (spec if isinstance(spec, str) else "",
+                                 f"train.tokenizer_path in {where}"))
+
+
+def run_settings(toml: Path) -> RunSettings:
+    try:  # the settings' own rules, which never look at this machine
+        return RunSettings.parse(read_toml(toml))
+    except SettingsError as e:
+        raise CheckpointError(f"{toml}: " + "; ".join(map(str, e.problems))) from None
+
+
+def run_record(toml: Path) -> tuple[Record, str]:
+    """A run's config.toml as a record, and the weights file name it gives."""
+    settings = run_settings(toml)
+    return settings_as_record(toml, settings), settings.weights_name()
+
+
+def settings_as_record(toml: Path, settings: RunSettings) -> Record:
+    return Record(str(toml), settings.model, (settings.train.tokenizer_path,
+                                              f"train.tokenizer_path in {toml}"))
+
+
+def saved_folder_record(folder: Path) -> Record:
+    where = folder / SAVED_CONFIG
+    try:
+        data = json.loads(where.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise CheckpointError(f"{where}: not readable JSON ({e})") from None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
+    if model_type != MiniMindConfig.model_type:
+        raise CheckpointError(f"{folder}: {SAVED_CONFIG} describes a {model_type!r} model, not a "
+                              "MiniMind one")
+    try:
+        config = MiniMindConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: {e}") from None
+    has_tokenizer = any((folder / name).is_file()
+                        for name in ("tokenizer.json", "tokenizer_config.json"))
+    return Record(str(where), config, (str(folder), str(folder)) if has_tokenizer else BUNDLED)
+
+
+def agreed(weights: Path, records: list[Record]) -> Record | None:
+    """The first record, once every other one agrees with it; None when there is none."""
+    if not records:
+        return None
+    first = records[0].config().to_dict()
+    for other in records[1:]:
+        second = other.config().to_dict()
+        differ = [k for k in ModelSettings.model_fields if first.get(k) != second.get(k)]
+        if differ:
+            detail = ", ".join(f"{k} {first.get(k)!r} vs {second.get(k)!r}" for k in differ)
+            raise CheckpointError(
+                f"{weights}: its records disagree: {records[0].where} and {other.where} "
+                f"({detail}); restore the one that was changed")
+    return records[0]
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
+    """The state_dict in a weights file and, for a resume file, the settings it records."""
+    data = safe_safetensors_load(path) if path.suffix == ".safetensors" else safe_torch_load(path)
+    saved = None
+    if isinstance(data, dict) and "model" in data and not isinstance(data["model"], torch.Tensor):
+        if data.keys() & OUR_RESUME_MARKS:  # ours: its structure and settings are checked
+            state = load_resume(path, data)
+            saved = settings_record(f"the settings saved in {path}",
+                                     ModelSettings.model_validate(state["settings"]["model"]),
+                                     state["settings"]["train"])
+        data = data["model"]  # upstream's resume file records no config
+    if not (isinstance(data, dict) and data and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())):
+        raise CheckpointError(f"{path}: not a MiniMind checkpoint (no state_dict of tensors "
+                              "in it)")
+    if bad := first_non_finite(data):
+        raise CheckpointError(f"{path}: {bad} holds NaN/inf: the run that wrote it diverged; "
+                              "use an earlier checkpoint")
+    return {strip_wrapper_prefixes(k): v for k, v in data.items()}, saved
