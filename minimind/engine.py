@@ -84,6 +84,10 @@ class Trainer:
         self.save_checkpoints = save_checkpoints
         self.progress = Progress()
         self.last_saved_step: int | None = None
+        # What preparing the run says (a resume's changed settings, a replaced run) comes
+        # before the folder's own sinks exist: they get it once the run has started.
+        self._before_folder: list[Event] | None = []
+        self._folder_sinks: list[Sink] = []
 
     # -- public entry -----------------------------------------------------------------
     def run(self) -> RunFinished:
@@ -135,12 +139,14 @@ class Trainer:
         resume, so the history stays whole) and run.json's status."""
         folder = self.prep.folder
         folder.start_fresh()
+        first = len(self.sinks)
         self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
                                     warn=lambda text: self.log(text, "warning")))
         self.sinks.append(StatusSink(folder, resumed=self.prep.resume is not None,
                                      warn=lambda text: self.log(text, "warning")))
         self.sinks += tracker_sinks(self.settings.train.report_to, folder.path,
                                     warn=lambda text: self.log(text, "warning"))
+        self._folder_sinks = self.sinks[first:]
         self.settings.save_toml(folder.path / CONFIG_FILE)
 
     # -- events -------------------------------------------------------------------------
@@ -148,11 +154,22 @@ class Trainer:
         if self.dist.is_main:
             for sink in self.sinks:
                 sink.emit(event)
+            if self._before_folder is not None and not self._folder_sinks:
+                self._before_folder.append(event)
+
+    def _tell_the_folder(self) -> None:
+        """The events said before the run folder's sinks were attached, to those sinks (after
+        the run's start, which begins each run's part of metrics.jsonl); once."""
+        early, self._before_folder = self._before_folder or [], None
+        for event in early:
+            for sink in self._folder_sinks:
+                sink.emit(event)
 
     def log(self, text: str, level: str = "info") -> None:
         self.emit(LogMessage(level=level, text=text))
 
     def _finish(self, status: str, reason: str = "", **extra: str) -> RunFinished:
+        self._tell_the_folder()
         event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
         # Trackers first, so a warning they give while closing still reaches metrics.jsonl.
@@ -242,6 +259,7 @@ class Trainer:
             start_step=self.progress.step, flops_per_token=self.flops_per_token,
             peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir),
             tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed))
+        self._tell_the_folder()
         if t.max_steps > plan.total_steps:  # else the header's "steps: 2" is the only hint
             epochs = math.ceil(t.max_steps / plan.steps_per_epoch)
             self.log(f"the data ends before max_steps ({t.max_steps}): {t.epochs} epoch(s) of "

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from minimind.checkpoint import load_resume
 from minimind.events import Event, RunStarted, StepMetrics
@@ -450,6 +451,13 @@ def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings
         "resuming with settings the checkpoint's run did not use (from step 4 on): "
         "train.max_steps (3 → 4), train.lr_schedule (wsd → cosine), "
         "train.grad_clip (1.0 → 0.5)"]
+    # The folder's record holds what the console said, in the part of the run it concerns
+    # (said while preparing, before metrics.jsonl was open, it never reached the file).
+    events = read_events(Path(tiny_settings().train.out_dir) / "metrics.jsonl")
+    starts = [i for i, e in enumerate(events) if isinstance(e, RunStarted)]
+    said = [i for i, e in enumerate(events) if isinstance(e, LogMessage)
+            and e.text.startswith("resuming with settings")]
+    assert len(starts) == 3 and said == [starts[1] + 1, starts[2] + 1]
 
 
 def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch):
