@@ -160,7 +160,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
 
     resume = None
     if t.from_resume:
-        resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint)
+        resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint, folder)
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log, t.stage == "lora")
         if changed := _changed_since(resume, settings):  # on purpose, or a flag left out
@@ -347,7 +347,7 @@ _STATE_SHAPE = {"pretrain": ("from_weight",), "sft": ("from_weight",),
 
 
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
-                  fingerprint: dict[str, Any]) -> dict[str, Any]:
+                  fingerprint: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     if not path.exists():
         # Its name comes from the settings (save_weight, hidden_size, use_moe, lora_name):
         # a changed one looks for a file the run never wrote, beside the one it did.
@@ -384,6 +384,14 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                          f"at step {plan.total_steps}, before step {reached}, where the checkpoint "
                          f"stands: set epochs to at least "
                          f"{math.ceil(reached / plan.steps_per_epoch)}")
+    # One that ended at its last step (stopped or crashed before its final evaluation) may
+    # resume to finish; a completed one would only evaluate again, and again at each resume.
+    status = folder.status() if dist.is_main else None
+    if distributed.from_main(status is not None and status.state == "completed", dist) \
+            and reached == plan.total_steps:
+        raise InputError(f"train.from_resume: the run completed at step {reached}, where these "
+                         "settings end it too: nothing is left to train; raise max_steps (or "
+                         "epochs) to train on")
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

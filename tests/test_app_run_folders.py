@@ -223,6 +223,14 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
         assert list(app.history.steps) == [1, 2]
         assert RunFolder(run).status().step == 2 and RunFolder(run).status().resumed_from == 0
         assert app.screen.query_one("#overwrite").value is False  # never left on the form
+        # The form's own switch goes straight to that confirmation, never past it.
+        app.configure_screen.set_fields({"train.overwrite": True})
+        await pilot.pause()
+        await pilot.press("f5")
+        assert "Overwrite" in str(app.screen.query_one(".dialog").border_title)
+        await pilot.press("n")
+        assert app.current_mode == "configure" and RunFolder(run).status().step == 2
+        app.configure_screen.set_fields({"train.overwrite": False})
 
         # Resume: the run's earlier history is shown first, the resumed segment marked.
         app.configure_screen.set_fields({"train.max_steps": 4})

@@ -314,7 +314,15 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     assert run(8, save_interval=0).status == "completed"
     before = RunFolder(tmp_path).status()
     assert before.best_val_loss is not None and before.tokens_seen > 0
-
+    # A completed run has nothing left to train: a resume would only evaluate again.
+    again = run(8, from_resume=True)
+    assert (again.status, again.cause) == ("failed", "input")
+    assert again.reason == ("train.from_resume: the run completed at step 8, where these "
+                            "settings end it too: nothing is left to train; raise max_steps "
+                            "(or epochs) to train on")
+    assert RunFolder(tmp_path).status() == before
+    # One stopped at its last step, before its final evaluation, resumes to finish.
+    RunFolder(tmp_path).write_status(before.model_copy(update={"state": "stopped"}))
     assert run(8, from_resume=True).status == "completed"
     after = RunFolder(tmp_path).status()
     assert (after.step, after.tokens_seen, after.loss, after.checkpoint_step) == \

@@ -8,7 +8,8 @@ pick the source the run comes from.
   (out/tiny-2), or Overwrite it (asked twice, naming what is deleted). Resume and the new
   folder are set on the form as well, so the form shows what runs; overwrite is given to this
   start only, never left on the form, where the next Start would silently delete the run this
-  one writes.
+  one writes. The form's own overwrite switch (or `--overwrite 1`) goes straight to that
+  confirmation: it is never taken without one.
 * Then: one process on one device trains in this process's worker thread; several processes
   (nproc_per_node, nnodes) or a detached start launch a child and follow its folder.
 """
@@ -70,6 +71,9 @@ class StartFlow:
                 partial(self._busy_answered, folder.path))
         except NeedsConsent as e:
             new = next_free_folder(folder.path)
+            if train.overwrite:  # the form's switch (or --overwrite 1) said so: confirm it
+                self._reuse_answered(settings, detached, new, e.files, "overwrite")
+                return
             resumable = folder.resumable()
             files = replaced_files_text(e.files, train.from_weight)
             choose = f"; choose what to do (a new folder is {new.name}, beside it)."
