@@ -212,12 +212,13 @@ class DashboardScreen(Screen[None]):
                 [PlotSeries("aux", xs, h.aux_loss, "warning")], xlabel)
         loss.append(PlotSeries("val", h.val_tokens if tokens else h.val_steps, h.val_loss,
                                "success", kind="scatter"))
-        # A resumed segment begins at a vertical line; the title says where.
+        # A resumed segment begins at a vertical line; the title says where, after the legend
+        # (a border cuts a long title at its end: at 80 columns the legend was lost).
         marks = [h.tokens_at(step) if tokens else step for step in h.resumed_at]
         resumed = ", ".join(f"{step:,}" for step in h.resumed_at[-3:])
         loss_plot = self.query_one("#loss-plot", MetricPlot)
-        title = f"Loss · resumed at step {resumed} (│)" if resumed else "Loss"
-        loss_plot.border_title = f"{title}  {legend_markup(loss, self.app.theme_variables)}"
+        loss_plot.border_title = (f"Loss  {legend_markup(loss, self.app.theme_variables)}"
+                                  + (f" · resumed at {resumed} (│)" if resumed else ""))
         loss_plot.draw(loss, xlabel, marks, legend=False)
         self.query_one("#lr-plot", MetricPlot).draw([PlotSeries("lr", xs, h.lr, "accent")],
                                                      xlabel, marks)
