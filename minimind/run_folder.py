@@ -27,14 +27,17 @@ import psutil
 
 from minimind.atomic import atomic_write_bytes
 from minimind.events import Event
-from minimind.run_files import (LOCK_FILE, METRICS_FILE, STATUS_FILE,
-                                remove_run_files, resume_files, resume_name, run_files,
+from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
+                                STATUS_FILE, remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
 from minimind.run_status import RunStatus, read_status, status_from_metrics, this_process
 from minimind.sinks import BackgroundSink
 
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
 LOCK_FD_ENV = "MINIMIND_RUN_LOCK_FD"
+# ...and the folder whose launch.toml and launch.log it wrote for the child: they belong to
+# the new run, not to the one an overwrite replaces.
+LAUNCHED_INTO_ENV = "MINIMIND_LAUNCHED_INTO"
 HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead (and
 # so is one whose last write is that far in the future: a wrong clock must not lock a folder).
@@ -211,7 +214,11 @@ class RunFolder:
         if not found.in_the_way and (not found.run or resume):
             return f"the previous process crashed: {found.run}" \
                 if found.state == "crashed" else ""
-        self.replace_on_start = run_files(self.path) + found.in_the_way
+        launched = os.environ.get(LAUNCHED_INTO_ENV) == str(self.path.resolve())
+        ours = {self.path / name for name in (LAUNCH_SETTINGS_FILE, LAUNCH_LOG_FILE)
+                if launched}
+        self.replace_on_start = [p for p in run_files(self.path) if p not in ours] + \
+            found.in_the_way
         return f"replacing {_replaced_text(found.run, found.in_the_way, from_weight)}"
 
     def _look(self, resume: bool, weights_name: str) -> _Found:

@@ -204,6 +204,14 @@ def test_detach_starts_the_run_in_a_session_of_its_own_and_says_where(tmp_path):
         assert text in proc.stdout
     assert wait_until_finished(out) == "completed"
     assert "[completed] at step 3" in (out / "launch.log").read_text()
+    # Again over it: the overwrite replaces the old run, not the files launched for the new
+    # one (its output went to a launch.log the child deleted, and launch.toml went too).
+    proc = cli("--no-ui", "--detach", *FAST, "--max_steps", "2", "--out_dir", str(out),
+               "--overwrite", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert wait_until_finished(out) == "completed"
+    assert "[completed] at step 2" in (out / "launch.log").read_text()
+    assert (out / "launch.toml").is_file() and RunFolder(out).status().step == 2
 
 
 def test_detach_reports_a_run_that_fails_before_it_begins(tmp_path):

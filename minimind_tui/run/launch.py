@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minimind.run_files import LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE
-from minimind.run_folder import LOCK_FD_ENV, RunFolder
+from minimind.run_folder import LAUNCHED_INTO_ENV, LOCK_FD_ENV, RunFolder
 from minimind.settings import RunSettings, TrainSettings
 
 TAIL_BYTES = 16 << 10
@@ -112,6 +112,7 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
         settings_file = settings.save_toml(out_dir / LAUNCH_SETTINGS_FILE, for_one_launch=True)
         command = child_command(settings, settings_file)
         env, inherited = child_env(), ()
+        env[LAUNCHED_INTO_ENV] = str(out_dir.resolve())
         if not needs_torchrun(train):
             env[LOCK_FD_ENV] = str(folder.lock_fd)
             inherited = (folder.lock_fd,)
