@@ -214,3 +214,15 @@ def test_start_checks_the_machine_again(tmp_path):
         mp.setattr(StartFlow, "launch", lambda _self, s, detached=False: launched.append(s))
         asyncio.run(start_after_the_file_is_gone())
     assert launched == []
+
+
+@pytest.mark.parametrize("argv, unknown", [
+    (["--preset", "tiny", "--over", "1"], "--over 1"),  # a consent nobody spelled out
+    (["--preset", "tiny", "--lr", "3e-3"], "--lr 3e-3"),  # then blamed lr_schedule
+    (["runs", "--js"], "--js"), (["bench", "--step", "2"], "--step 2")])
+def test_an_abbreviated_flag_is_unknown_not_guessed(argv, unknown, capsys):
+    """argparse took `--over 1` for `--overwrite 1` and `--lr` for `--lr_schedule`."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err

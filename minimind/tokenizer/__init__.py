@@ -165,9 +165,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenize
     """`minimind-tui tokenizer train --data X.jsonl --out DIR [--vocab_size N] [--overwrite]`.
 
     Exit codes as the main CLI's: 0 written, 2 bad input (one line on stderr), 1 failure."""
-    parser = argparse.ArgumentParser(prog=prog, description="Train a byte-level BPE tokenizer.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog=prog,
+                                     description="Train a byte-level BPE tokenizer.")
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a tokenizer on the text fields of a JSONL file")
+    train = sub.add_parser("train", allow_abbrev=False,
+                           help="train a tokenizer on the text fields of a JSONL file")
     train.add_argument("--data", required=True,
                        help='JSONL file with {"text": ...} lines, or builtin:shakespeare')
     train.add_argument("--out", required=True,

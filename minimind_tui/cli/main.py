@@ -45,7 +45,7 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(allow_abbrev=False, 
         prog="minimind-tui",
         description="Pretrain MiniMind-style language models: a terminal dashboard, or the "
                     "same engine headless with --no-ui (also under torchrun).",
@@ -153,7 +153,7 @@ def tokenizer_command(argv: list[str]) -> int:
 
 
 def presets_command(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="minimind-tui presets",
+    argparse.ArgumentParser(allow_abbrev=False, prog="minimind-tui presets",
                             description="List the presets with their models' parameter counts, "
                                         "the bundled ones smallest model first.").parse_args(argv)
     from minimind.units import format_count
