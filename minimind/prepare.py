@@ -138,6 +138,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
     val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None
     if len(train_data) == 0:
         raise InputError(f"train.data_path: {t.data_path} holds no complete sample")
+    if len(train_data) < dist.world_size:  # a rank without a sample has no step to take
+        raise InputError(f"train.data_path: {t.data_path} holds {len(train_data)} sample(s) "
+                         f"for {dist.world_size} processes, each of which needs one: use more "
+                         "data, or fewer processes (nproc_per_node)")
     if t.stage != "pretrain":
         log(f"{t.stage}: {len(train_data):,} conversations; loss, tokens and tokens/s count the "
             f"supervised tokens (the replies) only; their share: minimind-tui inspect DATA "

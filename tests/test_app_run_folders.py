@@ -175,13 +175,17 @@ def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
     assert "launching 2 processes per node" in proc.stderr
     assert "x2 | tokens/step: 256" in proc.stdout
     # A refusal every rank meets: said once, with the exit code one process gives (torchrun
-    # alone repeated it per rank, added its own traceback, and exited 1).
-    data = tmp_path / "bad.jsonl"
-    data.write_text('{"text": "To be"}\n{"text": 5}\n')
+    # alone repeated it per rank, added its own traceback, and exited 1). Here one sample for
+    # two ranks, which crashed in a division by zero (or "completed" 0 steps with max_steps 0).
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\n')
     proc = headless("--out_dir", str(tmp_path / "refused"), "--data_path", str(data))
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr.count(f"minimind-tui: error: train.data_path: {data}:2:") == 1
+    assert proc.stderr.count(f"minimind-tui: error: train.data_path: {data} holds 1 sample(s) "
+                             "for 2 processes, each of which needs one: use more data, or "
+                             "fewer processes (nproc_per_node)") == 1
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert not (tmp_path / "refused").exists()
 
 
 async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):
