@@ -16,13 +16,16 @@ run starts, like upstream's `../dataset/...` habits.
 from __future__ import annotations
 
 import tomllib
+import types
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import tomli_w
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo,
+                      field_validator)
+from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
 from minimind.run_files import lora_weights_name, weights_name
@@ -64,6 +67,33 @@ TextList = Annotated[list[str], BeforeValidator(_lines)]
 SECTION_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
 
+class _Section(BaseModel):
+    """A settings table: unknown keys refused, and no true/false for a number."""
+
+    model_config = SECTION_CONFIG
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads true as 1: a preset's `learning_rate = true` trained at 1.0
+        if isinstance(value, bool):
+            kinds = _base_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and int in kinds:
+                raise PydanticCustomError("int_type", "must be a whole number")
+            if bool not in kinds and float in kinds:
+                raise PydanticCustomError("float_type", "must be a number")
+        return value
+
+
+def _base_types(annotation: Any) -> set[Any]:
+    """`int | None` -> {int, NoneType}; Annotated and unions unwrapped."""
+    if get_origin(annotation) is Annotated:
+        return _base_types(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        return set().union(*map(_base_types, get_args(annotation)))
+    return {annotation}
+
+
 def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
     return Field(default, description=help, json_schema_extra={"group": group}, **constraints)
 
@@ -72,10 +102,8 @@ def _field(default: Any, group: str, help: str, **constraints: Any) -> Any:
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(_Section):
     """MiniMindConfig fields a user sets; `None` means "the family's default"."""
-
-    model_config = SECTION_CONFIG
 
     family: Literal["minimind2", "minimind3"] = _field(
         "minimind2", "Model", "upstream architecture family that supplies the defaults left empty")
@@ -119,10 +147,8 @@ class ModelSettings(BaseModel):
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(_Section):
     """The seed's `Arguments`, spelled as upstream's `train_pretrain.py` flags."""
-
-    model_config = SECTION_CONFIG
 
     stage: Literal[STAGES] = _field(
         "pretrain", "Data", "pretrain on text; sft: fine-tune on conversations (loss on the "

@@ -250,3 +250,12 @@ def test_an_empty_out_dir_is_refused_not_the_current_folder():
     with pytest.raises(SettingsError, match=r"train.out_dir: is empty: give a folder \(\. for"):
         RunSettings.parse({"train": {"out_dir": " "}})
     assert RunSettings.parse({"train": {"out_dir": "."}}).train.out_dir == "."
+
+
+def test_true_or_false_is_no_number():
+    """pydantic's lax mode read a preset's `learning_rate = true` as 1.0, and trained at it."""
+    found = problems({"train": {"learning_rate": True, "max_steps": False, "packing": 1},
+                      "model": {"hidden_size": True, "rope_theta": False, "qk_norm": True}})
+    assert found == {
+        "train.learning_rate": "must be a number", "train.max_steps": "must be a whole number",
+        "model.hidden_size": "must be a whole number", "model.rope_theta": "must be a number"}
