@@ -26,7 +26,7 @@ from minimind.checkpoint_reader import load_pretrained_weights
 from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
-from minimind.data.corpus import default_cache_dir, file_digest
+from minimind.data.corpus import cache_problem, default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
 from minimind.data.sampler import plan_run
@@ -133,6 +133,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
             return _dataset(spec, tokenizer, settings, dist, _Reporter(spec, log, stop))
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
+        except OSError as e:
+            if why := cache_problem(e):
+                raise InputError(f"train.{field}: {spec}: {why}") from None
+            raise
 
     train_data, data_digest = dataset(t.data_path, "data_path")
     val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None

@@ -10,13 +10,12 @@ so a changed file never reuses a stale copy.
 
 import gzip
 import os
-import shutil
 import zlib
 from pathlib import Path
 
 from minimind.atomic import atomic_file
 
-from .jsonl import PROGRESS_EVERY, DataError, ProgressFn, digest
+from .jsonl import PROGRESS_EVERY, DataError, ProgressFn, digest, note_copy
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 BUILTIN_PREFIX = "builtin:"
@@ -33,6 +32,15 @@ def default_cache_dir() -> Path:
     """Where derived files (decompressed corpora, token caches) live between runs."""
     env = os.environ.get("MINIMIND_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "minimind-tui"
+
+
+def cache_problem(e: OSError) -> str | None:
+    """What to say when `e` concerns the cache folder, not the user's data; else None."""
+    cache = default_cache_dir()
+    if not e.filename or cache not in (path := Path(e.filename), *path.parents):
+        return None
+    return (f"{path}: {e.strerror or e}: derived files (decompressed and tokenized data) go to "
+            f"{cache}; set MINIMIND_CACHE to a folder this user can write")
 
 
 def file_digest(path: Path, progress: ProgressFn | None = None) -> str:
@@ -53,15 +61,30 @@ def file_digest(path: Path, progress: ProgressFn | None = None) -> str:
     return h.hexdigest()
 
 
-def _decompressed(gz_path: Path) -> Path:
+def _decompressed(gz_path: Path, named: str | Path) -> Path:
+    """A plain copy of `gz_path` in the cache (made once); errors name the file as `named`."""
     stem = gz_path.name.removesuffix(".gz").removesuffix(".jsonl")
     out = default_cache_dir() / "corpus" / f"{stem}-{file_digest(gz_path)}.jsonl"
+    note_copy(out, named)
     if out.exists():
         return out
-    # A crash or a parallel run never leaves a half-written file under the final name.
-    with atomic_file(out) as dst, gzip.open(gz_path, "rb") as src:
-        shutil.copyfileobj(src, dst, 1 << 20)
+    try:
+        # A crash or a parallel run never leaves a half-written file under the final name.
+        with atomic_file(out) as dst, gzip.open(gz_path, "rb") as src:
+            while chunk := _read_gzip(src, named):
+                dst.write(chunk)
+    except OSError as e:  # writing the copy failed: the cache's problem, not the data's
+        raise DataError(named, None, "cannot keep its decompressed copy: " + (
+            cache_problem(e) or f"{out} ({e.strerror or e})")) from None
     return out
+
+
+def _read_gzip(src: gzip.GzipFile, named: str | Path) -> bytes:
+    try:
+        return src.read(1 << 20)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(named, None, f"cannot decompress: corrupt or truncated gzip "
+                                     f"({e})") from None
 
 
 def resolve_data_path(spec: str | Path) -> Path:
@@ -75,12 +98,8 @@ def resolve_data_path(spec: str | Path) -> Path:
         if name not in BUILTINS:
             known = ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
             raise DataError(spec, None, f"unknown built-in corpus (known: {known})")
-        return _decompressed(BUILTINS[name])
+        return _decompressed(BUILTINS[name], spec)
     path = Path(spec).expanduser()
     if path.name.endswith(".gz") and path.is_file():
-        try:
-            return _decompressed(path)
-        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise DataError(path, None, f"cannot decompress: corrupt or truncated gzip "
-                                        f"({e})") from None
+        return _decompressed(path, spec)
     return path

@@ -22,11 +22,20 @@ PROGRESS_EVERY = 8 << 20  # bytes between progress callbacks: often enough for a
 MAX_FIRST_BAD = 5  # how many bad lines skip_bad_lines remembers for its report
 
 
+# A decompressed copy in the cache -> the file the user named (`note_copy`): its lines are the
+# same, so a problem at one of them is reported against the file the user can open and fix.
+_COPIES: dict[Path, Path] = {}
+
+
+def note_copy(copy: Path, original: str | Path) -> None:
+    _COPIES[copy] = Path(original)
+
+
 class DataError(ValueError):
     """A problem with a data file, printed like a compiler error: `path:line: message`."""
 
     def __init__(self, path: str | Path, line: int | None, message: str):
-        self.path = Path(path)
+        self.path = _COPIES.get(Path(path), Path(path))
         self.line = line
         self.message = message
         super().__init__(str(self))

@@ -87,6 +87,7 @@ def _with_progress(args, inspect: Callable[[_ProgressBar | None], T]) -> T | int
     """Run one inspection pass with a progress bar on a terminal: its result, or the exit code
     of a bad file or Ctrl+C (said on stderr)."""
     from minimind.data import DataError
+    from minimind.data.corpus import cache_problem
 
     bar = _ProgressBar() if sys.stderr.isatty() else None
     try:
@@ -94,7 +95,8 @@ def _with_progress(args, inspect: Callable[[_ProgressBar | None], T]) -> T | int
     except DataError as e:
         return exit_codes.invalid(str(e), prog=PROG)
     except OSError as e:
-        return exit_codes.invalid(f"{args.data}: cannot read ({e.strerror or e})", prog=PROG)
+        return exit_codes.invalid(cache_problem(e) or f"{args.data}: cannot read "
+                                                     f"({e.strerror or e})", prog=PROG)
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted", file=sys.stderr)
         return exit_codes.SIGNALLED

@@ -261,6 +261,39 @@ def test_corrupt_gzip_data_is_refused_by_name(settings, tmp_path, kind):
 
 
 @pytest.mark.parametrize("packing", [False, True])
+def test_a_bad_line_in_gzip_data_is_named_in_the_users_file(settings, tmp_path, packing):
+    """It was named in the decompressed copy in the cache: a file the user never made, whose
+    fixing changed nothing (the cache is keyed on the .gz)."""
+    path = tmp_path / "bad.jsonl.gz"
+    path.write_bytes(gzip.compress(SMALL_DATA + b'{"text": 5}\n'))
+    result, events = run(settings(data_path=str(path), packing=packing))
+    assert_refused(result, events, f'train.data_path: {path}:41: "text" must be a string', path)
+
+
+@pytest.mark.parametrize("data", ["plain", "gzip"])
+def test_a_cache_folder_that_cannot_be_used_is_named_as_the_cache(settings, tmp_path, data,
+                                                                   monkeypatch, capsys):
+    """MINIMIND_CACHE naming a file: the data file was blamed ("cannot read", "corrupt or
+    truncated gzip"), by a run (exit 1) and by inspect alike."""
+    from minimind_tui.cli.inspect import main as inspect_main
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(SMALL_DATA)
+    if data == "gzip":
+        path = tmp_path / "data.jsonl.gz"
+        path.write_bytes(gzip.compress(SMALL_DATA))
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("MINIMIND_CACHE", str(tmp_path / "a-file"))
+    why = (": Not a directory: derived files (decompressed and tokenized data) go to "
+           f"{tmp_path / 'a-file'}; set MINIMIND_CACHE to a folder this user can write")
+    result, _ = run(settings(data_path=str(path), packing=True))
+    assert (result.status, result.cause) == ("failed", "input")
+    assert result.reason.startswith(f"train.data_path: {path}: ") and result.reason.endswith(why)
+    assert inspect_main([str(path)]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(why)
+
+
+@pytest.mark.parametrize("packing", [False, True])
 def test_lone_surrogate_line_is_refused_or_skipped(settings, tmp_path, packing):
     path = tmp_path / "surrogate.jsonl"
     path.write_bytes(SMALL_DATA + b'{"text": "half a pair: \\ud800 here"}\n' + SMALL_DATA)
