@@ -112,23 +112,30 @@ def load_model(path: str | Path, num_attention_heads: int | None = None) -> Mini
     return read_checkpoint(path, "", num_attention_heads).model
 
 
-def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path) -> str:
-    """Copy the weights in `path` into `model` (a run's `from_weight`); returns which head split
-    record was checked. The file's own record, where there is one, must give the model's head
-    split: the shapes fit other splits too, and the weights only mean what they learned with
-    their own."""
-    return _load_weights(model, Path(path).expanduser(), ())
+def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path,
+                            tokenizer_path: str | None = None) -> tuple[str, str]:
+    """Copy the weights in `path` into `model` (a run's `from_weight`). Returns which head
+    split record was checked, and a warning ("" for none) when the run's `tokenizer_path`
+    gives other ids than the tokenizer the file's record names. The file's own record, where
+    there is one, must give the model's head split: the shapes fit other splits too, and the
+    weights only mean what they learned with their own."""
+    note, record = _load_weights(model, Path(path).expanduser(), ())
+    if record is None or tokenizer_path is None:
+        return note, ""
+    return note, _other_ids(record.tokenizer, tokenizer_path, "train.tokenizer_path")
 
 
-def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]) -> str:
-    """`load_pretrained_weights`; `chain`: the adapter files whose bases led here."""
+def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]
+                  ) -> tuple[str, Record | None]:
+    """`load_pretrained_weights`, and the record it went by; `chain`: the adapter files whose
+    bases led here."""
     if lora_run := _lora_run(path):
         # A lora run's adapters (or folder): the model it trained, as generate and export read
         # it, base and adapters merged. Read as a plain file it "did not fit" a same-shaped model.
         merged = _lora_model(*lora_run, None, chain)
         _same_head_split(path, merged.record, model.config)
         load_into(model, merged.model.state_dict(), (merged.record.config(), merged.record.where))
-        return _merged_text(merged.base, merged.adapter, merged.base_check)
+        return _merged_text(merged.base, merged.adapter, merged.base_check), merged.record
     state_dict, saved = read_weights(path)
     records = ([saved] if saved else []) + records_beside(path)
     record = agreed(path, records)
@@ -136,7 +143,7 @@ def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...
         _same_head_split(path, record, model.config)
     load_into(model, state_dict, None if record is None else (record.config(), record.where))
     return (f"head split as recorded in {record.where}" if record is not None
-            else "the file records no head split; the run's settings give it")
+            else "the file records no head split; the run's settings give it"), record
 
 
 def _same_head_split(path: Path, record: Record, ours: MiniMindConfig) -> None:
@@ -292,17 +299,21 @@ def _choose_tokenizer(recorded: tuple[str, str] | None, override: str | None,
     if override is None:
         return _check_tokenizer(*(recorded or BUNDLED), vocab_size), ""
     chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
-    if recorded is None:
-        return chosen, ""
+    return chosen, "" if recorded is None else _other_ids(recorded, override, "--tokenizer_path")
+
+
+def _other_ids(recorded: tuple[str, str], spec: str, label: str) -> str:
+    """A warning when the tokenizer `spec` (set as `label`) gives other ids than the recorded
+    one (spec, where it is named), which the model learned; "" when they agree, or when either
+    does not load here (the other choice is then the user's remedy, not a mistake)."""
     try:
-        own = load_tokenizer(recorded[0] or None)
+        own, chosen = load_tokenizer(recorded[0] or None), load_tokenizer(spec or None)
     except TokenizerError:
-        return chosen, ""
-    if tokenizer_digest(own) == tokenizer_digest(load_tokenizer(override or None)):
-        return chosen, ""
-    named = recorded[0] or "the bundled one"
-    return chosen, (f"--tokenizer_path {override or 'the bundled one'} gives other ids than the "
-                    f"tokenizer {recorded[1]} names ({named}), whose ids the model learned")
+        return ""
+    if tokenizer_digest(own) == tokenizer_digest(chosen):
+        return ""
+    return (f"{label} ({spec or 'the bundled tokenizer'}) gives other ids than the tokenizer "
+            f"the weights learned: {recorded[0] or 'the bundled tokenizer'} ({recorded[1]})")
 
 
 def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:

@@ -156,10 +156,13 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
     model = _build_model(settings, dist.device)
     if t.from_weight:
         try:
-            checked = load_pretrained_weights(model, Path(t.from_weight).expanduser())
+            checked, other_ids = load_pretrained_weights(model, Path(t.from_weight).expanduser(),
+                                                         t.tokenizer_path)
         except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight} ({checked})")
+        if other_ids:
+            log(f"{t.from_weight}: {other_ids}", "warning")
     if t.stage == "lora":
         base = model.num_parameters()
         adapters = apply_lora(model, t.lora_rank)

@@ -459,16 +459,22 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
     assert (tmp_path / "hf" / "config.json").is_file()
 
 
-def test_a_tokenizer_path_with_other_ids_than_the_runs_is_said(tmp_path, capsys):
-    """--tokenizer_path replaced the run's tokenizer without a word: a model shipped with ids it
-    never learned. The same tokenizer from another folder, or one whose record is not here to
-    compare (the override's reason to be), passes without a note."""
-    other = tmp_path / "other-tokenizer"  # the bundled one with two ids swapped
+def other_tokenizer(tmp_path: Path) -> Path:
+    """The bundled tokenizer with two ids swapped: the same size, other ids."""
+    other = tmp_path / "other-tokenizer"
     shutil.copytree(BUNDLED_TOKENIZER_DIR, other)
     spec = json.loads((other / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
     (other / "tokenizer.json").write_text(json.dumps(spec))
+    return other
+
+
+def test_a_tokenizer_path_with_other_ids_than_the_runs_is_said(tmp_path, capsys):
+    """--tokenizer_path replaced the run's tokenizer without a word: a model shipped with ids it
+    never learned. The same tokenizer from another folder, or one whose record is not here to
+    compare (the override's reason to be), passes without a note."""
+    other = other_tokenizer(tmp_path)
     make_run(tmp_path / "run")
     copy = tmp_path / "bundled-copy"
     shutil.copytree(BUNDLED_TOKENIZER_DIR, copy)
@@ -476,8 +482,36 @@ def test_a_tokenizer_path_with_other_ids_than_the_runs_is_said(tmp_path, capsys)
     assert export_main([str(tmp_path / "run"), str(tmp_path / "hf"), "--tokenizer_path",
                         str(other)]) == 0
     assert capsys.readouterr().err.splitlines() == [
-        f"minimind-tui export: warning: --tokenizer_path {other} gives other ids than the "
-        f"tokenizer train.tokenizer_path in {tmp_path / 'run' / 'config.toml'} names (the "
-        "bundled one), whose ids the model learned"]
+        f"minimind-tui export: warning: --tokenizer_path ({other}) gives other ids than the "
+        "tokenizer the weights learned: the bundled tokenizer (train.tokenizer_path in "
+        f"{tmp_path / 'run' / 'config.toml'})"]
     make_run(tmp_path / "moved", tokenizer_path=str(tmp_path / "gone"))
     assert read_checkpoint(tmp_path / "moved", str(other)).tokenizer_note == ""
+
+
+def test_a_start_from_weights_that_learned_other_ids_is_said(tiny_settings, tmp_path):
+    """from_weight checked shapes only: a pretrain -> sft chain with another tokenizer trained
+    on ids the weights never learned, without a word."""
+    from minimind.engine import Trainer
+    from minimind.events import LogMessage
+    from minimind.sinks import QueueSink
+
+    other = other_tokenizer(tmp_path)
+    first = tiny_settings(out_dir=str(tmp_path / "first"), tokenizer_path=str(other),
+                          max_steps=1)
+    assert Trainer(first).run().status == "completed"
+    weights = tmp_path / "first" / "pretrain_128.pth"
+
+    def warnings(tokenizer_path: str) -> list[str]:
+        sink = QueueSink()
+        settings = tiny_settings(out_dir=str(tmp_path / f"from-{len(tokenizer_path)}"),
+                                 from_weight=str(weights), tokenizer_path=tokenizer_path,
+                                 max_steps=1)
+        assert Trainer(settings, [sink]).run().status == "completed"
+        return [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"]
+
+    assert warnings("") == [
+        f"{weights}: train.tokenizer_path (the bundled tokenizer) gives other ids than the "
+        f"tokenizer the weights learned: {other} (train.tokenizer_path in the settings saved in "
+        f"{tmp_path / 'first' / 'pretrain_128_resume.pth'})"]
+    assert warnings(str(other)) == []
