@@ -260,6 +260,13 @@ class Trainer:
             peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir),
             tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed))
         self._tell_the_folder()
+        if t.warmup_iters >= plan.total_steps > self.progress.step:
+            last = learning_rate(plan.total_steps - 1, plan.total_steps, t.learning_rate,
+                                 t.warmup_iters, t.lr_schedule, t.decay_fraction)
+            self.log(f"the run's {plan.total_steps} steps end within warmup_iters "
+                     f"({t.warmup_iters}): the learning rate only rises, to {last:.3g} at the "
+                     f"last step (learning_rate is {t.learning_rate:g}), and never decays",
+                     "warning")
         if t.max_steps > plan.total_steps:  # else the header's "steps: 2" is the only hint
             epochs = math.ceil(t.max_steps / plan.steps_per_epoch)
             self.log(f"the data ends before max_steps ({t.max_steps}): {t.epochs} epoch(s) of "

@@ -161,6 +161,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad("train.lora_rank", f"must be ≤ hidden_size ({m.hidden_size}): a higher rank holds "
                                "more than the layer it adapts, and adds nothing",
             "model.hidden_size")
+    if t.node_rank >= t.nnodes:  # torchrun would wait for a master that never comes
+        bad("train.node_rank", f"must be < nnodes ({t.nnodes}): nodes count from 0",
+            "train.nnodes")
     if t.muon_lr and t.optimizer != "muon":
         bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
                              "to muon)", "train.optimizer")

@@ -506,7 +506,7 @@ def test_a_start_from_weights_that_learned_other_ids_is_said(tiny_settings, tmp_
         sink = QueueSink()
         settings = tiny_settings(out_dir=str(tmp_path / f"from-{len(tokenizer_path)}"),
                                  from_weight=str(weights), tokenizer_path=tokenizer_path,
-                                 max_steps=1)
+                                 max_steps=1, warmup_iters=0)
         assert Trainer(settings, [sink]).run().status == "completed"
         return [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"]
 

@@ -49,6 +49,18 @@ def test_wsd_warms_up_holds_the_peak_then_decays_linearly_to_a_tenth():
     assert max(steps) == pytest.approx(min(steps))  # a straight line
 
 
+def test_a_run_that_ends_within_its_warmup_says_so(tiny_settings):
+    """The schedule's peak and decay never came, and nothing said so."""
+    from minimind.engine import Trainer
+
+    sink = QueueSink()
+    settings = tiny_settings(max_steps=2, warmup_iters=4, learning_rate=1e-3)
+    assert Trainer(settings, [sink]).run().status == "completed"
+    assert [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"
+            ] == ["the run's 2 steps end within warmup_iters (4): the learning rate only rises, "
+                  "to 0.0005 at the last step (learning_rate is 0.001), and never decays"]
+
+
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     from minimind import MiniMindConfig, MiniMindForCausalLM
     from minimind.optim import build_optimizer

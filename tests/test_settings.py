@@ -57,6 +57,8 @@ def test_cross_field_train_rules():
         "adds nothing")
     assert "train.lora_rank" not in problems({"train": {**lora, "lora_rank": 128},
                                               "model": {"hidden_size": 128}})
+    assert problems({"train": {"nnodes": 2, "node_rank": 2}})["train.node_rank"] == (
+        "must be < nnodes (2): nodes count from 0")
 
 
 def test_parse_raises_with_every_problem():

@@ -193,8 +193,8 @@ def test_fields_the_chat_template_does_not_write_are_said(tmp_path):
     data.write_text("".join(json.dumps(row) + "\n" for row in (plain, thought, thought)))
     settings = load_settings("tiny-sft", {"train": {
         "data_path": str(data), "val_data_path": "", "eval_interval": 0, "from_weight": "",
-        "max_steps": 1, "batch_size": 2, "max_seq_len": 64, "out_dir": str(tmp_path / "run"),
-        "sample_prompts": []}})
+        "max_steps": 1, "warmup_iters": 0, "batch_size": 2, "max_seq_len": 64,
+        "out_dir": str(tmp_path / "run"), "sample_prompts": []}})
     sink = QueueSink()
     assert Trainer(settings, [sink]).run().status == "completed"
     assert [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"
