@@ -8,6 +8,7 @@ import sys
 import textwrap
 import time
 import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -289,3 +290,20 @@ def test_max_steps_beyond_the_data_says_the_data_ends_first_and_how_to_get_more(
     assert ("[warning] the data ends before max_steps (20): 1 epoch(s) of 2 steps end the run "
             "at step 2; for 20 steps set epochs to 10 (--epochs 10)") in proc.stdout
     assert "[completed] at step 2" in proc.stdout
+
+
+def test_a_piped_preset_is_refused_before_torchrun_reads_it_twice(capsys):
+    """`--preset <(...)`: read by this process, then named to each worker, where it was gone
+    ("unknown preset '/dev/fd/63'")."""
+    from minimind_tui.cli.main import main
+
+    read, write = os.pipe()
+    os.write(write, (Path(__file__).parents[1] / "presets" / "tiny.toml").read_bytes())
+    os.close(write)
+    try:
+        assert main(["--no-ui", "--preset", f"/dev/fd/{read}", "--nproc_per_node", "2"]) == 2
+    finally:
+        os.close(read)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"minimind-tui: error: --preset /dev/fd/{read}: not a regular file, and each of the 2 "
+        "processes torchrun starts reads it again; save it to a file")

@@ -19,7 +19,8 @@ from minimind_tui.cli import exit_codes
 from minimind_tui.cli.exit_codes import invalid
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
 from minimind_tui.form.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
-                                  load_start_settings, preset_data, preset_parameters)
+                                  load_start_settings, preset_data, preset_parameters,
+                                  resolve_preset)
 
 # name -> ("module:function" taking argv and returning an exit code, what it does); the module
 # is imported only when its command runs.
@@ -97,7 +98,7 @@ def _main(argv: list[str]) -> int:
     if untyped:  # a switch cannot show "maybe"
         return invalid(*untyped)
     if args.no_ui:
-        return _headless(settings, argv, detach=args.detach)
+        return _headless(settings, argv, args.preset, detach=args.detach)
     if not terminal_attached():
         return invalid("no terminal (stdin or stderr is not a TTY, e.g. under nohup or cron): "
                        "use --no-ui to train headless")
@@ -108,7 +109,8 @@ def _main(argv: list[str]) -> int:
     return app.return_code or exit_codes.OK  # Textual sets 1 when the app crashed
 
 
-def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
+def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
+              detach: bool) -> int:
     from minimind.distributed import launched_by_torchrun
     from minimind_tui.run.launch import exec_torchrun, needs_torchrun
 
@@ -127,6 +129,10 @@ def _headless(settings: RunSettings, argv: list[str], *, detach: bool) -> int:
             return invalid(f"train.out_dir: {refusal}")
         # nproc_per_node > 1: become torchrun, which runs this line again.
         if needs_torchrun(settings.train):
+            if preset and not resolve_preset(preset).is_file():  # <(...), a pipe: read once
+                return invalid(f"--preset {preset}: not a regular file, and each of the "
+                               f"{settings.train.nproc_per_node} processes torchrun starts reads "
+                               "it again; save it to a file")
             exec_torchrun(settings.train, argv)
     from minimind_tui.cli.headless import run_headless
 
