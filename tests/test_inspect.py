@@ -205,3 +205,15 @@ async def test_escape_cancels_a_running_pass(tmp_path, monkeypatch):
         await pilot.press("escape")
         await app.workers.wait_for_complete()
         assert app.screen is app.configure_screen
+
+
+@pytest.mark.parametrize("workers", ["0", "-1", "100000"])
+def test_a_worker_count_no_machine_should_start_is_refused(workers, capsys, monkeypatch):
+    """-1 ran one worker without a word, and a large count started that many processes."""
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    with pytest.raises(SystemExit) as exit_info:
+        inspect_main(["data.jsonl", "--workers", workers])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"minimind-tui inspect: error: --workers: must be from 1 to 8 (4 per core here), got "
+        f"{workers}")

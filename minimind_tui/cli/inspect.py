@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         RunSettings.parse({"train": {"max_seq_len": args.max_seq_len}})
     except SettingsError as e:
         parser.error(f"--max_seq_len: {e.problems[0].text}")
+    cores = os.cpu_count() or 1
+    if args.workers is not None and not 1 <= args.workers <= 4 * cores:
+        parser.error(f"--workers: must be from 1 to {4 * cores} (4 per core here), got "
+                     f"{args.workers}")
     # Imported here: the tokenizer loads transformers (seconds); --help should not wait.
     from minimind.data.inspect import inspect_data
     from minimind.tokenizer import TokenizerError, load_tokenizer
