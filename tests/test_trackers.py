@@ -66,9 +66,9 @@ def tracked_run(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HOME": str(home),
            "WANDB_MODE": "offline", "SWANLAB_MODE": "offline",
            "TRACKIO_DIR": str(home / "trackio")}
-    args = ["--no-ui", "--preset", "tiny", "--max_steps", "4", "--log_interval", "2",
-            "--eval_interval", "2", "--eval_batches", "2", "--max_seq_len", "64",
-            "--batch_size", "4", "--dtype", "float32", "--out_dir", str(out),
+    args = ["--no-ui", "--preset", "tiny", "--max_steps", "4", "--warmup_iters", "0",
+            "--log_interval", "2", "--eval_interval", "2", "--eval_batches", "2",
+            "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32", "--out_dir", str(out),
             "--sample_prompts", "--report_to", *INSTALLED]
     proc = subprocess.run([sys.executable, "-c", RUN, *args], capture_output=True, text=True,
                           env=env, timeout=600)
@@ -262,7 +262,8 @@ def train_with_recorder(tiny_settings, monkeypatch):
             "tensorboard": lambda out_dir, warn: made.append(Recorder(out_dir, warn, fail_on))
             or made[-1]})
         sink = QueueSink()
-        settings = tiny_settings(max_steps=steps, report_to=["tensorboard"], sample_prompts=[])
+        settings = tiny_settings(max_steps=steps, report_to=["tensorboard"], sample_prompts=[],
+                                 warmup_iters=0)
         result = Trainer(settings, [sink]).run()
         warnings = [e.text for e in sink.drain() if isinstance(e, LogMessage)
                     and e.level != "info"]
