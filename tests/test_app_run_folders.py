@@ -206,6 +206,9 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
         dialog = app.screen.query_one(".dialog")
         assert "already holds a run" in str(dialog.border_title)
         assert any("a new folder is run-2" in str(text.render()) for text in dialog.query(Static))
+        # It completed: Resume alone would train nothing, and the dialog says what it needs.
+        assert any("It completed: Resume trains on only past its last step" in str(text.render())
+                   for text in dialog.query(Static))
         # Every answer is in sight, Cancel included (it was cut off by the dialog's edge).
         for button in dialog.query(Button):
             assert dialog.content_region.contains_region(button.region), button.id

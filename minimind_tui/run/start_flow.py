@@ -51,6 +51,16 @@ def make_source(settings: RunSettings, *, detached: bool = False) -> RunSource:
     return FolderSource(train.out_dir, launch(settings, detached=detached), follower=follower)
 
 
+def _resume_note(folder: RunFolder, resumable: bool) -> str:
+    if not resumable:
+        return "It has no checkpoint to resume from."
+    status = folder.status()
+    if status is not None and status.state == "completed":  # the engine refuses it otherwise
+        return ("It completed: Resume trains on only past its last step (raise max_steps or "
+                "epochs first)")
+    return "Resume continues from its last checkpoint"
+
+
 class StartFlow:
     def __init__(self, app: MiniMindApp) -> None:
         self.app = app
@@ -90,8 +100,7 @@ class StartFlow:
                 [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
                  Choice("new", "New folder", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
-                note="Resume continues from its last checkpoint" if resumable
-                else "It has no checkpoint to resume from."),
+                note=_resume_note(folder, resumable)),
                 partial(self._reuse_answered, settings, detached, new, e.files))
         else:
             self.launch(settings, detached=detached)
