@@ -44,9 +44,12 @@ class SamplingParams:
                  ("top_p", 0 < self.top_p <= 1, "must be > 0 and ≤ 1 (1: off)"),
                  ("repetition_penalty", self.repetition_penalty > 0, "must be > 0 (1: off)"))
         for name, ok, rule in rules:
+            value = getattr(self, name)
             # inf passes "≥ 0" but is no temperature: every token equally likely, said nowhere
-            if not ok or not math.isfinite(getattr(self, name)):
-                raise ValueError(f"{name} {rule}, got {getattr(self, name)}")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+            if not ok:
+                raise ValueError(f"{name} {rule}, got {value}")
 
 
 
