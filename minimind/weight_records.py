@@ -172,8 +172,8 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
         if data.keys() & OUR_RESUME_MARKS:  # ours: its structure and settings are checked
             state = load_resume(path, data)
             saved = settings_record(f"the settings saved in {path}",
-                                     ModelSettings.model_validate(state["settings"]["model"]),
-                                     state["settings"]["train"])
+                                    ModelSettings.model_validate(state["settings"]["model"]),
+                                    state["settings"]["train"])
         data = data["model"]  # upstream's resume file records no config
     if not (isinstance(data, dict) and data and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())):

@@ -34,7 +34,8 @@ class OutError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Train a preset for a fixed number of steps after warm-up and report "
                     "useful tokens/s (padding excluded), padded tokens/s, MFU, the useful "

@@ -161,7 +161,8 @@ def main(argv: list[str]) -> int:
     from minimind_tui.cli.main import SUBCOMMANDS, build_parser
     from minimind_tui.cli.serve import build_parser as build_serve_parser
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="minimind-tui completion", description="Print a shell completion script.",
         epilog='Enable it with: eval "$(minimind-tui completion bash)" in ~/.bashrc (zsh: '
                'the same with zsh, in ~/.zshrc).')

@@ -23,7 +23,8 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Export a trained model. hf (default): a Hugging Face folder that "
                     "AutoModelForCausalLM.from_pretrained loads as LlamaForCausalLM (MiniMind2), "

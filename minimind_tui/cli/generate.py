@@ -41,7 +41,8 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG,
         description="Continue prompts with a trained model, streaming the text as it is "
                     "generated (KV cache, CPU or CUDA).")

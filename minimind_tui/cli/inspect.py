@@ -31,7 +31,8 @@ PROG = "minimind-tui inspect"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG, description="What a JSONL file holds, as the tokenizer sees it: documents, "
                                "tokens, lengths, padding and truncation at max_seq_len, bad "
                                "lines and characters the tokenizer spells byte by byte.")

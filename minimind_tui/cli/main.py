@@ -46,7 +46,8 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="minimind-tui",
         description="Pretrain MiniMind-style language models: a terminal dashboard, or the "
                     "same engine headless with --no-ui (also under torchrun).",

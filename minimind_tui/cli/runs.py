@@ -17,7 +17,8 @@ _RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG, description="List the training runs under a folder: stage and what it "
         "started from (the run folder its from_weight lies in, 'scratch', or 'missing: ...' when "
         "the file is gone), status (running, completed, stopped, failed, crashed), steps, last "

@@ -30,7 +30,8 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG, description="Serve the dashboard to a web browser (textual-serve).",
         epilog="Arguments after -- go to the app, as on the minimind-tui command line, e.g. "
                "minimind-tui serve --port 8000 -- --preset tiny. There is no authentication: "

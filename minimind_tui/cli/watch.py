@@ -22,7 +22,8 @@ PROG = "minimind-tui watch"
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, 
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=PROG, description="Open the dashboard on a run folder, read-only: its history "
         "first, then its metrics.jsonl followed live (through a crash, a resume or a restart). "
         "Works on a folder synced from another machine.",
