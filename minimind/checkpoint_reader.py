@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -112,17 +113,17 @@ def load_model(path: str | Path, num_attention_heads: int | None = None) -> Mini
     return read_checkpoint(path, "", num_attention_heads).model
 
 
-def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path,
-                            tokenizer_path: str | None = None) -> tuple[str, str]:
+def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path, tokenizer: Any = None,
+                            tokenizer_path: str = "") -> tuple[str, str]:
     """Copy the weights in `path` into `model` (a run's `from_weight`). Returns which head
-    split record was checked, and a warning ("" for none) when the run's `tokenizer_path`
-    gives other ids than the tokenizer the file's record names. The file's own record, where
-    there is one, must give the model's head split: the shapes fit other splits too, and the
-    weights only mean what they learned with their own."""
+    split record was checked, and a warning ("" for none) when the run's `tokenizer` (named
+    by its `tokenizer_path`) gives other ids than the tokenizer the file's record names. The
+    file's own record, where there is one, must give the model's head split: the shapes fit
+    other splits too, and the weights only mean what they learned with their own."""
     note, record = _load_weights(model, Path(path).expanduser(), ())
-    if record is None or tokenizer_path is None:
+    if record is None or tokenizer is None:
         return note, ""
-    return note, _other_ids(record.tokenizer, tokenizer_path, "train.tokenizer_path")
+    return note, _other_ids(record.tokenizer, tokenizer, tokenizer_path, "train.tokenizer_path")
 
 
 def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]
@@ -297,17 +298,19 @@ def _choose_tokenizer(recorded: tuple[str, str] | None, override: str | None,
     (--tokenizer_path), which the note compares with a recorded one that loads here. A record
     whose tokenizer is not here cannot be compared: that is what the override is for."""
     if override is None:
-        return _check_tokenizer(*(recorded or BUNDLED), vocab_size), ""
-    chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
-    return chosen, "" if recorded is None else _other_ids(recorded, override, "--tokenizer_path")
+        return _check_tokenizer(*(recorded or BUNDLED), vocab_size)[0], ""
+    folder, chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
+    return folder, ("" if recorded is None
+                    else _other_ids(recorded, chosen, override, "--tokenizer_path"))
 
 
-def _other_ids(recorded: tuple[str, str], spec: str, label: str) -> str:
-    """A warning when the tokenizer `spec` (set as `label`) gives other ids than the recorded
-    one (spec, where it is named), which the model learned; "" when they agree, or when either
-    does not load here (the other choice is then the user's remedy, not a mistake)."""
+def _other_ids(recorded: tuple[str, str], chosen: Any, spec: str, label: str) -> str:
+    """A warning when the tokenizer `chosen` (`spec`, set as `label`) gives other ids than the
+    recorded one (spec, where it is named), which the model learned; "" when they agree, or
+    when the recorded one does not load here (the other choice is then the user's remedy, not
+    a mistake)."""
     try:
-        own, chosen = load_tokenizer(recorded[0] or None), load_tokenizer(spec or None)
+        own = load_tokenizer(recorded[0] or None)
     except TokenizerError:
         return ""
     if tokenizer_digest(own) == tokenizer_digest(chosen):
@@ -316,7 +319,8 @@ def _other_ids(recorded: tuple[str, str], spec: str, label: str) -> str:
             f"the weights learned: {recorded[0] or 'the bundled tokenizer'} ({recorded[1]})")
 
 
-def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:
+def _check_tokenizer(spec: str, where: str, vocab_size: int) -> tuple[Path, Any]:
+    """The tokenizer folder `spec` names, and the tokenizer, once it fits the model."""
     try:
         tokenizer = load_tokenizer(spec or None)
     except TokenizerError as e:
@@ -325,4 +329,5 @@ def _check_tokenizer(spec: str, where: str, vocab_size: int) -> Path:
     if len(tokenizer) > vocab_size:
         raise CheckpointError(f"tokenizer ({where}) has {len(tokenizer)} tokens, more than the "
                               f"model's vocab_size {vocab_size}")
-    return BUNDLED_TOKENIZER_DIR if spec.strip() in BUNDLED_NAMES else Path(spec).expanduser()
+    folder = BUNDLED_TOKENIZER_DIR if spec.strip() in BUNDLED_NAMES else Path(spec).expanduser()
+    return folder, tokenizer

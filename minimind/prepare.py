@@ -157,7 +157,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
     if t.from_weight:
         try:
             checked, other_ids = load_pretrained_weights(model, Path(t.from_weight).expanduser(),
-                                                         t.tokenizer_path)
+                                                         tokenizer, t.tokenizer_path)
         except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight} ({checked})")
@@ -185,16 +185,17 @@ def _changed_since(state: dict[str, Any], settings: RunSettings) -> list[str]:
     """The train settings a resume changes (those it may not change are refused by
     `_resume_state`); where the run is and the launch's answers aside."""
     saved = state["settings"].get("train", {})
-    names = [k for k in settings.model_dump(mode="json")["train"]
+    names = [k for k in type(settings.train).model_fields
              if k in saved and k not in (*CONSENT_FIELDS, "out_dir")]
-    return _differences(state["settings"], settings, [("train", k) for k in names])
+    return _differences(state["settings"], settings.model_dump(mode="json"),
+                        [("train", k) for k in names])
 
 
-def _differences(saved: dict[str, Any], settings: RunSettings,
+def _differences(saved: dict[str, Any], current: dict[str, Any],
                  keys: list[tuple[str, str]]) -> list[str]:
     """"train.lr_schedule (cosine → wsd)" for each (section, name) whose value differs between
-    the checkpoint's settings and these: the one way a resume names what changed."""
-    current = settings.model_dump(mode="json")
+    the checkpoint's settings and these (both as JSON): the one way a resume names what
+    changed."""
     return [f"{s}.{k} ({saved.get(s, {}).get(k)} → {current[s][k]})"
             for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
 
@@ -375,7 +376,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     saved, current = state["settings"], settings.model_dump(mode="json")
     keys = [("model", k) for k in current["model"]] + [
         ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
-    if changed := _differences(saved, settings, keys):
+    if changed := _differences(saved, current, keys):
         raise InputError("train.from_resume: the checkpoint's run used different settings, so "
                          "it cannot continue exactly: " + ", ".join(changed))
     # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.

@@ -214,9 +214,8 @@ class RunFolder:
         if not found.in_the_way and (not found.run or resume):
             return f"the previous process crashed: {found.run}" \
                 if found.state == "crashed" else ""
-        launched = os.environ.get(LAUNCHED_INTO_ENV) == str(self.path.resolve())
-        ours = {self.path / name for name in (LAUNCH_SETTINGS_FILE, LAUNCH_LOG_FILE)
-                if launched}
+        ours = ((self.path / LAUNCH_SETTINGS_FILE, self.path / LAUNCH_LOG_FILE)
+                if os.environ.get(LAUNCHED_INTO_ENV) == str(self.path.resolve()) else ())
         self.replace_on_start = [p for p in run_files(self.path) if p not in ours] + \
             found.in_the_way
         return f"replacing {_replaced_text(found.run, found.in_the_way, from_weight)}"

@@ -246,6 +246,12 @@ CONSENT_FIELDS = ("from_resume", "overwrite", "allow_data_change")
 changed data): a run's config.toml and a saved preset leave them out, so a file reused as a
 preset never gives the user's consent for them."""
 
+
+def without_consent(train: dict[str, Any]) -> dict[str, Any]:
+    """A train table without the `CONSENT_FIELDS`."""
+    return {k: v for k, v in train.items() if k not in CONSENT_FIELDS}
+
+
 SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSettings}
 """The tables of a preset / config.toml and the sections of the settings, in order."""
 
@@ -326,7 +332,7 @@ class RunSettings(BaseModel):
         `for_one_launch` (what a launcher hands its child)."""
         data = self.to_toml_dict()
         if not for_one_launch:
-            data["train"] = {k: v for k, v in data["train"].items() if k not in CONSENT_FIELDS}
+            data["train"] = without_consent(data["train"])
         return atomic_write_bytes(Path(path), tomli_w.dumps(data).encode())
 
     # -- derived values -------------------------------------------------------------------

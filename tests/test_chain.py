@@ -308,7 +308,7 @@ def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(cha
 
     monkeypatch.chdir(chain)  # where the lora run took its relative from_weight from
     model = MiniMindForCausalLM(load_model(BASE).config)
-    assert load_pretrained_weights(model, ADAPTER, "") == (
+    assert load_pretrained_weights(model, ADAPTER) == (
         f"{BASE} with the adapters of {ADAPTER} merged in (base checked against "
         "lora_128_resume.pth)", "")
     # Against the base file with the adapters applied, not merged: the same logits.

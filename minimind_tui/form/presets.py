@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import (CONSENT_FIELDS, ModelSettings, Problem, RunSettings, SettingsError,
-                               merge, read_toml)
+from minimind.settings import (ModelSettings, Problem, RunSettings, SettingsError, merge,
+                               read_toml, without_consent)
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -93,7 +93,7 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
     path = resolve_preset(name_or_path)
     data = read_toml(path)
     if path.name == CONFIG_FILE and isinstance(data.get("train"), dict):
-        data["train"] = {k: v for k, v in data["train"].items() if k not in CONSENT_FIELDS}
+        data["train"] = without_consent(data["train"])
     return data
 
 
