@@ -124,10 +124,14 @@ class Trainer:
         except BaseException:
             # Ctrl+C in a script, or the command line's second stop signal: the run ends here,
             # and its status must say so (a "running" one left behind reads as a crash).
-            kept = (f"the one at step {self.last_saved_step} is intact"
-                    if self.last_saved_step is not None else "none was written")
-            self._finish("stopped", f"aborted at step {self.progress.step} without a new "
-                                    f"checkpoint ({kept})", cause="signal")
+            step, saved = self.progress.step, self.last_saved_step
+            if saved == step:  # between a checkpoint and the next step: nothing is lost
+                reason = f"aborted at step {step}, right after its checkpoint"
+            else:
+                kept = f"the one at step {saved} is intact" if saved is not None else \
+                    "none was written"
+                reason = f"aborted at step {step} without a new checkpoint ({kept})"
+            self._finish("stopped", reason, cause="signal")
             raise
         finally:
             if getattr(self, "prep", None) is not None:
