@@ -36,6 +36,18 @@ class SettingsForm(VerticalScroll):
                 yield Static(group, classes="group-title")
             yield SettingField(spec, self._initial[spec.loc])
 
+    def on_descendant_focus(self) -> None:
+        self._mark_focus_within()
+
+    def on_descendant_blur(self) -> None:
+        self._mark_focus_within()
+
+    def _mark_focus_within(self) -> None:
+        """The form's border shows whether a field has the focus. A `:focus-within` rule here
+        would restyle all ~400 of the form's widgets at every Tab (about 0.4 s on two
+        cores); this class changes only when the focus enters or leaves the form."""
+        self.set_class(self.has_focus_within, "-focus-within")
+
     @property
     def fields(self) -> dict[str, SettingField]:
         if not self._fields:  # the fields never change after compose; query once
