@@ -6,6 +6,8 @@ import pytest
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.form.presets import load_settings
 
+pytest_plugins = ["prewarmed"]  # the CLI processes start from a prewarmed interpreter
+
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject's addopts): twice the cores, at most 8. Many tests spend their time

@@ -1,0 +1,67 @@
+"""The tests' CLI processes start from a prewarmed interpreter (prewarmed.py): each is still
+the test's own child, started as `Popen` was asked, or else started by exec."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+import prewarmed
+
+CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
+
+
+@pytest.fixture(autouse=True)
+def _serving():
+    if not prewarmed.serving():  # off, not Linux, or torch started threads (OMP_NUM_THREADS)
+        pytest.skip("CLI processes start by exec here")
+
+
+def copied(proc: subprocess.Popen) -> bool:
+    """Whether the process is a copy of the helper (not an exec), and the test's child."""
+    child = psutil.Process(proc.pid)
+    assert child.ppid() == os.getpid()
+    return child.cmdline()[1:2] == [prewarmed.__file__]
+
+
+def test_a_copy_has_the_session_folder_stdio_and_environment_asked_for(tmp_path):
+    reading = subprocess.Popen([*CLI, "--preset", "/dev/stdin"], cwd=tmp_path,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert copied(reading)
+    assert os.getsid(reading.pid) == reading.pid
+    deadline = time.monotonic() + 60
+    while psutil.Process(reading.pid).cwd() != str(tmp_path):  # it reads stdin from there
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    _, err = reading.communicate("garbage [", timeout=120)
+    assert reading.returncode == 2 and "/dev/stdin: not valid TOML" in err, err
+
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "mine.toml").write_text("garbage [")
+    told = subprocess.run([*CLI, "--preset", "mine"], capture_output=True, text=True,
+                          env={**os.environ, "MINIMIND_TUI_PRESETS": str(presets)}, timeout=120)
+    assert told.returncode == 2 and f"{presets / 'mine.toml'}: not valid TOML" in told.stderr
+
+
+def test_a_copy_dies_of_the_signal_it_is_sent():
+    proc = subprocess.Popen([*CLI, "--preset", "/dev/stdin"], stdin=subprocess.PIPE)
+    assert copied(proc)
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+
+
+def test_what_a_copy_cannot_reproduce_runs_by_exec():
+    env = {**os.environ, "OMP_NUM_THREADS": "3"}  # read by torch's OpenMP as it loads
+    proc = subprocess.Popen([*CLI, "--preset", "/dev/stdin"], stdin=subprocess.PIPE, env=env)
+    try:
+        assert not copied(proc)
+        assert psutil.Process(proc.pid).cmdline()[1:3] == ["-m", "minimind_tui"]
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
