@@ -171,13 +171,18 @@ def next_token(logits: torch.Tensor, seen: torch.Tensor, params: SamplingParams,
         # Greedy would pick token 0 forever and sampling fail deep in torch.multinomial.
         raise NonFiniteOutput("the model's output holds NaN/inf (its weights or activations "
                               "overflowed); try float32 or an earlier checkpoint")
+    # In float64 and shifted to a maximum of 0 before the temperature divides: extreme but
+    # valid settings (a temperature of 1e-39, a penalty of 1e-300) then give -inf for the
+    # unlikely tokens, never inf - inf = NaN in the softmax.
+    logits = logits.double()
     p = params.repetition_penalty
     if p != 1.0:
         # Dividing a positive logit and multiplying a negative one both lower it for p > 1.
         logits = torch.where(seen, torch.where(logits > 0, logits / p, logits * p), logits)
+        logits = logits.clamp(max=torch.finfo(logits.dtype).max)
     if params.temperature == 0:
         return int(logits.argmax())
-    logits = logits / params.temperature
+    logits = (logits - logits.max()) / params.temperature
     if params.top_k and params.top_k < logits.numel():
         kth_best = torch.topk(logits, params.top_k).values[-1]
         logits = logits.masked_fill(logits < kth_best, float("-inf"))

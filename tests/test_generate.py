@@ -89,6 +89,21 @@ def test_sampling_rules():
         == [next_token(flat, torch.zeros(50, dtype=torch.bool), p, gen())] * 3
 
 
+def test_extreme_but_valid_settings_still_pick_the_limit_token():
+    """A temperature, top_p or penalty near 0 is valid; in float32 it made NaN probabilities
+    and a traceback from torch.multinomial."""
+    logits = torch.tensor([1.0, 3.0, 2.0, -1.0])
+    none_seen = torch.zeros(4, dtype=torch.bool)
+    seen = torch.tensor([False, True, False, True])
+    for params, seen_ids in [(SamplingParams(temperature=1e-39), none_seen),
+                             (SamplingParams(temperature=1e-320), none_seen),
+                             (SamplingParams(top_p=1e-300), none_seen),
+                             # below 1 a penalty favours what was seen: the best seen one wins
+                             (SamplingParams(repetition_penalty=1e-300), seen),
+                             (SamplingParams(repetition_penalty=1e-320), seen)]:
+        assert next_token(logits, seen_ids, params, torch.Generator().manual_seed(0)) == 1
+
+
 @pytest.mark.parametrize("field, value", [("temperature", -1), ("top_p", 0), ("top_k", -2),
                                           ("repetition_penalty", 0), ("max_new_tokens", 0),
                                           ("temperature", math.inf), ("top_p", math.nan),
