@@ -64,8 +64,8 @@ def run_headless(settings: RunSettings) -> int:
         received.append(signum)
         if stop.is_set():
             if rank == 0:  # under torchrun every rank hears it; one line says it
-                say(f"\nminimind-tui: {name} again: aborting now, without a new checkpoint "
-                    "(the last one written is intact)")
+                # Whether an earlier checkpoint exists, the run's last line says.
+                say(f"\nminimind-tui: {name} again: aborting now, without a new checkpoint")
             raise Aborted
         stop.set()
         if rank == 0:

@@ -47,6 +47,21 @@ def resume_step(out_dir: Path) -> int:
     return state["progress"]["step"]
 
 
+def test_a_second_signal_before_any_checkpoint_claims_none(tmp_path):
+    """The abort's notice speaks of no checkpoint it has not seen; the run's last line says
+    none was written (it said "the last one written is intact" once)."""
+    proc = start("--out_dir", str(tmp_path), "--save_interval", "0", "--batch_size", "64")
+    wait_for_step(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    proc.stderr.readline()
+    assert "SIGINT received" in proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "intact" not in err and "without a new checkpoint (none was written)" in out, out
+    assert not list(tmp_path.glob("*.pth"))
+
+
 def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
     proc = start("--out_dir", str(tmp_path))
     wait_for_step(proc, 2)
@@ -70,6 +85,7 @@ def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
     assert proc.returncode == 3, err
     assert "SIGINT again: aborting now, without a new checkpoint" in err
     assert "Traceback" not in err + out and "KeyboardInterrupt" not in err
+    assert "without a new checkpoint (the one at step" in out and "is intact)" in out
     assert resume_step(tmp_path) >= 2  # loadable: the abort never leaves a torn file
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
     # The folder says the run stopped (and where), not that it crashed.
