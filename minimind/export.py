@@ -32,7 +32,7 @@ from safetensors.torch import save
 from .atomic import atomic_write_bytes
 from .checkpoint import weights_bytes
 from .checkpoint_reader import Checkpoint
-from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
+from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
 from .run_files import run_files, weights_name
@@ -203,6 +203,22 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
         if not (out / "config.json").is_file():
             raise ExportError(f"{out}: not an exported model (no config.json); refusing to "
                               "replace it even with --overwrite")
+        _check_only_an_export(out, exported=None)
+
+
+def _check_only_an_export(out: Path, exported: set[str] | None) -> None:
+    """Refuse to replace a folder holding more than an export writes: the user's notes or
+    evaluation results beside an earlier export are not ours to delete. ``exported``: the
+    names this export writes (None before it is written: any subfolder is then foreign)."""
+    ours = None if exported is None else exported | REMOTE_CODE_FILES
+    foreign = sorted(f"{p.name}/" if p.is_dir() else p.name for p in out.iterdir()
+                     if p.is_dir() or (ours is not None and p.name not in ours))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                          else "")
+        raise ExportError(f"{out}: holds files an export does not write ({shown}); --overwrite "
+                          "replaces an earlier export, never other files: move them, or choose "
+                          "another OUT")
 
 
 def _check_not_a_run(folder: Path) -> None:
@@ -226,6 +242,7 @@ def _move_into_place(staging: Path, out: Path) -> None:
     if not out.exists():
         os.rename(staging, out)
         return
+    _check_only_an_export(out, exported={p.name for p in staging.iterdir()})
     old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
     os.rename(out, old / out.name)
     os.rename(staging, out)

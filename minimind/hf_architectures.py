@@ -58,6 +58,7 @@ _SOURCE_DIR = Path(__file__).resolve().parent
 # Our modules that the remote code consists of, and the names they get in the exported folder.
 _REMOTE_MODULES = {"family": "family_minimind", "config": "configuration_minimind",
                    "feed_forward": "feed_forward_minimind", "model": "modeling_minimind"}
+REMOTE_CODE_FILES = frozenset(f"{name}.py" for name in _REMOTE_MODULES.values())
 
 
 def standard_architecture(config: MiniMindConfig) -> str | None:

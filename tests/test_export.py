@@ -344,9 +344,19 @@ def test_destination_rules(tmp_path):
     out = export_hf(src, tmp_path / "hf", verify=False).path
     with pytest.raises(ExportError, match="not empty"):
         export_hf(src, out, verify=False)
-    (out / "stale.txt").write_text("from an earlier export")
+    # --overwrite replaces an earlier export (its remote code included), never the user's
+    # files beside it: those are named, and nothing is deleted.
+    export_hf(src, out, verify=False, overwrite=True, remote_code=True)
+    assert (out / "modeling_minimind.py").is_file()
+    (out / "notes.txt").write_text("the user's")
+    (out / "eval").mkdir()
+    for files in ("eval/", "notes.txt"):
+        with pytest.raises(ExportError, match=f"holds files an export does not write \\({files}"):
+            export_hf(src, out, verify=False, overwrite=True)
+        assert (out / "notes.txt").read_text() == "the user's"
+        (out / "eval").rmdir() if files == "eval/" else (out / "notes.txt").unlink()
     export_hf(src, out, verify=False, overwrite=True)
-    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()
+    assert not (out / "modeling_minimind.py").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
