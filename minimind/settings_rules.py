@@ -91,7 +91,12 @@ def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:
     for i, loc in enumerate(problem.related):
         if loc in changed:
             others = (problem.loc, *problem.related[:i], *problem.related[i + 1:])
-            return Problem(loc, problem.message, others)
+            # The message spoke of its own field ("must be ≤ max_position_embeddings (64)"):
+            # beside another one it names its subject, or it would read as about that field.
+            subject = problem.loc.split(".")[-1]
+            named = any(problem.message.startswith(f.split(".")[-1]) for f in (loc, *others))
+            return Problem(loc, problem.message if named else f"{subject} {problem.message}",
+                           others)
     return problem
 
 

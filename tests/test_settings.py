@@ -168,6 +168,18 @@ def test_a_rule_over_several_fields_names_the_one_the_user_changed():
     assert by_loc["model.hidden_size"].related == ("model.num_attention_heads",)
     assert str(by_loc["model.hidden_size"]) == \
         "model.hidden_size: num_attention_heads (8) must divide hidden_size (100)"
+    # Moved beside the changed field, a message about its own field names that field.
+    for changed, expected in [
+            ({"model": {"max_position_embeddings": "64"}},
+             "model.max_position_embeddings: max_seq_len must be ≤ max_position_embeddings (64)"),
+            ({"train": {"stage": "sft", "packing": "1", "data_path": "builtin:shakespeare"}},
+             "train.packing: is for pretraining; sft pads each conversation")]:
+        with pytest.raises(SettingsError) as info:
+            load_settings("tiny", changed)
+        assert str(info.value.problems[0]).startswith(expected), info.value.problems
+    with pytest.raises(SettingsError) as info:
+        load_settings("tiny", {"train": {"stage": "sft"}})  # the preset's packing, now blamed
+    assert str(info.value.problems[0]).startswith("train.stage: packing is for pretraining")
     with pytest.raises(SettingsError) as info:  # a preset's own shape keeps the usual field
         load_settings(None, {"model": {"num_attention_heads": "7"}})
     assert info.value.problems[0].loc == "model.num_attention_heads"
