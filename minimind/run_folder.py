@@ -30,7 +30,8 @@ from minimind.events import Event
 from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
                                 STATUS_FILE, remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
-from minimind.run_status import RunStatus, read_status, status_from_metrics, this_process
+from minimind.run_status import (RunStatus, caught_up, read_status, status_from_metrics,
+                                 this_process)
 from minimind.sinks import BackgroundSink
 
 # A launcher that took a folder's lock for its child names the inherited descriptor here.
@@ -45,6 +46,7 @@ STALE_SECONDS = 10 * 60.0
 # How much of metrics.jsonl a resume folds when run.json is gone: a long run's whole history,
 # with a bound on memory (~1 KB a logged step).
 HISTORY_FOLD_BYTES = 64 << 20
+CATCH_UP_BYTES = 1 << 20  # a crashed run's status is a few seconds of steps behind its log
 
 
 class RunBusy(Exception):
@@ -85,9 +87,14 @@ class RunFolder:
 
     # -- reading ---------------------------------------------------------------------------
     def status(self) -> RunStatus | None:
-        """The status, or None if there is none or it cannot be read (see `state`)."""
+        """The status, or None if there is none or it cannot be read (see `state`). A crashed
+        run's is caught up with the steps its metrics logged after the status's last write."""
         status = read_status(self.path / STATUS_FILE)
-        return status if isinstance(status, RunStatus) else None
+        if not isinstance(status, RunStatus):
+            return None
+        if status.state == "running" and not process_alive(status):
+            return caught_up(status, self.path / METRICS_FILE, CATCH_UP_BYTES)
+        return status
 
     def holds_a_run(self) -> bool:
         """Whether training here would replace something: a status, checkpoints, or metrics (a

@@ -111,16 +111,35 @@ def status_from_metrics(metrics: Path, max_bytes: int) -> RunStatus:
     (for a folder without a status file: a run from before it, a metrics.jsonl synced alone, a
     status lost). State "running" if none ended it; `updated` is the file's time."""
     status = RunStatus()
+    events, updated = _tail_events(metrics, max_bytes)
+    if updated is not None:
+        status.updated = updated
+    for event in events:
+        status.apply(event)
+    return status
+
+
+def caught_up(status: RunStatus, metrics: Path, max_bytes: int) -> RunStatus:
+    """`status` moved on by what its metrics file logged after its step: a crash leaves the
+    status (written every few seconds) behind the log, and a report must not name an earlier
+    step than the log shows."""
+    since = status.step
+    for event in _tail_events(metrics, max_bytes)[0]:
+        if isinstance(event, (StepMetrics, EvalResult, CheckpointSaved)) and event.step > since:
+            status.apply(event)
+    return status
+
+
+def _tail_events(metrics: Path, max_bytes: int) -> tuple[list[Event], float | None]:
+    """The events in the last `max_bytes` of a metrics file, and the file's time."""
     tail = read_regular_tail(metrics, max_bytes)
     if tail is None:
-        return status
-    data, status.updated = tail
+        return [], None
+    data, updated = tail
     lines = data.splitlines()
     if len(data) >= max_bytes:  # read from mid-file: the first line may be cut
         lines = lines[1:]
-    for event in filter(None, map(parse_event, lines)):
-        status.apply(event)
-    return status
+    return list(filter(None, map(parse_event, lines))), updated
 
 
 def this_process() -> dict[str, Any]:

@@ -131,6 +131,22 @@ def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):
     assert folder.state() == "completed"
 
 
+def test_a_crashed_runs_step_is_the_last_one_its_log_shows(tmp_path):
+    """run.json is written every few seconds; a kill between two writes left `runs`, `watch`
+    and the refusals naming an earlier step (and loss) than metrics.jsonl shows."""
+    assert cli("--max_steps", "4", "--out_dir", str(tmp_path)).returncode == 0
+    status_file = tmp_path / "run.json"
+    record = json.loads(status_file.read_text())
+    logged = [e for e in read_events(tmp_path / "metrics.jsonl") if isinstance(e, StepMetrics)]
+    # As a kill leaves it: still "running", two steps behind, its process gone.
+    record.update(state="running", step=2, loss=123.0, process_started=1.0)
+    status_file.write_text(json.dumps(record))
+    folder = RunFolder(tmp_path)
+    assert folder.state() == "crashed"
+    assert (folder.status().step, folder.status().loss) == (4, logged[-1].loss)
+    assert folder.describe().startswith("crashed at step 4 ")
+
+
 def test_a_run_killed_before_its_first_checkpoint_is_not_offered_a_resume(tmp_path):
     proc = start("--out_dir", str(tmp_path), "--save_interval", "0")
     wait_for(proc, "Epoch:[1/1](1/")
