@@ -289,13 +289,19 @@ class MiniMindApp(App[None]):
         self._drain_timer.pause()
         self._drain()
         finished = run.outcome(self.history.summary.step)
-        if self.history.finished is None:  # the engine did not get to report its end
-            self.apply_events([finished])
-        self.run_phase = RunPhase(finished.status)
+        refused = run.refused(finished)
+        if refused:  # the dashboard goes on showing what the folder holds (a resume's run)
+            h = self.history
+            self.run_phase = (RunPhase(h.finished.status) if h.finished
+                              else RunPhase.CRASHED if h.latest else RunPhase.IDLE)
+        else:
+            if self.history.finished is None:  # the engine did not get to report its end
+                self.apply_events([finished])
+            self.run_phase = RunPhase(finished.status)
         if self._quitting:
             self.exit()
         elif finished.status == "failed":
-            self.push_screen(RunFailedScreen(finished),
+            self.push_screen(RunFailedScreen(finished, refused=refused),
                              lambda _: self._back_to_form(finished.reason))
         else:
             self.notify(f"{finished.status} at step {finished.step:,}", title="Run ended")

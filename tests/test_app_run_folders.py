@@ -188,6 +188,27 @@ def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
     assert not (tmp_path / "refused").exists()
 
 
+async def test_a_refused_resume_leaves_the_completed_run_on_show(tmp_path):
+    """Resume chosen for a run that ended where the settings end it too: the engine refuses
+    while preparing. The dashboard showed that completed run as "Failed at step 0", with a
+    [failed] line in its log, and the dialog said "Stopped at step 0"."""
+    app = quick_app(tmp_path, max_steps=3, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()
+        await wait_until(pilot, lambda: app.run_phase == "completed")
+        await pilot.press("f2", "f5", "r")
+        await wait_until(pilot, lambda: app.screen.query("#failed-reason"))
+        dialog = app.screen.query_one(".dialog")
+        assert dialog.border_title == "Cannot start"
+        assert "nothing is left to train" in str(app.screen.query_one("#failed-reason").render())
+        assert any("Nothing was trained" in str(s.render()) for s in dialog.query(Static))
+        assert app.run_phase == "completed" and app.history.finished.status == "completed"
+        assert not [e for _, e in app.history.log if getattr(e, "status", "") == "failed"]
+        await pilot.press("enter", "f2")
+        assert status_text(app) == "Completed at step 3"
+        assert RunFolder(tmp_path / "run").state() == "completed"
+
+
 async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):
     run = tmp_path / "run"
     app = quick_app(tmp_path, max_steps=3, log_interval=1)

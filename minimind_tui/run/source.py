@@ -66,6 +66,11 @@ class RunSource:
     def close(self) -> None:
         """The app is going away (or showing another run): end the worker soon."""
 
+    def refused(self, finished: RunFinished) -> bool:
+        """Whether the run ended refused before it trained (its input, checked while it was
+        prepared): nothing of it belongs in the history on show."""
+        return False
+
     no_result = "stopped following the run"
     """The reason of a failure when the worker ended without a result."""
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from textual.dom import DOMNode
 from textual.worker import Worker
 
-from minimind.events import Event, RunFinished
+from minimind.events import Event, RunFinished, RunStarted
 from minimind.follow import Follower
 from minimind.settings import RunSettings
 from minimind.sinks import QueueSink
@@ -38,6 +38,8 @@ class TrainingRun(RunSource):
         self.history = history
         self.sink = QueueSink()
         self.stop_event = threading.Event()
+        self._engine_started = False
+        """The engine announced its run (RunStarted): a failure from here on is the run's."""
         self._earlier: queue.Queue[list[Event | StepBlock]] = queue.Queue(QUEUED_CHUNKS)
         self._earlier_done = threading.Event()
         """All of the earlier history is queued: the engine's events may follow it."""
@@ -83,4 +85,14 @@ class TrainingRun(RunSource):
         items: list[Event | StepBlock] = []
         while not self._earlier.empty():  # only this thread takes: get_nowait cannot fail
             items += self._earlier.get_nowait()
-        return items + self.sink.drain() if done else items
+        if not done:
+            return items
+        engine = self.sink.drain()
+        self._engine_started |= any(isinstance(e, RunStarted) for e in engine)
+        if not self._engine_started:  # a refusal is not the end of the run on show
+            engine = [e for e in engine if not self.refused(e)]
+        return items + engine
+
+    def refused(self, finished: Event) -> bool:
+        return (isinstance(finished, RunFinished) and finished.cause == "input"
+                and not self._engine_started)
