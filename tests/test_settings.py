@@ -180,6 +180,9 @@ def test_a_rule_over_several_fields_names_the_one_the_user_changed():
     with pytest.raises(SettingsError) as info:
         load_settings("tiny", {"train": {"stage": "sft"}})  # the preset's packing, now blamed
     assert str(info.value.problems[0]).startswith("train.stage: packing is for pretraining")
+    with pytest.raises(SettingsError) as info:  # it resumed, and dropped overwrite unsaid
+        load_settings("tiny", {"train": {"from_resume": "1", "overwrite": "1"}})
+    assert str(info.value.problems[0]).startswith("train.overwrite: and from_resume are both on")
     with pytest.raises(SettingsError) as info:  # a preset's own shape keeps the usual field
         load_settings(None, {"model": {"num_attention_heads": "7"}})
     assert info.value.problems[0].loc == "model.num_attention_heads"

@@ -114,9 +114,11 @@ class StartFlow:
         if answer == "resume":
             self.app.configure_screen.set_fields({"train.from_resume": True})
             self.launch(with_train(settings, from_resume=True), detached=detached)
-        elif answer == "new":
-            self.app.configure_screen.set_fields({"train.out_dir": str(new)})
-            self.launch(with_train(settings, out_dir=str(new)), detached=detached)
+        elif answer == "new":  # a fresh run there: nothing to resume
+            self.app.configure_screen.set_fields({"train.out_dir": str(new),
+                                                  "train.from_resume": False})
+            self.launch(with_train(settings, out_dir=str(new), from_resume=False),
+                        detached=detached)
         elif answer == "overwrite":
             files = len(run_files(Path(settings.train.out_dir).expanduser()))
             what = f"the run there, its checkpoints included ({files} files)" if files else ""
@@ -131,8 +133,10 @@ class StartFlow:
 
     def _overwrite_confirmed(self, settings: RunSettings, detached: bool,
                              confirmed: bool | None) -> None:
-        if confirmed:
-            self.launch(with_train(settings, overwrite=True), detached=detached)
+        if confirmed:  # a new run in place of the old one: nothing to resume
+            self.app.configure_screen.set_fields({"train.from_resume": False})
+            self.launch(with_train(settings, overwrite=True, from_resume=False),
+                        detached=detached)
 
     def launch(self, settings: RunSettings, *, detached: bool = False) -> None:
         try:
