@@ -283,3 +283,5 @@ def test_generate_draws_a_new_seed_each_time_and_says_it(short_context, capsys):
     assert runs[0][0] != runs[1][0]
     assert generate_main([*args, "--seed", runs[0][0]]) == 0
     assert capsys.readouterr().out == runs[0][1]
+    assert generate_main([*args, "--temperature", "0"]) == 0  # greedy: no seed to repeat
+    assert "seed: " not in capsys.readouterr().err

@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator()
     if args.seed is None:  # an unseeded generator starts from torch's one fixed default
         seed = generator.seed()
-        print(f"seed: {seed} (drawn for this run; --seed {seed} repeats it)", file=sys.stderr)
+        if params.temperature > 0:  # greedy draws nothing: a seed to repeat it would mislead
+            print(f"seed: {seed} (drawn for this run; --seed {seed} repeats it)",
+                  file=sys.stderr)
     else:
         generator.manual_seed(args.seed)
     history: list[dict[str, str]] = []
