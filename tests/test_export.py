@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -455,8 +456,19 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         await pilot.pause()
         screen = app.screen
         assert isinstance(screen, ExportScreen)
-        assert screen.query_one("#export-source", Input).value == str(tmp_path / "run")
-        screen.query_one("#export-destination", Input).value = str(tmp_path / "hf")
+        source = screen.query_one("#export-source", Input)
+        destination = screen.query_one("#export-destination", Input)
+        assert source.value == str(tmp_path / "run")
+        assert destination.value == str(tmp_path / "run-hf")
+        # The proposed destination follows the source (it kept run-hf for another run's model),
+        # until the user types one.
+        source.value = str(tmp_path / "other")
+        await pilot.pause()
+        assert destination.value == str(tmp_path / "other-hf")
+        destination.value = str(tmp_path / "hf")
+        source.value = str(tmp_path / "run")
+        await pilot.pause()
+        assert destination.value == str(tmp_path / "hf")
         await pilot.click("#export")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -466,6 +478,26 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "folder is not empty" in str(screen.query_one("#export-result", Static).render())
+        # Esc while it works keeps the dialog, so its outcome is seen (it closed, and the
+        # export finished unseen); then Esc closes it.
+        import minimind.export
+
+        release, export_hf = threading.Event(), minimind.export.export_hf
+        minimind.export.export_hf = lambda *a, **kw: release.wait(60) and export_hf(*a, **kw)
+        try:
+            destination.value = str(tmp_path / "hf2")
+            destination.focus()
+            await pilot.press("enter", "escape")
+            assert app.screen is screen
+            release.set()
+            await app.workers.wait_for_complete()
+        finally:
+            minimind.export.export_hf = export_hf
+        await pilot.pause()
+        message = str(screen.query_one("#export-result", Static).render())
+        assert f"wrote {tmp_path / 'hf2'} as LlamaForCausalLM" in message
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ExportScreen)
     assert (tmp_path / "hf" / "config.json").is_file()
 
 

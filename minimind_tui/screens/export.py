@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -23,11 +23,13 @@ FORMATS = [("Hugging Face folder (standard class)", "hf"),
 
 
 class ExportScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape", "dismiss", "Close", id="export_close")]
+    BINDINGS = [Binding("escape", "close", "Close", id="export_close")]
 
     def __init__(self, source: str) -> None:
         super().__init__(classes="dialog-screen")
         self._source = source
+        self._suggested = _default_destination(source)
+        """The destination the dialog proposed: it follows the source until the user edits it."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as dialog:
@@ -36,7 +38,7 @@ class ExportScreen(ModalScreen[None]):
                          markup=False)
             yield Input(self._source, id="export-source")
             yield Static("Destination:", markup=False)
-            yield Input(_default_destination(self._source), id="export-destination")
+            yield Input(self._suggested, id="export-destination")
             yield Select(FORMATS, value="hf", allow_blank=False, id="export-format",
                          compact=True)
             yield LoadingIndicator(id="export-busy")
@@ -48,14 +50,28 @@ class ExportScreen(ModalScreen[None]):
     def on_mount(self) -> None:
         self.query_one("#export-busy").display = False
 
+    def action_close(self) -> None:
+        if self.query_one("#export", Button).disabled:  # closed, it would finish unseen
+            self.notify("The export is still being written; its outcome shows here.",
+                        title="Exporting", severity="warning")
+            return
+        self.dismiss()
+
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "close":
-            self.dismiss()
+            self.action_close()
         elif event.button.id == "export":
             self.start_export()
 
     def on_input_submitted(self) -> None:
         self.start_export()
+
+    @on(Input.Changed, "#export-source")
+    def _follow_the_source(self, event: Input.Changed) -> None:
+        destination = self.query_one("#export-destination", Input)
+        if destination.value == self._suggested:  # else the user chose it: leave it be
+            self._suggested = _default_destination(event.value.strip())
+            destination.value = self._suggested
 
     def start_export(self) -> None:
         button = self.query_one("#export", Button)
