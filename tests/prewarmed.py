@@ -13,7 +13,8 @@ What a copy could not reproduce still runs by exec: any other command, a termina
 stdio, `pass_fds`/`preexec_fn`/user or group changes, an environment that differs in a
 variable read while torch or transformers are imported, and a helper that is not single
 threaded. `MINIMIND_TEST_EXEC=1` runs every process by exec. What differs from an exec: the
-hash seed is the helper's, and `ps` shows the helper's command line for the copy.
+hash seed is the helper's, and /proc shows the helper's command line and environment block
+for the copy (`ps`; the copy's own `os.environ` is the request's).
 
 Run as a script, this module is the helper: `python prewarmed.py FD`.
 """
