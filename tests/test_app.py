@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -393,6 +394,34 @@ def test_downsampling_keeps_extrema_and_bounds_the_length():
     assert min(out_y) == -50.0 and max(out_y) == 500.0
     assert out_x == sorted(out_x)
     assert downsample_minmax(xs[:10], ys[:10], 400) == (xs[:10], ys[:10])
+
+
+async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model_only(
+        tmp_path):
+    """The ETA used the last log interval's rate (~1.6x the run's average), kept a rate from
+    before the run ended, and applied it to a model eight times larger."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f8")  # the data inspected: tokens per epoch, which the ETA needs
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "tokens/epoch" in readouts(app))
+        assert "ETA" not in readouts(app)  # no run yet
+        ran = quick_settings(tmp_path).model_dump(mode="json")
+        app.apply_events([  # a run ends (as the app's own would)
+            replace(_started(0), settings=ran),
+            replace(_step(10), tokens_per_sec=9_999.0, tokens_seen=50_000, elapsed=10.0),
+            RunFinished(status="completed", step=10)])
+        await pilot.press("f2", "f2")  # to the dashboard and back: the readouts follow it
+        await wait_until(pilot, lambda: "ETA" in readouts(app))
+        assert "at the last run's 5.00k tokens/s" in " ".join(readouts(app).split())
+        await type_into(pilot, "hidden_size", "256")
+        await wait_until(pilot, lambda: "parameters" in readouts(app)
+                         and "1.21M" not in readouts(app))  # the larger model's count
+        assert "ETA" not in readouts(app)
+        await type_into(pilot, "hidden_size", "128")
+        await wait_until(pilot, lambda: "ETA" in readouts(app))
 
 
 def test_history_tracks_series_and_smoothing():

@@ -182,10 +182,6 @@ async def test_an_eta_comes_only_from_a_last_run_that_counted_the_same_kind_of_t
     from snapshot_apps.replay import fixed_events
 
     expected = inspect_conversations(CHAT, load_tokenizer(), 128)  # the form's scan finds it
-    pretrain_run = fixed_events(10)
-    sft_run = [dataclasses.replace(e, settings={**e.settings, "train": {
-        **e.settings["train"], "stage": "sft"}}) if isinstance(e, RunStarted) else e
-        for e in pretrain_run]
     app = MiniMindApp("tiny-sft")
     async with app.run_test(size=SIZE) as pilot:
         await app.workers.wait_for_complete()
@@ -193,6 +189,12 @@ async def test_an_eta_comes_only_from_a_last_run_that_counted_the_same_kind_of_t
         configure = app.configure_screen
         panel = configure.query_one(ReadoutsPanel)
         assert f"supervised/epoch {expected.supervised_tokens / 1e3:.2f}k" in shown(panel)
+        # Two runs of the form's own model and batch, one pretraining, one sft.
+        settings = configure._draft.model_dump(mode="json")
+        runs = {stage: [dataclasses.replace(e, settings={**settings, "train": {
+            **settings["train"], "stage": stage}}) if isinstance(e, RunStarted) else e
+            for e in fixed_events(10)] for stage in ("pretrain", "sft")}
+        pretrain_run, sft_run = runs["pretrain"], runs["sft"]
         app.apply_events(pretrain_run)
         configure._show_readouts()
         assert "supervised/step ≈" in shown(panel) and "ETA" not in shown(panel)
@@ -202,7 +204,8 @@ async def test_an_eta_comes_only_from_a_last_run_that_counted_the_same_kind_of_t
         t = configure._draft.train
         steps = math.ceil(expected.documents / t.batch_size)
         run_tokens = expected.supervised_tokens * t.max_steps / steps
-        eta = format_duration(run_tokens / app.history.latest.tokens_per_sec)
+        latest = app.history.latest  # the run's average rate
+        eta = format_duration(run_tokens / (latest.tokens_seen / latest.elapsed))
         assert f"ETA ≈ {eta}" in shown(panel)
 
 

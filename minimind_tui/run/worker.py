@@ -89,9 +89,8 @@ class TrainingRun(RunSource):
             return items
         engine = self.sink.drain()
         self._engine_started |= any(isinstance(e, RunStarted) for e in engine)
-        if not self._engine_started:  # a refusal is not the end of the run on show
-            engine = [e for e in engine if not self.refused(e)]
-        return items + engine
+        # A refusal is not the end of the run on show (a resume's, read from its folder).
+        return items + [e for e in engine if not self.refused(e)]
 
     def refused(self, finished: Event) -> bool:
         return (isinstance(finished, RunFinished) and finished.cause == "input"
