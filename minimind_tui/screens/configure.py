@@ -23,8 +23,9 @@ from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, R
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
-from minimind_tui.form.readouts import (DATA_FIELDS, MODEL_FIELDS, DataSummary, ModelSummary,
-                                   blocking_problem, data_key, model_summary, scan_data)
+from minimind_tui.form.readouts import (DATA_FIELDS, MODEL_FIELDS, SPEED_FIELDS, DataSummary,
+                                   ModelSummary, blocking_problem, data_key, model_summary,
+                                   scan_data)
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
@@ -36,8 +37,6 @@ from minimind_tui.widgets.settings_form import SettingsForm
 
 DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
 FROM_WEIGHT = "train.from_weight"
-SPEED_SETTINGS = ("batch_size", "max_seq_len", "dtype", "device", "packing", "use_compile")
-"""Training settings that change a run's tokens/s (any model setting does too)."""
 INSPECT_BINDING = Binding("f8", "inspect_data", "Inspect data", id="inspect_data",
                           key_display="F8", tooltip="Tokenize the focused data file (else "
                                                     "data_path) and show what it holds")
@@ -193,8 +192,7 @@ class ConfigureScreen(Screen[None]):
         if latest is None or started is None or latest.elapsed <= 0:
             return None
         ran, now = started.settings, settings.model_dump(mode="json")
-        if ran.get("model") != now["model"] or any(
-                ran.get("train", {}).get(name) != now["train"][name] for name in SPEED_SETTINGS):
+        if any(_at(ran, loc) != _at(now, loc) for loc in SPEED_FIELDS):
             return None
         last_stage = ran["train"].get("stage", "pretrain")
         same_kind = (last_stage == "pretrain") == (settings.train.stage == "pretrain")
@@ -378,3 +376,10 @@ def _scan_args(settings: RunSettings) -> tuple[str, str, str, int]:
     """What a data scan reads and its cache key is made of (`data_key`, `scan_data`)."""
     t = settings.train
     return t.data_path, t.tokenizer_path, t.stage, t.max_seq_len
+
+
+def _at(settings: dict[str, Any], loc: str) -> Any:
+    """A value of settings as JSON by its loc ("model" for the whole section)."""
+    section, _, name = loc.partition(".")
+    table = settings.get(section, {})
+    return table.get(name) if name else table
