@@ -422,6 +422,8 @@ async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model
         assert "ETA" not in readouts(app)
         await type_into(pilot, "hidden_size", "128")
         await wait_until(pilot, lambda: "ETA" in readouts(app))
+        app.configure_screen.set_fields({"train.grad_checkpointing": True})  # recomputes
+        await wait_until(pilot, lambda: "ETA" not in readouts(app))
 
 
 def test_history_tracks_series_and_smoothing():
