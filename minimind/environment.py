@@ -86,11 +86,17 @@ def _shown(value: str) -> str:
 def environment_problems(settings: RunSettings) -> list[Problem]:
     """Everything this machine lacks for `settings`: missing files, trackers, devices."""
     t = settings.train
-    out = [Problem(f"train.{name}", why) for name in PATH_FIELDS
+    # A resume's state holds every weight: its from_weight is only compared with its record.
+    read = [name for name in PATH_FIELDS if not (t.from_resume and name == "from_weight")]
+    out = [Problem(f"train.{name}", why) for name in read
            if (why := path_problem(getattr(t, name).strip()))]
-    if why := unusable_path(t.out_dir.strip()):
-        out.append(Problem("train.out_dir", why))
-    if (t.stage != "pretrain" and t.from_weight.strip()
+    if out_dir_problem := unusable_path(t.out_dir.strip()):
+        out.append(Problem("train.out_dir", out_dir_problem))
+    if t.from_resume:
+        from minimind.resume_check import resume_problems
+
+        out += [] if out_dir_problem else resume_problems(settings)
+    elif (t.stage != "pretrain" and t.from_weight.strip()
             and not any(p.loc == "train.from_weight" for p in out)):
         from minimind.chain import from_weight_problem  # (pretraining: the engine's check)
 

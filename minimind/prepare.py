@@ -35,8 +35,9 @@ from minimind.data.sft import (ChatTemplateError, ConversationParser, SFTDataset
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
-from minimind.run_files import (CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE,
-                                 resume_files)
+from minimind.resume_check import (changed_text, completed_text, differences, fixed_changes,
+                                   missing_checkpoint, same_base)
+from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
@@ -154,7 +155,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
                    "samples": len(train_data)}
 
     model = _build_model(settings, dist.device)
-    if t.from_weight:
+    if t.from_weight and not t.from_resume:  # (a resume's state holds every weight)
         try:
             checked, other_ids = load_pretrained_weights(model, Path(t.from_weight).expanduser(),
                                                          tokenizer, t.tokenizer_path)
@@ -187,17 +188,10 @@ def _changed_since(state: dict[str, Any], settings: RunSettings) -> list[str]:
     saved = state["settings"].get("train", {})
     names = [k for k in type(settings.train).model_fields
              if k in saved and k not in (*CONSENT_FIELDS, "out_dir")]
-    return _differences(state["settings"], settings.model_dump(mode="json"),
-                        [("train", k) for k in names])
-
-
-def _differences(saved: dict[str, Any], current: dict[str, Any],
-                 keys: list[tuple[str, str]]) -> list[str]:
-    """"train.lr_schedule (cosine → wsd)" for each (section, name) whose value differs between
-    the checkpoint's settings and these (both as JSON): the one way a resume names what
-    changed."""
-    return [f"{s}.{k} ({saved.get(s, {}).get(k)} → {current[s][k]})"
-            for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
+    if same_base(state["settings"], settings):  # written another way, or not at all
+        names.remove("from_weight")
+    return differences(state["settings"], settings.model_dump(mode="json"),
+                       [("train", k) for k in names])
 
 
 def _no_folder_named_as_a_file(out_dir: Path, weights_path: Path, resuming: bool) -> None:
@@ -349,39 +343,20 @@ class _Reporter:
             self.log(f"{self.doing} {self.name}: {10 * decile}% ({self.throughput.text()})")
 
 
-# Settings that fix which samples each step reads; changing them would break exact resume.
-_DATA_ORDER = ("stage", "data_path", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
-# What the saved state itself holds: the base the weights came from (a lora run's frozen base is
-# inside its state, so a new from_weight would only be recorded, not trained on) and the
-# adapters' rank.
-_STATE_SHAPE = {"pretrain": ("from_weight",), "sft": ("from_weight",),
-                "lora": ("from_weight", "lora_rank")}
-
-
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                   fingerprint: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
     if not path.exists():
-        # Its name comes from the settings (save_weight, hidden_size, use_moe, lora_name):
-        # a changed one looks for a file the run never wrote, beside the one it did.
-        out_dir = Path(settings.train.out_dir).expanduser()
-        found = [p.relative_to(out_dir) for p in resume_files(out_dir)]
-        raise InputError(f"train.from_resume: no resume checkpoint at {path}" + (
-            f"; the folder holds {', '.join(map(str, found))}: resume with the settings "
-            "that name it (save_weight, hidden_size, use_moe, lora_name as its run had them)"
-            if found else ""))
+        raise InputError("train.from_resume: " + missing_checkpoint(path, folder.path))
     try:
         state = load_resume(path)
     except CheckpointError as e:
         raise InputError(f"train.from_resume: {e}") from None
-    saved, current = state["settings"], settings.model_dump(mode="json")
-    keys = [("model", k) for k in current["model"]] + [
-        ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
-    if changed := _differences(saved, current, keys):
-        raise InputError("train.from_resume: the checkpoint's run used different settings, so "
-                         "it cannot continue exactly: " + ", ".join(changed))
+    saved = state["settings"]
+    if changed := fixed_changes(saved, settings):
+        raise InputError("train.from_resume: " + changed_text(changed, "the checkpoint's run"))
     # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.
     saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
-    if saved_optimizer != current["train"]["optimizer"]:
+    if saved_optimizer != settings.train.optimizer:
         raise InputError(f"train.from_resume: the checkpoint holds {saved_optimizer} state; "
                          f"resume with optimizer = {saved_optimizer}")
     t, reached = settings.train, state["progress"]["step"]
@@ -401,9 +376,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     status = folder.status() if dist.is_main else None
     if distributed.from_main(status is not None and status.state == "completed", dist) \
             and reached == plan.total_steps:
-        raise InputError(f"train.from_resume: the run completed at step {reached}, where these "
-                         "settings end it too: nothing is left to train; raise max_steps (or "
-                         "epochs) to train on")
+        raise InputError("train.from_resume: " + completed_text(reached))
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

@@ -501,3 +501,38 @@ def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch
     assert [e.text for e in events if isinstance(e, LogMessage) and "run.json" in e.text] == [
         f"{settings.train.out_dir}/run.json could not be written (No space left on device): "
         "runs and watch show this run as it stood before"]
+
+
+def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settings):
+    """The form said "ready to start" for a resume the engine then refused while preparing:
+    nothing left to train, no checkpoint, or a setting the run may not change. A start checks
+    the folder's own record first (config.toml, run.json), as the form does on every change."""
+    from minimind.engine import Trainer
+    from minimind.environment import validate_for_start
+
+    settings = tiny_settings(max_steps=2, save_interval=2)
+    folder = Path(settings.train.out_dir)
+
+    def problems(**train) -> list[str]:
+        data = settings.model_dump(mode="json")
+        data["train"].update(train)
+        return [str(p) for p in validate_for_start(data)[1]]
+
+    assert problems(from_resume=True) == [
+        f"train.from_resume: no resume checkpoint at {folder / 'pretrain_128_resume.pth'}"]
+    assert Trainer(settings).run().status == "completed"
+    assert problems(from_resume=True) == [
+        "train.from_resume: the run completed at step 2, where these settings end it too: "
+        "nothing is left to train; raise max_steps (or epochs) to train on"]
+    assert problems(from_resume=True, max_steps=3) == []
+    assert problems(from_resume=True, max_steps=3, batch_size=8, seed=7) == [
+        f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
+        "cannot continue exactly: train.batch_size (4 → 8), train.seed (42 → 7)"]
+    assert problems(from_resume=True, max_steps=3, save_weight="other") == [
+        f"train.from_resume: no resume checkpoint at {folder / 'other_128_resume.pth'}; the "
+        "folder holds pretrain_128_resume.pth: resume with the settings that name it "
+        "(save_weight, hidden_size, use_moe, lora_name as its run had them)"]
+    # An unreadable record leaves the decision to the checkpoint's own, when the run starts.
+    (folder / "config.toml").unlink()
+    os.mkfifo(folder / "config.toml")  # (never opened: a read would block)
+    assert problems(from_resume=True, max_steps=3, batch_size=8) == []

@@ -339,3 +339,45 @@ def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
         "validation at step 1 measured nothing: its 1 micro-batch(es) held no target (with sft: "
         "every reply lies past max_seq_len), so val_loss stays unknown; raise max_seq_len or "
         "eval_batches"]
+
+
+def test_an_sft_run_resumes_from_another_folder_after_its_base_and_data_moved(
+        tiny_settings, chat_file, pretrained, tmp_path, monkeypatch):
+    """A resume compared from_weight and data_path as text and read the base again, so a run
+    started with relative paths could not resume from another folder, nor once its base file
+    was gone, although the checkpoint holds every weight and the data are checked by their
+    contents. It continues exactly as a run never interrupted."""
+    import shutil
+
+    from minimind.environment import validate_for_start
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    shutil.copy(pretrained, work / "base.pth")
+    shutil.copy(chat_file, work / "chat.jsonl")
+    whole = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "whole", max_steps=4)
+    assert run(whole).status == "completed"
+    monkeypatch.chdir(work)
+    split = stage_settings(tiny_settings, "chat.jsonl", "base.pth", "out/sft", max_steps=4,
+                           save_interval=2)
+    assert run(split, stop_at=2).status == "stopped"
+
+    (work / "base.pth").unlink()
+    shutil.move(work / "chat.jsonl", elsewhere / "chat.jsonl")
+    monkeypatch.chdir(tmp_path)
+    resumed = with_train_fields(split, out_dir="work/out/sft", from_resume=True,
+                                from_weight=str(work / "base.pth"),
+                                data_path=str(elsewhere / "chat.jsonl"))
+    assert validate_for_start(resumed.model_dump(mode="json"))[1] == []
+    events = []
+    assert run(resumed, events=events).status == "completed"
+    notices = [e.text for e in events if isinstance(e, LogMessage)]
+    assert any(f"train.data_path (chat.jsonl → {elsewhere / 'chat.jsonl'})" in text
+               for text in notices), notices
+    assert not any("from_weight" in text or "initialised from" in text for text in notices)
+    ww, ws = (torch.load(resume_path(Path(folder) / "full_sft_128.pth"), weights_only=True)
+              ["model"] for folder in (tmp_path / "whole", work / "out" / "sft"))
+    assert all(torch.equal(ww[k], ws[k]) for k in ww)
+    # Another base file is still a change the state cannot take in.
+    other = with_train_fields(resumed, from_weight=str(pretrained), max_steps=5)
+    assert f"train.from_weight ({work / 'base.pth'} → {pretrained})" in run(other).reason

@@ -1,0 +1,112 @@
+"""Whether a run can continue from its resume checkpoint under these settings.
+
+The rules have one home here. The engine applies them to the checkpoint's own record when the
+run starts; the form (on every change) and every launch apply them first to what the run
+folder records of the same run (config.toml, run.json), so a resume that would be refused is
+never shown as ready to start. Loading the checkpoint itself would take seconds (a 200M
+model's optimizer state is a GB): the engine's check stays the one that decides. Light on
+purpose (no torch).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from minimind.environment import as_the_run_took_it
+from minimind.run_files import CONFIG_FILE, resume_files, resume_name
+from minimind.run_folder import RunFolder
+from minimind.settings import Problem, RunSettings, SettingsError
+
+_DATA_ORDER = ("stage", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
+"""Settings that fix which samples each step reads; changing them would break exact resume.
+The data themselves are checked by their contents, wherever the file lies now (a data_path
+moved to another disk, or written from another folder, is the same data)."""
+
+_STATE_SHAPE = {"pretrain": (), "sft": (), "lora": ("lora_rank",)}
+"""What else the saved state itself fixes: a lora run's adapters' rank."""
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any],
+                keys: list[tuple[str, str]]) -> list[str]:
+    """"train.lr_schedule (cosine → wsd)" for each (section, name) whose value differs between
+    a record's settings and these (both as JSON): the one way a resume names what changed."""
+    return [f"{s}.{k} ({saved.get(s, {}).get(k)} → {current[s][k]})"
+            for s, k in keys if saved.get(s, {}).get(k) != current[s][k]]
+
+
+def fixed_changes(saved: dict[str, Any], settings: RunSettings) -> list[str]:
+    """What these settings change of those a resume may not change: the model, the data's
+    order, the state's shape, and the base the weights came from (the state holds it, so a
+    new from_weight would only be recorded, not trained on). A from_weight written another way
+    (absolute, or from another folder) that names the same file is no change."""
+    current = settings.model_dump(mode="json")
+    keys = [("model", k) for k in current["model"]] + [
+        ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
+    changed = differences(saved, current, keys)
+    if not same_base(saved, settings):
+        changed += differences(saved, current, [("train", "from_weight")])
+    return changed
+
+
+def same_base(saved: dict[str, Any], settings: RunSettings) -> bool:
+    """Whether the recorded from_weight and this one name the same file: the recorded one as
+    its run took it (a relative one from the folder the run was started in)."""
+    t, recorded = settings.train, saved.get("train", {})
+    before = recorded.get("from_weight")
+    if before == t.from_weight or not (isinstance(before, str) and before and t.from_weight):
+        return before == t.from_weight
+    try:
+        then = as_the_run_took_it(before, Path(t.out_dir).expanduser(),
+                                  str(recorded.get("out_dir", "")))
+        return then.resolve() == Path(t.from_weight).expanduser().resolve()
+    except (RuntimeError, OSError):  # an unknown ~user, an unusable path: the text decides
+        return False
+
+
+def missing_checkpoint(path: Path, out_dir: Path) -> str:
+    """The refusal of a resume whose checkpoint is not there. Its name comes from the settings
+    (save_weight, hidden_size, use_moe, lora_name): a changed one looks for a file the run
+    never wrote, beside the one it did."""
+    found = [p.relative_to(out_dir) for p in resume_files(out_dir)] if out_dir.is_dir() else []
+    return f"no resume checkpoint at {path}" + (
+        f"; the folder holds {', '.join(map(str, found))}: resume with the settings that name "
+        "it (save_weight, hidden_size, use_moe, lora_name as its run had them)" if found else "")
+
+
+def changed_text(changed: list[str], record: str) -> str:
+    return (f"{record} used different settings, so it cannot continue exactly: "
+            + ", ".join(changed))
+
+
+def completed_text(step: int) -> str:
+    return (f"the run completed at step {step}, where these settings end it too: nothing is "
+            "left to train; raise max_steps (or epochs) to train on")
+
+
+def resume_problems(settings: RunSettings) -> list[Problem]:
+    """What the run folder's records say a resume under `settings` would meet: no checkpoint
+    to continue from, settings it may not change, or a completed run with nothing left."""
+    t = settings.train
+    folder = RunFolder(Path(t.out_dir).expanduser())
+    weights = folder.path / settings.weights_name()
+    checkpoint = weights.parent / resume_name(weights.name)
+    if not checkpoint.is_file():
+        return [Problem("train.from_resume", missing_checkpoint(checkpoint, folder.path))]
+    record = folder.path / CONFIG_FILE
+    try:  # (a FIFO there would block the read: only a regular file is a record)
+        recorded = RunSettings.from_toml(record) if record.is_file() else None
+    except SettingsError:
+        recorded = None
+    if recorded is None:  # no usable record: the checkpoint's own decides when the run starts
+        return []
+    saved = recorded.model_dump(mode="json")
+    if changed := fixed_changes(saved, settings):
+        return [Problem("train.from_resume", changed_text(changed, f"the run in {t.out_dir} "
+                                                                    f"({CONFIG_FILE})"))]
+    status = folder.status()
+    plan_kept = all(getattr(recorded.train, k) == getattr(t, k) for k in ("epochs", "max_steps"))
+    if (status is not None and status.state == "completed" and plan_kept
+            and not t.allow_data_change and status.checkpoint_step == status.total_steps):
+        return [Problem("train.from_resume", completed_text(status.step), ("train.max_steps",))]
+    return []
