@@ -119,11 +119,33 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path, tokeni
     split record was checked, and a warning ("" for none) when the run's `tokenizer` (named
     by its `tokenizer_path`) gives other ids than the tokenizer the file's record names. The
     file's own record, where there is one, must give the model's head split: the shapes fit
-    other splits too, and the weights only mean what they learned with their own."""
+    other splits too, and the weights only mean what they learned with their own. The warning
+    also names the settings that leave no trace in the shapes (rope_theta, ...) where the
+    record's differ from the model's."""
     note, record = _load_weights(model, Path(path).expanduser(), ())
-    if record is None or tokenizer is None:
+    if record is None:
         return note, ""
-    return note, _other_ids(record.tokenizer, tokenizer, tokenizer_path, "train.tokenizer_path")
+    warnings = [_other_function(record, model.config)]
+    if tokenizer is not None:
+        warnings.append(_other_ids(record.tokenizer, tokenizer, tokenizer_path,
+                                   "train.tokenizer_path"))
+    return note, "; ".join(filter(None, warnings))
+
+
+# Fields that change what the weights compute but not their shapes (so no load notices them).
+_FUNCTION_FIELDS = ("hidden_act", "rope_theta", "rms_norm_eps", "num_experts_per_tok",
+                    "norm_topk_prob", "scoring_func")
+
+
+def _other_function(record: Record, ours: MiniMindConfig) -> str:
+    """A warning when the model computes another function with these weights than the one they
+    learned (as their record says); "" when it is the same."""
+    theirs = record.config()
+    changed = [f"{name} {getattr(theirs, name)} there, {getattr(ours, name)} here"
+               for name in _FUNCTION_FIELDS if getattr(theirs, name) != getattr(ours, name)]
+    return (f"the weights learned with other settings than this model's ({record.where}): "
+            + ", ".join(changed) + "; they start from another function than they computed"
+            if changed else "")
 
 
 def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]
@@ -262,9 +284,28 @@ def check_lora_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> st
         if name not in saved or not torch.equal(saved[name].to(tensor.dtype), tensor):
             raise BaseCheckError(
                 f"{adapter}: its base {base} is not the one the lora run trained on: "
-                f"{name} differs from the base saved in {resume}. The file was replaced or "
-                f"trained on since; restore the base the run started from")
+                f"{name} differs from the base saved in {resume}. " + _why_another_base(
+                    base, adapter))
     return f"base checked against {resume.name}"
+
+
+def _why_another_base(base: Path, adapter: Path) -> str:
+    """Another file than the run's own base, or the run's base changed since: its record
+    tells which."""
+    unknown = ("Either it is another file than the run started from, or that file was "
+               "replaced or trained on since")
+    if (run := _lora_run(adapter)) is None:  # away from its run folder: no record to ask
+        return unknown
+    toml, settings = run
+    try:
+        recorded = as_the_run_took_it(settings.train.from_weight, toml.parent,
+                                      settings.train.out_dir)
+    except RuntimeError:  # a ~user this machine does not know
+        return unknown
+    if recorded.resolve() != base.resolve():
+        return (f"The run started from {recorded} ({toml}): merge the adapters into that "
+                f"file, or open the run folder {toml.parent}, which merges them itself")
+    return "The file was replaced or trained on since; restore the base the run started from"
 
 
 # -- building the model ----------------------------------------------------------------------

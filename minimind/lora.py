@@ -103,6 +103,25 @@ def _read_adapter_file(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def fold_adapters(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A lora run's whole state (its resume file: the frozen base and the adapters) as plain
+    weights, each adapter folded into its layer (W + B A) as `merge_lora` folds a model's:
+    the model the run had at that step. LoRAError for adapters without their layer."""
+    plain = {k: v for k, v in state_dict.items() if ADAPTER_MARK not in k}
+    for key, a in state_dict.items():
+        if not key.endswith(".lora.A.weight"):
+            continue
+        layer = key.removesuffix(".lora.A.weight")
+        b, weight = state_dict.get(f"{layer}.lora.B.weight"), plain.get(f"{layer}.weight")
+        if b is None or weight is None or b.shape[1:] != a.shape[:1] \
+                or (b.shape[0], a.shape[1]) != weight.shape:
+            raise LoRAError(f"{layer}: its adapter does not fit its layer (A {tuple(a.shape)}, "
+                            f"B {tuple(b.shape) if b is not None else 'missing'}, weight "
+                            f"{tuple(weight.shape) if weight is not None else 'missing'})")
+        plain[f"{layer}.weight"] = (weight.float() + b.float() @ a.float()).to(weight.dtype)
+    return plain
+
+
 @torch.no_grad()
 def merge_lora(model: nn.Module) -> None:
     """Fold each adapter into its layer (W += B A) and remove it: a plain model with the same

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
+from .lora import ADAPTER_MARK, LoRAError, fold_adapters
 from .run_files import CONFIG_FILE, RESUME_SUFFIX
 from .settings import ModelSettings, RunSettings, SettingsError, read_toml
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
@@ -182,4 +183,14 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
     if bad := first_non_finite(data):
         raise CheckpointError(f"{path}: {bad} holds NaN/inf: the run that wrote it diverged; "
                               "use an earlier checkpoint")
-    return {strip_wrapper_prefixes(k): v for k, v in data.items()}, saved
+    data = {strip_wrapper_prefixes(k): v for k, v in data.items()}
+    if all(ADAPTER_MARK in k for k in data):
+        raise CheckpointError(f"{path}: holds only LoRA adapters, no base weights: open the lora "
+                              "run's folder (it names the base), or merge the file into its "
+                              "base with export's --lora")
+    if any(ADAPTER_MARK in k for k in data):  # a lora run's resume file: base and adapters
+        try:
+            data = fold_adapters(data)
+        except LoRAError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+    return data, saved

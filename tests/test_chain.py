@@ -292,6 +292,11 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
     assert main(["export", pretrain, str(tmp_path / "wrong"), "--lora", ADAPTER]) == 2
     err = capsys.readouterr().err
     assert f"its base {pretrain} is not the one the lora run trained on" in err, err
+    # Another file than the run's base: not "the file was replaced", which sent users to
+    # restore a file nobody had touched.
+    assert err.rstrip().endswith(f"The run started from {BASE} (out/tiny-lora/config.toml): "
+                                 "merge the adapters into that file, or open the run folder "
+                                 "out/tiny-lora, which merges them itself"), err
     assert not (tmp_path / "wrong").exists()
     assert main(["export", BASE, str(tmp_path / "right"), "--format", "upstream",
                  "--lora", ADAPTER]) == 0
@@ -326,3 +331,26 @@ def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(cha
     with pytest.raises(CheckpointError, match=f"^{ADAPTER}: its base leads back to it: "
                                               f"{ADAPTER} → {ADAPTER}$"):
         load_pretrained_weights(model, ADAPTER)
+
+
+def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, monkeypatch):
+    """The resume file holds the frozen base and the adapters. Export, generate and a
+    from_weight refused it: "does not fit the model", and the file and the model described
+    alike. It is the run's model at that step, adapters folded in, with no base file needed;
+    an adapter file alone says it has no base and where to go."""
+    from minimind.checkpoint_reader import read_checkpoint
+    from minimind.torchfile import CheckpointError
+
+    monkeypatch.chdir(chain)
+    resume = ADAPTER.replace(".pth", "_resume.pth")
+    by_run, by_file = (read_checkpoint(src).model.state_dict() for src in ("out/tiny-lora",
+                                                                           resume))
+    assert by_file.keys() == by_run.keys() and not any(".lora." in k for k in by_file)
+    assert all(torch.equal(by_file[k], by_run[k]) for k in by_run)
+    assert not all(torch.equal(by_file[k], v) for k, v in load_model(BASE).state_dict().items())
+    shutil.copy(ADAPTER, tmp_path / "adapter.pth")
+    with pytest.raises(CheckpointError, match=r"adapter.pth: holds only LoRA adapters, no base "
+                                              r"weights: open the lora run's folder"):
+        read_checkpoint(tmp_path / "adapter.pth")
+    out = minimind(chain, "export", resume, str(tmp_path / "hf")).stdout
+    assert f"weights {resume}; config from the settings saved in {resume}" in out, out

@@ -287,7 +287,8 @@ def test_a_lora_run_is_read_only_on_the_base_it_trained_on(tiny_settings, chat_f
     weights["model.norm.weight"] += 0.5
     torch.save(weights, base)
     with pytest.raises(BaseCheckError, match=r"not the one the lora run trained on: "
-                                             r"model.norm.weight differs"):
+                                             r"model.norm.weight differs .*\. The file was "
+                                             r"replaced or trained on since"):
         read_checkpoint(folder)
     (folder / "lora" / "lora_128_resume.pth").unlink()
     assert "base not checked: no lora_128_resume.pth" in read_checkpoint(folder).built_from
@@ -381,3 +382,22 @@ def test_an_sft_run_resumes_from_another_folder_after_its_base_and_data_moved(
     # Another base file is still a change the state cannot take in.
     other = with_train_fields(resumed, from_weight=str(pretrained), max_steps=5)
     assert f"train.from_weight ({work / 'base.pth'} → {pretrained})" in run(other).reason
+
+
+def test_a_from_weight_trained_with_another_rope_theta_is_named(tiny_settings, chat_file,
+                                                                 pretrained, tmp_path):
+    """rope_theta, rms_norm_eps and kin leave no trace in the shapes, so the weights loaded in
+    silence into a model that computes another function with them."""
+    events = []
+    settings = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "sft",
+                              max_steps=1, model={"rope_theta": 5000.0})
+    assert run(settings, events=events).status == "completed"
+    warnings = [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"]
+    assert [w for w in warnings if "rope_theta" in w] == [
+        f"{pretrained}: the weights learned with other settings than this model's (the "
+        f"settings saved in {resume_path(pretrained)}): rope_theta 1000000.0 there, 5000.0 "
+        "here; they start from another function than they computed"], warnings
+    events.clear()
+    same = stage_settings(tiny_settings, chat_file, pretrained, tmp_path / "same", max_steps=1)
+    assert run(same, events=events).status == "completed"
+    assert not [e for e in events if isinstance(e, LogMessage) and "learned with" in e.text]
