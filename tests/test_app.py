@@ -193,6 +193,26 @@ async def test_loading_a_preset_replaces_the_form_and_marks_changes(tmp_path):
         assert app.screen.query_one("#field-hidden_size").has_class("-changed")
 
 
+async def test_choosing_the_preset_already_shown_resets_the_form(tmp_path):
+    """Ctrl+L then the same preset did nothing (the list posts no change for its own value),
+    though the binding says choosing one replaces the form; Escape keeps the edits."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        select = app.screen.query_one("#preset-select", Select)
+        await type_into(pilot, "batch_size", "7")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: select.expanded)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not select.expanded)
+        assert (select.value, app.screen.query_one("#batch_size", Input).value) == ("tiny", "7")
+        await pilot.press("ctrl+l")
+        await wait_until(pilot, lambda: select.expanded)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.screen.query_one("#batch_size", Input).value == "16")
+        assert select.value == "tiny" and not select.expanded
+        assert not app.screen.query_one("#field-batch_size").has_class("-changed")
+
+
 async def test_save_as_preset_round_trips(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
     settings = quick_settings(tmp_path)

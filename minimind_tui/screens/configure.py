@@ -106,6 +106,8 @@ class ConfigureScreen(Screen[None]):
         self.query_one("#readouts").border_title = "Readouts"
         self.query_one("#problems").border_title = "Problems"
         self.watch(self.app, "run_phase", self._update_start, init=False)
+        self.watch(self.query_one("#preset-select", Select), "expanded", self._preset_list_shown,
+                   init=False)
         self.validate()
         self.query_one(SettingsForm).focus_field(self.specs[0].loc)
 
@@ -235,6 +237,17 @@ class ConfigureScreen(Screen[None]):
     def _preset_chosen(self, event: Select.Changed) -> None:
         if event.value != Select.NULL and event.value != self.preset:
             self.load_preset(str(event.value))
+
+    def _preset_list_shown(self, shown: bool) -> None:
+        """While the list is open its value is blank, so that choosing the preset already shown
+        is told from closing it (Escape): the first resets the form to it, as "choosing one
+        replaces the form" promises; the second puts the value back."""
+        select = self.query_one("#preset-select", Select)
+        if shown or select.value == Select.NULL:
+            with self.prevent(Select.Changed):
+                select.value = Select.NULL if shown else self._preset_value()
+        elif select.value == self.preset:  # (another one loads on its Changed)
+            self.load_preset(self.preset)
 
     def load_preset(self, name: str) -> None:
         """Replace the form with a preset's values; they become the "changed" baseline."""
