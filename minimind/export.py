@@ -35,7 +35,7 @@ from .checkpoint_reader import Checkpoint
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
-from .run_files import run_files, weights_name
+from .run_files import run_files, save_weight_of, weights_name
 from .run_folder import RunFolder
 from .tokenizer import load_tokenizer
 from .torchfile import first_non_finite
@@ -163,18 +163,20 @@ def _put_bos_first(tokenizer_json: Path, bos_id: int | None) -> None:
     tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
-def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: bool = False
-                    ) -> Path:
-    """Write upstream's ``pretrain_<hidden>[_moe].pth`` into folder ``out`` (or to ``out`` itself
-    when it ends in ``.pth``). Returns the file written."""
-    config = model.config
+def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = False,
+                    merged: Path | None = None) -> Path:
+    """Write upstream's ``<save_weight>_<hidden>[_moe].pth`` into folder ``out`` (or to ``out``
+    itself when it ends in ``.pth``); `merged`: an adapter file merged into `source.model`.
+    Returns the file written."""
+    model, config = source.model, source.model.config
     if not config.tie_word_embeddings:
         raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
                           "does not (tie_word_embeddings = false), so upstream could not load it")
     out = Path(out).expanduser()
     check_destination(out, overwrite, upstream=True)
     target = out if out.suffix == ".pth" else \
-        out / weights_name("pretrain", config.hidden_size, config.use_moe)
+        out / weights_name(upstream_save_weight(source, merged), config.hidden_size,
+                           config.use_moe)
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
     try:
@@ -183,6 +185,20 @@ def export_upstream(model: MiniMindForCausalLM, out: str | Path, *, overwrite: b
         raise ExportError(f"{e}: the model does not fit float16, upstream's format") from None
     except OSError as e:
         raise ExportError(f"{target}: cannot write there ({e.strerror or e})") from None
+
+
+def upstream_save_weight(source: Checkpoint, merged: Path | None = None) -> str:
+    """What upstream's scripts call the model (their --weight): the save_weight its file was
+    named with (full_sft for an sft run's), followed by the name of any adapters merged in
+    (full_sft_lora_medical); pretrain for a file named another way, as upstream's first."""
+    config = source.model.config
+
+    def named(path: Path) -> str | None:
+        return save_weight_of(path.name, config.hidden_size, config.use_moe)
+
+    base = named(source.weights_path) or "pretrain"
+    adapters = [a for a in (source.adapter_path, merged) if a is not None]
+    return "_".join([base, *(named(Path(a)) or Path(a).stem for a in adapters)])
 
 
 def check_destination(out: str | Path, overwrite: bool = False, *, upstream: bool = False

@@ -36,6 +36,18 @@ def weights_name(save_weight: str, hidden_size: int, use_moe: bool) -> str:
     return f"{save_weight}_{hidden_size}{'_moe' if use_moe else ''}{WEIGHTS_SUFFIX}"
 
 
+def save_weight_of(name: str, hidden_size: int, use_moe: bool) -> str | None:
+    """The save_weight (or lora_name) that `weights_name` (or `lora_weights_name`) made a
+    weights or resume file's name from: `full_sft` for `full_sft_512_resume.pth`; None for
+    a name made another way."""
+    stem = weights_of_resume(name) if name.endswith(RESUME_SUFFIX) else name
+    for moe in dict.fromkeys((use_moe, False)):  # an adapter file's name has no MoE suffix
+        tail = weights_name("", hidden_size, moe)
+        if stem.endswith(tail) and len(stem) > len(tail):
+            return stem.removesuffix(tail)
+    return None
+
+
 def lora_weights_name(lora_name: str, hidden_size: int) -> str:
     """Upstream's train_lora.py: `lora/lora_medical_512.pth` (no MoE suffix)."""
     return f"lora/{lora_name}_{hidden_size}{WEIGHTS_SUFFIX}"

@@ -302,6 +302,15 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
                  "--lora", ADAPTER]) == 0
     assert (f"merged the rank-4 adapters of {ADAPTER} (base checked against "
             "lora_128_resume.pth)") in capsys.readouterr().out
+    # Named as upstream's scripts call the model (they were all pretrain_128.pth): the sft
+    # run's as its full_sft file, a merge with the adapters' name after it.
+    assert [p.name for p in (tmp_path / "right").iterdir()] == ["full_sft_lora_128.pth"]
+    for src, name in (("out/tiny-sft", "full_sft_128.pth"), (BASE, "full_sft_128.pth"),
+                      ("out/tiny-lora", "full_sft_lora_128.pth"),
+                      ("out/tiny/pretrain_128_resume.pth", "pretrain_128.pth")):
+        out = tmp_path / f"named-{len(list(tmp_path.iterdir()))}"
+        assert main(["export", src, str(out), "--format", "upstream"]) == 0
+        assert [p.name for p in out.iterdir()] == [name], src
 
 
 def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(chain, tmp_path,

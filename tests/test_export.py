@@ -219,7 +219,7 @@ def make_run(folder: Path, tokenizer_path="", **model) -> tuple[RunSettings, Min
     trained = MiniMindForCausalLM(MiniMindConfig(**settings.model.to_config_kwargs()))
     folder.mkdir(parents=True)
     settings.save_toml(folder / "config.toml")
-    export_upstream(trained, folder / settings.weights_name())
+    export_upstream(source(trained), folder / settings.weights_name())
     return settings, trained
 
 
@@ -278,7 +278,7 @@ def test_saved_pretrained_folder_is_a_source(tmp_path):
 
 def test_upstream_format_round_trip(tmp_path):
     model = build(family="minimind2", use_moe=True)
-    path = export_upstream(model, tmp_path / "up")
+    path = export_upstream(source(model), tmp_path / "up")
     assert path == tmp_path / "up" / "pretrain_64_moe.pth"
     saved = torch.load(path, weights_only=True)
     assert saved.keys() == model.state_dict().keys()  # both tied keys, as upstream saves
@@ -290,8 +290,8 @@ def test_upstream_format_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(ids).logits, rounded(ids).logits)
     with pytest.raises(ExportError, match="already exists"):
-        export_upstream(model, tmp_path / "up")
-    assert export_upstream(model, tmp_path / "named.pth") == tmp_path / "named.pth"
+        export_upstream(source(model), tmp_path / "up")
+    assert export_upstream(source(model), tmp_path / "named.pth") == tmp_path / "named.pth"
 
 
 def _random_bytes(path):
@@ -399,7 +399,7 @@ def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
     for name in ("lora_x_64.pth", "lora_x_64_resume.pth"):
         (lora / name).write_bytes(b"the run's")
     with pytest.raises(ExportError, match=f"{lora}: holds files of the training run in "):
-        export_upstream(build(family="minimind2"), lora / "lora_x_64.pth", overwrite=True)
+        export_upstream(source(build(family="minimind2")), lora / "lora_x_64.pth", overwrite=True)
     assert (lora / "lora_x_64.pth").read_bytes() == b"the run's"
 
     # An earlier export is still what --overwrite replaces.

@@ -32,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ernie4_5_MoeForCausalLM (MiniMind2-MoE), each computing the same function, "
                     "or with our own code (trust_remote_code=True) for shapes no standard class "
                     "computes; the folder is checked against the model's logits before it is "
-                    "moved into place. upstream: the pretrain_<hidden>[_moe].pth that upstream "
-                    "MiniMind's scripts load.")
+                    "moved into place. upstream: the <save_weight>_<hidden>[_moe].pth that upstream "
+                    "MiniMind's scripts load, named as the source's file (pretrain, full_sft; "
+                    "merged adapters add their name: full_sft_lora_medical_512.pth).")
     parser.add_argument("src", metavar="SRC", type=path_arg,
                         help="run folder (config.toml + weights), weights file (.pth, resume "
                              "checkpoint, .safetensors) or a folder saved by save_pretrained")
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             on_top = " on top of the run's own" if source.adapter_path else ""
             print(f"  merged the rank-{rank} adapters of {args.lora}{on_top} ({checked})")
         if args.format == "upstream":
-            path = export_upstream(source.model, args.out, overwrite=args.overwrite)
+            path = export_upstream(source, args.out, overwrite=args.overwrite,
+                                   merged=Path(args.lora) if args.lora else None)
             print(f"wrote {path} (upstream MiniMind layout, float16)")
             return exit_codes.OK
         result = export_hf(source, args.out, dtype=getattr(torch, args.dtype or "float32"),

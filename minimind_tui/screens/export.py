@@ -97,7 +97,7 @@ class ExportScreen(ModalScreen[None]):
                 check_destination(destination, False)
             loaded = read_checkpoint(source)
             if format == "upstream":
-                path = export_upstream(loaded.model, destination)
+                path = export_upstream(loaded, destination)
                 message = f"wrote {path} (upstream MiniMind layout, float16)"
             else:
                 result = export_hf(loaded, destination)

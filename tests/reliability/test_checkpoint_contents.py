@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, load_resume, save_checkpoint
-from minimind.checkpoint_reader import read_checkpoint
+from minimind.checkpoint_reader import Checkpoint, read_checkpoint
 from minimind.engine import Trainer
 from minimind.export import ExportError, export_upstream
 from minimind.meter import NonFiniteError
@@ -218,7 +218,7 @@ def test_weights_beyond_float16_are_not_written_as_inf(tmp_path):
     with torch.no_grad():
         model.model.norm.weight[0] = 1e6  # finite in float32, inf in upstream's float16
     with pytest.raises(ExportError, match="model.norm.weight holds NaN/inf"):
-        export_upstream(model, tmp_path / "up.pth")
+        export_upstream(Checkpoint(model, Path("memory"), "test", Path()), tmp_path / "up.pth")
     assert list(tmp_path.iterdir()) == []
 
 
