@@ -15,6 +15,7 @@ file, refuses NaN/inf: a diverged run never replaces good weights.
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 from pathlib import Path
@@ -215,3 +216,18 @@ def restore_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class CheckpointWriteError(RuntimeError):
+    """The disk refused a checkpoint; the previous one is intact."""
+
+
+def write_error(e: OSError, path: Path, last_good: int | None) -> CheckpointWriteError:
+    """What a refused save tells the user: why, which file, and which checkpoint is intact."""
+    kept = (f"the checkpoint from step {last_good} is intact" if last_good is not None
+            else "no earlier checkpoint existed")
+    return CheckpointWriteError(f"{os_reason(e)} writing {e.filename or path}; {kept}")
+
+
+def os_reason(e: OSError) -> str:
+    return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))

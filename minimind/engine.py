@@ -8,24 +8,21 @@ every `STOP_POLL_STEPS` steps, when the ranks agree on whether a stop was reques
 
 from __future__ import annotations
 
-import errno
-import math
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from itertools import islice
-from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from minimind import distributed
-from minimind.checkpoint import capture_rng, restore_rng, save_checkpoint
-from minimind.data.prefetch import Prefetcher
-from minimind.data.sampler import Plan, epoch_batches, plan_run
+from minimind.checkpoint import (CheckpointWriteError, capture_rng, os_reason, restore_rng,
+                                 save_checkpoint, write_error)
+from minimind.data.sampler import Plan, plan_run, plan_warnings, step_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample)
 from minimind.flops import flops_per_token, peak_flops
@@ -48,10 +45,6 @@ NAN_HINT = "lower learning_rate, add warmup_iters, keep grad_clip on, or use bfl
 # all-reduce plus a host read) at log steps and every this many steps, so a request waits at most
 # this many steps. A single process reads its flag every step, which costs nothing.
 STOP_POLL_STEPS = 10
-
-
-class CheckpointWriteError(RuntimeError):
-    """The disk refused a checkpoint; the previous one is intact."""
 
 
 @dataclass
@@ -116,7 +109,7 @@ class Trainer:
                 return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
                                     details_path=self._write_details())
             # A file the run reads or writes (config.toml, a cache) was refused: say which, why.
-            return self._finish("failed", f"{e.filename}: {_reason(e)}", cause="runtime")
+            return self._finish("failed", f"{e.filename}: {os_reason(e)}", cause="runtime")
         except Exception as e:  # an engine bug or environment failure: keep the details
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
@@ -202,7 +195,10 @@ class Trainer:
         self._announce(plan)
         meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed,
                       self.progress.window)
-        with closing(self._batches(plan)) as batches:
+        batches = step_batches(self.prep.train_data, plan, t, self.progress.step,
+                               self.dist.rank, self.dist.world_size,
+                               pin_memory=self.dist.device.type == "cuda")
+        with closing(batches):
             while self.progress.step < plan.total_steps:
                 lr = learning_rate(self.progress.step, plan.total_steps, t.learning_rate,
                                    t.warmup_iters, t.lr_schedule, t.decay_fraction)
@@ -264,49 +260,12 @@ class Trainer:
             peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir),
             tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed))
         self._tell_the_folder()
-        if t.warmup_iters >= plan.total_steps > self.progress.step:
-            last = learning_rate(plan.total_steps - 1, plan.total_steps, t.learning_rate,
-                                 t.warmup_iters, t.lr_schedule, t.decay_fraction)
-            self.log(f"the run's {plan.total_steps} steps end within warmup_iters "
-                     f"({t.warmup_iters}): the learning rate only rises, to {last:.3g} at the "
-                     f"last step (learning_rate is {t.learning_rate:g}), and never decays",
-                     "warning")
-        if t.max_steps > plan.total_steps:  # else the header's "steps: 2" is the only hint
-            epochs = math.ceil(t.max_steps / plan.steps_per_epoch)
-            self.log(f"the data ends before max_steps ({t.max_steps}): {t.epochs} epoch(s) of "
-                     f"{plan.steps_per_epoch} steps end the run at step {plan.total_steps}; "
-                     f"for {t.max_steps} steps set epochs to {epochs} (--epochs {epochs})",
-                     "warning")
+        for warning in plan_warnings(t, plan, self.progress.step):
+            self.log(warning, "warning")
         if warning := memory_warning(s, model.num_parameters(), dist.device):
             self.log(warning, "warning")
         if dist.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dist.device)
-
-    def _batches(self, plan: Plan) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """The micro-batches of each optimizer step, from where the run stands: an epoch's
-        last step may have fewer than accumulation_steps of them."""
-        t, dist = self.settings.train, self.dist
-        accum = t.accumulation_steps
-        epoch, done = plan.epoch_of(self.progress.step)
-        while True:
-            order = epoch_batches(len(self.prep.train_data), t.batch_size, epoch, t.seed,
-                                  dist.rank, dist.world_size)
-            loader = iter(DataLoader(
-                self.prep.train_data, batch_sampler=order[done * accum:],
-                num_workers=t.num_workers, pin_memory=dist.device.type == "cuda",
-                # Its own generator keeps the loader from drawing on the global RNG, which
-                # dropout uses: resumed and uninterrupted runs then see the same masks.
-                generator=torch.Generator()))
-            if t.num_workers == 0:  # no loader processes: build the next batches in a thread
-                loader = Prefetcher(loader)
-            try:
-                for step in range(done, plan.steps_per_epoch):
-                    group = min(accum, plan.batches_per_epoch - step * accum)
-                    yield [next(loader) for _ in range(group)]
-            finally:  # the epoch ended, or the run did (the generator is closed)
-                if isinstance(loader, Prefetcher):
-                    loader.close()
-            epoch, done = epoch + 1, 0
 
     def _optimizer_step(self, micro_batches: list, lr: float, meter: Meter) -> None:
         """Forward and backward over the micro-batches (gradients averaged), clip, update."""
@@ -421,7 +380,7 @@ class Trainer:
                     world_size=self.dist.world_size, data=self.prep.data_fingerprint,
                     adapters_only=t.stage == "lora")
             except OSError as e:
-                failure = _write_error(e, self.prep.weights_path, self.last_saved_step)
+                failure = write_error(e, self.prep.weights_path, self.last_saved_step)
             except NonFiniteError as e:  # a weight beyond float16's range, as the file holds it
                 failure = e
             else:
@@ -432,14 +391,3 @@ class Trainer:
         if failure := distributed.from_main(failure, self.dist):
             raise failure
         self.last_saved_step = self.progress.step
-
-
-def _reason(e: OSError) -> str:
-    return "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
-
-
-def _write_error(e: OSError, path: Path, last_good: int | None) -> CheckpointWriteError:
-    what = _reason(e)
-    kept = (f"the checkpoint from step {last_good} is intact" if last_good is not None
-            else "no earlier checkpoint existed")
-    return CheckpointWriteError(f"{what} writing {e.filename or path}; {kept}")

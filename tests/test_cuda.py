@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from minimind import MiniMindConfig, engine
+from minimind import MiniMindConfig
+from minimind.data import sampler
 from minimind.engine import Trainer
 from minimind.events import StepMetrics
 from minimind.feed_forward import MoEFeedForward
@@ -53,14 +54,14 @@ def test_fused_adamw_and_pinned_packed_batches(tiny_settings, monkeypatch):
             super().__init__(*args, **kwargs)
             optimizers.append(self)
 
-    class SpyLoader(engine.DataLoader):
+    class SpyLoader(sampler.DataLoader):
         def __iter__(self):
             for batch in super().__iter__():
                 pinned.append(all(t.is_pinned() for t in batch))
                 yield batch
 
     monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
-    monkeypatch.setattr(engine, "DataLoader", SpyLoader)
+    monkeypatch.setattr(sampler, "DataLoader", SpyLoader)
     run(tiny_settings(device="cuda", dtype="bfloat16", packing=True, max_steps=2))
     assert len(optimizers) == 1 and all(g["fused"] for g in optimizers[0].param_groups)
     assert pinned and all(pinned)

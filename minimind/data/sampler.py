@@ -7,9 +7,15 @@ batches it already trained on and continue with exactly the batches an uninterru
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.utils.data import DataLoader, Dataset
+
+from minimind.data.prefetch import Prefetcher
+from minimind.schedule import learning_rate
+from minimind.settings import TrainSettings
 
 
 def epoch_batches(n_samples: int, batch_size: int, epoch: int, seed: int,
@@ -46,3 +52,50 @@ def plan_run(n_samples: int, batch_size: int, accumulation_steps: int, epochs: i
     steps_per_epoch = math.ceil(batches / accumulation_steps)
     total = steps_per_epoch * epochs
     return Plan(batches, steps_per_epoch, min(total, max_steps) if max_steps else total)
+
+
+def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: int,
+                 rank: int = 0, world_size: int = 1, pin_memory: bool = False
+                 ) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The micro-batches of each optimizer step from `start_step` on, without end: an epoch's
+    last step may have fewer than accumulation_steps of them."""
+    accum = train.accumulation_steps
+    epoch, done = plan.epoch_of(start_step)
+    while True:
+        order = epoch_batches(len(data), train.batch_size, epoch, train.seed, rank, world_size)
+        loader = iter(DataLoader(
+            data, batch_sampler=order[done * accum:], num_workers=train.num_workers,
+            pin_memory=pin_memory,
+            # Its own generator keeps the loader from drawing on the global RNG, which
+            # dropout uses: resumed and uninterrupted runs then see the same masks.
+            generator=torch.Generator()))
+        if train.num_workers == 0:  # no loader processes: build the next batches in a thread
+            loader = Prefetcher(loader)
+        try:
+            for step in range(done, plan.steps_per_epoch):
+                group = min(accum, plan.batches_per_epoch - step * accum)
+                yield [next(loader) for _ in range(group)]
+        finally:  # the epoch ended, or the run did (the generator is closed)
+            if isinstance(loader, Prefetcher):
+                loader.close()
+        epoch, done = epoch + 1, 0
+
+
+def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str]:
+    """What the plan does that the settings do not say: a run that ends within its warmup, or
+    data that end it before max_steps (else the header's "steps: 2" is the only hint)."""
+    warnings = []
+    if train.warmup_iters >= plan.total_steps > start_step:
+        last = learning_rate(plan.total_steps - 1, plan.total_steps, train.learning_rate,
+                             train.warmup_iters, train.lr_schedule, train.decay_fraction)
+        warnings.append(f"the run's {plan.total_steps} steps end within warmup_iters "
+                        f"({train.warmup_iters}): the learning rate only rises, to {last:.3g} "
+                        f"at the last step (learning_rate is {train.learning_rate:g}), and "
+                        "never decays")
+    if train.max_steps > plan.total_steps:
+        epochs = math.ceil(train.max_steps / plan.steps_per_epoch)
+        warnings.append(f"the data ends before max_steps ({train.max_steps}): {train.epochs} "
+                        f"epoch(s) of {plan.steps_per_epoch} steps end the run at step "
+                        f"{plan.total_steps}; for {train.max_steps} steps set epochs to "
+                        f"{epochs} (--epochs {epochs})")
+    return warnings
