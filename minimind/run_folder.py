@@ -15,7 +15,6 @@ checkpoints, and `run.json`, the run's status (process, host, start, state, prog
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 import time
@@ -27,6 +26,7 @@ import psutil
 
 from minimind.atomic import atomic_write_bytes
 from minimind.events import Event
+from minimind.folder_lock import LockHeld, inherited_lock, lock_folder, reserve
 from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
                                 STATUS_FILE, remove_run_files, resume_files, resume_name, run_files,
                                 status_temp_files)
@@ -34,10 +34,9 @@ from minimind.run_status import (RunStatus, caught_up, read_status, status_from_
                                  this_process)
 from minimind.sinks import BackgroundSink
 
-# A launcher that took a folder's lock for its child names the inherited descriptor here.
-LOCK_FD_ENV = "MINIMIND_RUN_LOCK_FD"
-# ...and the folder whose launch.toml and launch.log it wrote for the child: they belong to
-# the new run, not to the one an overwrite replaces.
+# A launcher that took a folder's lock for its child names the folder whose launch.toml and
+# launch.log it wrote for the child: they belong to the new run, not to the one an overwrite
+# replaces.
 LAUNCHED_INTO_ENV = "MINIMIND_LAUNCHED_INTO"
 HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead (and
@@ -154,9 +153,9 @@ class RunFolder:
         a note about what was found (a crashed predecessor, a run to replace) or "". Raises
         RunBusy if a live process holds it, NeedsConsent (a PermissionError) if it holds a run
         or weights the run would replace and neither `resume` nor `overwrite` allows it. The
-        lock is held until `release`; a launcher hands it to its child with `LOCK_FD_ENV`, and
-        the child's claim takes it over."""
-        fd = self._inherited_lock()
+        lock is held until `release`; a launcher hands it to its child (`minimind.folder_lock`:
+        by descriptor, or to torchrun by `hand_to`), and the child's claim takes it over."""
+        fd = inherited_lock(self.path)
         self._lock_fd = self._lock() if fd is None else fd
         try:
             note = self.consent(resume=resume, overwrite=overwrite, weights_name=weights_name,
@@ -169,38 +168,26 @@ class RunFolder:
             raise
 
     def _lock(self) -> int:
-        """Lock the folder's lock file. `abandon` removes that file while holding it, so one
-        opened just before is checked to still be the folder's, or locked anew."""
-        for _ in range(5):
-            self.path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise RunBusy(f"{self.path} is in use by a running training "
-                              f"({self.describe()}); watch it with: minimind-tui watch "
-                              f"{self.path}") from None
-            if _same_file(fd, self.path / LOCK_FILE):
-                return fd
-            os.close(fd)
-        raise RunBusy(f"{self.path}: its lock file keeps being replaced by another process")
+        try:
+            return lock_folder(self.path)
+        except LockHeld as e:
+            if e.reserved_for is not None:
+                raise RunBusy(f"{self.path} is being started by another launch (process "
+                              f"{e.reserved_for}, torchrun); watch it with: minimind-tui "
+                              f"watch {self.path}") from None
+            raise RunBusy(f"{self.path} is in use by a running training ({self.describe()}); "
+                          f"watch it with: minimind-tui watch {self.path}") from None
 
     @property
     def lock_fd(self) -> int | None:
         """The descriptor holding the lock while claimed (for a launcher to hand over)."""
         return self._lock_fd
 
-    def _inherited_lock(self) -> int | None:
-        """The descriptor of this folder's lock file that a launcher passed down, if any: its
-        lock is already this process's, so no other launch can slip in between."""
-        value = os.environ.get(LOCK_FD_ENV, "")
-        if not value.isdigit():
-            return None
-        if not _same_file(int(value), self.path / LOCK_FILE):
-            return None
-        del os.environ[LOCK_FD_ENV]  # taken: a process started from here inherits no claim
-        return int(value)
+    def hand_to(self, pid: int) -> None:
+        """Release the claim to process `pid`, whose children claim the folder themselves
+        (torchrun): until it exits, no other launch may take the folder."""
+        reserve(self._lock_fd, pid)
+        self.release()
 
     def refusal(self, *, resume: bool, overwrite: bool, weights_name: str = "",
                 from_weight: str = "") -> RunBusy | NeedsConsent | None:
@@ -283,14 +270,6 @@ class RunFolder:
     def write_status(self, status: RunStatus) -> None:
         atomic_write_bytes(self.path / STATUS_FILE, status.model_dump_json(indent=1).encode()
                            + b"\n")
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        held, here = os.fstat(fd), os.stat(path)
-    except OSError:
-        return False
-    return (held.st_dev, held.st_ino) == (here.st_dev, here.st_ino)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -536,3 +536,35 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
     (folder / "config.toml").unlink()
     os.mkfifo(folder / "config.toml")  # (never opened: a read would block)
     assert problems(from_resume=True, max_steps=3, batch_size=8) == []
+
+
+def test_a_folder_handed_to_torchrun_is_kept_for_its_workers(tmp_path):
+    """A torchrun launch released the folder's lock (its workers inherit no descriptor) until
+    rank 0 took it again, seconds later: another launch could take the folder in between and
+    replace the launch.toml the workers were about to read. The folder is now reserved for the
+    torchrun process's own: refused to others while it lives, free once it is gone."""
+    import pytest
+
+    from minimind.run_folder import RunBusy
+
+    folder_path = tmp_path / "run"
+    claim = ("import sys; from minimind.run_folder import RunFolder; "
+             f"RunFolder({str(folder_path)!r}).claim(resume=False, overwrite=False); "
+             "print('claimed')")
+    # The process the folder is handed to (as torchrun is) claims it; so would its children.
+    child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(1.5); {claim}"],
+                             stdout=subprocess.PIPE, text=True, env=ENV)
+    launcher = RunFolder(folder_path)
+    launcher.claim(resume=False, overwrite=False)
+    launcher.hand_to(child.pid)
+    with pytest.raises(RunBusy, match=f"is being started by another launch \\(process "
+                                      f"{child.pid}, torchrun\\)"):
+        RunFolder(folder_path).claim(resume=False, overwrite=False)
+    assert child.communicate(timeout=60)[0] == "claimed\n" and child.returncode == 0
+    # Gone, it holds nothing; nor does a lock file of garbage, nor one naming a reused pid.
+    for text in (None, b"\xff\x00garbage", f"{os.getppid()} 12.5\n".encode(), b"1 nan\n"):
+        if text is not None:
+            (folder_path / ".run.lock").write_bytes(text)
+        folder = RunFolder(folder_path)
+        folder.claim(resume=False, overwrite=False)
+        folder.release()

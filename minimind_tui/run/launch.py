@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minimind.run_files import LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE
-from minimind.run_folder import LAUNCHED_INTO_ENV, LOCK_FD_ENV, RunFolder
+from minimind.folder_lock import LOCK_FD_ENV
+from minimind.run_folder import LAUNCHED_INTO_ENV, RunFolder
 from minimind.settings import RunSettings, TrainSettings
 
 TAIL_BYTES = 16 << 10
@@ -100,7 +101,7 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
     The folder is claimed (locked, consent checked) before anything is written into it, and a
     single training process inherits the lock: a second launch into the folder is refused
     before it can replace this one's launch.toml. (torchrun's workers cannot inherit it, so a
-    multi-process launch releases it once its files are written; rank 0 takes it again.)
+    multi-process launch hands it to torchrun's process, whose rank 0 takes it again.)
     Raises RunBusy or PermissionError when the folder may not be used, OSError if it or the
     log cannot be written."""
     train = settings.train
@@ -125,6 +126,8 @@ def launch(settings: RunSettings, *, detached: bool = False) -> ChildProcess:
                                      stderr=subprocess.STDOUT, env=env, pass_fds=inherited,
                                      start_new_session=detached,
                                      process_group=None if detached else 0)
+        if needs_torchrun(train):
+            folder.hand_to(popen.pid)
     finally:
         folder.release()  # this process's copy; the child's keeps the folder locked
     what = "torchrun" if needs_torchrun(train) else "the training process"
