@@ -7,6 +7,7 @@ batches it already trained on and continue with exactly the batches an uninterru
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: in
         order = epoch_batches(len(data), train.batch_size, epoch, train.seed, rank, world_size)
         loader = iter(DataLoader(
             data, batch_sampler=order[done * accum:], num_workers=train.num_workers,
-            pin_memory=pin_memory,
+            pin_memory=pin_memory, worker_init_fn=leave_stops_to_the_trainer,
             # Its own generator keeps the loader from drawing on the global RNG, which
             # dropout uses: resumed and uninterrupted runs then see the same masks.
             generator=torch.Generator()))
@@ -79,6 +80,17 @@ def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: in
             if isinstance(loader, Prefetcher):
                 loader.close()
         epoch, done = epoch + 1, 0
+
+
+def leave_stops_to_the_trainer(_worker_id: int) -> None:
+    """A loader worker ignores the stop signals a terminal or a scheduler sends the whole
+    process group (Ctrl+C, `timeout`, `kill -- -PGID`, scancel): the trainer finishes its step,
+    writes a checkpoint and then shuts its workers down. Killed by the signal, a worker took
+    the run down with it ("DataLoader worker is killed by signal") before that checkpoint;
+    caught by the handler it inherits, it printed the trainer's notice a second time. (A
+    worker whose trainer is gone exits by itself.)"""
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
 
 
 def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str]:

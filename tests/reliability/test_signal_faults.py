@@ -72,6 +72,25 @@ def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
     assert resume_step(tmp_path) >= 2
 
 
+def test_a_signal_to_the_whole_process_group_spares_the_loader_workers(tmp_path):
+    """`timeout`, `kill -- -PGID`, scancel and Ctrl+C signal every process of the group: the
+    data loader's worker (num_workers 1, most presets' setting) died of SIGTERM and took the
+    run down with it ("DataLoader worker is killed by signal", no checkpoint); SIGINT made it
+    print the stopping notice a second time."""
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        out_dir = tmp_path / stop.name
+        proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--num_workers", "1", "--out_dir",
+                                 str(out_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env(), start_new_session=True)
+        wait_for_step(proc, 2)
+        assert len(psutil.Process(proc.pid).children()) >= 1  # the worker is there to signal
+        os.killpg(proc.pid, stop)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert err.count(f"{stop.name} received") == 1 and "[stopped]" in out, err
+        assert_stopped_with_a_checkpoint(out_dir)
+
+
 def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
     # Checkpoints every step, so there is one to keep; the second signal arrives mid-run.
     proc = start("--out_dir", str(tmp_path), "--save_interval", "1")
