@@ -30,7 +30,7 @@ from .data.packed import tokenizer_digest
 from .environment import as_the_run_took_it, unusable_path
 from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
-from .run_files import CONFIG_FILE
+from .run_files import CONFIG_FILE, holds_adapters
 from .settings import RunSettings
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError
@@ -184,7 +184,7 @@ def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
     """(config.toml, its settings) when `path` is a lora run's folder or its adapter file."""
     if path.is_dir():
         toml = path / CONFIG_FILE
-    elif path.is_file() and path.parent.name == "lora":  # <run>/lora/<lora_name>_<hidden>.pth
+    elif path.is_file() and holds_adapters(str(path)):  # <run>/lora/<lora_name>_<hidden>.pth
         toml = path.parent.parent / CONFIG_FILE
     else:
         return None

@@ -22,7 +22,9 @@ LAUNCH_LOG_FILE = "launch.log"
 """That child's output."""
 RESUME_SUFFIX = "_resume.pth"
 WEIGHTS_SUFFIX = ".pth"
-RESUME_PATTERNS = (f"*{RESUME_SUFFIX}", f"lora/*{RESUME_SUFFIX}")
+ADAPTER_FOLDER = "lora"
+"""Where a lora run keeps its adapters, inside its folder (upstream's `out/lora/`)."""
+RESUME_PATTERNS = (f"*{RESUME_SUFFIX}", f"{ADAPTER_FOLDER}/*{RESUME_SUFFIX}")
 
 # The files of a run with a fixed name; the checkpoints' names depend on its settings.
 NAMED_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE, LAUNCH_SETTINGS_FILE,
@@ -50,7 +52,13 @@ def save_weight_of(name: str, hidden_size: int, use_moe: bool) -> str | None:
 
 def lora_weights_name(lora_name: str, hidden_size: int) -> str:
     """Upstream's train_lora.py: `lora/lora_medical_512.pth` (no MoE suffix)."""
-    return f"lora/{lora_name}_{hidden_size}{WEIGHTS_SUFFIX}"
+    return f"{ADAPTER_FOLDER}/{lora_name}_{hidden_size}{WEIGHTS_SUFFIX}"
+
+
+def holds_adapters(weights: str) -> bool:
+    """Whether a run saving `weights` is a lora run, whose adapters only mean something with
+    the base they trained on: every reader opens that base again."""
+    return Path(weights).parent.name == ADAPTER_FOLDER
 
 
 def resume_name(weights: str) -> str:

@@ -28,8 +28,8 @@ from minimind.atomic import atomic_write_bytes
 from minimind.events import Event
 from minimind.folder_lock import LockHeld, inherited_lock, lock_folder, reserve
 from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
-                                STATUS_FILE, remove_run_files, resume_files, resume_name, run_files,
-                                status_temp_files)
+                                STATUS_FILE, holds_adapters, remove_run_files, resume_files,
+                                resume_name, run_files, status_temp_files)
 from minimind.run_status import (RunStatus, caught_up, read_status, status_from_metrics,
                                  this_process)
 from minimind.sinks import BackgroundSink
@@ -50,6 +50,10 @@ CATCH_UP_BYTES = 1 << 20  # a crashed run's status is a few seconds of steps beh
 
 class RunBusy(Exception):
     """The folder's run is alive in another process."""
+
+
+class DeletesItsStart(PermissionError):
+    """An overwrite would delete the weights file the run starts from."""
 
 
 class NeedsConsent(PermissionError):
@@ -190,19 +194,21 @@ class RunFolder:
         self.release()
 
     def refusal(self, *, resume: bool, overwrite: bool, weights_name: str = "",
-                from_weight: str = "") -> RunBusy | NeedsConsent | None:
+                from_weight: str = "") -> RunBusy | PermissionError | None:
         """Why a new trainer may not use this folder, or None: a live run is in it, or an
         earlier run, or a weights file of the name this run saves (a copied-in from_weight,
         upstream's own `out/pretrain_512.pth`), that neither `resume` nor `overwrite` allows
-        replacing. The one rule for the engine, the CLI and the app."""
-        return self._refusal(self._look(resume, weights_name), resume, overwrite, from_weight)
+        replacing (NeedsConsent), or an overwrite would delete the base a lora run starts from
+        (DeletesItsStart). The one rule for the engine, the CLI and the app."""
+        return self._refusal(self._look(resume, weights_name), resume, overwrite, from_weight,
+                             weights_name)
 
     def consent(self, *, resume: bool, overwrite: bool, weights_name: str = "",
                 from_weight: str = "") -> str:
         """Raise `refusal` if there is one; otherwise a note on what was found, and what a
         fresh start here will delete is set aside in `replace_on_start`. See `claim`."""
         found = self._look(resume, weights_name)
-        refusal = self._refusal(found, resume, overwrite, from_weight)
+        refusal = self._refusal(found, resume, overwrite, from_weight, weights_name)
         if refusal is not None:
             raise refusal
         if not found.in_the_way and (not found.run or resume):
@@ -221,8 +227,8 @@ class RunFolder:
         run = self.describe(status) if self.holds_a_run() else ""
         return _Found(status, self.state(status), run, in_the_way)
 
-    def _refusal(self, found: _Found, resume: bool, overwrite: bool,
-                 from_weight: str) -> RunBusy | NeedsConsent | None:
+    def _refusal(self, found: _Found, resume: bool, overwrite: bool, from_weight: str,
+                 weights_name: str) -> RunBusy | PermissionError | None:
         status = found.status
         if found.state == "running":
             where = f" on {status.host}" if status and status.host != socket.gethostname() else ""
@@ -230,6 +236,15 @@ class RunFolder:
                            f"({self.describe(status)}); watch it with: minimind-tui watch "
                            f"{self.path}")
         run, in_the_way = found.run, found.in_the_way
+        # (A pretraining or sft run may replace the file it starts from in place, with
+        # consent: it reads it once. A lora run's base is read whenever the run is opened.)
+        if overwrite and from_weight and holds_adapters(weights_name) and _resolved(
+                from_weight) in {p.resolve() for p in (*run_files(self.path), *in_the_way)}:
+            return DeletesItsStart(
+                f"{from_weight}, the base this lora run starts from (from_weight), is one of "
+                "the files --overwrite would delete here, and the run's adapters need it "
+                "whenever they are opened: copy it elsewhere and point from_weight there, or "
+                "train into another --out_dir")
         if overwrite or not (in_the_way or run and not resume):
             return None
         what = _replaced_text(run, in_the_way, from_weight)
@@ -284,10 +299,17 @@ def _replaced_text(run: str, in_the_way: list[Path], from_weight: str) -> str:
                         + [replaced_files_text(in_the_way, from_weight)] * bool(in_the_way))
 
 
+def _resolved(path: str) -> Path | None:
+    try:
+        return Path(path).expanduser().resolve()
+    except (RuntimeError, OSError):  # an unknown ~user, a name too long: not a file here
+        return None
+
+
 def replaced_files_text(paths: list[Path], from_weight: str = "") -> str:
     """"pretrain_128.pth (the from_weight this run starts from)": the files named for a
     consent question."""
-    source = Path(from_weight).expanduser().resolve() if from_weight else None
+    source = _resolved(from_weight) if from_weight else None
     return " and ".join(
         p.name + (" (the from_weight this run starts from)"
                   if source is not None and p.resolve() == source else "") for p in paths)

@@ -269,6 +269,23 @@ def test_weights_a_run_would_replace_need_the_same_consent_as_a_run(tmp_path):
     assert source.read_bytes() != kept and RunFolder(ft).state() == "completed"
 
 
+def test_a_lora_run_may_not_overwrite_the_base_it_starts_from(tmp_path):
+    """A lora run into its base's own folder with --overwrite 1 deleted the base with the old
+    run, trained, said "completed", and left adapters nothing could open again."""
+    base = tmp_path / "base"
+    assert cli("--max_steps", "1", "--out_dir", str(base)).returncode == 0
+    before = sorted(p.name for p in base.iterdir())
+    refused = cli("--max_steps", "1", "--out_dir", str(base), "--stage", "lora", "--data_path",
+                  "builtin:shakespeare-chat", "--from_weight", str(base / "pretrain_128.pth"),
+                  "--overwrite", "1")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (f"train.out_dir: {base / 'pretrain_128.pth'}, the base this lora run starts from "
+            "(from_weight), is one of the files --overwrite would delete here") \
+        in refused.stderr, refused.stderr
+    assert sorted(p.name for p in base.iterdir()) == before and RunFolder(base).state() == \
+        "completed"
+
+
 def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
     folder = RunFolder(tmp_path)
     names = ["run.json", "metrics.jsonl", "config.toml", "error.log", "launch.toml",
