@@ -103,9 +103,10 @@ def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
         if len(records) > 1:
             origin += " (agrees with " + ", ".join(r.where for r in records[1:]) + ")"
     model = _build(config, state_dict, weights)
+    fingerprint = next((r for r in records if r.tokenizer_digest), None)
     return Checkpoint(model.eval(), weights, origin,
                       *_choose_tokenizer(tokenizer if record else None, tokenizer_path,
-                                         config.vocab_size))
+                                         config.vocab_size, fingerprint))
 
 
 def load_model(path: str | Path, num_attention_heads: int | None = None) -> MiniMindForCausalLM:
@@ -128,7 +129,8 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path, tokeni
     warnings = [_other_function(record, model.config)]
     if tokenizer is not None:
         warnings.append(_other_ids(record.tokenizer, tokenizer, tokenizer_path,
-                                   "train.tokenizer_path"))
+                                   "train.tokenizer_path",
+                                   record if record.tokenizer_digest else None))
     return note, "; ".join(filter(None, warnings))
 
 
@@ -334,30 +336,54 @@ def _build(config: MiniMindConfig, state_dict: dict[str, torch.Tensor], path: Pa
 
 
 def _choose_tokenizer(recorded: tuple[str, str] | None, override: str | None,
-                      vocab_size: int) -> tuple[Path, str]:
+                      vocab_size: int, fingerprint: Record | None = None) -> tuple[Path, str]:
     """The tokenizer folder to use and a note: the record's (spec, where), or `override`
     (--tokenizer_path), which the note compares with a recorded one that loads here. A record
-    whose tokenizer is not here cannot be compared: that is what the override is for."""
+    whose tokenizer is not here cannot be compared: that is what the override is for. Where
+    a resume file recorded the fingerprint of the tokenizer the run trained with
+    (`fingerprint`), that decides: a recorded tokenizer replaced since is refused."""
     if override is None:
-        return _check_tokenizer(*(recorded or BUNDLED), vocab_size)[0], ""
+        folder, own = _check_tokenizer(*(recorded or BUNDLED), vocab_size)
+        if fingerprint is not None and tokenizer_digest(own) != fingerprint.tokenizer_digest:
+            spec, where = recorded or BUNDLED
+            raise CheckpointError(
+                f"tokenizer ({where}): {spec or 'the bundled tokenizer'} is not the tokenizer "
+                f"the weights learned (its ids differ from the fingerprint in "
+                f"{_fingerprinted(fingerprint)}): it was replaced "
+                "or retrained since the run; restore it, or give the run's own with "
+                "--tokenizer_path")
+        return folder, ""
     folder, chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
-    return folder, ("" if recorded is None
-                    else _other_ids(recorded, chosen, override, "--tokenizer_path"))
+    return folder, ("" if recorded is None else _other_ids(recorded, chosen, override,
+                                                         "--tokenizer_path", fingerprint))
 
 
-def _other_ids(recorded: tuple[str, str], chosen: Any, spec: str, label: str) -> str:
+def _other_ids(recorded: tuple[str, str], chosen: Any, spec: str, label: str,
+               fingerprint: Record | None = None) -> str:
     """A warning when the tokenizer `chosen` (`spec`, set as `label`) gives other ids than the
-    recorded one (spec, where it is named), which the model learned; "" when they agree, or
-    when the recorded one does not load here (the other choice is then the user's remedy, not
-    a mistake)."""
+    one the model learned: the recorded one (spec, where it is named), as `fingerprint`
+    records it where it does; "" when they agree, or when there is nothing to compare with
+    (the other choice is then the user's remedy, not a mistake)."""
     try:
-        own = load_tokenizer(recorded[0] or None)
+        own = tokenizer_digest(load_tokenizer(recorded[0] or None))
     except TokenizerError:
+        own = None
+    learned = fingerprint.tokenizer_digest if fingerprint is not None else own
+    if learned is None or tokenizer_digest(chosen) == learned:
         return ""
-    if tokenizer_digest(own) == tokenizer_digest(chosen):
-        return ""
+    spec_text = recorded[0] or "the bundled tokenizer"
+    named = f"{spec_text} ({recorded[1]})"
+    if own != learned:  # the recorded tokenizer is not (or no longer) the one it learned
+        named = (f"as {_fingerprinted(fingerprint)} records it ({spec_text}, named in "
+                 f"{recorded[1].removeprefix('train.tokenizer_path in ')}, holds another one "
+                 "now)")
     return (f"{label} ({spec or 'the bundled tokenizer'}) gives other ids than the tokenizer "
-            f"the weights learned: {recorded[0] or 'the bundled tokenizer'} ({recorded[1]})")
+            f"the weights learned: {named}")
+
+
+def _fingerprinted(record: Record) -> str:
+    """The resume file whose data record holds the tokenizer's fingerprint."""
+    return record.where.removeprefix("the settings saved in ")
 
 
 def _check_tokenizer(spec: str, where: str, vocab_size: int) -> tuple[Path, Any]:

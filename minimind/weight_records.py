@@ -38,6 +38,9 @@ class Record:
     where: str
     model: ModelSettings | MiniMindConfig
     tokenizer: tuple[str, str]  # (tokenizer_path, where it is named)
+    tokenizer_digest: str = ""
+    """The fingerprint of the tokenizer the run trained with (a resume file records it): the
+    file at tokenizer_path may have been replaced or retrained since."""
 
     def config(self) -> MiniMindConfig:
         if isinstance(self.model, MiniMindConfig):
@@ -100,16 +103,19 @@ def resume_beside(weights: Path) -> list[Record]:
     try:
         state = safe_torch_load(resume, mmap=True)
         model = ModelSettings.model_validate(state["settings"]["model"])
-        train = state["settings"]["train"]
+        train, data = state["settings"]["train"], state.get("data")
     except (CheckpointError, ValidationError, KeyError, TypeError):
         return []
-    return [settings_record(f"the settings saved in {resume}", model, train)]
+    return [settings_record(f"the settings saved in {resume}", model, train, data)]
 
 
-def settings_record(where: str, model: ModelSettings, train: Any) -> Record:
+def settings_record(where: str, model: ModelSettings, train: Any, data: Any = None) -> Record:
+    """A resume file's settings (and its `data` fingerprints, where given) as a record."""
     spec = train.get("tokenizer_path", "") if isinstance(train, dict) else ""
+    digest = data.get("tokenizer", "") if isinstance(data, dict) else ""
     return Record(where, model, (spec if isinstance(spec, str) else "",
-                                 f"train.tokenizer_path in {where}"))
+                                 f"train.tokenizer_path in {where}"),
+                  digest if isinstance(digest, str) else "")
 
 
 def run_settings(toml: Path) -> RunSettings:
@@ -174,7 +180,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
             state = load_resume(path, data)
             saved = settings_record(f"the settings saved in {path}",
                                     ModelSettings.model_validate(state["settings"]["model"]),
-                                    state["settings"]["train"])
+                                    state["settings"]["train"], state.get("data"))
         data = data["model"]  # upstream's resume file records no config
     if not (isinstance(data, dict) and data and all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())):

@@ -557,3 +557,32 @@ def test_a_start_from_weights_that_learned_other_ids_is_said(tiny_settings, tmp_
         f"tokenizer the weights learned: {other} (train.tokenizer_path in the settings saved in "
         f"{tmp_path / 'first' / 'pretrain_128_resume.pth'})"]
     assert warnings(str(other)) == []
+
+
+def test_a_tokenizer_replaced_since_the_run_is_refused(tiny_settings, tmp_path):
+    """generate printed other text and export shipped (and "verified") a tokenizer retrained
+    in place since the run, though the resume file records the one the weights learned and a
+    resume refused the change."""
+    from minimind.engine import Trainer
+    from minimind.tokenizer import train_tokenizer
+
+    tok = tmp_path / "tok"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, tok)
+    settings = tiny_settings(max_steps=1, tokenizer_path=str(tok))
+    assert Trainer(settings).run().status == "completed"
+    run = Path(settings.train.out_dir)
+    assert read_checkpoint(run).tokenizer_dir == tok
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": f"line {i} of a small corpus"}) + "\n"
+                            for i in range(40)))
+    train_tokenizer(data, tok, vocab_size=300, progress=False, overwrite=True)
+    for src in (run, run / "pretrain_128.pth", run / "pretrain_128_resume.pth"):
+        with pytest.raises(CheckpointError, match=r"tok is not the tokenizer the weights learned "
+                                                  r"\(its ids differ from the fingerprint in "):
+            read_checkpoint(src)
+    assert export_main([str(run), str(tmp_path / "hf")]) == 2
+    assert not (tmp_path / "hf").exists()
+    # The run's own tokenizer given by hand is the remedy; another one is named as such.
+    assert read_checkpoint(run, str(BUNDLED_TOKENIZER_DIR)).tokenizer_note == ""
+    assert read_checkpoint(run, str(tok)).tokenizer_note.startswith(
+        f"--tokenizer_path ({tok}) gives other ids than the tokenizer the weights learned: as ")
