@@ -31,7 +31,7 @@ from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import Throughput
 from minimind.data.sampler import plan_run
 from minimind.data.sft import (ChatTemplateError, ConversationParser, SFTDataset, mask_markers,
-                              unwritten_fields)
+                              unfit_conversations, unwritten_fields)
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
@@ -147,6 +147,12 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         raise InputError(f"train.data_path: {t.data_path} holds {len(train_data)} sample(s) "
                          f"for {dist.world_size} processes, each of which needs one: use more "
                          "data, or fewer processes (nproc_per_node)")
+    if t.stage != "pretrain" and (probed := unfit_conversations(train_data)):
+        raise InputError(f"train.max_seq_len: none of the first {probed} conversation(s) of "
+                         f"{t.data_path} keeps any of its reply within max_seq_len "
+                         f"{t.max_seq_len}, so the run would learn nothing; raise max_seq_len "
+                         f"(minimind-tui inspect DATA --stage {t.stage} --max_seq_len N counts "
+                         "the replies that fit)")
     if t.stage != "pretrain":
         log(f"{t.stage}: {len(train_data):,} conversations; loss, tokens and tokens/s count the "
             f"supervised tokens (the replies) only; their share: minimind-tui inspect DATA "

@@ -330,16 +330,26 @@ def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
     (val,) = [e for e in events if isinstance(e, EvalResult)]
     assert math.isfinite(val.val_loss)
     # A validation set of that conversation alone measures nothing: said, not skipped silently.
-    data.write_text(json.dumps(rows[3]) + "\n")
+    alone = tmp_path / "alone.jsonl"
+    alone.write_text(json.dumps(rows[3]) + "\n")
     events = []
-    assert run(with_train_fields(settings, out_dir=str(tmp_path / "sft-2"), max_steps=1),
-               events=events).status == "completed"
+    assert run(with_train_fields(settings, out_dir=str(tmp_path / "sft-2"), max_steps=1,
+                                 val_data_path=str(alone)), events=events).status == "completed"
     assert not [e for e in events if isinstance(e, EvalResult)]
     assert [e.text for e in events if isinstance(e, LogMessage) and e.level == "warning"
             and e.text.startswith("validation")] == [
         "validation at step 1 measured nothing: its 1 micro-batch(es) held no target (with sft: "
         "every reply lies past max_seq_len), so val_loss stays unknown; raise max_seq_len or "
         "eval_batches"]
+    # Training data whose replies all lie past max_seq_len: refused before a step (the run
+    # trained, logged loss 0.0000 and said "completed").
+    refused = run(with_train_fields(settings, out_dir=str(tmp_path / "sft-3"), max_steps=1,
+                                    data_path=str(alone)))
+    assert (refused.status, refused.cause) == ("failed", "input")
+    assert refused.reason.startswith(
+        f"train.max_seq_len: none of the first 1 conversation(s) of {alone} keeps any of its "
+        "reply within max_seq_len 64, so the run would learn nothing")
+    assert not (tmp_path / "sft-3").exists()
 
 
 def test_an_sft_run_resumes_from_another_folder_after_its_base_and_data_moved(

@@ -257,3 +257,12 @@ class SFTDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.sample(self.encode(self.index.text(i))[0])
+
+
+def unfit_conversations(dataset: SFTDataset, first: int = 256) -> int:
+    """How many of the first conversations were looked at when none keeps any part of a reply
+    within max_seq_len (a target to learn); 0 when one does. Only those are tokenized, since
+    a file may hold GBs."""
+    probed = min(first, len(dataset))
+    fits = any(bool((dataset[i][1][1:] != IGNORE_INDEX).any()) for i in range(probed))
+    return 0 if fits else probed
