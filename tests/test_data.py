@@ -145,7 +145,9 @@ def test_index_progress_reaches_total(small):
                           r"string"),
         ('{"text": "\\ud800"}', r'bad\.jsonl:2: "text" holds an unpaired surrogate \(\\ud800\) '
                                r"at character 1"),
-        ('{"txt": "a"}', r'bad\.jsonl:2: missing "text" field'),
+        ('{"txt": "a"}', r'bad\.jsonl:2: missing "text" field$'),
+        ('{"conversations": []}', r'bad\.jsonl:2: missing "text" field \(this looks like '
+                                  r'conversation data, which stages "sft" and "lora" read\)'),
         ('{"text": 17}', r'bad\.jsonl:2: "text" must be a string, got int'),
         ('{"text": null}', r'bad\.jsonl:2: "text" must be a string, got null'),
         ('["text", "a"]', r'bad\.jsonl:2: expected a JSON object with a "text" field, got list'),

@@ -95,7 +95,9 @@ def parse_line(raw: bytes) -> str:
     if not isinstance(obj, dict):
         raise ValueError(f'expected a JSON object with a "text" field, got {_type_name(obj)}')
     if "text" not in obj:
-        raise ValueError('missing "text" field')
+        hint = (' (this looks like conversation data, which stages "sft" and "lora" read)'
+                if "conversations" in obj else "")
+        raise ValueError(f'missing "text" field{hint}')
     text = obj["text"]
     if not isinstance(text, str):
         raise ValueError(f'"text" must be a string, got {_type_name(text)}')
