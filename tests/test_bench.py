@@ -101,6 +101,11 @@ def test_muon_matmuls_count_as_optimizer_time():
 def test_invalid_variants_exit_2(capsys):
     assert main(["--preset", "tiny", "--variants", "packed+turbo"]) == 2
     assert "unknown variant word 'turbo'" in capsys.readouterr().err
+    for empty in ("", ","):  # an empty table and exit 0, once
+        with pytest.raises(SystemExit) as exit_:
+            main(["--preset", "tiny", "--variants", empty])
+        assert exit_.value.code == 2
+        assert "--variants needs at least one variant" in capsys.readouterr().err
     assert main(["--preset", "tiny", "--variants", "fp16"]) == 2  # fp16 needs CUDA
     assert "train.dtype" in capsys.readouterr().err
 
@@ -126,8 +131,10 @@ FAST = ["--preset", "tiny", "--warmup", "1", "--steps", "1", "--max_seq_len", "3
     # A bad line is found by the first seed's run: still the user's mistake, still exit 2.
     (["--recipes", "wsd", "--seeds", "1", "--data_path", "bad.jsonl", "--packing", "0"],
      ['train.data_path: bad.jsonl:2: "text" must be a string']),
+    # A seed the settings refuse: said before the first seed trains (after it, once).
+    (["--recipes", "wsd", "--seeds", "1,-1"], ["train.seed: must be ≥ 0"]),
 ], ids=["missing-data", "bad-line", "unwritable-out", "sft-preset", "target-out",
-        "target-missing-data", "target-bad-line"])
+        "target-missing-data", "target-bad-line", "target-bad-seed"])
 def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
                                                                     capsys, args, says):
     """One `prog: error: field: why` line naming the file or field, no traceback (it would

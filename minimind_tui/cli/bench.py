@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from minimind.settings import SettingsError
+from minimind.settings import RunSettings, SettingsError
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
 from minimind_tui.form.presets import load_settings, load_start_settings
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(mb is not None and mb < 1 for mb in micro_batches):
         parser.error("--micro_batches must be at least 1")
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if not variants:
+        parser.error(f"--variants needs at least one variant, got {args.variants!r}")
 
     # Imported here so that --help and flag errors answer before torch loads.
     from minimind.bench import BenchError, harness_settings, parse_variant, run_bench
@@ -160,6 +162,9 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
         for recipe in recipes:
             recipe_overrides(recipe)
         base = load_start_settings(args.preset, overrides)  # and the files it reads exist
+        data = base.model_dump(mode="json")
+        for seed in seeds:  # each seed's settings, refused now rather than at its turn
+            RunSettings.parse({**data, "train": {**data["train"], "seed": seed}})
         if not base.train.val_data_path:
             raise TargetBenchError("time to target needs validation data: set --val_data_path")
     except (SettingsError, TargetBenchError) as e:
