@@ -98,4 +98,5 @@ def device_name(device: torch.device) -> str:
     """The card's name, or the CPU with its thread count: what the logs and benchmarks show."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' * (threads != 1)})"

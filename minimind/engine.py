@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from minimind import distributed
 from minimind.checkpoint import (CheckpointWriteError, capture_rng, os_reason, restore_rng,
                                  save_checkpoint, write_error)
+from minimind.data.progress import PreparationStopped
 from minimind.data.sampler import Plan, plan_run, plan_warnings, step_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample)
@@ -30,7 +31,7 @@ from minimind.generate import continue_prompts
 from minimind.memory_estimate import memory_warning
 from minimind.meter import Meter, NonFiniteError
 from minimind.optim import apply_settings, build_optimizer, set_learning_rate
-from minimind.prepare import InputError, PreparationStopped, prepare
+from minimind.prepare import InputError, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
 from minimind.run_folder import StatusSink
 from minimind.schedule import learning_rate

@@ -55,6 +55,16 @@ def unusable_path(value: str) -> str | None:
     return None
 
 
+def not_a_folder(value: str) -> str | None:
+    """Why a run cannot make `value` its folder: it, or a folder above it, is a file."""
+    path = Path(value).expanduser()
+    if blocking := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
+                        None):
+        return (f"{blocking} is a file, not a folder; move it away, or train into another "
+                "--out_dir")
+    return None
+
+
 def as_the_run_took_it(value: str, run_folder: Path, out_dir: str) -> Path:
     """A path a run recorded (its from_weight), as the run took it: a relative one counts from
     the folder the run was started in, which its recorded relative out_dir and the place its
@@ -90,7 +100,7 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
     read = [name for name in PATH_FIELDS if not (t.from_resume and name == "from_weight")]
     out = [Problem(f"train.{name}", why) for name in read
            if (why := path_problem(getattr(t, name).strip()))]
-    if out_dir_problem := unusable_path(t.out_dir.strip()):
+    if out_dir_problem := unusable_path(t.out_dir.strip()) or not_a_folder(t.out_dir.strip()):
         out.append(Problem("train.out_dir", out_dir_problem))
     if t.from_resume:
         from minimind.resume_check import resume_problems

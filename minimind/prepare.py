@@ -28,8 +28,9 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
                            build_token_cache, resolve_data_path)
 from minimind.data.corpus import cache_problem, default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
-from minimind.data.progress import Throughput
+from minimind.data.progress import ReadingProgress
 from minimind.data.sampler import plan_run
+from minimind.environment import not_a_folder
 from minimind.data.sft import (ChatTemplateError, ConversationParser, SFTDataset, mask_markers,
                               unfit_conversations, unwritten_fields)
 from minimind.lora import adapter_tensors, apply_lora
@@ -51,10 +52,6 @@ Log = Callable[..., None]
 
 class InputError(Exception):
     """A problem with the user's settings, files or folders (exit code 2, no traceback)."""
-
-
-class PreparationStopped(Exception):
-    """A stop was requested while the data were being read or tokenized."""
 
 
 @dataclass
@@ -131,7 +128,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
 
     def dataset(spec: str, field: str) -> tuple[Dataset, str]:
         try:
-            return _dataset(spec, tokenizer, settings, dist, _Reporter(spec, log, stop))
+            return _dataset(spec, tokenizer, settings, dist, ReadingProgress(spec, log, stop))
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
         except OSError as e:
@@ -217,6 +214,8 @@ def _missing_folders(path: Path) -> list[Path]:
 
 
 def _writable_dir(path: Path) -> None:
+    if why := not_a_folder(str(path)):
+        raise InputError(f"train.out_dir: {why}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         # A uniquely named probe: another launch may check the same folder at once.
@@ -270,7 +269,7 @@ def _build_model(settings: RunSettings, device: torch.device) -> MiniMindForCaus
 
 
 def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed.DistInfo,
-             reporter: _Reporter) -> tuple[Dataset, str]:
+             reporter: ReadingProgress) -> tuple[Dataset, str]:
     """The dataset for one data setting and the digest of the file's bytes."""
     t = settings.train
     path = resolve_data_path(spec)
@@ -323,30 +322,6 @@ def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:
     if count:
         log(f"{path}: skipped {count} bad lines, first: "
             + "; ".join(f"line {n}: {why}" for n, why in first))
-
-
-class _Reporter:
-    """The progress callback of reading a data file: logs every 10% of a big file with the
-    speed and the time left, and raises PreparationStopped as soon as a stop is requested."""
-
-    def __init__(self, spec: str, log: Log, stop: threading.Event,
-                 doing: str = "reading"):
-        self.name, self.log, self.stop, self.doing = Path(spec).name, log, stop, doing
-        self.reported = {-1}
-        self.throughput = Throughput()
-
-    def again(self, doing: str) -> _Reporter:
-        """A fresh reporter for another pass over the same file."""
-        return _Reporter(self.name, self.log, self.stop, doing)
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.stop.is_set():
-            raise PreparationStopped
-        self.throughput.update(done, total)
-        decile = 10 * done // max(total, 1)
-        if total >= 1 << 24 and decile not in self.reported:  # quiet for small files
-            self.reported.add(decile)
-            self.log(f"{self.doing} {self.name}: {10 * decile}% ({self.throughput.text()})")
 
 
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,

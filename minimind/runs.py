@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -82,14 +82,14 @@ COLUMNS = {"name": "run", "stage": "stage", "origin": "from", "shape": "shape",
            "updated": "when"}
 
 
-def sort_key(column: str) -> Callable[[RunSummary], tuple[bool, Any]]:
-    """How a column sorts: by its value, runs without one (no validation yet) last."""
-
-    def key(run: RunSummary) -> tuple[bool, Any]:
-        value = getattr(run, column)
-        return (value is None, 0 if value is None else value)
-
-    return key
+def sorted_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False
+                ) -> list[RunSummary]:
+    """The runs by a column's value, either way, and those without one (no validation yet)
+    last both ways."""
+    runs = list(runs)
+    valued = [run for run in runs if getattr(run, column) is not None]
+    return (sorted(valued, key=lambda run: getattr(run, column), reverse=reverse)
+            + [run for run in runs if getattr(run, column) is None])
 
 
 def _loss(value: float | None) -> str:

@@ -28,7 +28,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
-from minimind.run_files import lora_weights_name, weights_name
+from minimind.run_files import CONFIG_FILE, lora_weights_name, weights_name
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -356,7 +356,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
     except IsADirectoryError:
-        raise SettingsError([Problem("", f"{path}: is a folder, not a preset file")]) from None
+        hint = (f"; its run's settings are {path / CONFIG_FILE}"
+                if (path / CONFIG_FILE).is_file() else "")
+        raise SettingsError([Problem("", f"{path}: is a folder, not a preset file{hint}")]
+                            ) from None
     except UnicodeDecodeError as e:
         raise SettingsError([Problem("", f"{path}: not a text file (byte {e.start} is not "
                                          "UTF-8)")]) from None

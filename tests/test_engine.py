@@ -1,6 +1,7 @@
 """The engine on real CPU runs: loss falls, accumulation is exact, resume is bitwise, faults."""
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -187,6 +188,13 @@ def test_unwritable_out_dir(tiny_settings, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     result, _ = run(tiny_settings(out_dir=str(blocker / "run")))
+    assert result.cause == "input" and result.reason == (
+        f"train.out_dir: {blocker} is a file, not a folder; move it away, or train into "
+        "another --out_dir")  # (it said "cannot write to ... (Not a directory)")
+    (tmp_path / "locked").mkdir(mode=0o500)
+    if os.access(tmp_path / "locked", os.W_OK):
+        return  # root writes anywhere
+    result, _ = run(tiny_settings(out_dir=str(tmp_path / "locked" / "run")))
     assert result.cause == "input" and result.reason.startswith("train.out_dir: cannot write")
 
 

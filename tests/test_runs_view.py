@@ -54,10 +54,23 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert [r["name"] for r in runs] == ["tiny-lr3e-3", "tiny-resumed", "tiny-live",
                                          "tiny-lr1e-3"]
     assert runs[0]["best_val_loss"] == pytest.approx(3.3064, abs=1e-4)
+    assert runs_main([str(runs_root), "--sort", "best_val_loss", "--reverse", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == [
+        "tiny-lr1e-3", "tiny-live", "tiny-resumed", "tiny-lr3e-3"]
     assert runs_main([str(runs_root / "nope")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
     assert runs_main([str(runs_root / "tiny-live" / "config.toml")]) == 2
     assert "config.toml: not a folder" in capsys.readouterr().err
+
+
+def test_runs_without_the_sorted_value_come_last_either_way(tmp_path):
+    """--reverse put the runs with no validation yet first, as the "largest" losses."""
+    from minimind.runs import RunSummary, sorted_runs
+
+    runs = [RunSummary(tmp_path / name, name, "", "completed", val_loss=loss)
+            for name, loss in (("a", 3.0), ("none", None), ("b", 2.0), ("c", 4.0))]
+    for reverse, order in ((False, ["b", "a", "c", "none"]), (True, ["c", "a", "b", "none"])):
+        assert [run.name for run in sorted_runs(runs, "val_loss", reverse)] == order
 
 
 def test_the_runs_command_lines_up_wide_characters(runs_root, capsys):

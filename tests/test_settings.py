@@ -103,8 +103,12 @@ def test_a_saved_preset_name_loads_back_beside_a_folder_or_file_of_that_name(tmp
         save_user_preset(s, name)
         assert resolve_preset(name) == presets / f"{name}.toml"
         assert load_settings(name) == s
-    with pytest.raises(SettingsError, match="is a folder, not a preset file"):
+    with pytest.raises(SettingsError, match="is a folder, not a preset file$"):
         load_settings("./out")  # the folder itself, asked for as a path
+    s.save_toml(tmp_path / "out" / "config.toml")  # a run folder: its config.toml is meant
+    with pytest.raises(SettingsError, match=r"out: is a folder, not a preset file; its run's "
+                                            r"settings are out/config.toml$"):
+        load_settings("./out")
 
 
 def test_a_file_path_is_still_a_preset(tmp_path, monkeypatch):

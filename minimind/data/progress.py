@@ -1,9 +1,12 @@
-"""Speed and time left of a pass over a file, from its `(done_bytes, total_bytes)` reports."""
+"""Progress of a pass over a data file, from its `(done_bytes, total_bytes)` reports: its
+speed and time left (`Throughput`), and what a run logs while it reads (`ReadingProgress`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from minimind.units import format_duration
 
@@ -45,3 +48,30 @@ class Throughput:
             return "starting…"
         return f"{rate / 1e6:.1f} MB/s, {format_duration(left)} left"
 
+
+class PreparationStopped(Exception):
+    """A stop was requested while the data were being read or tokenized."""
+
+
+class ReadingProgress:
+    """The progress callback of reading a data file: logs every 10% of a big file with the
+    speed and the time left, and raises PreparationStopped as soon as a stop is requested."""
+
+    def __init__(self, spec: str, log: Callable[..., None], stop: threading.Event,
+                 doing: str = "reading"):
+        self.name, self.log, self.stop, self.doing = Path(spec).name, log, stop, doing
+        self.reported = {-1}
+        self.throughput = Throughput()
+
+    def again(self, doing: str) -> ReadingProgress:
+        """A fresh reporter for another pass over the same file."""
+        return ReadingProgress(self.name, self.log, self.stop, doing)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.stop.is_set():
+            raise PreparationStopped
+        self.throughput.update(done, total)
+        decile = 10 * done // max(total, 1)
+        if total >= 1 << 24 and decile not in self.reported:  # quiet for small files
+            self.reported.add(decile)
+            self.log(f"{self.doing} {self.name}: {10 * decile}% ({self.throughput.text()})")

@@ -10,7 +10,7 @@ from rich.cells import cell_len
 
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
-from minimind.runs import COLUMNS, RunSummary, find_runs, sort_key
+from minimind.runs import COLUMNS, RunSummary, find_runs, sorted_runs
 
 PROG = "minimind-tui runs"
 _RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     if not root.is_dir():
         what = "not a folder" if root.exists() else "no such folder"
         return exit_codes.invalid(f"{root}: {what}", prog=PROG)
-    runs = sorted(find_runs(root), key=sort_key(args.sort), reverse=args.reverse)
+    runs = sorted_runs(find_runs(root), args.sort, args.reverse)
     if args.json:
         print(json.dumps([run.as_json() for run in runs], indent=1))
     elif runs:

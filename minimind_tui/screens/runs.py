@@ -21,7 +21,7 @@ from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
 from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, find_runs,
-                           settings_diff, sort_key)
+                           settings_diff, sorted_runs)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -106,8 +106,7 @@ class RunsScreen(Screen[None]):
             arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column else ""
             table.add_column(Text(heading + arrow, justify="right" if key in _NUMERIC else "left"),
                              key=key)
-        ordered = sorted(self.runs.values(), key=sort_key(self.sort_column),
-                         reverse=self.sort_reverse)
+        ordered = sorted_runs(self.runs.values(), self.sort_column, self.sort_reverse)
         short = {key: self._short_cells(run) for key, run in self.runs.items()}
         self._name_width = self._fitting_name_width(short.values())
         for run in ordered:
