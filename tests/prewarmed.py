@@ -60,7 +60,10 @@ def serve(fd: int) -> int:
     single = len(os.listdir("/proc/self/task")) == 1  # a clone copies only the calling thread
     number = SYS_CLONE.get(platform.machine())
     ready = single and number is not None
-    channel.send(json.dumps({"ready": ready}).encode())
+    try:
+        channel.send(json.dumps({"ready": ready}).encode())
+    except ConnectionError:  # the worker finished (a short pass) before the imports did
+        return 0
     libc = ctypes.PyDLL(None, use_errno=True)  # PyDLL: the GIL stays held, as in os.fork
     libc.syscall.restype = ctypes.c_long
     flags = ctypes.c_long(CLONE_PARENT | signal.SIGCHLD)  # SIGCHLD: what the parent is sent
