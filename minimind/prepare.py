@@ -40,6 +40,7 @@ from minimind.resume_check import (changed_text, completed_text, differences, fi
                                    missing_checkpoint, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder
+from minimind.runs import dependents_text, started_from
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
@@ -113,6 +114,8 @@ def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
         log(note)
     if dist.is_main:
         _remove_unfinished_saves(weights_path, log)
+        if folder.replace_on_start and (lost := dependents_text(started_from(folder.path))):
+            log(f"runs started from the weights replaced here: {lost}", "warning")
 
 
 def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,

@@ -128,6 +128,27 @@ def find_runs(root: str | Path) -> list[RunSummary]:
     return sorted(runs, key=lambda run: run.name)
 
 
+def started_from(folder: Path) -> list[RunSummary]:
+    """The runs around `folder` (as the runs list finds them) that started from weights in it:
+    replacing its run takes their origin away, and a lora run's base with it."""
+    folder = folder.resolve()
+    runs = find_runs(runs_root(folder)) if folder.parent.is_dir() else []
+    name = next((run.name for run in runs if run.path.resolve() == folder), None)
+    return [run for run in runs if name is not None and run.origin == name]
+
+
+def dependents_text(runs: list[RunSummary]) -> str:
+    """"tiny-sft, tiny-lora (tiny-lora is a lora run: its adapters ...)", or "" for none."""
+    if not runs:
+        return ""
+    lora = [run.name for run in runs if run.stage == "lora"]
+    one = len(lora) == 1
+    return (", ".join(run.name for run in runs)
+            + (f" ({', '.join(lora)} {'is a lora run' if one else 'are lora runs'}: "
+               f"{'its' if one else 'their'} adapters cannot be opened without that base)"
+               if lora else ""))
+
+
 def summarise(path: Path, root: Path | None = None) -> RunSummary:
     folder = RunFolder(path)
     name = str(path.relative_to(root)) if root is not None and path != root else path.name

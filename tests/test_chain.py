@@ -363,3 +363,30 @@ def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, 
         read_checkpoint(tmp_path / "adapter.pth")
     out = minimind(chain, "export", resume, str(tmp_path / "hf")).stdout
     assert f"weights {resume}; config from the settings saved in {resume}" in out, out
+
+
+async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, monkeypatch):
+    """An overwrite of the sft run took the lora run's base with it in silence: its adapters
+    could not be opened again ("the file was replaced")."""
+    shutil.copytree(chain / "out", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    app = MiniMindApp("tiny-sft", {"train": {"max_steps": 2}})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f5", "o")
+        dialog = app.screen.query_one(".dialog")
+        assert "Overwrite out/tiny-sft?" in str(dialog.border_title)
+        assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run: its "
+                   "adapters cannot be opened without that base)." in str(text.render())
+                   for text in dialog.query(Static))
+        await pilot.press("n")
+    refused = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, ok=False)
+    assert refused.returncode == 2
+    assert refused.stderr.rstrip().endswith(
+        "replace it with --overwrite 1; runs started from its weights: tiny-lora (tiny-lora is a "
+        "lora run: its adapters cannot be opened without that base)"), refused.stderr
+    replaced = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, "--overwrite", "1")
+    assert ("[warning] runs started from the weights replaced here: tiny-lora (tiny-lora is a "
+            "lora run") in replaced.stdout, replaced.stdout
+    # A run nothing started from says nothing of the kind.
+    assert "runs started from" not in minimind(
+        tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, "--out_dir", "out/lone").stdout

@@ -127,7 +127,11 @@ def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
             resume=t.from_resume, overwrite=t.overwrite, weights_name=settings.weights_name(),
             from_weight=t.from_weight)
         if refusal is not None:  # said before the settings dump, which would bury it
-            return invalid(f"train.out_dir: {refusal}")
+            from minimind.runs import dependents_text, started_from
+
+            lost = dependents_text(started_from(Path(t.out_dir).expanduser()))
+            return invalid(f"train.out_dir: {refusal}"
+                           + (f"; runs started from its weights: {lost}" if lost else ""))
         # nproc_per_node > 1: become torchrun, which runs this line again.
         if needs_torchrun(settings.train):
             if preset and not resolve_preset(preset).is_file():  # <(...), a pipe: read once

@@ -27,7 +27,7 @@ from minimind.settings import RunSettings
 from minimind_tui.run.launch import launch, needs_torchrun
 from minimind_tui.run.source import CHUNK_BYTES, FolderSource, RunSource
 from minimind_tui.run.worker import TrainingRun
-from minimind.runs import next_free_folder
+from minimind.runs import dependents_text, next_free_folder, started_from
 from minimind_tui.screens.choice import Choice, ChoiceScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 
@@ -125,9 +125,11 @@ class StartFlow:
             if in_the_way:
                 names = replaced_files_text(in_the_way, settings.train.from_weight)
                 what = f"{what} and {names}" if what else names
+            lost = dependents_text(started_from(Path(settings.train.out_dir).expanduser()))
             self.app.push_screen(ConfirmScreen(
                 f"Overwrite {settings.train.out_dir}?",
-                f"This deletes {what}, once the new run has started. It cannot be undone.",
+                f"This deletes {what}, once the new run has started. It cannot be undone."
+                + (f" Runs started from its weights: {lost}." if lost else ""),
                 yes="Delete and start"),
                 partial(self._overwrite_confirmed, settings, detached))
 
