@@ -120,7 +120,7 @@ def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
 
         return start_detached(settings)
     if not launched_by_torchrun():  # under torchrun the engine's claim says it, on every rank
-        from minimind.run_folder import RunFolder
+        from minimind.run_folder import NeedsConsent, RunFolder
 
         t = settings.train
         refusal = RunFolder(Path(t.out_dir).expanduser()).refusal(
@@ -129,7 +129,8 @@ def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
         if refusal is not None:  # said before the settings dump, which would bury it
             from minimind.runs import dependents_text, started_from
 
-            lost = dependents_text(started_from(Path(t.out_dir).expanduser()))
+            lost = (dependents_text(started_from(Path(t.out_dir).expanduser()))
+                    if isinstance(refusal, NeedsConsent) else "")
             return invalid(f"train.out_dir: {refusal}"
                            + (f"; runs started from its weights: {lost}" if lost else ""))
         # nproc_per_node > 1: become torchrun, which runs this line again.
