@@ -189,22 +189,43 @@ def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
 
 
 async def test_a_refused_resume_leaves_the_completed_run_on_show(tmp_path):
-    """Resume chosen for a run that ended where the settings end it too: the engine refuses
-    while preparing. The dashboard showed that completed run as "Failed at step 0", with a
-    [failed] line in its log, and the dialog said "Stopped at step 0"."""
-    app = quick_app(tmp_path, max_steps=3, log_interval=1)
+    """Resume chosen for a run whose data changed since: the engine refuses while preparing
+    (only it reads the data). The dashboard showed that completed run as "Failed at step 0",
+    with a [failed] line in its log, and the dialog said "Stopped at step 0"."""
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": f"line {i} of a small corpus"}) + "\n"
+                            for i in range(40)))
+    app = quick_app(tmp_path, max_steps=3, log_interval=1, data_path=str(data))
     async with app.run_test(size=SIZE) as pilot:
         app.action_start()
         await wait_until(pilot, lambda: app.run_phase == "completed")
-        await pilot.press("f2", "f5", "r")
+        # Nothing left to train: the Start question's Resume is off, and says why.
+        await pilot.press("f2", "f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        dialog = app.screen.query_one(".dialog")
+        assert dialog.query_one("#resume", Button).disabled
+        assert any("Resume cannot: the run completed at step 3, where these settings end it "
+                   "too" in str(text.render()) for text in dialog.query(Static))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ChoiceScreen))
+        app.configure_screen.set_fields({"train.max_steps": 5})
+        with data.open("a") as f:
+            f.write(json.dumps({"text": "one more line"}) + "\n")
+        await pilot.pause()
+        await pilot.press("f5")
+        await wait_until(pilot, lambda: isinstance(app.screen, ChoiceScreen))
+        await pilot.press("r")
         await wait_until(pilot, lambda: app.screen.query("#failed-reason"))
         dialog = app.screen.query_one(".dialog")
         assert dialog.border_title == "Cannot start"
-        assert "nothing is left to train" in str(app.screen.query_one("#failed-reason").render())
+        assert "the training data changed since the checkpoint" in str(
+            app.screen.query_one("#failed-reason").render())
         assert any("Nothing was trained" in str(s.render()) for s in dialog.query(Static))
         assert app.run_phase == "completed" and app.history.finished.status == "completed"
         assert not [e for _, e in app.history.log if getattr(e, "status", "") == "failed"]
-        await pilot.press("enter", "f2")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not app.screen.query("#failed-reason"))
+        await pilot.press("f2")
         assert status_text(app) == "Completed at step 3"
         assert RunFolder(tmp_path / "run").state() == "completed"
 
@@ -228,7 +249,7 @@ async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_
         assert "already holds a run" in str(dialog.border_title)
         assert any("a new folder is run-2" in str(text.render()) for text in dialog.query(Static))
         # It completed: Resume alone would train nothing, and the dialog says what it needs.
-        assert any("It completed: Resume trains on only past its last step" in str(text.render())
+        assert any("Resume cannot: the run completed at step 3" in str(text.render())
                    for text in dialog.query(Static))
         # Every answer is in sight, Cancel included (it was cut off by the dialog's edge).
         for button in dialog.query(Button):

@@ -27,6 +27,7 @@ from minimind.settings import RunSettings
 from minimind_tui.run.launch import launch, needs_torchrun
 from minimind_tui.run.source import CHUNK_BYTES, FolderSource, RunSource
 from minimind_tui.run.worker import TrainingRun
+from minimind.resume_check import resume_problems
 from minimind.runs import dependents_text, next_free_folder, started_from
 from minimind_tui.screens.choice import Choice, ChoiceScreen
 from minimind_tui.screens.confirm import ConfirmScreen
@@ -49,16 +50,6 @@ def make_source(settings: RunSettings, *, detached: bool = False) -> RunSource:
     if not train.from_resume:  # placed before the child starts: its new file is all there is
         follower.skip_to_end()
     return FolderSource(train.out_dir, launch(settings, detached=detached), follower=follower)
-
-
-def _resume_note(folder: RunFolder, resumable: bool) -> str:
-    if not resumable:
-        return "It has no checkpoint to resume from."
-    status = folder.status()
-    if status is not None and status.state == "completed":  # the engine refuses it otherwise
-        return ("It completed: Resume trains on only past its last step (raise max_steps or "
-                "epochs first)")
-    return "Resume continues from its last checkpoint"
 
 
 class StartFlow:
@@ -84,7 +75,8 @@ class StartFlow:
             if train.overwrite:  # the form's switch (or --overwrite 1) said so: confirm it
                 self._reuse_answered(settings, detached, new, e.files, "overwrite")
                 return
-            resumable = folder.resumable()
+            # What a resume would meet, as the form and the engine see it.
+            blocked = resume_problems(with_train(settings, from_resume=True, overwrite=False))
             files = replaced_files_text(e.files, train.from_weight)
             choose = f"; choose what to do (a new folder is {new.name}, beside it)."
             if e.run:
@@ -97,10 +89,11 @@ class StartFlow:
             self.app.push_screen(ChoiceScreen(
                 title, text,
                 # Short labels: four buttons fit the dialog in one row at 80 columns.
-                [Choice("resume", "Resume", "r", "primary", disabled=not resumable),
+                [Choice("resume", "Resume", "r", "primary", disabled=bool(blocked)),
                  Choice("new", "New folder", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
-                note=_resume_note(folder, resumable)),
+                note=(f"Resume cannot: {blocked[0].message}" if blocked
+                      else "Resume continues from its last checkpoint")),
                 partial(self._reuse_answered, settings, detached, new, e.files))
         else:
             self.launch(settings, detached=detached)
