@@ -21,7 +21,7 @@ from minimind.lora import load_lora
 from minimind.open_model import open_model
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.start_from import StartFromScreen
-from test_app import SIZE, error_text
+from test_app import SIZE, error_text, wait_until
 
 QUICK = ["--max_steps", "2", "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
          "--dtype", "float32"]
@@ -378,6 +378,17 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
         assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run: its "
                    "adapters cannot be opened without that base)." in str(text.render())
                    for text in dialog.query(Static))
+        await pilot.press("n")
+        # The runs screen's Delete said nothing of them.
+        await pilot.press("f4")
+        await wait_until(pilot, lambda: app.screen.query(DataTable))
+        table = app.screen.query_one(DataTable)
+        table.move_cursor(row=[str(table.get_row_at(i)[1])
+                               for i in range(table.row_count)].index("tiny-sft"))
+        await pilot.press("x")
+        await wait_until(pilot, lambda: app.screen.query(".dialog"))
+        assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run"
+                   in str(text.render()) for text in app.screen.query(".dialog Static"))
         await pilot.press("n")
     refused = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, ok=False)
     assert refused.returncode == 2

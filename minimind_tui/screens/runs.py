@@ -20,8 +20,8 @@ from textual.widgets import DataTable, Footer, Static
 from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
-from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, find_runs,
-                           settings_diff, sorted_runs)
+from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, dependents_text,
+                           find_runs, settings_diff, sorted_runs, started_from)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -269,10 +269,12 @@ class RunsScreen(Screen[None]):
             self.notify(f"{run.name} is running; stop it before deleting it.",
                         title="Cannot delete", severity="error", markup=False)
             return
+        lost = dependents_text(started_from(run.path))
         self.app.push_screen(ConfirmScreen(
             f"Delete run {run.name}?",
             f"Deletes the run's files in {run.path}: checkpoints, metrics, settings and "
-            "status (other files in the folder are kept). It cannot be undone.",
+            "status (other files in the folder are kept). It cannot be undone."
+            + (f" Runs started from its weights: {lost}." if lost else ""),
             yes="Delete"), partial(self._delete_confirmed, run))
 
     def _delete_confirmed(self, run: RunSummary, confirmed: bool | None) -> None:
