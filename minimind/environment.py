@@ -8,6 +8,7 @@ at once, each against its field, like the settings' own.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from minimind.settings_rules import validate
 # Fields that name something on disk that must already exist; other strings (out_dir,
 # save_weight) name things the run creates. Types cannot say this, so it is listed here.
 PATH_FIELDS = ("data_path", "val_data_path", "tokenizer_path", "from_weight")
+DATA_FIELDS = ("data_path", "val_data_path")  # ...of which these name a data file
 
 
 def path_problem(value: str) -> str | None:
@@ -39,6 +41,22 @@ def path_problem(value: str) -> str | None:
     if why := unusable_path(value):
         return why
     return None if Path(value).expanduser().exists() else f"{value}: no such file or folder"
+
+
+def data_file_problem(value: str) -> str | None:
+    """Why a data field's existing path is no data file (a folder, a FIFO, /dev/zero, an empty
+    file), as the engine's reader says it; None for a file, a built-in or a missing path (that
+    is `path_problem`'s)."""
+    from minimind.data.jsonl import DataError, check_file
+
+    if not value or value.startswith("builtin") or unusable_path(value) \
+            or not os.path.lexists(Path(value).expanduser()):
+        return None
+    try:
+        check_file(Path(value).expanduser())
+    except DataError as e:
+        return f"{value}: {e.message}"
+    return None
 
 
 def unusable_path(value: str) -> str | None:
@@ -93,13 +111,17 @@ def _shown(value: str) -> str:
     return value if len(value) <= 80 else f"{value[:40]}…{value[-20:]} ({len(value)} characters)"
 
 
+def _path_field_problem(name: str, value: str) -> str | None:
+    return path_problem(value) or (data_file_problem(value) if name in DATA_FIELDS else None)
+
+
 def environment_problems(settings: RunSettings) -> list[Problem]:
     """Everything this machine lacks for `settings`: missing files, trackers, devices."""
     t = settings.train
     # A resume's state holds every weight: its from_weight is only compared with its record.
     read = [name for name in PATH_FIELDS if not (t.from_resume and name == "from_weight")]
     out = [Problem(f"train.{name}", why) for name in read
-           if (why := path_problem(getattr(t, name).strip()))]
+           if (why := _path_field_problem(name, getattr(t, name).strip()))]
     if out_dir_problem := unusable_path(t.out_dir.strip()) or not_a_folder(t.out_dir.strip()):
         out.append(Problem("train.out_dir", out_dir_problem))
     if t.from_resume:

@@ -477,3 +477,21 @@ def test_a_folder_where_the_run_writes_a_file_is_refused_before_anything_is_writ
     assert result.reason == (f"train.out_dir: {out / name} is a folder, where the run writes a "
                              "file of that name; move it away, or train into another --out_dir")
     assert [p.name for p in out.iterdir()] == [name]
+
+
+def test_a_data_path_that_is_no_file_is_refused_by_the_form_too(tmp_path):
+    """The engine refused /dev/zero, a FIFO or an empty file as data, but the form said "ready
+    to start" and its line count read /dev/zero forever (a core spun, and quitting hung)."""
+    from minimind.environment import validate_for_start
+
+    fifo, empty = tmp_path / "fifo.jsonl", tmp_path / "empty.jsonl"
+    os.mkfifo(fifo)
+    empty.write_bytes(b"")
+    data = load_settings("tiny").model_dump(mode="json")
+    for field in ("data_path", "val_data_path"):
+        for path, why in (("/dev/zero", "not a file"), (str(fifo), "not a file"),
+                          (str(tmp_path), "not a file"), (str(empty), "file is empty")):
+            data["train"][field] = path
+            problems = [str(p) for p in validate_for_start(data)[1]]
+            assert problems == [f"train.{field}: {path}: {why}"], problems
+        data["train"][field] = "builtin:shakespeare"
