@@ -93,8 +93,11 @@ def _blame_changed(problem: Problem, changed: Collection[str]) -> Problem:
             others = (problem.loc, *problem.related[:i], *problem.related[i + 1:])
             # The message spoke of its own field ("must be ≤ max_position_embeddings (64)"):
             # beside another one it names its subject, or it would read as about that field.
+            # A message that starts with a subject of its own (a field, or a derived setting
+            # such as head_dim: names have underscores; predicates do not) keeps it.
             subject = problem.loc.split(".")[-1]
-            named = any(problem.message.startswith(f.split(".")[-1]) for f in (loc, *others))
+            first = problem.message.split(" ", 1)[0]
+            named = "_" in first or first in {f.split(".")[-1] for f in (loc, *others)}
             return Problem(loc, problem.message if named else f"{subject} {problem.message}",
                            others)
     return problem

@@ -187,6 +187,12 @@ def test_a_rule_over_several_fields_names_the_one_the_user_changed():
     with pytest.raises(SettingsError) as info:  # it resumed, and dropped overwrite unsaid
         load_settings("tiny", {"train": {"from_resume": "1", "overwrite": "1"}})
     assert str(info.value.problems[0]).startswith("train.overwrite: and from_resume are both on")
+    # A message with a subject of its own keeps it (it read "num_attention_heads head_dim").
+    with pytest.raises(SettingsError) as info:
+        load_settings("tiny", {"model": {"hidden_size": "100"}})
+    assert str(info.value.problems[0]) == (
+        "model.hidden_size: head_dim = hidden_size / num_attention_heads = 25 must be even: "
+        "RoPE rotates pairs of dimensions")
     with pytest.raises(SettingsError) as info:  # a preset's own shape keeps the usual field
         load_settings(None, {"model": {"num_attention_heads": "7"}})
     assert info.value.problems[0].loc == "model.num_attention_heads"
