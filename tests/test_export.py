@@ -478,6 +478,14 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "folder is not empty" in str(screen.query_one("#export-result", Static).render())
+        # The refusal's --overwrite is the dialog's own switch (it named a flag it lacked).
+        screen.query_one("#export-overwrite").value = True
+        await pilot.click("#export")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        message = str(screen.query_one("#export-result", Static).render())
+        assert f"wrote {tmp_path / 'hf'} as LlamaForCausalLM" in message, message
+        screen.query_one("#export-overwrite").value = False
         # Esc while it works keeps the dialog, so its outcome is seen (it closed, and the
         # export finished unseen); then Esc closes it.
         import minimind.export

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, LoadingIndicator, Select, Static
+from textual.widgets import Button, Checkbox, Input, LoadingIndicator, Select, Static
 
 FORMATS = [("Hugging Face folder (standard class)", "hf"),
            ("upstream MiniMind .pth", "upstream")]
@@ -41,6 +41,9 @@ class ExportScreen(ModalScreen[None]):
             yield Input(self._suggested, id="export-destination")
             yield Select(FORMATS, value="hf", allow_blank=False, id="export-format",
                          compact=True)
+            # What the refusals call --overwrite: an earlier export's, never a run's or others'.
+            yield Checkbox("Replace an earlier export there (--overwrite)", id="export-overwrite",
+                           compact=True)
             yield LoadingIndicator(id="export-busy")
             yield Static("", id="export-result", classes="dialog-note")
             with Horizontal(classes="dialog-buttons"):
@@ -82,10 +85,11 @@ class ExportScreen(ModalScreen[None]):
         self._show("exporting…", error=False)
         source = self.query_one("#export-source", Input).value.strip()
         destination = self.query_one("#export-destination", Input).value.strip()
-        self._export(source, destination, str(self.query_one("#export-format", Select).value))
+        self._export(source, destination, str(self.query_one("#export-format", Select).value),
+                     self.query_one("#export-overwrite", Checkbox).value)
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
-    def _export(self, source: str, destination: str, format: str) -> None:
+    def _export(self, source: str, destination: str, format: str, overwrite: bool) -> None:
         # Imported here: torch and transformers load in the worker, not on the UI thread.
         from minimind.checkpoint_reader import read_checkpoint
         from minimind.export import (ExportError, ExportVerificationError, check_destination,
@@ -94,13 +98,13 @@ class ExportScreen(ModalScreen[None]):
 
         try:
             if format == "hf":
-                check_destination(destination, False)
+                check_destination(destination, overwrite)
             loaded = read_checkpoint(source)
             if format == "upstream":
-                path = export_upstream(loaded, destination)
+                path = export_upstream(loaded, destination, overwrite=overwrite)
                 message = f"wrote {path} (upstream MiniMind layout, float16)"
             else:
-                result = export_hf(loaded, destination)
+                result = export_hf(loaded, destination, overwrite=overwrite)
                 how = ("load with trust_remote_code=True" if result.remote_code
                        else "AutoModelForCausalLM.from_pretrained loads it as is")
                 message = f"wrote {result.path} as {result.architecture}: {how}"
