@@ -141,6 +141,23 @@ def test_readouts_count_exactly_once_inspected(tok, tmp_path):
     assert tokens_per_epoch(padded, after) == 2 + 5 + 8 + 8
 
 
+def test_readouts_count_only_this_tokenizers_token_cache(tok, tmp_path):
+    """Any tokenizer's cache was taken as "close enough": a 300-token tokenizer's made the
+    form's steps/epoch 2.5 times the engine's."""
+    from minimind.data import build_token_cache
+    from minimind.data.corpus import default_cache_dir
+    from minimind.tokenizer import load_tokenizer
+    from test_export import other_tokenizer
+
+    path = write(tmp_path / "text.jsonl", [json.dumps({"text": "ab ba " * 20})] * 8)
+    other = other_tokenizer(tmp_path)
+    build_token_cache(path, load_tokenizer(str(other)), 8, default_cache_dir() / "tokens")
+    assert scan_data(str(path)).tokens is None  # only another tokenizer's: no count
+    assert scan_data(str(path), str(other)).tokens is not None
+    ours = build_token_cache(path, tok, 8, default_cache_dir() / "tokens")
+    assert scan_data(str(path)).tokens == ours.stat().st_size // 2
+
+
 # -- the Inspect data screen -------------------------------------------------------------------
 def shown(widget) -> str:
     """A Static's content as plain text."""

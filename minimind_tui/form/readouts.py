@@ -88,9 +88,10 @@ def _model_summary(key: str) -> ModelSummary:
 
 def scan_data(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",
               max_seq_len: int = 0) -> DataSummary:
-    """Line count of a JSONL file (`builtin:` names included) and, if the packed token cache
-    of its current bytes exists, its token count; the inspection of these bytes with this
-    tokenizer, if there is one (for sft/lora the conversation inspection at max_seq_len).
+    """Line count of a JSONL file (`builtin:` names included) and, if this tokenizer's packed
+    token cache of its current bytes exists, its token count; the inspection of these bytes
+    with this tokenizer, if there is one (for sft/lora the conversation inspection at
+    max_seq_len).
     Reads the file once; callers cache per `data_key`."""
     from minimind.data.corpus import default_cache_dir, file_digest, resolve_data_path
     from minimind.data.inspect import cached_inspection, inspections_of
@@ -109,11 +110,13 @@ def scan_data(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",
     if stage != "pretrain":  # conversations are never packed: no token cache to look for
         return DataSummary(lines, None, _conversation_inspection(path, digest, tokenizer_path,
                                                                  max_seq_len))
-    caches = cached_token_files(default_cache_dir() / "tokens", path, digest)
-    inspection = None
-    if inspections_of(path, digest):  # loading a tokenizer takes seconds: only when it pays
-        keys = _tokenizer_keys(tokenizer_path)
-        inspection = cached_inspection(path, digest, keys[0]) if keys else None
+    # Loading the tokenizer (its key names the caches) takes seconds: only when it pays.
+    cache_dir = default_cache_dir() / "tokens"
+    keys = (_tokenizer_keys(tokenizer_path)
+            if inspections_of(path, digest) or cached_token_files(cache_dir, path, digest)
+            else None)
+    caches = cached_token_files(cache_dir, path, digest, keys[0]) if keys else []
+    inspection = cached_inspection(path, digest, keys[0]) if keys else None
     return DataSummary(lines, caches[0].stat().st_size // 2 if caches else None, inspection)
 
 
