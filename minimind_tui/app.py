@@ -319,10 +319,12 @@ class MiniMindApp(App[None]):
     def action_toggle_view(self) -> None:
         self.switch_mode("dashboard" if self.current_mode == "configure" else "configure")
 
-    def open_playground(self, source: str = "") -> None:
-        """Show the playground, on `source` when given (the dashboard's Try it)."""
+    def open_playground(self, source: str = "", chat: bool = False) -> None:
+        """Show the playground, on `source` when given (the dashboard's Try it), in turns when
+        `chat` (an sft or lora run's model)."""
         if source:
             self.playground_screen.pending_source = source
+            self.playground_screen.pending_chat = chat
         if self.screen is not self.playground_screen:
             self.push_screen(self.playground_screen)
 

@@ -118,6 +118,7 @@ async def test_live_samples_reach_the_panel_and_page_back_then_try_it(tmp_path):
         assert isinstance(app.screen, PlaygroundScreen)
         source = app.screen.query_one("#playground-source", Input).value
         assert source == app.history.checkpoint.weights_path
+        assert app.screen.query_one("#playground-chat").value is False  # a pretraining model
         await set_params(pilot, max_new_tokens=5)
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: "reached max tokens" in status_text(app)
@@ -126,6 +127,22 @@ async def test_live_samples_reach_the_panel_and_page_back_then_try_it(tmp_path):
         assert output_text(app).startswith("ROMEO:")
         await pilot.press("escape")
         assert app.screen is app.dashboard_screen
+
+
+async def test_try_it_on_an_sft_run_opens_the_playground_in_turns(tmp_path):
+    """It opened with chat off and "ROMEO:" as the prompt, a pretraining model's."""
+    from textual.widgets import Checkbox
+
+    app = quick_app(tmp_path, stage="sft", data_path="builtin:shakespeare-chat", from_weight="",
+                    max_steps=2, sample_prompts=[])
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()
+        await wait_until(pilot, lambda: app.run_phase == "completed")
+        await pilot.press("f7")
+        await pilot.pause()
+        assert isinstance(app.screen, PlaygroundScreen)
+        assert app.screen.query_one("#playground-chat", Checkbox).value is True
+        assert app.screen.query_one("#playground-prompt", TextArea).text == "Who are you?"
 
 
 # -- the playground ------------------------------------------------------------------------------

@@ -164,7 +164,9 @@ class DashboardScreen(Screen[None]):
             self.notify("The run has not saved a checkpoint yet (every save_interval steps, "
                         "and at the end).", title="Nothing to try yet", severity="warning")
             return
-        self.app.open_playground(checkpoint.weights_path)
+        started = self.history.started
+        stage = started.settings.get("train", {}).get("stage") if started else "pretrain"
+        self.app.open_playground(checkpoint.weights_path, chat=stage not in (None, "pretrain"))
 
     def sync(self, charts_now: bool = False) -> None:
         """Redraw what changed; nothing while another screen is shown. Charts, log and

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DRAIN_SECONDS = 0.1  # ten times a second: text appears smoothly, the UI stays idle otherwise
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROMPT = "ROMEO:"
+DEFAULT_CHAT_PROMPT = "Who are you?"  # a chat model's first turn
 END_OF_TURN = "<|im_end|>"  # MiniMind's eos, which closes every turn of its chat template
 _ENDINGS = {"eos": "ended at eos", "length": "reached max tokens",
             "context": "reached the model's context (max_position_embeddings)",
@@ -65,6 +66,7 @@ class PlaygroundScreen(ModalScreen[None]):
         self._chatting = False  # whether the generation shown answers a chat turn
         self._turns_before = 0  # how many turns of `chat` came before it
         self.pending_source = ""  # a model path to put in the field when the screen shows
+        self.pending_chat = False  # ...and whether it answers in turns (an sft/lora model)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="playground-toolbar"):
@@ -103,7 +105,11 @@ class PlaygroundScreen(ModalScreen[None]):
         if self.pending_source:  # the dashboard's Try it: its checkpoint, ready for a prompt
             self.query_one("#playground-source", Input).value = self.pending_source
             self.pending_source = ""
-            self.query_one("#playground-prompt", TextArea).focus()
+            prompt = self.query_one("#playground-prompt", TextArea)
+            self.query_one("#playground-chat", Checkbox).value = self.pending_chat
+            if prompt.text in (DEFAULT_PROMPT, DEFAULT_CHAT_PROMPT):  # the user's own stays
+                prompt.text = DEFAULT_CHAT_PROMPT if self.pending_chat else DEFAULT_PROMPT
+            prompt.focus()
 
     @property
     def generating(self) -> bool:
