@@ -32,9 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ernie4_5_MoeForCausalLM (MiniMind2-MoE), each computing the same function, "
                     "or with our own code (trust_remote_code=True) for shapes no standard class "
                     "computes; the folder is checked against the model's logits before it is "
-                    "moved into place. upstream: the <save_weight>_<hidden>[_moe].pth that upstream "
-                    "MiniMind's scripts load, named as the source's file (pretrain, full_sft; "
-                    "merged adapters add their name: full_sft_lora_medical_512.pth).")
+                    "moved into place. upstream: the <save_weight>_<hidden>[_moe].pth that "
+                    "upstream MiniMind's scripts load, named as the source's file (pretrain, "
+                    "full_sft; merged adapters add their name: full_sft_lora_medical_512.pth).")
     parser.add_argument("src", metavar="SRC", type=path_arg,
                         help="run folder (config.toml + weights), weights file (.pth, resume "
                              "checkpoint, .safetensors) or a folder saved by save_pretrained")
