@@ -46,12 +46,15 @@ def other_ids(recorded: tuple[str, str], chosen: Any, spec: str, label: str,
     one the model learned: the recorded one (spec, where it is named), as `fingerprint`
     records it where it does; "" when they agree, or when there is nothing to compare with
     (the other choice is then the user's remedy, not a mistake)."""
+    ours = tokenizer_digest(chosen)
+    if fingerprint is not None and ours == fingerprint.tokenizer_digest:
+        return ""  # said by the fingerprint: the recorded tokenizer need not be loaded
     try:
         own = tokenizer_digest(load_tokenizer(recorded[0] or None))
     except TokenizerError:
         own = None
     learned = fingerprint.tokenizer_digest if fingerprint is not None else own
-    if learned is None or tokenizer_digest(chosen) == learned:
+    if learned is None or ours == learned:
         return ""
     spec_text = recorded[0] or "the bundled tokenizer"
     named = f"{spec_text} ({recorded[1]})"
