@@ -38,6 +38,7 @@ from minimind_tui.screens.runs import RunsScreen
 from minimind_tui.screens.stopping import StoppingScreen
 from minimind_tui.screens.watch_dialog import WatchDialog
 from minimind_tui.run.start_flow import StartFlow
+from minimind_tui.worker_end import worker_ended
 
 DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
 
@@ -277,7 +278,7 @@ class MiniMindApp(App[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         run = self.training
-        if run is None or event.worker is not run.worker or not event.worker.is_finished:
+        if run is None or event.worker is not run.worker or not worker_ended(event):
             return
         if event.state == WorkerState.CANCELLED:  # only on shutdown: nobody left to tell
             return

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from textual.widgets import Button, Input, Select, Static
+from textual.worker import Worker, WorkerState
 
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
 from minimind.settings import ModelSettings, TrainSettings
@@ -394,6 +395,11 @@ async def test_failed_run_shows_the_error_and_the_form_is_usable(tmp_path):
         await wait_until(pilot, lambda: isinstance(app.screen, RunFailedScreen))
         reason = str(app.screen.query_one("#failed-reason", Static).render())
         assert f"{data}:3" in reason and "not valid JSON" in reason
+        # A worker that fails at once has ended when its RUNNING message arrives, as under
+        # load: that message must not show the end again (a second dialog waited beneath).
+        app.post_message(Worker.StateChanged(app.training.worker, WorkerState.RUNNING))
+        await pilot.pause()
+        assert [type(s) for s in app.screen_stack].count(RunFailedScreen) == 1
         await pilot.press("enter")
         await pilot.pause()
         assert app.current_mode == "configure"

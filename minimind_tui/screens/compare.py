@@ -18,6 +18,7 @@ from minimind_tui.run.history import RunHistory
 from minimind_tui.run.metrics_reader import read_history
 from minimind.runs import RunSummary
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
+from minimind_tui.worker_end import worker_ended
 
 # Theme variables, so the colours follow the theme; as far apart as the themes make them.
 RUN_COLORS = ("primary", "warning", "success", "error", "accent", "secondary", "foreground",
@@ -59,7 +60,7 @@ class ComparisonScreen(Screen[None]):
         return [read_history(path) for path in paths]
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        if event.worker.group != "compare-load" or not event.worker.is_finished:
+        if event.worker.group != "compare-load" or not worker_ended(event):
             return
         if event.state == WorkerState.SUCCESS:
             self.histories = event.worker.result

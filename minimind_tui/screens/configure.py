@@ -34,6 +34,7 @@ from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
 from minimind_tui.widgets.setting_field import SettingField
 from minimind_tui.widgets.settings_form import SettingsForm
+from minimind_tui.worker_end import worker_ended
 
 DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
 FROM_WEIGHT = "train.from_weight"
@@ -204,7 +205,7 @@ class ConfigureScreen(Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        if worker.group not in ("model-summary", "data-scan") or not worker.is_finished:
+        if worker.group not in ("model-summary", "data-scan") or not worker_ended(event):
             return
         if worker.group == "model-summary" and event.state != WorkerState.CANCELLED:
             self._model = (worker.result if event.state == WorkerState.SUCCESS

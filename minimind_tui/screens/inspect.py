@@ -31,6 +31,7 @@ from minimind.data.inspect_report import (bad_line_rows, conversation_rows,
                                          conversation_warnings, figure_rows, split_chars_text,
                                          warning_texts)
 from minimind_tui.widgets.length_histogram import LengthHistogram
+from minimind_tui.worker_end import worker_ended
 
 if TYPE_CHECKING:
     from minimind.data.sft_inspect import ConversationInspection
@@ -135,7 +136,7 @@ class InspectScreen(Screen["Inspection | None"]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
-        if worker.group != "inspect" or not worker.is_finished:
+        if worker.group != "inspect" or not worker_ended(event):
             return
         self._poll.stop()
         if event.state == WorkerState.SUCCESS:

@@ -27,6 +27,7 @@ from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent
                                             GenerationStarted, ModelKey, ModelLoaded,
                                             TextPiece)
 from minimind_tui.widgets.sampling_form import SamplingForm
+from minimind_tui.worker_end import worker_ended
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -164,7 +165,7 @@ class PlaygroundScreen(ModalScreen[None]):
     # -- events from the worker -------------------------------------------------------------
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         job = self.job
-        if job is None or event.worker is not job.worker or not event.worker.is_finished:
+        if job is None or event.worker is not job.worker or not worker_ended(event):
             return
         self._drain_timer.pause()
         self._drain()
