@@ -670,6 +670,9 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
         text = stats_text(app)
         assert "23/300" in text and f"elapsed 0:{int(elapsed + 2):02d}" in text
         assert "ETA" not in text
+        # The rate the runs list gives (the run's average) comes first, labelled.
+        average = app.history.summary.tokens_per_sec
+        assert f"tokens/s {average:,.0f} run average" in text
         assert str(app.screen.query_one("#stats-status", Static).render()) == \
             "Stopped at step 23"
         assert app.screen.query_one("#run-progress").progress == 23

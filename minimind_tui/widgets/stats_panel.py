@@ -104,7 +104,10 @@ class StatsPanel(VerticalScroll):
             rows.append(("lr", f"{e.lr:.3g}"))
             rows.append(("grad norm", f"{e.grad_norm:.3f}"))
             mfu = f" · MFU {e.mfu:.1%}" if e.mfu is not None else ""
-            rows.append(("tokens/s", f"{e.tokens_per_sec:,.0f}{mfu}"))
+            # An ended run's rate is its average, as the runs list gives it (the log keeps
+            # each interval's).
+            rows.append(("tokens/s", f"{h.summary.tokens_per_sec:,.0f} run average"
+                         if h.finished is not None else f"{e.tokens_per_sec:,.0f}{mfu}"))
             rows.append(("tokens", format_count(h.summary.tokens_seen)))
             rows.append(("elapsed", None))  # drawn by `_elapsed`, which the clock moves on
             rows.append(("memory", _memory(e)))
