@@ -8,12 +8,11 @@ at once, each against its field, like the settings' own.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from minimind.settings import Problem, RunSettings
+from minimind.settings import Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
 
 # Fields that name something on disk that must already exist; other strings (out_dir,
@@ -22,40 +21,50 @@ PATH_FIELDS = ("data_path", "val_data_path", "tokenizer_path", "from_weight")
 DATA_FIELDS = ("data_path", "val_data_path")  # ...of which these name a data file
 
 
-def path_problem(value: str) -> str | None:
+def path_problem(name: str, value: str) -> str | None:
     """Why a path field's value does not point at anything, or None if it does (or is empty).
 
-    `builtin:<name>` counts as existing when the corpus is bundled, and a bare "builtin" is
-    the bundled tokenizer. Relative paths are checked against the current directory, as the
-    engine resolves them.
+    In a data field `builtin:<name>` names a bundled set; in tokenizer_path a bare "builtin"
+    names the bundled tokenizer. Relative paths are checked against the current directory, as
+    the engine resolves them.
     """
     if not value:
         return None
-    if value.startswith("builtin"):
+    if name in DATA_FIELDS and value.startswith("builtin:"):
         from minimind.data.corpus import BUILTIN_PREFIX, BUILTINS
 
-        name = value.removeprefix(BUILTIN_PREFIX) if value != "builtin" else ""
-        if value == "builtin" or name in BUILTINS:
+        if value.removeprefix(BUILTIN_PREFIX) in BUILTINS:
             return None
         return "unknown built-in; known: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTINS)
+    if name == "tokenizer_path" and value == "builtin":
+        return None
     if why := unusable_path(value):
         return why
     return None if Path(value).expanduser().exists() else f"{value}: no such file or folder"
 
 
-def data_file_problem(value: str) -> str | None:
-    """Why a data field's existing path is no data file (a folder, a FIFO, /dev/zero, an empty
-    file), as the engine's reader says it; None for a file, a built-in or a missing path (that
-    is `path_problem`'s)."""
-    from minimind.data.jsonl import DataError, check_file
+def data_file_problem(value: str, stage: str, skip_bad_lines: bool) -> str | None:
+    """Why a data field's path, which `path_problem` passed, is no data file (a folder, a FIFO,
+    /dev/zero, an empty file) or, unless bad lines are skipped, no data for `stage` (text lines
+    given to sft): what the engine's reader would say at the start, said before it."""
+    from minimind.data.conversation import parse_conversation
+    from minimind.data.corpus import BUILTIN_PREFIX, builtin_for_stage, first_line
+    from minimind.data.jsonl import DataError, check_file, parse_line
 
-    if not value or value.startswith("builtin") or unusable_path(value) \
-            or not os.path.lexists(Path(value).expanduser()):
+    if not value:
+        return None
+    if not value.startswith(BUILTIN_PREFIX):
+        try:
+            check_file(Path(value).expanduser())
+        except DataError as e:
+            return f"{value}: {e.message}"
+    if skip_bad_lines or (line := first_line(value)) is None:
         return None
     try:
-        check_file(Path(value).expanduser())
-    except DataError as e:
-        return f"{value}: {e.message}"
+        (parse_line if stage == "pretrain" else parse_conversation)(line[1])
+    except ValueError as e:
+        bundled = builtin_for_stage(value, stage)
+        return f"{value}:{line[0]}: {e}" + (f"; for {stage}, use {bundled}" if bundled else "")
     return None
 
 
@@ -111,8 +120,9 @@ def _shown(value: str) -> str:
     return value if len(value) <= 80 else f"{value[:40]}…{value[-20:]} ({len(value)} characters)"
 
 
-def _path_field_problem(name: str, value: str) -> str | None:
-    return path_problem(value) or (data_file_problem(value) if name in DATA_FIELDS else None)
+def _path_field_problem(name: str, value: str, t: TrainSettings) -> str | None:
+    return path_problem(name, value) or (data_file_problem(value, t.stage, t.skip_bad_lines)
+                                         if name in DATA_FIELDS else None)
 
 
 def environment_problems(settings: RunSettings) -> list[Problem]:
@@ -121,7 +131,7 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
     # A resume's state holds every weight: its from_weight is only compared with its record.
     read = [name for name in PATH_FIELDS if not (t.from_resume and name == "from_weight")]
     out = [Problem(f"train.{name}", why) for name in read
-           if (why := _path_field_problem(name, getattr(t, name).strip()))]
+           if (why := _path_field_problem(name, getattr(t, name).strip(), t))]
     if out_dir_problem := unusable_path(t.out_dir.strip()) or not_a_folder(t.out_dir.strip()):
         out.append(Problem("train.out_dir", out_dir_problem))
     if t.from_resume:

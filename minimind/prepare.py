@@ -31,8 +31,9 @@ from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import ReadingProgress
 from minimind.data.sampler import plan_run
 from minimind.environment import not_a_folder
-from minimind.data.sft import (ChatTemplateError, ConversationParser, SFTDataset, mask_markers,
-                              unfit_conversations, unwritten_fields)
+from minimind.data.conversation import ConversationParser
+from minimind.data.sft import (ChatTemplateError, SFTDataset, mask_markers, unfit_conversations,
+                              unwritten_fields)
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM

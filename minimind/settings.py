@@ -33,8 +33,10 @@ from minimind.run_files import CONFIG_FILE, lora_weights_name, weights_name
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
 STAGES = ("pretrain", "sft", "lora")
-# What a stage changes when the settings leave it out: the file name upstream's script writes.
-STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft"}}
+# What a stage changes when the settings leave it out: the file name upstream's script writes,
+# and data of the kind the stage reads (the bundled conversations).
+_CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
+STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 

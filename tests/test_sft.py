@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from minimind.config import MiniMindConfig
+from minimind.data.conversation import parse_conversation
 from minimind.data.jsonl import DataError, JsonlIndex
-from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers, parse_conversation
+from minimind.data.sft import ChatTemplateError, SFTDataset, mask_markers
 from minimind.model import MiniMindForCausalLM
 from minimind.tokenizer import BUNDLED_TOKENIZER_DIR, load_tokenizer
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from textual.widgets import Static
 
 from minimind.data.sft_inspect import inspect_conversations
+from minimind.environment import DATA_FIELDS
 from minimind.settings import RunSettings
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.app import MiniMindApp
@@ -221,17 +222,22 @@ async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
         assert save_weight.raw == "full_sft" and "train.save_weight" not in \
             configure.form.mark_changed(configure.baseline)
         assert configure._draft.weights_name() == "full_sft_128.pth"
-        for stage, name in (("pretrain", "pretrain"), ("sft", "full_sft")):
+        data = [configure.form.fields[f"train.{name}"] for name in DATA_FIELDS]
+        for stage, name, sets in (("pretrain", "pretrain", ["shakespeare", "shakespeare-val"]),
+                                  ("sft", "full_sft", ["shakespeare-chat", "shakespeare-chat-val"])):
             configure.set_fields({"train.stage": stage})
             await pilot.pause()
             await pilot.pause()
             assert save_weight.raw == name, stage
-        configure.set_fields({"train.save_weight": "mine"})
+            # The bundled data follow too: text for pretraining, conversations for sft.
+            assert [field.raw for field in data] == [f"builtin:{s}" for s in sets], stage
+            assert not [p for p in configure.problems if p.loc.endswith("data_path")], stage
+        configure.set_fields({"train.save_weight": "mine", "train.data_path": "chat.jsonl"})
         await pilot.pause()
         configure.set_fields({"train.stage": "pretrain"})
         await pilot.pause()
         await pilot.pause()
-        assert save_weight.raw == "mine"
+        assert save_weight.raw == "mine" and data[0].raw == "chat.jsonl"
         assert configure._draft.weights_name() == "mine_128.pth"
 
 

@@ -1,5 +1,6 @@
 """The sft and lora stages in the engine: settings, file names, resume, the adapters' file."""
 
+import gzip
 import json
 import threading
 from pathlib import Path
@@ -148,6 +149,40 @@ def test_pretraining_data_given_to_sft_names_the_line(tiny_settings, pretrained,
     assert result.status == "failed" and result.cause == "input"
     assert f"{data}:1: missing \"conversations\" field (this looks like pretraining" \
            in result.reason
+
+
+def test_the_start_check_reads_the_first_line_as_the_stage_will(chat_file, tmp_path):
+    """Text given to sft (or conversations to pretraining) is refused before the start, in the
+    reader's own words and with the bundled set of the right kind named; the form said "ready"
+    and the run failed at step 0. A stage with no data named reads the bundled conversations."""
+    from minimind.environment import environment_problems
+
+    def problems(**train):
+        return [(p.loc, p.text) for p in environment_problems(RunSettings.parse({"train": train}))]
+
+    sft = {"stage": "sft", "packing": False}
+    assert problems(**sft, data_path="builtin:shakespeare") == [(
+        "train.data_path", 'builtin:shakespeare:1: missing "conversations" field (this looks '
+        'like pretraining data; use stage "pretrain"); for sft, use builtin:shakespeare-chat')]
+    assert problems(data_path=str(chat_file)) == [(
+        "train.data_path", f'{chat_file}:1: missing "text" field (this looks like conversation '
+        'data, which stages "sft" and "lora" read)')]
+    assert problems(val_data_path="builtin:shakespeare-chat-val") == [(
+        "train.val_data_path", 'builtin:shakespeare-chat-val:1: missing "text" field (this looks '
+        'like conversation data, which stages "sft" and "lora" read); for pretrain, use '
+        'builtin:shakespeare-val')]
+    assert RunSettings.parse({"train": sft}).train.data_path == "builtin:shakespeare-chat"
+    assert problems(**sft) == problems(data_path=str(chat_file), **sft) == []
+    # Skipped bad lines are the reader's to count; a first line past the limit, the reader's.
+    assert problems(**sft, data_path="builtin:shakespeare", skip_bad_lines=True) == []
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b'{"text": "' + b"a" * (2 << 20) + b'"}\n')
+    assert problems(**sft, data_path=str(long)) == []
+    gz = tmp_path / "blank-first.jsonl.gz"
+    gz.write_bytes(gzip.compress(b"\n  \n" + chat_file.read_bytes()))
+    assert problems(data_path=str(gz)) == [("train.data_path", f"{gz}:3: missing \"text\" field "
+                                            '(this looks like conversation data, which stages '
+                                            '"sft" and "lora" read)')]
 
 
 def test_encode_chat_ends_with_the_assistant_header(tok):

@@ -26,6 +26,10 @@ BUILTINS = {
     "shakespeare-chat": CORPUS_DIR / "shakespeare_chat_train.jsonl.gz",
     "shakespeare-chat-val": CORPUS_DIR / "shakespeare_chat_val.jsonl.gz",
 }
+# Each bundled text set and the conversations of the same split: a stage that reads the other
+# kind of data takes the other one (the form follows a change of stage with it).
+CHAT_SETS = {"shakespeare": "shakespeare-chat", "shakespeare-val": "shakespeare-chat-val"}
+FIRST_LINE_LIMIT = 1 << 20  # bytes read to find a file's first line before giving up on it
 
 
 def default_cache_dir() -> Path:
@@ -85,6 +89,37 @@ def _read_gzip(src: gzip.GzipFile, named: str | Path) -> bytes:
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(named, None, f"cannot decompress: corrupt or truncated gzip "
                                      f"({e})") from None
+
+
+def builtin_for_stage(spec: str, stage: str) -> str | None:
+    """The bundled set of `spec`'s split that `stage` reads, when `spec` names a bundled set
+    of the other kind (text for sft, conversations for pretraining); else None."""
+    name = spec.removeprefix(BUILTIN_PREFIX) if spec.startswith(BUILTIN_PREFIX) else None
+    text_of = {chat: text for text, chat in CHAT_SETS.items()}
+    other = CHAT_SETS.get(name) if stage != "pretrain" else text_of.get(name)
+    return BUILTIN_PREFIX + other if other else None
+
+
+def first_line(spec: str) -> tuple[int, bytes] | None:
+    """The first non-blank line of a data file (a bundled set or a `.gz` read through gzip,
+    with no copy made) and its number; None when the file cannot be read or that line is not
+    found within `FIRST_LINE_LIMIT` bytes (the reader then judges it at the start)."""
+    name = spec.removeprefix(BUILTIN_PREFIX)
+    path = BUILTINS.get(name) if spec.startswith(BUILTIN_PREFIX) else Path(spec).expanduser()
+    if path is None:
+        return None
+    try:
+        with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
+            read = 0
+            for line_no, raw in enumerate(iter(lambda: f.readline(FIRST_LINE_LIMIT), b""), 1):
+                read += len(raw)
+                if read >= FIRST_LINE_LIMIT:
+                    return None
+                if not raw.isspace():
+                    return line_no, raw
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
 
 
 def resolve_data_path(spec: str | Path) -> Path:

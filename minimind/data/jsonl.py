@@ -45,7 +45,7 @@ class DataError(ValueError):
         return f"{where}: {self.message}"
 
 
-def _type_name(value: object) -> str:
+def type_name(value: object) -> str:
     return "null" if value is None else type(value).__name__
 
 
@@ -93,14 +93,14 @@ def parse_line(raw: bytes) -> str:
     """Return the `text` of one JSONL line, or raise ValueError with a short reason."""
     obj = load_json_line(raw)
     if not isinstance(obj, dict):
-        raise ValueError(f'expected a JSON object with a "text" field, got {_type_name(obj)}')
+        raise ValueError(f'expected a JSON object with a "text" field, got {type_name(obj)}')
     if "text" not in obj:
         hint = (' (this looks like conversation data, which stages "sft" and "lora" read)'
                 if "conversations" in obj else "")
         raise ValueError(f'missing "text" field{hint}')
     text = obj["text"]
     if not isinstance(text, str):
-        raise ValueError(f'"text" must be a string, got {_type_name(text)}')
+        raise ValueError(f'"text" must be a string, got {type_name(text)}')
     # JSON can spell a lone UTF-16 surrogate ("\\ud800"), which no tokenizer can encode.
     if b"\\u" in raw:
         try:

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from minimind.atomic import atomic_write_bytes
 
+from .conversation import parse_conversation
 from .corpus import default_cache_dir, file_digest, resolve_data_path
 from .jsonl import JsonlIndex, ProgressFn, check_file
 from .packed import tokenizer_digest
-from .sft import SFTDataset, mask_markers, parse_conversation
+from .sft import SFTDataset, mask_markers
 
 FORMAT = "v2"  # bump when the figures change meaning, so old inspections are not reused
 

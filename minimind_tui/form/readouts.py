@@ -28,8 +28,8 @@ MODEL_FIELDS = ("model",)
 TOKENS_FIELDS = ("train.batch_size", "train.max_seq_len", "train.accumulation_steps")
 MEMORY_FIELDS = ("model", "train.batch_size", "train.max_seq_len", "train.dtype",
                  "train.grad_checkpointing")
-DATA_FIELDS = ("train.stage", "train.data_path", "train.packing", "train.epochs",
-               "train.max_steps", *TOKENS_FIELDS)
+STEPS_FIELDS = ("train.stage", "train.data_path", "train.packing", "train.epochs",
+                "train.max_steps", *TOKENS_FIELDS)
 # What a run's tokens/s depends on: the ETA takes the last run's rate only where these agree.
 SPEED_FIELDS = (*MEMORY_FIELDS, "train.device", "train.packing", "train.use_compile")
 

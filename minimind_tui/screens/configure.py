@@ -15,7 +15,8 @@ from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
 from minimind.chain import STARTS_FROM, starting_points
-from minimind.environment import validate_for_start
+from minimind.data.corpus import builtin_for_stage
+from minimind.environment import DATA_FIELDS, validate_for_start
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
 from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, RunSettings,
@@ -23,7 +24,7 @@ from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, R
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, save_user_preset)
-from minimind_tui.form.readouts import (DATA_FIELDS, MODEL_FIELDS, SPEED_FIELDS, DataSummary,
+from minimind_tui.form.readouts import (MODEL_FIELDS, SPEED_FIELDS, STEPS_FIELDS, DataSummary,
                                    ModelSummary, blocking_problem, data_key, model_summary,
                                    scan_data)
 from minimind_tui.screens.inspect import InspectScreen
@@ -36,7 +37,7 @@ from minimind_tui.widgets.setting_field import SettingField
 from minimind_tui.widgets.settings_form import SettingsForm
 from minimind_tui.worker_end import worker_ended
 
-DATA_PATH_FIELDS = ("train.data_path", "train.val_data_path")
+DATA_PATH_FIELDS = tuple(f"train.{name}" for name in DATA_FIELDS)
 FROM_WEIGHT = "train.from_weight"
 INSPECT_BINDING = Binding("f8", "inspect_data", "Inspect data", id="inspect_data",
                           key_display="F8", tooltip="Tokenize the focused data file (else "
@@ -140,12 +141,12 @@ class ConfigureScreen(Screen[None]):
         self._refresh_readouts(self._draft)
 
     def _follow_stage(self, raw: dict[str, Any]) -> bool:
-        """A new stage brings its own defaults (sft writes full_sft_<h>.pth) to the fields that
-        still hold the old stage's; a value the user chose stays. True when any field moved."""
+        """A new stage brings its defaults (full_sft_<h>.pth) and its kind of bundled data to
+        the fields holding the old stage's; a value the user chose stays. True if any moved."""
         before, stage = (self._validated or {}).get("train.stage"), raw.get("train.stage")
         if before is None or stage == before or stage not in STAGES or before not in STAGES:
             return False
-        moved = {}
+        moved = {loc: to for loc in DATA_PATH_FIELDS if (to := builtin_for_stage(raw[loc], stage))}
         for name in {*STAGE_DEFAULTS.get(before, {}), *STAGE_DEFAULTS.get(stage, {})}:
             old, new = stage_default(before, name), stage_default(stage, name)
             if old != new and raw.get(f"train.{name}") == old:
@@ -166,7 +167,7 @@ class ConfigureScreen(Screen[None]):
                             exclusive=True, group="model-summary", exit_on_error=False)
         scan = _scan_args(settings)
         key = data_key(*scan)
-        if (blocking_problem(self.problems, DATA_FIELDS) is None
+        if (blocking_problem(self.problems, STEPS_FIELDS) is None
                 and key not in self._data and key not in self._scanning):
             self._scanning.add(key)
             self.run_worker(partial(scan_data, *scan), name=key,

@@ -11,7 +11,7 @@ from minimind.device import DeviceError, resolve_device
 from minimind.memory_estimate import MemoryEstimate, memory_estimate, shortfall
 from minimind.units import format_bytes, format_count, format_duration
 from minimind.settings import Problem, RunSettings
-from minimind_tui.form.readouts import (DATA_FIELDS, MEMORY_FIELDS, MODEL_FIELDS, TOKENS_FIELDS,
+from minimind_tui.form.readouts import (MEMORY_FIELDS, MODEL_FIELDS, STEPS_FIELDS, TOKENS_FIELDS,
                                    DataSummary, ModelSummary, blocking_problem, steps_per_epoch,
                                    supervision, tokens_per_epoch)
 
@@ -36,7 +36,7 @@ class ReadoutsPanel(Static):
         if not _blocked(grid, "tokens/step", problems, TOKENS_FIELDS):
             grid.add_row("tokens/step", f"{settings.tokens_per_step():,} "
                          f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
-        if not _blocked(grid, "steps/epoch", problems, DATA_FIELDS):
+        if not _blocked(grid, "steps/epoch", problems, STEPS_FIELDS):
             _data_rows(grid, settings, data, tokens_per_sec, inspect_key)
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
         if not _blocked(grid, where, problems, MEMORY_FIELDS) and isinstance(model, ModelSummary):

@@ -1,0 +1,103 @@
+"""One line of a conversation file, read and checked: `{"conversations": [turns]}` becomes
+what a chat template takes, or a ValueError saying which turn is wrong and why.
+
+No torch here: the settings' checks read a data file's first line with it before a run starts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .jsonl import load_json_line, type_name
+
+ROLES = ("system", "user", "assistant", "tool")
+# Which turn may follow which (None: the conversation's start). A system turn only opens it.
+_MAY_FOLLOW = {"user": {None, "system", "assistant"}, "assistant": {"user", "tool"},
+               "tool": {"assistant", "tool"}, "system": {None}}
+
+
+def _check_text(value: object, what: str) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, got {type_name(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds an unpaired surrogate (\\u{ord(value[e.start]):04x}): "
+                         "not valid Unicode text") from None
+
+
+def parse_conversation(raw: bytes) -> dict[str, Any]:
+    """One line's `{"messages": [...], "tools": list | None}` for `apply_chat_template`, or
+    ValueError saying which turn is wrong and why."""
+    obj = load_json_line(raw)
+    if not isinstance(obj, dict):
+        raise ValueError(f'expected a JSON object with a "conversations" list, got '
+                         f"{type_name(obj)}")
+    if "conversations" not in obj:
+        hint = ' (this looks like pretraining data; use stage "pretrain")' if "text" in obj else ""
+        raise ValueError(f'missing "conversations" field{hint}')
+    turns = obj["conversations"]
+    if not isinstance(turns, list) or not turns:
+        raise ValueError('"conversations" must be a non-empty list of turns')
+    messages, tools, previous = [], None, None
+    for n, turn in enumerate(turns, start=1):
+        where = f"turn {n}"
+        if not isinstance(turn, dict):
+            raise ValueError(f"{where} must be an object with role and content, got "
+                             f"{type_name(turn)}")
+        role = turn.get("role")
+        if role not in ROLES:
+            raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if previous not in _MAY_FOLLOW[role]:
+            after = f"after a {previous} turn" if previous else "first"
+            raise ValueError(f"{where}: a {role} turn cannot come {after} (turns go [system], "
+                             "user, assistant, user, assistant, ...)")
+        _check_text(turn.get("content"), f"{where}: content")
+        message = {"role": role, "content": turn["content"]}
+        if "reasoning_content" in turn and turn["reasoning_content"] is not None:
+            if role != "assistant":
+                raise ValueError(f"{where}: only assistant turns have reasoning_content")
+            _check_text(turn["reasoning_content"], f"{where}: reasoning_content")
+            message["reasoning_content"] = turn["reasoning_content"]
+        if turn.get("tool_calls"):
+            if role != "assistant" or not isinstance(turn["tool_calls"], list):
+                raise ValueError(f"{where}: tool_calls must be a list on an assistant turn")
+            message["tool_calls"] = turn["tool_calls"]
+        if turn.get("tools"):
+            if role != "system":
+                raise ValueError(f"{where}: only the system turn carries tools")
+            tools = _tool_list(turn["tools"], where)
+        messages.append(message)
+        previous = role
+    if "assistant" not in (m["role"] for m in messages):
+        raise ValueError("no assistant turn: nothing to learn from this conversation")
+    return {"messages": messages, "tools": tools}
+
+
+def _tool_list(value: object, where: str) -> list:
+    """MiniMind-3 stores tools as a list or as that list in a JSON string."""
+    if isinstance(value, str):
+        try:
+            value = load_json_line(value.encode())
+        except ValueError as e:
+            raise ValueError(f"{where}: tools is a string but not JSON ({e})") from None
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: tools must be a list, got {type_name(value)}")
+    return value
+
+
+class ConversationParser:
+    """`parse_conversation` that also counts the conversations carrying each optional field
+    (`carrying`): a chat template may leave one out of the text, and then out of training."""
+
+    def __init__(self) -> None:
+        self.carrying: Counter[str] = Counter()
+
+    def __call__(self, raw: bytes) -> dict[str, Any]:
+        conversation = parse_conversation(raw)
+        fields = {"tools"} if conversation["tools"] else set()
+        for message in conversation["messages"]:
+            fields |= message.keys() & {"tool_calls", "reasoning_content"}
+        self.carrying.update(fields)
+        return conversation
