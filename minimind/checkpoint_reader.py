@@ -35,7 +35,7 @@ from .settings import RunSettings
 from .torchfile import CheckpointError
 from .upstream import HeadSplitError, WeightsMismatchError, infer_config, load_into
 from .weight_records import (BUNDLED, Record, agreed, locate, read_weights, records_beside,
-                             run_settings, settings_as_record)
+                             resume_beside, run_settings, settings_as_record)
 
 
 @dataclass
@@ -72,6 +72,12 @@ class _MergedLora:
     base: Path
     adapter: Path
     base_check: str
+
+    @property
+    def fingerprint(self) -> Record | None:
+        """The adapters' resume file's record, which holds the fingerprint of the tokenizer
+        the run trained with, where it does."""
+        return next((r for r in resume_beside(self.adapter) if r.tokenizer_digest), None)
 
 
 def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
@@ -159,7 +165,8 @@ def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...
         merged = _lora_model(*lora_run, None, chain)
         _same_head_split(path, merged.record, model.config)
         load_into(model, merged.model.state_dict(), (merged.record.config(), merged.record.where))
-        return _merged_text(merged.base, merged.adapter, merged.base_check), merged.record
+        return (_merged_text(merged.base, merged.adapter, merged.base_check),
+                merged.fingerprint or merged.record)
     state_dict, saved = read_weights(path)
     records = ([saved] if saved else []) + records_beside(path)
     record = agreed(path, records)
@@ -209,7 +216,7 @@ def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None
     merged = _lora_model(toml, settings, num_attention_heads, ())
     return Checkpoint(merged.model.eval(), merged.base, merged.record.where,
                       *choose_tokenizer(merged.record.tokenizer, tokenizer_path,
-                                         merged.model.config.vocab_size),
+                                         merged.model.config.vocab_size, merged.fingerprint),
                       adapter_path=merged.adapter, base_check=merged.base_check)
 
 

@@ -19,8 +19,10 @@ from pydantic import ValidationError
 from .checkpoint import load_resume, resume_path
 from .config import MiniMindConfig
 from .lora import ADAPTER_MARK, LoRAError, fold_adapters
-from .run_files import CONFIG_FILE, RESUME_SUFFIX
+from .environment import as_the_run_took_it
+from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters
 from .settings import ModelSettings, RunSettings, SettingsError, read_toml
+from .tokenizer import BUNDLED_NAMES
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
 from .upstream import strip_wrapper_prefixes
 
@@ -106,16 +108,32 @@ def resume_beside(weights: Path) -> list[Record]:
         train, data = state["settings"]["train"], state.get("data")
     except (CheckpointError, ValidationError, KeyError, TypeError):
         return []
-    return [settings_record(f"the settings saved in {resume}", model, train, data)]
+    return [settings_record(resume, model, train, data)]
 
 
-def settings_record(where: str, model: ModelSettings, train: Any, data: Any = None) -> Record:
+def settings_record(resume: Path, model: ModelSettings, train: Any, data: Any = None) -> Record:
     """A resume file's settings (and its `data` fingerprints, where given) as a record."""
-    spec = train.get("tokenizer_path", "") if isinstance(train, dict) else ""
+    where = f"the settings saved in {resume}"
+    train = train if isinstance(train, dict) else {}
+    spec, out_dir = train.get("tokenizer_path", ""), train.get("out_dir", "")
     digest = data.get("tokenizer", "") if isinstance(data, dict) else ""
-    return Record(where, model, (spec if isinstance(spec, str) else "",
-                                 f"train.tokenizer_path in {where}"),
+    # A lora run keeps its resume file in the run folder's lora/ folder.
+    run_folder = resume.parent.parent if holds_adapters(str(resume)) else resume.parent
+    spec = _as_the_run_took_it(spec, run_folder, out_dir) if isinstance(spec, str) else ""
+    return Record(where, model, (spec, f"train.tokenizer_path in {where}"),
                   digest if isinstance(digest, str) else "")
+
+
+def _as_the_run_took_it(tokenizer_path: str, run_folder: Path, out_dir: Any) -> str:
+    """A recorded tokenizer_path as the run took it: a relative one counts from the folder the
+    run was started in (`as_the_run_took_it`), not from wherever the reader runs, where a
+    folder of the same name may hold another tokenizer."""
+    if tokenizer_path.strip() in BUNDLED_NAMES or not isinstance(out_dir, str):
+        return tokenizer_path
+    try:
+        return str(as_the_run_took_it(tokenizer_path, run_folder, out_dir))
+    except RuntimeError:  # a ~user this machine does not know: the loader says so
+        return tokenizer_path
 
 
 def run_settings(toml: Path) -> RunSettings:
@@ -132,8 +150,8 @@ def run_record(toml: Path) -> tuple[Record, str]:
 
 
 def settings_as_record(toml: Path, settings: RunSettings) -> Record:
-    return Record(str(toml), settings.model, (settings.train.tokenizer_path,
-                                              f"train.tokenizer_path in {toml}"))
+    spec = _as_the_run_took_it(settings.train.tokenizer_path, toml.parent, settings.train.out_dir)
+    return Record(str(toml), settings.model, (spec, f"train.tokenizer_path in {toml}"))
 
 
 def saved_folder_record(folder: Path) -> Record:
@@ -178,8 +196,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
     if isinstance(data, dict) and "model" in data and not isinstance(data["model"], torch.Tensor):
         if data.keys() & OUR_RESUME_MARKS:  # ours: its structure and settings are checked
             state = load_resume(path, data)
-            saved = settings_record(f"the settings saved in {path}",
-                                    ModelSettings.model_validate(state["settings"]["model"]),
+            saved = settings_record(path, ModelSettings.model_validate(state["settings"]["model"]),
                                     state["settings"]["train"], state.get("data"))
         data = data["model"]  # upstream's resume file records no config
     if not (isinstance(data, dict) and data and all(

@@ -567,6 +567,42 @@ def test_a_start_from_weights_that_learned_other_ids_is_said(tiny_settings, tmp_
     assert warnings(str(other)) == []
 
 
+def test_a_runs_relative_tokenizer_path_counts_from_where_it_was_started(tiny_settings,
+                                                                          tmp_path, monkeypatch):
+    """Opened from another folder that holds a tokenizer of the same relative name, a run
+    (and a lora run on it) read that one: export shipped it and said its logits matched;
+    with a resume file beside, the run's own tokenizer was called "retrained since". A lora
+    run never compared its tokenizer with the fingerprint its resume file holds."""
+    from minimind.engine import Trainer
+    from minimind.tokenizer import train_tokenizer
+
+    started, elsewhere = tmp_path / "started", tmp_path / "elsewhere"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, started / "tok")
+    other_tokenizer(elsewhere).rename(elsewhere / "tok")
+    monkeypatch.chdir(started)
+    pretrain = tiny_settings(max_steps=1, tokenizer_path="tok", out_dir="out/run")
+    assert Trainer(pretrain).run().status == "completed"
+    lora = tiny_settings(max_steps=1, tokenizer_path="tok", out_dir="out/lora", stage="lora",
+                         from_weight="out/run/pretrain_128.pth", packing=False,
+                         data_path="builtin:shakespeare-chat")
+    assert Trainer(lora).run().status == "completed"
+    monkeypatch.chdir(elsewhere)
+    for run in (started / "out" / "run", started / "out" / "lora"):
+        checkpoint = read_checkpoint(run)
+        assert checkpoint.tokenizer_dir == started / "tok", run
+    assert read_checkpoint(started / "out" / "run" / "pretrain_128.pth").tokenizer_dir == \
+        started / "tok"
+    # The lora run's tokenizer retrained in place is refused, as a pretraining run's is.
+    data = tmp_path / "text.jsonl"
+    data.write_text("".join(json.dumps({"text": f"line {i} of a small corpus"}) + "\n"
+                            for i in range(40)))
+    train_tokenizer(data, started / "tok", vocab_size=300, progress=False, overwrite=True)
+    with pytest.raises(CheckpointError, match=r"tok is not the tokenizer the weights learned "
+                                              r"\(its ids differ from the fingerprint in .*"
+                                              r"lora_128_resume.pth\)"):
+        read_checkpoint(started / "out" / "lora")
+
+
 def test_a_tokenizer_replaced_since_the_run_is_refused(tiny_settings, tmp_path):
     """generate printed other text and export shipped (and "verified") a tokenizer retrained
     in place since the run, though the resume file records the one the weights learned and a
