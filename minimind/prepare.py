@@ -8,7 +8,6 @@ time is spent.
 
 from __future__ import annotations
 
-import math
 import tempfile
 import threading
 from collections.abc import Callable
@@ -37,8 +36,8 @@ from minimind.data.sft import (ChatTemplateError, SFTDataset, mask_markers, unfi
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
-from minimind.resume_check import (changed_text, completed_text, differences, fixed_changes,
-                                   missing_checkpoint, same_base)
+from minimind.resume_check import (changed_text, differences, fixed_changes, missing_checkpoint,
+                                   plan_problem, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.runs import dependents_text, started_from
@@ -347,21 +346,11 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     t, reached = settings.train, state["progress"]["step"]
     plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
                     t.max_steps, dist.world_size)
-    if reached > plan.total_steps:  # a resumed run goes on from the checkpoint, never back
-        if t.max_steps and t.max_steps < reached:
-            raise InputError(f"train.max_steps: {t.max_steps} is below step {reached}, where the "
-                             f"checkpoint stands: set max_steps to at least {reached} (or 0 "
-                             f"for the epochs' end)")
-        raise InputError(f"train.epochs: {t.epochs} epoch(s) of {plan.steps_per_epoch} steps end "
-                         f"at step {plan.total_steps}, before step {reached}, where the checkpoint "
-                         f"stands: set epochs to at least "
-                         f"{math.ceil(reached / plan.steps_per_epoch)}")
-    # One that ended at its last step (stopped or crashed before its final evaluation) may
-    # resume to finish; a completed one would only evaluate again, and again at each resume.
+    # A completed run would only evaluate again, and again at each resume.
     status = folder.status() if dist.is_main else None
-    if distributed.from_main(status is not None and status.state == "completed", dist) \
-            and reached == plan.total_steps:
-        raise InputError("train.from_resume: " + completed_text(reached))
+    completed = distributed.from_main(status is not None and status.state == "completed", dist)
+    if problem := plan_problem(reached, plan.steps_per_epoch, t, completed):
+        raise InputError(str(problem))
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "

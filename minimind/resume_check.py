@@ -10,13 +10,14 @@ purpose (no torch).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from minimind.environment import as_the_run_took_it
 from minimind.run_files import CONFIG_FILE, resume_files, resume_name
 from minimind.run_folder import RunFolder
-from minimind.settings import Problem, RunSettings, SettingsError
+from minimind.settings import Problem, RunSettings, SettingsError, TrainSettings, planned_steps
 
 _DATA_ORDER = ("stage", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
 """Settings that fix which samples each step reads; changing them would break exact resume.
@@ -79,9 +80,29 @@ def changed_text(changed: list[str], record: str) -> str:
             + ", ".join(changed))
 
 
-def completed_text(step: int) -> str:
-    return (f"the run completed at step {step}, where these settings end it too: nothing is "
-            "left to train; raise max_steps (or epochs) to train on")
+def plan_problem(reached: int, steps_per_epoch: int, t: TrainSettings, completed: bool
+                 ) -> Problem | None:
+    """What the plan of these settings (epochs, max_steps) leaves a resume at step `reached`
+    of a run whose epochs take `steps_per_epoch`: a plan that ends before it, or nothing left
+    to train after a completed run (one that reached its last step but stopped or crashed
+    before its final evaluation may resume to finish)."""
+    total = planned_steps(steps_per_epoch, t.epochs, t.max_steps)
+    if reached > total:  # a resumed run goes on from the checkpoint, never back
+        if t.max_steps and t.max_steps < reached:
+            return Problem("train.max_steps", f"{t.max_steps} is below step {reached}, where the "
+                           f"checkpoint stands: set max_steps to at least {reached} (or 0 for "
+                           "the epochs' end)")
+        return Problem("train.epochs", f"{t.epochs} epoch(s) of {steps_per_epoch} steps end at "
+                       f"step {total}, before step {reached}, where the checkpoint stands: set "
+                       f"epochs to at least {math.ceil(reached / steps_per_epoch)}")
+    if not (completed and reached == total):
+        return None
+    epochs_end = steps_per_epoch * t.epochs  # what ends the run: raising the other does nothing
+    ends = ([] if t.max_steps and t.max_steps < epochs_end else ["epochs"]) + (
+        ["max_steps"] if t.max_steps and t.max_steps <= epochs_end else [])
+    return Problem("train.from_resume", f"the run completed at step {reached}, where these "
+                   f"settings end it too: nothing is left to train; raise {' and '.join(ends)} "
+                   "to train on", tuple(f"train.{name}" for name in ends))
 
 
 def resume_problems(settings: RunSettings) -> list[Problem]:
@@ -104,9 +125,12 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     if changed := fixed_changes(saved, settings):
         return [Problem("train.from_resume", changed_text(changed, f"the run in {t.out_dir} "
                                                                     f"({CONFIG_FILE})"))]
+    # An epoch's steps as the run counted them (the data may not change, nor the batch): with
+    # data allowed to change, only the engine, which reads them, knows the plan.
     status = folder.status()
-    plan_kept = all(getattr(recorded.train, k) == getattr(t, k) for k in ("epochs", "max_steps"))
-    if (status is not None and status.state == "completed" and plan_kept
-            and not t.allow_data_change and status.checkpoint_step == status.total_steps):
-        return [Problem("train.from_resume", completed_text(status.step), ("train.max_steps",))]
-    return []
+    if status is None or not status.steps_per_epoch or status.checkpoint_step is None \
+            or t.allow_data_change:
+        return []
+    problem = plan_problem(status.checkpoint_step, status.steps_per_epoch, t,
+                           status.state == "completed")
+    return [problem] if problem else []

@@ -36,6 +36,9 @@ class RunStatus(BaseModel):
     step: int = 0
     """The last step trained: a stop or a failure between two logged steps counts."""
     total_steps: int = 0
+    steps_per_epoch: int = 0
+    """0 in a run.json written before it was kept. A resume keeps it (the data and the batch
+    may not change), so with the epochs and max_steps a resume is given, it tells that plan."""
     tokens_seen: int = 0
     """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
     tokens_per_sec: float = 0.0
@@ -61,6 +64,7 @@ class RunStatus(BaseModel):
             self.state, self.reason = "running", ""
             self.resumed_from = self.step = event.start_step
             self.total_steps, self.parameters = event.total_steps, event.parameters
+            self.steps_per_epoch = event.steps_per_epoch
             self.tokens_per_step = event.tokens_per_step
             self.device, self.world_size = event.device_name, event.world_size
             self._set_progress(event.tokens_seen, event.elapsed)

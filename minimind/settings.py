@@ -258,6 +258,11 @@ SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSe
 """The tables of a preset / config.toml and the sections of the settings, in order."""
 
 
+def planned_steps(steps_per_epoch: int, epochs: int, max_steps: int) -> int:
+    """The steps a run trains: its epochs, or max_steps (0: none) where that ends it sooner."""
+    return min(steps_per_epoch * epochs, max_steps) if max_steps else steps_per_epoch * epochs
+
+
 def with_stage_defaults(train: dict[str, Any]) -> dict[str, Any]:
     """A raw train table with what its stage changes (`STAGE_DEFAULTS`) filled in where the
     table leaves it out."""
@@ -368,8 +373,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as e:
         raise SettingsError([Problem("", f"{path}: not valid TOML ({e})")]) from None
     except RecursionError:  # tomllib recurses once per level of "[[[[..." or "{a={a=..."
-        raise SettingsError([Problem("", f"{path}: not valid TOML (nested too deeply)")]
-                            ) from None
+        raise SettingsError([Problem("", f"{path}: not valid TOML (nested too deeply)")]) from None
     except OSError as e:
         raise SettingsError([Problem("", f"{path}: cannot read ({e.strerror or e})")]) from None
     problems = [Problem(k, f"unknown table in {path.name}; expected "

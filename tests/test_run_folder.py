@@ -352,7 +352,7 @@ def test_a_resumed_runs_status_keeps_what_came_before_it(tmp_path):
     assert (again.status, again.cause) == ("failed", "input")
     assert again.reason == ("train.from_resume: the run completed at step 8, where these "
                             "settings end it too: nothing is left to train; raise max_steps "
-                            "(or epochs) to train on")
+                            "to train on")
     assert RunFolder(tmp_path).status() == before
     # One stopped at its last step, before its final evaluation, resumes to finish.
     RunFolder(tmp_path).write_status(before.model_copy(update={"state": "stopped"}))
@@ -540,7 +540,10 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
     assert Trainer(settings).run().status == "completed"
     assert problems(from_resume=True) == [
         "train.from_resume: the run completed at step 2, where these settings end it too: "
-        "nothing is left to train; raise max_steps (or epochs) to train on"]
+        "nothing is left to train; raise max_steps to train on"]
+    assert problems(from_resume=True, max_steps=1) == [
+        "train.max_steps: 1 is below step 2, where the checkpoint stands: set max_steps to at "
+        "least 2 (or 0 for the epochs' end)"]
     assert problems(from_resume=True, max_steps=3) == []
     assert problems(from_resume=True, max_steps=3, batch_size=8, seed=7) == [
         f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
@@ -553,6 +556,44 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
     (folder / "config.toml").unlink()
     os.mkfifo(folder / "config.toml")  # (never opened: a read would block)
     assert problems(from_resume=True, max_steps=3, batch_size=8) == []
+
+
+def test_the_start_check_knows_whether_epochs_or_max_steps_end_the_resumed_run(tiny_settings,
+                                                                              tmp_path):
+    """A run its epochs ended, resumed with max_steps raised: the form said ready, the engine
+    refused at step 0 and advised raising max_steps, which was already raised. The run folder
+    keeps an epoch's steps (run.json), so the form knows the plan as the engine will."""
+    from minimind.engine import Trainer
+    from minimind.environment import validate_for_start
+
+    data = tmp_path / "eight.jsonl"
+    data.write_text("".join(json.dumps({"text": f"line {i} of the play"}) + "\n"
+                            for i in range(8)))
+    settings = tiny_settings(data_path=str(data), packing=False, max_steps=0, epochs=2,
+                             save_interval=1)
+    assert Trainer(settings).run().status == "completed"  # 2 steps an epoch: step 4
+    assert RunFolder(Path(settings.train.out_dir)).status().steps_per_epoch == 2
+
+    def problems(**train) -> tuple[list[str], list[str]]:
+        data = settings.model_dump(mode="json")
+        data["train"].update(train, from_resume=True)
+        found = validate_for_start(data)[1]
+        return [str(p) for p in found], [loc for p in found for loc in p.related]
+
+    completed = ("train.from_resume: the run completed at step 4, where these settings end it "
+                 "too: nothing is left to train; raise ")
+    assert problems(max_steps=10) == ([completed + "epochs to train on"], ["train.epochs"])
+    assert problems(max_steps=4) == ([completed + "epochs and max_steps to train on"],
+                                     ["train.epochs", "train.max_steps"])
+    assert problems(epochs=1) == (["train.epochs: 1 epoch(s) of 2 steps end at step 2, before "
+                                   "step 4, where the checkpoint stands: set epochs to at least "
+                                   "2"], [])
+    assert problems(epochs=3) == problems(epochs=3, max_steps=5) == ([], [])
+    # With data allowed to change, only the engine (which reads them) knows the plan.
+    assert problems(allow_data_change=True) == ([], [])
+    refused = Trainer(tiny_settings(data_path=str(data), packing=False, max_steps=10, epochs=2,
+                                    from_resume=True)).run()
+    assert refused.reason == completed + "epochs to train on"
 
 
 def test_a_folder_handed_to_torchrun_is_kept_for_its_workers(tmp_path):

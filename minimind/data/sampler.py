@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minimind.data.prefetch import Prefetcher
 from minimind.schedule import learning_rate
-from minimind.settings import TrainSettings
+from minimind.settings import TrainSettings, planned_steps
 
 
 def epoch_batches(n_samples: int, batch_size: int, epoch: int, seed: int,
@@ -51,8 +51,7 @@ def plan_run(n_samples: int, batch_size: int, accumulation_steps: int, epochs: i
     it sooner."""
     batches = math.ceil(n_samples // world_size / batch_size)
     steps_per_epoch = math.ceil(batches / accumulation_steps)
-    total = steps_per_epoch * epochs
-    return Plan(batches, steps_per_epoch, min(total, max_steps) if max_steps else total)
+    return Plan(batches, steps_per_epoch, planned_steps(steps_per_epoch, epochs, max_steps))
 
 
 def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: int,
