@@ -310,17 +310,18 @@ class Trainer:
                          "target to learn (with sft: every reply lies past max_seq_len), so "
                          "they trained nothing; raise max_seq_len, or see which conversations "
                          "with minimind-tui inspect", "warning")
-        if t.eval_interval and step % t.eval_interval == 0 and not done:
-            self._evaluate()
-        sample_interval = t.sample_interval or t.eval_interval  # 0: at each evaluation
-        if t.sample_prompts and (done or (sample_interval and step % sample_interval == 0)):
-            self._sample()
-        stop = self.stop_event.is_set()
-        if self.dist.enabled:  # every rank must reach the same answer at the same step
-            poll = logged or step % STOP_POLL_STEPS == 0
-            stop = poll and distributed.any_rank(stop, self.dist)
-        if done or stop or (t.save_interval and step % t.save_interval == 0):
-            self._checkpoint(meter)
+        with meter.aside():
+            if t.eval_interval and step % t.eval_interval == 0 and not done:
+                self._evaluate()
+            sample_interval = t.sample_interval or t.eval_interval  # 0: at each evaluation
+            if t.sample_prompts and (done or (sample_interval and step % sample_interval == 0)):
+                self._sample()
+            stop = self.stop_event.is_set()
+            if self.dist.enabled:  # every rank must reach the same answer at the same step
+                poll = logged or step % STOP_POLL_STEPS == 0
+                stop = poll and distributed.any_rank(stop, self.dist)
+            if done or stop or (t.save_interval and step % t.save_interval == 0):
+                self._checkpoint(meter)
         return stop
 
     def _evaluate(self) -> None:

@@ -9,6 +9,8 @@ while the others wait in a collective.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psutil
 import torch
@@ -93,6 +95,17 @@ class Meter:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+    @contextmanager
+    def aside(self) -> Iterator[None]:
+        """Work between two steps (evaluation, samples, checkpoints) is no part of the log
+        interval's tokens/s, the training's rate: a run evaluating more often trains no
+        slower. The run's elapsed time and the ETA's step time keep it: the run takes it."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.window_start += time.perf_counter() - start
 
     def report(self, step: int, total: int, epoch: int, epochs: int, epoch_step: int,
                steps_per_epoch: int, flops_per_token: float, peak_flops: float | None

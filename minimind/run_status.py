@@ -42,8 +42,9 @@ class RunStatus(BaseModel):
     tokens_seen: int = 0
     """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
     tokens_per_sec: float = 0.0
-    """The run's rate at its last logged step: its tokens over its training time (not the
-    last log interval's rate, which a short interval makes jumpy)."""
+    """The run's rate at its last logged step: its tokens over its elapsed time, evaluations,
+    samples and saves included (what the run delivers; each log interval's rate, jumpy over
+    a short interval, counts the training alone)."""
     elapsed: float = 0.0
     loss: float | None = None
     val_loss: float | None = None

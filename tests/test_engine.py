@@ -69,6 +69,29 @@ def test_run_learns_and_writes_everything(tiny_settings, tmp_path):
     assert (out / "config.toml").exists()
 
 
+def test_evaluations_and_saves_are_no_part_of_the_logged_training_rate(tiny_settings,
+                                                                        monkeypatch):
+    """The interval after an evaluation counted its time as training: a run evaluating more
+    often "trained" slower. The run's elapsed time, and so its average, keep it."""
+    import time
+
+    evaluate = Trainer._evaluate
+
+    def slow_evaluate(self):
+        time.sleep(2.0)
+        evaluate(self)
+
+    monkeypatch.setattr(Trainer, "_evaluate", slow_evaluate)
+    settings = tiny_settings(max_steps=4, log_interval=1, eval_interval=2,
+                             val_data_path="builtin:shakespeare-val", eval_batches=1)
+    result, events = run(settings)
+    assert result.status == "completed"
+    steps = [e for e in events if isinstance(e, StepMetrics)]
+    # Each interval is one step of 4 x 64 tokens: well under a second, not the 2 s evaluation.
+    assert all(e.tokens_per_sec > 256 for e in steps), [e.tokens_per_sec for e in steps]
+    assert steps[-1].elapsed > 2.0
+
+
 def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):
     # Packed samples all have the same token count, so 4 micro-batches of 2 average to
     # exactly the loss of one batch of 8 (up to float32 summation order).
