@@ -416,10 +416,29 @@ def test_cli_says_what_a_bfloat16_export_was_checked_against(tmp_path, capsys):
     assert export_main([str(tmp_path / "run"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
     out = capsys.readouterr().out
     assert "its logits match our model rounded to bfloat16 within " in out
-    rounding = re.search(r"the rounding itself moves logits by up to (\S+) against the float32 "
-                         r"model\)", out)
+    rounding = re.search(r"the rounding itself moves logits by up to (\S+) against the model as "
+                         r"read\)", out)
     assert rounding and float(rounding[1]) > 0, out
     assert "match our model's within" not in out
+
+
+def test_a_resume_file_exports_the_float32_weights_the_run_trained(tiny_settings, tmp_path):
+    """A run folder's weights file is float16, as upstream writes it; "float32: lossless" said
+    more than that. Its resume file, given as SRC, exports the float32 weights themselves."""
+    from transformers import AutoModelForCausalLM
+
+    from minimind.engine import Trainer
+
+    settings = tiny_settings(max_steps=1)
+    assert Trainer(settings).run().status == "completed"
+    run = Path(settings.train.out_dir)
+    trained = torch.load(run / "pretrain_128_resume.pth", weights_only=True)["model"]
+    half = torch.load(run / "pretrain_128.pth", weights_only=True)
+    name = "model.embed_tokens.weight"
+    assert half[name].dtype == torch.float16 and not torch.equal(half[name].float(), trained[name])
+    assert export_main([str(run / "pretrain_128_resume.pth"), str(tmp_path / "hf")]) == 0
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").state_dict()
+    assert torch.equal(exported[name], trained[name])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

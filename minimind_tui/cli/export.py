@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="merge this adapter file (a lora run's lora/<name>_<hidden>.pth, "
                              "or upstream's) into SRC's weights before exporting")
     parser.add_argument("--dtype", choices=DTYPES, default=None,
-                        help="weights dtype of the hf folder (default float32: lossless)")
+                        help="weights dtype of the hf folder (default float32: no rounding of "
+                             "the weights as read; a run folder's are float16, its resume "
+                             "file's float32)")
     parser.add_argument("--remote_code", "--remote-code", action="store_true",
                         help="hf: write our own modeling code even where a standard class fits")
     parser.add_argument("--no_verify", "--no-verify", action="store_true",
@@ -131,7 +133,7 @@ def _checked(result, dtype: str | None) -> str:
                 f"{result.max_logit_diff:.2g} in float32")
     return (f"loaded back: its logits match our model rounded to {dtype} within "
             f"{result.max_logit_diff:.2g} in float32; the rounding itself moves logits by up to "
-            f"{result.rounding_logit_diff:.2g} against the float32 model")
+            f"{result.rounding_logit_diff:.2g} against the model as read")
 
 
 def add_head_split_flag(parser: argparse.ArgumentParser) -> None:
