@@ -223,8 +223,7 @@ async def test_a_refused_resume_leaves_the_completed_run_on_show(tmp_path):
         assert any("Nothing was trained" in str(s.render()) for s in dialog.query(Static))
         assert app.run_phase == "completed" and app.history.finished.status == "completed"
         assert not [e for _, e in app.history.log if getattr(e, "status", "") == "failed"]
-        # Clicked: a key sent as the dialog appears may still reach the screen beneath it.
-        await pilot.click("#back")
+        await pilot.press("enter")
         await wait_until(pilot, lambda: not app.screen.query("#failed-reason"))
         await pilot.press("f2")
         assert status_text(app) == "Completed at step 3"
