@@ -116,10 +116,10 @@ def find_runs(root: str | Path) -> list[RunSummary]:
 
     for folder, dirs, files in os.walk(root, onerror=unreadable):
         here = Path(folder)
+        # A run's folder may hold others: upstream's presets train into out/ and fine-tune
+        # into out/sft, out/lora_medical.
         if any(name in files or name in dirs for name in MARKER_FILES):
             runs.append(summarise(here, root))
-            dirs.clear()  # a run's folder holds no other runs
-            continue
         depth = len(here.relative_to(root).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
     known = {run.path.resolve(): run.name for run in runs}

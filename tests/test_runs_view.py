@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -61,6 +62,16 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert "nope: no such folder" in capsys.readouterr().err
     assert runs_main([str(runs_root / "tiny-live" / "config.toml")]) == 2
     assert "config.toml: not a folder" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_holds_other_runs_lists_them_too(runs_root, capsys):
+    """Upstream's presets train into out/ and fine-tune into out/sft and out/lora_medical:
+    once out/ held a run, every run below it vanished from the list."""
+    for path in (runs_root / "tiny-lr1e-3").iterdir():
+        if path.is_file():
+            shutil.copy(path, runs_root / path.name)
+    assert runs_main([str(runs_root), "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == ["out", *NAMES]
 
 
 def test_runs_without_the_sorted_value_come_last_either_way(tmp_path):
