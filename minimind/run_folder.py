@@ -248,9 +248,12 @@ class RunFolder:
         if overwrite or not (in_the_way or run and not resume):
             return None
         what = _replaced_text(run, in_the_way, from_weight)
+        # A completed run continues only with a plan that goes further than it did.
+        further = " and more epochs or max_steps" if self.state() == "completed" else ""
         return NeedsConsent(
             f"{self.path} already holds {what}, which this run would replace; "
-            + ("continue the run with --from_resume 1, " if run and self.resumable() else "")
+            + (f"continue the run with --from_resume 1{further}, " if run and self.resumable()
+               else "")
             + "train into another --out_dir, or replace it with --overwrite 1", run, in_the_way)
 
     def start_fresh(self) -> None:

@@ -84,7 +84,9 @@ def test_a_finished_run_is_never_replaced_without_consent(tmp_path):
     refused = cli("--max_steps", "2", "--out_dir", str(tmp_path))
     assert refused.returncode == 2
     assert "already holds a run (completed at step 2" in refused.stderr
-    assert "from_resume" in refused.stderr and "overwrite" in refused.stderr
+    # Resumed as it is, a completed run has nothing left to train: the advice says so.
+    assert "continue the run with --from_resume 1 and more epochs or max_steps, " in \
+        refused.stderr and "--overwrite 1" in refused.stderr
     resumed = cli("--max_steps", "3", "--out_dir", str(tmp_path), "--from_resume", "1")
     assert resumed.returncode == 0, resumed.stderr
     history = read_events(tmp_path / "metrics.jsonl")
