@@ -223,8 +223,9 @@ async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
             configure.form.mark_changed(configure.baseline)
         assert configure._draft.weights_name() == "full_sft_128.pth"
         data = [configure.form.fields[f"train.{name}"] for name in DATA_FIELDS]
+        chat = ["shakespeare-chat", "shakespeare-chat-val"]
         for stage, name, sets in (("pretrain", "pretrain", ["shakespeare", "shakespeare-val"]),
-                                  ("sft", "full_sft", ["shakespeare-chat", "shakespeare-chat-val"])):
+                                  ("sft", "full_sft", chat)):
             configure.set_fields({"train.stage": stage})
             await pilot.pause()
             await pilot.pause()
