@@ -53,12 +53,13 @@ def data_file_problem(value: str, stage: str, skip_bad_lines: bool) -> str | Non
 
     if not value:
         return None
-    if not value.startswith(BUILTIN_PREFIX):
-        try:
+    try:
+        if not value.startswith(BUILTIN_PREFIX):
             check_file(Path(value).expanduser())
-        except DataError as e:
-            return f"{value}: {e.message}"
-    if skip_bad_lines or (line := first_line(value)) is None:
+        line = first_line(value)
+    except DataError as e:
+        return f"{value}: {e.message}"
+    if skip_bad_lines or line is None:
         return None
     try:
         (parse_line if stage == "pretrain" else parse_conversation)(line[1])

@@ -178,6 +178,10 @@ def test_the_start_check_reads_the_first_line_as_the_stage_will(chat_file, tmp_p
     long = tmp_path / "long.jsonl"
     long.write_bytes(b'{"text": "' + b"a" * (2 << 20) + b'"}\n')
     assert problems(**sft, data_path=str(long)) == []
+    blank = tmp_path / "blank.jsonl"  # blank lines alone: the reader refuses it whatever else
+    blank.write_text("\n \n" * 100)
+    assert problems(data_path=str(blank), skip_bad_lines=True) == [
+        ("train.data_path", f"{blank}: file has no lines with text")]
     gz = tmp_path / "blank-first.jsonl.gz"
     gz.write_bytes(gzip.compress(b"\n  \n" + chat_file.read_bytes()))
     assert problems(data_path=str(gz)) == [("train.data_path", f"{gz}:3: missing \"text\" field "

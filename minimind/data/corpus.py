@@ -15,7 +15,7 @@ from pathlib import Path
 
 from minimind.atomic import atomic_file
 
-from .jsonl import PROGRESS_EVERY, DataError, ProgressFn, digest, note_copy
+from .jsonl import NO_LINES, PROGRESS_EVERY, DataError, ProgressFn, digest, note_copy
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 BUILTIN_PREFIX = "builtin:"
@@ -103,7 +103,8 @@ def builtin_for_stage(spec: str, stage: str) -> str | None:
 def first_line(spec: str) -> tuple[int, bytes] | None:
     """The first non-blank line of a data file (a bundled set or a `.gz` read through gzip,
     with no copy made) and its number; None when the file cannot be read or that line is not
-    found within `FIRST_LINE_LIMIT` bytes (the reader then judges it at the start)."""
+    found within `FIRST_LINE_LIMIT` bytes (the reader then judges it at the start). A file of
+    blank lines alone is the reader's DataError."""
     name = spec.removeprefix(BUILTIN_PREFIX)
     path = BUILTINS.get(name) if spec.startswith(BUILTIN_PREFIX) else Path(spec).expanduser()
     if path is None:
@@ -119,7 +120,7 @@ def first_line(spec: str) -> tuple[int, bytes] | None:
                     return line_no, raw
     except (OSError, EOFError, zlib.error):
         return None
-    return None
+    raise DataError(spec, None, NO_LINES)
 
 
 def resolve_data_path(spec: str | Path) -> Path:

@@ -20,6 +20,7 @@ ProgressFn = Callable[[int, int], None]  # (done_bytes, total_bytes)
 
 PROGRESS_EVERY = 8 << 20  # bytes between progress callbacks: often enough for a UI bar, cheap
 MAX_FIRST_BAD = 5  # how many bad lines skip_bad_lines remembers for its report
+NO_LINES = "file has no lines with text"  # blank lines alone
 
 
 # A decompressed copy in the cache -> the file the user named (`note_copy`): its lines are the
@@ -178,7 +179,7 @@ class JsonlReader:
             if self.bad_lines:
                 line_no, reason = self.first_bad[0]
                 raise DataError(self.path, None, f"no valid lines ({self.bad_lines} bad; first at line {line_no}: {reason})")
-            raise DataError(self.path, None, "file has no lines with text")
+            raise DataError(self.path, None, NO_LINES)
 
 
 class JsonlIndex:

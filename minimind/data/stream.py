@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .fast_encode import MAX_ROWS, FastEncoder
-from .jsonl import MAX_FIRST_BAD, DataError, ProgressFn, check_file, parse_line
+from .jsonl import MAX_FIRST_BAD, NO_LINES, DataError, ProgressFn, check_file, parse_line
 
 CHUNK_BYTES = 4 << 20  # a range per task: ~1 s of work, small next to 2 GB of memory
 # Chunk-cache entries of all workers together (at most ~270 bytes each, see fast_encode): with
@@ -219,7 +219,7 @@ def stream_chunks(path: Path, tokenizer_json: str, bos: int, eos: int, *,
             line_no, reason = first_bad[0]
             raise DataError(path, None, f"no valid lines ({bad} bad; first at line {line_no}: "
                                         f"{reason})")
-        raise DataError(path, None, "file has no lines with text")
+        raise DataError(path, None, NO_LINES)
 
 
 def _inline(jobs: Iterator[Job], setup: tuple) -> Iterator[ChunkResult]:
