@@ -153,10 +153,14 @@ def test_runs_never_blocks_on_a_fifo_and_shows_every_folder(tmp_path):
     os.mkfifo(fifo_run / "metrics.jsonl")  # nobody will ever write to it
     good = tmp_path / "good"
     write_metrics(good / "metrics.jsonl", [step(5).to_json()])  # one line, read whole
+    # A config.toml that is a pipe (it blocked the list), in a run folder inside another.
+    fifo_config = good / "inner"
+    write_metrics(fifo_config / "metrics.jsonl", [step(2).to_json()])
+    os.mkfifo(fifo_config / "config.toml")
     listed = runs_cli(str(tmp_path), "--json")
     assert listed.returncode == 0, listed.stderr
     runs = {Path(r["path"]).name: r for r in json.loads(listed.stdout)}
-    assert set(runs) == {"fifo", "good"} and runs["good"]["step"] == 5
+    assert set(runs) == {"fifo", "good", "inner"} and runs["good"]["step"] == 5
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
