@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from minimind.environment import as_the_run_took_it
-from minimind.run_files import CONFIG_FILE, resume_files, resume_name
+from minimind.events import RunStarted
+from minimind.follow import MAX_LINE_BYTES, parse_event
+from minimind.run_files import CONFIG_FILE, METRICS_FILE, resume_files, resume_name
 from minimind.run_folder import RunFolder
 from minimind.settings import Problem, RunSettings, SettingsError, TrainSettings, planned_steps
 
@@ -128,9 +130,22 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     # An epoch's steps as the run counted them (the data may not change, nor the batch): with
     # data allowed to change, only the engine, which reads them, knows the plan.
     status = folder.status()
-    if status is None or not status.steps_per_epoch or status.checkpoint_step is None \
-            or t.allow_data_change:
+    if status is None or status.checkpoint_step is None or t.allow_data_change:
         return []
-    problem = plan_problem(status.checkpoint_step, status.steps_per_epoch, t,
-                           status.state == "completed")
+    steps_per_epoch = status.steps_per_epoch or _first_steps_per_epoch(folder.path / METRICS_FILE)
+    problem = steps_per_epoch and plan_problem(status.checkpoint_step, steps_per_epoch, t,
+                                               status.state == "completed")
     return [problem] if problem else []
+
+
+def _first_steps_per_epoch(metrics: Path) -> int:
+    """An epoch's steps as the run's start wrote them to the head of its metrics.jsonl, for a
+    run.json older than the field (0 where that is not found; a pipe is never opened)."""
+    if not metrics.is_file():
+        return 0
+    try:
+        with open(metrics, "rb") as f:
+            event = parse_event(f.readline(MAX_LINE_BYTES + 1))
+    except OSError:
+        return 0
+    return event.steps_per_epoch if isinstance(event, RunStarted) else 0

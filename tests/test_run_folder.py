@@ -591,6 +591,12 @@ def test_the_start_check_knows_whether_epochs_or_max_steps_end_the_resumed_run(t
                                    "step 4, where the checkpoint stands: set epochs to at least "
                                    "2"], [])
     assert problems(epochs=3) == problems(epochs=3, max_steps=5) == ([], [])
+    # A run.json written before it kept an epoch's steps: the run's start in metrics.jsonl says.
+    folder = RunFolder(Path(settings.train.out_dir))
+    status = folder.status()
+    folder.write_status(status.model_copy(update={"steps_per_epoch": 0}))
+    assert problems(max_steps=10) == ([completed + "epochs to train on"], ["train.epochs"])
+    folder.write_status(status)
     # With data allowed to change, only the engine (which reads them) knows the plan.
     assert problems(allow_data_change=True) == ([], [])
     refused = Trainer(tiny_settings(data_path=str(data), packing=False, max_steps=10, epochs=2,
