@@ -119,12 +119,15 @@ def settings_record(resume: Path, model: ModelSettings, train: Any, data: Any = 
     digest = data.get("tokenizer", "") if isinstance(data, dict) else ""
     # A lora run keeps its resume file in the run folder's lora/ folder.
     run_folder = resume.parent.parent if holds_adapters(str(resume)) else resume.parent
-    spec = _as_the_run_took_it(spec, run_folder, out_dir) if isinstance(spec, str) else ""
+    if isinstance(spec, str):
+        spec = _tokenizer_as_the_run_took_it(spec, run_folder, out_dir)
+    else:
+        spec = ""
     return Record(where, model, (spec, f"train.tokenizer_path in {where}"),
                   digest if isinstance(digest, str) else "")
 
 
-def _as_the_run_took_it(tokenizer_path: str, run_folder: Path, out_dir: Any) -> str:
+def _tokenizer_as_the_run_took_it(tokenizer_path: str, run_folder: Path, out_dir: Any) -> str:
     """A recorded tokenizer_path as the run took it: a relative one counts from the folder the
     run was started in (`as_the_run_took_it`), not from wherever the reader runs, where a
     folder of the same name may hold another tokenizer."""
@@ -150,7 +153,8 @@ def run_record(toml: Path) -> tuple[Record, str]:
 
 
 def settings_as_record(toml: Path, settings: RunSettings) -> Record:
-    spec = _as_the_run_took_it(settings.train.tokenizer_path, toml.parent, settings.train.out_dir)
+    train = settings.train
+    spec = _tokenizer_as_the_run_took_it(train.tokenizer_path, toml.parent, train.out_dir)
     return Record(str(toml), settings.model, (spec, f"train.tokenizer_path in {toml}"))
 
 
