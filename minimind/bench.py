@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -332,7 +333,10 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
         if v not in (BASELINE, PREPARE):  # one naming its micro-batch is not crossed with the list
             configs += [(v, mb) for mb in ([None] if parse_variant(v)[1] else micro_batches)]
     records: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="minimind-bench-") as out_dir:
+    with tempfile.TemporaryDirectory(prefix="minimind-bench-") as folder:
+        # A folder of its own around the run: a replaced run's dependents are looked for
+        # beside it, and beside the temporary folder are everyone else's files.
+        out_dir = str(Path(folder) / "run")
         draft = [variant_settings(base, v, mb, warmup, steps, base.train.data_path, out_dir)
                  for v, mb in configs]
         for s in draft:  # what this machine lacks for a variant (a file, float16 without a GPU)

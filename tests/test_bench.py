@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from minimind import runs
 from minimind.bench import BenchError, bench_data, documents, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.step_profile import CATEGORIES
@@ -26,8 +28,18 @@ FIELDS = {"variant", "preset", "device", "useful_tokens_per_sec", "padded_tokens
           "accumulation_steps", "final_loss"}
 
 
-def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys):
+def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench.jsonl"
+    # The second packed+fp32 replaces the first, and a replaced run's dependents are looked
+    # for beside it: only bench's own folder, never the rest of the temporary folder (where
+    # another's config.toml may be a pipe nobody writes to).
+    temporary, looked_at = tmp_path / "tmp", []
+    (temporary / "someone-else").mkdir(parents=True)
+    (temporary / "someone-else" / "run.json").write_text("{}")
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    summarise = runs.summarise
+    monkeypatch.setattr(runs, "summarise", lambda path, root=None: (
+        looked_at.append(path), summarise(path, root))[1])
     code = main(["--preset", "tiny", "--variants", "baseline,packed+fp32", "--micro_batches",
                  "2,4", "--warmup", "1", "--steps", "2", "--max_seq_len", "32",
                  "--batch_size", "4", "--out", str(out)])
@@ -58,6 +70,7 @@ def test_cli_reports_one_json_line_per_configuration(tmp_path, capsys):
     assert packed["useful_tokens_per_sec"] == pytest.approx(packed["padded_tokens_per_sec"])
     assert packed["speedup_vs_baseline"] == pytest.approx(
         packed["useful_tokens_per_sec"] / baseline["useful_tokens_per_sec"])
+    assert looked_at and all(p.parent.name.startswith("minimind-bench-") for p in looked_at)
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
