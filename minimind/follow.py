@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minimind.events import Event, event_from_dict
+from minimind.safe_read import open_regular
 
 # The longest line the engine writes is a samples event or a run's settings: a few KiB.
 MAX_LINE_BYTES = 1 << 20
@@ -106,28 +106,6 @@ class Follower:
             self._partial += partial
         out.lines = [line for line in lines if line]
         return out
-
-
-def open_regular(path: Path) -> int:
-    """A read-only descriptor of `path` if it is a regular file; OSError otherwise. Opened
-    without blocking, so a FIFO nobody writes to cannot hang the reader, and then refused."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(f"{path}: not a regular file")
-    return fd
-
-
-def read_regular_tail(path: Path, size: int) -> tuple[bytes, float] | None:
-    """The last `size` bytes of a regular file and its modification time; None for a missing,
-    unreadable or non-regular path (a FIFO is never waited on)."""
-    try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            f.seek(max(0, end - size))
-            return f.read(), os.fstat(f.fileno()).st_mtime
-    except OSError:
-        return None
 
 
 def parse_event(line: bytes | str) -> Event | None:

@@ -5,6 +5,7 @@ a status that is not one reads as "unknown" everywhere."""
 from __future__ import annotations
 
 import math
+import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
@@ -14,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
                              StepMetrics)
-from minimind.follow import parse_event, read_regular_tail
+from minimind.follow import parse_event
+from minimind.safe_read import open_regular, read_regular_tail
 
 STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
 
@@ -156,11 +158,9 @@ def read_status(path: Path) -> RunStatus | None | Literal["unknown"]:
     """`run.json` read through `RunStatus`: None when there is none, "unknown" when it is
     not one (not JSON, wrong types, too big or too deep, not a regular file, unreadable)."""
     try:
-        if not path.is_file():
-            return "unknown" if path.exists() else None
-        with open(path, "rb") as f:
+        with os.fdopen(open_regular(path), "rb") as f:
             data = f.read(STATUS_MAX_BYTES + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:
         return "unknown"

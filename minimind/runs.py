@@ -157,8 +157,8 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
     if status is None:  # none (or not one): what the end of the metrics file tells
         status = status_from_metrics(path / METRICS_FILE, TAIL_BYTES)
         state = status.state if state == "crashed" and status.state != "running" else state
-    try:  # a regular file only: a list never waits on a pipe's writer
-        config = read_toml(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else None
+    try:  # missing, a pipe, not TOML: no settings to show
+        config = read_toml(path / CONFIG_FILE)
     except SettingsError:
         config = None
     train = config.get("train", {}) if config else {}

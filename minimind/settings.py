@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
 from minimind.run_files import CONFIG_FILE, lora_weights_name, weights_name
+from minimind.safe_read import read_at_most
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -37,6 +38,7 @@ STAGES = ("pretrain", "sft", "lora")
 # and data of the kind the stage reads (the bundled conversations).
 _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
+SETTINGS_MAX_BYTES = 1 << 20  # a preset or config.toml is a few KiB
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
@@ -359,7 +361,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     SettingsError that names the file."""
     path = Path(path).expanduser()
     try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        raw = read_at_most(path, SETTINGS_MAX_BYTES)
+        if not raw and not path.is_file():
+            raise OSError(0, "a pipe or a device that gave nothing to read")
+        if len(raw) > SETTINGS_MAX_BYTES:
+            raise OSError(0, f"over {SETTINGS_MAX_BYTES >> 20} MiB, too large for settings")
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
     except IsADirectoryError:

@@ -15,6 +15,8 @@ import re
 import resource
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,10 +25,10 @@ from minimind.checkpoint_reader import read_checkpoint
 from minimind.data.corpus import default_cache_dir
 from minimind.engine import Trainer
 from minimind.events import LogMessage, StepMetrics
-from minimind.settings import SettingsError
+from minimind.settings import SettingsError, read_toml
 from minimind.sinks import QueueSink
 from minimind.torchfile import CheckpointError
-from minimind_tui.form.presets import load_settings
+from minimind_tui.form.presets import bundled_preset_dir, load_settings
 
 CLI = [sys.executable, "-m", "minimind_tui", "--no-ui"]
 SMALL_DATA = b"".join(b'{"text": "line %d: to be or not to be, that is the question"}\n' % i
@@ -372,6 +374,33 @@ def test_broken_preset_exits_2_with_one_line(tmp_path, content, message):
         preset.write_bytes(content)
     lines = errors(cli("--preset", str(preset), cwd=tmp_path))
     assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_a_preset_that_is_a_pipe_or_a_device_never_hangs(tmp_path):
+    """`--preset` on a FIFO nobody writes to waited forever, and /dev/zero read without end; a
+    pipe being written, as `<(...)` gives, is still read."""
+    fifo = tmp_path / "p.toml"
+    os.mkfifo(fifo)
+    writer_end, written = os.pipe()
+    os.write(written, (bundled_preset_dir() / "tiny.toml").read_bytes())
+    os.close(written)
+    outcomes = {}
+
+    def read_each() -> None:
+        for path in (fifo, Path("/dev/zero"), Path(f"/dev/fd/{writer_end}")):
+            try:
+                outcomes[path.name] = sorted(read_toml(path))
+            except SettingsError as e:
+                outcomes[path.name] = str(e)
+
+    reader = threading.Thread(target=read_each, daemon=True)
+    reader.start()
+    reader.join(30)
+    os.close(writer_end)
+    assert outcomes == {
+        "p.toml": f"{fifo}: cannot read (a pipe or a device that gave nothing to read)",
+        "zero": "/dev/zero: cannot read (over 1 MiB, too large for settings)",
+        str(writer_end): ["model", "train"]}
 
 
 def test_every_bad_flag_is_reported_at_once(tmp_path):

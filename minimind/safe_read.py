@@ -1,0 +1,46 @@
+"""Reading a path that names a file but may be a pipe or a device.
+
+A run folder is a folder anyone may have put anything into (a sync, a test, a mistake), and a
+preset path may be `<(...)`. Opening a FIFO for reading waits until something opens it for
+writing, which may be never; reading a device such as /dev/zero never ends. The readers of
+presets and of a run folder's records (config.toml, run.json, metrics.jsonl) go through here,
+so none of them can hang.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+
+def open_regular(path: Path) -> int:
+    """A read-only descriptor of `path` if it is a regular file; OSError otherwise. Opened
+    without blocking, so a FIFO nobody writes to cannot hang the reader, and then refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path}: not a regular file")
+    return fd
+
+
+def read_regular_tail(path: Path, size: int) -> tuple[bytes, float] | None:
+    """The last `size` bytes of a regular file and its modification time; None for a missing,
+    unreadable or non-regular path (a FIFO is never waited on)."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            f.seek(max(0, end - size))
+            return f.read(), os.fstat(f.fileno()).st_mtime
+    except OSError:
+        return None
+
+
+def read_at_most(path: Path, limit: int) -> bytes:
+    """Up to `limit + 1` bytes of `path` (more than `limit` is the caller's to refuse). A pipe
+    that is being written, as `<(...)` is, reads as it comes; one nobody writes to reads as
+    empty at once, since it is opened without waiting for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        os.set_blocking(fd, True)
+        return f.read(limit + 1)
