@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import (ModelSettings, Problem, RunSettings, SettingsError, merge,
-                               read_toml, without_consent)
+from minimind.settings import (SECTIONS, ModelSettings, Problem, RunSettings, SettingsError,
+                               merge, read_toml, without_consent)
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -61,7 +61,7 @@ def preset_parameters(path: Path) -> int | None:
     """The parameter count of a preset's model, or None if its [model] table is not valid.
     Only the model is read: the whole settings' checks ask torch about devices."""
     try:
-        model = ModelSettings.model_validate(read_toml(path).get("model", {}))
+        model = ModelSettings.model_validate(preset_tables(path).get("model", {}))
     except (SettingsError, ValidationError):
         return None
     return parameter_count(**model.to_config_kwargs())
@@ -91,9 +91,21 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
     if not name_or_path:
         return {}
     path = resolve_preset(name_or_path)
-    data = read_toml(path)
+    data = preset_tables(path)
     if path.name == CONFIG_FILE and isinstance(data.get("train"), dict):
         data["train"] = without_consent(data["train"])
+    return data
+
+
+def preset_tables(path: Path) -> dict[str, Any]:
+    """A preset file's tables, each key a setting: the dashboard's form has no field for any
+    other, so a misspelt one would be dropped there in silence and its default trained."""
+    data = read_toml(path)
+    problems = [Problem(f"{section}.{key}", f"unknown setting in {path}")
+                for section, model in SECTIONS.items()
+                for key in data.get(section, {}) if key not in model.model_fields]
+    if problems:
+        raise SettingsError(problems)
     return data
 
 

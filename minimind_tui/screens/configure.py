@@ -20,10 +20,10 @@ from minimind.environment import DATA_FIELDS, validate_for_start
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
 from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, RunSettings,
-                               SettingsError, read_toml, stage_default)
+                               SettingsError, stage_default)
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
-                                  preset_label, save_user_preset)
+                                  preset_label, preset_tables, save_user_preset)
 from minimind_tui.form.readouts import (MODEL_FIELDS, SPEED_FIELDS, STEPS_FIELDS, DataSummary,
                                    ModelSummary, blocking_problem, data_key, model_summary,
                                    scan_data)
@@ -302,7 +302,7 @@ class ConfigureScreen(Screen[None]):
         if folder is None:
             return
         try:
-            saved = settings_values(read_toml(folder / CONFIG_FILE))
+            saved = settings_values(preset_tables(folder / CONFIG_FILE))
         except SettingsError as e:
             self.notify(str(e), title="Cannot resume", severity="error", markup=False)
             return

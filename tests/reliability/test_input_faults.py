@@ -365,6 +365,8 @@ def errors(proc):
     (None, "p.toml: is a folder, not a preset file"),
     (b"[model]\nhidden_size = 64\n# caf\xe9\n", "p.toml: not a text file (byte 30 is not UTF-8)"),
     (b"[train]\nbatch_size = 4\n", "p.toml: has no [model] table"),
+    # The dashboard has no field to show it in: it dropped it and trained the default.
+    (b"[model]\n[train]\nlearnig_rate = 0.01\n", "train.learnig_rate: unknown setting in "),
 ])
 def test_broken_preset_exits_2_with_one_line(tmp_path, content, message):
     preset = tmp_path / "p.toml"
