@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
 from itertools import islice
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -166,7 +167,7 @@ class Trainer:
     def log(self, text: str, level: str = "info") -> None:
         self.emit(LogMessage(level=level, text=text))
 
-    def _finish(self, status: str, reason: str = "", **extra: str) -> RunFinished:
+    def _finish(self, status: str, reason: str = "", **extra: Any) -> RunFinished:
         self._tell_the_folder()
         event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
         self.emit(event)
@@ -206,10 +207,11 @@ class Trainer:
                 self._optimizer_step(next(batches), lr, meter)
                 self.progress.step += 1
                 if self._after_step(plan, meter):
-                    return self._finish("stopped", "stop requested; checkpoint written")
+                    return self._finish("stopped", "stop requested; checkpoint written",
+                                        tokens_seen=meter.tokens_seen(), elapsed=meter.elapsed())
         if self.prep.val_data is not None:
             self._evaluate()
-        return self._finish("completed")
+        return self._finish("completed", tokens_seen=meter.tokens_seen(), elapsed=meter.elapsed())
 
     def _build(self) -> None:
         """Model on its device, optimizer, scaler and autocast; the resume state restored."""
@@ -386,8 +388,10 @@ class Trainer:
             except NonFiniteError as e:  # a weight beyond float16's range, as the file holds it
                 failure = e
             else:
-                self.emit(CheckpointSaved(step=self.progress.step, weights_path=str(weights),
-                                          resume_path=str(resume)))
+                p = self.progress
+                self.emit(CheckpointSaved(step=p.step, weights_path=str(weights),
+                                          resume_path=str(resume), tokens_seen=p.tokens_seen,
+                                          elapsed=p.elapsed))
         # Only rank 0 writes, but every rank stops on its failure: one that went on alone
         # would wait in its next all-reduce until torchrun killed it.
         if failure := distributed.from_main(failure, self.dist):

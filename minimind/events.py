@@ -89,6 +89,10 @@ class CheckpointSaved(Event):
     step: int
     weights_path: str
     resume_path: str
+    # The run's own count and clock at the save (None in logs from before they were kept):
+    # a stop between two logged steps is told exactly, not estimated.
+    tokens_seen: int | None = None
+    elapsed: float | None = None
 
 
 @dataclass
@@ -119,6 +123,10 @@ class RunFinished(Event):
     cause: Literal["", "input", "runtime", "signal"] = ""
     hint: str = ""
     details_path: str = ""
+    # At the end, the last evaluation and save included; None for a run that failed (its
+    # figures are its last logged step's or checkpoint's) and in logs from before.
+    tokens_seen: int | None = None
+    elapsed: float | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -44,9 +44,9 @@ class RunStatus(BaseModel):
     tokens_seen: int = 0
     """Tokens trained on by `step` (past the last logged step: at the run's tokens per step)."""
     tokens_per_sec: float = 0.0
-    """The run's rate at its last logged step: its tokens over its elapsed time, evaluations,
-    samples and saves included (what the run delivers; each log interval's rate, jumpy over
-    a short interval, counts the training alone)."""
+    """The run's rate: its tokens over its elapsed time, evaluations, samples and saves
+    included, the last ones too once it ended (what the run delivers; each log interval's
+    rate, jumpy over a short interval, counts the training alone)."""
     elapsed: float = 0.0
     loss: float | None = None
     val_loss: float | None = None
@@ -87,13 +87,14 @@ class RunStatus(BaseModel):
                                                   or event.val_loss < best):
                 self.best_val_loss = event.val_loss
             return False
-        if isinstance(event, CheckpointSaved):
-            self.checkpoint_step = event.step
+        if isinstance(event, (CheckpointSaved, RunFinished)):
+            if isinstance(event, CheckpointSaved):
+                self.checkpoint_step = event.step
+            else:
+                self.state, self.reason = event.status, event.reason
             self._trained_to(event.step)
-            return True
-        if isinstance(event, RunFinished):
-            self.state, self.reason = event.status, event.reason
-            self._trained_to(event.step)
+            if event.tokens_seen is not None and event.elapsed is not None:
+                self._set_progress(event.tokens_seen, event.elapsed)
             return True
         return False
 
@@ -103,7 +104,8 @@ class RunStatus(BaseModel):
 
     def _trained_to(self, step: int) -> None:
         """Steps trained after the last logged one: the step count moves on, and the tokens
-        with it at the run's tokens per step so far, so every figure describes one step."""
+        with it at the run's tokens per step so far, so every figure describes one step (an
+        estimate the event's own count, where it has one, replaces)."""
         if step <= self.step:
             return
         if self.step > 0:

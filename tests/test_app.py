@@ -669,16 +669,24 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
         clock.now += 3
         panel.tick()
         assert f"elapsed 0:{int(elapsed + 13):02d} · ETA 1:44" in stats_text(app)
-        # Stopped at step 23, two seconds after step 20 was logged
-        app.apply_events([RunFinished(status="stopped", step=23, time=4992.0)])
+        # Stopped at step 23, two seconds after step 20 was logged; its checkpoint took 3 s
+        # more: the time and the tokens are the run's own, as the runs list gives them.
+        app.apply_events([RunFinished(status="stopped", step=23, time=4992.0,
+                                      tokens_seen=23 * 640, elapsed=elapsed + 5)])
         app.run_phase = "stopped"
         await pilot.pause(0.2)
         text = stats_text(app)
-        assert "23/300" in text and f"elapsed 0:{int(elapsed + 2):02d}" in text
+        assert "23/300" in text and f"elapsed 0:{int(elapsed + 5):02d}" in text
         assert "ETA" not in text
         # The rate the runs list gives (the run's average) comes first, labelled.
-        average = app.history.summary.tokens_per_sec
+        average = 23 * 640 / (elapsed + 5)
+        assert app.history.summary.tokens_per_sec == average
         assert f"tokens/s {average:,.0f} run average" in text
+        # A log from before the end told its figures: the time up to the end's event.
+        app.history.reset()
+        app.apply_events([*events, RunFinished(status="stopped", step=23, time=4992.0)])
+        panel.show(app.history, "Stopped at step 23")
+        assert f"elapsed 0:{int(elapsed + 2):02d}" in stats_text(app)
         assert str(app.screen.query_one("#stats-status", Static).render()) == \
             "Stopped at step 23"
         assert app.screen.query_one("#run-progress").progress == 23

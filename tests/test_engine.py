@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from minimind.engine import Trainer
 from minimind.events import (CheckpointSaved, EvalResult, RunStarted, StepMetrics,
                              event_from_json)
 from minimind.model import MiniMindForCausalLM
+from minimind.run_status import read_status
 from minimind.sinks import QueueSink
 
 
@@ -90,6 +92,28 @@ def test_evaluations_and_saves_are_no_part_of_the_logged_training_rate(tiny_sett
     # Each interval is one step of 4 x 64 tokens: well under a second, not the 2 s evaluation.
     assert all(e.tokens_per_sec > 256 for e in steps), [e.tokens_per_sec for e in steps]
     assert steps[-1].elapsed > 2.0
+    # The last evaluation comes after the last log line: the end tells the whole run, and the
+    # runs list's duration and average (run.json) are the dashboard's elapsed and average.
+    finished = events[-1]
+    assert finished.tokens_seen == steps[-1].tokens_seen
+    assert finished.elapsed > steps[-1].elapsed + 2.0
+    status = read_status(Path(settings.train.out_dir) / "run.json")
+    assert (status.elapsed, status.tokens_per_sec) == (
+        finished.elapsed, finished.tokens_seen / finished.elapsed)
+
+
+def test_a_stop_before_the_first_log_tells_the_tokens_the_run_counted(tiny_settings):
+    """An sft run stopped before it logged a step reported its positions (prompts and padding
+    included) as its tokens, ~9x the supervised tokens its checkpoint counted."""
+    settings = tiny_settings(stage="sft", data_path="builtin:shakespeare-chat", packing=False,
+                             max_steps=50, log_interval=1000, max_seq_len=128)
+    result, events = run(settings, stop_when=lambda e: isinstance(e, RunStarted))
+    assert result.status == "stopped" and not any(isinstance(e, StepMetrics) for e in events)
+    out = Path(settings.train.out_dir)
+    counted = torch.load(resume_path(out / settings.weights_name()),
+                         weights_only=True)["progress"]["tokens_seen"]
+    status = read_status(out / "run.json")
+    assert 0 < status.tokens_seen == counted < status.step * settings.tokens_per_step()
 
 
 def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):

@@ -77,6 +77,8 @@ class StatsPanel(VerticalScroll):
         assert e is not None
         at, elapsed = self._clock
         if self._finished is not None:  # the time up to the end, which came after the clock
+            if self._finished.elapsed is not None:  # as the run's own clock told it
+                return format_duration(self._finished.elapsed)
             return format_duration(elapsed + max(0.0, self._ended_at - at))
         if not self._running:  # crashed, or stopping: no time left to tell
             return format_duration(elapsed)
