@@ -313,7 +313,9 @@ def _why_another_base(base: Path, adapter: Path) -> str:
     if recorded.resolve() != base.resolve():
         return (f"The run started from {recorded} ({toml}): merge the adapters into that "
                 f"file, or open the run folder {toml.parent}, which merges them itself")
-    return "The file was replaced or trained on since; restore the base the run started from"
+    return ("The file was replaced or trained on since; the run's resume file "
+            f"{resume_path(adapter)} keeps the base its adapters trained on: give that file to "
+            "export or generate, or restore the base the run started from")
 
 
 # -- building the model ----------------------------------------------------------------------

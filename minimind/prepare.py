@@ -114,8 +114,11 @@ def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
         log(note)
     if dist.is_main:
         _remove_unfinished_saves(weights_path, log)
-        if folder.replace_on_start and (lost := dependents_text(started_from(folder.path))):
-            log(f"runs started from the weights replaced here: {lost}", "warning")
+        # A resume trains the same weights on: what started from them no longer matches.
+        replacing, resuming = folder.replace_on_start, settings.train.from_resume
+        if (replacing or resuming) and (lost := dependents_text(started_from(folder.path))):
+            done = "replaced here" if replacing else "this resume trains on"
+            log(f"runs started from the weights {done}: {lost}", "warning")
 
 
 def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,

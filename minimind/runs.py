@@ -145,8 +145,9 @@ def dependents_text(runs: list[RunSummary]) -> str:
     one = len(lora) == 1
     return (", ".join(run.name for run in runs)
             + (f" ({', '.join(lora)} {'is a lora run' if one else 'are lora runs'}: "
-               f"{'its' if one else 'their'} adapters cannot be opened without that base)"
-               if lora else ""))
+               f"{'its' if one else 'their'} adapters open only with that base, or through "
+               f"the resume file in {'its' if one else 'their'} lora/ folder, which keeps a "
+               "copy of it)" if lora else ""))
 
 
 def summarise(path: Path, root: Path | None = None) -> RunSummary:

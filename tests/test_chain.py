@@ -16,7 +16,8 @@ import torch
 from filelock import FileLock
 from textual.widgets import DataTable, Static
 
-from minimind.checkpoint_reader import load_model
+from minimind.checkpoint_reader import load_model, read_checkpoint
+from minimind.torchfile import CheckpointError
 from minimind.lora import load_lora
 from minimind.open_model import open_model
 from minimind_tui.app import MiniMindApp
@@ -318,7 +319,6 @@ def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(cha
     """Read as a plain weights file, they "did not fit" a model of the very same shape."""
     from minimind.checkpoint_reader import load_pretrained_weights
     from minimind.model import MiniMindForCausalLM
-    from minimind.torchfile import CheckpointError
 
     monkeypatch.chdir(chain)  # where the lora run took its relative from_weight from
     model = MiniMindForCausalLM(load_model(BASE).config)
@@ -347,8 +347,6 @@ def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, 
     from_weight refused it: "does not fit the model", and the file and the model described
     alike. It is the run's model at that step, adapters folded in, with no base file needed;
     an adapter file alone says it has no base and where to go."""
-    from minimind.checkpoint_reader import read_checkpoint
-    from minimind.torchfile import CheckpointError
 
     monkeypatch.chdir(chain)
     resume = ADAPTER.replace(".pth", "_resume.pth")
@@ -376,7 +374,8 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
         dialog = app.screen.query_one(".dialog")
         assert "Overwrite out/tiny-sft?" in str(dialog.border_title)
         assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run: its "
-                   "adapters cannot be opened without that base)." in str(text.render())
+                   "adapters open only with that base, or through the resume file in its lora/ "
+                   "folder, which keeps a copy of it)." in str(text.render())
                    for text in dialog.query(Static))
         await pilot.press("n")
         # The runs screen's Delete said nothing of them.
@@ -390,11 +389,21 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
         assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run"
                    in str(text.render()) for text in app.screen.query(".dialog Static"))
         await pilot.press("n")
+    # A resume trains the base on: it says so, and the lora run's check names the copy of its
+    # base that its resume file keeps (it said "restore the base", which nothing kept).
+    resumed = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, "--max_steps", "3",
+                       "--from_resume", "1")
+    assert ("[warning] runs started from the weights this resume trains on: tiny-lora "
+            "(tiny-lora is a lora run") in resumed.stdout, resumed.stdout
+    with pytest.raises(CheckpointError, match="The file was replaced or trained on since; the "
+                       "run's resume file out/tiny-lora/lora/lora_128_resume.pth keeps the base"):
+        read_checkpoint(Path("out/tiny-lora"))
     refused = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, ok=False)
     assert refused.returncode == 2
     assert refused.stderr.rstrip().endswith(
         "replace it with --overwrite 1; runs started from its weights: tiny-lora (tiny-lora is a "
-        "lora run: its adapters cannot be opened without that base)"), refused.stderr
+        "lora run: its adapters open only with that base, or through the resume file in its "
+        "lora/ folder, which keeps a copy of it)"), refused.stderr
     replaced = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, "--overwrite", "1")
     assert ("[warning] runs started from the weights replaced here: tiny-lora (tiny-lora is a "
             "lora run") in replaced.stdout, replaced.stdout
