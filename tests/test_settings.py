@@ -57,6 +57,11 @@ def test_cross_field_train_rules():
         "adds nothing")
     assert "train.lora_rank" not in problems({"train": {**lora, "lora_rank": 128},
                                               "model": {"hidden_size": 128}})
+    # Set for another stage they were recorded in config.toml and never used.
+    for stage in ("pretrain", "sft"):
+        assert problems({"train": {"stage": stage, "lora_rank": 4, "lora_name": "x"}}) == {
+            "train.lora_rank": "only applies when stage is lora",
+            "train.lora_name": "only applies when stage is lora"}
     assert problems({"train": {"nnodes": 2, "node_rank": 2}})["train.node_rank"] == (
         "must be < nnodes (2): nodes count from 0")
 
