@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -159,11 +160,22 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert [len(h.steps) for h in app.screen.histories] == [200, 300, 250]
-        assert "tiny-resumed" in str(app.screen.query_one("#compare-key", Static).render())
+        key = str(app.screen.query_one("#compare-key", Static).render())
+        assert "tiny-resumed" in key and "stages differ" not in key
         loss = app.screen.query_one("#compare-loss")
         assert "step" in loss.render().plain
         await pilot.press("t")
         assert "tokens seen" in loss.render().plain
+        compared = app.screen.runs
+        await pilot.press("escape")
+        # An sft run's tokens are its replies: overlaid on a pretraining run, the key says so.
+        await app.push_screen(ComparisonScreen([replace(compared[0], stage="sft"),
+                                                *compared[1:]]))
+        key = str(app.screen.query_one("#compare-key", Static).render())
+        assert key.splitlines()[1] == (
+            " stages differ (pretrain, sft): pretraining counts and scores every token, sft and "
+            "lora only the replies")
+        await app.workers.wait_for_complete()
         await pilot.press("escape")
 
         # A running run cannot be deleted; another asks first and goes.

@@ -70,12 +70,17 @@ class ComparisonScreen(Screen[None]):
                         severity="error", markup=False)
 
     def _key(self) -> Text:
-        """The legend once, above the charts: each run's name in its colour."""
+        """The legend once, above the charts: each run's name in its colour; and a word when
+        the runs' tokens and losses are not of one kind."""
         colors = self.app.theme_variables
         key = Text(" ")
         for i, run in enumerate(self.runs):
             key.append("━━ ", style=colors[RUN_COLORS[i]])
             key.append(f"{run.name}  ")
+        stages = sorted({run.stage for run in self.runs})
+        if len(stages) > 1:
+            key.append(f"\n stages differ ({', '.join(stages)}): pretraining counts and scores "
+                       "every token, sft and lora only the replies", style=colors["warning"])
         return key
 
     def action_toggle_x_axis(self) -> None:
