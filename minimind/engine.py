@@ -24,6 +24,7 @@ from minimind import distributed
 from minimind.checkpoint import (CheckpointWriteError, capture_rng, os_reason, restore_rng,
                                  save_checkpoint, write_error)
 from minimind.data.progress import PreparationStopped
+from minimind.data.pretrain import pad_id
 from minimind.data.sampler import Plan, plan_run, plan_warnings, step_batches
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample)
@@ -72,8 +73,7 @@ class Trainer:
     def __init__(self, settings: RunSettings, sinks: Sequence[Sink] = (),
                  stop_event: threading.Event | None = None, *, compile_mode: str | None = None,
                  save_checkpoints: bool = True):
-        self.settings = settings
-        self.sinks = list(sinks)
+        self.settings, self.sinks = settings, list(sinks)
         self.stop_event = stop_event or threading.Event()
         self.compile_mode = compile_mode
         self.save_checkpoints = save_checkpoints
@@ -196,7 +196,7 @@ class Trainer:
         plan = self._plan()
         self._announce(plan)
         meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed,
-                      self.progress.window)
+                      self.progress.window, pad_id(self.prep.tokenizer))
         batches = step_batches(self.prep.train_data, plan, t, self.progress.step,
                                self.dist.rank, self.dist.world_size,
                                pin_memory=self.dist.device.type == "cuda")
@@ -248,14 +248,15 @@ class Trainer:
 
     def _announce(self, plan: Plan) -> None:
         s, t, model, dist = self.settings, self.settings.train, self.model, self.dist
+        active, c = model.active_parameters(), model.config
         self.flops_per_token = flops_per_token(
-            model.active_parameters(), model.model.embed_tokens.weight.numel(),
-            model.config.num_hidden_layers, model.config.hidden_size, t.max_seq_len,
-            model.config.tie_word_embeddings)
+            active, model.model.embed_tokens.weight.numel(), c.num_hidden_layers, c.hidden_size,
+            t.max_seq_len, c.tie_word_embeddings,
+            frozen=max(0, active - model.num_parameters(only_trainable=True)))  # lora's base
         self.peak_flops = peak_flops(dist.device)
         self.emit(RunStarted(
             settings=s.model_dump(mode="json"), parameters=model.num_parameters(),
-            active_parameters=model.active_parameters(), device=str(dist.device),
+            active_parameters=active, device=str(dist.device),
             device_name=distributed.device_name(dist.device), world_size=dist.world_size,
             tokens_per_step=s.tokens_per_step(dist.world_size),
             steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
@@ -283,7 +284,7 @@ class Trainer:
                 out = self.net(input_ids=input_ids, labels=labels)
                 loss = (out.loss + out.aux_loss) / len(micro_batches)
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-            meter.add_micro(out.loss.detach(), out.aux_loss.detach(), labels)
+            meter.add_micro(out.loss.detach(), out.aux_loss.detach(), input_ids, labels)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(

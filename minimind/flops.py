@@ -31,12 +31,17 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 def flops_per_token(active_parameters: int, embedding_parameters: int, num_layers: int,
-                    hidden_size: int, seq_len: int, tied: bool) -> float:
+                    hidden_size: int, seq_len: int, tied: bool, frozen: int = 0) -> float:
     """Training FLOPs per token: 6N for the matmuls plus 12*L*d*T for attention (PaLM's
     convention, as nanoGPT counts it). The embedding lookup costs nothing, but a tied embedding
-    is also the lm_head matmul, so it stays in N; an untied input embedding is left out."""
-    matmul_params = active_parameters - (0 if tied else embedding_parameters)
-    return 6.0 * matmul_params + 12.0 * num_layers * hidden_size * seq_len
+    is also the lm_head matmul, so it stays in N; an untied input embedding is left out.
+    `frozen` of the active parameters (a lora run's base, its embedding among them) get no
+    weight gradient: 4 FLOPs a token each, the forward and the gradient passed back."""
+    untied_input = 0 if tied else embedding_parameters
+    matmul_params = active_parameters - untied_input
+    frozen_matmul_params = max(0, frozen - untied_input) if frozen else 0
+    return (6.0 * matmul_params - 2.0 * frozen_matmul_params
+            + 12.0 * num_layers * hidden_size * seq_len)
 
 
 @cache

@@ -26,9 +26,10 @@ class NonFiniteError(RuntimeError):
 
 class Meter:
     def __init__(self, dist: distributed.DistInfo, tokens_seen: int, elapsed: float,
-                 window: dict[str, float] | None = None):
-        """`window`: the sums since the last report a checkpoint kept (`window`)."""
-        self.dist = dist
+                 window: dict[str, float] | None = None, pad_id: int | None = None):
+        """`window`: the sums since the last report a checkpoint kept (`window`); `pad_id`:
+        what fills a sample past its text, which the model computes but no one counts."""
+        self.dist, self.pad_id = dist, pad_id
         self.device = dist.device
         self.start = time.perf_counter() - elapsed
         self.session_start, self.session_steps = time.perf_counter(), 0
@@ -51,14 +52,18 @@ class Meter:
     def _reset(self) -> None:
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
         self.loss, self.aux, self.tokens, self.filled = zero(), zero(), zero(), zero()
+        self.computed = zero()
         self.micro, self.grad_norm, self.lr = 0, zero(), 0.0
         self.window_start = time.perf_counter()
 
     def add_micro(self, logits_loss: torch.Tensor, aux_loss: torch.Tensor,
-                  labels: torch.Tensor) -> None:
+                  input_ids: torch.Tensor, labels: torch.Tensor) -> None:
         self.loss += logits_loss.float()
         self.aux += aux_loss.float()
-        self.tokens += (labels != -100).sum()
+        targets = labels != -100
+        self.tokens += targets.sum()
+        # The model's work is every position of text, an sft prompt's too: MFU counts those.
+        self.computed += (targets | (input_ids != self.pad_id)).sum()
         # A micro-batch without a target trains nothing (its loss is 0): not part of the mean.
         self.filled += (labels[:, 1:] != -100).any()
         self.nonfinite |= ~torch.isfinite(logits_loss + aux_loss)
@@ -113,12 +118,15 @@ class Meter:
         loss, aux, filled = float(self.loss), float(self.aux), int(self.filled)
         self.empty_micro_batches = self.micro - filled
         tokens = distributed.sum_over_ranks(self.tokens, self.dist)
+        computed = distributed.sum_over_ranks(self.computed, self.dist)
         self.tokens_total += tokens
         now = time.perf_counter()
-        rate = tokens / max(now - self.window_start, 1e-9)
+        window = max(now - self.window_start, 1e-9)
+        rate = tokens / window
         step_time = (now - self.session_start) / max(self.session_steps, 1)
         micro = max(self.micro, 1)
-        mfu = rate * flops_per_token / (peak_flops * self.dist.world_size) if peak_flops else None
+        mfu = (computed / window * flops_per_token / (peak_flops * self.dist.world_size)
+               if peak_flops else None)
         metrics = StepMetrics(
             step=step, total_steps=total, epoch=epoch, epochs=epochs, epoch_step=epoch_step,
             steps_per_epoch=steps_per_epoch, loss=loss / max(filled, 1) + aux / micro,

@@ -16,6 +16,7 @@ from minimind.checkpoint import resume_path, torch_bytes
 from minimind.engine import Trainer
 from minimind.events import (CheckpointSaved, EvalResult, RunStarted, StepMetrics,
                              event_from_json)
+from minimind.flops import flops_per_token
 from minimind.model import MiniMindForCausalLM
 from minimind.run_status import read_status
 from minimind.sinks import QueueSink
@@ -114,6 +115,26 @@ def test_a_stop_before_the_first_log_tells_the_tokens_the_run_counted(tiny_setti
                          weights_only=True)["progress"]["tokens_seen"]
     status = read_status(out / "run.json")
     assert 0 < status.tokens_seen == counted < status.step * settings.tokens_per_step()
+
+
+def test_mfu_counts_each_position_of_text_and_a_frozen_weight_at_four_flops(tiny_settings,
+                                                                            monkeypatch):
+    """sft's MFU took the reply tokens for the model's work: prompts are computed too, and it
+    read ~9x low. A lora run's frozen base gets no weight gradient: 4 FLOPs a token, not 6."""
+    import minimind.engine as engine
+
+    monkeypatch.setattr(engine, "peak_flops", lambda device: 1e12)  # a GPU's, on the CPU
+    settings = tiny_settings(stage="sft", data_path="builtin:shakespeare-chat", packing=False,
+                             max_steps=1, max_seq_len=128)
+    _, events = run(settings)
+    started = next(e for e in events if isinstance(e, RunStarted))
+    [step] = [e for e in events if isinstance(e, StepMetrics)]
+    # The same window times both rates: their ratio is the step's positions over its replies.
+    computed = step.tokens_seen * step.mfu * 1e12 / (step.tokens_per_sec * started.flops_per_token)
+    assert step.tokens_seen < round(computed) <= 4 * 128
+    assert computed == pytest.approx(round(computed))
+    assert flops_per_token(100, 10, 2, 4, 8, tied=True, frozen=90) == 6 * 100 - 2 * 90 + 12 * 64
+    assert flops_per_token(100, 10, 2, 4, 8, tied=False, frozen=90) == 6 * 90 - 2 * 80 + 12 * 64
 
 
 def test_accumulation_matches_one_big_batch(tiny_settings, tmp_path):

@@ -25,11 +25,18 @@ IGNORE_INDEX = -100  # torch.nn.functional.cross_entropy skips these targets
 
 
 def special_ids(tokenizer) -> tuple[int, int, int]:
-    """(bos, eos, pad) ids; a tokenizer without pad pads with eos (padding is masked anyway)."""
-    bos, eos, pad = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    """(bos, eos, pad) ids (see `pad_id`)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if bos is None or eos is None:
         raise ValueError("the tokenizer defines no bos/eos token; pretraining needs both")
-    return bos, eos, eos if pad is None else pad
+    return bos, eos, pad_id(tokenizer)
+
+
+def pad_id(tokenizer) -> int:
+    """What fills a sample past its text; a tokenizer without pad pads with eos (padding is
+    masked anyway)."""
+    pad = tokenizer.pad_token_id
+    return tokenizer.eos_token_id if pad is None else pad
 
 
 def wrap_document(ids: list[int], bos: int, eos: int) -> list[int]:

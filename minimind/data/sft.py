@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from .conversation import parse_conversation
 from .corpus import resolve_data_path
 from .jsonl import JsonlIndex
-from .pretrain import IGNORE_INDEX
+from .pretrain import IGNORE_INDEX, pad_id
 
 ASSISTANT_HEADER = "<|im_start|>assistant"
 TURN_END = "<|im_end|>"
@@ -142,8 +142,7 @@ class SFTDataset(Dataset):
                                     parse=parse_conversation)
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
-        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
-            else tokenizer.eos_token_id
+        self.pad = pad_id(tokenizer)
 
     def __len__(self) -> int:
         return len(self.index)
