@@ -36,11 +36,17 @@ def read_regular_tail(path: Path, size: int) -> tuple[bytes, float] | None:
         return None
 
 
-def read_at_most(path: Path, limit: int) -> bytes:
-    """Up to `limit + 1` bytes of `path` (more than `limit` is the caller's to refuse). A pipe
-    that is being written, as `<(...)` is, reads as it comes; one nobody writes to reads as
-    empty at once, since it is opened without waiting for a writer."""
+def read_small(path: Path, limit: int) -> bytes:
+    """All of a file that must be small (a settings file): OSError, its strerror saying why,
+    for more than `limit` bytes or a pipe that gave nothing. A pipe that is being written, as
+    `<(...)` is, reads as it comes; one nobody writes to reads as empty at once, since it is
+    opened without waiting for a writer."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     with os.fdopen(fd, "rb") as f:
         os.set_blocking(fd, True)
-        return f.read(limit + 1)
+        data = f.read(limit + 1)
+    if not data and not path.is_file():
+        raise OSError(0, "a pipe or a device that gave nothing to read")
+    if len(data) > limit:
+        raise OSError(0, f"over {limit >> 20} MiB, too large for settings")
+    return data

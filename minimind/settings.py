@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
 from minimind.run_files import CONFIG_FILE, lora_weights_name, weights_name
-from minimind.safe_read import read_at_most
+from minimind.safe_read import read_small
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -361,12 +361,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     SettingsError that names the file."""
     path = Path(path).expanduser()
     try:
-        raw = read_at_most(path, SETTINGS_MAX_BYTES)
-        if not raw and not path.is_file():
-            raise OSError(0, "a pipe or a device that gave nothing to read")
-        if len(raw) > SETTINGS_MAX_BYTES:
-            raise OSError(0, f"over {SETTINGS_MAX_BYTES >> 20} MiB, too large for settings")
-        data = tomllib.loads(raw.decode("utf-8"))
+        data = tomllib.loads(read_small(path, SETTINGS_MAX_BYTES).decode("utf-8"))
     except FileNotFoundError:
         raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
     except IsADirectoryError:
