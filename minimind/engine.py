@@ -196,7 +196,7 @@ class Trainer:
         plan = self._plan()
         self._announce(plan)
         meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed,
-                      self.progress.window, pad_id(self.prep.tokenizer))
+                      pad_id(self.prep.tokenizer), self.progress.window)
         batches = step_batches(self.prep.train_data, plan, t, self.progress.step,
                                self.dist.rank, self.dist.world_size,
                                pin_memory=self.dist.device.type == "cuda")

@@ -26,9 +26,9 @@ class NonFiniteError(RuntimeError):
 
 class Meter:
     def __init__(self, dist: distributed.DistInfo, tokens_seen: int, elapsed: float,
-                 window: dict[str, float] | None = None, pad_id: int | None = None):
-        """`window`: the sums since the last report a checkpoint kept (`window`); `pad_id`:
-        what fills a sample past its text, which the model computes but no one counts."""
+                 pad_id: int, window: dict[str, float] | None = None):
+        """`pad_id`: what fills a sample past its text, which the model computes but no one
+        counts; `window`: the sums since the last report a checkpoint kept (`window`)."""
         self.dist, self.pad_id = dist, pad_id
         self.device = dist.device
         self.start = time.perf_counter() - elapsed
