@@ -140,16 +140,17 @@ def load_pretrained_weights(model: MiniMindForCausalLM, path: str | Path, tokeni
 
 
 # Fields that change what the weights compute but not their shapes (so no load notices them).
-_FUNCTION_FIELDS = ("hidden_act", "rope_theta", "rms_norm_eps", "num_experts_per_tok",
-                    "norm_topk_prob", "scoring_func")
+_FUNCTION_FIELDS = ("hidden_act", "rope_theta", "rms_norm_eps")
+_ROUTING_FIELDS = ("num_experts_per_tok", "norm_topk_prob", "scoring_func")  # MoE layers only
 
 
 def _other_function(record: Record, ours: MiniMindConfig) -> str:
     """A warning when the model computes another function with these weights than the one they
     learned (as their record says); "" when it is the same."""
     theirs = record.config()
+    fields = _FUNCTION_FIELDS + (_ROUTING_FIELDS if theirs.use_moe and ours.use_moe else ())
     changed = [f"{name} {getattr(theirs, name)} there, {getattr(ours, name)} here"
-               for name in _FUNCTION_FIELDS if getattr(theirs, name) != getattr(ours, name)]
+               for name in fields if getattr(theirs, name) != getattr(ours, name)]
     return (f"the weights learned with other settings than this model's ({record.where}): "
             + ", ".join(changed) + "; they start from another function than they computed"
             if changed else "")
