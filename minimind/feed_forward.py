@@ -80,6 +80,9 @@ class MoEFeedForward(nn.Module):
         self.norm_topk_prob = config.norm_topk_prob
         self.aux_loss_alpha = config.aux_loss_alpha
         self.seq_aux = config.seq_aux
+        # MiniMind-3's balance loss keeps each of the k picks' own shares (as HF's qwen3-moe
+        # does): k times MiniMind2's, which shares all N*k picks out at once. Alike for top-1.
+        self.load_per_pick = config.family == "minimind3"
         # Router (key `mlp.gate.weight`, shape (E, hidden) as in both upstream families).
         self.gate = nn.Linear(config.hidden_size, self.num_experts, bias=False)
         size = config.moe_intermediate_size
@@ -170,6 +173,7 @@ class MoEFeedForward(nn.Module):
             load = load / (num_picks / self.num_experts)
             prob = scores.view(batch, seq_len, self.num_experts).mean(dim=1)
             return self.aux_loss_alpha * (load * prob).sum(dim=1).mean()
-        # Over the whole batch: E * fraction of all picks per expert, times mean routing probability.
-        load = F.one_hot(expert_idx.flatten(), self.num_experts).float().mean(dim=0) * self.num_experts
-        return self.aux_loss_alpha * (load * scores.mean(dim=0)).sum()
+        # Over the whole batch: E * fraction of the picks per expert, times mean routing probability.
+        picks = F.one_hot(expert_idx, self.num_experts).float()  # (N, k, E)
+        load = (picks.mean(dim=0) if self.load_per_pick else picks.flatten(0, 1).mean(dim=0))
+        return self.aux_loss_alpha * (load * self.num_experts * scores.mean(dim=0)).sum()

@@ -370,6 +370,19 @@ def test_moe_aux_loss_is_alpha_when_routing_is_uniform(family):
     torch.testing.assert_close(aux, torch.tensor(moe.aux_loss_alpha))
 
 
+def test_minimind3_moe_balance_loss_keeps_each_picks_share():
+    """Upstream MiniMind-3: coef * E * sum(one_hot(idx, E).mean(0) * s.mean(0)), the top-k
+    dimension kept; ours was MiniMind2's, 1/k of it for k > 1."""
+    for family, share_of in (("minimind3", 1), ("minimind2", 2)):  # MiniMind2: of N*k picks
+        moe = small_model(family=family, use_moe=True, num_experts_per_tok=2,
+                          n_routed_experts=4, seq_aux=False).model.layers[0].mlp.train()
+        x = torch.randn(2, 9, 64)
+        scores = moe.gate(x.reshape(-1, 64)).softmax(dim=-1)
+        idx = scores.topk(2, dim=-1).indices
+        head = moe.aux_loss_alpha * 4 * (F.one_hot(idx, 4).float().mean(0) * scores.mean(0)).sum()
+        torch.testing.assert_close(moe(x)[1], head / share_of)
+
+
 def test_moe_idle_experts_still_get_gradients():
     moe = small_model(family="minimind3", use_moe=True).model.layers[0].mlp.train()
     with torch.no_grad():  # positive inputs + this router send every token to expert 0
