@@ -172,6 +172,11 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
     if not config.tie_word_embeddings:
         raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
                           "does not (tie_word_embeddings = false), so upstream could not load it")
+    if config.qk_norm and config.use_moe and config.n_shared_experts:
+        raise ExportError("no upstream model has both q/k norms (MiniMind-3's) and shared "
+                          "experts (MiniMind2's MoE), so neither family's scripts could load "
+                          "this one (a strict load fails; upstream's from_weight would drop "
+                          "what its model lacks); export it in the transformers format instead")
     out = Path(out).expanduser()
     check_destination(out, overwrite, upstream=True)
     target = out if out.suffix == ".pth" else \

@@ -292,6 +292,11 @@ def test_upstream_format_round_trip(tmp_path):
     with pytest.raises(ExportError, match="already exists"):
         export_upstream(source(model), tmp_path / "up")
     assert export_upstream(source(model), tmp_path / "named.pth") == tmp_path / "named.pth"
+    # A shape neither family has: written, and said to be upstream's, it loaded nowhere.
+    mixed = build(family="minimind3", use_moe=True, n_shared_experts=1)
+    with pytest.raises(ExportError, match="no upstream model has both q/k norms"):
+        export_upstream(source(mixed), tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()
 
 
 def _random_bytes(path):
