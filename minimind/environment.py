@@ -8,6 +8,8 @@ at once, each against its field, like the settings' own.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,11 @@ from minimind.settings_rules import validate
 # save_weight) name things the run creates. Types cannot say this, so it is listed here.
 PATH_FIELDS = ("data_path", "val_data_path", "tokenizer_path", "from_weight")
 DATA_FIELDS = ("data_path", "val_data_path")  # ...of which these name a data file
+# A DataLoader worker hands each batch's shared memory over through an AF_UNIX socket that
+# multiprocessing makes in the temporary folder, as <tmp>/pymp-XXXXXXXX/listener-XXXXXXXX (32
+# characters more). Past the socket path limit that fails in a background thread, and the run
+# waits for its first batch forever.
+SOCKET_PATH_MAX, SOCKET_NAME_LENGTH = 107, 32
 
 
 def path_problem(name: str, value: str) -> str | None:
@@ -145,6 +152,8 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
 
         if why := from_weight_problem(t.from_weight.strip(), settings.model):
             out.append(Problem("train.from_weight", why))
+    if t.num_workers and (why := worker_socket_problem()):
+        out.append(Problem("train.num_workers", why))
     if t.report_to:
         from minimind.trackers import install_command, missing_trackers
 
@@ -163,6 +172,17 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
                                               "none; use bfloat16 or float32 on CPU",
                                ("train.device",)))
     return out
+
+
+def worker_socket_problem() -> str | None:
+    """Why DataLoader workers could not hand batches over here (see SOCKET_PATH_MAX), or None."""
+    folder = tempfile.gettempdir()
+    room = SOCKET_PATH_MAX - SOCKET_NAME_LENGTH
+    if len(os.fsencode(folder)) <= room:
+        return None
+    return (f"workers hand batches over through a socket in the temporary folder, and {folder} "
+            f"is too long a path for one ({len(os.fsencode(folder))} bytes, at most {room}): "
+            "set TMPDIR to a shorter folder (such as /tmp), or num_workers to 0")
 
 
 def validate_for_start(data: dict[str, Any], changed: Collection[str] = ()

@@ -15,6 +15,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -403,6 +404,20 @@ def test_a_preset_that_is_a_pipe_or_a_device_never_hangs(tmp_path):
         "p.toml": f"{fifo}: cannot read (a pipe or a device that gave nothing to read)",
         "zero": "/dev/zero: cannot read (over 1 MiB, too large for settings)",
         str(writer_end): ["model", "train"]}
+
+
+def test_a_temporary_folder_too_deep_for_the_workers_socket_is_refused(monkeypatch):
+    """A DataLoader worker hands batches over through a socket in the temporary folder; past
+    the AF_UNIX path limit (TMPDIR over 75 bytes) that failed in a background thread and the
+    run waited for its first batch forever."""
+    from minimind.environment import environment_problems
+
+    for length, refused in ((75, False), (76, True)):
+        monkeypatch.setattr(tempfile, "tempdir", "/tmp/" + "y" * (length - 5))
+        for workers in (0, 1):
+            found = [p.loc for p in environment_problems(load_settings(
+                "tiny", {"train": {"num_workers": workers}}))]
+            assert found == (["train.num_workers"] if refused and workers else []), found
 
 
 def test_every_bad_flag_is_reported_at_once(tmp_path):
