@@ -149,3 +149,10 @@ def _first_steps_per_epoch(metrics: Path) -> int:
     except OSError:
         return 0
     return event.steps_per_epoch if isinstance(event, RunStarted) else 0
+
+
+def resume_start_step(t: TrainSettings) -> int:
+    """The step a start under `t` trains from: the folder's checkpoint step for a resume (as
+    its run.json records it), 0 otherwise."""
+    status = RunFolder(Path(t.out_dir).expanduser()).status() if t.from_resume else None
+    return (status.checkpoint_step or 0) if status else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from dataclasses import replace
@@ -14,6 +15,8 @@ from textual.widgets import Button, Input, Select, Static
 from textual.worker import Worker, WorkerState
 
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
+from minimind.run_folder import RunFolder
+from minimind.run_status import RunStatus
 from minimind.settings import ModelSettings, TrainSettings
 from minimind_tui.app import MiniMindApp
 from minimind_tui.run.history import RunHistory, downsample_minmax
@@ -325,6 +328,11 @@ def stats_text(app: MiniMindApp) -> str:
     return " ".join(console.file.getvalue().split())
 
 
+def eta_seconds(text: str) -> int:
+    *hours, minutes, seconds = re.search(r"ETA\s+≈ ([\d:]+)", text).group(1).split(":")
+    return int(hours[0] if hours else 0) * 3600 + int(minutes) * 60 + int(seconds)
+
+
 def readouts(app: MiniMindApp) -> str:
     console = Console(width=60, file=io.StringIO())
     console.print(app.screen.query_one(ReadoutsPanel).content)
@@ -444,10 +452,21 @@ async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model
         app.apply_events([  # a run ends (as the app's own would)
             replace(_started(0), settings=ran),
             replace(_step(10), tokens_per_sec=9_999.0, tokens_seen=50_000, elapsed=10.0),
-            RunFinished(status="completed", step=10)])
+            # its last save and evaluation took 2.5 s more: the run's rate is over 12.5 s
+            RunFinished(status="completed", step=10, tokens_seen=50_000, elapsed=12.5)])
         await pilot.press("f2", "f2")  # to the dashboard and back: the readouts follow it
         await wait_until(pilot, lambda: "ETA" in readouts(app))
-        assert "at the last run's 5.00k tokens/s" in " ".join(readouts(app).split())
+        assert "at the last run's 4.00k tokens/s" in " ".join(readouts(app).split())
+        # A resume trains the steps after its checkpoint only (it timed the whole plan).
+        whole = eta_seconds(readouts(app))
+        total = int(re.search(r"total steps\s+([\d,]+)", readouts(app)).group(1).replace(",", ""))
+        RunFolder(tmp_path / "run").write_status(RunStatus(state="stopped", step=300,
+                                                           checkpoint_step=300))
+        app.configure_screen.set_fields({"train.from_resume": True})
+        await wait_until(pilot, lambda: "from step 300" in readouts(app))
+        assert eta_seconds(readouts(app)) == pytest.approx(whole * (total - 300) / total, abs=1)
+        app.configure_screen.set_fields({"train.from_resume": False})
+        await wait_until(pilot, lambda: "from step" not in readouts(app))
         await type_into(pilot, "hidden_size", "256")
         await wait_until(pilot, lambda: "parameters" in readouts(app)
                          and "1.21M" not in readouts(app))  # the larger model's count

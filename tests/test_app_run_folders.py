@@ -230,6 +230,25 @@ async def test_a_refused_resume_leaves_the_completed_run_on_show(tmp_path):
         assert RunFolder(tmp_path / "run").state() == "completed"
 
 
+async def test_the_form_checks_its_folder_again_when_shown(tmp_path):
+    """A resume that ran to its end left the form saying "ready to start" (its folder was
+    checked before that run), and only Start, refused, said nothing was left to train."""
+    app = quick_app(tmp_path, max_steps=3, log_interval=1)
+    async with app.run_test(size=SIZE) as pilot:
+        app.action_start()
+        await wait_until(pilot, lambda: app.run_phase == "completed")
+        await pilot.press("f2")
+        app.configure_screen.set_fields({"train.max_steps": 4, "train.from_resume": True})
+        await wait_until(pilot, lambda: app.configure_screen.current_settings() is not None)
+        app.action_start()
+        await wait_until(pilot, lambda: app.run_phase == "completed"
+                         and app.history.summary.step == 4)
+        await pilot.press("f2")
+        await wait_until(pilot, lambda: app.configure_screen.problems)
+        assert [p.loc for p in app.configure_screen.problems] == ["train.from_resume"]
+        assert "nothing is left to train" in str(app.configure_screen.problems[0])
+
+
 async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):
     run = tmp_path / "run"
     app = quick_app(tmp_path, max_steps=3, log_interval=1)

@@ -17,6 +17,7 @@ from textual.worker import Worker, WorkerState
 from minimind.chain import STARTS_FROM, starting_points
 from minimind.data.corpus import builtin_for_stage
 from minimind.environment import DATA_FIELDS, validate_for_start
+from minimind.resume_check import resume_start_step
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
 from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, RunSettings,
@@ -24,8 +25,8 @@ from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, R
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, preset_tables, save_user_preset)
-from minimind_tui.form.readouts import (MODEL_FIELDS, SPEED_FIELDS, STEPS_FIELDS, DataSummary,
-                                   ModelSummary, blocking_problem, data_key, model_summary,
+from minimind_tui.form.readouts import (MODEL_FIELDS, STEPS_FIELDS, DataSummary, ModelSummary,
+                                   blocking_problem, data_key, last_run_rate, model_summary,
                                    scan_data)
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
@@ -179,30 +180,16 @@ class ConfigureScreen(Screen[None]):
             return
         data = self._data.get(data_key(*_scan_args(self._draft)))
         self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data,
-                                           self._last_speed(self._draft),
+                                           last_run_rate(self.app.history, self._draft),
+                                           resume_start_step(self._draft.train),
                                            INSPECT_BINDING.key_display or "")
         if (isinstance(self._model, ModelSummary)
                 and blocking_problem(self.problems, MODEL_FIELDS) is None):
             self.form.show_family_defaults(self._model.family_defaults)
 
     def on_screen_resume(self) -> None:
-        self._show_readouts()  # the ETA's rate: a run may have ended since
-
-    def _last_speed(self, settings: RunSettings) -> float | None:
-        """The app's last run's average tokens/s, for an ETA, if it trained the same model the
-        same way (its rate says nothing of another shape, batch or dtype) and counted the same
-        kind of tokens: every token for pretraining, only the replies for sft/lora."""
-        latest, started = self.app.history.latest, self.app.history.started
-        if latest is None or started is None or latest.elapsed <= 0:
-            return None
-        ran, now = started.settings, settings.model_dump(mode="json")
-        if any(_at(ran, loc) != _at(now, loc) for loc in SPEED_FIELDS):
-            return None
-        last_stage = ran["train"].get("stage", "pretrain")
-        same_kind = (last_stage == "pretrain") == (settings.train.stage == "pretrain")
-        # Its tokens over its training time, as run.json's rate: the last log interval's rate
-        # (5.68k against 3.61k tokens/s in one 60-step run) made the ETA 40% short.
-        return latest.tokens_seen / latest.elapsed if same_kind else None
+        # A run may have ended since: the ETA's rate, and what a folder check read, move on.
+        self.validate(force=True)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
@@ -392,9 +379,3 @@ def _scan_args(settings: RunSettings) -> tuple[str, str, str, int]:
     t = settings.train
     return t.data_path, t.tokenizer_path, t.stage, t.max_seq_len
 
-
-def _at(settings: dict[str, Any], loc: str) -> Any:
-    """A value of settings as JSON by its loc ("model" for the whole section)."""
-    section, _, name = loc.partition(".")
-    table = settings.get(section, {})
-    return table.get(name) if name else table

@@ -22,11 +22,13 @@ class ReadoutsPanel(Static):
 
     def show(self, settings: RunSettings, problems: list[Problem],
              model: ModelSummary | str | None, data: DataSummary | str | None,
-             tokens_per_sec: float | None = None, inspect_key: str = "") -> None:
+             tokens_per_sec: float | None = None, start_step: int = 0,
+             inspect_key: str = "") -> None:
         """`settings` may hold defaults for invalid fields (`problems` says which); `model`
         and `data` are summaries, error messages, or None while being computed;
-        `tokens_per_sec`, the last run's speed, turns inspected data into an ETA;
-        `inspect_key` is the key that inspects the data, for a readout that needs it."""
+        `tokens_per_sec`, the last run's speed, turns inspected data into an ETA for the steps
+        from `start_step` (a resume's checkpoint) on; `inspect_key` is the key that inspects
+        the data, for a readout that needs it."""
         t = settings.train
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
@@ -37,7 +39,7 @@ class ReadoutsPanel(Static):
             grid.add_row("tokens/step", f"{settings.tokens_per_step():,} "
                          f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
         if not _blocked(grid, "steps/epoch", problems, STEPS_FIELDS):
-            _data_rows(grid, settings, data, tokens_per_sec, inspect_key)
+            _data_rows(grid, settings, data, tokens_per_sec, start_step, inspect_key)
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
         if not _blocked(grid, where, problems, MEMORY_FIELDS) and isinstance(model, ModelSummary):
             memory = memory_estimate(settings, model.parameters)
@@ -85,7 +87,7 @@ def _model_rows(grid: Table, model: ModelSummary | str | None) -> None:
 
 
 def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | None,
-               tokens_per_sec: float | None, inspect_key: str) -> None:
+               tokens_per_sec: float | None, start_step: int, inspect_key: str) -> None:
     if not isinstance(data, DataSummary):
         grid.add_row("steps/epoch", Text(data or "reading data…", style="dim"))
         return
@@ -105,11 +107,14 @@ def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | Non
     # What the loss counts: every token for pretraining, the replies for sft/lora.
     grid.add_row("tokens/epoch" if t.stage == "pretrain" else "supervised/epoch",
                  format_count(epoch_tokens))
-    if tokens_per_sec:
-        run_tokens = epoch_tokens * t.epochs * (t.max_steps / total if capped else 1)
+    planned = t.max_steps if capped else total
+    if tokens_per_sec and start_step < planned:
+        # A resume trains the steps after its checkpoint only.
+        run_tokens = epoch_tokens * t.epochs * (planned - start_step) / total
         grid.add_row("ETA", f"≈ {format_duration(run_tokens / tokens_per_sec)}")
-        grid.add_row("", Text(f"at the last run's {format_count(tokens_per_sec)} tokens/s",
-                              style="dim"))
+        since = f", from step {start_step:,}" if start_step else ""
+        grid.add_row("", Text(f"at the last run's {format_count(tokens_per_sec)} tokens/s"
+                              f"{since}", style="dim"))
 
 
 def _supervision_rows(grid: Table, settings: RunSettings, data: DataSummary,
