@@ -134,7 +134,7 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
             "device_name": device_name,
             "reached_at_step": [r[0] if r else None for r in reached[name]],
             "missed": sum(r is None for r in reached[name]),
-            "tokens_ratio": _spread(tokens), "time_ratio": _spread(seconds),
+            "tokens_ratio": ratio_spread(tokens), "time_ratio": ratio_spread(seconds),
             "tokens_ratios": tokens, "time_ratios": seconds})
     return records
 
@@ -167,11 +167,18 @@ def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: i
     return target, reached, device_name
 
 
-def _ratio(default: tuple, recipe: tuple | None, index: int) -> float:
+def _ratio(default: tuple, recipe: tuple | None, index: int) -> float | None:
     """How many times less of the quantity at `index` the recipe needed than the default;
-    0 when it missed the target (it would need more than any finite multiple we saw)."""
-    return default[index] / recipe[index] if recipe else 0.0
+    None when it missed the target (it needed more than the steps it had)."""
+    return default[index] / recipe[index] if recipe else None
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def ratio_spread(values: list[float | None]) -> dict[str, float | None]:
+    """Median, min and max of the seeds' ratios, a miss counting below every ratio reached:
+    where the middle falls on a miss the median is None (a miss is no 0x to average), as is
+    the min after any miss and the max when every seed missed."""
+    reached = sorted(v for v in values if v is not None)
+    ranked = [None] * (len(values) - len(reached)) + reached
+    middle = ranked[(len(ranked) - 1) // 2: len(ranked) // 2 + 1]
+    median = None if None in middle else statistics.fmean(middle)
+    return {"median": median, "min": ranked[0], "max": ranked[-1]}

@@ -18,8 +18,9 @@ from minimind import runs
 from minimind.bench import BenchError, bench_data, documents, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.step_profile import CATEGORIES
+from minimind.target_bench import ratio_spread
 from minimind.tokenizer import load_tokenizer
-from minimind_tui.cli.bench import main, summary
+from minimind_tui.cli.bench import main, summary, target_summary
 from minimind_tui.form.presets import load_settings
 
 FIELDS = {"variant", "preset", "device", "useful_tokens_per_sec", "padded_tokens_per_sec", "mfu",
@@ -272,11 +273,27 @@ def test_time_to_target_reports_ratios_against_the_default(capsys, tmp_path):
     for r in (wsd, muon):
         # Packed windows: tokens are proportional to steps, so each seed's token ratio is the
         # default's step over the recipe's (0 when the recipe never got there).
-        expected = [d / s if s else 0.0
+        expected = [d / s if s else None
                     for d, s in zip(default["reached_at_step"], r["reached_at_step"])]
         assert r["tokens_ratios"] == pytest.approx(expected)
         assert r["missed"] == r["reached_at_step"].count(None)
-        assert r["tokens_ratio"]["min"] <= r["tokens_ratio"]["median"] <= r["tokens_ratio"]["max"]
+        assert r["tokens_ratio"] == ratio_spread(r["tokens_ratios"])
+
+
+def test_a_seed_that_never_reaches_the_target_is_no_zero_in_the_median():
+    """A miss counted as 0x: one seed at 1.00x and one missed read "0.50x fewer tokens"."""
+    assert ratio_spread([1.0, None]) == {"median": None, "min": None, "max": 1.0}
+    assert ratio_spread([2.0, None, 1.5]) == {"median": 1.5, "min": None, "max": 2.0}
+    assert ratio_spread([2.0, 1.0, 1.5, None]) == {"median": 1.25, "min": None, "max": 2.0}
+    assert ratio_spread([None, None]) == {"median": None, "min": None, "max": None}
+    assert ratio_spread([1.84, 1.72, 2.0]) == {"median": 1.84, "min": 1.72, "max": 2.0}
+    records = [{"recipe": "default", "targets": [6.8, 6.9], "steps": 16, "seeds": [1, 2],
+                "device_name": "CPU", "tokens_ratio": ratio_spread([1.0, 1.0]),
+                "time_ratio": ratio_spread([1.0, 1.0]), "missed": 0},
+               {"recipe": "muonlr+wsd", "tokens_ratio": ratio_spread([1.0, None]),
+                "time_ratio": ratio_spread([0.86, None]), "missed": 1}]
+    assert target_summary(records).splitlines()[-1].split() == [
+        "muonlr+wsd", "missed", "(missed-1.00)", "missed", "(missed-0.86)", "1"]
 
 
 TWO_CORES = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
@@ -358,3 +375,9 @@ def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "tiny", "--recipes", "muon", "--jobs", "0"])
     assert exit_.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+    # What only the throughput variants read was accepted and ignored.
+    with pytest.raises(SystemExit) as exit_:
+        main(["--preset", "tiny", "--recipes", "wsd", "--warmup", "2", "--profile"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.rstrip().endswith(
+        "error: --warmup, --profile: for the throughput variants, which --recipes replaces "
+        "(time to target trains --steps steps per seed)")

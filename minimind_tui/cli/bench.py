@@ -27,6 +27,8 @@ from minimind_tui.form.presets import load_settings, load_start_settings
 PROG = "minimind-tui bench"
 
 DEFAULT_VARIANTS = "baseline,padded,packed"
+# What only the throughput variants read: with --recipes they would be ignored.
+THROUGHPUT_ONLY = ("variants", "micro_batches", "warmup", "repeat", "compile_mode", "profile")
 
 
 class OutError(Exception):
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not variants:
         parser.error(f"--variants needs at least one variant, got {args.variants!r}")
+    if args.recipes and (given := [f"--{name}" for name in THROUGHPUT_ONLY
+                                   if getattr(args, name) != parser.get_default(name)]):
+        parser.error(f"{', '.join(given)}: for the throughput variants, which --recipes "
+                     "replaces (time to target trains --steps steps per seed)")
 
     # Imported here so that --help and flag errors answer before torch loads.
     from minimind.bench import BenchError, harness_settings, parse_variant, run_bench
@@ -250,11 +256,18 @@ def target_summary(records: list[dict]) -> str:
             f"{'recipe':16s} {'fewer tokens (median, min-max)':>32s} "
             f"{'less time (median, min-max)':>30s} {'missed':>6s}"]
     for r in records:
-        tok, sec = r["tokens_ratio"], r["time_ratio"]
-        rows.append(f"{r['recipe']:16s} {tok['median']:17.2f}x ({tok['min']:.2f}-{tok['max']:.2f})"
-                    f" {sec['median']:15.2f}x ({sec['min']:.2f}-{sec['max']:.2f}) "
-                    f"{r['missed']:6d}")
+        rows.append(f"{r['recipe']:16s} {_spread_text(r['tokens_ratio']):>32s} "
+                    f"{_spread_text(r['time_ratio']):>30s} {r['missed']:6d}")
     return "\n".join(rows)
+
+
+def _spread_text(spread: dict) -> str:
+    """"1.20x (1.14-1.26)"; a figure a miss leaves undefined reads "missed"."""
+    def shown(value: float | None) -> str:
+        return "missed" if value is None else f"{value:.2f}"
+
+    median = "missed" if spread["median"] is None else f"{spread['median']:.2f}x"
+    return f"{median} ({shown(spread['min'])}-{shown(spread['max'])})"
 
 
 def summary(records: list[dict]) -> str:
