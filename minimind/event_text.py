@@ -55,8 +55,11 @@ def describe(e: Event) -> tuple[str, str] | None:
         active = (f" ({format_count(e.active_parameters)} active)"
                   if e.active_parameters != e.parameters else "")
         resume = f" | resuming at step {e.start_step}" if e.start_step else ""
+        # sft and lora count the replies as their tokens: a step's positions are no such count.
+        pretraining = e.settings.get("train", {}).get("stage", "pretrain") == "pretrain"
+        per_step = "tokens/step" if pretraining else "positions/step"
         return (f"Model params: {format_count(e.parameters)}{active} | device: {e.device_name} "
-                f"x{e.world_size} | tokens/step: {e.tokens_per_step:,} | steps: "
+                f"x{e.world_size} | {per_step}: {e.tokens_per_step:,} | steps: "
                 f"{e.total_steps} ({e.steps_per_epoch}/epoch){resume}"), "start"
     if isinstance(e, RunFinished):
         parts = [f"[{e.status}] at step {e.step}", e.reason, e.hint and f"hint: {e.hint}",

@@ -14,6 +14,7 @@ import torch
 from minimind.atomic import atomic_write_bytes
 from minimind.checkpoint import resume_path, torch_bytes
 from minimind.engine import Trainer
+from minimind.event_text import describe
 from minimind.events import (CheckpointSaved, EvalResult, RunStarted, StepMetrics,
                              event_from_json)
 from minimind.flops import flops_per_token
@@ -115,6 +116,9 @@ def test_a_stop_before_the_first_log_tells_the_tokens_the_run_counted(tiny_setti
                          weights_only=True)["progress"]["tokens_seen"]
     status = read_status(out / "run.json")
     assert 0 < status.tokens_seen == counted < status.step * settings.tokens_per_step()
+    # Its start line calls a step's positions so: its tokens are the replies.
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert f"| positions/step: {4 * 128} |" in describe(started)[0]
 
 
 def test_mfu_counts_each_position_of_text_and_a_frozen_weight_at_four_flops(tiny_settings,
