@@ -16,7 +16,8 @@ def format_count(n: float) -> str:
     for size, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= size:
             return f"{n / size:.2f}{suffix}"
-    return f"{n:g}"
+    # About three figures, as above: a rate of 295.656 tokens/s reads "296".
+    return f"{round(n):,}" if n >= 100 else f"{n:.3g}"
 
 
 def format_bytes(n: float) -> str:

@@ -181,3 +181,11 @@ def test_a_line_whose_numbers_are_text_is_no_event():
     bad = {**_metrics(1).to_dict(), "loss": "high"}
     with pytest.raises(TypeError, match="step.loss is str"):
         event_from_dict(bad)
+
+
+def test_counts_and_rates_read_in_about_three_figures():
+    """A slow run's rate in the form's ETA read "295.656 tokens/s"."""
+    from minimind.units import format_count
+
+    assert [format_count(x) for x in (295.656, 12.345, 0.5, 999.6, 40_960, 1_213_056)] == [
+        "296", "12.3", "0.5", "1,000", "40.96k", "1.21M"]
