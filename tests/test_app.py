@@ -568,6 +568,28 @@ async def test_short_dashboard_says_where_the_lr_chart_went(tmp_path):
         assert not loss.border_subtitle
 
 
+async def test_the_log_keeps_its_newest_lines_in_view_through_a_resize():
+    """At 80x24 the log shows fewer rows: it kept its old place, the end ([completed]
+    among the lines there) out of view, until the next write, or for good once the run ended."""
+    from snapshot_apps.replay import fixed_events
+
+    from minimind_tui.widgets.run_log import RunLog
+
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        await pilot.pause()
+        app.apply_events(fixed_events(60))
+        app.dashboard_screen.sync(charts_now=True)
+        await pilot.pause()
+        log = app.screen.query_one(RunLog)
+        assert log.max_scroll_y > 0 and log.is_vertical_scroll_end
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        assert log.scroll_y == log.max_scroll_y > 0
+
+
 @pytest.mark.parametrize("device, every", [("cpu", 10.0), ("cuda:0", 3.0)])
 async def test_charts_and_log_redraw_less_often_while_the_cpu_trains(device, every, monkeypatch):
     """On the CPU the UI's redraws take cores from training: charts and log every 10 s, not 3."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from minimind.event_text import describe
@@ -18,6 +19,11 @@ class RunLog(RichLog):
         # min_width: RichLog's default of 78 would scroll sideways in a narrow terminal.
         super().__init__(max_lines=1000, wrap=True, min_width=20, markup=False,
                          highlight=False, **kwargs)
+
+    def on_resize(self, _event: Resize) -> None:
+        # A new size moves the end (fewer rows to show it in): the log follows it, as it
+        # follows each write, or the newest lines ([completed] among them) stay out of view.
+        self.call_after_refresh(self.scroll_end, animate=False)
 
     def write_events(self, events: list[Event]) -> None:
         """One write for the whole batch: the log's cost is per write, not per line."""
