@@ -173,7 +173,7 @@ class MoEFeedForward(nn.Module):
             load = load / (num_picks / self.num_experts)
             prob = scores.view(batch, seq_len, self.num_experts).mean(dim=1)
             return self.aux_loss_alpha * (load * prob).sum(dim=1).mean()
-        # Over the whole batch: E * fraction of the picks per expert, times mean routing probability.
+        # Over the whole batch: E * an expert's share of the picks, times its mean probability.
         picks = F.one_hot(expert_idx, self.num_experts).float()  # (N, k, E)
         load = (picks.mean(dim=0) if self.load_per_pick else picks.flatten(0, 1).mean(dim=0))
         return self.aux_loss_alpha * (load * self.num_experts * scores.mean(dim=0)).sum()

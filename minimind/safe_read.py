@@ -13,6 +13,8 @@ import os
 import stat
 from pathlib import Path
 
+SETTINGS_MAX_BYTES = 1 << 20  # a preset or config.toml is a few KiB
+
 
 def open_regular(path: Path) -> int:
     """A read-only descriptor of `path` if it is a regular file; OSError otherwise. Opened
@@ -36,7 +38,7 @@ def read_regular_tail(path: Path, size: int) -> tuple[bytes, float] | None:
         return None
 
 
-def read_small(path: Path, limit: int) -> bytes:
+def read_small(path: Path, limit: int = SETTINGS_MAX_BYTES) -> bytes:
     """All of a file that must be small (a settings file): OSError, its strerror saying why,
     for more than `limit` bytes or a pipe that gave nothing. A pipe that is being written, as
     `<(...)` is, reads as it comes; one nobody writes to reads as empty at once, since it is

@@ -38,7 +38,6 @@ STAGES = ("pretrain", "sft", "lora")
 # and data of the kind the stage reads (the bundled conversations).
 _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
-SETTINGS_MAX_BYTES = 1 << 20  # a preset or config.toml is a few KiB
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
@@ -361,14 +360,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     SettingsError that names the file."""
     path = Path(path).expanduser()
     try:
-        data = tomllib.loads(read_small(path, SETTINGS_MAX_BYTES).decode("utf-8"))
+        data = tomllib.loads(read_small(path).decode("utf-8"))
     except FileNotFoundError:
         raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
     except IsADirectoryError:
         hint = (f"; its run's settings are {path / CONFIG_FILE}"
                 if (path / CONFIG_FILE).is_file() else "")
-        raise SettingsError([Problem("", f"{path}: is a folder, not a preset file{hint}")]
-                            ) from None
+        why = f"{path}: is a folder, not a preset file{hint}"
+        raise SettingsError([Problem("", why)]) from None
     except UnicodeDecodeError as e:
         raise SettingsError([Problem("", f"{path}: not a text file (byte {e.start} is not "
                                          "UTF-8)")]) from None
