@@ -237,18 +237,6 @@ def test_malformed_presets_are_refused_by_name(tmp_path, content, message):
         load_settings(str(path))
 
 
-def test_a_bad_value_a_preset_gave_names_the_preset(tmp_path):
-    """The command line shows no such value: the line named the setting alone."""
-    path = tmp_path / "p.toml"
-    path.write_text("[model]\nhidden_size = 128\n[train]\nlearning_rate = nan\n"
-                    "batch_size = 0\nwarmup_iters = -1\n")
-    with pytest.raises(SettingsError) as refused:
-        load_settings(str(path), {"train": {"batch_size": 3, "warmup_iters": -2}})
-    assert [str(p) for p in refused.value.problems] == [
-        f"train.learning_rate: must be a finite number (set by preset {path})",
-        "train.warmup_iters: must be ≥ 0"]
-
-
 def test_a_folder_is_not_a_preset(tmp_path):
     (tmp_path / "dir.toml").mkdir()
     with pytest.raises(SettingsError, match="is a folder, not a preset file"):

@@ -8,7 +8,6 @@ argument is always a path; `./NAME` reaches a file that shares a preset's name.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -115,11 +114,7 @@ def load_settings(name_or_path: str | None,
     """A preset with the user's overrides laid over it; a rule broken by a preset value and an
     override together is reported against the override."""
     overrides = overrides or {}
-    data = preset_data(name_or_path)
-    try:
-        return RunSettings.parse(merge(data, overrides), _changed(overrides))
-    except SettingsError as e:
-        raise SettingsError(_where_set(e.problems, name_or_path, data, overrides)) from None
+    return RunSettings.parse(merge(preset_data(name_or_path), overrides), _changed(overrides))
 
 
 def load_start_settings(name_or_path: str | None,
@@ -127,23 +122,11 @@ def load_start_settings(name_or_path: str | None,
     """`load_settings` for a run about to start here: also every problem this machine has with
     it (missing files, trackers, devices), all in one SettingsError."""
     overrides = overrides or {}
-    data = preset_data(name_or_path)
-    settings, problems = validate_for_start(merge(data, overrides), _changed(overrides))
+    settings, problems = validate_for_start(merge(preset_data(name_or_path), overrides),
+                                            _changed(overrides))
     if problems:
-        raise SettingsError(_where_set(problems, name_or_path, data, overrides))
+        raise SettingsError(problems)
     return settings
-
-
-def _where_set(problems: list[Problem], name_or_path: str | None, data: dict[str, Any],
-               overrides: dict[str, dict[str, Any]]) -> list[Problem]:
-    """A problem with a value the preset gave, not a flag, names the preset: the command line
-    shows no such value."""
-    def from_preset(loc: str) -> bool:
-        section, _, name = loc.partition(".")
-        return name in data.get(section, {}) and name not in overrides.get(section, {})
-
-    return [replace(p, message=f"{p.message} (set by preset {name_or_path})")
-            if from_preset(p.loc) else p for p in problems]
 
 
 def _changed(overrides: dict[str, dict[str, Any]]) -> set[str]:
