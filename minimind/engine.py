@@ -229,6 +229,9 @@ class Trainer:
             if self.scaler is not None and prep.resume["scaler"]:
                 self.scaler.load_state_dict(prep.resume["scaler"])
             self.progress = Progress(**prep.resume["progress"])
+            ended = prep.folder.status()  # its clock goes on from its end (a last evaluation)
+            if ended is not None and ended.step == self.progress.step:
+                self.progress.elapsed = max(self.progress.elapsed, ended.elapsed)
             self.last_saved_step = self.progress.step
             restore_rng(prep.resume["rng"][dist.rank], dist.device)
         else:
