@@ -206,12 +206,15 @@ class Trainer:
                                    t.warmup_iters, t.lr_schedule, t.decay_fraction)
                 self._optimizer_step(next(batches), lr, meter)
                 self.progress.step += 1
-                if self._after_step(plan, meter):
+                if self._after_step(plan, meter):  # (a stop's checkpoint counted its tokens)
                     return self._finish("stopped", "stop requested; checkpoint written",
-                                        tokens_seen=meter.tokens_seen(), elapsed=meter.elapsed())
+                                        tokens_seen=self.progress.tokens_seen,
+                                        elapsed=meter.elapsed())
         if self.prep.val_data is not None:
             self._evaluate()
-        return self._finish("completed", tokens_seen=meter.tokens_seen(), elapsed=meter.elapsed())
+        # No collective at the end: a gloo all-reduce just before the teardown can deadlock the
+        # process group's destruction (its worker thread waits for the GIL the main one holds).
+        return self._finish("completed", tokens_seen=meter.tokens_total, elapsed=meter.elapsed())
 
     def _build(self) -> None:
         """Model on its device, optimizer, scaler and autocast; the resume state restored."""
