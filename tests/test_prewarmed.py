@@ -21,11 +21,20 @@ def _serving():
         pytest.skip("CLI processes start by exec here")
 
 
+def command_line(pid: int) -> list[str]:
+    """The process's command line once it has one: for a moment after `Popen` returns, an exec'd
+    child's arguments are not yet in place (Linux sets them up after closing the exec's pipe)."""
+    deadline = time.monotonic() + 60
+    while not (args := psutil.Process(pid).cmdline()):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return args
+
+
 def copied(proc: subprocess.Popen) -> bool:
     """Whether the process is a copy of the helper (not an exec), and the test's child."""
-    child = psutil.Process(proc.pid)
-    assert child.ppid() == os.getpid()
-    return child.cmdline()[1:2] == [prewarmed.__file__]
+    assert psutil.Process(proc.pid).ppid() == os.getpid()
+    return command_line(proc.pid)[1:2] == [prewarmed.__file__]
 
 
 def test_a_copy_has_the_session_folder_stdio_and_environment_asked_for(tmp_path):
@@ -61,7 +70,7 @@ def test_what_a_copy_cannot_reproduce_runs_by_exec():
     proc = subprocess.Popen([*CLI, "--preset", "/dev/stdin"], stdin=subprocess.PIPE, env=env)
     try:
         assert not copied(proc)
-        assert psutil.Process(proc.pid).cmdline()[1:3] == ["-m", "minimind_tui"]
+        assert command_line(proc.pid)[1:3] == ["-m", "minimind_tui"]
     finally:
         proc.kill()
         proc.wait(timeout=60)
