@@ -67,13 +67,14 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
-def sum_over_ranks(value: torch.Tensor, info: DistInfo) -> int:
-    """The integer `value` summed over every rank (e.g. tokens, whose count differs per rank)."""
+def sum_over_ranks(counts: list[torch.Tensor], info: DistInfo) -> list[int]:
+    """Each integer count summed over every rank (e.g. tokens, whose count differs per rank),
+    all in one collective."""
     if not info.enabled:
-        return int(value)
-    total = value.detach().to(torch.int64).reshape(1).clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return int(total.item())
+        return [int(count) for count in counts]
+    totals = torch.stack([count.detach().to(torch.int64).reshape(()) for count in counts])
+    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+    return totals.tolist()
 
 
 def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:

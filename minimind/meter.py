@@ -96,7 +96,7 @@ class Meter:
     def tokens_seen(self) -> int:
         """Tokens trained on by every rank together (a collective under DDP: call it on all
         ranks). Shards differ in padding, so the ranks' counts differ too."""
-        return self.tokens_total + distributed.sum_over_ranks(self.tokens, self.dist)
+        return self.tokens_total + distributed.sum_over_ranks([self.tokens], self.dist)[0]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -117,8 +117,7 @@ class Meter:
                ) -> StepMetrics:
         loss, aux, filled = float(self.loss), float(self.aux), int(self.filled)
         self.empty_micro_batches = self.micro - filled
-        tokens = distributed.sum_over_ranks(self.tokens, self.dist)
-        computed = distributed.sum_over_ranks(self.computed, self.dist)
+        tokens, computed = distributed.sum_over_ranks([self.tokens, self.computed], self.dist)
         self.tokens_total += tokens
         now = time.perf_counter()
         window = max(now - self.window_start, 1e-9)
