@@ -206,9 +206,12 @@ class Trainer:
                                    t.warmup_iters, t.lr_schedule, t.decay_fraction)
                 self._optimizer_step(next(batches), lr, meter)
                 self.progress.step += 1
-                if self._after_step(plan, meter):  # (a stop's checkpoint counted its tokens)
-                    return self._finish("stopped", "stop requested; checkpoint written",
-                                        tokens_seen=self.progress.tokens_seen,
+                if self._after_step(plan, meter):
+                    # The stop's checkpoint counted its tokens; without one, none are known.
+                    saved = self.last_saved_step == self.progress.step
+                    return self._finish("stopped", "stop requested; " + (
+                                            "checkpoint written" if saved else "nothing saved"),
+                                        tokens_seen=self.progress.tokens_seen if saved else None,
                                         elapsed=meter.elapsed())
         if self.prep.val_data is not None:
             self._evaluate()
@@ -232,9 +235,6 @@ class Trainer:
             if self.scaler is not None and prep.resume["scaler"]:
                 self.scaler.load_state_dict(prep.resume["scaler"])
             self.progress = Progress(**prep.resume["progress"])
-            ended = prep.folder.status()  # its clock goes on from its end (a last evaluation)
-            if ended is not None and ended.step == self.progress.step:
-                self.progress.elapsed = max(self.progress.elapsed, ended.elapsed)
             self.last_saved_step = self.progress.step
             restore_rng(prep.resume["rng"][dist.rank], dist.device)
         else:

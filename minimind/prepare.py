@@ -349,9 +349,9 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     t, reached = settings.train, state["progress"]["step"]
     plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
                     t.max_steps, dist.world_size)
+    status = distributed.from_main(folder.status() if dist.is_main else None, dist)
     # A completed run would only evaluate again, and again at each resume.
-    status = folder.status() if dist.is_main else None
-    completed = distributed.from_main(status is not None and status.state == "completed", dist)
+    completed = status is not None and status.state == "completed"
     if problem := plan_problem(reached, plan.steps_per_epoch, t, completed):
         raise InputError(str(problem))
     if state["world_size"] != dist.world_size:
@@ -368,4 +368,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                          + ", ".join(what[k] for k in differs) + "), so the run would not "
                          "continue where it stopped; restore the data, or set "
                          "allow_data_change to resume anyway")
+    if status is not None and status.step == reached:  # the clock goes on from the run's end,
+        progress = state["progress"]                    # which counts its last evaluation
+        progress["elapsed"] = max(progress["elapsed"], status.elapsed)
     return state

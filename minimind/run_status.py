@@ -87,16 +87,25 @@ class RunStatus(BaseModel):
                                                   or event.val_loss < best):
                 self.best_val_loss = event.val_loss
             return False
-        if isinstance(event, (CheckpointSaved, RunFinished)):
-            if isinstance(event, CheckpointSaved):
-                self.checkpoint_step = event.step
-            else:
-                self.state, self.reason = event.status, event.reason
-            self._trained_to(event.step)
-            if event.tokens_seen is not None and event.elapsed is not None:
-                self._set_progress(event.tokens_seen, event.elapsed)
+        if isinstance(event, CheckpointSaved):
+            self.checkpoint_step = event.step
+            self._reached(event)
+            return True
+        if isinstance(event, RunFinished):
+            self.state, self.reason = event.status, event.reason
+            self._reached(event)
             return True
         return False
+
+    def _reached(self, event: CheckpointSaved | RunFinished) -> None:
+        """A save or the end: the step it names, and its own count of tokens and time where it
+        carries them (a metrics file from before they were kept, or a stop that saved nothing,
+        lacks them)."""
+        self._trained_to(event.step)
+        if event.tokens_seen is not None:
+            self.tokens_seen = event.tokens_seen
+        if event.elapsed is not None:  # (without it, the rate stays the last log's)
+            self._set_progress(self.tokens_seen, event.elapsed)
 
     def _set_progress(self, tokens_seen: int, elapsed: float) -> None:
         self.tokens_seen, self.elapsed = tokens_seen, elapsed

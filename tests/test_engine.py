@@ -121,6 +121,35 @@ def test_a_stop_before_the_first_log_tells_the_tokens_the_run_counted(tiny_setti
     assert f"| positions/step: {4 * 128} |" in describe(started)[0]
 
 
+def test_a_stop_that_saves_nothing_says_so_and_counts_what_was_logged(tiny_settings):
+    """A run that writes no weights (a benchmark) said "checkpoint written" when stopped, and
+    its end told 0 tokens: the count a checkpoint keeps, never made."""
+    from minimind.run_status import RunStatus
+
+    sink, stop = QueueSink(), threading.Event()
+
+    class StopAtTwo:
+        def emit(self, event):
+            if isinstance(event, StepMetrics) and event.step == 2:
+                stop.set()
+
+        def close(self):
+            pass
+
+    settings = tiny_settings(max_steps=20, log_interval=2)
+    trainer = Trainer(settings, [sink, StopAtTwo()], stop, save_checkpoints=False)
+    result = trainer.run()
+    assert (result.status, result.reason) == ("stopped", "stop requested; nothing saved")
+    assert result.tokens_seen is None and result.elapsed > 0
+    status, events = RunStatus(), sink.drain()
+    for event in events:
+        status.apply(event)
+    logged = [e for e in events if isinstance(e, StepMetrics)][-1]
+    assert (status.step, status.tokens_seen) == (2, logged.tokens_seen) and logged.tokens_seen
+    assert status.elapsed == result.elapsed
+    assert not list(Path(settings.train.out_dir).glob("*.pth"))
+
+
 def test_mfu_counts_each_position_of_text_and_a_frozen_weight_at_four_flops(tiny_settings,
                                                                             monkeypatch):
     """sft's MFU took the reply tokens for the model's work: prompts are computed too, and it
