@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from minimind_tui.run.launch import ChildProcess
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+LAUNCHER_GONE = signal.SIGUSR2
 # How long --detach waits for the run to begin, so that bad data or a from_weight that does not
 # fit is reported where the run was asked for; a longer preparation is left to run on.
 DETACH_WAIT_SECONDS = 60
@@ -75,6 +77,14 @@ def run_headless(settings: RunSettings) -> int:
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, on_signal)
+    def on_launcher_gone(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if not stop.is_set() and rank == 0:
+            say("\nminimind-tui: torchrun, which started this run, has gone: finishing the "
+                "current step and writing a checkpoint")
+        stop.set()
+
+    stop_with_the_launcher(on_launcher_gone)
     try:
         result = Trainer(settings, [ConsoleSink()], stop).run()
     except Aborted:
@@ -90,6 +100,21 @@ def run_headless(settings: RunSettings) -> int:
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
     return exit_codes.FAILED
+
+
+def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:
+    """Under torchrun, the kernel tells a rank its launcher's death (LAUNCHER_GONE), and the
+    run stops as on a stop signal: a torchrun killed alone (`kill -9`) left its ranks training
+    on, unseen, holding the folder. A signal of its own, as it may come more than once (once
+    for each of the dying launcher's threads the rank passes to), and more than once must not
+    abort without a checkpoint as a second SIGTERM does."""
+    if sys.platform != "linux" or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+    import ctypes
+
+    signal.signal(LAUNCHER_GONE, handler)
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(LAUNCHER_GONE))
 
 
 def wait_for_start(child: ChildProcess, folder: RunFolder) -> bool | None:

@@ -262,3 +262,29 @@ def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
     assert re.search(rf"minimind-tui: rank [01] \(pid {workers[1].pid}\) was killed by SIGKILL",
                      err), err
     assert "Traceback" not in err and "ChildFailedError" not in err
+
+
+def test_ranks_whose_torchrun_was_killed_stop_with_a_checkpoint(tmp_path):
+    """`kill -9` of torchrun alone left its ranks training on, unseen and holding the folder:
+    each rank now hears its launcher's death as SIGTERM, and the job stops as a stop does."""
+    cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", "--standalone", "--nproc_per_node=2",
+           "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu", "--num_workers", "0",
+           "--out_dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env(), start_new_session=True)
+    wait_for_step(proc, 2)
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "minimind_tui" in " ".join(p.cmdline())]
+    assert len(workers) == 2, workers
+    proc.kill()
+    proc.wait(timeout=60)
+    try:
+        _, alive = psutil.wait_procs(workers, timeout=90)
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+    assert not alive, alive
+    assert_stopped_with_a_checkpoint(tmp_path)
+    said = "minimind-tui: torchrun, which started this run, has gone: finishing the current step"
+    assert proc.stderr.read().count(said) == 1
