@@ -145,6 +145,19 @@ async def test_try_it_on_an_sft_run_opens_the_playground_in_turns(tmp_path):
         assert app.screen.query_one("#playground-prompt", TextArea).text == "Who are you?"
 
 
+async def test_try_it_before_any_run_says_there_is_none_yet(tmp_path):
+    """It said the run had not saved a checkpoint yet, of a run that never started."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f2")
+        assert app.screen is app.dashboard_screen
+        await pilot.press("f7")
+        await pilot.pause()
+        [shown] = app._notifications
+        assert shown.message.startswith("No run on show yet: F5 starts the form's run")
+        assert app.screen is app.dashboard_screen
+
+
 # -- the playground ------------------------------------------------------------------------------
 async def test_playground_streams_tokens_before_generation_ends(weights, monkeypatch):
     gate = GatedGenerator(first=3)

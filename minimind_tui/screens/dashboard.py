@@ -161,8 +161,11 @@ class DashboardScreen(Screen[None]):
     def action_try_it(self) -> None:
         checkpoint = self.history.checkpoint
         if checkpoint is None:
-            self.notify("The run has not saved a checkpoint yet (every save_interval steps, "
-                        "and at the end).", title="Nothing to try yet", severity="warning")
+            why = ("No run on show yet: F5 starts the form's run, F4 lists the runs to watch."
+                   if self.history.started is None else
+                   "The run has not saved a checkpoint yet (every save_interval steps, and at "
+                   "the end).")
+            self.notify(why, title="Nothing to try yet", severity="warning")
             return
         started = self.history.started
         stage = started.settings.get("train", {}).get("stage") if started else "pretrain"
