@@ -126,6 +126,20 @@ async def test_invalid_value_shows_inline_error_and_disables_start(tmp_path):
         assert not start.disabled
 
 
+async def test_an_auto_fields_value_is_not_shown_while_the_model_is_invalid(tmp_path):
+    """intermediate_size kept showing "auto (384)", worked out from the last valid
+    hidden_size, while hidden_size held a value that makes no model."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        auto = app.screen.query_one("#intermediate_size", Input)
+        await wait_until(pilot, lambda: auto.placeholder.startswith("auto ("))
+        await type_into(pilot, "hidden_size", "100")  # not a multiple of the heads
+        await wait_until(pilot, lambda: error_text(app, "hidden_size") != "")
+        assert auto.placeholder == "auto"
+        await type_into(pilot, "hidden_size", "256")
+        await wait_until(pilot, lambda: auto.placeholder == "auto (704)")
+
+
 async def test_tab_restyles_two_fields_and_the_form_border_follows_the_focus(tmp_path,
                                                                            monkeypatch):
     """A Tab restyles the field left and the field reached, not the form's ~400 widgets

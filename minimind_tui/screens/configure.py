@@ -185,8 +185,9 @@ class ConfigureScreen(Screen[None]):
                                            last_run_rate(self.app.history, self._draft),
                                            resume_start_step(self._draft.train),
                                            INSPECT_BINDING.key_display or "")
-        if (isinstance(self._model, ModelSummary)
-                and blocking_problem(self.problems, MODEL_FIELDS) is None):
+        if blocking_problem(self.problems, MODEL_FIELDS) is not None:
+            self.form.show_family_defaults(None)  # the last model's would be stale
+        elif isinstance(self._model, ModelSummary):
             self.form.show_family_defaults(self._model.family_defaults)
 
     def on_screen_resume(self) -> None:

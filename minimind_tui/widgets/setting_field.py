@@ -132,13 +132,15 @@ class SettingField(Widget):
             control.value = shown
 
     def set_family_default(self, default: object) -> None:
-        """Show what an empty optional field resolves to: "auto (2)"."""
+        """Show what an empty optional field resolves to: "auto (2)"; "auto" while that is
+        unknown (None: the model's fields do not make a model yet)."""
         if default == self._family_default:
             return
         self._family_default = default
         control = self.control
         if isinstance(control, Input):
-            control.placeholder = f"auto ({self.spec.display(default)})"
+            control.placeholder = ("auto" if default is None
+                                   else f"auto ({self.spec.display(default)})")
         elif isinstance(control, Select) and self.spec.kind == "tribool":
             value = control.value
             control.set_options(self._tribool_options())

@@ -96,10 +96,11 @@ class SettingsForm(VerticalScroll):
                 changed.add(loc)
         return changed
 
-    def show_family_defaults(self, defaults: dict[str, object]) -> None:
+    def show_family_defaults(self, defaults: dict[str, object] | None) -> None:
+        """What each empty optional field resolves to; None: unknown (no model to ask)."""
         for field in self.fields.values():
-            if field.spec.optional and field.spec.name in defaults:
-                field.set_family_default(defaults[field.spec.name])
+            if field.spec.optional and (defaults is None or field.spec.name in defaults):
+                field.set_family_default(None if defaults is None else defaults[field.spec.name])
 
     def focus_field(self, loc: str) -> bool:
         field = self.fields.get(loc)
