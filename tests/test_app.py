@@ -732,6 +732,7 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
         await pilot.pause(0.2)
         text = stats_text(app)
         assert "23/300" in text and f"elapsed 0:{int(elapsed + 5):02d}" in text
+        assert "1/1 last log step 20 loss" in text  # whose loss and lr are shown
         assert "ETA" not in text
         # The rate the runs list gives (the run's average) comes first, labelled.
         average = 23 * 640 / (elapsed + 5)

@@ -95,8 +95,12 @@ class StatsPanel(VerticalScroll):
         if e is None:
             rows.append(("step", self._before_the_first_log(h)))
         else:
-            # The run's step (a stop between two logged steps counts), as the runs list says.
-            rows.append(("step", f"{h.summary.step:,}/{e.total_steps:,} · epoch {e.epoch}/{e.epochs}"))
+            # The run's step (a stop between two logged steps counts), as the runs list says;
+            # loss, lr and grad norm are the last logged step's.
+            rows.append(("step", f"{h.summary.step:,}/{e.total_steps:,} · "
+                                 f"epoch {e.epoch}/{e.epochs}"))
+            if e.step != h.summary.step:
+                rows.append(("last log", f"step {e.step:,}"))
             rows.append(("loss", f"{e.loss:.4f} · ema {h.loss_ema[-1]:.4f}"))
             if h.is_moe:
                 rows.append(("aux loss", f"{e.aux_loss:.4f}"))
