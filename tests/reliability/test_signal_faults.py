@@ -236,18 +236,24 @@ def test_sigterm_stops_the_dashboards_run_and_the_app_exits_cleanly(tmp_path):
     assert_stopped_with_a_checkpoint(out_dir)
 
 
-def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
-    """Through the torchrun our command line becomes, which names the rank that died (torchrun
-    alone printed its own traceback and a ChildFailedError block)."""
+def start_torchrun(out_dir: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """Two ranks through the torchrun our command line becomes, once they have trained 2 steps."""
     cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", "--standalone", "--nproc_per_node=2",
            "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu", "--num_workers", "0",
-           "--out_dir", str(tmp_path)]
+           "--out_dir", str(out_dir)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(), start_new_session=True)
     wait_for_step(proc, 2)
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "minimind_tui" in " ".join(p.cmdline())]
     assert len(workers) == 2, workers
+    return proc, workers
+
+
+def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
+    """Through the torchrun our command line becomes, which names the rank that died (torchrun
+    alone printed its own traceback and a ChildFailedError block)."""
+    proc, workers = start_torchrun(tmp_path)
     workers[1].kill()
     started = time.monotonic()
     try:
@@ -267,15 +273,7 @@ def test_a_dead_rank_ends_the_torchrun_job(tmp_path):
 def test_ranks_whose_torchrun_was_killed_stop_with_a_checkpoint(tmp_path):
     """`kill -9` of torchrun alone left its ranks training on, unseen and holding the folder:
     each rank now hears its launcher's death as SIGTERM, and the job stops as a stop does."""
-    cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", "--standalone", "--nproc_per_node=2",
-           "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu", "--num_workers", "0",
-           "--out_dir", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env(), start_new_session=True)
-    wait_for_step(proc, 2)
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "minimind_tui" in " ".join(p.cmdline())]
-    assert len(workers) == 2, workers
+    proc, workers = start_torchrun(tmp_path)
     proc.kill()
     proc.wait(timeout=60)
     try:
