@@ -164,7 +164,13 @@ def test_minimind3_extras_reach_the_template(tmp_path):
          "tool_calls": [{"name": "clock", "arguments": {}}]},
         {"role": "tool", "content": "12:00"},
         {"role": "assistant", "content": "It is noon."}]}
+    # MiniMind-3's dataset keeps tool_calls as tools, possibly as a JSON string: the same text.
+    stringed = json.loads(json.dumps(row))
+    stringed["conversations"][2]["tool_calls"] = json.dumps([{"name": "clock", "arguments": {}}])
     input_ids, labels = dataset(tmp_path, tokenizer, [row], max_seq_len=400)[0]
+    (tmp_path / "stringed").mkdir()
+    same = dataset(tmp_path / "stringed", tokenizer, [stringed], max_seq_len=400)[0][0]
+    assert torch.equal(input_ids, same)
     text = tokenizer.decode(input_ids)
     assert '"name": "clock"' in text and "<tool_response>\n12:00" in text
     runs = supervised_runs(tokenizer, labels)
@@ -232,6 +238,19 @@ BAD_LINES = [
     ('{"conversations": [{"role": "system", "content": "s", "tools": "{not json"}, '
      '{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}]}',
      "turn 1: tools is a string but not JSON"),
+    # A call without its arguments (or not an object) failed mid-run in the template.
+    *((f'{{"conversations": [{{"role": "user", "content": "a"}}, {{"role": "assistant", '
+       f'"content": "", "tool_calls": {calls}}}]}}', message) for calls, message in [
+        ('[{"name": "get_w"}]', 'turn 2: tool call 1 has no "arguments"'),
+        ('[{"function": {"name": "f", "arguments": "{}"}}, 5]',
+         'turn 2: tool call 2 must be an object with "name" and "arguments", got int'),
+        ('[{"function": "f"}]', "turn 2: tool call 1 must be an object"),
+        ('[{"arguments": {}}]', 'turn 2: tool call 1: "name" must be a non-empty string'),
+        ('"[{\\"name\\": 3}]"', 'turn 2: tool call 1: "name" must be a non-empty string'),
+        ('"not json"', "turn 2: tool_calls is a string but not JSON"),
+        ('{"name": "f"}', "turn 2: tool_calls must be a list, got dict")]),
+    ('{"conversations": [{"role": "user", "content": "a", "tool_calls": [{"name": "f"}]}, '
+     '{"role": "assistant", "content": "x"}]}', "turn 1: only assistant turns carry tool_calls"),
 ]
 
 

@@ -61,13 +61,13 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
             _check_text(turn["reasoning_content"], f"{where}: reasoning_content")
             message["reasoning_content"] = turn["reasoning_content"]
         if turn.get("tool_calls"):
-            if role != "assistant" or not isinstance(turn["tool_calls"], list):
-                raise ValueError(f"{where}: tool_calls must be a list on an assistant turn")
-            message["tool_calls"] = turn["tool_calls"]
+            if role != "assistant":
+                raise ValueError(f"{where}: only assistant turns carry tool_calls")
+            message["tool_calls"] = _tool_calls(turn["tool_calls"], where)
         if turn.get("tools"):
             if role != "system":
                 raise ValueError(f"{where}: only the system turn carries tools")
-            tools = _tool_list(turn["tools"], where)
+            tools = _json_list(turn["tools"], f"{where}: tools")
         messages.append(message)
         previous = role
     if "assistant" not in (m["role"] for m in messages):
@@ -75,16 +75,33 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
     return {"messages": messages, "tools": tools}
 
 
-def _tool_list(value: object, where: str) -> list:
-    """MiniMind-3 stores tools as a list or as that list in a JSON string."""
+def _json_list(value: object, what: str) -> list:
+    """MiniMind-3 stores tools and tool_calls as a list, or as that list in a JSON string."""
     if isinstance(value, str):
         try:
             value = load_json_line(value.encode())
         except ValueError as e:
-            raise ValueError(f"{where}: tools is a string but not JSON ({e})") from None
+            raise ValueError(f"{what} is a string but not JSON ({e})") from None
     if not isinstance(value, list):
-        raise ValueError(f"{where}: tools must be a list, got {type_name(value)}")
+        raise ValueError(f"{what} must be a list, got {type_name(value)}")
     return value
+
+
+def _tool_calls(value: object, where: str) -> list:
+    """The calls as a template writes them: each {"name", "arguments"}, or those inside a
+    "function" object (OpenAI's form). One without them failed in the middle of a run."""
+    calls = _json_list(value, f"{where}: tool_calls")
+    for n, call in enumerate(calls, start=1):
+        what = f"{where}: tool call {n}"
+        inner = call.get("function", call) if isinstance(call, dict) else call
+        if not isinstance(inner, dict):
+            raise ValueError(f'{what} must be an object with "name" and "arguments", got '
+                             f"{type_name(inner)}")
+        if not isinstance(inner.get("name"), str) or not inner["name"]:
+            raise ValueError(f'{what}: "name" must be a non-empty string')
+        if "arguments" not in inner:
+            raise ValueError(f'{what} has no "arguments" (an object, or a JSON string)')
+    return calls
 
 
 class ConversationParser:
