@@ -31,8 +31,8 @@ from minimind.data.progress import ReadingProgress
 from minimind.data.sampler import plan_run
 from minimind.environment import not_a_folder
 from minimind.data.conversation import ConversationParser
-from minimind.data.sft import (ChatTemplateError, SFTDataset, mask_markers, unfit_conversations,
-                              unwritten_fields)
+from minimind.data.sft import (ChatTemplateError, SFTDataset, chat_template_digest, mask_markers,
+                               unfit_conversations, unwritten_fields)
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
@@ -162,6 +162,8 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
             f"--stage {t.stage}")
     fingerprint = {"data": data_digest, "tokenizer": tokenizer_digest(tokenizer),
                    "samples": len(train_data)}
+    if t.stage != "pretrain":  # the template writes every conversation's text
+        fingerprint["chat_template"] = chat_template_digest(tokenizer)
 
     model = _build_model(settings, dist.device)
     if t.from_weight and not t.from_resume:  # (a resume's state holds every weight)
@@ -181,7 +183,8 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
 
     resume = None
     if t.from_resume:
-        resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint, folder)
+        resume = _resume_state(settings, resume_path(weights_path), dist, fingerprint, folder,
+                               log)
         if dist.is_main:
             _match_weights_to_resume(weights_path, resume, log, t.stage == "lora")
         if changed := _changed_since(resume, settings):  # on purpose, or a flag left out
@@ -331,7 +334,7 @@ def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:
 
 
 def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
-                  fingerprint: dict[str, Any], folder: RunFolder) -> dict[str, Any]:
+                  fingerprint: dict[str, Any], folder: RunFolder, log: Log) -> dict[str, Any]:
     if not path.exists():
         raise InputError("train.from_resume: " + missing_checkpoint(path, folder.path))
     try:
@@ -360,14 +363,18 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                          f"(now {dist.world_size})")
     saved_data = state.get("data") or {}
     differs = [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]
+    what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
+            "chat_template": "the tokenizer's chat template",
+            "samples": f"the number of samples ({saved_data.get('samples')} → "
+                       f"{fingerprint['samples']})"}
+    changed = "the training data changed since the checkpoint (" + ", ".join(
+        what[k] for k in differs) + ")"
     if differs and not settings.train.allow_data_change:
-        what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
-                "samples": f"the number of samples ({saved_data.get('samples')} → "
-                           f"{fingerprint['samples']})"}
-        raise InputError("train.from_resume: the training data changed since the checkpoint ("
-                         + ", ".join(what[k] for k in differs) + "), so the run would not "
-                         "continue where it stopped; restore the data, or set "
-                         "allow_data_change to resume anyway")
+        raise InputError(f"train.from_resume: {changed}, so the run would not continue where "
+                         "it stopped; restore the data, or set allow_data_change to resume "
+                         "anyway")
+    if differs:  # allowed, and said: the log keeps why the curve may jump here
+        log(f"resuming as allow_data_change allows, though {changed}", "warning")
     if status is not None and status.step == reached:  # the clock goes on from the run's end,
         progress = state["progress"]                    # which counts its last evaluation
         progress["elapsed"] = max(progress["elapsed"], status.elapsed)

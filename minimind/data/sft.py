@@ -30,6 +30,7 @@ gives every conversation upstream's loss, which packing without document masking
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,11 @@ def unwritten_fields(tokenizer) -> list[str]:
         if _PROBE not in text:
             unwritten.append(field)
     return unwritten
+
+
+def chat_template_digest(tokenizer) -> str:
+    """A hash of the tokenizer's chat template, which makes the text of every conversation."""
+    return hashlib.blake2b(str(tokenizer.chat_template).encode(), digest_size=4).hexdigest()
 
 
 def render(tokenizer, conversation: dict[str, Any]) -> str:

@@ -10,7 +10,6 @@ and max_seq_len, so the form's readouts find it again as they find a pretraining
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from .conversation import parse_conversation
 from .corpus import default_cache_dir, file_digest, resolve_data_path
 from .jsonl import JsonlIndex, ProgressFn, check_file
 from .packed import tokenizer_digest
-from .sft import SFTDataset, mask_markers
+from .sft import SFTDataset, chat_template_digest, mask_markers
 
 FORMAT = "v2"  # bump when the figures change meaning, so old inspections are not reused
 
@@ -68,8 +67,7 @@ class ConversationInspection:
 
 def tokenizer_key(tokenizer) -> str:
     """The tokenizer's ids and its chat template: either changes what a conversation becomes."""
-    template = hashlib.blake2b(str(tokenizer.chat_template).encode(), digest_size=4).hexdigest()
-    return f"{tokenizer_digest(tokenizer)}{template}"
+    return f"{tokenizer_digest(tokenizer)}{chat_template_digest(tokenizer)}"
 
 
 def cache_path(path: Path, data_digest: str, key: str, max_seq_len: int,

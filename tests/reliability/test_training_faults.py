@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,7 +213,31 @@ def test_resuming_on_changed_data_is_refused_unless_allowed(tiny_settings, tmp_p
     assert "number of samples (60 → 100)" in result.reason
     allowed = tiny_settings(data_path=str(data), packing=False, max_steps=4, from_resume=True,
                             allow_data_change=True)
-    assert run(allowed)[0].status == "completed"
+    result, events = run(allowed)
+    assert result.status == "completed"
+    # Allowed, and said: a resume changed nothing in the log before.
+    assert [e.text for e in events if isinstance(e, LogMessage) and "allow_data_change" in e.text
+            ] == ["resuming as allow_data_change allows, though the training data changed since "
+                  "the checkpoint (the data file's contents, the number of samples (60 → 100))"]
+
+
+def test_an_sft_resume_with_another_chat_template_is_refused(tiny_settings, tmp_path):
+    """The template writes each conversation's text; a new one went unnoticed on resume."""
+    from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
+
+    tokenizer = tmp_path / "tokenizer"
+    shutil.copytree(BUNDLED_TOKENIZER_DIR, tokenizer)
+    sft = dict(stage="sft", data_path="builtin:shakespeare-chat", tokenizer_path=str(tokenizer),
+               packing=False, sample_prompts=[])
+    assert run(tiny_settings(**sft, max_steps=2, save_interval=2))[0].status == "completed"
+    config = tokenizer / "tokenizer_config.json"
+    fields = json.loads(config.read_text())
+    fields["chat_template"] = "{{- '<|im_start|>system\nBe brief.<|im_end|>\n' }}" + fields[
+        "chat_template"]
+    config.write_text(json.dumps(fields))
+    result, _ = run(tiny_settings(**sft, max_steps=4, from_resume=True))
+    assert (result.status, result.cause) == ("failed", "input")
+    assert "changed since the checkpoint (the tokenizer's chat template)" in result.reason
 
 
 def test_a_strict_run_never_reuses_a_cache_built_with_bad_lines_skipped(tiny_settings, tmp_path):
