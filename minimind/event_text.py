@@ -39,6 +39,13 @@ def sample_lines(e: Sample) -> str:
     return "\n".join(lines)
 
 
+def per_step_label(stage: str, packing: bool) -> str:
+    """What a step's batch_size × max_seq_len × accumulation_steps counts: tokens only where
+    packed text fills every position; padded samples, and sft/lora (whose tokens are the
+    replies), have positions that are no such count."""
+    return "tokens/step" if stage == "pretrain" and packing else "positions/step"
+
+
 def describe(e: Event) -> tuple[str, str] | None:
     """(line, kind) for an event, or None for events that print nothing."""
     if isinstance(e, StepMetrics):
@@ -55,9 +62,8 @@ def describe(e: Event) -> tuple[str, str] | None:
         active = (f" ({format_count(e.active_parameters)} active)"
                   if e.active_parameters != e.parameters else "")
         resume = f" | resuming at step {e.start_step}" if e.start_step else ""
-        # sft and lora count the replies as their tokens: a step's positions are no such count.
-        pretraining = e.settings.get("train", {}).get("stage", "pretrain") == "pretrain"
-        per_step = "tokens/step" if pretraining else "positions/step"
+        train = e.settings.get("train", {})
+        per_step = per_step_label(train.get("stage", "pretrain"), train.get("packing", True))
         return (f"Model params: {format_count(e.parameters)}{active} | device: {e.device_name} "
                 f"x{e.world_size} | {per_step}: {e.tokens_per_step:,} | steps: "
                 f"{e.total_steps} ({e.steps_per_epoch}/epoch){resume}"), "start"

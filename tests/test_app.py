@@ -477,7 +477,7 @@ async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model
         RunFolder(tmp_path / "run").write_status(RunStatus(state="stopped", step=300,
                                                            checkpoint_step=300))
         app.configure_screen.set_fields({"train.from_resume": True})
-        await wait_until(pilot, lambda: "from step 300" in readouts(app))
+        await wait_until(pilot, lambda: "from step 300" in " ".join(readouts(app).split()))
         assert eta_seconds(readouts(app)) == pytest.approx(whole * (total - 300) / total, abs=1)
         app.configure_screen.set_fields({"train.from_resume": False})
         await wait_until(pilot, lambda: "from step" not in readouts(app))

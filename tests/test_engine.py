@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,10 @@ def test_a_stop_before_the_first_log_tells_the_tokens_the_run_counted(tiny_setti
     # Its start line calls a step's positions so: its tokens are the replies.
     started = next(e for e in events if isinstance(e, RunStarted))
     assert f"| positions/step: {4 * 128} |" in describe(started)[0]
+    # As does padded pretraining's: only packed text fills every position with a token.
+    for packing, says in ((False, "positions/step"), (True, "tokens/step")):
+        pretraining = {"train": {"stage": "pretrain", "packing": packing}}
+        assert f"| {says}: " in describe(replace(started, settings=pretraining))[0]
 
 
 def test_a_stop_that_saves_nothing_says_so_and_counts_what_was_logged(tiny_settings):

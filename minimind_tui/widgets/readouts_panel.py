@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from minimind.device import DeviceError, resolve_device
+from minimind.event_text import per_step_label
 from minimind.memory_estimate import MemoryEstimate, memory_estimate, shortfall
 from minimind.units import format_bytes, format_count, format_duration
 from minimind.settings import Problem, RunSettings
@@ -35,8 +36,9 @@ class ReadoutsPanel(Static):
         grid.add_column()
         if not _blocked(grid, "parameters", problems, MODEL_FIELDS):
             _model_rows(grid, model)
-        if not _blocked(grid, "tokens/step", problems, TOKENS_FIELDS):
-            grid.add_row("tokens/step", f"{settings.tokens_per_step():,} "
+        per_step = per_step_label(t.stage, t.packing)
+        if not _blocked(grid, per_step, problems, TOKENS_FIELDS):
+            grid.add_row(per_step, f"{settings.tokens_per_step():,} "
                          f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
         if not _blocked(grid, "steps/epoch", problems, STEPS_FIELDS):
             _data_rows(grid, settings, data, tokens_per_sec, start_step, inspect_key)
@@ -119,7 +121,7 @@ def _data_rows(grid: Table, settings: RunSettings, data: DataSummary | str | Non
 
 def _supervision_rows(grid: Table, settings: RunSettings, data: DataSummary,
                       inspect_key: str) -> None:
-    """The tokens an sft/lora step trains on: the replies only, so far fewer than tokens/step."""
+    """The tokens an sft/lora step trains on: the replies only, so far fewer than its positions."""
     figures = supervision(settings, data)
     if figures is None:
         key = f"{inspect_key} (inspect data)" if inspect_key else "inspect data"
