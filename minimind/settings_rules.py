@@ -180,6 +180,10 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     if t.node_rank >= t.nnodes:  # torchrun would wait for a master that never comes
         bad("train.node_rank", f"must be < nnodes ({t.nnodes}): nodes count from 0",
             "train.nnodes")
+    if t.stage == "lora" and t.optimizer == "muon":  # it failed at step 0, AdamW left empty
+        bad("train.optimizer", "muon does not apply to lora: Muon orthogonalises whole weight "
+                               "matrices, lora trains low-rank adapters; use adamw",
+            "train.stage")
     if t.muon_lr and t.optimizer != "muon":
         bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
                              "to muon)", "train.optimizer")

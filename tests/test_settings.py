@@ -57,6 +57,9 @@ def test_cross_field_train_rules():
         "adds nothing")
     assert "train.lora_rank" not in problems({"train": {**lora, "lora_rank": 128},
                                               "model": {"hidden_size": 128}})
+    # Every adapter went to Muon and AdamW, left with none, failed the run at step 0.
+    assert problems({"train": {**lora, "lora_rank": 8, "optimizer": "muon"}})[
+        "train.optimizer"].startswith("muon does not apply to lora")
     # Set for another stage they were recorded in config.toml and never used.
     for stage in ("pretrain", "sft"):
         assert problems({"train": {"stage": stage, "lora_rank": 4, "lora_name": "x"}}) == {
