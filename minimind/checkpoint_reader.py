@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from .checkpoint import load_resume, resume_path
 from .checkpoint_tokenizer import choose_tokenizer, other_ids
@@ -31,7 +32,7 @@ from .environment import as_the_run_took_it, unusable_path
 from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, holds_adapters
-from .settings import RunSettings
+from .settings import ModelSettings, RunSettings
 from .torchfile import CheckpointError
 from .upstream import HeadSplitError, WeightsMismatchError, infer_config, load_into
 from .weight_records import (BUNDLED, Record, agreed, locate, read_weights, records_beside,
@@ -147,13 +148,18 @@ _ROUTING_FIELDS = ("num_experts_per_tok", "norm_topk_prob", "scoring_func")  # M
 def _other_function(record: Record, ours: MiniMindConfig) -> str:
     """A warning when the model computes another function with these weights than the one they
     learned (as their record says); "" when it is the same."""
-    theirs = record.config()
-    fields = _FUNCTION_FIELDS + (_ROUTING_FIELDS if theirs.use_moe and ours.use_moe else ())
-    changed = [f"{name} {getattr(theirs, name)} there, {getattr(ours, name)} here"
-               for name in fields if getattr(theirs, name) != getattr(ours, name)]
+    changed = _function_changes(record.config(), ours)
     return (f"the weights learned with other settings than this model's ({record.where}): "
             + ", ".join(changed) + "; they start from another function than they computed"
             if changed else "")
+
+
+def _function_changes(theirs: MiniMindConfig, ours: MiniMindConfig) -> list[str]:
+    """"rope_theta 10000.0 there, 1000000.0 here" for each setting that makes the same
+    weights compute another function."""
+    fields = _FUNCTION_FIELDS + (_ROUTING_FIELDS if theirs.use_moe and ours.use_moe else ())
+    return [f"{name} {getattr(theirs, name)} there, {getattr(ours, name)} here"
+            for name in fields if getattr(theirs, name) != getattr(ours, name)]
 
 
 def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...]
@@ -283,10 +289,18 @@ def check_lora_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> st
     if not resume.is_file():
         return f"base not checked: no {resume.name} beside the adapters to check it against"
     try:
-        saved = load_resume(resume)["model"]
-    except CheckpointError as e:
+        state = load_resume(resume)
+        trained = ModelSettings.model_validate(state["settings"]["model"])
+        changed = _function_changes(MiniMindConfig(**trained.to_config_kwargs()), model.config)
+    except (CheckpointError, ValidationError, ValueError, KeyError, TypeError) as e:
         raise BaseCheckError(f"{adapter}: cannot check its base {base} against the run's resume "
                              f"file: {e}") from None
+    if changed:  # the same tensors, another function: not the model the adapters trained on
+        raise BaseCheckError(
+            f"{adapter}: its lora run trained with other settings than {base} records "
+            f"({resume} there, {base.name}'s record here): " + ", ".join(changed) + "; open "
+            "the lora run's folder instead, which takes the run's own settings")
+    saved = state["model"]
     for name, tensor in model.state_dict().items():
         if ADAPTER_MARK in name:  # the adapters themselves, if already loaded, are not the base
             continue

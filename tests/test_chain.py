@@ -314,6 +314,25 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
         assert [p.name for p in out.iterdir()] == [name], src
 
 
+def test_export_lora_refuses_a_base_whose_settings_the_run_did_not_train_with(chain, tmp_path,
+                                                                              capsys):
+    """The lora run trained with rope_theta 10000 on the same tensors; the merge took the
+    base's 1e6, and its logit check (against that merge) said they matched."""
+    from minimind_tui.cli.main import main
+
+    base = chain / BASE
+    minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", "--stage", "lora", "--from_weight",
+             str(base), "--out_dir", "lora", "--rope_theta", "10000", *QUICK)
+    adapter = tmp_path / "lora" / "lora" / "lora_128.pth"
+    assert main(["export", str(base), str(tmp_path / "merged"), "--lora", str(adapter)]) == 2
+    err = capsys.readouterr().err
+    assert (f"{adapter}: its lora run trained with other settings than {base} records" in err
+            and "rope_theta 10000.0 there, 1000000.0 here" in err), err
+    assert not (tmp_path / "merged").exists()
+    # Its folder takes the run's own settings.
+    assert main(["export", str(tmp_path / "lora"), str(tmp_path / "folder")]) == 0
+
+
 def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(chain, tmp_path,
                                                                            monkeypatch):
     """Read as a plain weights file, they "did not fit" a model of the very same shape."""
