@@ -27,7 +27,7 @@ from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset
                            build_token_cache, resolve_data_path)
 from minimind.data.corpus import cache_problem, default_cache_dir, file_digest
 from minimind.data.packed import cache_report, tokenizer_digest
-from minimind.data.progress import ReadingProgress
+from minimind.data.progress import PreparationStopped, ReadingProgress
 from minimind.data.sampler import plan_run
 from minimind.environment import not_a_folder
 from minimind.data.conversation import ConversationParser
@@ -303,25 +303,29 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
         _report_bad_lines(path, index.bad_lines, index.first_bad, log)
         return PretrainDataset(index, tokenizer, t.max_seq_len), index.digest
 
-    # The digest names the token cache: a second pass, but a fast one (about 1 GB/s).
-    digest = file_digest(path, reporter.again("hashing")) if path.is_file() else ""
-
-    def build() -> Path:
+    def build() -> tuple[Path, str]:
+        # The digest names the token cache: a second pass, but a fast one (about 1 GB/s).
+        digest = file_digest(path, reporter.again("hashing")) if path.is_file() else ""
         return build_token_cache(path, tokenizer, t.max_seq_len, default_cache_dir() / "tokens",
                                  skip_bad_lines=t.skip_bad_lines, progress=reporter,
-                                 data_digest=digest or None)
+                                 data_digest=digest or None), digest
 
-    # Rank 0 tokenizes; the others wait, then find the cached file or stop with its refusal
-    # (rather than in a barrier that rank 0 left).
-    token_file, problem = None, None
+    # Rank 0 tokenizes; the others wait, then find the cached file, or stop with its refusal or
+    # its stop (rather than in a collective that rank 0 left).
+    built, problem = None, None
     if dist.is_main:
         try:
-            token_file = build()
+            built = build()
         except DataError as e:
             problem = (e.path, e.line, e.message)
-    if problem := distributed.from_main(problem, dist):
+        except PreparationStopped:
+            problem = "stopped"
+    problem = distributed.from_main(problem, dist)
+    if problem == "stopped":
+        raise PreparationStopped
+    if problem:
         raise DataError(*problem)
-    token_file = token_file or build()
+    token_file, digest = built or build()
     report = cache_report(token_file) or {}
     _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)
     return PackedDataset(token_file, t.max_seq_len), digest

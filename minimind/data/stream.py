@@ -325,8 +325,10 @@ def serve() -> None:
     jobs = Connection(os.dup(0), writable=False)
     results = Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # a stray print must not corrupt the result stream
-    # Ctrl+C reaches the whole process group; the parent alone decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl+C reaches the whole process group, as does torchrun's SIGTERM; the parent alone
+    # decides what happens (it kills this process, or closes its stdin).
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
     worker = _Worker.from_setup(*jobs.recv())
     while True:
         try:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import torch
 
 from minimind.run_folder import RunFolder
@@ -116,24 +117,35 @@ def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
                              f"step {saved} is intact)")
 
 
-def test_sigterm_while_the_data_are_tokenized_stops_at_once(tmp_path):
-    # 16 MB of random words: none repeats, so the tokenizer's chunk cache never hits and
-    # tokenizing the file for packing takes far longer than the test waits.
-    data = tmp_path / "big.jsonl"
+def slow_to_tokenize(folder: Path) -> Path:
+    """16 MB of random words: none repeats, so the tokenizer's chunk cache never hits and
+    tokenizing the file for packing takes far longer than a test waits."""
+    data = folder / "big.jsonl"
     rng = random.Random(0)
     text = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz     ", k=16_000_000))
     data.write_text("".join(json.dumps({"text": text[i:i + 1000]}) + "\n"
                             for i in range(0, len(text), 1000)))
-    cache = tmp_path / "cache"
+    return data
+
+
+@pytest.mark.parametrize("to_the_group", [False, True])
+def test_sigterm_while_the_data_are_tokenized_stops_at_once(tmp_path, to_the_group):
+    """To the group too, as torchrun sends it: the tokenizer's worker processes died of it,
+    and the run failed with a traceback instead of stopping."""
+    data, cache = slow_to_tokenize(tmp_path), tmp_path / "cache"
     proc = subprocess.Popen([*CLI, "--no-ui", *QUICK, "--packing", "1", "--data_path", str(data),
                              "--out_dir", str(tmp_path / "run")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**env(), "MINIMIND_CACHE": str(cache)})
+                            env={**env(), "MINIMIND_CACHE": str(cache)},
+                            start_new_session=True)
     for out_line in proc.stdout:
         if out_line.startswith("# resolved settings"):
             break
     time.sleep(3)  # torch is imported and the file is being read
-    proc.send_signal(signal.SIGTERM)
+    if to_the_group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "while preparing the data" in out
@@ -286,3 +298,28 @@ def test_ranks_whose_torchrun_was_killed_stop_with_a_checkpoint(tmp_path):
     assert_stopped_with_a_checkpoint(tmp_path)
     said = "minimind-tui: torchrun, which started this run, has gone: finishing the current step"
     assert proc.stderr.read().count(said) == 1
+
+
+def test_a_torchrun_job_stopped_while_rank_0_tokenizes_stops_every_rank(tmp_path):
+    """Rank 0 left for its stop while rank 1 waited for its token file in a collective: rank 1
+    failed with gloo's 'Connection closed by peer' and a traceback."""
+    cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", "--standalone", "--nproc_per_node=2",
+           "-m", "minimind_tui", "--no-ui", *QUICK, "--packing", "1", "--device", "cpu",
+           "--num_workers", "0", "--data_path", str(slow_to_tokenize(tmp_path)),
+           "--out_dir", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env(), "MINIMIND_CACHE": str(tmp_path / "cache")},
+                            start_new_session=True)
+    for out_line in proc.stdout:
+        if out_line.startswith("# resolved settings"):
+            break
+    time.sleep(3)  # torch is imported and rank 0 is reading the file
+    proc.send_signal(signal.SIGTERM)
+    try:
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "[stopped] at step 0 | stop requested while preparing the data" in out
+    assert "Traceback" not in err and "run failed" not in err, err
