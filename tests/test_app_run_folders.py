@@ -173,7 +173,7 @@ def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
     proc = headless("--out_dir", str(tmp_path / "run"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "launching 2 processes per node" in proc.stderr
-    assert "x2 | tokens/step: 256" in proc.stdout
+    assert "x2 | positions/step: 256" in proc.stdout  # (padded samples)
     # A refusal every rank meets: said once, with the exit code one process gives (torchrun
     # alone repeated it per rank, added its own traceback, and exited 1). Here one sample for
     # two ranks, which crashed in a division by zero (or "completed" 0 steps with max_steps 0).

@@ -11,6 +11,9 @@ dashboard's Stop) is 130, a crashed one 1.
 """
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130
+# Where each node's local rank 0 leaves its exit code for our torchrun (minimind_tui.run.
+# torchrun), which cannot learn it from torchrun after a stop signal.
+RANK_CODE_FILE = "MINIMIND_RANK_CODE_FILE"
 
 
 def invalid(*problems: object, prog: str = "minimind-tui") -> int:

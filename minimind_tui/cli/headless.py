@@ -47,6 +47,16 @@ def say(text: str) -> None:
 
 
 def run_headless(settings: RunSettings) -> int:
+    code = _run(settings)
+    if (file := os.environ.get(exit_codes.RANK_CODE_FILE)) and os.environ.get("LOCAL_RANK") == "0":
+        try:
+            Path(file).write_text(str(code))
+        except OSError:  # the launcher then says it does not know how the ranks ended
+            pass
+    return code
+
+
+def _run(settings: RunSettings) -> int:
     from minimind.engine import Trainer
     from minimind.sinks import ConsoleSink
 

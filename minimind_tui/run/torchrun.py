@@ -10,8 +10,11 @@ A rank killed by a signal first, which could say nothing, gets one line naming i
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -21,6 +24,13 @@ from minimind_tui.cli import exit_codes
 
 
 def main(argv: list[str] | None = None) -> int:
+    with tempfile.TemporaryDirectory(prefix="minimind-torchrun-") as folder:
+        rank_code = Path(folder) / "code"
+        os.environ[exit_codes.RANK_CODE_FILE] = str(rank_code)  # the ranks inherit it
+        return _launch(argv, rank_code)
+
+
+def _launch(argv: list[str] | None, rank_code: Path) -> int:
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
@@ -34,8 +44,14 @@ def main(argv: list[str] | None = None) -> int:
         codes = [f.exitcode for rank, f in sorted(failures, key=lambda rf: rf[0] != first)
                  if f.exitcode > 0]
         return codes[0] if codes else exit_codes.FAILED
-    except SignalException:  # torchrun passed the signal on to the workers, which stopped
-        return exit_codes.SIGNALLED
+    except SignalException:  # torchrun passed the signal on to the ranks and waited for them
+        try:
+            return int(rank_code.read_text())  # 130 stopped, 3 aborted by a second signal, ...
+        except (OSError, ValueError):  # torchrun killed them first (its --shutdown_timeout)
+            print("minimind-tui: the ranks did not end within torchrun's shutdown timeout "
+                  "and were killed: the stop's checkpoint may not have been written",
+                  file=sys.stderr, flush=True)
+            return exit_codes.FAILED
     return exit_codes.OK
 
 

@@ -248,11 +248,12 @@ def test_sigterm_stops_the_dashboards_run_and_the_app_exits_cleanly(tmp_path):
     assert_stopped_with_a_checkpoint(out_dir)
 
 
-def start_torchrun(out_dir: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
+def start_torchrun(out_dir: Path, *args: str, launcher: tuple[str, ...] = ()
+                   ) -> tuple[subprocess.Popen, list[psutil.Process]]:
     """Two ranks through the torchrun our command line becomes, once they have trained 2 steps."""
-    cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", "--standalone", "--nproc_per_node=2",
-           "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu", "--num_workers", "0",
-           "--out_dir", str(out_dir)]
+    cmd = [sys.executable, "-m", "minimind_tui.run.torchrun", *launcher, "--standalone",
+           "--nproc_per_node=2", "-m", "minimind_tui", "--no-ui", *QUICK, "--device", "cpu",
+           "--num_workers", "0", "--out_dir", str(out_dir), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env(), start_new_session=True)
     wait_for_step(proc, 2)
@@ -323,3 +324,21 @@ def test_a_torchrun_job_stopped_while_rank_0_tokenizes_stops_every_rank(tmp_path
     assert proc.returncode == 130, err
     assert "[stopped] at step 0 | stop requested while preparing the data" in out
     assert "Traceback" not in err and "run failed" not in err, err
+
+
+def test_ranks_torchrun_kills_before_they_stop_are_no_stop_with_a_checkpoint(tmp_path):
+    """torchrun kills the ranks still running its --shutdown_timeout after a stop signal; the
+    job said 130 ("stopped, checkpoint written") all the same."""
+    # Killed at once (a timeout of 0), in a step of ~1.5 s.
+    proc, workers = start_torchrun(tmp_path, "--accumulation_steps", "25", "--hidden_size", "512",
+                                   launcher=("--shutdown_timeout", "0"))
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        for worker in workers:
+            if worker.is_running():
+                worker.kill()
+    assert proc.returncode == 1, err
+    assert ("minimind-tui: the ranks did not end within torchrun's shutdown timeout and were "
+            "killed: the stop's checkpoint may not have been written") in err
