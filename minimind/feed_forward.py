@@ -77,7 +77,10 @@ class MoEFeedForward(nn.Module):
         super().__init__()
         self.top_k = config.num_experts_per_tok
         self.num_experts = config.n_routed_experts
-        self.norm_topk_prob = config.norm_topk_prob
+        # MiniMind2 renormalises the picks' weights only for k > 1 (a top-1 pick keeps its
+        # score); MiniMind-3 always, so its top-1 weights are exactly 1.
+        self.norm_topk_prob = config.norm_topk_prob and (
+            self.top_k > 1 or config.family == "minimind3")
         self.aux_loss_alpha = config.aux_loss_alpha
         self.seq_aux = config.seq_aux
         # MiniMind-3's balance loss keeps each of the k picks' own shares (as HF's qwen3-moe
@@ -99,7 +102,7 @@ class MoEFeedForward(nn.Module):
         logits = self.gate(x)
         scores = logits.float().softmax(dim=-1)  # routing in fp32 even under autocast
         weights, expert_idx = scores.topk(self.top_k, dim=-1)
-        if self.norm_topk_prob:  # for top-1 this makes every weight exactly 1
+        if self.norm_topk_prob:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
 
         # The router is a Linear on the same input as the experts, so its output dtype is the one

@@ -262,6 +262,18 @@ def test_moe_dispatch_matches_per_token_reference(family):
     torch.testing.assert_close(moe(x)[0], reference_moe(moe, x), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family", ["minimind2", "minimind3"])
+def test_a_top1_picks_weight_is_its_score_in_minimind2_and_1_in_minimind3(family):
+    """Upstream MiniMind2 renormalises only k > 1 picks; ours made every top-1 weight 1."""
+    moe = small_model(family=family, use_moe=True, num_experts_per_tok=1,
+                      n_shared_experts=0).model.layers[0].mlp.eval()
+    x = torch.randn(5, 64)
+    score, pick = moe.gate(x).softmax(-1).max(-1)
+    weight = score if family == "minimind2" else torch.ones_like(score)
+    expected = torch.stack([w * moe.experts[int(e)](t) for w, e, t in zip(weight, pick, x)])
+    torch.testing.assert_close(moe(x[None])[0][0], expected, atol=1e-5, rtol=1e-4)
+
+
 def previous_moe_forward(moe: MoEFeedForward, x: torch.Tensor):
     """The dispatch this layer had before it went sync-free, kept as the reference: picks sorted
     by expert, split by host-side counts, one index_add_ per expert; and the aux loss written
