@@ -155,8 +155,10 @@ class SFTDataset(Dataset):
 
     def encode(self, conversation: dict[str, Any]) -> tuple[list[int], int]:
         """The conversation's ids cut to max_seq_len, and its length before the cut."""
-        ids = self.tokenizer(render(self.tokenizer, conversation),
-                             add_special_tokens=False)["input_ids"]
+        # verbose=False: the whole conversation is encoded to know its length, and the cut
+        # below keeps transformers' "longer than the model ... indexing errors" from coming true.
+        ids = self.tokenizer(render(self.tokenizer, conversation), add_special_tokens=False,
+                             verbose=False)["input_ids"]
         return ids[:self.max_seq_len], len(ids)
 
     def sample(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
