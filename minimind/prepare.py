@@ -151,9 +151,12 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
                          f"for {dist.world_size} processes, each of which needs one: use more "
                          "data, or fewer processes (nproc_per_node)")
     if t.stage != "pretrain" and (probed := unfit_conversations(train_data)):
-        raise InputError(f"train.max_seq_len: none of the first {probed} conversation(s) of "
-                         f"{t.data_path} keeps any of its reply within max_seq_len "
-                         f"{t.max_seq_len}, so the run would learn nothing; raise max_seq_len "
+        every = probed == len(train_data)  # or a sample of them, and then a guess
+        which = (f"the {probed} conversation(s) of" if every
+                 else f"{probed} conversations taken evenly across")
+        raise InputError(f"train.max_seq_len: none of {which} {t.data_path} keeps any of its "
+                         f"reply within max_seq_len {t.max_seq_len}, so the run would learn "
+                         f"{'nothing' if every else 'little or nothing'}; raise max_seq_len "
                          f"(minimind-tui inspect DATA --stage {t.stage} --max_seq_len N counts "
                          "the replies that fit)")
     if t.stage != "pretrain":

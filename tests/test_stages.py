@@ -388,9 +388,23 @@ def test_a_batch_whose_reply_lies_past_max_seq_len_trains_nothing_and_says_so(
                                     data_path=str(alone)))
     assert (refused.status, refused.cause) == ("failed", "input")
     assert refused.reason.startswith(
-        f"train.max_seq_len: none of the first 1 conversation(s) of {alone} keeps any of its "
+        f"train.max_seq_len: none of the 1 conversation(s) of {alone} keeps any of its "
         "reply within max_seq_len 64, so the run would learn nothing")
     assert not (tmp_path / "sft-3").exists()
+    # Sorted by length, a file's replies fit only at its end: the first 256 it looked at (all
+    # too long) made it refuse data that trains. A sample across the file finds them.
+    sorted_by_length = tmp_path / "sorted.jsonl"
+    sorted_by_length.write_text("".join(
+        json.dumps(row) + "\n" for row in [rows[3]] * 300 + [rows[0]] * 10))
+    assert run(with_train_fields(settings, out_dir=str(tmp_path / "sft-4"), max_steps=1,
+                                 data_path=str(sorted_by_length))).status == "completed"
+    only_long = tmp_path / "long.jsonl"
+    only_long.write_text((json.dumps(rows[3]) + "\n") * 300)
+    refused = run(with_train_fields(settings, out_dir=str(tmp_path / "sft-5"), max_steps=1,
+                                    data_path=str(only_long)))
+    assert refused.reason.startswith(
+        f"train.max_seq_len: none of 256 conversations taken evenly across {only_long} keeps "
+        "any of its reply within max_seq_len 64, so the run would learn little or nothing")
 
 
 def test_an_sft_run_resumes_from_another_folder_after_its_base_and_data_moved(

@@ -172,10 +172,12 @@ class SFTDataset(Dataset):
         return self.sample(self.encode(self.index.text(i))[0])
 
 
-def unfit_conversations(dataset: SFTDataset, first: int = 256) -> int:
-    """How many of the first conversations were looked at when none keeps any part of a reply
-    within max_seq_len (a target to learn); 0 when one does. Only those are tokenized, since
-    a file may hold GBs."""
-    probed = min(first, len(dataset))
-    fits = any(bool((dataset[i][1][1:] != IGNORE_INDEX).any()) for i in range(probed))
+def unfit_conversations(dataset: SFTDataset, most: int = 256) -> int:
+    """How many conversations were looked at when none keeps any part of a reply within
+    max_seq_len (a target to learn); 0 when one does. At most `most`, taken evenly across the
+    file, since a file may hold GBs (and one sorted by length fits only at its end)."""
+    total = len(dataset)
+    probed = min(most, total)
+    fits = any(bool((dataset[n * total // probed][1][1:] != IGNORE_INDEX).any())
+               for n in range(probed))
     return 0 if fits else probed
