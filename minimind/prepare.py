@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -134,7 +134,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
 
     def dataset(spec: str, field: str) -> tuple[Dataset, str]:
         try:
-            return _dataset(spec, tokenizer, settings, dist, ReadingProgress(spec, log, stop))
+            # Each rank reads its own copy (or finds rank 0's cache), and a stop request may
+            # reach one rank alone: they leave together, or one waits in a collective for good.
+            return _on_every_rank(lambda: _dataset(spec, tokenizer, settings, dist,
+                                                   ReadingProgress(spec, log, stop)), dist)
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
         except OSError as e:
@@ -315,23 +318,27 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
 
     # Rank 0 tokenizes; the others wait, then find the cached file, or stop with its refusal or
     # its stop (rather than in a collective that rank 0 left).
-    built, problem = None, None
-    if dist.is_main:
-        try:
-            built = build()
-        except DataError as e:
-            problem = (e.path, e.line, e.message)
-        except PreparationStopped:
-            problem = "stopped"
-    problem = distributed.from_main(problem, dist)
-    if problem == "stopped":
-        raise PreparationStopped
-    if problem:
-        raise DataError(*problem)
+    built = _on_every_rank(build if dist.is_main else lambda: None, dist)
     token_file, digest = built or build()
     report = cache_report(token_file) or {}
     _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)
     return PackedDataset(token_file, t.max_seq_len), digest
+
+
+T = TypeVar("T")
+
+
+def _on_every_rank(work: Callable[[], T], dist: distributed.DistInfo) -> T:
+    """`work()` on this rank; a refusal of the data or a stop request that ends it on any rank
+    is raised on every rank (the first rank's), so that all of them leave together."""
+    result, problem = None, None
+    try:
+        result = work()
+    except (DataError, PreparationStopped) as e:
+        problem = e
+    if found := [p for p in distributed.all_gather_object(problem, dist) if p is not None]:
+        raise found[0]
+    return result
 
 
 def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:

@@ -158,3 +158,22 @@ def test_a_bad_line_rank_0_finds_while_packing_stops_every_rank_without_a_traceb
         proc.stderr, proc.stderr[-3000:]
     assert "run failed" not in proc.stderr and "minimind/" not in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stop_one_rank_alone_hears_while_reading_stops_every_rank_without_a_traceback(tmp_path):
+    # Without packing each rank indexes its own copy of the data. Rank 1 alone is stopped while
+    # reading; rank 0 read on into the model's broadcast, which rank 1 had left: gloo's
+    # "Connection closed by peer" failed the run with a traceback.
+    proc = launch_patched(tmp_path / "stop_reading.py", """
+        import os, sys
+        from minimind.data import progress
+        original = progress.ReadingProgress.__call__
+        def stopped(self, done, total):
+            if os.environ["RANK"] == "1":
+                self.stop.set()
+            return original(self, done, total)
+        progress.ReadingProgress.__call__ = stopped
+    """, *ARGS, "--packing", "0", "--batch_size", "2", "--out_dir", str(tmp_path / "run"))
+    assert proc.stdout.count("[stopped]") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "stop requested while preparing the data" in proc.stdout
+    assert "run failed" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -41,6 +41,9 @@ class DataError(ValueError):
         self.message = message
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple:  # (to pass between ranks) pickled as it was made
+        return type(self), (self.path, self.line, self.message)
+
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else f"{self.path}"
         return f"{where}: {self.message}"
