@@ -6,6 +6,12 @@ block, and exits 1 whatever the workers said; a stop signal ends it with another
 workers have already said why (rank 0 prints a refusal once, in one line), so this ends with
 their exit code instead, as one process would: 2 for a refused input, 130 for a stop by signal.
 A rank killed by a signal first, which could say nothing, gets one line naming it.
+
+torchrun passes a stop signal on to the ranks, then kills those still running after its
+shutdown timeout: 30 s by default, less than a DDP stop may take (it waits up to
+STOP_POLL_STEPS steps for the ranks to agree, then writes the checkpoint), so the stop's steps
+were lost. Ours waits STOP_GRACE_SECONDS unless told otherwise (`--shutdown_timeout`, or
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT); a second signal still aborts at once.
 """
 
 from __future__ import annotations
@@ -22,11 +28,13 @@ from torch.distributed.run import parse_args, run
 
 from minimind_tui.cli import exit_codes
 
+STOP_GRACE_SECONDS = 600
 
 def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="minimind-torchrun-") as folder:
         rank_code = Path(folder) / "code"
         os.environ[exit_codes.RANK_CODE_FILE] = str(rank_code)  # the ranks inherit it
+        os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(STOP_GRACE_SECONDS))
         return _launch(argv, rank_code)
 
 

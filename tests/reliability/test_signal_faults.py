@@ -326,6 +326,24 @@ def test_a_torchrun_job_stopped_while_rank_0_tokenizes_stops_every_rank(tmp_path
     assert "Traceback" not in err and "run failed" not in err, err
 
 
+@pytest.mark.parametrize("told, waits", [((), 600), (("--shutdown_timeout", "5"), 5)])
+def test_our_torchrun_gives_a_stop_time_for_its_checkpoint(monkeypatch, told, waits):
+    """torchrun's own 30 s killed a DDP stop still waiting for its poll step or writing the
+    checkpoint; a timeout the user gives still counts."""
+    from torch.distributed.run import config_from_args
+
+    from minimind_tui.run import torchrun
+
+    # A copy, as main() sets the ranks' variables in it.
+    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if k not in
+                                        ("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", "PET_SHUTDOWN_TIMEOUT")})
+    given: list[int] = []
+    monkeypatch.setattr(torchrun, "run",
+                        lambda args: given.append(config_from_args(args)[0].shutdown_timeout))
+    assert torchrun.main([*told, "--standalone", "-m", "minimind_tui", "--no-ui"]) == 0
+    assert given == [waits]
+
+
 def test_ranks_torchrun_kills_before_they_stop_are_no_stop_with_a_checkpoint(tmp_path):
     """torchrun kills the ranks still running its --shutdown_timeout after a stop signal; the
     job said 130 ("stopped, checkpoint written") all the same."""
