@@ -26,6 +26,7 @@ from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
 from minimind.data.corpus import cache_problem, default_cache_dir, file_digest
+from minimind.data.jsonl import named_file
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import PreparationStopped, ReadingProgress
 from minimind.data.sampler import plan_run
@@ -343,7 +344,7 @@ def _on_every_rank(work: Callable[[], T], dist: distributed.DistInfo) -> T:
 
 def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:
     if count:
-        log(f"{path}: skipped {count} bad lines, first: "
+        log(f"{named_file(path)}: skipped {count} bad lines, first: "
             + "; ".join(f"line {n}: {why}" for n, why in first))
 
 

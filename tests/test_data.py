@@ -143,6 +143,10 @@ def test_index_progress_reaches_total(small):
                              r"character \(newline, tab, \.\.\.\) inside a string"),
         ('{"text": "ab}', r"bad\.jsonl:2: line is not valid JSON at column 10: unterminated "
                           r"string"),
+        # Lines that end early: the error is at their end, not at column 1 of a next line.
+        ('{"text": "ab"', r"bad\.jsonl:2: line is not valid JSON at column 14: expected ',' "
+                          r"between items"),
+        ('{"text": ', r"bad\.jsonl:2: line is not valid JSON at column 10: expected a value"),
         ('{"text": "\\ud800"}', r'bad\.jsonl:2: "text" holds an unpaired surrogate \(\\ud800\) '
                                r"at character 1"),
         ('{"txt": "a"}', r'bad\.jsonl:2: missing "text" field$'),

@@ -32,11 +32,16 @@ def note_copy(copy: Path, original: str | Path) -> None:
     _COPIES[copy] = Path(original)
 
 
+def named_file(path: str | Path) -> Path:
+    """The file the user named for `path`: itself, or the original of a decompressed copy."""
+    return _COPIES.get(Path(path), Path(path))
+
+
 class DataError(ValueError):
     """A problem with a data file, printed like a compiler error: `path:line: message`."""
 
     def __init__(self, path: str | Path, line: int | None, message: str):
-        self.path = _COPIES.get(Path(path), Path(path))
+        self.path = named_file(path)
         self.line = line
         self.message = message
         super().__init__(str(self))
@@ -78,18 +83,16 @@ def load_json_line(raw: bytes) -> Any:
     try:
         # Decoded here, not by json.loads(bytes): that also takes UTF-16/32, and with them lone
         # surrogates that no tokenizer accepts. "-sig" lets a file start with a byte-order mark.
-        obj = json.loads(raw.decode("utf-8-sig"))
+        # Without its line end: json counts a newline as a new line, so a line that ends early
+        # had its error placed at column 1 of a line 2 that is not there.
+        obj = json.loads(raw.decode("utf-8-sig").rstrip("\r\n"))
     except UnicodeDecodeError:
         raise ValueError("line is not valid UTF-8") from None
     except RecursionError:  # "[[[[..." thousands deep: json recurses once per level
         raise ValueError("line is not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as e:
-        msg, column = e.msg, e.colno
-        if msg == "Invalid control character at" and e.pos >= len(e.doc.rstrip("\r\n")):
-            # The "control character" is the line's own newline: a string never closed.
-            msg, column = "Unterminated string starting at", e.doc.rfind('"', 0, e.pos) + 1
-        words = _JSON_WORDS.get(msg, msg[:1].lower() + msg[1:])
-        raise ValueError(f"line is not valid JSON at column {column}: {words}") from None
+        words = _JSON_WORDS.get(e.msg, e.msg[:1].lower() + e.msg[1:])
+        raise ValueError(f"line is not valid JSON at column {e.colno}: {words}") from None
     return obj
 
 

@@ -271,6 +271,12 @@ def test_a_bad_line_in_gzip_data_is_named_in_the_users_file(settings, tmp_path, 
     path.write_bytes(gzip.compress(SMALL_DATA + b'{"text": 5}\n'))
     result, events = run(settings(data_path=str(path), packing=packing))
     assert_refused(result, events, f'train.data_path: {path}:41: "text" must be a string', path)
+    # And where they are skipped, in the report of them.
+    result, events = run(settings(data_path=str(path), packing=packing, skip_bad_lines=True,
+                                  out_dir=str(tmp_path / "lenient")))
+    assert result.status == "completed", result
+    assert any(isinstance(e, LogMessage) and e.text.startswith(f"{path}: skipped 1 bad lines")
+               for e in events)
 
 
 @pytest.mark.parametrize("data", ["plain", "gzip"])
