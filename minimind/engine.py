@@ -138,14 +138,11 @@ class Trainer:
         resume, so the history stays whole) and run.json's status."""
         folder = self.prep.folder
         folder.start_fresh()
-        first = len(self.sinks)
-        self.sinks.append(JsonlSink(folder.path / METRICS_FILE, append=self.prep.resume is not None,
-                                    warn=lambda text: self.log(text, "warning")))
-        self.sinks.append(StatusSink(folder, resumed=self.prep.resume is not None,
-                                     warn=lambda text: self.log(text, "warning")))
-        self.sinks += tracker_sinks(self.settings.train.report_to, folder.path,
-                                    warn=lambda text: self.log(text, "warning"))
-        self._folder_sinks = self.sinks[first:]
+        resumed, warn = self.prep.resume is not None, lambda text: self.log(text, "warning")
+        self._folder_sinks = [JsonlSink(folder.path / METRICS_FILE, append=resumed, warn=warn),
+                              StatusSink(folder, resumed=resumed, warn=warn),
+                              *tracker_sinks(self.settings.train.report_to, folder.path, warn)]
+        self.sinks += self._folder_sinks
         self.settings.save_toml(folder.path / CONFIG_FILE)
 
     # -- events -------------------------------------------------------------------------
@@ -193,7 +190,8 @@ class Trainer:
     def _train(self) -> RunFinished:
         t = self.settings.train
         self._build()
-        plan = self._plan()
+        plan = plan_run(len(self.prep.train_data), t.batch_size, t.accumulation_steps, t.epochs,
+                        t.max_steps, self.dist.world_size)
         self._announce(plan)
         meter = Meter(self.dist, self.progress.tokens_seen, self.progress.elapsed,
                       pad_id(self.prep.tokenizer), self.progress.window)
@@ -246,11 +244,6 @@ class Trainer:
         self.net = net
         self.autocast = (nullcontext() if t.dtype == "float32"
                          else torch.autocast(dist.device.type, dtype=getattr(torch, t.dtype)))
-
-    def _plan(self) -> Plan:
-        t = self.settings.train
-        return plan_run(len(self.prep.train_data), t.batch_size, t.accumulation_steps, t.epochs,
-                        t.max_steps, self.dist.world_size)
 
     def _announce(self, plan: Plan) -> None:
         s, t, model, dist = self.settings, self.settings.train, self.model, self.dist

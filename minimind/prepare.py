@@ -377,18 +377,18 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                          f"{state['world_size']} processes; resume with the same number "
                          f"(now {dist.world_size})")
     saved_data = state.get("data") or {}
-    differs = [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]
-    what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
-            "chat_template": "the tokenizer's chat template",
-            "samples": f"the number of samples ({saved_data.get('samples')} → "
-                       f"{fingerprint['samples']})"}
-    changed = "the training data changed since the checkpoint (" + ", ".join(
-        what[k] for k in differs) + ")"
-    if differs and not settings.train.allow_data_change:
-        raise InputError(f"train.from_resume: {changed}, so the run would not continue where "
-                         "it stopped; restore the data, or set allow_data_change to resume "
-                         "anyway")
-    if differs:  # allowed, and said: the log keeps why the curve may jump here
+    if differs := [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]:
+        what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
+                "chat_template": "the tokenizer's chat template",
+                "samples": f"the number of samples ({saved_data.get('samples')} → "
+                           f"{fingerprint['samples']})"}
+        changed = "the training data changed since the checkpoint (" + ", ".join(
+            what[k] for k in differs) + ")"
+        if not settings.train.allow_data_change:
+            raise InputError(f"train.from_resume: {changed}, so the run would not continue "
+                             "where it stopped; restore the data, or set allow_data_change to "
+                             "resume anyway")
+        # Allowed, and said: the log keeps why the curve may jump here.
         log(f"resuming as allow_data_change allows, though {changed}", "warning")
     if status is not None and status.step == reached:  # the clock goes on from the run's end,
         progress = state["progress"]                    # which counts its last evaluation

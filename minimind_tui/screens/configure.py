@@ -81,6 +81,7 @@ class ConfigureScreen(Screen[None]):
         self.problems: list[Problem] = []
         self._settings: RunSettings | None = None
         self._draft: RunSettings | None = None
+        self._resume_step = 0  # the draft's (`resume_start_step`)
         """The settings with defaults for the invalid fields: what the readouts work from."""
         self._model: ModelSummary | str | None = None
         self._data: dict[str, DataSummary | str] = {}
@@ -138,6 +139,8 @@ class ConfigureScreen(Screen[None]):
         changed = form.mark_changed(self.baseline)
         self._draft, self.problems = validate_for_start(form_data(self.specs, raw), changed)
         self._settings = None if self.problems else self._draft
+        # Read from the folder's run.json once here, not at each redraw of the readouts.
+        self._resume_step = resume_start_step(self._draft.train)
         form.show_problems(self.problems)
         self.query_one(ProblemsPanel).show(self.problems)
         self._update_start()
@@ -183,7 +186,7 @@ class ConfigureScreen(Screen[None]):
         data = self._data.get(data_key(*_scan_args(self._draft)))
         self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data,
                                            last_run_rate(self.app.history, self._draft),
-                                           resume_start_step(self._draft.train),
+                                           self._resume_step,
                                            INSPECT_BINDING.key_display or "")
         if blocking_problem(self.problems, MODEL_FIELDS) is not None:
             self.form.show_family_defaults(None)  # the last model's would be stale
