@@ -147,7 +147,8 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
             raise
 
     train_data, data_digest = dataset(t.data_path, "data_path")
-    val_data = dataset(t.val_data_path, "val_data_path")[0] if t.val_data_path else None
+    val_data, val_digest = dataset(t.val_data_path, "val_data_path") if t.val_data_path \
+        else (None, "")
     if len(train_data) == 0:
         raise InputError(f"train.data_path: {t.data_path} holds no complete sample")
     if len(train_data) < dist.world_size:  # a rank without a sample has no step to take
@@ -171,6 +172,8 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
                    "samples": len(train_data)}
     if t.stage != "pretrain":  # the template writes every conversation's text
         fingerprint["chat_template"] = chat_template_digest(tokenizer)
+    if val_digest:  # not what trains, but what val_loss is measured on
+        fingerprint["val_data"] = val_digest
 
     model = _build_model(settings, dist.device)
     if t.from_weight and not t.from_resume:  # (a resume's state holds every weight)
@@ -377,7 +380,12 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                          f"{state['world_size']} processes; resume with the same number "
                          f"(now {dist.world_size})")
     saved_data = state.get("data") or {}
-    if differs := [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]:
+    differs = [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]
+    if "val_data" in differs:  # the run goes on as it would; only its curve's meaning changes
+        differs.remove("val_data")
+        log(f"the validation data changed since the checkpoint: val_loss after step "
+            f"{reached} is measured on other data than before", "warning")
+    if differs:
         what = {"data": "the data file's contents", "tokenizer": "the tokenizer",
                 "chat_template": "the tokenizer's chat template",
                 "samples": f"the number of samples ({saved_data.get('samples')} → "

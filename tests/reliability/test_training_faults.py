@@ -221,6 +221,20 @@ def test_resuming_on_changed_data_is_refused_unless_allowed(tiny_settings, tmp_p
                   "the checkpoint (the data file's contents, the number of samples (60 → 100))"]
 
 
+def test_a_resume_on_other_validation_data_says_so(tiny_settings, tmp_path):
+    """It went unnoticed: val_loss then jumped with nothing in the log to say why."""
+    val = tmp_path / "val.jsonl"
+    val.write_text("".join(json.dumps({"text": f"held out {i} " * 30}) + "\n" for i in range(8)))
+    kept = dict(val_data_path=str(val), eval_interval=2, packing=False)
+    assert run(tiny_settings(**kept, max_steps=2, save_interval=2))[0].status == "completed"
+    val.write_text("".join(json.dumps({"text": f"another {i} " * 30}) + "\n" for i in range(8)))
+    result, events = run(tiny_settings(**kept, max_steps=4, from_resume=True))
+    assert result.status == "completed", result  # what trains is the same
+    assert [e.text for e in events if isinstance(e, LogMessage) and "validation" in e.text] == [
+        "the validation data changed since the checkpoint: val_loss after step 2 is measured "
+        "on other data than before"]
+
+
 def test_an_sft_resume_with_another_chat_template_is_refused(tiny_settings, tmp_path):
     """The template writes each conversation's text; a new one went unnoticed on resume."""
     from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
