@@ -109,6 +109,8 @@ def first_line(spec: str) -> tuple[int, bytes] | None:
     path = BUILTINS.get(name) if spec.startswith(BUILTIN_PREFIX) else Path(spec).expanduser()
     if path is None:
         return None
+    if not path.name.endswith(".gz"):
+        _refuse_compressed(path, spec)
     try:
         with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as f:
             read = 0
@@ -138,4 +140,31 @@ def resolve_data_path(spec: str | Path) -> Path:
     path = Path(spec).expanduser()
     if path.name.endswith(".gz") and path.is_file():
         return _decompressed(path, spec)
+    _refuse_compressed(path, spec)
     return path
+
+
+# The first bytes of the compressed files a JSONL corpus is often shipped as.
+_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
+          b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2"}
+
+
+def _refuse_compressed(path: Path, spec: str | Path) -> None:
+    """A compressed file under a name we read as text: its first line would read as "not valid
+    UTF-8", with no word of why."""
+    if kind := _compressed_as(path):
+        how = ("name it .jsonl.gz to have it decompressed, or decompress it (gunzip)"
+               if kind == "gzip" else "decompress it first")
+        raise DataError(spec, None, f"holds {kind}-compressed data, not text: {how}")
+
+
+def _compressed_as(path: Path) -> str | None:
+    """The compression a regular file's first bytes show (never a FIFO's: reading one waits)."""
+    try:
+        if not path.is_file():
+            return None
+        with path.open("rb") as f:
+            start = f.read(6)
+    except OSError:  # the reader says what is wrong with the file
+        return None
+    return next((kind for magic, kind in _MAGIC.items() if start.startswith(magic)), None)

@@ -279,6 +279,25 @@ def test_a_bad_line_in_gzip_data_is_named_in_the_users_file(settings, tmp_path, 
                for e in events)
 
 
+@pytest.mark.parametrize("packing", [False, True])
+@pytest.mark.parametrize("kind, how", [
+    ("gzip", "name it .jsonl.gz to have it decompressed, or decompress it (gunzip)"),
+    ("xz", "decompress it first")])
+def test_compressed_data_under_a_text_name_is_refused_as_such(settings, tmp_path, kind, how,
+                                                              packing):
+    """Its first line was 'not valid UTF-8', with no word of why, at the start and in the run."""
+    import lzma
+
+    from minimind.environment import data_file_problem
+
+    path = tmp_path / "data.jsonl"
+    path.write_bytes((gzip if kind == "gzip" else lzma).compress(SMALL_DATA))
+    why = f"holds {kind}-compressed data, not text: {how}"
+    assert data_file_problem(str(path), "pretrain", skip_bad_lines=True) == f"{path}: {why}"
+    result, events = run(settings(data_path=str(path), packing=packing, skip_bad_lines=True))
+    assert_refused(result, events, f"train.data_path: {path}: {why}", path)
+
+
 @pytest.mark.parametrize("data", ["plain", "gzip"])
 def test_a_cache_folder_that_cannot_be_used_is_named_as_the_cache(settings, tmp_path, data,
                                                                    monkeypatch, capsys):
