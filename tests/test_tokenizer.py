@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,16 @@ def test_corrupt_tokenizer_raises_one_line(tmp_path):
         load_tokenizer(tmp_path)
     assert "cannot load tokenizer" in str(err.value) and "\n" not in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_tokenizer_file_that_is_no_file_is_named(tmp_path, name, kind):
+    """transformers passed over it as if it were missing: a FIFO as tokenizer_config.json gave
+    "defines no bos/eos token", a tokenizer that the folder's own config does define."""
+    for bundled in ("tokenizer.json", "tokenizer_config.json"):
+        if bundled != name:
+            (tmp_path / bundled).write_bytes((BUNDLED_TOKENIZER_DIR / bundled).read_bytes())
+    os.mkfifo(tmp_path / name) if kind == "fifo" else (tmp_path / name).mkdir()
+    with pytest.raises(TokenizerError, match=f"^{re.escape(str(tmp_path / name))}: not a file"):
+        load_tokenizer(tmp_path)

@@ -46,6 +46,12 @@ CHAT_TEMPLATE = (
 )
 
 
+# What AutoTokenizer reads from a folder, where present (the first two: one must be).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                   "vocab.json", "merges.txt", "tokenizer.model")
+
+
 class TokenizerError(ValueError):
     """A tokenizer directory is missing or cannot be loaded, or cannot be written; the message
     is one line."""
@@ -66,8 +72,13 @@ def load_tokenizer(path: str | Path | None = None):
         raise TokenizerError(f"{directory}: " + ("not a folder (a tokenizer is a folder holding "
                                                  "tokenizer.json)" if directory.exists() else
                                                  "no such tokenizer directory"))
-    if not (directory / "tokenizer.json").is_file() and not (directory / "tokenizer_config.json").is_file():
-        raise TokenizerError(f"{directory}: no tokenizer.json or tokenizer_config.json in this directory")
+    for name in TOKENIZER_FILES:  # transformers passes over what is no file as if missing
+        if (file := directory / name).exists() and not file.is_file():
+            raise TokenizerError(f"{file}: not a file (a FIFO, a folder or a device), so the "
+                                 "tokenizer would load without it")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES[:2]):
+        raise TokenizerError(f"{directory}: no tokenizer.json or tokenizer_config.json in "
+                             "this directory")
     # Imported here: transformers takes seconds to import and most callers of this package
     # (the TUI shell, the corpus tools) never need it.
     from transformers import AutoTokenizer
