@@ -10,10 +10,12 @@ so none of them can hang.
 from __future__ import annotations
 
 import os
+import select
 import stat
 from pathlib import Path
 
 SETTINGS_MAX_BYTES = 1 << 20  # a preset or config.toml is a few KiB
+PIPE_WAIT_SECONDS = 30.0
 
 
 def open_regular(path: Path) -> int:
@@ -42,11 +44,22 @@ def read_small(path: Path, limit: int = SETTINGS_MAX_BYTES) -> bytes:
     """All of a file that must be small (a settings file): OSError, its strerror saying why,
     for more than `limit` bytes or a pipe that gave nothing. A pipe that is being written, as
     `<(...)` is, reads as it comes; one nobody writes to reads as empty at once, since it is
-    opened without waiting for a writer."""
+    opened without waiting for a writer; one whose writer falls silent for PIPE_WAIT_SECONDS
+    is given up on (its writer may never write: `<(cat)` with no input)."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        os.set_blocking(fd, True)
-        data = f.read(limit + 1)
+    chunks, size = [], 0
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while size <= limit:
+            # None: a writer is there, with nothing written yet (b"": none, or it is done).
+            if (chunk := f.read(limit + 1 - size)) is None:
+                if not select.select([fd], [], [], PIPE_WAIT_SECONDS)[0]:
+                    raise OSError(0, f"a pipe that gave nothing for {PIPE_WAIT_SECONDS:g} s")
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    data = b"".join(chunks)
     if not data and not path.is_file():
         raise OSError(0, "a pipe or a device that gave nothing to read")
     if len(data) > limit:

@@ -431,6 +431,27 @@ def test_a_preset_that_is_a_pipe_or_a_device_never_hangs(tmp_path):
         str(writer_end): ["model", "train"]}
 
 
+def test_a_preset_pipe_whose_writer_never_writes_is_given_up_on(tmp_path, monkeypatch):
+    """`--preset <(cat)` with nothing on cat's input: the writer is there, so the read waited
+    for it for good (the dashboard's preset list too)."""
+    from minimind import safe_read
+
+    monkeypatch.setattr(safe_read, "PIPE_WAIT_SECONDS", 0.5)
+    silent, writer = os.pipe()
+    try:
+        with pytest.raises(SettingsError, match=r"/dev/fd/\d+: cannot read \(a pipe that gave "
+                                                r"nothing for 0\.5 s\)"):
+            read_toml(f"/dev/fd/{silent}")
+        os.write(writer, b"[model]\n")  # one that writes slowly is read as it comes
+        later, writer = writer, None  # the timer closes it
+        threading.Timer(0.3, lambda: (os.write(later, b"[train]\n"), os.close(later))).start()
+        assert sorted(read_toml(f"/dev/fd/{silent}")) == ["model", "train"]
+    finally:
+        os.close(silent)
+        if writer is not None:
+            os.close(writer)
+
+
 def test_a_temporary_folder_too_deep_for_the_workers_socket_is_refused(monkeypatch):
     """A DataLoader worker hands batches over through a socket in the temporary folder; past
     the AF_UNIX path limit (TMPDIR over 75 bytes) that failed in a background thread and the
