@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.packed import tokenizer_digest
+from .data.sft import chat_template_digest
 from .tokenizer import BUNDLED_NAMES, BUNDLED_TOKENIZER_DIR, TokenizerError, load_tokenizer
 from .torchfile import CheckpointError
 from .weight_records import BUNDLED, Record
@@ -34,10 +35,22 @@ def choose_tokenizer(recorded: tuple[str, str] | None, override: str | None,
                 f"{_fingerprinted(fingerprint)}): it was replaced "
                 "or retrained since the run; restore it, or give the run's own with "
                 "--tokenizer_path")
-        return folder, ""
+        return folder, other_template(own, fingerprint)
     folder, chosen = _check_tokenizer(override, "--tokenizer_path", vocab_size)
-    return folder, ("" if recorded is None else other_ids(recorded, chosen, override,
-                                                         "--tokenizer_path", fingerprint))
+    ids = "" if recorded is None else other_ids(recorded, chosen, override, "--tokenizer_path",
+                                                 fingerprint)
+    return folder, "; ".join(filter(None, (ids, other_template(chosen, fingerprint))))
+
+
+def other_template(chosen: Any, fingerprint: Record | None) -> str:
+    """A warning when the tokenizer's chat template is not the one an sft or lora run trained
+    its conversations in (as its resume file records it): the same ids, another format."""
+    learned = fingerprint.chat_template_digest if fingerprint is not None else ""
+    if not learned or chat_template_digest(chosen) == learned:
+        return ""
+    return (f"the tokenizer's chat template is not the one the run trained with (as "
+            f"{_fingerprinted(fingerprint)} records it): chats are written in another format "
+            "than the model learned")
 
 
 def other_ids(recorded: tuple[str, str], chosen: Any, spec: str, label: str,

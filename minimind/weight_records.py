@@ -43,6 +43,8 @@ class Record:
     tokenizer_digest: str = ""
     """The fingerprint of the tokenizer the run trained with (a resume file records it): the
     file at tokenizer_path may have been replaced or retrained since."""
+    chat_template_digest: str = ""
+    """And of its chat template, for an sft or lora run: the one its conversations were in."""
 
     def config(self) -> MiniMindConfig:
         if isinstance(self.model, MiniMindConfig):
@@ -116,7 +118,8 @@ def settings_record(resume: Path, model: ModelSettings, train: Any, data: Any = 
     where = f"the settings saved in {resume}"
     train = train if isinstance(train, dict) else {}
     spec, out_dir = train.get("tokenizer_path", ""), train.get("out_dir", "")
-    digest = data.get("tokenizer", "") if isinstance(data, dict) else ""
+    data = data if isinstance(data, dict) else {}
+    digest, template = data.get("tokenizer", ""), data.get("chat_template", "")
     # A lora run keeps its resume file in the run folder's lora/ folder.
     run_folder = resume.parent.parent if holds_adapters(str(resume)) else resume.parent
     if isinstance(spec, str):
@@ -124,7 +127,8 @@ def settings_record(resume: Path, model: ModelSettings, train: Any, data: Any = 
     else:
         spec = ""
     return Record(where, model, (spec, f"train.tokenizer_path in {where}"),
-                  digest if isinstance(digest, str) else "")
+                  digest if isinstance(digest, str) else "",
+                  template if isinstance(template, str) else "")
 
 
 def _tokenizer_as_the_run_took_it(tokenizer_path: str, run_folder: Path, out_dir: Any) -> str:

@@ -235,8 +235,11 @@ def test_a_resume_on_other_validation_data_says_so(tiny_settings, tmp_path):
         "on other data than before"]
 
 
-def test_an_sft_resume_with_another_chat_template_is_refused(tiny_settings, tmp_path):
-    """The template writes each conversation's text; a new one went unnoticed on resume."""
+def test_another_chat_template_is_refused_by_a_resume_and_said_by_generate_and_export(
+        tiny_settings, tmp_path):
+    """The template writes each conversation's text; a new one went unnoticed on resume, and
+    generate and export (which read a run with `read_checkpoint`) chatted in it unsaid."""
+    from minimind.checkpoint_reader import read_checkpoint
     from minimind.tokenizer import BUNDLED_TOKENIZER_DIR
 
     tokenizer = tmp_path / "tokenizer"
@@ -246,12 +249,19 @@ def test_an_sft_resume_with_another_chat_template_is_refused(tiny_settings, tmp_
     assert run(tiny_settings(**sft, max_steps=2, save_interval=2))[0].status == "completed"
     config = tokenizer / "tokenizer_config.json"
     fields = json.loads(config.read_text())
-    fields["chat_template"] = "{{- '<|im_start|>system\nBe brief.<|im_end|>\n' }}" + fields[
-        "chat_template"]
+    original = fields["chat_template"]
+    fields["chat_template"] = "{{- '<|im_start|>system\nBe brief.<|im_end|>\n' }}" + original
     config.write_text(json.dumps(fields))
     result, _ = run(tiny_settings(**sft, max_steps=4, from_resume=True))
     assert (result.status, result.cause) == ("failed", "input")
     assert "changed since the checkpoint (the tokenizer's chat template)" in result.reason
+    said = ("the tokenizer's chat template is not the one the run trained with (as "
+            f"{tmp_path / 'run' / 'full_sft_128_resume.pth'} records it): chats are written in "
+            "another format than the model learned")
+    for override in (None, str(tokenizer)):  # the recorded tokenizer, or the same one named
+        assert read_checkpoint(tmp_path / "run", override).tokenizer_note == said
+    config.write_text(json.dumps({**fields, "chat_template": original}))
+    assert read_checkpoint(tmp_path / "run").tokenizer_note == ""
 
 
 def test_a_strict_run_never_reuses_a_cache_built_with_bad_lines_skipped(tiny_settings, tmp_path):
