@@ -170,8 +170,12 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
     Returns the file written."""
     model, config = source.model, source.model.config
     if not config.tie_word_embeddings:
-        raise ExportError("upstream MiniMind always ties lm_head to the embedding; this model "
-                          "does not (tie_word_embeddings = false), so upstream could not load it")
+        # MiniMind-3's config has had a tie_word_embeddings flag since 2026-04-19, but no
+        # option of its scripts sets it: they build tied models, as MiniMind2's always did.
+        raise ExportError("upstream's scripts build a tied model (lm_head is the embedding), "
+                          "and this one is not (tie_word_embeddings = false): its two matrices "
+                          "would load into their one, the last over the first, without an "
+                          "error; export it with --format hf instead")
     if config.qk_norm and config.use_moe and config.n_shared_experts:
         raise ExportError("no upstream model has both q/k norms (MiniMind-3's) and shared "
                           "experts (MiniMind2's MoE), so neither family's scripts could load "

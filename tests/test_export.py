@@ -297,6 +297,13 @@ def test_upstream_format_round_trip(tmp_path):
     with pytest.raises(ExportError, match="no upstream model has both q/k norms"):
         export_upstream(source(mixed), tmp_path / "mixed")
     assert not (tmp_path / "mixed").exists()
+    # Untied: MiniMind-3 has a flag for it, but upstream's scripts build tied models, which
+    # load the two matrices into one without an error.
+    untied = build(family="minimind3", tie_word_embeddings=False)
+    with pytest.raises(ExportError, match=r"upstream's scripts build a tied model .* without an "
+                                          r"error; export it with --format hf instead"):
+        export_upstream(source(untied), tmp_path / "untied")
+    assert not (tmp_path / "untied").exists()
 
 
 def _random_bytes(path):
