@@ -50,6 +50,7 @@ from minimind.upstream import WeightsMismatchError
 
 Log = Callable[..., None]
 """log(text, level="info"): the engine's `Trainer.log`."""
+T = TypeVar("T")
 
 
 class InputError(Exception):
@@ -327,9 +328,6 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
     report = cache_report(token_file) or {}
     _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)
     return PackedDataset(token_file, t.max_seq_len), digest
-
-
-T = TypeVar("T")
 
 
 def _on_every_rank(work: Callable[[], T], dist: distributed.DistInfo) -> T:
