@@ -222,7 +222,11 @@ class TensorBoardSink(TrackerSink):
     def start(self, run: RunStarted) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+        # A resume goes on from its checkpoint, which may lie behind the last steps logged (a
+        # crash): TensorBoard reads every event file in the folder, so it is told to drop what
+        # earlier files hold from the first step logged again on, or those steps show twice.
+        self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"),
+                                    purge_step=run.start_step + 1 if run.start_step else None)
         # TensorBoard's text is Markdown: indented lines show as code.
         settings = json.dumps(run_config(run), indent=2, ensure_ascii=False)
         self.writer.add_text("settings", "    " + settings.replace("\n", "\n    "),

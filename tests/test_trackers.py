@@ -1,6 +1,7 @@
 """Trackers (`report_to`): the real packages in their offline or local modes, read back from what
 they wrote; and the promise that no tracker can stop or slow training."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -297,10 +298,10 @@ def test_a_tracker_that_hangs_is_abandoned_and_training_goes_on(train_with_recor
     assert tracker.off and tracker.calls == ["start 10"]
 
 
-def run_started(tmp_path, total_steps=9):
+def run_started(tmp_path, total_steps=9, start_step=0):
     return RunStarted(settings={}, parameters=1, active_parameters=1, device="cpu",
                       device_name="CPU", world_size=1, tokens_per_step=1,
-                      steps_per_epoch=total_steps, total_steps=total_steps, start_step=0,
+                      steps_per_epoch=total_steps, total_steps=total_steps, start_step=start_step,
                       flops_per_token=1.0, peak_flops=None, out_dir=str(tmp_path))
 
 
@@ -309,6 +310,27 @@ def step_metrics(step, total_steps=9):
                        steps_per_epoch=total_steps, loss=1.0, logits_loss=1.0, aux_loss=0.0,
                        lr=1e-3, grad_norm=1.0, tokens_per_sec=1.0, tokens_seen=step, elapsed=1.0,
                        eta_seconds=1.0, step_time=1.0)
+
+
+@needs("tensorboard")
+def test_tensorboard_shows_each_step_once_after_a_resume_from_behind_the_last_log(tmp_path):
+    """A crash after step 8 with the checkpoint of step 5: the resume logs 6-8 again, and
+    TensorBoard, which reads every event file in the folder, drew both (the chart stepped back
+    from 8 to 6)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from minimind.trackers import TensorBoardSink
+
+    for start, last, loss in ((0, 8, 9.0), (5, 10, 4.0)):
+        sink = TensorBoardSink(tmp_path, warn=pytest.fail)
+        sink.emit(run_started(tmp_path, 10, start))
+        for step in range(start + 1, last + 1):
+            sink.emit(dataclasses.replace(step_metrics(step, 10), loss=loss))
+        sink.close()
+    board = EventAccumulator(str(tmp_path / "tensorboard"))
+    board.Reload()
+    assert [(e.step, e.value) for e in board.Scalars("train/loss")] == [
+        *((step, 9.0) for step in range(1, 6)), *((step, 4.0) for step in range(6, 11))]
 
 
 def wait_for(condition):
