@@ -1,6 +1,7 @@
 """The data inspector: exact figures on a file whose statistics are known, the mismatched
 tokenizer warning, the cache, the CLI, the screen and the readouts that use it."""
 
+import gzip
 import io
 import json
 from pathlib import Path
@@ -96,6 +97,14 @@ def test_a_copy_inspected_from_the_cache_is_named_as_asked(tok, tmp_path):
         assert inspect(first).path == str(first)
         again = inspect(copy)
         assert again.cached and again.path == str(copy)
+        # Compressed, or bundled: the name given, never the cache's decompressed copy.
+        gz = tmp_path / "c" / f"{name}.gz"
+        gz.parent.mkdir(exist_ok=True)
+        gz.write_bytes(gzip.compress(text.encode()))
+        assert [inspect(gz).path for _ in range(2)] == [str(gz)] * 2  # the second from the cache
+    assert inspect_data("builtin:shakespeare-val", tok).path == "builtin:shakespeare-val"
+    assert inspect_conversations("builtin:shakespeare-chat-val", tok, 64).path == \
+        "builtin:shakespeare-chat-val"
 
 
 def test_errors(tok, tmp_path):

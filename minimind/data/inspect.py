@@ -21,7 +21,7 @@ from minimind.atomic import atomic_write_bytes
 
 from .corpus import default_cache_dir, file_digest, resolve_data_path
 from .fast_encode import backend_json
-from .jsonl import MAX_FIRST_BAD, ProgressFn, check_file
+from .jsonl import MAX_FIRST_BAD, ProgressFn, check_file, named_file
 from .packed import tokenizer_digest
 from .pretrain import special_ids
 from .stream import ChunkResult, stream_chunks
@@ -142,7 +142,8 @@ def cached_inspection(path: Path, data_digest: str, tokenizer_key: str,
                                          .read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return replace(found, path=str(path))  # these bytes may have been inspected elsewhere
+    # These bytes may have been inspected elsewhere; the path is the one the user named.
+    return replace(found, path=str(named_file(path)))
 
 
 def inspect_data(data_path: str | Path, tokenizer, *, progress: ProgressFn | None = None,
@@ -166,7 +167,8 @@ def inspect_data(data_path: str | Path, tokenizer, *, progress: ProgressFn | Non
     if phase:
         phase("tokenizing")
     bos, eos, _ = special_ids(tokenizer)
-    totals = _Totals(DataInspection(str(path), size, digest, key, 0, 0, 0, 0, 0, 0, [], {}, [], 0))
+    totals = _Totals(DataInspection(str(named_file(path)), size, digest, key, 0, 0, 0, 0, 0, 0,
+                                    [], {}, [], 0))
     for chunk in stream_chunks(path, backend_json(tokenizer), bos, eos, skip_bad_lines=True,
                                tokens=False, stats=True, progress=progress, workers=workers):
         totals.add(chunk)

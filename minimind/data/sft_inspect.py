@@ -20,7 +20,7 @@ from minimind.atomic import atomic_write_bytes
 
 from .conversation import parse_conversation
 from .corpus import default_cache_dir, file_digest, resolve_data_path
-from .jsonl import JsonlIndex, ProgressFn, check_file
+from .jsonl import JsonlIndex, ProgressFn, check_file, named_file
 from .packed import tokenizer_digest
 from .sft import SFTDataset, chat_template_digest, mask_markers
 
@@ -92,7 +92,8 @@ def cached_conversation_inspection(path: Path, data_digest: str, key: str, max_s
             cache_path(path, data_digest, key, max_seq_len, cache_dir).read_text("utf-8"))
     except (OSError, ValueError, TypeError, KeyError):
         return None
-    return replace(found, path=str(path))  # these bytes may have been inspected elsewhere
+    # These bytes may have been inspected elsewhere; the path is the one the user named.
+    return replace(found, path=str(named_file(path)))
 
 
 def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
@@ -127,7 +128,7 @@ def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
 
     def figures(documents: int) -> ConversationInspection:
         return ConversationInspection(
-            path=str(index.path), max_seq_len=max_seq_len, documents=documents, turns=turns,
+            path=str(named_file(index.path)), max_seq_len=max_seq_len, documents=documents, turns=turns,
             tokens=tokens, tokens_before_truncation=before, supervised_tokens=supervised,
             truncated_documents=truncated, unsupervised_documents=unsupervised,
             bad_lines=index.bad_lines,
