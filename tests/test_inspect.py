@@ -53,6 +53,16 @@ def test_figures_of_a_file_known_exactly(tok, tmp_path):
     assert (fit.truncated_documents, fit.truncated_tokens) == (1, 12 - 8)
     assert fit.packed_samples == 27 // 8 and fit.packing_saves == pytest.approx(1 - 3 / 4)
     assert sum(n for _, _, n in length_histogram(insp.lengths, 4)) == 4
+    # Fewer tokens than one window: packing makes nothing ("100% less compute" before, and
+    # packing advised against the padding).
+    from minimind.data.inspect_report import figure_rows, warning_texts
+
+    assert dict(figure_rows(insp, 32))["packed"] == \
+        "0 samples, none complete: 27 tokens in all, fewer than max_seq_len=32"
+    assert warning_texts(insp, 32)[-2] == (
+        "Padding to max_seq_len=32 would spend 79% of the compute on padding; packing would "
+        "make no sample of 32 tokens from the 27 there are: lower max_seq_len, or add data.")
+    assert "packing (train.packing) avoids it" in warning_texts(insp, 16)[-2]
 
 
 def test_mismatched_tokenizer_is_named_with_a_fix(tok, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from minimind.data.inspect import DataInspection, length_histogram
+from minimind.data.inspect import DataInspection, Fit, length_histogram
 from minimind.units import format_count
 
 if TYPE_CHECKING:  # the conversation inspector imports torch; these rows need only its fields
@@ -28,7 +28,7 @@ def figure_rows(insp: DataInspection, max_seq_len: int) -> list[tuple[str, str]]
                                    f"padding"),
         ("truncated", f"{fit.truncated_documents:,} documents, {fit.truncated_tokens:,} tokens "
                       f"lost ({fit.truncated_tokens / max(insp.tokens, 1):.1%})"),
-        ("packed", f"{fit.packed_samples:,} samples, {_packing(fit.packing_saves)}"),
+        ("packed", f"{fit.packed_samples:,} samples, {_packing(fit, insp.tokens)}"),
     ]
     return rows
 
@@ -66,8 +66,10 @@ def conversation_warnings(insp: ConversationInspection) -> list[str]:
     return warnings
 
 
-def _packing(saves: float) -> str:
-    if saves >= 0:
+def _packing(fit: Fit, tokens: int) -> str:
+    if not fit.packed_samples:  # "100% less compute": none, as there is nothing to train
+        return f"none complete: {tokens:,} tokens in all, fewer than max_seq_len={fit.max_seq_len}"
+    if (saves := fit.packing_saves) >= 0:
         return f"{saves:.1%} less compute than padded"
     # More samples than padded, not "more compute" for nothing: padding cuts long documents
     # to one window and loses the rest, packing trains on every token.
@@ -116,8 +118,11 @@ def warning_texts(insp: DataInspection, max_seq_len: int) -> list[str]:
                         f"longer than max_seq_len={max_seq_len}: padded samples cut them "
                         f"({fit.truncated_tokens:,} tokens lost); packing keeps every token.")
     if fit.padding_share > 0.5:
+        remedy = ("packing (train.packing) avoids it" if fit.packed_samples else
+                  f"packing would make no sample of {max_seq_len} tokens from the {insp.tokens:,}"
+                  " there are: lower max_seq_len, or add data")
         warnings.append(f"Padding to max_seq_len={max_seq_len} would spend {fit.padding_share:.0%}"
-                        f" of the compute on padding; packing (train.packing) avoids it.")
+                        f" of the compute on padding; {remedy}.")
     if insp.bad_lines:
         warnings.append(f"{insp.bad_lines:,} bad lines: training stops at the first one unless "
                         f"train.skip_bad_lines is on.")
