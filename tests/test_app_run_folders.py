@@ -77,6 +77,17 @@ async def test_a_live_run_is_refused_then_watched_through_a_crash_and_a_resume(t
             assert h.resumed_at == [RunFolder(run).status().resumed_from]
             assert list(h.steps) == list(range(1, crashed_at + 3))  # lost steps replaced
             assert status_text(app) == f"Completed at step {crashed_at + 2:,}"
+
+            # Moved away (or deleted): said, where the run's last state stayed on show; what
+            # was read stays. Moved back: the same run again.
+            run.rename(tmp_path / "moved")
+            await wait_until(pilot, lambda: app.run_phase == "gone")
+            await pilot.pause(0.6)
+            assert status_text(app) == ("Folder gone (deleted or moved): shown as read, up to "
+                                        f"step {crashed_at + 2:,}")
+            assert list(h.steps) == list(range(1, crashed_at + 3))
+            (tmp_path / "moved").rename(run)
+            await wait_until(pilot, lambda: app.run_phase == "completed")
     finally:
         if trainer.poll() is None:
             trainer.kill()

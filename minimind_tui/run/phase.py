@@ -16,6 +16,8 @@ class RunPhase(StrEnum):
     FAILED = "failed"
     CRASHED = "crashed"
     """A watched run whose process is gone without a final event."""
+    GONE = "gone"
+    """A watched run whose folder was deleted or moved away while it was shown."""
 
     @property
     def active(self) -> bool:

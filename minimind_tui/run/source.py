@@ -46,7 +46,8 @@ class RunSource:
     detached = False
     """The run outlives the app (closing the app leaves it running)."""
     state = ""
-    """The run folder's state when known (running, completed, stopped, failed, crashed)."""
+    """The run folder's state when known (running, completed, stopped, failed, crashed, or
+    gone: the folder was deleted or moved)."""
     path: Path
     """The run folder."""
 
@@ -147,7 +148,7 @@ class FolderSource(RunSource):
                 return self._child_outcome()
             child_gone = self.child is not None and self.child.poll() is not None
             if child_gone or time.monotonic() - state_checked >= STATE_SECONDS:
-                state = self.folder.state()
+                state = self.folder.state() if self.folder.path.is_dir() else "gone"
                 # A run.json that is not a status tells nothing: the events say where it is.
                 self.state = "" if state == "unknown" else state
                 state_checked = time.monotonic()

@@ -235,6 +235,9 @@ class DashboardScreen(Screen[None]):
         if phase == RunPhase.CRASHED:
             step = h.latest.step if h.latest else 0
             return f"Crashed at step {step:,} (process gone)"
+        if phase == RunPhase.GONE:
+            step = h.latest.step if h.latest else 0
+            return f"Folder gone (deleted or moved): shown as read, up to step {step:,}"
         if phase == RunPhase.RUNNING:
             return f"Running on {h.started.device}" if h.started else "Preparing data and model…"
         if phase == RunPhase.STOPPING:
