@@ -9,6 +9,7 @@ lora reads as a chain. No Textual here.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -56,7 +57,11 @@ class RunSummary:
     "missing: ..." when it is gone (see `describe_origin`)."""
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "path": str(self.path)}
+        """Its fields for `runs --json`; a figure that is not finite (a run.json edited or
+        synced badly) is null, as JSON has no NaN for the tools that read it (jq refuses it)."""
+        fields = {**asdict(self), "path": str(self.path)}
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                for k, v in fields.items()}
 
     def cells(self) -> dict[str, str]:
         """The figures as a table shows them, by column key (`COLUMNS`)."""

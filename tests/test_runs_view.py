@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from dataclasses import replace
 
@@ -63,6 +64,21 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert "nope: no such folder" in capsys.readouterr().err
     assert runs_main([str(runs_root / "tiny-live" / "config.toml")]) == 2
     assert "config.toml: not a folder" in capsys.readouterr().err
+
+
+def test_runs_json_is_strict_json_whatever_run_json_holds(runs_root, capsys):
+    """A NaN or an Infinity in a run.json (edited, or synced badly) came out as bare NaN, which
+    jq and every strict parser refuse: it is null, as the table's "–" says nothing known."""
+    status = runs_root / "tiny-lr1e-3" / "run.json"
+    status.write_text(re.sub(r'"(loss|tokens_per_sec)": [0-9.]+',
+                             lambda m: f'"{m[1]}": {"NaN" if m[1] == "loss" else "Infinity"}',
+                             status.read_text()))
+    assert runs_main([str(runs_root), "--json"]) == 0
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    runs = {r["name"]: r for r in json.loads(capsys.readouterr().out, parse_constant=refuse)}
+    assert runs["tiny-lr1e-3"]["loss"] is None and runs["tiny-lr1e-3"]["tokens_per_sec"] is None
 
 
 def test_a_run_folder_that_holds_other_runs_lists_them_too(runs_root, capsys):
