@@ -178,13 +178,20 @@ def test_corrupt_tokenizer_raises_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["tokenizer_config.json", "tokenizer.json"])
-@pytest.mark.parametrize("kind", ["fifo", "folder"])
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling link"])
 def test_a_tokenizer_file_that_is_no_file_is_named(tmp_path, name, kind):
     """transformers passed over it as if it were missing: a FIFO as tokenizer_config.json gave
     "defines no bos/eos token", a tokenizer that the folder's own config does define."""
     for bundled in ("tokenizer.json", "tokenizer_config.json"):
         if bundled != name:
             (tmp_path / bundled).write_bytes((BUNDLED_TOKENIZER_DIR / bundled).read_bytes())
-    os.mkfifo(tmp_path / name) if kind == "fifo" else (tmp_path / name).mkdir()
-    with pytest.raises(TokenizerError, match=f"^{re.escape(str(tmp_path / name))}: not a file"):
+    file = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(file)
+    elif kind == "folder":
+        file.mkdir()
+    else:
+        file.symlink_to(tmp_path / "moved.json")
+    why = "a link to .*moved.json, which is not there" if kind == "dangling link" else "not a file"
+    with pytest.raises(TokenizerError, match=f"^{re.escape(str(file))}: {why}"):
         load_tokenizer(tmp_path)

@@ -18,6 +18,7 @@ MiniMind's `model/`.
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,7 +74,11 @@ def load_tokenizer(path: str | Path | None = None):
                                                  "tokenizer.json)" if directory.exists() else
                                                  "no such tokenizer directory"))
     for name in TOKENIZER_FILES:  # transformers passes over what is no file as if missing
-        if (file := directory / name).exists() and not file.is_file():
+        file = directory / name
+        if file.is_symlink() and not file.exists():
+            raise TokenizerError(f"{file}: a link to {os.readlink(file)}, which is not there, "
+                                 "so the tokenizer would load without it")
+        if file.exists() and not file.is_file():
             raise TokenizerError(f"{file}: not a file (a FIFO, a folder or a device), so the "
                                  "tokenizer would load without it")
     if not any((directory / name).is_file() for name in TOKENIZER_FILES[:2]):
