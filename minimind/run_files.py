@@ -7,6 +7,7 @@ Light on purpose (no torch): the runs list, the app and the engine all import it
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from minimind.atomic import stale_temp_files
@@ -29,6 +30,9 @@ RESUME_PATTERNS = (f"*{RESUME_SUFFIX}", f"{ADAPTER_FOLDER}/*{RESUME_SUFFIX}")
 # The files of a run with a fixed name; the checkpoints' names depend on its settings.
 NAMED_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE, ERROR_FILE, LAUNCH_SETTINGS_FILE,
                LAUNCH_LOG_FILE)
+TENSORBOARD_FOLDER = "tensorboard"
+"""`report_to = ["tensorboard"]`'s event files, which TensorBoard reads as one run: those of a
+run replaced in the folder go with it (wandb's and swanlab's folders hold runs of their own)."""
 # A folder with any of these is a run folder (or the start of one) to a runs list.
 MARKER_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE)
 
@@ -83,6 +87,8 @@ def run_files(folder: str | Path) -> list[Path]:
     A weights file without a resume file beside it is not among them: it may be the user's."""
     folder = Path(folder)
     files = [folder / name for name in NAMED_FILES if (folder / name).is_file()]
+    files += sorted(p for p in (folder / TENSORBOARD_FOLDER).glob("events.out.tfevents.*")
+                    if p.is_file())
     for resume in resume_files(folder):
         files.append(resume)
         weights = resume.with_name(weights_of_resume(resume.name))
@@ -101,4 +107,6 @@ def remove_run_files(folder: str | Path) -> list[Path]:
     files = run_files(folder)
     for path in files:
         path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # left empty by the run's event files, or not at all
+        (Path(folder) / TENSORBOARD_FOLDER).rmdir()
     return files

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from minimind.events import EvalResult, Event, RunFinished, RunStarted, StepMetrics
+from minimind.run_files import TENSORBOARD_FOLDER
 from minimind.sinks import BackgroundSink
 
 PROJECT = "minimind-tui"
@@ -225,7 +226,7 @@ class TensorBoardSink(TrackerSink):
         # A resume goes on from its checkpoint, which may lie behind the last steps logged (a
         # crash): TensorBoard reads every event file in the folder, so it is told to drop what
         # earlier files hold from the first step logged again on, or those steps show twice.
-        self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"),
+        self.writer = SummaryWriter(log_dir=str(self.out_dir / TENSORBOARD_FOLDER),
                                     purge_step=run.start_step + 1 if run.start_step else None)
         # TensorBoard's text is Markdown: indented lines show as code.
         settings = json.dumps(run_config(run), indent=2, ensure_ascii=False)

@@ -634,3 +634,26 @@ def test_a_folder_handed_to_torchrun_is_kept_for_its_workers(tmp_path):
         folder = RunFolder(folder_path)
         folder.claim(resume=False, overwrite=False)
         folder.release()
+
+
+def test_a_replaced_or_deleted_run_takes_its_tensorboard_files_with_it(tmp_path):
+    """TensorBoard reads every event file in the folder as one run: after an overwrite the old
+    run's curve was drawn over the new one's steps. wandb's and swanlab's folders hold runs of
+    their own (offline ones to sync), so they stay."""
+    from minimind.run_files import remove_run_files, run_files
+
+    (tmp_path / "run.json").write_text("{}")
+    board, wandb = tmp_path / "tensorboard", tmp_path / "wandb" / "offline-run-1"
+    for folder in (board, wandb):
+        folder.mkdir(parents=True)
+    events = board / "events.out.tfevents.1796598147.vm.16617.0"
+    events.write_bytes(b"x")
+    (wandb / "run-1.wandb").write_bytes(b"x")
+    assert events in run_files(tmp_path) and not any("wandb" in str(p)
+                                                     for p in run_files(tmp_path))
+    remove_run_files(tmp_path)
+    assert not board.exists() and (wandb / "run-1.wandb").exists()
+    board.mkdir()
+    (board / "notes.txt").write_text("mine")  # not an event file: kept, and its folder too
+    remove_run_files(tmp_path)
+    assert (board / "notes.txt").exists()
