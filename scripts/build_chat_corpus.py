@@ -16,6 +16,7 @@ generator, so the output is the same on every run.
 Run from the repository root:  python scripts/build_chat_corpus.py
 """
 
+import argparse
 import gzip
 import json
 import random
@@ -82,5 +83,8 @@ def build(split: str) -> Path:
 
 
 if __name__ == "__main__":
+    # No options: --help says what it writes, rather than writing it.
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     for split in ("train", "val"):
         build(split)

