@@ -26,4 +26,4 @@ def format_bytes(n: float) -> str:
         if n < 1024:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f} GiB"
+    return f"{n:,.1f} GiB"

@@ -363,6 +363,7 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating(settings):
     need, have = re.search(r"need about ([\d,.]+) GiB .* has ([\d,.]+) GiB free",
                            result.reason).groups()
     assert float(need.replace(",", "")) > 1000 > float(have.replace(",", ""))
+    assert "," in need  # thousands separated, as the parameters are (it read "11269.7")
     assert grown < 1 << 20  # < 1 GiB more at peak: the weights were never allocated
     assert not any(isinstance(e, StepMetrics) for e in events)
 
