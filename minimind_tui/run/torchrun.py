@@ -30,6 +30,7 @@ from minimind_tui.cli import exit_codes
 
 STOP_GRACE_SECONDS = 600
 
+
 def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="minimind-torchrun-") as folder:
         rank_code = Path(folder) / "code"

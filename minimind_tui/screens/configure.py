@@ -81,8 +81,8 @@ class ConfigureScreen(Screen[None]):
         self.problems: list[Problem] = []
         self._settings: RunSettings | None = None
         self._draft: RunSettings | None = None
-        self._resume_step = 0  # the draft's (`resume_start_step`)
         """The settings with defaults for the invalid fields: what the readouts work from."""
+        self._resume_step = 0  # the draft's (`resume_start_step`)
         self._model: ModelSummary | str | None = None
         self._data: dict[str, DataSummary | str] = {}
         """Data scans by `data_key`: counting lines of a big file once per file is enough."""
