@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from minimind.data import DataError, build_token_cache
 from minimind.data import stream as stream_module
-from minimind.data.fast_encode import WHITESPACE, FastEncoder, backend_json, chunkable
+from minimind.data.fast_encode import WHITESPACE, FastEncoder, PrefixCut, backend_json, chunkable
 from minimind.data.jsonl import JsonlReader
 from minimind.data.packed import cache_report
 from minimind.data.pretrain import special_ids, wrap_document
@@ -241,3 +241,31 @@ def test_other_tokenizers_encode_whole_texts(tok):
     expected = [reference.encode(t, add_special_tokens=False).ids for t in texts]
     assert ids.tolist() == [i for e in expected for i in e]
     assert counts.tolist() == [len(e) for e in expected]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(TEXTS, min_size=1, max_size=12).map(" ".join), st.integers(1, 4))
+def test_a_prefix_cut_keeps_a_texts_first_ids_exactly(text, tokens):
+    for tokenizer, _ in _tokenizers_and_encoders():
+        whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+        cut = PrefixCut(backend_json(tokenizer), tokens)(text)
+        assert text.startswith(cut)
+        assert tokenizer(cut, add_special_tokens=False)["input_ids"][:tokens] == whole[:tokens]
+
+
+def test_a_huge_line_is_cut_to_what_its_sample_needs(tok, tmp_path):
+    """Unpacked pretraining encoded all of a line for its first max_seq_len ids: ~45 s for a
+    50 MB line, at every fetch. Cut, the sample is the same."""
+    from minimind.data.pretrain import PretrainDataset
+
+    text = "To be, or not to be, that is the question:\n" * 2000  # 86 KB
+    cut = PrefixCut(backend_json(tok), 64)(text)
+    assert len(cut) < len(text) / 50
+    path = tmp_path / "huge.jsonl"
+    path.write_text(json.dumps({"text": text}) + "\n")
+    sample = PretrainDataset(path, tok, 64)[0]
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    assert sample[0].tolist() == [tok.bos_token_id, *whole[:62], tok.eos_token_id]
+    spec = json.loads(backend_json(tok))
+    spec["normalizer"] = {"type": "Lowercase"}  # not chunkable: the text whole
+    assert PrefixCut(json.dumps(spec), 64)(text) == text

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .corpus import resolve_data_path
+from .fast_encode import PrefixCut, backend_json
 from .jsonl import JsonlIndex
 from .stream import wrap_documents
 
@@ -59,6 +60,7 @@ class PretrainDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.bos, self.eos, self.pad = special_ids(tokenizer)
+        self.cut = PrefixCut(backend_json(tokenizer), max_seq_len)  # the text a sample needs
 
     def __len__(self) -> int:
         return len(self.index)
@@ -66,8 +68,10 @@ class PretrainDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         T = self.max_seq_len
         # Truncating at T tokens is enough: at most one leading bos is dropped, and a cut
-        # text's last token is replaced by eos anyway. It also bounds the work on huge lines.
-        ids = self.tokenizer(self.index.text(i), add_special_tokens=False, truncation=True, max_length=T)["input_ids"]
+        # text's last token is replaced by eos anyway. The cut text bounds the work on huge
+        # lines (the tokenizer encodes all of a text before it truncates).
+        ids = self.tokenizer(self.cut(self.index.text(i)), add_special_tokens=False,
+                             truncation=True, max_length=T)["input_ids"]
         doc = wrap_document(ids, self.bos, self.eos)
         if len(doc) > T:
             doc = doc[: T - 1] + [self.eos]
@@ -83,7 +87,7 @@ class PretrainDataset(Dataset):
         for all its texts (the Rust batch path, on every core) and the wrapping, truncation and
         padding above as array operations. Sample by sample, tokenizing kept a GPU waiting."""
         T = self.max_seq_len
-        texts = [self.index.text(i) for i in indices]
+        texts = [self.cut(self.index.text(i)) for i in indices]
         encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True,
                                  max_length=T)["input_ids"]
         counts = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
