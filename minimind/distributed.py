@@ -8,13 +8,16 @@ degrades to a single process and the collectives become no-ops.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from minimind.device import resolve_device
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,20 @@ def all_gather_object(obj: Any, info: DistInfo) -> list[Any]:
 def from_main(obj: Any, info: DistInfo) -> Any:
     """Rank 0's `obj` on every rank (a decision only rank 0 can make, e.g. about the folder)."""
     return all_gather_object(obj, info)[0]
+
+
+def together(work: Callable[[], T], errors: tuple[type[Exception], ...], info: DistInfo) -> T:
+    """`work()` on this rank; one of `errors` that ends it on any rank is raised on every rank
+    (the first rank's), so that all of them leave together rather than one waiting for good in
+    a collective the others have left. The errors must pickle as they were made."""
+    result, problem = None, None
+    try:
+        result = work()
+    except errors as e:
+        problem = e
+    if found := [p for p in all_gather_object(problem, info) if p is not None]:
+        raise found[0]
+    return result
 
 
 def barrier(info: DistInfo) -> None:

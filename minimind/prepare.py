@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -50,7 +50,8 @@ from minimind.upstream import WeightsMismatchError
 
 Log = Callable[..., None]
 """log(text, level="info"): the engine's `Trainer.log`."""
-T = TypeVar("T")
+# What may end one rank's reading alone: a refusal of its data, or a stop request it heard.
+PREPARATION_ERRORS = (DataError, PreparationStopped)
 
 
 class InputError(Exception):
@@ -138,8 +139,9 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         try:
             # Each rank reads its own copy (or finds rank 0's cache), and a stop request may
             # reach one rank alone: they leave together, or one waits in a collective for good.
-            return _on_every_rank(lambda: _dataset(spec, tokenizer, settings, dist,
-                                                   ReadingProgress(spec, log, stop)), dist)
+            return distributed.together(lambda: _dataset(spec, tokenizer, settings, dist,
+                                                         ReadingProgress(spec, log, stop)),
+                                        PREPARATION_ERRORS, dist)
         except DataError as e:
             raise InputError(f"train.{field}: {e}") from None
         except OSError as e:
@@ -323,24 +325,12 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
 
     # Rank 0 tokenizes; the others wait, then find the cached file, or stop with its refusal or
     # its stop (rather than in a collective that rank 0 left).
-    built = _on_every_rank(build if dist.is_main else lambda: None, dist)
+    built = distributed.together(build if dist.is_main else lambda: None, PREPARATION_ERRORS,
+                                 dist)
     token_file, digest = built or build()
     report = cache_report(token_file) or {}
     _report_bad_lines(path, report.get("bad_lines", 0), report.get("first_bad", []), log)
     return PackedDataset(token_file, t.max_seq_len), digest
-
-
-def _on_every_rank(work: Callable[[], T], dist: distributed.DistInfo) -> T:
-    """`work()` on this rank; a refusal of the data or a stop request that ends it on any rank
-    is raised on every rank (the first rank's), so that all of them leave together."""
-    result, problem = None, None
-    try:
-        result = work()
-    except (DataError, PreparationStopped) as e:
-        problem = e
-    if found := [p for p in distributed.all_gather_object(problem, dist) if p is not None]:
-        raise found[0]
-    return result
 
 
 def _report_bad_lines(path: Path, count: int, first: list, log: Log) -> None:
