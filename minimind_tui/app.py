@@ -150,9 +150,14 @@ class MiniMindApp(App[None]):
             self.training.close()
 
     @property
+    def watching(self) -> bool:
+        """The run on show is watched: not the app's own, maybe not even this machine's."""
+        return self.training is not None and self.training.read_only
+
+    @property
     def run_active(self) -> bool:
         """A run of the app's own is going (a watched one is not the app's to stop)."""
-        return self.run_phase.active and not (self.training and self.training.read_only)
+        return self.run_phase.active and not self.watching
 
     @property
     def _detached(self) -> bool:
@@ -175,7 +180,7 @@ class MiniMindApp(App[None]):
         if action == "stop":
             if self.run_phase == RunPhase.RUNNING and self.run_active:
                 return True
-            if self.training is not None and self.training.read_only:
+            if self.watching:
                 return False  # nothing of the app's to stop
             # Greyed out on the dashboard, where it belongs; hidden on the crowded form.
             return None if self.screen is self.dashboard_screen else False

@@ -20,6 +20,7 @@ from minimind.run_status import RunStatus
 from minimind.settings import ModelSettings, TrainSettings
 from minimind_tui.app import MiniMindApp
 from minimind_tui.run.history import RunHistory, downsample_minmax
+from minimind_tui.run.source import FolderSource
 from minimind_tui.form.presets import load_settings
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.resume import ResumeScreen
@@ -471,6 +472,14 @@ async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model
         await pilot.press("f2", "f2")  # to the dashboard and back: the readouts follow it
         await wait_until(pilot, lambda: "ETA" in readouts(app))
         assert "at the last run's 4.00k tokens/s" in " ".join(readouts(app).split())
+        # The same run watched (F4, w): another machine's speed, maybe a GPU's, gave this CPU
+        # an ETA orders of magnitude short.
+        app.training = FolderSource(tmp_path / "elsewhere")
+        app.configure_screen.validate(force=True)
+        await wait_until(pilot, lambda: "ETA" not in readouts(app))
+        app.training = None
+        app.configure_screen.validate(force=True)
+        await wait_until(pilot, lambda: "ETA" in readouts(app))
         # A resume trains the steps after its checkpoint only (it timed the whole plan).
         whole = eta_seconds(readouts(app))
         total = int(re.search(r"total steps\s+([\d,]+)", readouts(app)).group(1).replace(",", ""))

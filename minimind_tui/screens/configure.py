@@ -184,8 +184,9 @@ class ConfigureScreen(Screen[None]):
         if self._draft is None:
             return
         data = self._data.get(data_key(*_scan_args(self._draft)))
-        self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data,
-                                           last_run_rate(self.app.history, self._draft),
+        # A watched run's speed is another machine's, maybe a GPU's: no ETA from it.
+        rate = None if self.app.watching else last_run_rate(self.app.history, self._draft)
+        self.query_one(ReadoutsPanel).show(self._draft, self.problems, self._model, data, rate,
                                            self._resume_step,
                                            INSPECT_BINDING.key_display or "")
         if blocking_problem(self.problems, MODEL_FIELDS) is not None:
