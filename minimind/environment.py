@@ -133,8 +133,9 @@ def _path_field_problem(name: str, value: str, t: TrainSettings) -> str | None:
                                          if name in DATA_FIELDS else None)
 
 
-def environment_problems(settings: RunSettings) -> list[Problem]:
-    """Everything this machine lacks for `settings`: missing files, trackers, devices."""
+def environment_problems(settings: RunSettings, resume: bool = True) -> list[Problem]:
+    """Everything this machine lacks for `settings`: missing files, trackers, devices; and,
+    unless `resume` is False, whether the folder's checkpoint can go on under them."""
     t = settings.train
     # A resume's state holds every weight: its from_weight is only compared with its record.
     read = [name for name in PATH_FIELDS if not (t.from_resume and name == "from_weight")]
@@ -145,7 +146,7 @@ def environment_problems(settings: RunSettings) -> list[Problem]:
     if t.from_resume:
         from minimind.resume_check import resume_problems
 
-        out += [] if out_dir_problem else resume_problems(settings)
+        out += [] if out_dir_problem or not resume else resume_problems(settings)
     elif (t.stage != "pretrain" and t.from_weight.strip()
             and not any(p.loc == "train.from_weight" for p in out)):
         from minimind.chain import from_weight_problem  # (pretraining: the engine's check)
@@ -188,7 +189,10 @@ def worker_socket_problem() -> str | None:
 def validate_for_start(data: dict[str, Any], changed: Collection[str] = ()
                        ) -> tuple[RunSettings, list[Problem]]:
     """`validate`, then what this machine lacks: every problem a start would meet, at once.
-    A field's own error hides what the machine would say about the default standing in."""
+    A field's own error hides what the machine would say about the default standing in; and
+    as a resume is checked against every field, any error hides that check (it blamed a
+    checkpoint named after a default: pretrain_512_resume.pth for an empty hidden_size)."""
     settings, problems = validate(data, changed)
     invalid = {p.loc for p in problems}
-    return settings, problems + [p for p in environment_problems(settings) if p.loc not in invalid]
+    return settings, problems + [p for p in environment_problems(settings, resume=not problems)
+                                 if p.loc not in invalid]

@@ -554,6 +554,12 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
         f"train.from_resume: no resume checkpoint at {folder / 'other_128_resume.pth'}; the "
         "folder holds pretrain_128_resume.pth: resume with the settings that name it "
         "(save_weight, hidden_size, use_moe, lora_name as its run had them)"]
+    # A field invalid: the default standing in named a checkpoint nobody chose
+    # (pretrain_512_resume.pth for an empty hidden_size); the resume waits for valid fields.
+    data = settings.model_dump(mode="json")
+    data["train"].update(from_resume=True, max_steps=3)
+    data["model"]["hidden_size"] = "wide"
+    assert [p.loc for p in validate_for_start(data)[1]] == ["model.hidden_size"]
     # An unreadable record leaves the decision to the checkpoint's own, when the run starts.
     (folder / "config.toml").unlink()
     os.mkfifo(folder / "config.toml")  # (never opened: a read would block)
