@@ -129,8 +129,16 @@ def _shown(value: str) -> str:
 
 
 def _path_field_problem(name: str, value: str, t: TrainSettings) -> str | None:
-    return path_problem(name, value) or (data_file_problem(value, t.stage, t.skip_bad_lines)
-                                         if name in DATA_FIELDS else None)
+    if why := path_problem(name, value):
+        return why
+    if name in DATA_FIELDS:
+        return data_file_problem(value, t.stage, t.skip_bad_lines)
+    if name == "tokenizer_path":  # a folder without one said "ready", and the start failed
+        from minimind.tokenizer import BUNDLED_NAMES, tokenizer_folder_problem
+
+        return None if value in BUNDLED_NAMES else tokenizer_folder_problem(
+            Path(value).expanduser())
+    return None
 
 
 def environment_problems(settings: RunSettings, resume: bool = True) -> list[Problem]:

@@ -63,27 +63,34 @@ class TrainedTokenizer(NamedTuple):
     vocab_size: int  # what the corpus gave: below the size asked for when it runs out of merges
 
 
+def tokenizer_folder_problem(directory: Path) -> str | None:
+    """Why `directory` holds no tokenizer to load whole, as far as its files tell without
+    loading it (the form asks at every change); None when they do."""
+    if not directory.is_dir():
+        return f"{directory}: " + ("not a folder (a tokenizer is a folder holding "
+                                   "tokenizer.json)" if directory.exists() else
+                                   "no such tokenizer directory")
+    for name in TOKENIZER_FILES:  # transformers passes over what is no file as if missing
+        file = directory / name
+        if file.is_symlink() and not file.exists():
+            return (f"{file}: a link to {os.readlink(file)}, which is not there, so the "
+                    "tokenizer would load without it")
+        if file.exists() and not file.is_file():
+            return (f"{file}: not a file (a FIFO, a folder or a device), so the tokenizer "
+                    "would load without it")
+    if not any((directory / name).is_file() for name in TOKENIZER_FILES[:2]):
+        return f"{directory}: no tokenizer.json or tokenizer_config.json in this directory"
+    return None
+
+
 def load_tokenizer(path: str | Path | None = None):
     """Load a tokenizer: None, "" or "builtin" gives the bundled one, else an HF tokenizer dir."""
     if path is None or (isinstance(path, str) and path.strip() in BUNDLED_NAMES):
         directory = BUNDLED_TOKENIZER_DIR
     else:
         directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise TokenizerError(f"{directory}: " + ("not a folder (a tokenizer is a folder holding "
-                                                 "tokenizer.json)" if directory.exists() else
-                                                 "no such tokenizer directory"))
-    for name in TOKENIZER_FILES:  # transformers passes over what is no file as if missing
-        file = directory / name
-        if file.is_symlink() and not file.exists():
-            raise TokenizerError(f"{file}: a link to {os.readlink(file)}, which is not there, "
-                                 "so the tokenizer would load without it")
-        if file.exists() and not file.is_file():
-            raise TokenizerError(f"{file}: not a file (a FIFO, a folder or a device), so the "
-                                 "tokenizer would load without it")
-    if not any((directory / name).is_file() for name in TOKENIZER_FILES[:2]):
-        raise TokenizerError(f"{directory}: no tokenizer.json or tokenizer_config.json in "
-                             "this directory")
+    if problem := tokenizer_folder_problem(directory):
+        raise TokenizerError(problem)
     # Imported here: transformers takes seconds to import and most callers of this package
     # (the TUI shell, the corpus tools) never need it.
     from transformers import AutoTokenizer

@@ -588,3 +588,19 @@ def test_a_data_path_that_is_no_file_is_refused_by_the_form_too(tmp_path):
             problems = [str(p) for p in validate_for_start(data)[1]]
             assert problems == [f"train.{field}: {path}: {why}"], problems
         data["train"][field] = "builtin:shakespeare"
+
+
+def test_a_tokenizer_path_without_a_tokenizer_is_refused_by_the_form_too(tmp_path):
+    """Only its existence was checked: the form said "ready to start" for an empty folder or a
+    FIFO, and the start failed in a dialog."""
+    from minimind.environment import validate_for_start
+
+    os.mkfifo(tmp_path / "fifo")
+    for value, why in ((tmp_path, "no tokenizer.json or tokenizer_config.json in this directory"),
+                       (tmp_path / "fifo", "not a folder (a tokenizer is a folder holding "
+                                           "tokenizer.json)")):
+        problems = validate_for_start({"train": {"tokenizer_path": str(value)}})[1]
+        assert [str(p) for p in problems if p.loc == "train.tokenizer_path"] == [
+            f"train.tokenizer_path: {value}: {why}"]
+    assert not [p for p in validate_for_start({"train": {"tokenizer_path": "builtin"}})[1]
+                if p.loc == "train.tokenizer_path"]
