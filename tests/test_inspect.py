@@ -218,6 +218,19 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
         readouts = shown(configure.query_one("#readouts", Static))
         assert "(inspected)" in readouts and "tokens/epoch" in readouts
 
+        # A file it cannot inspect: the bar kept moving, and the reason was cut to one line.
+        gz = tmp_path / "gz.jsonl"
+        gz.write_bytes(gzip.compress(b'{"text": "To be"}\n'))
+        app.push_screen(InspectScreen(str(gz), "", 64, "pretrain"))
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.5)
+        status = app.screen.query_one("#inspect-status", Static)
+        assert not app.screen.query_one(ProgressBar).display
+        assert shown(status).split() == (f"cannot inspect: {gz}: holds gzip-compressed data, not "
+                                         "text: name it .jsonl.gz to have it decompressed, or "
+                                         "decompress it (gunzip)").split()
+        assert status.region.height >= 2  # the whole reason, over lines
+
 
 async def test_escape_cancels_a_running_pass(tmp_path, monkeypatch):
     from minimind_tui.app import MiniMindApp

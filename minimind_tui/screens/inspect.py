@@ -149,6 +149,8 @@ class InspectScreen(Screen["Inspection | None"]):
                          "bold")
             self._show(self.result, final=True)
         elif event.state == WorkerState.ERROR and not isinstance(worker.error, _Cancelled):
+            # Nothing goes on: no bar that still moves, and the whole reason, over lines.
+            self.query_one(ProgressBar).display = False
             self._status(f"cannot inspect: {worker.error}", "bold red")
 
     def _show(self, insp: Inspection, final: bool) -> None:
