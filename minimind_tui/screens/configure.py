@@ -88,6 +88,8 @@ class ConfigureScreen(Screen[None]):
         """Data scans by `data_key`: counting lines of a big file once per file is enough."""
         self._scanning: set[str] = set()
         self._validated: dict[str, Any] | None = None
+        self._run_seen: tuple[int, bool] | None = None
+        """The app's run (its id, and whether it had ended) when the form was last shown."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="toolbar"):
@@ -193,11 +195,14 @@ class ConfigureScreen(Screen[None]):
             self.form.show_family_defaults(self._model.family_defaults)
 
     def on_screen_resume(self) -> None:
-        # What the checks read may have changed while another screen was shown: a run began
-        # or ended (the ETA's rate; a resume run to its end leaves nothing to train), a run
-        # was deleted in the runs view (its problems stayed on show), a file came or went.
-        if self._draft is not None:
+        # A run that began or ended since changed the ETA's rate, and maybe the folder a check
+        # read (a resume run to its end leaves nothing to train).
+        h = self.app.history
+        seen, self._run_seen = self._run_seen, (h.run_id, h.finished is not None)
+        if seen is not None and seen != self._run_seen:
             self.validate(force=True)
+        else:
+            self._show_readouts()  # the rate of a run going on
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
