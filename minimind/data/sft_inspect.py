@@ -129,9 +129,9 @@ def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
     def figures(documents: int) -> ConversationInspection:
         return ConversationInspection(
             path=str(named_file(index.path)), max_seq_len=max_seq_len, documents=documents,
-            turns=turns, tokens=tokens, tokens_before_truncation=before, supervised_tokens=supervised,
-            truncated_documents=truncated, unsupervised_documents=unsupervised,
-            bad_lines=index.bad_lines,
+            turns=turns, tokens=tokens, tokens_before_truncation=before,
+            supervised_tokens=supervised, truncated_documents=truncated,
+            unsupervised_documents=unsupervised, bad_lines=index.bad_lines,
             first_bad=list(index.first_bad), lengths=dict(sorted(lengths.items())))
 
     # A hundred reports or more: a smooth bar, and a cancel (raised from `progress`) within
