@@ -19,6 +19,7 @@ from minimind.events import RunStarted
 from minimind.run_folder import RunFolder
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.choice import ChoiceScreen
+from minimind_tui.screens.confirm import ConfirmScreen
 from test_app import SIZE, quick_app, wait_until
 from test_run_folder import cli, read_events, start, wait_for
 
@@ -258,6 +259,15 @@ async def test_the_form_checks_its_folder_again_when_shown(tmp_path):
         await wait_until(pilot, lambda: app.configure_screen.problems)
         assert [p.loc for p in app.configure_screen.problems] == ["train.from_resume"]
         assert "nothing is left to train" in str(app.configure_screen.problems[0])
+        # The run deleted in the runs view: its problem stayed on show until a field was typed.
+        await pilot.press("f4")
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not (tmp_path / "run" / "run.json").exists())
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "no resume checkpoint at" in " ".join(
+            map(str, app.configure_screen.problems)))
 
 
 async def test_start_into_a_used_folder_asks_new_folder_overwrite_or_resume(tmp_path):

@@ -90,6 +90,8 @@ class ConfigureScreen(Screen[None]):
         self._validated: dict[str, Any] | None = None
         self._run_seen: tuple[int, bool] | None = None
         """The app's run (its id, and whether it had ended) when the form was last shown."""
+        self._folders_changed = False
+        """A run's files went while another screen was shown (`check_again_when_shown`)."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="toolbar"):
@@ -199,10 +201,16 @@ class ConfigureScreen(Screen[None]):
         # read (a resume run to its end leaves nothing to train).
         h = self.app.history
         seen, self._run_seen = self._run_seen, (h.run_id, h.finished is not None)
-        if seen is not None and seen != self._run_seen:
+        if (seen is not None and seen != self._run_seen) or self._folders_changed:
+            self._folders_changed = False
             self.validate(force=True)
         else:
             self._show_readouts()  # the rate of a run going on
+
+    def check_again_when_shown(self) -> None:
+        """A run's files were deleted elsewhere (the runs view): a resume or from_weight the
+        form found fine may be gone. Checked when the form is next shown, not while hidden."""
+        self._folders_changed = True
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker

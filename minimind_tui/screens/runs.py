@@ -286,6 +286,7 @@ class RunsScreen(Screen[None]):
             self.notify(str(e), title="Cannot delete", severity="error", markup=False)
             return
         self.notify(f"{len(removed)} files removed", title=f"Deleted {run.name}", markup=False)
+        self.app.configure_screen.check_again_when_shown()
         self.action_refresh()
 
 
