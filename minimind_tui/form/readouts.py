@@ -165,8 +165,9 @@ def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]
     elif t.packing and data.tokens is not None:
         samples, basis = data.tokens // t.max_seq_len, f"{data.tokens:,} cached tokens"
     elif t.packing:
-        # One document per line is a lower bound: long documents fill several windows.
-        samples, basis = data.lines, f"{data.lines:,} lines; exact once tokenized"
+        # Packing makes windows of tokens, not of lines: short documents share a window, long
+        # ones fill several, so one window per line is a guess either way.
+        samples, basis = data.lines, f"{data.lines:,} lines, a window each: a guess until tokenized"
     else:
         samples, basis = data.lines, f"{data.lines:,} lines"
     batches = math.ceil(samples / t.batch_size)
