@@ -339,8 +339,10 @@ def _config_from_shapes(path: Path, state_dict: dict[str, torch.Tensor],
     try:
         config = infer_config(state_dict, num_attention_heads)
     except HeadSplitError as e:
-        raise CheckpointError(f"{path}: {e}".replace("with num_attention_heads",
-                                                     "with --num_attention_heads")) from None
+        # The playground and the export screen have no field for it: name where it is given.
+        raise CheckpointError(f"{path}: {e}".replace(
+            "with num_attention_heads",
+            "with the --num_attention_heads of minimind-tui generate or export")) from None
     except (ValueError, IndexError, ZeroDivisionError) as e:
         raise CheckpointError(f"{path}: not a MiniMind checkpoint ({e})") from None
     heads = f" and num_attention_heads {num_attention_heads}" if num_attention_heads else ""

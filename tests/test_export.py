@@ -239,8 +239,8 @@ def test_run_folder_settings_reach_the_export(tmp_path):
     # Without it, a bare upstream file gets the family's defaults.
     bare = tmp_path / "pretrain_64.pth"
     bare.write_bytes(src.weights_path.read_bytes())
-    with pytest.raises(CheckpointError, match="does not record its head split.*"
-                                              "--num_attention_heads"):
+    with pytest.raises(CheckpointError, match="does not record its head split.*--num_attention_"
+                                              "heads of minimind-tui generate or export"):
         read_checkpoint(bare)  # its shapes fit 4/1, 8/2, 16/4 and 32/8
     assert read_checkpoint(bare, num_attention_heads=8).model.config.rope_theta == 1e6
 
