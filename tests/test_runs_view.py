@@ -169,6 +169,8 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
         diff = app.screen.query_one(DataTable)
         assert [tuple(map(str, diff.get_row_at(i))) for i in range(diff.row_count)] == [
             ("train.learning_rate", "0.001", "0.003")]
+        assert str(app.screen.query_one(".dialog-note", Static).render()) == (
+            "1 setting differs (esc closes)")
         await pilot.press("escape")
         table.move_cursor(row=rows(table).index("tiny-resumed"))
         await pilot.press("space", "c")

@@ -20,7 +20,9 @@ class SettingsDiffScreen(ModalScreen[None]):
         with Vertical(classes="dialog -wide") as dialog:
             dialog.border_title = f"Settings: {self.a} vs {self.b}"
             if self.rows:
-                yield Static(f"{len(self.rows)} settings differ (esc closes)",
+                count = ("1 setting differs" if len(self.rows) == 1
+                         else f"{len(self.rows)} settings differ")
+                yield Static(f"{count} (esc closes)",
                              classes="dialog-note", markup=False)
                 yield DataTable(id="diff-table", cursor_type="row", zebra_stripes=True)
             else:
