@@ -37,6 +37,11 @@ run replaced in the folder go with it (wandb's and swanlab's folders hold runs o
 MARKER_FILES = (STATUS_FILE, METRICS_FILE, CONFIG_FILE)
 
 
+NAME_PREFIX_MAX = 200
+"""The longest save_weight or lora_name: a file name may hold 255 bytes, and the longest one a
+run writes adds ~40 (`_<hidden>_moe_resume.pth`, and the atomic write's `.<name>.<random>.tmp`)."""
+
+
 def weights_name(save_weight: str, hidden_size: int, use_moe: bool) -> str:
     """Upstream's rule: `pretrain_512.pth`, `pretrain_640_moe.pth`."""
     return f"{save_weight}_{hidden_size}{'_moe' if use_moe else ''}{WEIGHTS_SUFFIX}"

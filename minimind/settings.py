@@ -28,7 +28,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
-from minimind.run_files import CONFIG_FILE, lora_weights_name, weights_name
+from minimind.run_files import CONFIG_FILE, NAME_PREFIX_MAX, lora_weights_name, weights_name
 from minimind.safe_read import read_small
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
@@ -213,7 +213,7 @@ class TrainSettings(_Section):
     out_dir: str = _field("out", "Output", "folder for weights, resume state and metrics")
     save_weight: str = _field(
         "pretrain", "Output", "weights file prefix: <out_dir>/<save_weight>_<hidden>[_moe].pth",
-        pattern=r"^[A-Za-z0-9_.-]+$")
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=NAME_PREFIX_MAX)
     log_interval: int = _field(100, "Output", "optimizer steps between log lines", ge=1)
     save_interval: int = _field(
         100, "Output", "optimizer steps between checkpoints (0: only at the end)", ge=0)
@@ -223,7 +223,7 @@ class TrainSettings(_Section):
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
     lora_name: str = _field(
         "lora", "Output", "lora stage: adapter file <out_dir>/lora/<lora_name>_<hidden>.pth",
-        pattern=r"^[A-Za-z0-9_.-]+$")
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=NAME_PREFIX_MAX)
     lora_rank: int = _field(8, "Optimisation", "lora stage: rank of each adapter", ge=1, le=1024)
     from_resume: bool = _field(False, "Output", "continue the run saved in out_dir")
     overwrite: bool = _field(

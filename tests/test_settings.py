@@ -227,6 +227,21 @@ def test_values_that_would_crash_later_are_refused(train, loc):
     assert "model.vocab_size" in problems({"model": {"vocab_size": 1_000_000_000}})
 
 
+def test_file_name_prefixes_leave_room_for_every_file_a_run_writes(tmp_path):
+    """A 250-character save_weight passed the form and failed at step 0: File name too long."""
+    from minimind.atomic import atomic_write_bytes
+    from minimind.run_files import NAME_PREFIX_MAX, resume_name, weights_name
+
+    assert set(problems({"train": {"save_weight": "w" * (NAME_PREFIX_MAX + 1),
+                                   "lora_name": "l" * 250}})) == {"train.save_weight",
+                                                                   "train.lora_name"}
+    longest = weights_name("w" * NAME_PREFIX_MAX, 16384, use_moe=True)
+    assert not problems({"train": {"save_weight": "w" * NAME_PREFIX_MAX},
+                         "model": {"hidden_size": 16384}})
+    atomic_write_bytes(tmp_path / resume_name(longest), b"fits")  # through its temporary name
+    assert (tmp_path / resume_name(longest)).read_bytes() == b"fits"
+
+
 @pytest.mark.parametrize("content, message", [
     (b"[train]\nbatch_size = 4\n", "has no [model] table"),
     (b"model = 3\n[train]\n", "must be a table ([model]), not a int"),
