@@ -18,7 +18,8 @@ from typing import Any
 from minimind.family import family_defaults
 from minimind.run_files import CONFIG_FILE, resume_name
 from minimind.runs import RunSummary, find_runs
-from minimind.settings import ModelSettings, RunSettings, SettingsError, read_toml
+from minimind.settings import ModelSettings, RunSettings, SettingsError
+from minimind.settings_file import read_toml
 
 STARTS_FROM = {"pretrain": (), "sft": ("pretrain",), "lora": ("pretrain", "sft")}
 """The stages whose finished runs each stage starts from."""

@@ -291,7 +291,7 @@ def check_lora_base(model: MiniMindForCausalLM, base: Path, adapter: Path) -> st
     try:
         state = load_resume(resume)
         trained = ModelSettings.model_validate(state["settings"]["model"])
-        changed = _function_changes(MiniMindConfig(**trained.to_config_kwargs()), model.config)
+        changed = _function_changes(trained.to_config(), model.config)
     except (CheckpointError, ValidationError, ValueError, KeyError, TypeError) as e:
         raise BaseCheckError(f"{adapter}: cannot check its base {base} against the run's resume "
                              f"file: {e}") from None

@@ -22,7 +22,6 @@ from minimind import distributed
 from minimind.atomic import atomic_write_bytes, stale_temp_files
 from minimind.checkpoint import load_resume, resume_path, weights_bytes
 from minimind.checkpoint_reader import load_pretrained_weights
-from minimind.config import MiniMindConfig
 from minimind.data import (DataError, JsonlIndex, PackedDataset, PretrainDataset,
                            build_token_cache, resolve_data_path)
 from minimind.data.corpus import cache_problem, default_cache_dir, file_digest
@@ -279,7 +278,7 @@ def _match_weights_to_resume(weights_path: Path, state: dict[str, Any],
 
 def _build_model(settings: RunSettings, device: torch.device) -> MiniMindForCausalLM:
     try:
-        config = MiniMindConfig(**settings.model.to_config_kwargs())
+        config = settings.model.to_config()
     except ValueError as e:
         raise InputError(f"model: {e}") from None
     with torch.device("meta"):  # counts the parameters without allocating them

@@ -23,7 +23,8 @@ from minimind.units import format_count, format_duration
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus, status_from_metrics
-from minimind.settings import CONSENT_FIELDS, SettingsError, read_toml
+from minimind.settings import CONSENT_FIELDS, SettingsError
+from minimind.settings_file import read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
 TAIL_BYTES = 256 << 10

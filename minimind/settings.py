@@ -15,12 +15,11 @@ run starts, like upstream's `../dataset/...` habits.
 
 from __future__ import annotations
 
-import tomllib
 import types
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import tomli_w
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo,
@@ -28,8 +27,10 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
-from minimind.run_files import CONFIG_FILE, NAME_PREFIX_MAX, lora_weights_name, weights_name
-from minimind.safe_read import read_small
+from minimind.run_files import NAME_PREFIX_MAX, lora_weights_name, weights_name
+
+if TYPE_CHECKING:
+    from minimind.config import MiniMindConfig
 
 GROUPS = ("Model", "MoE", "Data", "Optimisation", "Runtime", "Output", "Insight")
 TRACKERS = ("tensorboard", "wandb", "swanlab", "trackio")
@@ -148,6 +149,12 @@ class ModelSettings(_Section):
     def to_config_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `MiniMindConfig`; `None` lets the family decide."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
+
+    def to_config(self) -> MiniMindConfig:
+        """The model's config; ValueError where the family's rules refuse the shape."""
+        from minimind.config import MiniMindConfig  # transformers: only where a model is built
+
+        return MiniMindConfig(**self.to_config_kwargs())
 
 
 class TrainSettings(_Section):
@@ -328,6 +335,8 @@ class RunSettings(BaseModel):
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
                   ) -> RunSettings:
+        from minimind.settings_file import read_toml
+
         return cls.parse(merge(read_toml(path), overrides or {}))
 
     def to_toml_dict(self) -> dict[str, dict[str, Any]]:
@@ -353,43 +362,6 @@ class RunSettings(BaseModel):
         if self.train.stage == "lora":
             return lora_weights_name(self.train.lora_name, self.model.hidden_size)
         return weights_name(self.train.save_weight, self.model.hidden_size, self.model.use_moe)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The tables of a preset or config.toml file; every way it can be unreadable is a
-    SettingsError that names the file."""
-    path = Path(path).expanduser()
-    try:
-        data = tomllib.loads(read_small(path).decode("utf-8"))
-    except FileNotFoundError:
-        raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
-    except IsADirectoryError:
-        hint = (f"; its run's settings are {path / CONFIG_FILE}"
-                if (path / CONFIG_FILE).is_file() else "")
-        why = f"{path}: is a folder, not a preset file{hint}"
-        raise SettingsError([Problem("", why)]) from None
-    except UnicodeDecodeError as e:
-        raise SettingsError([Problem("", f"{path}: not a text file (byte {e.start} is not "
-                                         "UTF-8)")]) from None
-    except tomllib.TOMLDecodeError as e:
-        raise SettingsError([Problem("", f"{path}: not valid TOML ({e})")]) from None
-    except RecursionError:  # tomllib recurses once per level of "[[[[..." or "{a={a=..."
-        raise SettingsError([Problem("", f"{path}: not valid TOML (nested too deeply)")]) from None
-    except OSError as e:
-        raise SettingsError([Problem("", f"{path}: cannot read ({e.strerror or e})")]) from None
-    problems = [Problem(k, f"unknown table in {path.name}; expected "
-                           + " and ".join(f"[{name}]" for name in SECTIONS))
-                for k in sorted(set(data) - set(SECTIONS))]
-    problems += [Problem(k, f"in {path.name} must be a table ([{k}]), not a "
-                            f"{type(data[k]).__name__}")
-                 for k in SECTIONS if k in data and not isinstance(data[k], dict)]
-    if "model" not in data and not problems:
-        problems.append(Problem("", f"{path}: has no [model] table, so the model would silently "
-                                    "be the 25.8M default; add [model] (an empty table keeps "
-                                    "the defaults)"))
-    if problems:
-        raise SettingsError(problems)
-    return data
 
 
 def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]

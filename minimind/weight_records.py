@@ -21,7 +21,8 @@ from .config import MiniMindConfig
 from .lora import ADAPTER_MARK, LoRAError, fold_adapters
 from .environment import as_the_run_took_it
 from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters
-from .settings import ModelSettings, RunSettings, SettingsError, read_toml
+from .settings import ModelSettings, RunSettings, SettingsError
+from .settings_file import read_toml
 from .tokenizer import BUNDLED_NAMES
 from .torchfile import CheckpointError, first_non_finite, safe_safetensors_load, safe_torch_load
 from .upstream import strip_wrapper_prefixes
@@ -50,7 +51,7 @@ class Record:
         if isinstance(self.model, MiniMindConfig):
             return self.model
         try:
-            return MiniMindConfig(**self.model.to_config_kwargs())
+            return self.model.to_config()
         except ValueError as e:
             raise CheckpointError(f"{self.where}: {e}") from None
 

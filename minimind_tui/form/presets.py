@@ -17,7 +17,8 @@ from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
 from minimind.settings import (SECTIONS, ModelSettings, Problem, RunSettings, SettingsError,
-                               merge, read_toml, without_consent)
+                               merge, without_consent)
+from minimind.settings_file import read_toml
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 

@@ -74,11 +74,11 @@ def model_summary(model: ModelSettings) -> ModelSummary:
 def _model_summary(key: str) -> ModelSummary:
     import torch
 
-    from minimind.config import MiniMindConfig, family_defaults
+    from minimind.config import family_defaults
     from minimind.model import MiniMindForCausalLM
 
     model = ModelSettings.model_validate_json(key)
-    config = MiniMindConfig(**model.to_config_kwargs())
+    config = model.to_config()
     with torch.device("meta"):
         net = MiniMindForCausalLM(config)
     defaults = family_defaults(model.family, model.hidden_size)

@@ -26,7 +26,8 @@ from minimind.checkpoint_reader import read_checkpoint
 from minimind.data.corpus import default_cache_dir
 from minimind.engine import Trainer
 from minimind.events import LogMessage, StepMetrics
-from minimind.settings import SettingsError, read_toml
+from minimind.settings import SettingsError
+from minimind.settings_file import read_toml
 from minimind.sinks import QueueSink
 from minimind.torchfile import CheckpointError
 from minimind_tui.form.presets import bundled_preset_dir, load_settings

@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from minimind.config import MiniMindConfig
 from minimind.data import DataError, JsonlIndex, PretrainDataset, build_token_cache
 from minimind.model import MiniMindForCausalLM
-from minimind.settings import SECTIONS, ModelSettings, SettingsError, read_toml
+from minimind.settings import SECTIONS, ModelSettings, SettingsError
+from minimind.settings_file import read_toml
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.form.presets import load_settings
 
