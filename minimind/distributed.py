@@ -93,16 +93,34 @@ def from_main(obj: Any, info: DistInfo) -> Any:
     return all_gather_object(obj, info)[0]
 
 
+class PeerFailed(RuntimeError):
+    """Another rank's unexpected error, raised on this one by `together`: named, rather than
+    the "Connection reset by peer" of a collective the failed rank left."""
+
+    def __init__(self, rank: int, error: str):
+        super().__init__(f"rank {rank} failed: {error}")
+        self.rank, self.error = rank, error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return PeerFailed, (self.rank, self.error)
+
+
 def together(work: Callable[[], T], errors: tuple[type[Exception], ...], info: DistInfo) -> T:
     """`work()` on this rank; one of `errors` that ends it on any rank is raised on every rank
     (the first rank's), so that all of them leave together rather than one waiting for good in
-    a collective the others have left. The errors must pickle as they were made."""
-    result, problem = None, None
+    a collective the others have left. Any other error is raised as it is on its own rank and
+    as `PeerFailed` on the others. `errors` must pickle as they were made."""
+    result, problem, own = None, None, None
     try:
         result = work()
-    except errors as e:
+    except (*errors, PeerFailed) as e:
         problem = e
-    if found := [p for p in all_gather_object(problem, info) if p is not None]:
+    except Exception as e:
+        own, problem = e, PeerFailed(info.rank, f"{type(e).__name__}: {e}")
+    found = [p for p in all_gather_object(problem, info) if p is not None]
+    if own is not None:
+        raise own  # with its traceback, where it happened
+    if found:
         raise found[0]
     return result
 

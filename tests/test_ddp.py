@@ -177,3 +177,22 @@ def test_a_stop_one_rank_alone_hears_while_reading_stops_every_rank_without_a_tr
     assert proc.stdout.count("[stopped]") == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "stop requested while preparing the data" in proc.stdout
     assert "run failed" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_an_error_one_rank_alone_meets_while_reading_is_named_on_every_rank(tmp_path):
+    # Rank 1's disk error while reading left rank 0 in the model's broadcast: rank 0, which
+    # reports the run, said it failed "Connection reset by peer" rather than why.
+    proc = launch_patched(tmp_path / "oserror_reading.py", """
+        import os, sys
+        from minimind.data import progress
+        original = progress.ReadingProgress.__call__
+        def failing(self, done, total):
+            if os.environ["RANK"] == "1":
+                raise OSError(28, "No space left on device")
+            return original(self, done, total)
+        progress.ReadingProgress.__call__ = failing
+    """, *ARGS, "--packing", "0", "--batch_size", "2", "--out_dir", str(tmp_path / "run"))
+    cause = "rank 1 failed: OSError: [Errno 28] No space left on device"
+    assert proc.returncode != 0 and f"[failed] at step 0 | PeerFailed: {cause}" in proc.stdout, \
+        proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Connection reset" not in proc.stdout + proc.stderr
