@@ -84,6 +84,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._claimed: tuple[int, int] | None = None  # the folder's identity (`moved_away`)
         self.replace_on_start: list[Path] = []
         """Set by `claim` when overwrite was needed: `start_fresh` then deletes these files,
         once the new run is known to be able to start (a typo in data_path must not cost it)."""
@@ -161,6 +162,7 @@ class RunFolder:
         by descriptor, or to torchrun by `hand_to`), and the child's claim takes it over."""
         fd = inherited_lock(self.path)
         self._lock_fd = self._lock() if fd is None else fd
+        self._claimed = _identity(self.path)
         try:
             note = self.consent(resume=resume, overwrite=overwrite, weights_name=weights_name,
                                 from_weight=from_weight)
@@ -285,9 +287,22 @@ class RunFolder:
         for folder in created:  # a lora run's lora/ before out_dir
             _remove_if_empty(folder)
 
+    def moved_away(self) -> bool:
+        """Whether the folder claimed is no longer at its path (moved or deleted while its run
+        trains): what the run writes by path from then on makes a new folder there."""
+        return self._claimed is not None and _identity(self.path) != self._claimed
+
     def write_status(self, status: RunStatus) -> None:
         atomic_write_bytes(self.path / STATUS_FILE, status.model_dump_json(indent=1).encode()
                            + b"\n")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _remove_if_empty(folder: Path) -> None:
@@ -360,7 +375,7 @@ class StatusSink(BackgroundSink):
 
     def work(self) -> None:
         last, due = 0.0, True  # the first write (the run has begun) at once
-        warned = False
+        warned = moved = False
         while True:
             if not due:
                 interval = self.min_interval if self._dirty else HEARTBEAT_SECONDS
@@ -375,6 +390,11 @@ class StatusSink(BackgroundSink):
             self.drop_queued()  # this write covers every change so far
             self._dirty = due = False
             self.status.updated = time.time()
+            if not moved and self.folder.moved_away():
+                moved = True
+                self._warn(f"{self.folder.path} was moved or deleted while the run trained: "
+                           "run.json and the checkpoints from here on go to a new folder at "
+                           "that path, metrics.jsonl on into the folder moved")
             try:
                 self.folder.write_status(self.status)
             except OSError as e:  # the run goes on; its checkpoints report a full disk

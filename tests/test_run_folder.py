@@ -522,6 +522,30 @@ def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch
         "runs and watch show this run as it stood before"]
 
 
+def test_a_run_folder_moved_while_its_run_trains_is_said(tiny_settings):
+    """The run made a new folder at the old path for its run.json and checkpoints, while
+    metrics.jsonl went on into the moved one, and said nothing of the split."""
+    from minimind.engine import Trainer
+    from minimind.events import LogMessage
+
+    settings = tiny_settings(max_steps=4, save_interval=2)
+    folder = Path(settings.train.out_dir)
+
+    class MoveAtStepOne(Events):
+        def emit(self, event):
+            if isinstance(event, StepMetrics) and event.step == 1:
+                folder.rename(folder.with_name("moved"))
+            self.append(event)
+
+    events = MoveAtStepOne()
+    assert Trainer(settings, [events]).run().status == "completed"
+    assert [e.text for e in events if isinstance(e, LogMessage) and "moved" in e.text] == [
+        f"{folder} was moved or deleted while the run trained: run.json and the checkpoints "
+        "from here on go to a new folder at that path, metrics.jsonl on into the folder moved"]
+    assert (folder / "pretrain_128.pth").is_file()
+    assert (folder.with_name("moved") / "metrics.jsonl").is_file()
+
+
 def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settings):
     """The form said "ready to start" for a resume the engine then refused while preparing:
     nothing left to train, no checkpoint, or a setting the run may not change. A start checks
