@@ -150,8 +150,7 @@ def test_readouts_count_exactly_once_inspected(tok, tmp_path):
                                             "packing": True}})
     before = scan_data(str(path))
     assert before.inspection is None and tokens_per_epoch(settings, before) is None
-    assert steps_per_epoch(settings, before) == (6, "6 lines, a window each: a guess until "
-                                                    "tokenized")
+    assert steps_per_epoch(settings, before) == (6, "6 lines: a guess until tokenized")
     inspect_data(path, tok)
     after = scan_data(str(path))
     assert steps_per_epoch(settings, after) == (3, "27 tokens (inspected)")

@@ -167,7 +167,7 @@ def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]
     elif t.packing:
         # Packing makes windows of tokens, not of lines: short documents share a window, long
         # ones fill several, so one window per line is a guess either way.
-        samples, basis = data.lines, f"{data.lines:,} lines, a window each: a guess until tokenized"
+        samples, basis = data.lines, f"{data.lines:,} lines: a guess until tokenized"
     else:
         samples, basis = data.lines, f"{data.lines:,} lines"
     batches = math.ceil(samples / t.batch_size)
