@@ -49,6 +49,28 @@ def dataset(tmp_path, tokenizer, rows, max_seq_len=256):
     return SFTDataset(str(write_jsonl(tmp_path / "chat.jsonl", rows)), tokenizer, max_seq_len)
 
 
+@pytest.mark.parametrize("tokenizer_path", tokenizers())
+def test_a_huge_conversation_is_encoded_in_bounded_pieces_to_the_same_ids(tmp_path,
+                                                                         tokenizer_path):
+    """A 60 MB conversation line took 19 GB and two minutes to inspect, and as long at each
+    fetch in training: it was encoded whole for its first max_seq_len ids and its length."""
+    from minimind.data.fast_encode import ENCODE_CHARS
+    from minimind.data.sft import render
+
+    tok = load_tokenizer(tokenizer_path)
+    speech = "Now is the winter of our discontent\nMade glorious summer by this sun of York; "
+    conversation = {"conversations": [{"role": "user", "content": "Say it all."},
+                                      {"role": "assistant", "content": speech * 8000}]}
+    data = dataset(tmp_path, tok, [conversation], max_seq_len=64)
+    text = render(tok, data.index.text(0))
+    assert len(text) > 2 * ENCODE_CHARS and len(data.cut(text)) < len(text) / 50
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    assert data.encode(data.index.text(0)) == (whole[:64], len(whole))
+    ids, labels = data[0]
+    assert ids.tolist() == whole[:64]
+    assert labels.tolist() == data.sample(whole[:64])[1].tolist()
+
+
 def upstream_loss_mask(tokenizer, ids):
     """Upstream MiniMind2's loss_mask over padded ids, written from its facts: for each match of
     the header, positions start+1 … end+len(eos) inclusive, capped at the length."""

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from minimind.data import DataError, build_token_cache
 from minimind.data import stream as stream_module
-from minimind.data.fast_encode import WHITESPACE, FastEncoder, PrefixCut, backend_json, chunkable
+from minimind.data.fast_encode import (WHITESPACE, FastEncoder, PrefixCut, backend_json, chunkable,
+                                      pieces)
 from minimind.data.jsonl import JsonlReader
 from minimind.data.packed import cache_report
 from minimind.data.pretrain import special_ids, wrap_document
@@ -251,6 +252,17 @@ def test_a_prefix_cut_keeps_a_texts_first_ids_exactly(text, tokens):
         cut = PrefixCut(backend_json(tokenizer), tokens)(text)
         assert text.startswith(cut)
         assert tokenizer(cut, add_special_tokens=False)["input_ids"][:tokens] == whole[:tokens]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(TEXTS, min_size=1, max_size=12).map(" ".join), st.integers(1, 12))
+def test_pieces_encode_to_the_whole_texts_ids(text, size):
+    for tokenizer, _ in _tokenizers_and_encoders():
+        parts = pieces(text, size)
+        assert "".join(parts) == text
+        assert all(len(part) >= size for part in parts[:-1])
+        assert [i for part in parts for i in tokenizer(part, add_special_tokens=False)[
+            "input_ids"]] == tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def test_a_huge_line_is_cut_to_what_its_sample_needs(tok, tmp_path):

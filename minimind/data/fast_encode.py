@@ -83,6 +83,17 @@ class PrefixCut:
         return text[:found.start()] if found else text
 
 
+def pieces(text: str, size: int = ENCODE_CHARS) -> list[str]:
+    """`text` in pieces of about `size` characters or more, each ending at a chunk boundary
+    (see above): for a `chunkable` tokenizer their ids, joined, are the whole text's, and
+    encoding them one by one bounds the tokenizer's memory (~100 bytes per token at once)."""
+    cuts, start = [], 0
+    while len(text) - start > size and (found := _BOUNDARY.search(text, start + size)):
+        cuts.append(text[start:found.start()])
+        start = found.start()
+    return [*cuts, text[start:]]
+
+
 def backend_json(tokenizer) -> str:
     """The tokenizer.json text of a transformers tokenizer (or a `tokenizers.Tokenizer`)."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)

@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 
 from .conversation import parse_conversation
 from .corpus import resolve_data_path
+from .fast_encode import PrefixCut, backend_json, pieces
 from .jsonl import JsonlIndex
 from .pretrain import IGNORE_INDEX, pad_id
 
@@ -149,17 +150,26 @@ class SFTDataset(Dataset):
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.pad = pad_id(tokenizer)
+        self.cut = PrefixCut(backend_json(tokenizer), max_seq_len)  # the text a sample needs
 
     def __len__(self) -> int:
         return len(self.index)
 
     def encode(self, conversation: dict[str, Any]) -> tuple[list[int], int]:
         """The conversation's ids cut to max_seq_len, and its length before the cut."""
-        # verbose=False: the whole conversation is encoded to know its length, and the cut
-        # below keeps transformers' "longer than the model ... indexing errors" from coming true.
-        ids = self.tokenizer(render(self.tokenizer, conversation), add_special_tokens=False,
-                             verbose=False)["input_ids"]
-        return ids[:self.max_seq_len], len(ids)
+        text = render(self.tokenizer, conversation)
+        head = self.cut(text)
+        ids = self._ids(head)
+        if len(head) == len(text):
+            return ids[:self.max_seq_len], len(ids)
+        # A long conversation (a 60 MB line took 19 GB encoded at once) is counted piece by
+        # piece: `cut` only shortens a text its pieces encode exactly.
+        return ids[:self.max_seq_len], sum(len(self._ids(piece)) for piece in pieces(text))
+
+    def _ids(self, text: str) -> list[int]:
+        # verbose=False: a sample's ids are cut to max_seq_len, so transformers' "longer than
+        # the model ... indexing errors" warning never comes true.
+        return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
     def sample(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         padded = ids + [self.pad] * (self.max_seq_len - len(ids))
@@ -169,7 +179,9 @@ class SFTDataset(Dataset):
         return input_ids, labels
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sample(self.encode(self.index.text(i))[0])
+        # The head `cut` keeps is enough for max_seq_len ids: a sample needs no length.
+        text = self.cut(render(self.tokenizer, self.index.text(i)))
+        return self.sample(self._ids(text)[:self.max_seq_len])
 
 
 def unfit_conversations(dataset: SFTDataset, most: int = 256) -> int:
