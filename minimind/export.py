@@ -23,6 +23,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,8 @@ from .model import MiniMindForCausalLM
 from .run_files import run_files, save_weight_of, weights_name
 from .run_folder import RunFolder
 from .tokenizer import load_tokenizer
-from .torchfile import first_non_finite
-from .upstream import load_into
+from .torchfile import CheckpointError, first_non_finite, safe_torch_load
+from .upstream import EMBED_KEY, load_into
 
 # Files a Hugging Face tokenizer folder may consist of; whichever exist are copied verbatim, so
 # the export loads with the same tokenizer class the source names.
@@ -188,12 +189,31 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
                            config.use_moe)
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
+    if target.exists():
+        _check_an_earlier_export(target)
     try:
         return atomic_write_bytes(target, weights_bytes(model))
     except NonFiniteError as e:
         raise ExportError(f"{e}: the model does not fit float16, upstream's format") from None
     except OSError as e:
         raise ExportError(f"{target}: cannot write there ({e.strerror or e})") from None
+
+
+def _check_an_earlier_export(target: Path) -> None:
+    """--overwrite replaces a MiniMind weights file (an earlier export), never another file a
+    mistyped OUT names: the user's notes, another project's checkpoint."""
+    why = "not a PyTorch checkpoint"  # every export is a zip file, and mmap reads only those
+    if zipfile.is_zipfile(target):
+        try:
+            state = safe_torch_load(target, mmap=True)  # tensors stay on disk
+        except CheckpointError as e:
+            why = str(e).removeprefix(f"{target}: ")
+        else:
+            if isinstance(state, dict) and isinstance(state.get(EMBED_KEY), torch.Tensor):
+                return
+            why = f"no {EMBED_KEY}"
+    raise ExportError(f"{target}: not a MiniMind weights file ({why}); refusing to replace it "
+                      "even with --overwrite")
 
 
 def upstream_save_weight(source: Checkpoint, merged: Path | None = None) -> str:
