@@ -419,6 +419,18 @@ def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
     assert export_main(up) == 0 and export_main(up) == 2
     assert "already exists (pass --overwrite" in capsys.readouterr().err
     assert export_main([*up, "--overwrite"]) == 0
+    # ...and only that: another file a mistyped OUT names is the user's (it was replaced).
+    notes, foreign = tmp_path / "notes.pth", tmp_path / "other.pth"
+    notes.write_text("my important notes")
+    torch.save({"encoder.weight": torch.zeros(2)}, foreign)
+    for path, why in ((notes, "not a PyTorch checkpoint"),
+                      (foreign, "no model.embed_tokens.weight")):
+        before = path.read_bytes()
+        assert export_main([*up[:1], str(path), "--format", "upstream", "--overwrite"]) == 2
+        assert capsys.readouterr().err == (
+            f"minimind-tui export: error: {path}: not a MiniMind weights file ({why}); "
+            "refusing to replace it even with --overwrite\n")
+        assert path.read_bytes() == before
 
 
 def test_cli_says_what_a_bfloat16_export_was_checked_against(tmp_path, capsys):
@@ -479,6 +491,7 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
 
     from minimind_tui.app import MiniMindApp
     from minimind_tui.screens.export import ExportScreen
+    from test_app import wait_until
 
     make_run(tmp_path / "run", family="minimind2")
     app = MiniMindApp("tiny", {"train": {"out_dir": str(tmp_path / "run")}})
@@ -511,6 +524,9 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         assert "folder is not empty" in str(screen.query_one("#export-result", Static).render())
         # The refusal's --overwrite is the dialog's own switch (it named a flag it lacked).
         screen.query_one("#export-overwrite").value = True
+        # A button ignores clicks for 0.2 s after a press (its "-active" effect), and the
+        # refusal came sooner than that.
+        await wait_until(pilot, lambda: not screen.query_one("#export").has_class("-active"))
         await pilot.click("#export")
         await app.workers.wait_for_complete()
         await pilot.pause()
