@@ -311,3 +311,18 @@ def test_a_piped_preset_is_refused_before_torchrun_reads_it_twice(capsys):
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"minimind-tui: error: --preset /dev/fd/{read}: not a regular file, and each of the 2 "
         "processes torchrun starts reads it again; save it to a file")
+
+
+def test_ctrl_c_before_a_command_handles_it_is_a_line_not_a_traceback():
+    """Ctrl+C in the seconds a command spends importing torch printed a 30-frame
+    KeyboardInterrupt traceback. A real SIGINT, sent while the export command is loading."""
+    script = textwrap.dedent("""
+        import os, signal, sys
+        import minimind_tui.cli.export as export
+        export.main = lambda argv: os.kill(os.getpid(), signal.SIGINT) or 0
+        from minimind_tui.cli.main import main
+        sys.exit(main(["export", "out/run", "out/hf"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout, done.stderr) == (130, "", "\nminimind-tui: interrupted\n")

@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         # more may reach the pipe, not even the interpreter's final flush.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return exit_codes.OK
+    except KeyboardInterrupt:
+        # Ctrl+C before a command's own handling began (torch takes seconds to import): a
+        # run stops with a checkpoint by itself, this is only the way out of the rest.
+        print("\nminimind-tui: interrupted", file=sys.stderr)
+        return exit_codes.SIGNALLED
 
 
 def _main(argv: list[str]) -> int:
