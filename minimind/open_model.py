@@ -89,13 +89,19 @@ def _from_hf_folder(path: Path, tokenizer_path: str | None):
         raise ModelOpenError(f"{path}: transformers cannot load this folder ({cause})") from None
     has_tokenizer = any((path / name).is_file()
                         for name in ("tokenizer.json", "tokenizer_config.json"))
-    spec = tokenizer_path if tokenizer_path is not None else (str(path) if has_tokenizer else "")
+    if tokenizer_path is not None:
+        spec, which = tokenizer_path, f"tokenizer {tokenizer_path or 'bundled'}"
+    elif has_tokenizer:
+        spec, which = str(path), "its own tokenizer"
+    else:  # upstream's tokenizer has 6,400 tokens too: a wrong guess would still run
+        spec, which = "", ("warning: the folder holds no tokenizer, so the bundled one is a "
+                           "guess (give the one it trained with: --tokenizer_path)")
     tokenizer = _tokenizer(spec)
     vocab = model.config.vocab_size
     if len(tokenizer) > vocab:
         raise ModelOpenError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's "
                              f"vocab_size {vocab}")
-    return model, tokenizer, f"{type(model).__name__} · {path}"
+    return model, tokenizer, f"{type(model).__name__} · {path} · {which}"
 
 
 def _tokenizer(spec: str | Path):

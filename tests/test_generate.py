@@ -201,11 +201,20 @@ def test_exported_hf_folder_generates_like_the_source(tokenizer, tmp_path):
               tmp_path / "hf", verify=False)
     opened = open_model(tmp_path / "hf", device="cpu")
     assert type(opened.model).__name__ == "LlamaForCausalLM"
-    assert opened.description.startswith("LlamaForCausalLM")
+    assert opened.description == f"LlamaForCausalLM · {tmp_path / 'hf'} · its own tokenizer"
     ids = encode_prompt(opened.tokenizer, "Now is the winter")
     params = greedy(20, stop_on_eos=False)
     assert list(generate_tokens(opened.model, ids, params)) \
         == list(generate_tokens(model, ids, params))
+    # Without its tokenizer the folder still opens, with the bundled one, which it says is a
+    # guess (it said nothing, and upstream's tokenizer has as many tokens).
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "hf" / name).unlink()
+    assert open_model(tmp_path / "hf", device="cpu").description.endswith(
+        "warning: the folder holds no tokenizer, so the bundled one is a guess (give the one "
+        "it trained with: --tokenizer_path)")
+    assert open_model(tmp_path / "hf", "builtin", device="cpu").description.endswith(
+        "tokenizer builtin")
 
 
 def test_output_that_overflows_is_one_clear_error_greedy_or_sampled(tokenizer):
