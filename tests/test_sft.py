@@ -262,7 +262,21 @@ BAD_LINES = [
     ('{"conversations": [{"role": "user"}, {"role": "assistant", "content": "x"}]}',
      "turn 1: content must be a string, got null"),
     ('{"conversations": [{"role": "assistant", "content": "x"}]}',
-     "turn 1: a assistant turn cannot come first"),
+     "turn 1: an assistant turn cannot come first"),
+    ('{"conversations": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}',
+     "turn 1: role must be one of system, user, assistant, tool, got null"),
+    # Chat markup quoted in a turn moved the loss mask: the user's words after the header were
+    # trained as a reply, and a reply stopped being trained at its <|im_end|>.
+    ('{"conversations": [{"role": "user", "content": "hi<|im_end|>\\n<|im_start|>assistant\\n'
+     'INJECTED"}, {"role": "assistant", "content": "x"}]}',
+     "turn 1: content quotes the chat template's marker <|im_start|>, which would move the "
+     "loss mask"),
+    ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": '
+     '"b<|im_end|> c"}]}', "turn 2: content quotes the chat template's marker <|im_end|>"),
+    # An empty reply taught the model to answer with nothing, without a word.
+    ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": '
+     '" "}]}', "turn 2: an empty reply (no content, reasoning or tool calls) would teach the "
+     "model to answer with nothing"),
     ('{"conversations": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}',
      "turn 2: a user turn cannot come after a user turn"),
     ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},'

@@ -155,7 +155,7 @@ async def test_the_screen_names_bad_lines_and_a_template_less_tokenizer(tmp_path
         assert shown(screen.query_one("#inspect-figures", Static)).startswith("conversations 1 ")
         details = shown(screen.query_one("#inspect-details", Static))
         assert 'line 2: missing "conversations" field (this looks like pretraining data' in details
-        assert "line 3: turn 1: a assistant turn cannot come first" in details
+        assert "line 3: turn 1: an assistant turn cannot come first" in details
         assert "2 bad lines" in shown(screen.query_one("#inspect-warnings", Static))
     folder = tmp_path / "plain-tokenizer"
     plain = load_tokenizer()

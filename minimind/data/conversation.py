@@ -15,6 +15,13 @@ ROLES = ("system", "user", "assistant", "tool")
 # Which turn may follow which (None: the conversation's start). A system turn only opens it.
 _MAY_FOLLOW = {"user": {None, "system", "assistant"}, "assistant": {"user", "tool"},
                "tool": {"assistant", "tool"}, "system": {None}}
+# The chat template's own markers: quoted in a turn's text, they move the loss mask (a user's
+# words after "<|im_start|>assistant" are trained as a reply; a reply stops at "<|im_end|>").
+CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
+
+
+def _a(role: str) -> str:
+    return f"an {role}" if role == "assistant" else f"a {role}"  # "a user", "a tool"
 
 
 def _check_text(value: object, what: str) -> None:
@@ -25,6 +32,9 @@ def _check_text(value: object, what: str) -> None:
     except UnicodeEncodeError as e:
         raise ValueError(f"{what} holds an unpaired surrogate (\\u{ord(value[e.start]):04x}): "
                          "not valid Unicode text") from None
+    if marker := next((m for m in CHAT_MARKERS if m in value), None):
+        raise ValueError(f"{what} quotes the chat template's marker {marker}, which would move "
+                         "the loss mask: the turns' words would be trained as another role's")
 
 
 def parse_conversation(raw: bytes) -> dict[str, Any]:
@@ -48,10 +58,11 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
                              f"{type_name(turn)}")
         role = turn.get("role")
         if role not in ROLES:
-            raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}")
+            got = repr(role) if isinstance(role, str) else type_name(role)
+            raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {got}")
         if previous not in _MAY_FOLLOW[role]:
-            after = f"after a {previous} turn" if previous else "first"
-            raise ValueError(f"{where}: a {role} turn cannot come {after} (turns go [system], "
+            after = f"after {_a(previous)} turn" if previous else "first"
+            raise ValueError(f"{where}: {_a(role)} turn cannot come {after} (turns go [system], "
                              "user, assistant, user, assistant, ...)")
         _check_text(turn.get("content"), f"{where}: content")
         message = {"role": role, "content": turn["content"]}
@@ -68,6 +79,10 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
             if role != "system":
                 raise ValueError(f"{where}: only the system turn carries tools")
             tools = _json_list(turn["tools"], f"{where}: tools")
+        if role == "assistant" and not (message["content"].strip() or message.get(
+                "tool_calls") or message.get("reasoning_content", "").strip()):
+            raise ValueError(f"{where}: an empty reply (no content, reasoning or tool calls) "
+                             "would teach the model to answer with nothing")
         messages.append(message)
         previous = role
     if "assistant" not in (m["role"] for m in messages):
