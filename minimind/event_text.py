@@ -68,7 +68,9 @@ def describe(e: Event) -> tuple[str, str] | None:
                 f"x{e.world_size} | {per_step}: {e.tokens_per_step:,} | steps: "
                 f"{e.total_steps} ({e.steps_per_epoch}/epoch){resume}"), "start"
     if isinstance(e, RunFinished):
-        parts = [f"[{e.status}] at step {e.step}", e.reason, e.hint and f"hint: {e.hint}",
+        # A start refused (a resume's checkpoint among them) trained nothing: no "step 0".
+        where = "before training" if e.cause == "input" and not e.step else f"at step {e.step}"
+        parts = [f"[{e.status}] {where}", e.reason, e.hint and f"hint: {e.hint}",
                  e.details_path and f"details: {e.details_path}"]
         return " | ".join(p for p in parts if p), "error" if e.status == "failed" else "finished"
     return None

@@ -36,8 +36,8 @@ from minimind.data.sft import (ChatTemplateError, SFTDataset, chat_template_dige
 from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
-from minimind.resume_check import (changed_text, differences, fixed_changes, missing_checkpoint,
-                                   plan_problem, same_base)
+from minimind.resume_check import (checkpoint_refusal, differences, fixed_changes,
+                                   missing_checkpoint, plan_problem, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.runs import dependents_text, started_from
@@ -348,7 +348,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
         raise InputError(f"train.from_resume: {e}") from None
     saved = state["settings"]
     if changed := fixed_changes(saved, settings):
-        raise InputError("train.from_resume: " + changed_text(changed, "the checkpoint's run"))
+        raise InputError("train.from_resume: " + checkpoint_refusal(changed, settings))
     # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.
     saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
     if saved_optimizer != settings.train.optimizer:

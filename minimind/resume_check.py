@@ -82,6 +82,29 @@ def changed_text(changed: list[str], record: str) -> str:
             + ", ".join(changed))
 
 
+def checkpoint_refusal(changed: list[str], settings: RunSettings) -> str:
+    """The engine's refusal of a checkpoint whose run used other settings. Where the folder's
+    config.toml records these settings, the run's two records disagree: it names both (each
+    check named its own, and neither value could start)."""
+    text = changed_text(changed, "the checkpoint's run")
+    folder = Path(settings.train.out_dir).expanduser()
+    recorded = _recorded_settings(folder)
+    if recorded is not None and not fixed_changes(recorded.model_dump(mode="json"), settings):
+        text += (f"; but {folder / CONFIG_FILE} records these settings: the run's two records "
+                 "disagree, so one was changed after the checkpoint was written; resume with "
+                 f"the checkpoint's values and restore {CONFIG_FILE} to match")
+    return text
+
+
+def _recorded_settings(folder: Path) -> RunSettings | None:
+    """The settings the folder's config.toml records, or None (a FIFO there is not read)."""
+    record = folder / CONFIG_FILE
+    try:
+        return RunSettings.from_toml(record) if record.is_file() else None
+    except SettingsError:
+        return None
+
+
 def plan_problem(reached: int, steps_per_epoch: int, t: TrainSettings, completed: bool
                  ) -> Problem | None:
     """What the plan of these settings (epochs, max_steps) leaves a resume at step `reached`
@@ -116,11 +139,7 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     checkpoint = weights.parent / resume_name(weights.name)
     if not checkpoint.is_file():
         return [Problem("train.from_resume", missing_checkpoint(checkpoint, folder.path))]
-    record = folder.path / CONFIG_FILE
-    try:  # (a FIFO there would block the read: only a regular file is a record)
-        recorded = RunSettings.from_toml(record) if record.is_file() else None
-    except SettingsError:
-        recorded = None
+    recorded = _recorded_settings(folder.path)
     if recorded is None:  # no usable record: the checkpoint's own decides when the run starts
         return []
     saved = recorded.model_dump(mode="json")

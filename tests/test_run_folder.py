@@ -503,6 +503,32 @@ def test_a_resume_says_which_settings_changed_since_the_checkpoint(tiny_settings
     assert len(starts) == 3 and said == [starts[1] + 1, starts[2] + 1]
 
 
+def test_a_resume_whose_records_disagree_names_both(tiny_settings):
+    """config.toml edited after the checkpoint: the start's check (config.toml) refused the
+    checkpoint's batch_size and the engine's (the checkpoint) refused config.toml's, each
+    naming its own record only, and the engine's said "[failed] at step 0"."""
+    from minimind.engine import Trainer
+    from minimind.environment import validate_for_start
+    from minimind.event_text import describe
+
+    assert Trainer(tiny_settings(max_steps=4, save_interval=2), []).run().status == "completed"
+    folder = Path(tiny_settings().train.out_dir)
+    config = folder / "config.toml"
+    config.write_text(config.read_text().replace("batch_size = 4", "batch_size = 8"))
+    settings = tiny_settings(max_steps=6, from_resume=True)
+    assert [str(p) for p in validate_for_start(settings.model_dump(mode="json"))[1]] == [
+        f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
+        "cannot continue exactly: train.batch_size (8 → 4)"]
+    events = Events()
+    result = Trainer(tiny_settings(max_steps=6, from_resume=True, batch_size=8), [events]).run()
+    assert result.status == "failed" and result.reason == (
+        "train.from_resume: the checkpoint's run used different settings, so it cannot "
+        f"continue exactly: train.batch_size (4 → 8); but {config} records these settings: "
+        "the run's two records disagree, so one was changed after the checkpoint was written; "
+        "resume with the checkpoint's values and restore config.toml to match")
+    assert describe(events[-1])[0].startswith("[failed] before training | train.from_resume:")
+
+
 def test_a_status_that_cannot_be_written_is_said_once(tiny_settings, monkeypatch):
     """run.json on a full disk: the run goes on, and says that runs and watch lag behind (it
     said nothing, and `runs` showed the run at its resume step for good)."""
