@@ -243,15 +243,19 @@ def _lora_model(toml: Path, settings: RunSettings, num_attention_heads: int | No
     if not settings.train.from_weight:
         raise CheckpointError(f"{adapter}: its run records no base (train.from_weight in {toml} "
                               "is empty)")
+    resume = resume_path(adapter)
+    instead = (f"; the run's resume file {resume} keeps the base its adapters trained on: give "
+               "that file instead" if resume.is_file() else "")
     if why := unusable_path(settings.train.from_weight):
-        raise CheckpointError(f"{adapter}: its base (train.from_weight in {toml}) is gone: {why}")
+        raise CheckpointError(f"{adapter}: its base (train.from_weight in {toml}) is gone: {why}"
+                              + instead)
     recorded = settings.train.from_weight
     base = as_the_run_took_it(recorded, toml.parent, settings.train.out_dir)
     if not base.is_file():
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if Path(recorded).expanduser().is_absolute() else
                                  " (a relative from_weight counts from the folder the run was "
-                                 "started in)"))
+                                 "started in)") + instead)
     record = settings_as_record(toml, settings)
     config = record.config()
     if num_attention_heads not in (None, config.num_attention_heads):

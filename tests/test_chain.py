@@ -170,6 +170,9 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert why in result.stderr, result.stderr
+        # A base gone: the resume file beside the adapters keeps the one they trained on.
+        assert ("the run's resume file out/tiny-lora/lora/" in result.stderr) == (
+            damage != "another shape"), result.stderr
     assert not (tmp_path / "hf").exists()
     if damage in ("removed", "NUL byte"):  # and the runs list says so, NUL escaped
         listed = {line.split()[0]: line.split()[2:4]
