@@ -203,7 +203,9 @@ def _check_an_earlier_export(target: Path) -> None:
     """--overwrite replaces a MiniMind weights file (an earlier export), never another file a
     mistyped OUT names: the user's notes, another project's checkpoint."""
     why = "not a PyTorch checkpoint"  # every export is a zip file, and mmap reads only those
-    if zipfile.is_zipfile(target):
+    if not target.is_file():  # a FIFO would hang the read
+        why = "not a regular file"
+    elif zipfile.is_zipfile(target):
         try:
             state = safe_torch_load(target, mmap=True)  # tensors stay on disk
         except CheckpointError as e:

@@ -420,17 +420,18 @@ def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
     assert "already exists (pass --overwrite" in capsys.readouterr().err
     assert export_main([*up, "--overwrite"]) == 0
     # ...and only that: another file a mistyped OUT names is the user's (it was replaced).
-    notes, foreign = tmp_path / "notes.pth", tmp_path / "other.pth"
+    notes, foreign, fifo = tmp_path / "notes.pth", tmp_path / "other.pth", tmp_path / "fifo.pth"
     notes.write_text("my important notes")
     torch.save({"encoder.weight": torch.zeros(2)}, foreign)
+    os.mkfifo(fifo)  # read, it hung the export for good
     for path, why in ((notes, "not a PyTorch checkpoint"),
-                      (foreign, "no model.embed_tokens.weight")):
-        before = path.read_bytes()
+                      (foreign, "no model.embed_tokens.weight"), (fifo, "not a regular file")):
+        before = b"" if path == fifo else path.read_bytes()
         assert export_main([*up[:1], str(path), "--format", "upstream", "--overwrite"]) == 2
         assert capsys.readouterr().err == (
             f"minimind-tui export: error: {path}: not a MiniMind weights file ({why}); "
             "refusing to replace it even with --overwrite\n")
-        assert path.read_bytes() == before
+        assert (path.is_fifo() if path == fifo else path.read_bytes() == before)
 
 
 def test_cli_says_what_a_bfloat16_export_was_checked_against(tmp_path, capsys):
