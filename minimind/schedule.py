@@ -30,7 +30,9 @@ def learning_rate(step: int, total: int, peak: float, warmup: int = 0,
         decay_start = max(warmup, total - round(decay_fraction * total))
         if step < decay_start:
             return peak
-        return peak * (1 - 0.9 * (step - decay_start) / max(1, total - decay_start))
+        # The run's last step (total - 1) trains at lr/10 and its first decay step below lr:
+        # counted from 0, it stopped short at (0.1 + 0.9/n) x lr, 0.55 x lr for n = 2.
+        return peak * (1 - 0.9 * (step + 1 - decay_start) / max(1, total - decay_start))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     cosine = 1 + math.cos(math.pi * progress)
     if schedule == "minimind2":

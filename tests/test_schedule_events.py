@@ -38,15 +38,19 @@ def _metrics(step=10):
 
 
 def test_wsd_warms_up_holds_the_peak_then_decays_linearly_to_a_tenth():
-    # 10 warmup steps, 100 in all, the last 20 % decaying: steps 80..99 fall from 1e-3 to 1e-4.
+    # 10 warmup steps, 100 in all (0..99), the last 20 % decaying: steps 80..99 fall in a
+    # straight line from the peak, the last one at a tenth (it stopped short, at 0.145 x lr).
     lr = [learning_rate(s, 100, 1e-3, warmup=10, schedule="wsd", decay_fraction=0.2)
-          for s in range(101)]
+          for s in range(100)]
     assert lr[0] == pytest.approx(1e-4) and lr[9] == pytest.approx(1e-3)
-    assert all(x == 1e-3 for x in lr[10:81])
-    assert lr[90] == pytest.approx(1e-3 * (1 - 0.9 * 10 / 20))
-    assert lr[100] == pytest.approx(1e-4)
-    steps = [lr[i] - lr[i + 1] for i in range(80, 100)]
+    assert all(x == 1e-3 for x in lr[10:80])
+    assert lr[80] == pytest.approx(1e-3 * (1 - 0.9 / 20))
+    assert lr[99] == pytest.approx(1e-4)
+    steps = [lr[i] - lr[i + 1] for i in range(79, 99)]
     assert max(steps) == pytest.approx(min(steps))  # a straight line
+    # However short the decay: two steps end at a tenth too (they ended at 0.55 x lr).
+    assert [learning_rate(s, 4, 1e-3, schedule="wsd", decay_fraction=0.5) for s in range(4)
+            ] == pytest.approx([1e-3, 1e-3, 5.5e-4, 1e-4])
 
 
 def test_a_run_that_ends_within_its_warmup_says_so(tiny_settings):
