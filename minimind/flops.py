@@ -3,29 +3,36 @@ the vendors' GPU peaks (MFU), and a matmul rate measured on the machine itself (
 
 from __future__ import annotations
 
+import re
 import time
 from functools import cache
 
 import torch
 
-# Dense bf16 tensor-core peaks (no 2:4 sparsity), FLOP/s, from the vendors' data sheets.
-PEAK_BF16_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "4090": 165e12,
-    "3090": 71e12,
-}
+# Dense bf16 tensor-core peaks (no 2:4 sparsity), FLOP/s, from the vendors' data sheets, by
+# the card's name as torch reports it ("NVIDIA H100 PCIe"): the first pattern that matches, so
+# the H100's slower forms come before its SXM one, and a digit may not follow (an RTX A1000 is
+# no A100).
+PEAK_BF16_FLOPS = (
+    (r"H200", 989e12),
+    (r"H100 PCIe", 756e12),
+    (r"H100 NVL", 835e12),
+    (r"H100", 989e12),
+    (r"A100", 312e12),
+    (r"L40S", 362e12),
+    (r"4090", 165e12),
+    (r"3090", 71e12),
+)
 
 
 def peak_flops(device: torch.device) -> float | None:
     """The bf16 peak of a known GPU, or None (CPU, unknown cards): MFU is then left out."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, value in PEAK_BF16_FLOPS.items():
-        if key in name:
+    return peak_for_card(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
+def peak_for_card(name: str) -> float | None:
+    for pattern, value in PEAK_BF16_FLOPS:
+        if re.search(rf"\b{pattern}(?!\d)", name):
             return value
     return None
 

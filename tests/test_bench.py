@@ -382,3 +382,15 @@ def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
     assert exit_.value.code == 2 and capsys.readouterr().err.rstrip().endswith(
         "error: --warmup, --profile: for the throughput variants, which --recipes replaces "
         "(time to target trains --steps steps per seed)")
+
+
+@pytest.mark.parametrize("card, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA RTX A1000", None),
+    ("NVIDIA GeForce RTX 4090", 165e12), ("NVIDIA GeForce RTX 40900", None), ("Tesla T4", None)])
+def test_mfu_takes_the_peak_of_the_card_named(card, peak):
+    """Every H100 was taken for the SXM form (MFU 1.3x too low on a PCIe card), and an RTX
+    A1000 for an A100."""
+    from minimind.flops import peak_for_card
+
+    assert peak_for_card(card) == peak
