@@ -394,7 +394,8 @@ class StatusSink(BackgroundSink):
                 moved = True
                 self._warn(f"{self.folder.path} was moved or deleted while the run trained: "
                            "run.json and the checkpoints from here on go to a new folder at "
-                           "that path, metrics.jsonl on into the folder moved")
+                           "that path; metrics.jsonl goes on in the folder moved (or is lost "
+                           "with it, deleted)")
             try:
                 self.folder.write_status(self.status)
             except OSError as e:  # the run goes on; its checkpoints report a full disk

@@ -567,7 +567,8 @@ def test_a_run_folder_moved_while_its_run_trains_is_said(tiny_settings):
     assert Trainer(settings, [events]).run().status == "completed"
     assert [e.text for e in events if isinstance(e, LogMessage) and "moved" in e.text] == [
         f"{folder} was moved or deleted while the run trained: run.json and the checkpoints "
-        "from here on go to a new folder at that path, metrics.jsonl on into the folder moved"]
+        "from here on go to a new folder at that path; metrics.jsonl goes on in the folder moved "
+        "(or is lost with it, deleted)"]
     assert (folder / "pretrain_128.pth").is_file()
     assert (folder.with_name("moved") / "metrics.jsonl").is_file()
 
