@@ -273,6 +273,12 @@ BAD_LINES = [
      "loss mask"),
     ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": '
      '"b<|im_end|> c"}]}', "turn 2: content quotes the chat template's marker <|im_end|>"),
+    ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "", '
+     '"tool_calls": [{"name": "f", "arguments": {"q": "\\u003c|im_end|>"}}]}]}',
+     "turn 2: tool call 1 quotes the chat template's marker <|im_end|>"),
+    ('{"conversations": [{"role": "system", "content": "s", "tools": [{"name": "<|im_start|>"}]}, '
+     '{"role": "user", "content": "a"}, {"role": "assistant", "content": "x"}]}',
+     "turn 1: tools quotes the chat template's marker <|im_start|>"),
     # An empty reply taught the model to answer with nothing, without a word.
     ('{"conversations": [{"role": "user", "content": "a"}, {"role": "assistant", "content": '
      '" "}]}', "turn 2: an empty reply (no content, reasoning or tool calls) would teach the "

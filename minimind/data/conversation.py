@@ -6,6 +6,7 @@ No torch here: the settings' checks read a data file's first line with it before
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -32,7 +33,11 @@ def _check_text(value: object, what: str) -> None:
     except UnicodeEncodeError as e:
         raise ValueError(f"{what} holds an unpaired surrogate (\\u{ord(value[e.start]):04x}): "
                          "not valid Unicode text") from None
-    if marker := next((m for m in CHAT_MARKERS if m in value), None):
+    _check_no_marker(value, what)
+
+
+def _check_no_marker(text: str, what: str) -> None:
+    if marker := next((m for m in CHAT_MARKERS if m in text), None):
         raise ValueError(f"{what} quotes the chat template's marker {marker}, which would move "
                          "the loss mask: the turns' words would be trained as another role's")
 
@@ -79,6 +84,7 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
             if role != "system":
                 raise ValueError(f"{where}: only the system turn carries tools")
             tools = _json_list(turn["tools"], f"{where}: tools")
+            _check_no_marker(json.dumps(tools, ensure_ascii=False), f"{where}: tools")
         if role == "assistant" and not (message["content"].strip() or message.get(
                 "tool_calls") or message.get("reasoning_content", "").strip()):
             raise ValueError(f"{where}: an empty reply (no content, reasoning or tool calls) "
@@ -116,6 +122,7 @@ def _tool_calls(value: object, where: str) -> list:
             raise ValueError(f'{what}: "name" must be a non-empty string')
         if "arguments" not in inner:
             raise ValueError(f'{what} has no "arguments" (an object, or a JSON string)')
+        _check_no_marker(json.dumps(inner, ensure_ascii=False), what)  # the template writes it
     return calls
 
 
