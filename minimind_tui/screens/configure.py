@@ -105,9 +105,10 @@ class ConfigureScreen(Screen[None]):
             yield Button("Resume ^o", id="resume-button", action="screen.resume", compact=True)
         with Horizontal(id="configure-body"):
             yield SettingsForm(self.specs, self._values, id="settings-form")
+            # Problems first: an sft run's readouts fill more than a screen's height.
             with VerticalScroll(id="side-panel"):
-                yield ReadoutsPanel(id="readouts")
                 yield ProblemsPanel(id="problems")
+                yield ReadoutsPanel(id="readouts")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
