@@ -91,7 +91,7 @@ class Trainer:
             try:
                 self.prep = prepare(self.settings, self.dist, self.log, self.stop_event)
             except InputError as e:
-                return self._finish("failed", str(e), cause="input")
+                return self._finish("failed", str(e), cause="input", hint=e.hint)
             except PreparationStopped:
                 return self._finish("stopped", "stop requested while preparing the data; no "
                                                "step had run, so there is nothing to checkpoint")

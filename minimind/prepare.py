@@ -54,7 +54,12 @@ PREPARATION_ERRORS = (DataError, PreparationStopped)
 
 
 class InputError(Exception):
-    """A problem with the user's settings, files or folders (exit code 2, no traceback)."""
+    """A problem with the user's settings, files or folders (exit code 2, no traceback), and
+    what to try where there is one thing to suggest."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
 
 
 @dataclass
@@ -142,7 +147,10 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
                                                          ReadingProgress(spec, log, stop)),
                                         PREPARATION_ERRORS, dist)
         except DataError as e:
-            raise InputError(f"train.{field}: {e}") from None
+            skip = e.line is not None and not t.skip_bad_lines  # a bad line, not a bad file
+            raise InputError(f"train.{field}: {e}", "set skip_bad_lines to train without such "
+                             "lines (they are counted, the first few named)" if skip else ""
+                             ) from None
         except OSError as e:
             if why := cache_problem(e):
                 raise InputError(f"train.{field}: {spec}: {why}") from None

@@ -255,6 +255,25 @@ def test_resume_refuses_changed_data_order(tiny_settings):
     assert "train.batch_size (4 → 8)" in result.reason
 
 
+def test_a_bad_line_refused_at_the_start_says_how_to_train_without_it(tiny_settings, tmp_path):
+    """The refusal named the file, the line and why, and the dialog offered only "Back": the
+    setting that trains without such lines was found in the inspect screen alone."""
+    from minimind.event_text import describe
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\nnot json\n' * 20)
+    result, events = run(tiny_settings(data_path=str(data), packing=False))
+    assert result.status == "failed" and result.cause == "input" and result.reason.startswith(
+        f"train.data_path: {data}:2: line is not valid JSON")
+    assert result.hint == ("set skip_bad_lines to train without such lines (they are counted, "
+                           "the first few named)")
+    assert describe(events[-1])[0].endswith(f"| hint: {result.hint}")
+    assert run(tiny_settings(data_path=str(data), packing=False, skip_bad_lines=True)
+               )[0].status == "completed"
+    data.write_text("")  # a bad file, not a bad line: nothing to skip
+    assert run(tiny_settings(data_path=str(data), packing=False))[0].hint == ""
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_settings, tmp_path, monkeypatch):
     original = MiniMindForCausalLM.forward
     calls = {"n": 0}
