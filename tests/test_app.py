@@ -708,6 +708,31 @@ async def test_the_step_row_says_what_happened_before_any_step_was_logged():
         assert app.history.summary.tokens_seen == started.tokens_per_step  # one step's
 
 
+async def test_an_sft_runs_tokens_are_labelled_as_its_replies():
+    """The run panel said "tokens 2.74k" for an sft run that read 15k: it counts the replies'
+    tokens, those it trains on, as the form's readouts say ("supervised/epoch")."""
+    import dataclasses
+
+    from snapshot_apps.replay import fixed_events
+
+    events = fixed_events(3)
+    started = next(e for e in events if isinstance(e, RunStarted))
+    settings = {**started.settings, "train": {**started.settings["train"], "stage": "sft"}}
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.switch_mode("dashboard")
+        await pilot.pause()
+        app.apply_events(events)
+        panel = app.dashboard_screen.query_one(StatsPanel)
+        panel.show(app.history, "Running", running=True)
+        assert "reply tokens" not in stats_text(app) and "tokens/s" in stats_text(app)
+        app.history.reset()
+        app.apply_events([dataclasses.replace(started, settings=settings),
+                          *events[events.index(started) + 1:]])
+        panel.show(app.history, "Running", running=True)
+        assert "reply tokens/s" in stats_text(app) and "reply tokens " in stats_text(app)
+
+
 async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkeypatch):
     """Between two draws the clock moves elapsed and ETA on; once the run has ended, the
     panel shows the step it ended at, the time up to its end and no ETA."""

@@ -82,6 +82,12 @@ class RunHistory:
     def is_moe(self) -> bool:
         return bool(self.started and self.started.settings["model"].get("use_moe"))
 
+    @property
+    def counts_replies(self) -> bool:
+        """An sft or lora run: the tokens it counts are the replies' (those it trains on)."""
+        return bool(self.started and self.started.settings["train"].get("stage", "pretrain")
+                    != "pretrain")
+
     def apply(self, events: list[Event | StepBlock]) -> None:
         for event in events:
             self._apply(event)

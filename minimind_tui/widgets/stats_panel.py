@@ -112,9 +112,11 @@ class StatsPanel(VerticalScroll):
             mfu = f" · MFU {e.mfu:.1%}" if e.mfu is not None else ""
             # An ended run's rate is its average, as the runs list gives it (the log keeps
             # each interval's).
-            rows.append(("tokens/s", f"{h.summary.tokens_per_sec:,.0f} run average"
+            # An sft run counts its replies' tokens: a fifth of those read, say, unlabelled.
+            what = "reply tokens" if h.counts_replies else "tokens"
+            rows.append((f"{what}/s", f"{h.summary.tokens_per_sec:,.0f} run average"
                          if h.finished is not None else f"{e.tokens_per_sec:,.0f}{mfu}"))
-            rows.append(("tokens", format_count(h.summary.tokens_seen)))
+            rows.append((what, format_count(h.summary.tokens_seen)))
             rows.append(("elapsed", None))  # drawn by `_elapsed`, which the clock moves on
             rows.append(("memory", _memory(e)))
         if h.checkpoint is not None:
