@@ -708,6 +708,14 @@ async def test_the_step_row_says_what_happened_before_any_step_was_logged():
         assert app.history.summary.tokens_seen == started.tokens_per_step  # one step's
 
 
+async def dashboard_after(app: MiniMindApp, pilot, events: list) -> StatsPanel:
+    """The dashboard shown, with `events` applied: its run panel."""
+    app.switch_mode("dashboard")
+    await pilot.pause()
+    app.apply_events(events)
+    return app.dashboard_screen.query_one(StatsPanel)
+
+
 async def test_an_sft_runs_tokens_are_labelled_as_its_replies():
     """The run panel said "tokens 2.74k" for an sft run that read 15k: it counts the replies'
     tokens, those it trains on, as the form's readouts say ("supervised/epoch")."""
@@ -720,10 +728,7 @@ async def test_an_sft_runs_tokens_are_labelled_as_its_replies():
     settings = {**started.settings, "train": {**started.settings["train"], "stage": "sft"}}
     app = MiniMindApp("tiny", {})
     async with app.run_test(size=SIZE) as pilot:
-        app.switch_mode("dashboard")
-        await pilot.pause()
-        app.apply_events(events)
-        panel = app.dashboard_screen.query_one(StatsPanel)
+        panel = await dashboard_after(app, pilot, events)
         panel.show(app.history, "Running", running=True)
         assert "reply tokens" not in stats_text(app) and "tokens/s" in stats_text(app)
         app.history.reset()
@@ -748,10 +753,7 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
     events = [dataclasses.replace(e, time=4990.0) for e in fixed_events(20)]
     app = MiniMindApp("tiny", {})
     async with app.run_test(size=SIZE) as pilot:
-        app.switch_mode("dashboard")
-        await pilot.pause()
-        app.apply_events(events)
-        panel = app.dashboard_screen.query_one(StatsPanel)
+        panel = await dashboard_after(app, pilot, events)
         elapsed = 20 * STEP_TIME  # 8.4 s at step 20, logged 10 s ago
         panel.show(app.history, "Running", running=True, ticking=True)
         assert f"elapsed 0:{int(elapsed + 10):02d} · ETA 1:47" in stats_text(app)
