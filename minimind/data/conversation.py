@@ -16,9 +16,11 @@ ROLES = ("system", "user", "assistant", "tool")
 # Which turn may follow which (None: the conversation's start). A system turn only opens it.
 _MAY_FOLLOW = {"user": {None, "system", "assistant"}, "assistant": {"user", "tool"},
                "tool": {"assistant", "tool"}, "system": {None}}
-# The chat template's own markers: quoted in a turn's text, they move the loss mask (a user's
-# words after "<|im_start|>assistant" are trained as a reply; a reply stops at "<|im_end|>").
-CHAT_MARKERS = ("<|im_start|>", "<|im_end|>")
+# MiniMind's ChatML markers, which open and close every turn its chat template writes. Quoted
+# in a turn's text they move the loss mask (a user's words after "<|im_start|>assistant" are
+# trained as a reply; a reply stops at "<|im_end|>").
+TURN_START, TURN_END = "<|im_start|>", "<|im_end|>"
+CHAT_MARKERS = (TURN_START, TURN_END)
 
 
 def _a(role: str) -> str:

@@ -37,14 +37,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .conversation import parse_conversation
+from .conversation import TURN_END, TURN_START, parse_conversation
 from .corpus import resolve_data_path
 from .fast_encode import PrefixCut, backend_json, pieces
 from .jsonl import JsonlIndex
 from .pretrain import IGNORE_INDEX, pad_id
 
-ASSISTANT_HEADER = "<|im_start|>assistant"
-TURN_END = "<|im_end|>"
+ASSISTANT_HEADER = f"{TURN_START}assistant"
 
 
 class ChatTemplateError(ValueError):

@@ -21,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Static, TextArea
 from textual.worker import Worker
 
+from minimind.data.conversation import TURN_END  # MiniMind's eos, which closes every turn
 from minimind.open_model import OpenedModel
 from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent,
                                             GenerationFailed, GenerationJob,
@@ -36,7 +37,6 @@ DRAIN_SECONDS = 0.1  # ten times a second: text appears smoothly, the UI stays i
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROMPT = "ROMEO:"
 DEFAULT_CHAT_PROMPT = "Who are you?"  # a chat model's first turn
-END_OF_TURN = "<|im_end|>"  # MiniMind's eos, which closes every turn of its chat template
 _ENDINGS = {"eos": "ended at eos", "length": "reached max tokens",
             "context": "reached the model's context (max_position_embeddings)",
             "stopped": "stopped"}
@@ -193,7 +193,7 @@ class PlaygroundScreen(ModalScreen[None]):
                 self._status(f"{_speed(event.tokens, event.seconds)} │ {self._model_line}")
             elif isinstance(event, GenerationEnded):
                 if self._chatting:
-                    reply = self._generated.removesuffix(END_OF_TURN)  # the template adds it
+                    reply = self._generated.removesuffix(TURN_END)  # the template adds it
                     self.chat += [{"role": "user", "content": self._prompt},
                                   {"role": "assistant", "content": reply}]
                 self._status(f"{_speed(event.tokens, event.seconds)} · "
@@ -214,7 +214,7 @@ class PlaygroundScreen(ModalScreen[None]):
             text.append(self._prompt + "\n")
             text.append("assistant: ", style="bold")
             # The turn's end shows in the status line ("ended at eos"), as for earlier turns.
-            text.append(self._generated.removesuffix(END_OF_TURN))
+            text.append(self._generated.removesuffix(TURN_END))
         else:
             text.append(self._prompt, style="bold")
             text.append(self._generated)
