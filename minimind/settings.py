@@ -39,6 +39,10 @@ STAGES = ("pretrain", "sft", "lora")
 # and data of the kind the stage reads (the bundled conversations).
 _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
+WIDEST_FEED_FORWARD = 1 << 18
+"""16x the widest hidden_size. Sizes need a ceiling the model can be built at: an
+intermediate_size of 2^52 overflowed torch's tensor sizes, and (for the experts' ceiling of
+256) a million shared experts took minutes to build even on the meta device."""
 # Continuations the bundled Shakespeare corpus makes easy to judge by eye.
 DEFAULT_SAMPLE_PROMPTS = ("ROMEO:", "To be, or not to be", "First Citizen:")
 
@@ -115,9 +119,10 @@ class ModelSettings(_Section):
     num_hidden_layers: int = _field(8, "Model", "number of decoder blocks", ge=1, le=256)
     num_attention_heads: int = _field(8, "Model", "query heads", ge=1, le=256)
     num_key_value_heads: int | None = _field(
-        None, "Model", "key/value heads for GQA (empty: 2 for minimind2, 4 for minimind3)", ge=1)
+        None, "Model", "key/value heads for GQA (empty: 2 for minimind2, 4 for minimind3)",
+        ge=1, le=256)
     intermediate_size: int | None = _field(
-        None, "Model", "SwiGLU width (empty: the family's rule)", ge=1)
+        None, "Model", "SwiGLU width (empty: the family's rule)", ge=1, le=WIDEST_FEED_FORWARD)
     vocab_size: int = _field(
         6400, "Model", "vocabulary size; must cover the tokenizer", ge=3, le=1 << 20)
     max_position_embeddings: int = _field(32768, "Model", "longest position the model is built for", ge=8)
@@ -135,11 +140,12 @@ class ModelSettings(_Section):
     use_moe: bool = _field(False, "MoE", "replace each feed-forward with a mixture of experts")
     n_routed_experts: int = _field(4, "MoE", "routed experts per layer", ge=1, le=256)
     num_experts_per_tok: int | None = _field(
-        None, "MoE", "experts each token is routed to (empty: 2 minimind2, 1 minimind3)", ge=1)
+        None, "MoE", "experts each token is routed to (empty: 2 minimind2, 1 minimind3)",
+        ge=1, le=256)
     n_shared_experts: int | None = _field(
-        None, "MoE", "always-on experts (empty: 1 minimind2, 0 minimind3)", ge=0)
+        None, "MoE", "always-on experts (empty: 1 minimind2, 0 minimind3)", ge=0, le=256)
     moe_intermediate_size: int | None = _field(
-        None, "MoE", "expert width (empty: intermediate_size)", ge=1)
+        None, "MoE", "expert width (empty: intermediate_size)", ge=1, le=WIDEST_FEED_FORWARD)
     aux_loss_alpha: float | None = _field(
         None, "MoE", "load-balance loss weight (empty: 0.1 minimind2, 5e-4 minimind3)", ge=0)
     seq_aux: bool | None = _field(

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minimind.environment import environment_problems
-from minimind.settings import RunSettings, SettingsError
+from minimind.model import MiniMindForCausalLM
+from minimind.settings import WIDEST_FEED_FORWARD, RunSettings, SettingsError
 from minimind.settings_rules import validate
 from minimind_tui.form.presets import (list_presets, load_settings, preset_name_problem,
                                        resolve_preset, save_user_preset)
@@ -215,6 +216,23 @@ def test_the_model_shape_rules_are_the_configs_own():
             MiniMindConfig(**model)
         message = next(iter(problems({"model": model}).values()))
         assert message in str(err.value)
+
+
+def test_sizes_have_a_ceiling_the_model_builds_at():
+    """intermediate_size 2^52 passed the form and crashed the model's build; a million shared
+    experts built for minutes. Refused by name; the ceilings themselves build."""
+    moe = {"use_moe": True}
+    for model in ({"intermediate_size": 2**52}, {**moe, "moe_intermediate_size": 2**52},
+                  {**moe, "n_shared_experts": 10**6}, {**moe, "num_experts_per_tok": 10**6},
+                  {"num_key_value_heads": 10**6}):
+        assert f"model.{next(iter(model.keys() - moe.keys()))}" in problems({"model": model})
+    widest = load_settings(None, {"model": {
+        **moe, "num_hidden_layers": 1, "intermediate_size": WIDEST_FEED_FORWARD,
+        "moe_intermediate_size": WIDEST_FEED_FORWARD, "n_shared_experts": 256,
+        "n_routed_experts": 256, "num_experts_per_tok": 256, "num_attention_heads": 256,
+        "num_key_value_heads": 256, "hidden_size": 16384}})
+    with torch.device("meta"):
+        MiniMindForCausalLM(widest.model.to_config())
 
 
 @pytest.mark.parametrize("train, loc", [

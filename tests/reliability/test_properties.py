@@ -160,6 +160,7 @@ def check_settings(overrides):
 @given(st.lists(st.tuples(fields, any_value), min_size=1, max_size=4))
 @example([(("train", "seed"), 99999999999999999999999)])
 @example([(("model", "vocab_size"), 1_000_000_000)])
+@example([(("model", "intermediate_size"), 2**52)])  # found by this test: passed, then crashed
 @example([(("train", "device"), "cuda:99999999999999999999")])
 def test_any_flag_value_is_settings_or_a_settings_error(pairs):
     check_settings(overrides_of(pairs))
