@@ -31,6 +31,7 @@ from minimind_tui.form.readouts import (MODEL_FIELDS, STEPS_FIELDS, DataSummary,
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
+from minimind_tui.screens.size_classes import size_classes
 from minimind_tui.screens.start_from import StartFromScreen
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
@@ -94,6 +95,7 @@ class ConfigureScreen(Screen[None]):
         """A run's files went while another screen was shown (`check_again_when_shown`)."""
 
     def compose(self) -> ComposeResult:
+        self.update_classes(size_classes(self, self.app.size), update=False)
         with Horizontal(id="toolbar"):
             yield Label("preset", id="preset-label")
             yield Select(self._preset_options(), value=self._preset_value(), id="preset-select",

@@ -16,6 +16,7 @@ from textual.widgets import Button, Footer, Static
 
 from minimind_tui.run.history import RunHistory
 from minimind_tui.run.phase import RunPhase
+from minimind_tui.screens.size_classes import size_classes
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries, legend_markup
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel
@@ -82,6 +83,7 @@ class DashboardScreen(Screen[None]):
         """The folder of a run followed read-only (no Stop), or None."""
 
     def compose(self) -> ComposeResult:
+        self.update_classes(size_classes(self, self.app.size), update=False)
         with Horizontal(id="dashboard-top"):
             with Vertical(id="charts"):
                 yield MetricPlot(id="loss-plot")
