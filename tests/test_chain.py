@@ -18,11 +18,11 @@ from textual.widgets import DataTable, Static
 
 from minimind.checkpoint_reader import load_model, read_checkpoint
 from minimind.torchfile import CheckpointError
-from minimind.lora import load_lora
+from minimind.lora import apply_lora, load_lora
 from minimind.open_model import open_model
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.start_from import StartFromScreen
-from test_app import SIZE, error_text, wait_until
+from test_app import SIZE, error_text, readouts, wait_until
 
 QUICK = ["--max_steps", "2", "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
          "--dtype", "float32"]
@@ -232,6 +232,13 @@ async def test_f7_on_from_weight_offers_the_runs_to_start_from(chain, monkeypatc
                                              "out_dir": "out/tiny-lora-2"}})
     async with app.run_test(size=SIZE) as pilot:
         form = app.configure_screen.form
+        # The readouts count what a lora run trains, its adapters (here on a real model).
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        model = load_model(BASE)
+        adapters = sum(p.numel() for p in apply_lora(model, 8))
+        assert (f"trained {adapters / 1000:.2f}k in rank-8 adapters "
+                f"({adapters / model.num_parameters():.2%})") in " ".join(readouts(app).split())
 
         async def f7_after_setting(field: str, value: object) -> None:
             """Change a field, then F7 on from_weight."""

@@ -42,6 +42,8 @@ class ModelSummary:
     family_match: str | None
     family_defaults: dict[str, object]
     """The values empty optional fields get, e.g. {"num_key_value_heads": 2, ...}."""
+    adapter_widths: int = 0
+    """in + out features summed over the layers lora adapts: a rank-r run trains r times this."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,7 @@ def _model_summary(key: str) -> ModelSummary:
     import torch
 
     from minimind.config import family_defaults
+    from minimind.lora import adapted_layers
     from minimind.model import MiniMindForCausalLM
 
     model = ModelSettings.model_validate_json(key)
@@ -83,8 +86,9 @@ def _model_summary(key: str) -> ModelSummary:
         net = MiniMindForCausalLM(config)
     defaults = family_defaults(model.family, model.hidden_size)
     defaults["moe_intermediate_size"] = config.intermediate_size
+    widths = sum(m.in_features + m.out_features for m in adapted_layers(net).values())
     return ModelSummary(net.num_parameters(), net.active_parameters(), config.matching_family(),
-                        defaults)
+                        defaults, widths)
 
 
 def scan_data(data_path: str, tokenizer_path: str = "", stage: str = "pretrain",

@@ -35,7 +35,7 @@ class ReadoutsPanel(Static):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
         if not _blocked(grid, "parameters", problems, MODEL_FIELDS):
-            _model_rows(grid, model)
+            _model_rows(grid, model, t.lora_rank if t.stage == "lora" else 0)
         per_step = per_step_label(t.stage, t.packing)
         if not _blocked(grid, per_step, problems, TOKENS_FIELDS):
             grid.add_row(per_step, f"{settings.tokens_per_step():,} "
@@ -75,7 +75,9 @@ def _blocked(grid: Table, label: str, problems: list[Problem], fields: tuple[str
     return True
 
 
-def _model_rows(grid: Table, model: ModelSummary | str | None) -> None:
+def _model_rows(grid: Table, model: ModelSummary | str | None, lora_rank: int) -> None:
+    """The model's parameters; a lora run's (`lora_rank` > 0) adapters apart, the only ones it
+    trains."""
     if not isinstance(model, ModelSummary):
         grid.add_row("parameters", Text(model or "computing…", style="dim"))
         return
@@ -83,6 +85,10 @@ def _model_rows(grid: Table, model: ModelSummary | str | None) -> None:
     if model.active_parameters != model.parameters:
         params += f" ({format_count(model.active_parameters)} active)"
     grid.add_row("parameters", params)
+    if lora_rank:
+        adapters = lora_rank * model.adapter_widths
+        grid.add_row("trained", f"{format_count(adapters)} in rank-{lora_rank} adapters "
+                     f"({adapters / (model.parameters + adapters):.2%})")
     grid.add_row("upstream fit", Text(
         f"{model.family_match} checkpoints" if model.family_match else "none (custom shape)",
         style="" if model.family_match else "dim"))
