@@ -39,6 +39,8 @@ class RunSummary:
     state: str
     step: int = 0
     total_steps: int = 0
+    saved_step: int | None = None
+    """The step its last checkpoint holds, where a resume starts (None: none was written)."""
     loss: float | None = None
     val_loss: float | None = None
     best_val_loss: float | None = None
@@ -69,7 +71,7 @@ class RunSummary:
         return {
             "name": self.name, "stage": self.stage, "origin": self.origin,
             "shape": self.shape, "state": self.state,
-            "step": f"{self.step:,}/{self.total_steps:,}" if self.total_steps else f"{self.step:,}",
+            "step": self._steps(),
             "loss": _loss(self.loss), "val_loss": _loss(self.val_loss),
             "best_val_loss": _loss(self.best_val_loss),
             "tokens": format_count(self.tokens) if self.tokens else "–",
@@ -78,6 +80,15 @@ class RunSummary:
             "updated": (time.strftime("%Y-%m-%d %H:%M", time.localtime(self.updated))
                         if self.updated else "–"),
         }
+
+
+    def _steps(self) -> str:
+        """"18/40", and for an ended run whose last steps were not saved (a second Ctrl+C, a
+        crash) where a resume starts: "18/40 (saved 14)"."""
+        steps = f"{self.step:,}/{self.total_steps:,}" if self.total_steps else f"{self.step:,}"
+        if self.state in ("stopped", "failed", "crashed") and self.step != (self.saved_step or 0):
+            steps += f" (saved {self.saved_step:,})" if self.saved_step else " (none saved)"
+        return steps
 
 
 # Column key -> heading. The order is the table's.
@@ -171,7 +182,7 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
     train = config.get("train", {}) if config else {}
     return RunSummary(
         path, name, describe_shape(config, status), state, status.step, status.total_steps,
-        status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
+        status.checkpoint_step, status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
         status.tokens_per_sec, status.elapsed, status.updated or status.started,
         status.parameters, stage=str(train.get("stage", "pretrain")) if config else "?",
         from_weight=str(train.get("from_weight", "")) if config else None,

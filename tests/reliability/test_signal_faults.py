@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from minimind.run_folder import RunFolder
+from minimind.runs import summarise
 
 CLI = [sys.executable, "-m", "minimind_tui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
@@ -61,6 +62,8 @@ def test_a_second_signal_before_any_checkpoint_claims_none(tmp_path):
     assert proc.returncode == 3, err
     assert "intact" not in err and "without a new checkpoint (none was written)" in out, out
     assert not list(tmp_path.glob("*.pth"))
+    # The runs list says so beside the steps trained: a resume has nothing to start from.
+    assert summarise(tmp_path).cells()["step"].endswith(" (none saved)")
 
 
 def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
@@ -115,6 +118,10 @@ def test_a_second_signal_aborts_clearly_and_keeps_the_last_checkpoint(tmp_path):
     assert status.reason in (f"aborted at step {saved}, right after its checkpoint",
                              f"aborted at step {saved + 1} without a new checkpoint (the one at "
                              f"step {saved} is intact)")
+    # The runs list names the step a resume starts from where it is not the last trained.
+    unsaved = "" if status.step == saved else f" (saved {saved:,})"
+    assert summarise(tmp_path).cells()["step"] == (
+        f"{status.step:,}/{status.total_steps:,}{unsaved}")
 
 
 def slow_to_tokenize(folder: Path) -> Path:

@@ -73,8 +73,11 @@ def write_run(folder: Path, events: list[Event], *, state: str, learning: float,
     evals = [e.val_loss for e in events if isinstance(e, EvalResult)]
     load_settings("tiny", {"train": {"learning_rate": learning, "max_steps": total}}
                   ).save_toml(folder / "config.toml")
-    if state in ("completed", "stopped"):
-        events = [*events, RunFinished(status=state, step=steps[-1].step, time=WHEN)]
+    ended = state in ("completed", "stopped")  # with a checkpoint at its last step, as a run
+    if ended:                                    # that ends or stops writes one
+        events = [*events, CheckpointSaved(step=steps[-1].step, weights_path="w.pth",
+                                           resume_path="r.pth", time=WHEN),
+                  RunFinished(status=state, step=steps[-1].step, time=WHEN)]
     (folder / "metrics.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
     last = steps[-1]
     process = this_process() if alive else {"pid": 2 ** 22 + 1, "host": this_process()["host"],
@@ -84,7 +87,7 @@ def write_run(folder: Path, events: list[Event], *, state: str, learning: float,
         step=last.step, total_steps=total, tokens_seen=last.tokens_seen,
         tokens_per_sec=last.tokens_per_sec, elapsed=last.elapsed, loss=last.loss,
         val_loss=evals[-1] if evals else None, best_val_loss=min(evals) if evals else None,
-        parameters=1_213_056, device="cpu"))
+        parameters=1_213_056, device="cpu", checkpoint_step=last.step if ended else None))
     os.utime(folder / "metrics.jsonl", (WHEN, WHEN))
     return folder
 
