@@ -5,6 +5,7 @@ import pytest
 
 from minimind.events import (CheckpointSaved, LogMessage, RunFinished, StepMetrics, event_from_dict,
                              event_from_json)
+from minimind.data.sampler import Plan, plan_warnings
 from minimind.schedule import learning_rate
 from minimind.sinks import ConsoleSink, JsonlSink, QueueSink
 
@@ -63,6 +64,11 @@ def test_a_run_that_ends_within_its_warmup_says_so(tiny_settings):
     assert [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"
             ] == ["the run's 2 steps end within warmup_iters (4): the learning rate only rises, "
                   "to 0.0005 at the last step (learning_rate is 0.001), and never decays"]
+    # As many steps as warmup_iters reach the peak, at the last (it spoke of "only rises").
+    train = settings.train.model_copy(update={"warmup_iters": 2})
+    assert plan_warnings(train, Plan(2, 2, 2), 0) == [
+        "the run's 2 steps are all warmup (warmup_iters 2): the learning rate reaches "
+        "learning_rate (0.001) at the last step only, and never decays"]
 
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():

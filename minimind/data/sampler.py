@@ -99,10 +99,14 @@ def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str
     if train.warmup_iters >= plan.total_steps > start_step:
         last = learning_rate(plan.total_steps - 1, plan.total_steps, train.learning_rate,
                              train.warmup_iters, train.lr_schedule, train.decay_fraction)
-        warnings.append(f"the run's {plan.total_steps} steps end within warmup_iters "
-                        f"({train.warmup_iters}): the learning rate only rises, to {last:.3g} "
-                        f"at the last step (learning_rate is {train.learning_rate:g}), and "
-                        "never decays")
+        warnings.append(
+            f"the run's {plan.total_steps} steps end within warmup_iters "
+            f"({train.warmup_iters}): the learning rate only rises, to {last:.3g} at the last "
+            f"step (learning_rate is {train.learning_rate:g}), and never decays"
+            if last < train.learning_rate else
+            f"the run's {plan.total_steps} steps are all warmup (warmup_iters "
+            f"{train.warmup_iters}): the learning rate reaches learning_rate "
+            f"({train.learning_rate:g}) at the last step only, and never decays")
     if train.max_steps > plan.total_steps:
         epochs = math.ceil(train.max_steps / plan.steps_per_epoch)
         warnings.append(f"the data ends before max_steps ({train.max_steps}): {train.epochs} "
