@@ -313,6 +313,20 @@ def test_a_piped_preset_is_refused_before_torchrun_reads_it_twice(capsys):
         "processes torchrun starts reads it again; save it to a file")
 
 
+def test_a_bad_line_met_while_packing_is_one_error_line_with_its_hint(tmp_path, capsys):
+    """The run's last line named the bad line and how to train without it; the error line
+    after it (stderr) named the line alone."""
+    from minimind_tui.cli.main import main
+
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": "To be, or not to be"}\n' * 20 + '{"txt": "a"}\n')
+    assert main(["--no-ui", "--preset", "tiny", "--out_dir", str(tmp_path / "run"),
+                 "--data_path", str(data), "--val_data_path", "", "--eval_interval", "0"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f'minimind-tui: error: train.data_path: {data}:21: missing "text" field | hint: set '
+        "skip_bad_lines to train without such lines (they are counted, the first few named)")
+
+
 def test_ctrl_c_before_a_command_handles_it_is_a_line_not_a_traceback():
     """Ctrl+C in the seconds a command spends importing torch printed a 30-frame
     KeyboardInterrupt traceback. A real SIGINT, sent while the export command is loading."""

@@ -104,8 +104,9 @@ def _run(settings: RunSettings) -> int:
     if result.status == "stopped":
         return exit_codes.SIGNALLED if received else exit_codes.OK
     if result.cause == "input":
-        if rank == 0:  # every rank stopped on it; one line says it
-            say(f"minimind-tui: error: {result.reason}")
+        if rank == 0:  # every rank stopped on it; one line says it, and what to do
+            say(f"minimind-tui: error: {result.reason}"
+                + (f" | hint: {result.hint}" if result.hint else ""))
         return exit_codes.INVALID
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
