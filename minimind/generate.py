@@ -56,7 +56,8 @@ class SamplingParams:
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """The prompt's ids as a training document starts: with bos, which the datasets put before
     every text (not doubled when the text already begins with it, e.g. "<|im_start|>...")."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # verbose=False: the length check is `generate_batch`'s, against the model it runs on
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
     bos = tokenizer.bos_token_id
     return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
 
@@ -67,7 +68,7 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     `<|im_end|>`, the eos of MiniMind's tokenizers, where generation stops."""
     text = tokenizer.apply_chat_template(list(messages), tokenize=False,
                                          add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
 
 
 class PromptTooLong(ValueError):

@@ -1,6 +1,7 @@
 """Generation: the KV-cached sampling loop, streaming decode, and live samples during training."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -12,8 +13,8 @@ from minimind.engine import Trainer
 from minimind.event_text import describe
 from minimind.events import Sample, StepMetrics, event_from_json
 from minimind.generate import (NonFiniteOutput, PromptTooLong, SamplingParams, TextStream,
-                               continue_prompts, encode_prompt, generate_batch, generate_tokens,
-                               next_token)
+                               continue_prompts, encode_chat, encode_prompt, generate_batch,
+                               generate_tokens, next_token)
 from minimind.sinks import QueueSink
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.cli.generate import main as generate_main
@@ -294,3 +295,22 @@ def test_generate_draws_a_new_seed_each_time_and_says_it(short_context, capsys):
     assert capsys.readouterr().out == runs[0][1]
     assert generate_main([*args, "--temperature", "0"]) == 0  # greedy: no seed to repeat
     assert "seed: " not in capsys.readouterr().err
+
+
+def test_a_prompt_longer_than_the_tokenizers_limit_is_ours_to_refuse():
+    """transformers warned "Token indices sequence length is longer than the specified maximum
+    sequence length" before generate's own refusal (the model's context decides, not the
+    tokenizer's model_max_length)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        tokenizer = load_tokenizer()  # a fresh one: transformers warns once per tokenizer
+        assert len(encode_prompt(tokenizer, "a b " * 20000)) > tokenizer.model_max_length
+        tokenizer = load_tokenizer()
+        assert len(encode_chat(tokenizer, [{"role": "user", "content": "a b " * 20000}])) \
+            > tokenizer.model_max_length
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not records, [r.getMessage() for r in records]
