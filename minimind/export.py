@@ -38,6 +38,7 @@ from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
 from .run_files import run_files, save_weight_of, weights_name
 from .run_folder import RunFolder
+from .safe_read import read_small
 from .tokenizer import load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_torch_load
 from .upstream import EMBED_KEY, load_into
@@ -48,6 +49,8 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
 )  # fmt: skip
+EXPORT_MARK, EXPORTER = "exported_by", "minimind-tui"
+"""config.json's record that this tool wrote the folder: what --overwrite may replace."""
 PROBE_SHAPE = (2, 24)
 # Relative to the largest logit: float32 reorderings stay near 1e-6, a wrong mapping is O(1).
 VERIFY_TOLERANCE = 1e-4
@@ -82,7 +85,9 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
     """Write the Hugging Face folder ``out`` (see the module docstring)."""
     out = Path(out).expanduser()
     check_destination(out, overwrite)
+    _check_not_the_source(out, source)
     architecture, config_dict, weights, files = hf_files(source.model, dtype, remote_code)
+    config_dict[EXPORT_MARK] = EXPORTER
     tokenizer = load_tokenizer(str(source.tokenizer_dir))
     special_ids = {
         "bos_token_id": tokenizer.bos_token_id,
@@ -187,6 +192,7 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
     target = out if out.suffix == ".pth" else \
         out / weights_name(upstream_save_weight(source, merged), config.hidden_size,
                            config.use_moe)
+    _check_not_the_source(target, source)
     if target.is_dir() or (target.exists() and not overwrite):
         raise ExportError(f"{target}: already exists (pass --overwrite to replace it)")
     if target.exists():
@@ -243,14 +249,40 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
     _check_not_a_run(out)  # before a refusal that suggests --overwrite
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: is a file; the export is a folder")
+    if out.suffix == ".pth":  # it would become a folder named like upstream's file
+        raise ExportError(f"{out}: a name for upstream's weights file, and this export is a "
+                          "folder: pass --format upstream for that file, or name a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ExportError(f"{out}: folder is not empty (pass --overwrite to replace it)")
-        # --overwrite deletes the folder: only do that to something that looks like an export.
-        if not (out / "config.json").is_file():
-            raise ExportError(f"{out}: not an exported model (no config.json); refusing to "
-                              "replace it even with --overwrite")
+        # --overwrite deletes the folder: only an export this tool wrote.
+        _check_an_earlier_hf_export(out)
         _check_only_an_export(out, exported=None)
+
+
+def _check_an_earlier_hf_export(out: Path) -> None:
+    """--overwrite replaces a folder this tool exported (its config.json says so), never
+    another model's: a MiniMind folder of `save_pretrained`, upstream's or a downloaded model
+    has the same file names."""
+    config = out / "config.json"
+    try:
+        written = json.loads(read_small(config)).get(EXPORT_MARK)
+    except (OSError, ValueError, AttributeError):  # none, a FIFO, not JSON, not an object
+        written = None
+    if written != EXPORTER:
+        raise ExportError(f"{out}: not an export of {EXPORTER} (its config.json has no "
+                          f'"{EXPORT_MARK}": "{EXPORTER}"); refusing to replace it even with '
+                          "--overwrite: delete it yourself if it is an earlier export")
+
+
+def _check_not_the_source(out: Path, source: Checkpoint) -> None:
+    """The model being exported is read from its files: an OUT that is one of them, or holds
+    one, would replace it (with --overwrite) or mix the export into it."""
+    target = out.resolve()
+    for path in (source.weights_path, source.adapter_path):
+        if path is not None and target in (Path(path).resolve(), *Path(path).resolve().parents):
+            raise ExportError(f"{out}: holds the model being exported ({path}); choose "
+                              "another OUT")
 
 
 def _check_only_an_export(out: Path, exported: set[str] | None) -> None:

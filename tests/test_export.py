@@ -377,6 +377,42 @@ def test_destination_rules(tmp_path):
         export_hf(src, tmp_path / "mine", verify=False, overwrite=True)
 
 
+def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
+    """A MiniMind folder of `save_pretrained` has an export's file names: `export SP SP
+    --overwrite` replaced the model it read with a Llama export, and so did an OUT that was a
+    copy of it, or any other model's folder (a downloaded one)."""
+    model = build(family="minimind2")
+    model.save_pretrained(tmp_path / "sp")
+    shutil.copytree(tmp_path / "sp", tmp_path / "copy")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "sp").iterdir()}
+    capsys.readouterr()
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "sp"), "--overwrite"]) == 2
+    assert "sp: not an export of minimind-tui" in capsys.readouterr().err
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "copy"), "--overwrite"]) == 2
+    assert capsys.readouterr().err == (
+        f"minimind-tui export: error: {tmp_path / 'copy'}: not an export of minimind-tui (its "
+        'config.json has no "exported_by": "minimind-tui"); refusing to replace it even with '
+        "--overwrite: delete it yourself if it is an earlier export\n")
+    # Nor is an export of its own (remote code: readable as MiniMind) replaced by itself.
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "rc"), "--remote_code"]) == 0
+    assert export_main([str(tmp_path / "rc"), str(tmp_path / "rc"), "--overwrite"]) == 2
+    assert "rc: holds the model being exported" in capsys.readouterr().err
+
+    for folder in ("sp", "copy"):
+        assert {p.name: p.read_bytes() for p in (tmp_path / folder).iterdir()} == before
+    # A folder whose config.json is a FIFO is refused at once (a read would wait forever).
+    os.remove(tmp_path / "copy" / "config.json")
+    os.mkfifo(tmp_path / "copy" / "config.json")
+    with pytest.raises(ExportError, match="not an export of minimind-tui"):
+        export_hf(source(model), tmp_path / "copy", verify=False, overwrite=True)
+    # Its own export is what --overwrite replaces; an upstream file is no folder's name.
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf")]) == 0
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf"), "--overwrite"]) == 0
+    assert export_main([str(tmp_path / "sp"), str(tmp_path / "x.pth")]) == 2
+    assert "pass --format upstream for that file" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+
+
 @pytest.fixture
 def trained_run(tiny_settings) -> Path:
     """A run folder as training leaves it: config.toml, run.json, metrics, a checkpoint pair."""
