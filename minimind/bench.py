@@ -120,8 +120,8 @@ def harness_settings(warmup: int, steps: int, out_dir: str) -> dict[str, object]
     would be ignored): its length, no eval, samples or saves, a log when the warm-up ends, a
     fresh start in its own folder."""
     return dict(max_steps=warmup + steps, epochs=1_000_000, log_interval=warmup, save_interval=0,
-                eval_interval=0, val_data_path="", sample_prompts=[], from_resume=False,
-                out_dir=out_dir, overwrite=True)
+                eval_interval=0, val_data_path="", sample_prompts=[], sample_interval=0,
+                report_to=[], from_resume=False, out_dir=out_dir, overwrite=True)
 
 
 # -- data ---------------------------------------------------------------------------------

@@ -144,7 +144,8 @@ def harness_settings(seed: int, steps: int, eval_every: int, out_dir: str) -> di
     as it would be ignored)."""
     return {"seed": seed, "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
             "log_interval": eval_every, "save_interval": 0, "from_resume": False,
-            "overwrite": True, "out_dir": out_dir, "sample_prompts": [], "report_to": []}
+            "overwrite": True, "out_dir": out_dir, "sample_prompts": [], "sample_interval": 0,
+            "report_to": []}
 
 
 def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: int, seed: int,

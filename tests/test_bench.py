@@ -167,16 +167,19 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
 def test_flags_for_what_the_benchmark_sets_itself_are_refused(capsys):
     """They were ignored without a word: `--max_steps 500` measured 11 steps."""
     assert main([*FAST, "--warmup", "1", "--max_steps", "500", "--out_dir", "mine",
-                 "--eval_interval", "5"]) == 2
+                 "--eval_interval", "5", "--report_to", "tensorboard",
+                 "--sample_interval", "2"]) == 2
     why = ("the benchmark sets it itself (--warmup and --steps give its length; it evaluates, "
-           "samples and saves nothing, in a folder of its own); leave it out")
+           "samples and saves nothing, reports to no tracker, in a folder of its own); leave "
+           "it out")
     assert capsys.readouterr().err.splitlines() == [
         f"minimind-tui bench: error: --{name}: {why}"
-        for name in ("max_steps", "eval_interval", "out_dir")]
-    assert main([*FAST, "--recipes", "wsd", "--seed", "7"]) == 2
+        for name in ("max_steps", "eval_interval", "sample_interval", "report_to", "out_dir")]
+    assert main([*FAST, "--recipes", "wsd", "--seed", "7", "--sample_interval", "2"]) == 2
+    why = ("the benchmark sets it itself (--steps, --seeds and --eval_every set each run, in a "
+           "folder of its own); leave it out")
     assert capsys.readouterr().err.splitlines() == [
-        "minimind-tui bench: error: --seed: the benchmark sets it itself (--steps, --seeds and "
-        "--eval_every set each run, in a folder of its own); leave it out"]
+        f"minimind-tui bench: error: --{name}: {why}" for name in ("seed", "sample_interval")]
 
 
 def test_the_real_command_refuses_bad_data_in_one_line(tmp_path):

@@ -198,7 +198,7 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 THROUGHPUT_HARNESS = ("--warmup and --steps give its length; it evaluates, samples and saves "
-                      "nothing, in a folder of its own")
+                      "nothing, reports to no tracker, in a folder of its own")
 TARGET_HARNESS = "--steps, --seeds and --eval_every set each run, in a folder of its own"
 
 
