@@ -107,6 +107,45 @@ def test_serve_warns_when_listening_beyond_this_machine():
     assert "error: cannot listen on 192.0.2.1:" in proc.stderr
 
 
+@needs_textual_serve
+def test_a_taken_port_is_refused_before_serving_is_announced(capsys):
+    """A second `serve` on the same port printed "Serving ... on http://..." and "Press
+    Ctrl+C to quit", then the error."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert "Serving" not in out + err and "Ctrl+C" not in out + err
+    assert err.startswith(f"minimind-tui serve: error: cannot listen on 127.0.0.1:{port}: ")
+
+
+@needs_textual_serve
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_an_ipv6_host_is_bracketed_in_the_pages_addresses():
+    """`--host ::1` gave the page http://::1:PORT/ and ws://::1:PORT/ws: no browser opens
+    those, so the page never connected back."""
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen([*CLI, "serve", "--host", "::1", "--port", str(port)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = urllib.request.urlopen(f"http://[::1]:{port}/", timeout=5).read().decode()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+    assert f"ws://[::1]:{port}/ws" in page and "://::1:" not in page
+
+
 @pytest.mark.parametrize("argv, message", [
     (["serve", "--", "--no-ui"], "minimind-tui serve: error: --no-ui trains headless"),
     (["serve", "--", "--preset", "nope"], "minimind-tui serve: error: unknown preset 'nope'"),

@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import ipaddress
 import shlex
+import socket
 import sys
 
 from minimind.settings import SettingsError
@@ -74,12 +75,29 @@ def main(argv: list[str]) -> int:
 
     command = shlex.join([sys.executable, "-m", "minimind_tui", *app_args])
     server = Server(command, host=args.host, port=args.port, title="minimind-tui",
-                    public_url=args.public_url)
+                    public_url=args.public_url or f"http://{url_host(args.host)}:{args.port}")
     try:
+        # textual-serve announces "Serving ... on ..." before it binds: bind first.
+        check_listenable(args.host, args.port)
         server.serve()
     except OSError as e:  # the port is taken, or the address is not this machine's
         return invalid(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}", prog=PROG)
     return exit_codes.OK
+
+
+def check_listenable(host: str, port: int) -> None:
+    """OSError (EADDRINUSE, EADDRNOTAVAIL, ...) where the server could not listen."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does
+        probe.bind(address)
+
+
+def url_host(host: str) -> str:
+    """The host as a URL names it: an IPv6 address in brackets (the page's assets and its
+    websocket pointed at http://::1:8000/, which no browser can open)."""
+    return f"[{host}]" if ":" in host else host
 
 
 def split_app_args(argv: list[str]) -> tuple[list[str], list[str]]:
