@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from minimind import runs
+from minimind import runs, target_bench
 from minimind.bench import BenchError, bench_data, documents, parse_variant, variant_settings
 from minimind.data import JsonlIndex, PackedDataset, build_token_cache
 from minimind.step_profile import CATEGORIES
@@ -259,12 +259,20 @@ def test_preparation_line_compares_old_and_new_on_one_file(tmp_path, monkeypatch
     assert "prepare (token cache)" in summary([record])
 
 
-def test_time_to_target_reports_ratios_against_the_default(capsys, tmp_path):
+def test_time_to_target_reports_ratios_against_the_default(capsys, tmp_path, monkeypatch):
     out = tmp_path / "target.jsonl"
+    trained = []  # each run's recipe (optimizer, schedule) and length, in order
+    curve = target_bench.curve
+    monkeypatch.setattr(target_bench, "curve", lambda s: trained.append(
+        (s.train.optimizer, s.train.lr_schedule, s.train.max_steps)) or curve(s))
     code = main(["--preset", "tiny", "--recipes", "wsd,muon", "--steps", "4", "--seeds", "1,2",
                  "--eval_every", "2", "--eval_batches", "1", "--max_seq_len", "32",
                  "--batch_size", "2", "--warmup_iters", "0", "--out", str(out)])
     assert code == 0
+    # Each seed warms every recipe up untimed first: the default, timed first, paid a
+    # process's one-off costs alone (its rivals read as up to 8x faster at the same step).
+    recipes = [("adamw", "cosine"), ("adamw", "wsd"), ("muon", "cosine")]
+    assert trained == 2 * [*((*r, 2) for r in recipes), *((*r, 4) for r in recipes)]
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [json.loads(line) for line in out.read_text().splitlines()] == records
     default, wsd, muon = records
