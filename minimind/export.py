@@ -251,7 +251,8 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
         raise ExportError(f"{out}: is a file; the export is a folder")
     if out.suffix == ".pth":  # it would become a folder named like upstream's file
         raise ExportError(f"{out}: a name for upstream's weights file, and this export is a "
-                          "folder: pass --format upstream for that file, or name a folder")
+                          "folder: choose the upstream format (--format upstream) for that file, "
+                          "or name a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ExportError(f"{out}: folder is not empty (pass --overwrite to replace it)")

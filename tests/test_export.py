@@ -409,7 +409,7 @@ def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
     assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf")]) == 0
     assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf"), "--overwrite"]) == 0
     assert export_main([str(tmp_path / "sp"), str(tmp_path / "x.pth")]) == 2
-    assert "pass --format upstream for that file" in capsys.readouterr().err
+    assert "choose the upstream format (--format upstream) for" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
 
 
