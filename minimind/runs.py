@@ -182,8 +182,8 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
     train = config.get("train", {}) if config else {}
     return RunSummary(
         path, name, describe_shape(config, status), state, status.step, status.total_steps,
-        status.checkpoint_step, status.loss, status.val_loss, status.best_val_loss, status.tokens_seen,
-        status.tokens_per_sec, status.elapsed, status.updated or status.started,
+        status.checkpoint_step, status.loss, status.val_loss, status.best_val_loss,
+        status.tokens_seen, status.tokens_per_sec, status.elapsed, status.updated or status.started,
         status.parameters, stage=str(train.get("stage", "pretrain")) if config else "?",
         from_weight=str(train.get("from_weight", "")) if config else None,
         out_dir=str(train.get("out_dir", "")))
