@@ -108,6 +108,19 @@ def test_help_lists_every_subcommand_and_version_answers():
     assert version.stdout.startswith("minimind-tui ") and version.stdout.strip() != "minimind-tui"
 
 
+def test_a_mistyped_command_is_named_with_the_one_meant(capsys):
+    """`minimind-tui wacth out/tiny` printed the whole usage and "unrecognized arguments"."""
+    from minimind_tui.cli.main import main
+
+    assert main(["wacth", "out/tiny"]) == 2
+    assert capsys.readouterr().err == (
+        "minimind-tui: error: unknown command 'wacth': did you mean watch?\n")
+    assert main(["frobnicate"]) == 2
+    assert capsys.readouterr().err == (
+        "minimind-tui: error: unknown command 'frobnicate': the commands are "
+        f"{', '.join(SUBCOMMANDS)}; the app itself takes flags alone\n")
+
+
 def test_version_and_completion_import_neither_torch_nor_textual():
     code = textwrap.dedent("""
         import contextlib, io, sys

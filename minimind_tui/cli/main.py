@@ -8,6 +8,7 @@ Only argparse, pydantic and the settings load before a command runs: `--help`, f
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -89,6 +90,11 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         module, _, function = SUBCOMMANDS[argv[0]][0].partition(":")
         return getattr(importlib.import_module(module), function)(argv[1:])
+    if argv and not argv[0].startswith("-"):  # the app takes flags alone: a mistyped command
+        close = difflib.get_close_matches(argv[0], SUBCOMMANDS, n=1)
+        return invalid(f"unknown command {argv[0]!r}: " + (
+            f"did you mean {close[0]}?" if close else
+            f"the commands are {', '.join(SUBCOMMANDS)}; the app itself takes flags alone"))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.detach and not args.no_ui:
