@@ -81,7 +81,6 @@ class RunSummary:
                         if self.updated else "–"),
         }
 
-
     def _steps(self) -> str:
         """"18/40", and for an ended run whose last steps were not saved (a second Ctrl+C, a
         crash) where a resume starts: "18/40 (saved 14)"."""
