@@ -281,7 +281,8 @@ def _check_not_the_source(out: Path, source: Checkpoint) -> None:
     one, would replace it (with --overwrite) or mix the export into it."""
     target = out.resolve()
     for path in (source.weights_path, source.adapter_path):
-        if path is not None and target in (Path(path).resolve(), *Path(path).resolve().parents):
+        read = Path(path).resolve() if path is not None else None
+        if read is not None and (target == read or target in read.parents):
             raise ExportError(f"{out}: holds the model being exported ({path}); choose "
                               "another OUT")
 
