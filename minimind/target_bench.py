@@ -140,7 +140,7 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
 
 
 WARM_UP_STEPS = 2
-"""Each recipe's untimed steps before the timed runs, in each process that trains seeds."""
+"""Each recipe's untimed steps before a seed's timed runs (in the process that trains it)."""
 
 
 def harness_settings(seed: int, steps: int, eval_every: int, out_dir: str) -> dict[str, Any]:
@@ -159,9 +159,10 @@ def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: i
     target, where each recipe first reached it, and the device's name."""
     target, reached, device_name = None, {}, ""
 
-    def settings_of(recipe: dict[str, Any], steps: int, folder: str, **more: Any) -> RunSettings:
+    def settings_of(recipe: dict[str, Any], length: int, folder: str, **more: Any
+                    ) -> RunSettings:
         train = {**base.train.model_dump(), **recipe,
-                 **harness_settings(seed, steps, eval_every, folder), **more}
+                 **harness_settings(seed, length, eval_every, folder), **more}
         return RunSettings.parse({"model": base.model.model_dump(), "train": train})
 
     with tempfile.TemporaryDirectory(prefix="minimind-target-") as out_dir:
