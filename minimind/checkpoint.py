@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import io
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,14 +81,27 @@ def save_checkpoint(weights_path: Path, *, model: torch.nn.Module,
 
 
 def weights_bytes(weights: torch.nn.Module | dict[str, torch.Tensor],
-                  adapters_only: bool = False) -> memoryview:
+                  adapters_only: bool = False, *, metadata: dict[str, str] | None = None
+                  ) -> memoryview:
     """Upstream's weights file, as bytes: the fp16 model, or (`adapters_only`, a lora run's
     state dict) its adapters alone. NonFiniteError for NaN/inf, which no file we write may hold
-    (a weight beyond float16's range turns inf here too)."""
+    (a weight beyond float16's range turns inf here too). `metadata` goes where a state dict
+    keeps its modules' versions (`_metadata[""]`): `load_state_dict` passes it to the model,
+    which ignores what it does not know, so upstream's scripts load the file as before."""
     tensors = adapter_tensors(weights) if adapters_only else export_upstream_state_dict(weights)
     if bad := first_non_finite(tensors):
         raise NonFiniteError(f"{bad} holds NaN/inf; refusing to write such weights")
+    if metadata is not None:
+        tensors = OrderedDict(tensors)
+        tensors._metadata = OrderedDict({"": dict(metadata)})
     return torch_bytes(tensors)
+
+
+def weights_metadata(state: Any) -> dict:
+    """What `weights_bytes` recorded as `metadata` in a loaded weights file; {} for none."""
+    recorded = getattr(state, "_metadata", None)
+    root = recorded.get("") if isinstance(recorded, dict) else None
+    return root if isinstance(root, dict) else {}
 
 
 def _tensor(value: Any) -> torch.Tensor:

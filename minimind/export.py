@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import save
 
 from .atomic import atomic_write_bytes
-from .checkpoint import weights_bytes
+from .checkpoint import weights_bytes, weights_metadata
 from .checkpoint_reader import Checkpoint
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
 from .meter import NonFiniteError
@@ -50,7 +50,8 @@ TOKENIZER_FILES = (
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
 )  # fmt: skip
 EXPORT_MARK, EXPORTER = "exported_by", "minimind-tui"
-"""config.json's record that this tool wrote the folder: what --overwrite may replace."""
+"""The record that this tool wrote an export, the one thing --overwrite replaces: in a folder's
+config.json, and in an upstream file's state-dict metadata (`weights_bytes`)."""
 PROBE_SHAPE = (2, 24)
 # Relative to the largest logit: float32 reorderings stay near 1e-6, a wrong mapping is O(1).
 VERIFY_TOLERANCE = 1e-4
@@ -198,7 +199,7 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
     if target.exists():
         _check_an_earlier_export(target)
     try:
-        return atomic_write_bytes(target, weights_bytes(model))
+        return atomic_write_bytes(target, weights_bytes(model, metadata={EXPORT_MARK: EXPORTER}))
     except NonFiniteError as e:
         raise ExportError(f"{e}: the model does not fit float16, upstream's format") from None
     except OSError as e:
@@ -206,8 +207,9 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
 
 
 def _check_an_earlier_export(target: Path) -> None:
-    """--overwrite replaces a MiniMind weights file (an earlier export), never another file a
-    mistyped OUT names: the user's notes, another project's checkpoint."""
+    """--overwrite replaces a weights file this tool exported (its metadata says so), never
+    another file OUT names: the user's notes, another project's checkpoint, or a MiniMind
+    model of the same name that was not exported here (upstream's own pretrain_512.pth)."""
     why = "not a PyTorch checkpoint"  # every export is a zip file, and mmap reads only those
     if not target.is_file():  # a FIFO would hang the read
         why = "not a regular file"
@@ -217,9 +219,16 @@ def _check_an_earlier_export(target: Path) -> None:
         except CheckpointError as e:
             why = str(e).removeprefix(f"{target}: ")
         else:
-            if isinstance(state, dict) and isinstance(state.get(EMBED_KEY), torch.Tensor):
+            if not (isinstance(state, dict) and isinstance(state.get(EMBED_KEY), torch.Tensor)):
+                why = f"no {EMBED_KEY}"
+            elif weights_metadata(state).get(EXPORT_MARK) == EXPORTER:
                 return
-            why = f"no {EMBED_KEY}"
+            else:
+                raise ExportError(f"{target}: a MiniMind weights file, but not an export of "
+                                  f"{EXPORTER} (its metadata has no {EXPORT_MARK} mark: "
+                                  "upstream's, a run's, or an export of an earlier version); "
+                                  "refusing to replace it even with --overwrite: delete it "
+                                  "yourself if it is an earlier export")
     raise ExportError(f"{target}: not a MiniMind weights file ({why}); refusing to replace it "
                       "even with --overwrite")
 
@@ -266,14 +275,16 @@ def _check_an_earlier_hf_export(out: Path) -> None:
     another model's: a MiniMind folder of `save_pretrained`, upstream's or a downloaded model
     has the same file names."""
     config = out / "config.json"
+    why = f'its config.json has no "{EXPORT_MARK}": "{EXPORTER}"'
     try:
-        written = json.loads(read_small(config)).get(EXPORT_MARK)
-    except (OSError, ValueError, AttributeError):  # none, a FIFO, not JSON, not an object
-        written = None
-    if written != EXPORTER:
-        raise ExportError(f"{out}: not an export of {EXPORTER} (its config.json has no "
-                          f'"{EXPORT_MARK}": "{EXPORTER}"); refusing to replace it even with '
-                          "--overwrite: delete it yourself if it is an earlier export")
+        if json.loads(read_small(config)).get(EXPORT_MARK) == EXPORTER:
+            return
+    except OSError as e:  # none, a FIFO, a folder, too large to be an export's
+        why = f"its config.json cannot be read: {e.strerror or e}"
+    except (ValueError, AttributeError):
+        why = "its config.json is not a JSON object"
+    raise ExportError(f"{out}: not an export of {EXPORTER} ({why}); refusing to replace it "
+                      "even with --overwrite: delete it yourself if it is an earlier export")
 
 
 def _check_not_the_source(out: Path, source: Checkpoint) -> None:

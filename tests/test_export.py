@@ -405,6 +405,12 @@ def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
     os.mkfifo(tmp_path / "copy" / "config.json")
     with pytest.raises(ExportError, match="not an export of minimind-tui"):
         export_hf(source(model), tmp_path / "copy", verify=False, overwrite=True)
+    # One too large to be an export's is refused as that, not as a file without the mark.
+    os.remove(tmp_path / "copy" / "config.json")
+    marked = json.dumps({"exported_by": "minimind-tui", "pad": " " * (50 << 20)})
+    (tmp_path / "copy" / "config.json").write_text(marked)
+    with pytest.raises(ExportError, match=r"config.json cannot be read: over 1 MiB"):
+        export_hf(source(model), tmp_path / "copy", verify=False, overwrite=True)
     # Its own export is what --overwrite replaces; an upstream file is no folder's name.
     assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf")]) == 0
     assert export_main([str(tmp_path / "sp"), str(tmp_path / "hf"), "--overwrite"]) == 0
@@ -455,6 +461,24 @@ def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
     assert export_main(up) == 0 and export_main(up) == 2
     assert "already exists (pass --overwrite" in capsys.readouterr().err
     assert export_main([*up, "--overwrite"]) == 0
+    # ...and only that: upstream's own model of that name was replaced, and so was a run's
+    # weights file copied out of its folder. Neither holds the mark an export writes.
+    exported = tmp_path / "up" / "pretrain_64.pth"
+    for state in (torch.load(exported, weights_only=True),
+                  torch.load(trained_run / "pretrain_128.pth", weights_only=True)):
+        torch.save(dict(state), exported)  # as upstream's scripts save a state_dict
+        before = exported.read_bytes()
+        assert export_main([*up, "--overwrite"]) == 2
+        assert capsys.readouterr().err == (
+            f"minimind-tui export: error: {exported}: a MiniMind weights file, but not an export "
+            "of minimind-tui (its metadata has no exported_by mark: upstream's, a run's, or an "
+            "export of an earlier version); refusing to replace it even with --overwrite: "
+            "delete it yourself if it is an earlier export\n")
+        assert exported.read_bytes() == before
+    # The mark is invisible to upstream's load: the file loads strictly into the model.
+    exported.unlink()
+    assert export_main(up) == 0
+    build(family="minimind2").load_state_dict(torch.load(exported, weights_only=True), strict=True)
     # ...and only that: another file a mistyped OUT names is the user's (it was replaced).
     notes, foreign, fifo = tmp_path / "notes.pth", tmp_path / "other.pth", tmp_path / "fifo.pth"
     notes.write_text("my important notes")
