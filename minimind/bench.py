@@ -42,6 +42,7 @@ from minimind.data.sampler import epoch_batches
 from minimind.device import resolve_device
 from minimind.engine import Trainer
 from minimind.environment import environment_problems
+from minimind.event_text import with_hint
 from minimind.events import RunStarted, StepMetrics
 from minimind.flops import flops_per_token, measured_matmul_rate, peak_flops
 from minimind.peak_memory import peak_rss, reset_peak_rss
@@ -173,7 +174,7 @@ def run_engine(settings: RunSettings, warmup: int, compile_mode: str | None,
     sinks = [sink] if profiler is None else [sink, profiler]
     result = Trainer(settings, sinks, compile_mode=compile_mode, save_checkpoints=False).run()
     if result.status != "completed":
-        raise BenchError(result.reason + (f" ({result.hint})" if result.hint else ""))
+        raise BenchError(with_hint(result.reason, result.hint))
     events = sink.drain()
     started = next(e for e in events if isinstance(e, RunStarted))
     logs = [e for e in events if isinstance(e, StepMetrics)]

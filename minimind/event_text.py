@@ -25,6 +25,11 @@ def step_line(e: StepMetrics) -> str:
             f"grad_norm: {e.grad_norm:.3f}, tokens/s: {e.tokens_per_sec:,.0f}")
 
 
+def with_hint(reason: str, hint: str | None) -> str:
+    """A refusal or failure and what to do about it, on one line, as every console says it."""
+    return f"{reason} | hint: {hint}" if hint else reason
+
+
 def one_line(text: str) -> str:
     """A generated text on one line: its line breaks shown as ⏎."""
     return text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
@@ -70,7 +75,7 @@ def describe(e: Event) -> tuple[str, str] | None:
     if isinstance(e, RunFinished):
         # A start refused (a resume's checkpoint among them) trained nothing: no "step 0".
         where = "before training" if e.cause == "input" and not e.step else f"at step {e.step}"
-        parts = [f"[{e.status}] {where}", e.reason, e.hint and f"hint: {e.hint}",
+        parts = [f"[{e.status}] {where}", e.reason and with_hint(e.reason, e.hint),
                  e.details_path and f"details: {e.details_path}"]
         return " | ".join(p for p in parts if p), "error" if e.status == "failed" else "finished"
     return None

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from minimind.event_text import with_hint
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
@@ -105,8 +106,7 @@ def _run(settings: RunSettings) -> int:
         return exit_codes.SIGNALLED if received else exit_codes.OK
     if result.cause == "input":
         if rank == 0:  # every rank stopped on it; one line says it, and what to do
-            say(f"minimind-tui: error: {result.reason}"
-                + (f" | hint: {result.hint}" if result.hint else ""))
+            say(f"minimind-tui: error: {with_hint(result.reason, result.hint)}")
         return exit_codes.INVALID
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
