@@ -49,6 +49,7 @@ class MetricPlot(PlotextPlot):
         finite = [(s, *finite_points(s)) for s in series]
         shown = [(s, xs, ys, bad) for s, xs, ys, bad in finite if len(xs)]
         all_x: list[float] = []
+        all_y: list[float] = []
         for s, xs, ys, bad in shown:
             xs, ys = downsample_minmax(xs, ys, budget)
             color = Color.parse(colors[s.color]).rgb
@@ -62,6 +63,7 @@ class MetricPlot(PlotextPlot):
             else:
                 plt.plot(xs, ys, label=label, color=color, marker="braille")
             all_x += (xs[0], xs[-1])
+            all_y += (min(ys), max(ys))
         for x in marks:
             plt.vline(x, Color.parse(colors[mark_color]).rgb)
         plt.xlabel(xlabel)
@@ -69,6 +71,9 @@ class MetricPlot(PlotextPlot):
             # plotext would label a token axis 1200000.0; round ticks read as 1.2M.
             ticks = nice_ticks(min(all_x), max(all_x))
             plt.xticks(ticks, [tick_label(t) for t in ticks])
+            # plotext's own y labels are evenly spaced values, not round ones (0.000347).
+            ticks = nice_ticks(min(all_y), max(all_y))
+            plt.yticks(ticks, [tick_label(t) for t in ticks])
         self._built = None
         self.refresh()
 
