@@ -217,6 +217,15 @@ def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
     return toml, settings
 
 
+def lora_base(path: Path) -> Path | None:
+    """The base a lora run's adapter file (or folder) trained on, as the run recorded it (a
+    relative from_weight as the run took it); None when `path` is no lora run's."""
+    if (run := _lora_run(path)) is None or not run[1].train.from_weight:
+        return None
+    toml, settings = run
+    return as_the_run_took_it(settings.train.from_weight, toml.parent, settings.train.out_dir)
+
+
 def _read_lora_run(toml: Path, settings: RunSettings, tokenizer_path: str | None,
                    num_attention_heads: int | None) -> Checkpoint:
     """The model a lora run trained (`_lora_model`) with its tokenizer."""

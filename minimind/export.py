@@ -32,7 +32,7 @@ from safetensors.torch import save
 
 from .atomic import atomic_write_bytes
 from .checkpoint import weights_bytes, weights_metadata
-from .checkpoint_reader import Checkpoint
+from .checkpoint_reader import Checkpoint, lora_base
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
@@ -236,15 +236,19 @@ def _check_an_earlier_export(target: Path) -> None:
 def upstream_save_weight(source: Checkpoint, merged: Path | None = None) -> str:
     """What upstream's scripts call the model (their --weight): the save_weight its file was
     named with (full_sft for an sft run's), followed by the name of any adapters merged in
-    (full_sft_lora_medical); pretrain for a file named another way, as upstream's first."""
+    (full_sft_lora_medical); pretrain for a file named another way, as upstream's first. A
+    base that is itself a lora run's adapters brings its own base's name first."""
     config = source.model.config
 
     def named(path: Path) -> str | None:
         return save_weight_of(path.name, config.hidden_size, config.use_moe)
 
-    base = named(source.weights_path) or "pretrain"
-    adapters = [a for a in (source.adapter_path, merged) if a is not None]
-    return "_".join([base, *(named(Path(a)) or Path(a).stem for a in adapters)])
+    adapters = [Path(a) for a in (source.adapter_path, merged) if a is not None]
+    base = Path(source.weights_path)
+    while (below := lora_base(base)) is not None and base not in adapters:  # lora on lora
+        adapters.insert(0, base)
+        base = below
+    return "_".join([named(base) or "pretrain", *(named(a) or a.stem for a in adapters)])
 
 
 def check_destination(out: str | Path, overwrite: bool = False, *, upstream: bool = False

@@ -324,6 +324,18 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
         assert [p.name for p in out.iterdir()] == [name], src
 
 
+def test_an_upstream_export_of_lora_on_lora_names_the_whole_chain(chain, tmp_path, capsys):
+    """A lora run started from another's adapters exported as lora_second_128.pth: the sft
+    base's name was dropped (the merge itself held all three)."""
+    shutil.copytree(chain / "out", tmp_path / "out")
+    assert in_process(tmp_path, capsys, "--no-ui", "--preset", "tiny-sft", "--stage", "lora",
+                      "--from_weight", ADAPTER, "--out_dir", "out/second", "--lora_name",
+                      "second", "--lora_rank", "4", *QUICK).returncode == 0
+    assert in_process(tmp_path, capsys, "export", "out/second", "up", "--format",
+                      "upstream").returncode == 0
+    assert [p.name for p in (tmp_path / "up").iterdir()] == ["full_sft_lora_second_128.pth"]
+
+
 def test_export_lora_refuses_a_base_whose_settings_the_run_did_not_train_with(chain, tmp_path,
                                                                               capsys):
     """The lora run trained with rope_theta 10000 on the same tensors; the merge took the
