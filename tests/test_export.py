@@ -578,7 +578,11 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         message = str(screen.query_one("#export-result", Static).render())
-        assert f"wrote {tmp_path / 'hf'} as LlamaForCausalLM" in message
+        assert f"wrote {tmp_path / 'hf'} as LlamaForCausalLM (loaded back: its logits match " \
+               "our model's within " in message, message
+        # As the command line says it: which files the model was built from.
+        assert (f"\nfrom {tmp_path / 'run' / 'pretrain_64.pth'}; config from "
+                f"{tmp_path / 'run' / 'config.toml'}") in message, message
         await pilot.click("#export")  # again: the folder exists now, refused in words
         await app.workers.wait_for_complete()
         await pilot.pause()

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  tokenizer {source.tokenizer_dir}")
     if source.tokenizer_note:
         print(f"minimind-tui export: warning: {source.tokenizer_note}", file=sys.stderr)
-    print(f"wrote {result.path} as {result.architecture} ({_checked(result, args.dtype)})")
+    print(f"wrote {result.path} as {result.architecture} ({checked(result, args.dtype)})")
     if result.remote_code:
         print("  our own modeling code: load with AutoModelForCausalLM.from_pretrained(path, "
               "trust_remote_code=True)")
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     return exit_codes.OK
 
 
-def _checked(result, dtype: str | None) -> str:
+def checked(result, dtype: str | None) -> str:
     """What the check compared: the folder against our model as the reader built it from its
     record (named above), not the record against anything else; in a narrower dtype, against
     our model rounded the same way, with what the rounding alone costs said beside it."""

@@ -18,6 +18,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, LoadingIndicator, Select, Static
 
+from minimind_tui.cli.export import checked
+
 FORMATS = [("Hugging Face folder (standard class)", "hf"),
            ("upstream MiniMind .pth", "upstream")]
 
@@ -102,12 +104,17 @@ class ExportScreen(ModalScreen[None]):
             loaded = read_checkpoint(source)
             if format == "upstream":
                 path = export_upstream(loaded, destination, overwrite=overwrite)
-                message = f"wrote {path} (upstream MiniMind layout, float16)"
+                wrote = f"wrote {path} (upstream MiniMind layout, float16)"
             else:
                 result = export_hf(loaded, destination, overwrite=overwrite)
                 how = ("load with trust_remote_code=True" if result.remote_code
                        else "AutoModelForCausalLM.from_pretrained loads it as is")
-                message = f"wrote {result.path} as {result.architecture}: {how}"
+                wrote = (f"wrote {result.path} as {result.architecture} "
+                         f"({checked(result, None)}): {how}")
+            # What the model was built from, as the command line says it: which base, which
+            # adapters merged in, which record gave the config.
+            message = (f"{wrote}\nfrom {loaded.built_from}; config from "
+                       f"{loaded.config_origin}")
             self.app.call_from_thread(self._done, message, False)
         except (CheckpointError, ExportError, ExportVerificationError) as e:
             self.app.call_from_thread(self._done, str(e), True)
