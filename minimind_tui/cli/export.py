@@ -91,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
             rank = load_lora(source.model, args.lora)
             # The same check a lora run folder gets: adapters merged into another base than
             # theirs were exported as "matching" (the logits only compare with the merge).
-            checked = check_lora_base(source.model, source.weights_path, Path(args.lora))
+            base_check = check_lora_base(source.model, source.weights_path, Path(args.lora))
             merge_lora(source.model)
             on_top = " on top of the run's own" if source.adapter_path else ""
-            print(f"  merged the rank-{rank} adapters of {args.lora}{on_top} ({checked})")
+            print(f"  merged the rank-{rank} adapters of {args.lora}{on_top} ({base_check})")
         if args.format == "upstream":
             path = export_upstream(source, args.out, overwrite=args.overwrite,
                                    merged=Path(args.lora) if args.lora else None)
