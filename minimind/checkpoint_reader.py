@@ -31,7 +31,7 @@ from .config import MiniMindConfig
 from .environment import as_the_run_took_it, unusable_path
 from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
-from .run_files import CONFIG_FILE, holds_adapters
+from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters, weights_of_resume
 from .settings import ModelSettings, RunSettings
 from .torchfile import CheckpointError
 from .upstream import HeadSplitError, WeightsMismatchError, infer_config, load_into
@@ -51,10 +51,14 @@ class Checkpoint:
     """A lora run's adapters, merged into the base `weights_path` holds."""
     base_check: str = ""
     """With adapters: whether the base is the one the run trained on, and against what."""
+    adapters_within: bool = False
+    """`weights_path` held lora adapters beside its base (a lora run's resume file), merged."""
 
     @property
     def built_from(self) -> str:
         """The files the model was built from, for the user."""
+        if self.adapters_within:
+            return f"{self.weights_path} (the base the lora run froze, its adapters merged in)"
         if self.adapter_path is None:
             return str(self.weights_path)
         return _merged_text(self.weights_path, self.adapter_path, self.base_check)
@@ -93,7 +97,7 @@ def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
     if lora_run := _lora_run(path):
         return _read_lora_run(*lora_run, tokenizer_path, num_attention_heads)
     weights, records = locate(path)
-    state_dict, saved = read_weights(weights)
+    state_dict, saved, folded = read_weights(weights)
     if saved is not None:
         records.insert(0, saved)
     record = agreed(weights, records)
@@ -112,7 +116,8 @@ def read_checkpoint(src: str | Path, tokenizer_path: str | None = None,
     fingerprint = next((r for r in records if r.tokenizer_digest), None)
     return Checkpoint(model.eval(), weights, origin,
                       *choose_tokenizer(tokenizer if record else None, tokenizer_path,
-                                         config.vocab_size, fingerprint))
+                                         config.vocab_size, fingerprint),
+                      adapters_within=folded)
 
 
 def load_model(path: str | Path, num_attention_heads: int | None = None) -> MiniMindForCausalLM:
@@ -174,7 +179,7 @@ def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...
         load_into(model, merged.model.state_dict(), (merged.record.config(), merged.record.where))
         return (_merged_text(merged.base, merged.adapter, merged.base_check),
                 merged.fingerprint or merged.record)
-    state_dict, saved = read_weights(path)
+    state_dict, saved, _ = read_weights(path)
     records = ([saved] if saved else []) + records_beside(path)
     record = agreed(path, records)
     if record is not None:
@@ -218,8 +223,11 @@ def _lora_run(path: Path) -> tuple[Path, RunSettings] | None:
 
 
 def lora_base(path: Path) -> Path | None:
-    """The base a lora run's adapter file (or folder) trained on, as the run recorded it (a
-    relative from_weight as the run took it); None when `path` is no lora run's."""
+    """The base a lora run's adapter file, folder or resume file trained on, as the run
+    recorded it (a relative from_weight as the run took it); None when `path` is no lora
+    run's."""
+    if path.name.endswith(RESUME_SUFFIX):  # the adapters beside it name their run
+        path = path.with_name(weights_of_resume(path.name))
     if (run := _lora_run(path)) is None or not run[1].train.from_weight:
         return None
     toml, settings = run

@@ -198,8 +198,9 @@ def agreed(weights: Path, records: list[Record]) -> Record | None:
     return records[0]
 
 
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
-    """The state_dict in a weights file and, for a resume file, the settings it records."""
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None, bool]:
+    """The state_dict in a weights file, for a resume file the settings it records, and
+    whether the file held lora adapters, now merged into its base (a lora run's resume)."""
     data = safe_safetensors_load(path) if path.suffix == ".safetensors" else safe_torch_load(path)
     saved = None
     if isinstance(data, dict) and "model" in data and not isinstance(data["model"], torch.Tensor):
@@ -220,9 +221,10 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], Record | None]:
         raise CheckpointError(f"{path}: holds only LoRA adapters, no base weights: open the lora "
                               "run's folder (it names the base), or merge the file into its "
                               "base with export's --lora")
-    if any(ADAPTER_MARK in k for k in data):  # a lora run's resume file: base and adapters
+    folded = any(ADAPTER_MARK in k for k in data)  # a lora run's resume: base and adapters
+    if folded:
         try:
             data = fold_adapters(data)
         except LoRAError as e:
             raise CheckpointError(f"{path}: {e}") from None
-    return data, saved
+    return data, saved, folded

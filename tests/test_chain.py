@@ -388,6 +388,7 @@ def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, 
     from_weight refused it: "does not fit the model", and the file and the model described
     alike. It is the run's model at that step, adapters folded in, with no base file needed;
     an adapter file alone says it has no base and where to go."""
+    from minimind_tui.cli.main import main
 
     monkeypatch.chdir(chain)
     resume = ADAPTER.replace(".pth", "_resume.pth")
@@ -401,7 +402,12 @@ def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, 
                                               r"weights: open the lora run's folder"):
         read_checkpoint(tmp_path / "adapter.pth")
     out = minimind(chain, "export", resume, str(tmp_path / "hf")).stdout
-    assert f"weights {resume}; config from the settings saved in {resume}" in out, out
+    assert (f"weights {resume} (the base the lora run froze, its adapters merged in); config "
+            f"from the settings saved in {resume}") in out, out
+    # Upstream's name for the merged model, as from the run folder: lora_128.pth, the name of
+    # upstream's adapter-only file, called a whole model that.
+    assert main(["export", resume, str(tmp_path / "up"), "--format", "upstream"]) == 0
+    assert [p.name for p in (tmp_path / "up").iterdir()] == ["full_sft_lora_128.pth"]
 
 
 async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, monkeypatch):
