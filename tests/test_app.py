@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import Button, Input, Select, Static
+from textual.widgets import Button, Checkbox, Input, Select, SelectionList, Static
 from textual.worker import Worker, WorkerState
 
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
@@ -395,6 +395,27 @@ async def test_readouts_show_what_the_valid_settings_allow():
         assert text.count("fix batch_size first") == 3  # tokens/step, steps/epoch, memory
         await type_into(pilot, "hidden_size", "0")
         assert "25.83M" not in readouts(app) and "fix hidden_size first" in readouts(app)
+
+
+async def test_boxes_say_ticked_or_not_in_text(tmp_path):
+    """Textual draws ▐X▌ for a box either way and tells them apart by colour only: report_to
+    read as four trackers on, the export dialog's --overwrite as on while it was off."""
+    from minimind_tui.screens.export import ExportScreen
+
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        trackers = app.screen.query_one("#report_to", SelectionList)
+        trackers.select("wandb")
+        await pilot.pause()
+        boxes = [trackers.render_line(y).text[:3] for y in range(trackers.option_count)]
+        assert boxes == ["▐ ▌", "▐X▌", "▐ ▌", "▐ ▌"], boxes
+        app.action_export()
+        await pilot.pause()
+        assert isinstance(app.screen, ExportScreen)
+        overwrite = app.screen.query_one("#export-overwrite", Checkbox)
+        assert str(overwrite.render()).startswith("▐ ▌")
+        overwrite.value = True
+        assert str(overwrite.render()).startswith("▐X▌")
 
 
 # -- runs --------------------------------------------------------------------------------------

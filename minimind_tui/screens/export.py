@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, LoadingIndicator, Select, Static
 
 from minimind_tui.cli.export import checked
+from minimind_tui.widgets.ticks import TickBox
 
 FORMATS = [("Hugging Face folder (standard class)", "hf"),
            ("upstream MiniMind .pth", "upstream")]
@@ -44,7 +45,7 @@ class ExportScreen(ModalScreen[None]):
             yield Select(FORMATS, value="hf", allow_blank=False, id="export-format",
                          compact=True)
             # What the refusals call --overwrite: an earlier export's, never a run's or others'.
-            yield Checkbox("Replace an earlier export there (--overwrite)", id="export-overwrite",
+            yield TickBox("Replace an earlier export there (--overwrite)", id="export-overwrite",
                            compact=True)
             yield LoadingIndicator(id="export-busy")
             yield Static("", id="export-result", classes="dialog-note")

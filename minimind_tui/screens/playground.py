@@ -28,6 +28,7 @@ from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent
                                             GenerationStarted, ModelKey, ModelLoaded,
                                             TextPiece)
 from minimind_tui.widgets.sampling_form import SamplingForm
+from minimind_tui.widgets.ticks import TickBox
 from minimind_tui.worker_end import worker_ended
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ class PlaygroundScreen(ModalScreen[None]):
                         id="playground-source", compact=True)
             yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False,
                          id="playground-device", compact=True)
-            yield Checkbox("chat", id="playground-chat", compact=True,
+            yield TickBox("chat", id="playground-chat", compact=True,
                            tooltip="Each prompt is your next turn; the model answers in turns "
                                    "(for sft/lora models). Toggling starts a new chat.")
             yield Button("Generate ^g", id="generate-button", variant="success",

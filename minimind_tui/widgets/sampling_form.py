@@ -7,6 +7,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Checkbox, Input, Label, Static
 
 from minimind.generate import SamplingParams
+from minimind_tui.widgets.ticks import TickBox
 
 # (field, label, input type): the order of the rows.
 _ROWS = (("temperature", "temperature", "number"), ("top_p", "top-p", "number"),
@@ -26,7 +27,7 @@ class SamplingForm(Vertical):
                 yield Label(label, classes="sampling-label")
                 yield Input(f"{getattr(self._initial, name):g}", type=kind, compact=True,
                             id=f"sampling-{name}", select_on_focus=True)
-        yield Checkbox("stop on eos", self._initial.stop_on_eos, id="sampling-stop_on_eos",
+        yield TickBox("stop on eos", self._initial.stop_on_eos, id="sampling-stop_on_eos",
                        compact=True)
         yield Static(HELP, classes="dim", id="sampling-help")
 

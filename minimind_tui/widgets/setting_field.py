@@ -12,6 +12,7 @@ from textual.widget import Widget
 from textual.widgets import Input, Label, Select, SelectionList, Static, Switch, TextArea
 
 from minimind_tui.form.schema import TRIBOOL_CHOICES, FieldSpec
+from minimind_tui.widgets.ticks import TickList
 
 
 def device_choices() -> list[str]:
@@ -73,7 +74,7 @@ class SettingField(Widget):
             return TextArea(value, id=name, soft_wrap=False, show_line_numbers=False,
                             compact=True, classes="field-lines")
         if spec.kind == "choices":
-            return SelectionList(*[(c, c, c in value) for c in spec.choices], id=name,
+            return TickList(*[(c, c, c in value) for c in spec.choices], id=name,
                                  compact=True, classes="field-choices")
         if spec.kind in ("choice", "device"):
             self._choices = list(spec.choices) if spec.kind == "choice" else device_choices()
