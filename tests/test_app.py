@@ -805,6 +805,11 @@ async def test_elapsed_ticks_each_second_and_a_stopped_run_shows_one_step(monkey
         clock.now += 3
         panel.tick()
         assert f"elapsed 0:{int(elapsed + 13):02d} · ETA 1:44" in stats_text(app)
+        # Past its estimate with 280 steps to go (an evaluation ran long): it sat at 0:00.
+        clock.now += 200
+        panel.tick()
+        assert f"elapsed 3:{int(elapsed + 13 + 20):02d} · ETA —" in stats_text(app)
+        clock.now -= 200
         # Stopped at step 23, two seconds after step 20 was logged; its checkpoint took 3 s
         # more: the time and the tokens are the run's own, as the runs list gives them.
         app.apply_events([RunFinished(status="stopped", step=23, time=4992.0,

@@ -85,9 +85,11 @@ class StatsPanel(VerticalScroll):
         # The step's time is the trainer's clock: on another machine (a synced folder) the
         # two may differ, so the count never goes below the step's own figures.
         since = max(0.0, time.time() - at) if self._ticking else 0.0
-        eta = max(0.0, e.eta_seconds - max(0.0, time.time() - e.time)) if self._ticking \
-            else e.eta_seconds
-        return f"{format_duration(elapsed + since)} · ETA {format_duration(eta)}"
+        left = e.eta_seconds - max(0.0, time.time() - e.time) if self._ticking else e.eta_seconds
+        # Counted down past its estimate with steps still to go (an evaluation or a save is
+        # running, or the steps slowed): 0:00 would say the run is about to end.
+        eta = "—" if left <= 0 and e.step < e.total_steps else format_duration(max(0.0, left))
+        return f"{format_duration(elapsed + since)} · ETA {eta}"
 
     def _rows_of(self, h: RunHistory) -> list[tuple[str, Any]]:
         rows: list[tuple[str, Any]] = []
