@@ -308,11 +308,11 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
             mask_markers(tokenizer)  # before reading what may be gigabytes
         except ChatTemplateError as e:
             raise InputError(f"train.tokenizer_path: {e}") from None
-        parser = ConversationParser()
+        parser = ConversationParser(unwritten := unwritten_fields(tokenizer))
         index = JsonlIndex(path, skip_bad_lines=t.skip_bad_lines, progress=reporter,
                            parse=parser)
         _report_bad_lines(path, index.bad_lines, index.first_bad, log)
-        if dropped := [f for f in unwritten_fields(tokenizer) if parser.carrying[f]]:
+        if dropped := [f for f in unwritten if parser.carrying[f]]:
             log(f"{spec}: " + ", ".join(f"{parser.carrying[f]:,} conversation(s) carry {f}"
                                         for f in dropped)
                 + ", which the tokenizer's chat template does not write: training leaves them "

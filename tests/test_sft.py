@@ -247,6 +247,34 @@ def test_fields_the_chat_template_does_not_write_are_said(tmp_path):
                   "template does not write: training leaves them out (MiniMind-3's tokenizer "
                   "writes them)"]
 
+    # A reply of such fields alone rendered as an empty one, <|im_end|> trained as the answer:
+    # refused as a bad line by training and counted as one by inspect, MiniMind-3's template
+    # (which writes them) aside.
+    from minimind.data.sft_inspect import inspect_conversations
+
+    calls = {"conversations": [{"role": "user", "content": "Weather?"},
+                               {"role": "assistant", "content": " ", "tool_calls": [
+                                   {"name": "weather", "arguments": {}}]},
+                               {"role": "tool", "content": "sunny"},
+                               {"role": "assistant", "content": "It is sunny."}]}
+    thinking = {"conversations": [{"role": "user", "content": "Hi"},
+                                  {"role": "assistant", "content": "",
+                                   "reasoning_content": "Be kind."}]}
+    for row, why in ((calls, "turn 2: a reply of tool_calls alone"),
+                     (thinking, "turn 2: a reply of reasoning_content alone")):
+        data.write_text("".join(json.dumps(r) + "\n" for r in (plain, row, plain)))
+        result = Trainer(settings.model_copy(update={"train": settings.train.model_copy(
+            update={"out_dir": str(tmp_path / why[-10:])})}), []).run()
+        assert result.status == "failed" and result.reason.startswith(
+            f"train.data_path: {data}:2: {why}, which the tokenizer's chat template does not "
+            "write: it would train as an empty reply"), result.reason
+        seen = inspect_conversations(str(data), load_tokenizer(None), 64, use_cache=False)
+        assert seen.bad_lines == 1 and seen.first_bad[0][1].startswith(why)
+        if (UPSTREAM / "minimind3").is_dir():
+            seen = inspect_conversations(str(data), load_tokenizer(UPSTREAM / "minimind3"), 64,
+                                         use_cache=False)
+            assert seen.bad_lines == 0
+
 
 BAD_LINES = [
     ('{"conversations": [', "line is not valid JSON"),

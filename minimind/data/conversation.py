@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from .jsonl import load_json_line, type_name
@@ -130,15 +131,25 @@ def _tool_calls(value: object, where: str) -> list:
 
 class ConversationParser:
     """`parse_conversation` that also counts the conversations carrying each optional field
-    (`carrying`): a chat template may leave one out of the text, and then out of training."""
+    (`carrying`): a chat template may leave one out of the text, and then out of training.
+    A reply made only of fields it leaves out (`unwritten`) is refused: rendered, it is an
+    empty reply, `<|im_end|>` trained as the whole answer."""
 
-    def __init__(self) -> None:
+    def __init__(self, unwritten: Collection[str] = ()) -> None:
         self.carrying: Counter[str] = Counter()
+        self.unwritten = frozenset(unwritten)
 
     def __call__(self, raw: bytes) -> dict[str, Any]:
         conversation = parse_conversation(raw)
         fields = {"tools"} if conversation["tools"] else set()
-        for message in conversation["messages"]:
-            fields |= message.keys() & {"tool_calls", "reasoning_content"}
+        for n, message in enumerate(conversation["messages"], start=1):
+            extras = {k for k in ("tool_calls", "reasoning_content") if str(message.get(k) or "")
+                      .strip()}
+            if message["role"] == "assistant" and extras and extras <= self.unwritten \
+                    and not message["content"].strip():
+                raise ValueError(f"turn {n}: a reply of {' and '.join(sorted(extras))} alone, "
+                                 "which the tokenizer's chat template does not write: it would "
+                                 "train as an empty reply (MiniMind-3's tokenizer writes them)")
+            fields |= extras
         self.carrying.update(fields)
         return conversation

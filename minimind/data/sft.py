@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from .conversation import TURN_END, TURN_START, parse_conversation
+from .conversation import TURN_END, TURN_START, ConversationParser
 from .corpus import resolve_data_path
 from .fast_encode import PrefixCut, backend_json, pieces
 from .jsonl import JsonlIndex
@@ -145,7 +145,7 @@ class SFTDataset(Dataset):
             self.index = index_or_path
         else:
             self.index = JsonlIndex(resolve_data_path(index_or_path), skip_bad_lines,
-                                    parse=parse_conversation)
+                                    parse=ConversationParser(unwritten_fields(tokenizer)))
         self.tokenizer = tokenizer
         self.max_seq_len = max_seq_len
         self.pad = pad_id(tokenizer)

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from minimind.atomic import atomic_write_bytes
 
-from .conversation import parse_conversation
+from .conversation import ConversationParser
 from .corpus import default_cache_dir, file_digest, resolve_data_path
 from .jsonl import JsonlIndex, ProgressFn, check_file, named_file
 from .packed import tokenizer_digest
-from .sft import SFTDataset, chat_template_digest, mask_markers
+from .sft import SFTDataset, chat_template_digest, mask_markers, unwritten_fields
 
-FORMAT = "v2"  # bump when the figures change meaning, so old inspections are not reused
+FORMAT = "v3"  # bump when the figures change meaning, so old inspections are not reused
 
 
 @dataclass
@@ -119,7 +119,8 @@ def inspect_conversations(spec: str, tokenizer, max_seq_len: int,
         return found
     if phase:
         phase("reading")
-    index = JsonlIndex(path, skip_bad_lines=True, progress=progress, parse=parse_conversation)
+    index = JsonlIndex(path, skip_bad_lines=True, progress=progress,
+                       parse=ConversationParser(unwritten_fields(tokenizer)))
     if phase:
         phase("rendering")
     data = SFTDataset(index, tokenizer, max_seq_len)
