@@ -14,13 +14,12 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from minimind.settings import Problem, RunSettings, TrainSettings
+from minimind.settings import DATA_FIELDS, Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
 
 # Fields that name something on disk that must already exist; other strings (out_dir,
 # save_weight) name things the run creates. Types cannot say this, so it is listed here.
 PATH_FIELDS = ("data_path", "val_data_path", "tokenizer_path", "from_weight")
-DATA_FIELDS = ("data_path", "val_data_path")  # ...of which these name a data file
 # A DataLoader worker hands each batch's shared memory over through an AF_UNIX socket that
 # multiprocessing makes in the temporary folder, as <tmp>/pymp-XXXXXXXX/listener-XXXXXXXX (32
 # characters more). Past the socket path limit that fails in a background thread, and the run
@@ -202,5 +201,9 @@ def validate_for_start(data: dict[str, Any], changed: Collection[str] = ()
     checkpoint named after a default: pretrain_512_resume.pth for an empty hidden_size)."""
     settings, problems = validate(data, changed)
     invalid = {p.loc for p in problems}
+    # A data file is read as the stage's kind: with the stage's default standing in for a bad
+    # one, `--stage LoRA` told the user to switch to pretraining data.
+    if invalid & {"train.stage", "train.skip_bad_lines"}:
+        invalid |= {f"train.{name}" for name in DATA_FIELDS}
     return settings, problems + [p for p in environment_problems(settings, resume=not problems)
                                  if p.loc not in invalid]

@@ -39,6 +39,7 @@ STAGES = ("pretrain", "sft", "lora")
 # and data of the kind the stage reads (the bundled conversations).
 _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
+DATA_FIELDS = ("data_path", "val_data_path")  # the train fields that name a data file
 WIDEST_FEED_FORWARD = 1 << 18
 """16x the widest hidden_size. Sizes need a ceiling the model can be built at: an
 intermediate_size of 2^52 overflowed torch's tensor sizes, and (for the experts' ceiling of
@@ -372,8 +373,34 @@ class RunSettings(BaseModel):
 
 def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
           ) -> dict[str, dict[str, Any]]:
-    """Field-by-field override of a nested settings dict (neither input is modified)."""
+    """Field-by-field override of a nested settings dict (neither input is modified). A stage
+    the overrides change brings its defaults to the base's fields that held the old stage's
+    (`stage_moves`), unless the overrides set those too: `--preset out/tiny/config.toml
+    --stage sft` wrote pretrain_128.pth, the record's save_weight."""
     merged = {section: dict(base.get(section, {})) for section in SECTIONS}
     for section, values in overrides.items():
         merged.setdefault(section, {}).update(values)
+    before, after = (table.get("stage", "pretrain") for table in (base.get("train", {}),
+                                                                  merged["train"]))
+    given = overrides.get("train", {})
+    merged["train"].update({name: value for name, value
+                            in stage_moves(base.get("train", {}), before, after).items()
+                            if name not in given})
     return merged
+
+
+def stage_moves(train: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
+    """What a change of stage brings to a raw train table: the new stage's defaults (full_sft
+    for sft's save_weight) and its kind of bundled data, in each field holding the old
+    stage's; a value chosen otherwise stays. Nothing for a stage that is no stage."""
+    if before == after or before not in STAGES or after not in STAGES:
+        return {}
+    from minimind.data.corpus import builtin_for_stage  # reads no file; numpy, not torch
+
+    moved = {name: to for name in DATA_FIELDS
+             if isinstance(train.get(name), str) and (to := builtin_for_stage(train[name], after))}
+    for name in {*STAGE_DEFAULTS.get(before, {}), *STAGE_DEFAULTS.get(after, {})}:
+        old, new = stage_default(before, name), stage_default(after, name)
+        if old != new and train.get(name) == old:
+            moved[name] = new
+    return moved

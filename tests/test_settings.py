@@ -9,8 +9,8 @@ from minimind.environment import environment_problems
 from minimind.model import MiniMindForCausalLM
 from minimind.settings import WIDEST_FEED_FORWARD, RunSettings, SettingsError
 from minimind.settings_rules import validate
-from minimind_tui.form.presets import (list_presets, load_settings, preset_name_problem,
-                                       resolve_preset, save_user_preset)
+from minimind_tui.form.presets import (list_presets, load_settings, load_start_settings,
+                                       preset_name_problem, resolve_preset, save_user_preset)
 
 
 def problems(data):
@@ -327,3 +327,27 @@ def test_true_or_false_is_no_number():
     assert found == {
         "train.learning_rate": "must be a number", "train.max_steps": "must be a whole number",
         "model.hidden_size": "must be a whole number", "model.rope_theta": "must be a number"}
+
+
+def test_a_stage_given_over_a_preset_brings_its_defaults(tmp_path):
+    """`--preset out/tiny/config.toml --stage sft` trained an sft model into pretrain_128.pth
+    (the record holds save_weight = "pretrain") and read the text corpus; the form moved
+    both when its stage changed. What the flags set themselves stays."""
+    record = load_settings("tiny").save_toml(tmp_path / "config.toml")
+    for preset in ("tiny", str(record)):
+        sft = load_settings(preset, {"train": {"stage": "sft", "packing": False}}).train
+        assert (sft.save_weight, sft.data_path, sft.val_data_path) == (
+            "full_sft", "builtin:shakespeare-chat", "builtin:shakespeare-chat-val"), preset
+    chosen = load_settings(str(record), {"train": {"stage": "sft", "packing": False,
+                                                   "save_weight": "pretrain"}}).train
+    assert (chosen.save_weight, chosen.data_path) == ("pretrain", "builtin:shakespeare-chat")
+    back = load_settings("tiny-sft", {"train": {"stage": "pretrain"}}).train
+    assert (back.save_weight, back.data_path) == ("pretrain", "builtin:shakespeare")
+
+
+def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):
+    """With the default stage standing in, `--stage LoRA` also said the chat data was no
+    pretraining data, and to use builtin:shakespeare."""
+    with pytest.raises(SettingsError) as refused:
+        load_start_settings("tiny-sft", {"train": {"stage": "LoRA", "from_weight": ""}})
+    assert [p.loc for p in refused.value.problems] == ["train.stage"]

@@ -12,7 +12,7 @@ from rich.console import Console
 from textual.widgets import Static
 
 from minimind.data.sft_inspect import inspect_conversations
-from minimind.environment import DATA_FIELDS
+from minimind.settings import DATA_FIELDS
 from minimind.settings import RunSettings
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.app import MiniMindApp

@@ -15,13 +15,12 @@ from textual.widgets import Button, Footer, Label, Select
 from textual.worker import Worker, WorkerState
 
 from minimind.chain import STARTS_FROM, starting_points
-from minimind.data.corpus import builtin_for_stage
-from minimind.environment import DATA_FIELDS, validate_for_start
+from minimind.environment import validate_for_start
 from minimind.resume_check import resume_start_step
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
-from minimind.settings import (STAGE_DEFAULTS, STAGES, ModelSettings, Problem, RunSettings,
-                               SettingsError, stage_default)
+from minimind.settings import (DATA_FIELDS, ModelSettings, Problem, RunSettings, SettingsError,
+                               stage_moves)
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
                                   preset_label, preset_tables, save_user_preset)
@@ -153,16 +152,13 @@ class ConfigureScreen(Screen[None]):
 
     def _follow_stage(self, raw: dict[str, Any]) -> bool:
         """A new stage brings its defaults (full_sft_<h>.pth) and its kind of bundled data to
-        the fields holding the old stage's; a value the user chose stays. True if any moved."""
-        before, stage = (self._validated or {}).get("train.stage"), raw.get("train.stage")
-        if before is None or stage == before or stage not in STAGES or before not in STAGES:
-            return False
-        moved = {loc: to for loc in DATA_PATH_FIELDS if (to := builtin_for_stage(raw[loc], stage))}
-        for name in {*STAGE_DEFAULTS.get(before, {}), *STAGE_DEFAULTS.get(stage, {})}:
-            old, new = stage_default(before, name), stage_default(stage, name)
-            if old != new and raw.get(f"train.{name}") == old:
-                moved[f"train.{name}"] = new
-        self.set_fields(moved)
+        the fields holding the old stage's (`stage_moves`); a value the user chose stays. True
+        if any moved."""
+        train = {loc.removeprefix("train."): value for loc, value in raw.items()
+                 if loc.startswith("train.")}
+        moved = stage_moves(train, (self._validated or {}).get("train.stage"),
+                            raw.get("train.stage"))
+        self.set_fields({f"train.{name}": value for name, value in moved.items()})
         return bool(moved)
 
     def _update_start(self, _phase: str | None = None) -> None:
