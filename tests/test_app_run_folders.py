@@ -358,11 +358,25 @@ async def test_watching_another_folder_never_stops_the_apps_own_run(tmp_path):
         assert app.training is not own and app.training.read_only
 
 
+async def test_a_watch_of_a_folder_not_made_yet_waits_for_it(tmp_path):
+    """`watch out/x` before the run made out/x said "Folder gone (deleted or moved)", and its
+    panel "press F5 on the form" (a watch has none) until the first redraw 10 s on."""
+    from test_app import stats_text
+
+    app = MiniMindApp(watch=tmp_path / "later")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.5)  # before the panel's next redraw (CHARTS_SECONDS)
+        assert "step no run yet: waiting for one to start" in stats_text(app)
+        await pilot.pause(2.5)  # past a check of the folder (STATE_SECONDS)
+        assert status_text(app) == "Waiting for the run to write…"
+
+
 def test_watch_needs_a_folder(tmp_path, capsys):
     from minimind_tui.cli.watch import main
 
-    assert main([str(tmp_path / "nope")]) == 2
-    assert "nope: no such folder" in capsys.readouterr().err
+    (tmp_path / "notes").write_text("a file")
+    assert main([str(tmp_path / "notes")]) == 2
+    assert "notes: not a folder" in capsys.readouterr().err
 
 
 async def test_start_asks_before_replacing_weights_that_are_no_run(tmp_path):

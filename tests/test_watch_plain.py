@@ -86,3 +86,15 @@ def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130 and out == "" and "Traceback" not in err
+
+
+def test_a_folder_not_made_yet_is_waited_for(tmp_path):
+    """`train & watch out/x` raced the run to its folder: "no such folder", exit 2."""
+    later = tmp_path / "later"
+    watcher = watch(later)
+    assert watcher.stderr.readline() == (f"[watch] no folder {later} yet: waiting for a run to "
+                                         "start there (Ctrl+C to leave)\n")
+    assert cli("--max_steps", "2", "--out_dir", str(later)).returncode == 0
+    out, err = watcher.communicate(timeout=120)
+    assert watcher.returncode == 0, err
+    assert out.splitlines()[-1].startswith("[completed] at step 2")

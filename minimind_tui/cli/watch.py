@@ -38,9 +38,9 @@ def main(argv: list[str]) -> int:
     folder = Path(args.out_dir).expanduser()
     if folder.name == METRICS_FILE and folder.is_file():
         folder = folder.parent
-    if not folder.is_dir():
-        why = "not a folder" if folder.exists() else "no such folder"
-        return exit_codes.invalid(f"{folder}: {why}", prog=PROG)
+    # A folder not made yet is waited for, as one with no run yet: `train & watch` races it.
+    if folder.exists() and not folder.is_dir():
+        return exit_codes.invalid(f"{folder}: not a folder", prog=PROG)
     if args.plain or not terminal_attached():
         return plain(folder)
     from minimind_tui.app import MiniMindApp

@@ -74,8 +74,8 @@ def follow(folder: Path) -> int:
             state_checked = time.monotonic()
             state = run.state()
             if not state and not waiting_said:
-                say(f"[watch] no run in {folder} yet: waiting for one to start "
-                    "(Ctrl+C to leave)")
+                none = f"no run in {folder}" if folder.is_dir() else f"no folder {folder}"
+                say(f"[watch] {none} yet: waiting for a run to start there (Ctrl+C to leave)")
                 waiting_said = True
             if state not in ("", "running"):
                 if isinstance(last, RunFinished):

@@ -134,7 +134,7 @@ class FolderSource(RunSource):
     # -- the reader thread -----------------------------------------------------------------
     def _follow(self) -> RunFinished | None:
         follower = self._follower
-        state_checked, child_gone = 0.0, False
+        state_checked, child_gone, made = 0.0, False, False
         while not self._closing.is_set():
             batch = follower.poll_lines()
             if batch.reset or batch.lines or batch.oversized:
@@ -148,7 +148,11 @@ class FolderSource(RunSource):
                 return self._child_outcome()
             child_gone = self.child is not None and self.child.poll() is not None
             if child_gone or time.monotonic() - state_checked >= STATE_SECONDS:
-                state = self.folder.state() if self.folder.path.is_dir() else "gone"
+                # A folder not made yet (a run just started into it) is waited for; one
+                # that was there and is not any more is gone.
+                made = made or self.folder.path.is_dir()
+                state = (self.folder.state() if self.folder.path.is_dir() else
+                         "gone" if made else "")
                 # A run.json that is not a status tells nothing: the events say where it is.
                 self.state = "" if state == "unknown" else state
                 state_checked = time.monotonic()

@@ -126,6 +126,7 @@ class DashboardScreen(Screen[None]):
         self.query_one("#watch-note", Static).update(
             f"watching {folder} (read-only)" if folder else "")
         self.query_one("#stats").border_title = "Run (watching)" if folder else "Run"
+        self.sync(charts_now=True)  # the status and the panel say what a watch waits for
 
     def on_screen_resume(self) -> None:
         self._hint_hidden_charts(self.size.height)
@@ -181,7 +182,8 @@ class DashboardScreen(Screen[None]):
             return
         h = self.history
         # The theme is in the key because the charts take their colours from it.
-        charts = (h.run_id, h.version, self.app.run_phase, self.x_axis, self.app.theme)
+        charts = (h.run_id, h.version, self.app.run_phase, self.x_axis, self.app.theme,
+                  self.watching)
         on_cpu = h.started is not None and h.started.device == "cpu"
         every = CHARTS_SECONDS_CPU_RUN if on_cpu else CHARTS_SECONDS
         due = time.monotonic() - self._charts_time >= every
