@@ -397,6 +397,20 @@ async def test_readouts_show_what_the_valid_settings_allow():
         assert "25.83M" not in readouts(app) and "fix hidden_size first" in readouts(app)
 
 
+async def test_a_number_typed_with_a_stray_key_is_refused_not_altered(tmp_path):
+    """Textual's number inputs dropped the keys they refuse: a European "1,5" became 15, "1.0"
+    in a whole-number field 10, each valid and ten times what was meant, without a word."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await type_into(pilot, "learning_rate", "1,5")
+        assert app.screen.query_one("#learning_rate", Input).value == "1,5"
+        assert error_text(app, "learning_rate")
+        assert app.screen.query_one("#start-button", Button).disabled
+        await type_into(pilot, "max_steps", "1.0")  # read as what it says
+        assert app.screen.query_one("#max_steps", Input).value == "1.0"
+        assert not error_text(app, "max_steps")
+
+
 async def test_boxes_say_ticked_or_not_in_text(tmp_path):
     """Textual draws ▐X▌ for a box either way and tells them apart by colour only: report_to
     read as four trackers on, the export dialog's --overwrite as on while it was off."""

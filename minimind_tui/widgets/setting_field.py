@@ -75,7 +75,7 @@ class SettingField(Widget):
                             compact=True, classes="field-lines")
         if spec.kind == "choices":
             return TickList(*[(c, c, c in value) for c in spec.choices], id=name,
-                                 compact=True, classes="field-choices")
+                            compact=True, classes="field-choices")
         if spec.kind in ("choice", "device"):
             self._choices = list(spec.choices) if spec.kind == "choice" else device_choices()
             if spec.optional:  # empty: the family decides, as an empty text field says
@@ -84,9 +84,10 @@ class SettingField(Widget):
                 self._choices.append(value)
             return Select(self._choice_options(), value=value, id=name, allow_blank=False,
                           compact=True)
-        input_type = {"int": "integer", "float": "number"}.get(spec.kind, "text")
-        # validate_on=() keeps Input's own validators quiet: pydantic decides what is valid.
-        return Input(value=value, type=input_type, id=name, compact=True, validate_on=(),
+        # Text for numbers too, and validate_on=() keeps Input's own validators quiet:
+        # pydantic decides what is valid, and says why. A number Input dropped the keys it
+        # refuses without a word: "1,5" typed as 15, "1.0" in an integer field as 10.
+        return Input(value=value, id=name, compact=True, validate_on=(),
                      placeholder="auto" if spec.optional else "", select_on_focus=False)
 
     @property
