@@ -548,7 +548,7 @@ def test_cli_exports_a_run_folder(tmp_path):
 
 
 async def test_export_dialog_writes_a_standard_folder(tmp_path):
-    from textual.widgets import Input, Static
+    from textual.widgets import Button, Input, Static
 
     from minimind_tui.app import MiniMindApp
     from minimind_tui.screens.export import ExportScreen
@@ -574,9 +574,18 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
         source.value = str(tmp_path / "run")
         await pilot.pause()
         assert destination.value == str(tmp_path / "hf")
+        destination.value = ""  # not the current folder, which pathlib makes of it
         await pilot.click("#export")
+        assert str(screen.query_one("#export-result", Static).render()) == \
+            "name the folder to export to"
+        destination.value = str(tmp_path / "hf")
+        screen.query_one("#export", Button).focus()
+        await wait_until(pilot, lambda: not screen.query_one("#export").has_class("-active"))
+        await pilot.press("enter")
         await app.workers.wait_for_complete()
         await pilot.pause()
+        # The button has the focus again: Enter exports again, rather than close the dialog.
+        assert app.focused is screen.query_one("#export", Button)
         message = str(screen.query_one("#export-result", Static).render())
         assert f"wrote {tmp_path / 'hf'} as LlamaForCausalLM (loaded back: its logits match " \
                "our model's within " in message, message

@@ -27,6 +27,7 @@ FORMATS = [("Hugging Face folder (standard class)", "hf"),
 
 class ExportScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close", id="export_close")]
+    _refocus = False
 
     def __init__(self, source: str) -> None:
         super().__init__(classes="dialog-screen")
@@ -83,11 +84,17 @@ class ExportScreen(ModalScreen[None]):
         button = self.query_one("#export", Button)
         if button.disabled:
             return
+        source = self.query_one("#export-source", Input).value.strip()
+        destination = self.query_one("#export-destination", Input).value.strip()
+        if not (source and destination):  # an empty path is the current folder to pathlib
+            self._show("name the model to export (a run folder or a weights file)"
+                       if not source else "name the folder to export to", error=True)
+            return
+        # Disabled, the button loses the focus to Close: Enter after it closed the dialog.
+        self._refocus = self.focused is button
         button.disabled = True
         self.query_one("#export-busy").display = True
         self._show("exporting…", error=False)
-        source = self.query_one("#export-source", Input).value.strip()
-        destination = self.query_one("#export-destination", Input).value.strip()
         self._export(source, destination, str(self.query_one("#export-format", Select).value),
                      self.query_one("#export-overwrite", Checkbox).value)
 
@@ -122,7 +129,10 @@ class ExportScreen(ModalScreen[None]):
 
     def _done(self, message: str, error: bool) -> None:
         self.query_one("#export-busy").display = False
-        self.query_one("#export", Button).disabled = False
+        button = self.query_one("#export", Button)
+        button.disabled = False
+        if self._refocus:
+            button.focus()
         self._show(message, error)
 
     def _show(self, message: str, error: bool) -> None:
