@@ -220,7 +220,8 @@ class RunFolder:
                 if os.environ.get(LAUNCHED_INTO_ENV) == str(self.path.resolve()) else ())
         self.replace_on_start = [p for p in run_files(self.path) if p not in ours] + \
             found.in_the_way
-        return f"replacing {_replaced_text(found.run, found.in_the_way, from_weight)}"
+        replaced = _replaced_text(self.path, found.run, found.in_the_way, from_weight)
+        return f"replacing {replaced}"
 
     def _look(self, resume: bool, weights_name: str) -> _Found:
         """What a new trainer would find here, read once for the rule and its note."""
@@ -249,7 +250,7 @@ class RunFolder:
                 "train into another --out_dir")
         if overwrite or not (in_the_way or run and not resume):
             return None
-        what = _replaced_text(run, in_the_way, from_weight)
+        what = _replaced_text(self.path, run, in_the_way, from_weight)
         # A completed run continues only with a plan that goes further than it did.
         further = " and more epochs or max_steps" if self.state() == "completed" else ""
         return NeedsConsent(
@@ -312,9 +313,10 @@ def _remove_if_empty(folder: Path) -> None:
         pass  # not empty (or not ours to remove): kept
 
 
-def _replaced_text(run: str, in_the_way: list[Path], from_weight: str) -> str:
+def _replaced_text(folder: Path, run: str, in_the_way: list[Path], from_weight: str) -> str:
     return " and ".join(([f"a run ({run})"] if run else [])
-                        + [replaced_files_text(in_the_way, from_weight)] * bool(in_the_way))
+                        + [replaced_files_text(folder, in_the_way, from_weight)]
+                        * bool(in_the_way))
 
 
 def _resolved(path: str) -> Path | None:
@@ -324,13 +326,23 @@ def _resolved(path: str) -> Path | None:
         return None
 
 
-def replaced_files_text(paths: list[Path], from_weight: str = "") -> str:
-    """"pretrain_128.pth (the from_weight this run starts from)": the files named for a
-    consent question."""
+def replaced_files_text(folder: Path, paths: list[Path], from_weight: str = "") -> str:
+    """"pretrain_128.pth (the from_weight this run starts from)": the files in `folder` named
+    for a consent question, as `named_in` names them."""
     source = _resolved(from_weight) if from_weight else None
     return " and ".join(
-        p.name + (" (the from_weight this run starts from)"
-                  if source is not None and p.resolve() == source else "") for p in paths)
+        named_in(folder, p) + (" (the from_weight this run starts from)"
+                               if source is not None and p.resolve() == source else "")
+        for p in paths)
+
+
+def named_in(folder: Path, path: Path) -> str:
+    """`path` as seen from `folder`: lora/lora_x_128.pth for a lora run's adapters (their name
+    alone sent the user looking in the folder itself)."""
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
 
 
 def process_alive(status: RunStatus) -> bool:

@@ -269,6 +269,13 @@ def test_weights_a_run_would_replace_need_the_same_consent_as_a_run(tmp_path):
     assert "replacing pretrain_128.pth (the from_weight this run starts from)" in replaced.stdout
     assert f"initialised from {source}" in replaced.stdout
     assert source.read_bytes() != kept and RunFolder(ft).state() == "completed"
+    # A lora run's adapters lie in lora/: the refusal said the folder itself held them.
+    (tmp_path / "adapters" / "lora").mkdir(parents=True)
+    (tmp_path / "adapters" / "lora" / "x_128.pth").write_bytes(b"someone's adapters")
+    refusal = RunFolder(tmp_path / "adapters").refusal(
+        resume=False, overwrite=False, weights_name="lora/x_128.pth", from_weight="")
+    assert str(refusal).startswith(f"{tmp_path / 'adapters'} already holds lora/x_128.pth, "
+                                   "which this run would replace")
 
 
 def test_a_lora_run_may_not_overwrite_the_base_it_starts_from(tmp_path):

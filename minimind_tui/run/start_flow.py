@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from minimind.follow import Follower
 from minimind.run_files import METRICS_FILE, run_files
-from minimind.run_folder import NeedsConsent, RunBusy, RunFolder, replaced_files_text
+from minimind.run_folder import NeedsConsent, RunBusy, RunFolder, named_in, replaced_files_text
 from minimind.settings import RunSettings
 from minimind_tui.run.launch import launch, needs_torchrun
 from minimind_tui.run.source import CHUNK_BYTES, FolderSource, RunSource
@@ -77,14 +77,15 @@ class StartFlow:
                 return
             # What a resume would meet, as the form and the engine see it.
             blocked = resume_problems(with_train(settings, from_resume=True, overwrite=False))
-            files = replaced_files_text(e.files, train.from_weight)
+            files = replaced_files_text(folder.path, e.files, train.from_weight)
             choose = f"; choose what to do (a new folder is {new.name}, beside it)."
             if e.run:
                 title = f"{folder.path} already holds a run"
                 text = f"It is {e.run}. Start would replace it" + (
                     f" and {files}" if files else "") + choose
             else:
-                title = f"{folder.path} already holds {', '.join(p.name for p in e.files)}"
+                title = (f"{folder.path} already holds "
+                         f"{', '.join(named_in(folder.path, p) for p in e.files)}")
                 text = f"Start would replace {files}" + choose
             self.app.push_screen(ChoiceScreen(
                 title, text,
@@ -116,7 +117,8 @@ class StartFlow:
             files = len(run_files(Path(settings.train.out_dir).expanduser()))
             what = f"the run there, its checkpoints included ({files} files)" if files else ""
             if in_the_way:
-                names = replaced_files_text(in_the_way, settings.train.from_weight)
+                names = replaced_files_text(Path(settings.train.out_dir).expanduser(), in_the_way,
+                                            settings.train.from_weight)
                 what = f"{what} and {names}" if what else names
             lost = dependents_text(started_from(Path(settings.train.out_dir).expanduser()))
             self.app.push_screen(ConfirmScreen(
