@@ -203,9 +203,10 @@ def describe_origin(from_weight: str | None, known: dict[Path, str], run_folder:
         return "scratch"
     try:
         path = as_the_run_took_it(from_weight, run_folder, out_dir)
-        short = next((known[folder] for folder in path.resolve().parents if folder in known),
-                     printable_path(from_weight))
-        return short if path.is_file() else f"{MISSING_ORIGIN}{short}"
+        resolved = path.resolve()  # a lora run's folder is a from_weight too: itself counts
+        short = next((known[folder] for folder in (resolved, *resolved.parents)
+                      if folder in known), printable_path(from_weight))
+        return short if path.is_file() or path.is_dir() else f"{MISSING_ORIGIN}{short}"
     except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
         return f"{MISSING_ORIGIN}{printable_path(from_weight)}"
 

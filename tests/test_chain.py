@@ -324,7 +324,7 @@ def test_export_lora_checks_the_adapters_base_as_the_folder_does(chain, tmp_path
         assert [p.name for p in out.iterdir()] == [name], src
 
 
-def test_an_upstream_export_of_lora_on_lora_names_the_whole_chain(chain, tmp_path, capsys):
+def test_lora_on_lora_is_named_for_the_chain_and_listed_from_its_base(chain, tmp_path, capsys):
     """A lora run started from another's adapters exported as lora_second_128.pth: the sft
     base's name was dropped (the merge itself held all three)."""
     shutil.copytree(chain / "out", tmp_path / "out")
@@ -334,6 +334,11 @@ def test_an_upstream_export_of_lora_on_lora_names_the_whole_chain(chain, tmp_pat
     assert in_process(tmp_path, capsys, "export", "out/second", "up", "--format",
                       "upstream").returncode == 0
     assert [p.name for p in (tmp_path / "up").iterdir()] == ["full_sft_lora_second_128.pth"]
+    # A from_weight may name the lora run's folder itself: the runs list said "missing".
+    toml = tmp_path / "out" / "second" / "config.toml"
+    toml.write_text(toml.read_text().replace(f'"{ADAPTER}"', '"out/tiny-lora"', 1))
+    listed = json.loads(in_process(tmp_path, capsys, "runs", "out", "--json").stdout)
+    assert {run["name"]: run["origin"] for run in listed}["second"] == "tiny-lora"
 
 
 def test_export_lora_refuses_a_base_whose_settings_the_run_did_not_train_with(chain, tmp_path,
