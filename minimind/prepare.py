@@ -195,6 +195,9 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         log(f"initialised from {t.from_weight} ({checked})")
         if other_ids:
             log(f"{t.from_weight}: {other_ids}", "warning")
+    elif t.stage == "sft" and not t.from_resume:  # lora is refused without one (settings)
+        log("sft from random weights: from_weight is empty, so the run fine-tunes no "
+            "pretrained model (upstream's sft starts from pretrain_<hidden>.pth)", "warning")
     if t.stage == "lora":
         base = model.num_parameters()
         adapters = apply_lora(model, t.lora_rank)

@@ -245,7 +245,10 @@ def test_fields_the_chat_template_does_not_write_are_said(tmp_path):
     assert [e.text for e in sink.drain() if isinstance(e, LogMessage) and e.level == "warning"
             ] == [f"{data}: 2 conversation(s) carry reasoning_content, which the tokenizer's chat "
                   "template does not write: training leaves them out (MiniMind-3's tokenizer "
-                  "writes them)"]
+                  "writes them)",
+                  # ...and an sft run of no pretrained model said nothing of it either.
+                  "sft from random weights: from_weight is empty, so the run fine-tunes no "
+                  "pretrained model (upstream's sft starts from pretrain_<hidden>.pth)"]
 
     # A reply of such fields alone rendered as an empty one, <|im_end|> trained as the answer:
     # refused as a bad line by training and counted as one by inspect, MiniMind-3's template
