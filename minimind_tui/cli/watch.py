@@ -38,9 +38,11 @@ def main(argv: list[str]) -> int:
     folder = Path(args.out_dir).expanduser()
     if folder.name == METRICS_FILE and folder.is_file():
         folder = folder.parent
-    # A folder not made yet is waited for, as one with no run yet: `train & watch` races it.
-    if folder.exists() and not folder.is_dir():
-        return exit_codes.invalid(f"{folder}: not a folder", prog=PROG)
+    # A folder not made yet is waited for, as one with no run yet: `train & watch` races it;
+    # one below a file never can be.
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        return exit_codes.invalid(f"{existing}: not a folder", prog=PROG)
     if args.plain or not terminal_attached():
         return plain(folder)
     from minimind_tui.app import MiniMindApp
