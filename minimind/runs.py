@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from minimind.environment import as_the_run_took_it, printable_path
+from minimind.events import RunStarted
+from minimind.follow import parse_event
 from minimind.units import format_count, format_duration
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus, status_from_metrics
+from minimind.safe_read import open_regular
 from minimind.settings import CONSENT_FIELDS, SettingsError
 from minimind.settings_file import read_toml
 
@@ -234,6 +237,28 @@ def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:
     return [(key, flat_a.get(key, "default"), flat_b.get(key, "default"))
             for key in sorted(flat_a.keys() | flat_b.keys(), key=_field_order)
             if flat_a.get(key) != flat_b.get(key) and key not in CONSENTS]
+
+
+def resumed_changes(path: Path) -> list[str]:
+    """"at step 15: train.learning_rate 0.003 → 0.002" for each setting a resume of the run in
+    `path` changed (its config.toml holds its last start's alone), from the start events in its
+    metrics.jsonl: a diff showed one learning rate for a run that trained with two."""
+    try:
+        metrics = os.fdopen(open_regular(path / METRICS_FILE), "rb")
+    except OSError:  # none, a FIFO: no history to tell
+        return []
+    with metrics:
+        starts = [event for line in metrics if line.startswith(b'{"kind": "run_started", ')
+                  and isinstance(event := parse_event(line), RunStarted)]
+    changes = []
+    for before, after in zip(starts, starts[1:]):
+        old, new = _flat(before.settings), _flat(after.settings)
+        changed = [f"{key} {old.get(key, 'default')} → {new.get(key, 'default')}"
+                   for key in sorted(old.keys() | new.keys(), key=_field_order)
+                   if old.get(key) != new.get(key) and key not in CONSENTS]
+        if changed:
+            changes.append(f"at step {after.start_step:,}: {', '.join(changed)}")
+    return changes
 
 
 def _flat(data: dict[str, Any]) -> dict[str, str]:

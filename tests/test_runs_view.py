@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -299,3 +300,31 @@ def test_smoothing_after_a_resume_goes_on_from_the_kept_step():
     uninterrupted = RunHistory()
     uninterrupted.apply(kept + [e for e in events[restart:] if isinstance(e, StepMetrics)])
     np.testing.assert_allclose(resumed.loss_ema, uninterrupted.loss_ema, rtol=1e-12)
+
+
+async def test_a_diff_says_what_a_resume_changed(runs_root):
+    """A run resumed with another learning rate: the diff showed its config.toml's, the last
+    start's, as if it had trained with that one alone."""
+    from minimind.runs import resumed_changes
+
+    resumed = runs_root / "tiny-resumed"
+    assert resumed_changes(resumed) == []  # resumed as it was: nothing to say
+    metrics = resumed / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    second = max(i for i, line in enumerate(lines) if '"kind": "run_started"' in line)
+    assert '"learning_rate": 0.002' in lines[second]
+    lines[second] = lines[second].replace('"learning_rate": 0.002', '"learning_rate": 0.001')
+    metrics.write_text("".join(lines))
+    changes = ["at step 100: train.learning_rate 0.002 → 0.001"]
+    assert resumed_changes(resumed) == changes
+    app = MiniMindApp("tiny", {})
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(SettingsDiffScreen("tiny-resumed", "tiny-lr3e-3", [],
+                                           {"tiny-resumed": changes, "tiny-lr3e-3": []}))
+        await pilot.pause()
+        notes = [str(note.render()) for note in app.screen.query(".dialog-note")]
+        assert notes == ["tiny-resumed was resumed with other settings (these are its last "
+                         "start's): at step 100: train.learning_rate 0.002 → 0.001"]
+    metrics.unlink()
+    os.mkfifo(metrics)  # read, it would wait for a writer for good
+    assert resumed_changes(resumed) == []

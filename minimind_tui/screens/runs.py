@@ -21,7 +21,8 @@ from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
 from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, dependents_text,
-                           find_runs, settings_diff, sorted_runs, started_from)
+                           find_runs, resumed_changes, settings_diff, sorted_runs,
+                           started_from)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -253,7 +254,9 @@ class RunsScreen(Screen[None]):
         except SettingsError as e:
             self.notify(str(e), title="Cannot diff", severity="error", markup=False)
             return
-        self.app.push_screen(SettingsDiffScreen(runs[0].name, runs[1].name, rows))
+        self.app.push_screen(SettingsDiffScreen(
+            runs[0].name, runs[1].name, rows,
+            {run.name: resumed_changes(run.path) for run in runs}))
 
     def action_watch(self) -> None:
         run = self._cursor_run()
