@@ -83,6 +83,7 @@ class Trainer:
         # before the folder's own sinks exist: they get it once the run has started.
         self._before_folder: list[Event] | None = []
         self._folder_sinks: list[Sink] = []
+        self.finished: RunFinished | None = None
 
     # -- public entry -----------------------------------------------------------------
     def run(self) -> RunFinished:
@@ -118,7 +119,10 @@ class Trainer:
                                 details_path=details)
         except BaseException:
             # Ctrl+C in a script, or the command line's second stop signal: the run ends here,
-            # and its status must say so (a "running" one left behind reads as a crash).
+            # and its status must say so (a "running" one left behind reads as a crash) --
+            # unless it has ended already, and said how (the sinks are closed).
+            if self.finished is not None:
+                raise
             step, saved = self.progress.step, self.last_saved_step
             if saved == step:  # between a checkpoint and the next step: nothing is lost
                 reason = f"aborted at step {step}, right after its checkpoint"
@@ -166,7 +170,8 @@ class Trainer:
 
     def _finish(self, status: str, reason: str = "", **extra: Any) -> RunFinished:
         self._tell_the_folder()
-        event = RunFinished(status=status, step=self.progress.step, reason=reason, **extra)
+        event = self.finished = RunFinished(status=status, step=self.progress.step,
+                                            reason=reason, **extra)
         self.emit(event)
         # Trackers first, so a warning they give while closing still reaches metrics.jsonl.
         for sink in sorted(self.sinks, key=lambda sink: not isinstance(sink, TrackerSink)):

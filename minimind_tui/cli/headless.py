@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minimind.event_text import with_hint
+from minimind.events import Event, RunFinished
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
@@ -37,6 +38,20 @@ DETACH_WAIT_SECONDS = 60
 class Aborted(BaseException):
     """A second stop signal: leave now. A BaseException, so the engine's error handling (which
     turns exceptions into a failed run) lets it through to the command line."""
+
+
+class EndSeen:
+    """A sink that keeps the run's final event: a stop signal after it has nothing to stop (a
+    second one aborted the teardown, exit 3 under a log that said the checkpoint was written)."""
+
+    event: RunFinished | None = None
+
+    def emit(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self.event = event
+
+    def close(self) -> None:
+        pass
 
 
 def say(text: str) -> None:
@@ -71,10 +86,13 @@ def _run(settings: RunSettings) -> int:
             pass
     stop = threading.Event()
     received: list[int] = []
+    ended = EndSeen()
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         received.append(signum)
+        if ended.event is not None:  # the run has said how it ended; the process only exits
+            return
         if stop.is_set():
             if rank == 0:  # under torchrun every rank hears it; one line says it
                 # Whether an earlier checkpoint exists, the run's last line says.
@@ -97,9 +115,15 @@ def _run(settings: RunSettings) -> int:
 
     stop_with_the_launcher(on_launcher_gone)
     try:
-        result = Trainer(settings, [ConsoleSink()], stop).run()
+        result = Trainer(settings, [ConsoleSink(), ended], stop).run()
     except Aborted:
         return exit_codes.ABORTED
+    finally:
+        # The interpreter's exit puts the default actions back for signals it handled: a stop
+        # signal in that last second killed the process (143) after "[stopped]" was said.
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is on_signal:
+                signal.signal(sig, signal.SIG_IGN)
     if result.status == "completed":
         return exit_codes.OK
     if result.status == "stopped":

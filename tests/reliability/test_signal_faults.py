@@ -66,6 +66,42 @@ def test_a_second_signal_before_any_checkpoint_claims_none(tmp_path):
     assert summarise(tmp_path).cells()["step"].endswith(" (none saved)")
 
 
+def test_signals_after_the_run_has_ended_change_nothing(tmp_path):
+    """The process lives on for a moment after "[stopped]" (the run's teardown, then the
+    interpreter's exit). A second SIGINT there aborted the teardown: exit 3, a second
+    "[stopped] ... aborted" line and a warning that metrics.jsonl refused it, under a log that
+    said the checkpoint was written; a SIGTERM during the interpreter's exit killed it (143)."""
+    script = (  # both moments made long enough to hit: the teardown, and an exit handler
+        "import atexit, sys, time\n"
+        "import minimind.engine\n"
+        "teardown = minimind.engine.distributed.teardown\n"
+        "def slow(dist):\n"
+        "    print('tearing down', flush=True); time.sleep(2); teardown(dist)\n"
+        "minimind.engine.distributed.teardown = slow\n"
+        "from minimind_tui.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "atexit.register(time.sleep, 2)\n"
+        "print('exiting', flush=True)\n"
+        "sys.exit(code)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, "--no-ui", *QUICK, "--out_dir",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env())
+    wait_for_step(proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stdout:
+        if line == "tearing down\n":
+            break
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline() == "exiting\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "again: aborting" not in err and "aborted" not in out
+    assert "could not be written" not in out
+    assert_stopped_with_a_checkpoint(tmp_path)
+
+
 def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
     proc = start("--out_dir", str(tmp_path))
     wait_for_step(proc, 2)
