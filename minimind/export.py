@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "chat_template.json",
 )  # fmt: skip
+EXPORT_FILES = frozenset({"config.json", "model.safetensors", "generation_config.json",
+                          *TOKENIZER_FILES, *REMOTE_CODE_FILES})
+"""Every name an export may write (`_write_folder`)."""
 EXPORT_MARK, EXPORTER = "exported_by", "minimind-tui"
 """The record that this tool wrote an export, the one thing --overwrite replaces: in a folder's
 config.json, and in an upstream file's state-dict metadata (`weights_bytes`)."""
@@ -271,7 +275,7 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
             raise ExportError(f"{out}: folder is not empty (pass --overwrite to replace it)")
         # --overwrite deletes the folder: only an export this tool wrote.
         _check_an_earlier_hf_export(out)
-        _check_only_an_export(out, exported=None)
+        _check_only_an_export(out, exported=EXPORT_FILES)
 
 
 def _check_an_earlier_hf_export(out: Path) -> None:
@@ -302,13 +306,14 @@ def _check_not_the_source(out: Path, source: Checkpoint) -> None:
                               "another OUT")
 
 
-def _check_only_an_export(out: Path, exported: set[str] | None) -> None:
+def _check_only_an_export(out: Path, exported: Collection[str]) -> None:
     """Refuse to replace a folder holding more than an export writes: the user's notes or
     evaluation results beside an earlier export are not ours to delete. ``exported``: the
-    names this export writes (None before it is written: any subfolder is then foreign)."""
-    ours = None if exported is None else exported | REMOTE_CODE_FILES
+    names this export writes (before it is written, `EXPORT_FILES`: checking subfolders alone
+    then, a second refusal named the notes after the whole export had run again)."""
+    ours = {*exported, *REMOTE_CODE_FILES}
     foreign = sorted(f"{p.name}/" if p.is_dir() else p.name for p in out.iterdir()
-                     if p.is_dir() or (ours is not None and p.name not in ours))
+                     if p.is_dir() or p.name not in ours)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                           else "")

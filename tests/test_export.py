@@ -17,7 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, save_checkpoint
 from minimind.checkpoint_reader import Checkpoint, read_checkpoint
-from minimind.export import PROBE_SHAPE, ExportError, export_hf, export_upstream
+from minimind.export import (PROBE_SHAPE, ExportError, check_destination, export_hf,
+                             export_upstream)
 from minimind.generate import SamplingParams, encode_prompt, generate_tokens
 from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings
@@ -363,11 +364,15 @@ def test_destination_rules(tmp_path):
     assert (out / "modeling_minimind.py").is_file()
     (out / "notes.txt").write_text("the user's")
     (out / "eval").mkdir()
-    for files in ("eval/", "notes.txt"):
-        with pytest.raises(ExportError, match=f"holds files an export does not write \\({files}"):
-            export_hf(src, out, verify=False, overwrite=True)
+    # Both named at once, before the model is read (it named eval/, exported, then notes.txt).
+    for attempt in (lambda: check_destination(out, overwrite=True),
+                    lambda: export_hf(src, out, verify=False, overwrite=True)):
+        with pytest.raises(ExportError, match=r"holds files an export does not write \(eval/, "
+                                              r"notes.txt\)"):
+            attempt()
         assert (out / "notes.txt").read_text() == "the user's"
-        (out / "eval").rmdir() if files == "eval/" else (out / "notes.txt").unlink()
+    (out / "eval").rmdir()
+    (out / "notes.txt").unlink()
     export_hf(src, out, verify=False, overwrite=True)
     assert not (out / "modeling_minimind.py").exists() and (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # no staging folder left behind
