@@ -176,7 +176,11 @@ class TrackerSink(BackgroundSink, abc.ABC):
             method(*args)
         # Anything, KeyboardInterrupt included: a login prompt that met a closed stdin raises it.
         except BaseException as e:
-            self._turn_off(f"{self.name}: {type(e).__name__}: {e}{self.hint}; {self.name} "
+            # A package that cannot be imported (broken, or of another Python) needs the
+            # install, not a login.
+            hint = (f" (reinstall it: {install_command(self.name)})"
+                    if isinstance(e, ImportError) else self.hint)
+            self._turn_off(f"{self.name}: {type(e).__name__}: {e}{hint}; {self.name} "
                            "logging is off for the rest of this run (training goes on)")
         finally:
             self._busy_since = None

@@ -235,6 +235,8 @@ class Recorder(TrackerSink):
         self.calls.append(f"{call} {detail}")
         if call == self.fail_on[0] and self.fail_on[1] == "hang":
             self.release.wait()
+        elif call == self.fail_on[0] and self.fail_on[1] == "import":
+            raise ImportError("No module named 'tensorboard'")
         elif call == self.fail_on[0]:
             raise RuntimeError("the tracker's server is on fire")
 
@@ -287,6 +289,15 @@ def test_a_tracker_that_raises_is_turned_off_and_training_goes_on(train_with_rec
     assert warnings == ["tensorboard: RuntimeError: the tracker's server is on fire; "
                         "tensorboard logging is off for the rest of this run (training goes on)"]
     assert tracker.calls == ["start 4", "log 1"]  # no call after the failure
+
+
+def test_a_tracker_whose_package_fails_to_import_says_to_reinstall_it(train_with_recorder):
+    """Installed (the check before the run passed) but broken: it said to log in to wandb."""
+    result, warnings, _ = train_with_recorder(fail_on=("start", "import"))
+    assert result.status == "completed"
+    assert warnings == ["tensorboard: ImportError: No module named 'tensorboard' (reinstall it: "
+                        'pip install "minimind-tui[tensorboard]"); tensorboard logging is off '
+                        "for the rest of this run (training goes on)"]
 
 
 def test_a_tracker_that_hangs_is_abandoned_and_training_goes_on(train_with_recorder):
