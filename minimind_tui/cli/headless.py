@@ -118,12 +118,6 @@ def _run(settings: RunSettings) -> int:
         result = Trainer(settings, [ConsoleSink(), ended], stop).run()
     except Aborted:
         return exit_codes.ABORTED
-    finally:
-        # The interpreter's exit puts the default actions back for signals it handled: a stop
-        # signal in that last second killed the process (143) after "[stopped]" was said.
-        for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is on_signal:
-                signal.signal(sig, signal.SIG_IGN)
     if result.status == "completed":
         return exit_codes.OK
     if result.status == "stopped":
