@@ -721,3 +721,23 @@ def test_a_replaced_or_deleted_run_takes_its_tensorboard_files_with_it(tmp_path)
     (board / "notes.txt").write_text("mine")  # not an event file: kept, and its folder too
     remove_run_files(tmp_path)
     assert (board / "notes.txt").exists()
+
+
+def test_what_a_launch_that_never_began_left_goes_when_a_run_starts(tmp_path, monkeypatch):
+    """A detached run that failed on its data left launch.toml and launch.log; the next run
+    into the folder trained beside them, as if they were its own launch's."""
+    from minimind.run_folder import LAUNCHED_INTO_ENV
+
+    for name in ("launch.toml", "launch.log"):
+        (tmp_path / name).write_text("the failed launch's")
+    (tmp_path / "notes.txt").write_text("the user's")
+    folder = RunFolder(tmp_path)
+    assert folder.refusal(resume=False, overwrite=False) is None
+    # The launch's own child (its environment names the folder) keeps them: they are its own.
+    monkeypatch.setenv(LAUNCHED_INTO_ENV, str(tmp_path.resolve()))
+    assert folder.consent(resume=False, overwrite=False) == ""
+    monkeypatch.delenv(LAUNCHED_INTO_ENV)
+    assert folder.consent(resume=False, overwrite=False) == (
+        "removing what a launch that never began left: launch.toml, launch.log")
+    folder.start_fresh()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
