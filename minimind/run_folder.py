@@ -215,9 +215,9 @@ class RunFolder:
             raise refusal
         ours = ((self.path / LAUNCH_SETTINGS_FILE, self.path / LAUNCH_LOG_FILE)
                 if os.environ.get(LAUNCHED_INTO_ENV) == str(self.path.resolve()) else ())
+        left = [p for p in run_files(self.path) if p not in ours]
         if not found.in_the_way and (not found.run or resume):
-            left = [p for p in run_files(self.path) if p not in ours] if not found.run else []
-            if left and not resume:
+            if left and not resume and not found.run:
                 # A launch that failed before its run began (a detached run's bad data) left
                 # its launch.toml and launch.log: beside this run they would read as its own.
                 self.replace_on_start = left
@@ -225,8 +225,7 @@ class RunFolder:
                         + ", ".join(named_in(self.path, p) for p in left))
             return f"the previous process crashed: {found.run}" \
                 if found.state == "crashed" else ""
-        self.replace_on_start = [p for p in run_files(self.path) if p not in ours] + \
-            found.in_the_way
+        self.replace_on_start = left + found.in_the_way
         replaced = _replaced_text(self.path, found.run, found.in_the_way, from_weight)
         return f"replacing {replaced}"
 

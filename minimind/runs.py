@@ -233,7 +233,13 @@ CONSENTS = {f"train.{name}" for name in CONSENT_FIELDS}
 def settings_diff(a: Path, b: Path) -> list[tuple[str, str, str]]:
     """(field, value in a, value in b) for every setting the two runs' config.toml differ in;
     a field one file leaves out (a family default) reads "default". Raises SettingsError."""
-    flat_a, flat_b = _flat(read_toml(a / CONFIG_FILE)), _flat(read_toml(b / CONFIG_FILE))
+    return _differences(read_toml(a / CONFIG_FILE), read_toml(b / CONFIG_FILE))
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(field, value in a, value in b) for every setting two settings tables differ in, model
+    first; "default" for one a table leaves out; the consents a launch was given aside."""
+    flat_a, flat_b = _flat(a), _flat(b)
     return [(key, flat_a.get(key, "default"), flat_b.get(key, "default"))
             for key in sorted(flat_a.keys() | flat_b.keys(), key=_field_order)
             if flat_a.get(key) != flat_b.get(key) and key not in CONSENTS]
@@ -252,10 +258,8 @@ def resumed_changes(path: Path) -> list[str]:
                   and isinstance(event := parse_event(line), RunStarted)]
     changes = []
     for before, after in zip(starts, starts[1:]):
-        old, new = _flat(before.settings), _flat(after.settings)
-        changed = [f"{key} {old.get(key, 'default')} → {new.get(key, 'default')}"
-                   for key in sorted(old.keys() | new.keys(), key=_field_order)
-                   if old.get(key) != new.get(key) and key not in CONSENTS]
+        changed = [f"{key} {old} → {new}"
+                   for key, old, new in _differences(before.settings, after.settings)]
         if changed:
             changes.append(f"at step {after.start_step:,}: {', '.join(changed)}")
     return changes

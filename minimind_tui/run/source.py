@@ -150,9 +150,9 @@ class FolderSource(RunSource):
             if child_gone or time.monotonic() - state_checked >= STATE_SECONDS:
                 # A folder not made yet (a run just started into it) is waited for; one
                 # that was there and is not any more is gone.
-                made = made or self.folder.path.is_dir()
-                state = (self.folder.state() if self.folder.path.is_dir() else
-                         "gone" if made else "")
+                present = self.folder.path.is_dir()
+                made = made or present
+                state = self.folder.state() if present else "gone" if made else ""
                 # A run.json that is not a status tells nothing: the events say where it is.
                 self.state = "" if state == "unknown" else state
                 state_checked = time.monotonic()
