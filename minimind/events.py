@@ -145,6 +145,10 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         value = getattr(event, f.name)
         if not any(_is(value, kind) for kind in str(f.type).split(" | ")):
             raise TypeError(f"{cls.kind}.{f.name} is {type(value).__name__}, not {f.type}")
+    # Its readers take each section (model, train) as a table: `{"train": 3}` crashed `watch`.
+    if isinstance(event, RunStarted) and not all(isinstance(table, dict)
+                                                 for table in event.settings.values()):
+        raise TypeError(f"{cls.kind}.settings holds a section that is not a table")
     return event
 
 

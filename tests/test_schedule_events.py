@@ -1,10 +1,11 @@
 import io
+import json
 import math
 
 import pytest
 
-from minimind.events import (CheckpointSaved, LogMessage, RunFinished, StepMetrics, event_from_dict,
-                             event_from_json)
+from minimind.events import (CheckpointSaved, LogMessage, RunFinished, RunStarted, StepMetrics,
+                             event_from_dict, event_from_json)
 from minimind.data.sampler import Plan, plan_warnings
 from minimind.schedule import learning_rate
 from minimind.sinks import ConsoleSink, JsonlSink, QueueSink
@@ -191,6 +192,20 @@ def test_a_line_whose_numbers_are_text_is_no_event():
     bad = {**_metrics(1).to_dict(), "loss": "high"}
     with pytest.raises(TypeError, match="step.loss is str"):
         event_from_dict(bad)
+
+
+def test_a_start_whose_settings_sections_are_no_tables_is_no_event(tmp_path):
+    """`{"train": 3}` in a start line crashed `watch` (its log line reads train.stage) and the
+    runs view's diff, which compares the starts of a resumed run."""
+    from minimind.runs import resumed_changes
+    from snapshot_apps.replay import fixed_events
+
+    start = next(e for e in fixed_events(1) if isinstance(e, RunStarted)).to_dict()
+    bad = {**start, "settings": {**start["settings"], "train": 3}}
+    with pytest.raises(TypeError, match="run_started.settings holds a section that is not a"):
+        event_from_dict(bad)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(start) + "\n" + json.dumps(bad) + "\n")
+    assert resumed_changes(tmp_path) == []
 
 
 def test_counts_and_rates_read_in_about_three_figures():
