@@ -19,13 +19,14 @@ from minimind_tui.run.metrics_reader import read_history
 from minimind.runs import RunSummary
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries
 from minimind_tui.worker_end import worker_ended
+from minimind_tui.screens.styled_once import StyledOnce
 
 # Theme variables, so the colours follow the theme; as far apart as the themes make them.
 RUN_COLORS = ("primary", "warning", "success", "error", "accent", "secondary", "foreground",
               "primary-lighten-3")
 
 
-class ComparisonScreen(Screen[None]):
+class ComparisonScreen(StyledOnce, Screen[None]):
     BINDINGS = [
         Binding("ctrl+t,t", "toggle_x_axis", "Steps/tokens", id="compare_x_axis",
                 tooltip="Plot against optimizer steps or tokens seen"),

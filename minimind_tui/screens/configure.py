@@ -31,6 +31,7 @@ from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.screens.resume import ResumeScreen
 from minimind_tui.screens.save_preset import SavePresetScreen
 from minimind_tui.screens.size_classes import size_classes
+from minimind_tui.screens.styled_once import StyledOnce
 from minimind_tui.screens.start_from import StartFromScreen
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
 
 
-class ConfigureScreen(Screen[None]):
+class ConfigureScreen(StyledOnce, Screen[None]):
     app: MiniMindApp
 
     BINDINGS = [

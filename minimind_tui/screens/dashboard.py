@@ -17,6 +17,7 @@ from textual.widgets import Button, Footer, Static
 from minimind_tui.run.history import RunHistory
 from minimind_tui.run.phase import RunPhase
 from minimind_tui.screens.size_classes import size_classes
+from minimind_tui.screens.styled_once import StyledOnce
 from minimind_tui.widgets.metric_plot import MetricPlot, PlotSeries, legend_markup
 from minimind_tui.widgets.run_log import RunLog
 from minimind_tui.widgets.samples_panel import SamplesPanel
@@ -42,7 +43,7 @@ TALL_ROWS = 32
 LOG_BATCH = 100  # at most this many new lines per log update
 
 
-class DashboardScreen(Screen[None]):
+class DashboardScreen(StyledOnce, Screen[None]):
     """Pulls from the app's `RunHistory` while visible, so a hidden dashboard costs nothing
     and one opened mid-run (or after it) shows everything logged so far."""
 

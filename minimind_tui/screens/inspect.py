@@ -32,6 +32,7 @@ from minimind.data.inspect_report import (bad_line_rows, conversation_rows,
                                          warning_texts)
 from minimind_tui.widgets.length_histogram import LengthHistogram
 from minimind_tui.worker_end import worker_ended
+from minimind_tui.screens.styled_once import StyledOnce
 
 if TYPE_CHECKING:
     from minimind.data.sft_inspect import ConversationInspection
@@ -45,7 +46,7 @@ class _Cancelled(Exception):
     pass
 
 
-class InspectScreen(Screen["Inspection | None"]):
+class InspectScreen(StyledOnce, Screen["Inspection | None"]):
     BINDINGS = [Binding("escape", "close", "Back", id="inspect_back",
                         tooltip="Back to the form (cancels a pass that is still running)")]
 

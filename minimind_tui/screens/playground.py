@@ -30,6 +30,7 @@ from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent
 from minimind_tui.widgets.sampling_form import SamplingForm
 from minimind_tui.widgets.ticks import TickBox
 from minimind_tui.worker_end import worker_ended
+from minimind_tui.screens.styled_once import StyledOnce
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -43,7 +44,7 @@ _ENDINGS = {"eos": "ended at eos", "length": "reached max tokens",
             "stopped": "stopped"}
 
 
-class PlaygroundScreen(ModalScreen[None]):
+class PlaygroundScreen(StyledOnce, ModalScreen[None]):
     """Modal so that the form's keys (F5 start, ...) stay with the form and the dashboard;
     it covers the whole terminal all the same."""
 

@@ -26,6 +26,7 @@ from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, depe
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
+from minimind_tui.screens.styled_once import StyledOnce
 
 if TYPE_CHECKING:
     from minimind_tui.app import MiniMindApp
@@ -49,7 +50,7 @@ _STATE_COLORS = {"running": "primary", "completed": "success", "stopped": "warni
                  "unreadable": "error"}
 
 
-class RunsScreen(Screen[None]):
+class RunsScreen(StyledOnce, Screen[None]):
     app: MiniMindApp
 
     BINDINGS = [
