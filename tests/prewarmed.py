@@ -2,12 +2,12 @@
 
 The suite starts ~170 real CLI processes, and each spent ~3 s of CPU importing torch and
 transformers before its work (a 3-step training run: 5.1 s of CPU by exec, 2.1 s as a copy).
-Here each xdist worker starts one helper interpreter that imports those two once; a test's
-`python -m minimind_tui ...` is then a copy of the helper, cloned with CLONE_PARENT so that
-it is the test's own child: its own pid, exit status, signals, session, working folder,
-environment and stdio, as `Popen` asked. The copy then runs the module exactly as
-`python -m` does (runpy, argv, `sys.path[0]`, fresh `sys.std*` streams). Our own packages
-are imported by the copy, never by the helper.
+Here each xdist worker starts one helper interpreter that imports those two (and pydantic)
+once; a test's `python -m minimind_tui ...` is then a copy of the helper, cloned with
+CLONE_PARENT so that it is the test's own child: its own pid, exit status, signals, session,
+working folder, environment and stdio, as `Popen` asked. The copy then runs the module
+exactly as `python -m` does (runpy, argv, `sys.path[0]`, fresh `sys.std*` streams). Our own
+packages are imported by the copy, never by the helper.
 
 What a copy could not reproduce still runs by exec: any other command, a terminal on its
 stdio, `pass_fds`/`preexec_fn`/user or group changes, an environment that differs in a
@@ -35,11 +35,15 @@ import sys
 import threading
 
 MODULE = "minimind_tui"
-PREWARMED = ("torch", "transformers.modeling_utils")
+# pydantic too: importing it in each copy cost ~0.1 s, and its allocations set off a full
+# garbage collection over every object torch had made (0.17 s), of a 3-step run's ~2.7 s.
+PREWARMED = ("torch", "transformers.modeling_utils", "pydantic.main", "pydantic.type_adapter",
+             "pydantic.functional_validators")
 # Read by torch, transformers or the interpreter while they start, so a copy carries the
 # helper's values: a request that differs in one of these runs by exec.
 READ_AT_START = ("PYTHON", "LD_", "LC_", "LANG", "OMP_", "MKL_", "KMP_", "TORCH", "PYTORCH",
-                 "CUDA", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "SAFETENSORS")
+                 "CUDA", "HF_", "HUGGINGFACE", "TRANSFORMERS", "TOKENIZERS", "SAFETENSORS",
+                 "PYDANTIC")
 HANDLED_AT_START = {"PYTHONUNBUFFERED"}  # the copy builds its streams from the request's
 CLONE_PARENT = 0x8000
 SYS_CLONE = {"x86_64": 56, "aarch64": 220}
