@@ -70,12 +70,12 @@ def any_rank(flag: bool, info: DistInfo) -> bool:
     return bool(t.item())
 
 
-def sum_over_ranks(counts: list[torch.Tensor], info: DistInfo) -> list[int]:
-    """Each integer count summed over every rank (e.g. tokens, whose count differs per rank),
-    all in one collective."""
+def sum_over_ranks(values: list[torch.Tensor], info: DistInfo) -> list[float]:
+    """Each value summed over every rank, all in one collective: counts that differ per rank
+    (tokens) and loss sums. In float64, which holds every count below 2**53 exactly."""
     if not info.enabled:
-        return [int(count) for count in counts]
-    totals = torch.stack([count.detach().to(torch.int64).reshape(()) for count in counts])
+        return [float(value) for value in values]
+    totals = torch.stack([value.detach().to(torch.float64).reshape(()) for value in values])
     dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     return totals.tolist()
 

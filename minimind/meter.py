@@ -38,16 +38,18 @@ class Meter:
         self.empty_micro_batches = 0  # in the last report's window, once it is read
         self._reset()
         if window:
-            self.loss += window["loss"]
-            self.aux += window["aux"]
-            self.filled += window["filled"]
-            self.micro = int(window["micro"])
+            if dist.is_main:  # the sums are every rank's: one rank carries them
+                self.loss += window["loss"]
+                self.aux += window["aux"]
+                self.filled += window["filled"]
+            self.micro = int(window["micro"])  # each rank's count, the same on every rank
 
     def window(self) -> dict[str, float]:
-        """This rank's loss sums since the last report, as numbers a checkpoint keeps (its
-        tokens are in `tokens_seen` already)."""
-        return {"loss": float(self.loss), "aux": float(self.aux), "filled": int(self.filled),
-                "micro": self.micro}
+        """Every rank's loss sums since the last report, as numbers a checkpoint keeps (its
+        tokens are in `tokens_seen` already). A collective under DDP: call it on all ranks."""
+        loss, aux, filled = distributed.sum_over_ranks([self.loss, self.aux, self.filled],
+                                                       self.dist)
+        return {"loss": loss, "aux": aux, "filled": int(filled), "micro": self.micro}
 
     def _reset(self) -> None:
         zero = lambda: torch.zeros((), device=self.device)  # noqa: E731
@@ -96,7 +98,7 @@ class Meter:
     def tokens_seen(self) -> int:
         """Tokens trained on by every rank together (a collective under DDP: call it on all
         ranks). Shards differ in padding, so the ranks' counts differ too."""
-        return self.tokens_total + distributed.sum_over_ranks([self.tokens], self.dist)[0]
+        return self.tokens_total + int(distributed.sum_over_ranks([self.tokens], self.dist)[0])
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -115,15 +117,17 @@ class Meter:
     def report(self, step: int, total: int, epoch: int, epochs: int, epoch_step: int,
                steps_per_epoch: int, flops_per_token: float, peak_flops: float | None
                ) -> StepMetrics:
-        loss, aux, filled = float(self.loss), float(self.aux), int(self.filled)
-        self.empty_micro_batches = self.micro - filled
-        tokens, computed = distributed.sum_over_ranks([self.tokens, self.computed], self.dist)
-        self.tokens_total += tokens
+        # The loss is the mean over every rank's micro-batches, as the gradients DDP averages
+        # are: rank 0's shard alone was logged once (8.90 where the whole batch's was 8.95).
+        loss, aux, filled, tokens, computed = distributed.sum_over_ranks(
+            [self.loss, self.aux, self.filled, self.tokens, self.computed], self.dist)
+        micro = max(self.micro * self.dist.world_size, 1)
+        self.empty_micro_batches = micro - int(filled)
+        self.tokens_total += int(tokens)
         now = time.perf_counter()
         window = max(now - self.window_start, 1e-9)
         rate = tokens / window
         step_time = (now - self.session_start) / max(self.session_steps, 1)
-        micro = max(self.micro, 1)
         mfu = (computed / window * flops_per_token / (peak_flops * self.dist.world_size)
                if peak_flops else None)
         metrics = StepMetrics(

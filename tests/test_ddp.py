@@ -1,11 +1,13 @@
 """A real 2-process gloo job under torchrun, compared with one process on the same data."""
 
+import json
 import os
 import textwrap
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ARGS = ["--no-ui", "--preset", "tiny", "--device", "cpu", "--dtype", "float32",
@@ -54,11 +56,58 @@ def test_two_process_gloo_matches_single_process(tmp_path):
     assert a["world_size"] == 2 and b["world_size"] == 1
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=1e-4, atol=1e-5)
+    # The same batch, so the same loss: the mean over both ranks' shards (packed, each shard
+    # holds as many targets), not rank 0's alone.
+    logged = {run: [(e["step"], e["loss"], e["tokens_seen"]) for e in map(json.loads, (
+        tmp_path / run / "metrics.jsonl").read_text().splitlines()) if e["kind"] == "step"]
+        for run in ("ddp", "single")}
+    assert [(s, t) for s, _, t in logged["ddp"]] == [(s, t) for s, _, t in logged["single"]]
+    assert [loss for _, loss, _ in logged["ddp"]] == pytest.approx(
+        [loss for _, loss, _ in logged["single"]], rel=1e-5)
 
     # Resume with the same world size continues the run.
     resumed = launch(2, tmp_path / "ddp", 2, "--from_resume", "1", "--max_steps", "5")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming at step 3" in resumed.stdout and "[completed] at step 5" in resumed.stdout
+
+
+def test_a_checkpoint_between_two_logs_keeps_every_ranks_loss_sums(tmp_path):
+    """Two gloo ranks, two micro-batches each (losses 1, 3 and 5, 7): the report averages all
+    four, 4.0, on every rank, straight through or resumed from a window cut after the first
+    micro-batch (the checkpoint keeps the sums of both ranks; one rank carries them on)."""
+    script = tmp_path / "meters.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from minimind import distributed
+        from minimind.meter import Meter
+
+        info = distributed.setup("cpu")
+        ids = torch.ones(1, 8, dtype=torch.long)
+        losses = [[1.0, 3.0], [5.0, 7.0]][info.rank]
+
+        def add(meter, loss):
+            meter.add_micro(torch.tensor(loss), torch.tensor(0.0), ids, ids)
+
+        straight = Meter(info, 0, 0.0, pad_id=0)
+        cut = Meter(info, 0, 0.0, pad_id=0)
+        for loss in losses:
+            add(straight, loss)
+        add(cut, losses[0])
+        resumed = Meter(info, cut.tokens_seen(), 0.0, pad_id=0, window=cut.window())
+        add(resumed, losses[1])
+        for meter in (straight, resumed):
+            meter.add_step(torch.tensor(1.0), 1e-3, counts_as_nonfinite=True)
+            m = meter.report(1, 1, 1, 1, 1, 1, 1.0, None)
+            print(f"rank {info.rank}: loss {m.loss} tokens {m.tokens_seen}", flush=True)
+        distributed.teardown(info)
+    """))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(proc.stdout.split("\n")[:-1]) == [
+        "rank 0: loss 4.0 tokens 32", "rank 0: loss 4.0 tokens 32",
+        "rank 1: loss 4.0 tokens 32", "rank 1: loss 4.0 tokens 32"]
 
 
 def test_nan_on_one_rank_stops_every_rank_without_a_hang(tmp_path):
