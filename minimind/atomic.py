@@ -99,6 +99,13 @@ def atomic_write_many(files: dict[Path, bytes | memoryview]) -> None:
         _fsync_dir(folder)
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The file at `path`, or at a folder above it, that stops `path` from being a folder (or
+    from being made one): a writer there would meet "File exists" or "Not a directory"."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def stale_temp_files(folder: str | Path) -> list[Path]:
     """Temporary files that `atomic_file` writers in `folder` never finished (killed mid-write)."""
     folder = Path(folder)

@@ -14,6 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from minimind.atomic import file_in_the_way
 from minimind.settings import DATA_FIELDS, Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
 
@@ -91,9 +92,7 @@ def unusable_path(value: str) -> str | None:
 
 def not_a_folder(value: str) -> str | None:
     """Why a run cannot make `value` its folder: it, or a folder above it, is a file."""
-    path = Path(value).expanduser()
-    if blocking := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()),
-                        None):
+    if blocking := file_in_the_way(Path(value).expanduser()):
         return (f"{blocking} is a file, not a folder; move it away, or train into another "
                 "--out_dir")
     return None

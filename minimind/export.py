@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_write_bytes, file_in_the_way
 from .checkpoint import weights_bytes, weights_metadata
 from .checkpoint_reader import Checkpoint, lora_base
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
@@ -260,11 +260,17 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
     """Refuse an ``out`` that ``export_hf`` (``export_upstream`` with ``upstream``) could not
     fill or must not write to; callers may ask before loading."""
     out = Path(out).expanduser()
+    folder = out.parent if upstream and out.suffix == ".pth" else out
+    if (blocking := file_in_the_way(folder)) and blocking != out:
+        raise ExportError(f"{out}: cannot be written: {blocking} is a file, not a folder")
+    if blocking and upstream:
+        raise ExportError(f"{out}: is a file; name the folder for upstream's weights file, or "
+                          "the .pth file itself")
     if upstream:  # the file's name depends on the model: export_upstream checks it
-        _check_not_a_run(out.parent if out.suffix == ".pth" else out)
+        _check_not_a_run(folder)
         return
     _check_not_a_run(out)  # before a refusal that suggests --overwrite
-    if out.exists() and not out.is_dir():
+    if blocking:
         raise ExportError(f"{out}: is a file; the export is a folder")
     if out.suffix == ".pth":  # it would become a folder named like upstream's file
         raise ExportError(f"{out}: a name for upstream's weights file, and this export is a "

@@ -353,6 +353,19 @@ def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
         read_checkpoint(exported)
 
 
+def test_a_file_above_the_destination_is_named_as_the_cause(tmp_path):
+    """`export RUN notes.log/hf` said "cannot write the export there (File exists)"."""
+    (tmp_path / "notes.log").write_text("the user's")
+    for out, upstream in ((tmp_path / "notes.log" / "hf", False),
+                          (tmp_path / "notes.log" / "x" / "pretrain_128.pth", True)):
+        with pytest.raises(ExportError, match=f"{out}: cannot be written: "
+                                              f"{tmp_path / 'notes.log'} is a file, not a folder"):
+            check_destination(out, upstream=upstream)
+    with pytest.raises(ExportError, match="is a file; name the folder for upstream's weights"):
+        check_destination(tmp_path / "notes.log", upstream=True)
+    assert (tmp_path / "notes.log").read_text() == "the user's"
+
+
 def test_destination_rules(tmp_path):
     src = source(build(family="minimind2"))
     out = export_hf(src, tmp_path / "hf", verify=False).path

@@ -130,6 +130,10 @@ def test_cli_train_refuses_a_file_as_out(tmp_path, capsys):
     rc = main(["train", "--data", str(_tiny_jsonl(tmp_path / "tiny.jsonl")), "--out", str(tmp_path / "tok"),
                "--quiet"])
     assert rc == 2 and f"{tmp_path / 'tok'}: is a file" in capsys.readouterr().err
+    rc = main(["train", "--data", str(_tiny_jsonl(tmp_path / "tiny.jsonl")), "--out",
+               str(tmp_path / "tok" / "sub"), "--quiet"])
+    assert rc == 2 and (f"{tmp_path / 'tok' / 'sub'}: cannot be written: {tmp_path / 'tok'} is "
+                        "a file, not a folder") in capsys.readouterr().err
 
 
 def test_cli_train_says_when_the_corpus_gives_fewer_tokens(tmp_path, capsys):

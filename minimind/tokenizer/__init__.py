@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from minimind.atomic import atomic_write_many
+from minimind.atomic import atomic_write_many, file_in_the_way
 from minimind.data.corpus import resolve_data_path
 from minimind.data.jsonl import DataError, JsonlReader
 
@@ -132,8 +132,10 @@ def _check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     """Refuse an `out_dir` that already holds a tokenizer unless `overwrite`: runs trained on it
     would silently decode with the new ids."""
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise TokenizerError(f"{out}: is a file; the tokenizer is written into a folder")
+    if blocking := file_in_the_way(out):
+        raise TokenizerError(f"{out}: is a file; the tokenizer is written into a folder"
+                             if blocking == out else
+                             f"{out}: cannot be written: {blocking} is a file, not a folder")
     held = any((out / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     if held and not overwrite:
         raise TokenizerError(f"{out}: already holds a tokenizer; pass --overwrite to replace its "
