@@ -333,7 +333,12 @@ class Trainer:
 
     def _evaluate(self) -> None:
         t, device = self.settings.train, self.dist.device
-        loader = DataLoader(self.prep.val_data, batch_size=t.batch_size, shuffle=False)
+        # Its own generator: a DataLoader draws a seed as it starts, and from the global one
+        # it took a draw from dropout's RNG. Evaluating changed the training, and a completed
+        # run extended by a resume (its checkpoint precedes the last evaluation) trained on
+        # other dropout masks than the same run in one go.
+        loader = DataLoader(self.prep.val_data, batch_size=t.batch_size, shuffle=False,
+                            generator=torch.Generator())
         total_loss, total_tokens, batches = 0.0, 0, 0
         self.model.eval()
         with torch.no_grad(), self.autocast:

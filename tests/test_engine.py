@@ -214,6 +214,27 @@ def test_stop_and_resume_is_bitwise(tiny_settings, tmp_path, dtype, recipe):
     assert all(torch.equal(ww[k], ws[k]) for k in ww)
 
 
+def test_a_completed_run_extended_by_a_resume_trains_as_one_run(tiny_settings, tmp_path):
+    """With dropout, a run of 6 steps evaluated at its end and resumed to 12 trained on other
+    dropout masks than one run of 12: starting the evaluation's DataLoader drew from the
+    global RNG after the checkpoint had saved it. Evaluating no longer draws from it at all."""
+    def settings(name, max_steps, **train):
+        evaluated = {"eval_interval": 3, "eval_batches": 1,
+                     "val_data_path": "builtin:shakespeare-val"}
+        return tiny_settings({"dropout": 0.1}, out_dir=str(tmp_path / name), max_steps=max_steps,
+                             save_interval=3, **{**evaluated, **train})
+
+    assert run(settings("whole", 12))[0].status == "completed"
+    assert run(settings("split", 6))[0].status == "completed"
+    assert run(settings("split", 12, from_resume=True))[0].status == "completed"
+    ww, ws = final_weights(settings("whole", 12)), final_weights(settings("split", 12))
+    assert all(torch.equal(ww[k], ws[k]) for k in ww)
+    unevaluated = settings("unevaluated", 12, eval_interval=0, val_data_path="")
+    assert run(unevaluated)[0].status == "completed"
+    wu = final_weights(unevaluated)
+    assert all(torch.equal(ww[k], wu[k]) for k in ww)
+
+
 def test_the_first_log_after_a_resume_averages_the_steps_it_would_have(tiny_settings,
                                                                        tmp_path):
     """A stop between two logged steps (at step 3, logging every 2) kept no loss sums: the log
