@@ -360,11 +360,6 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     saved = state["settings"]
     if changed := fixed_changes(saved, settings):
         raise InputError("train.from_resume: " + checkpoint_refusal(changed, settings))
-    # The state holds this optimizer's moments; runs saved before the setting existed used AdamW.
-    saved_optimizer = saved.get("train", {}).get("optimizer", "adamw")
-    if saved_optimizer != settings.train.optimizer:
-        raise InputError(f"train.from_resume: the checkpoint holds {saved_optimizer} state; "
-                         f"resume with optimizer = {saved_optimizer}")
     t, reached = settings.train, state["progress"]["step"]
     plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
                     t.max_steps, dist.world_size)

@@ -26,8 +26,10 @@ _DATA_ORDER = ("stage", "packing", "max_seq_len", "batch_size", "accumulation_st
 The data themselves are checked by their contents, wherever the file lies now (a data_path
 moved to another disk, or written from another folder, is the same data)."""
 
-_STATE_SHAPE = {"pretrain": (), "sft": (), "lora": ("lora_rank",)}
-"""What else the saved state itself fixes: a lora run's adapters' rank."""
+_STATE_SHAPE = {"pretrain": ("optimizer",), "sft": ("optimizer",),
+                "lora": ("optimizer", "lora_rank")}
+"""What else the saved state itself fixes: the optimizer whose moments it holds, a lora run's
+adapters' rank."""
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any],
@@ -44,6 +46,8 @@ def fixed_changes(saved: dict[str, Any], settings: RunSettings) -> list[str]:
     new from_weight would only be recorded, not trained on). A from_weight written another way
     (absolute, or from another folder) that names the same file is no change."""
     current = settings.model_dump(mode="json")
+    # Runs recorded before the optimizer was a setting trained with AdamW.
+    saved = {**saved, "train": {"optimizer": "adamw", **saved.get("train", {})}}
     keys = [("model", k) for k in current["model"]] + [
         ("train", k) for k in _DATA_ORDER + _STATE_SHAPE[settings.train.stage]]
     changed = differences(saved, current, keys)

@@ -264,7 +264,7 @@ def test_resume_refuses_another_optimizer(tiny_settings):
         update={"from_resume": True, "max_steps": 4, "optimizer": "muon"})})
     result, _ = run(other)
     assert result.status == "failed" and result.cause == "input"
-    assert "holds adamw state; resume with optimizer = adamw" in result.reason
+    assert "train.optimizer (adamw → muon)" in result.reason
 
 
 def test_resume_refuses_changed_data_order(tiny_settings):

@@ -608,6 +608,11 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
     assert problems(from_resume=True, max_steps=3, batch_size=8, seed=7) == [
         f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
         "cannot continue exactly: train.batch_size (4 → 8), train.seed (42 → 7)"]
+    # The state holds AdamW's moments: the form offered this resume, and only the engine
+    # refused it, after the run had started.
+    assert problems(from_resume=True, max_steps=3, optimizer="muon") == [
+        f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
+        "cannot continue exactly: train.optimizer (adamw → muon)"]
     assert problems(from_resume=True, max_steps=3, save_weight="other") == [
         f"train.from_resume: no resume checkpoint at {folder / 'other_128_resume.pth'}; the "
         "folder holds pretrain_128_resume.pth: resume with the settings that name it "
