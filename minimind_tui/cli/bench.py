@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+from minimind.run_files import run_files
 from minimind.settings import RunSettings, SettingsError
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
@@ -228,7 +229,13 @@ def bench_overrides(args: argparse.Namespace) -> dict:
 def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
     """An `emit(record)` that prints one JSON line to stdout and appends it to `path` at once,
     so a killed benchmark keeps what it measured. `path` is opened on entering, before the
-    benchmark runs: one it cannot write is an OutError, not minutes of measuring lost."""
+    benchmark runs: one it cannot write is an OutError, not minutes of measuring lost. A run's
+    own file is refused: appended to, its config.toml no longer read as TOML, and the run could
+    neither resume nor be exported."""
+    if path and path.expanduser().absolute() in {p.absolute() for p in run_files(
+            path.expanduser().parent)}:
+        raise OutError(f"--out: {path}: a file of the run in {path.parent}; give the "
+                       "benchmark's lines a file of their own")
     try:
         out = path.open("a", encoding="utf-8") if path else None
     except OSError as e:
