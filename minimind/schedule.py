@@ -13,6 +13,12 @@ from typing import Literal
 Schedule = Literal["cosine", "minimind2", "wsd"]
 
 
+def wsd_decay_start(total: int, warmup: int, decay_fraction: float) -> int:
+    """The first step of wsd's decay: the last `decay_fraction` of the steps, rounded, after
+    the warmup. At `total` there is no decay at all."""
+    return max(warmup, total - round(decay_fraction * total))
+
+
 def learning_rate(step: int, total: int, peak: float, warmup: int = 0,
                   schedule: Schedule = "cosine", decay_fraction: float = 0.2) -> float:
     """Linear warmup over `warmup` steps, then the schedule's decay.
@@ -27,7 +33,7 @@ def learning_rate(step: int, total: int, peak: float, warmup: int = 0,
     if step < warmup:
         return peak * (step + 1) / warmup
     if schedule == "wsd":
-        decay_start = max(warmup, total - round(decay_fraction * total))
+        decay_start = wsd_decay_start(total, warmup, decay_fraction)
         if step < decay_start:
             return peak
         # The run's last step (total - 1) trains at lr/10 and its first decay step below lr:

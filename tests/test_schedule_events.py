@@ -72,6 +72,22 @@ def test_a_run_that_ends_within_its_warmup_says_so(tiny_settings):
         "learning_rate (0.001) at the last step only, and never decays"]
 
 
+def test_a_wsd_decay_too_short_for_a_step_says_so(tiny_settings):
+    """decay_fraction 0.01 of 20 steps rounds to none: the lr stayed at its peak to the end,
+    where the README says wsd ends at a tenth, and nothing said so."""
+    train = tiny_settings(lr_schedule="wsd", decay_fraction=0.01, learning_rate=3e-3,
+                          warmup_iters=0).train
+    assert plan_warnings(train, Plan(20, 20, 20), 0) == [
+        "wsd's decay_fraction (0.01) of the run's 20 steps rounds to no step: the learning "
+        "rate stays at 0.003 to the end and never decays; for a decay set decay_fraction to "
+        "at least 0.05"]
+    assert learning_rate(19, 20, 3e-3, schedule="wsd", decay_fraction=0.01) == 3e-3
+    assert learning_rate(19, 20, 3e-3, schedule="wsd", decay_fraction=0.05) == pytest.approx(3e-4)
+    for fine in (train.model_copy(update={"decay_fraction": 0.05}),
+                 train.model_copy(update={"lr_schedule": "cosine"})):
+        assert plan_warnings(fine, Plan(20, 20, 20), 0) == []
+
+
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     from minimind import MiniMindConfig, MiniMindForCausalLM
     from minimind.optim import build_optimizer

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from minimind.data.prefetch import Prefetcher
-from minimind.schedule import learning_rate
+from minimind.schedule import learning_rate, wsd_decay_start
 from minimind.settings import TrainSettings, planned_steps
 
 
@@ -93,8 +93,9 @@ def leave_stops_to_the_trainer(_worker_id: int) -> None:
 
 
 def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str]:
-    """What the plan does that the settings do not say: a run that ends within its warmup, or
-    data that end it before max_steps (else the header's "steps: 2" is the only hint)."""
+    """What the plan does that the settings do not say: a run that ends within its warmup, a
+    wsd decay too short to take a step, or data that end it before max_steps (else the
+    header's "steps: 2" is the only hint)."""
     warnings = []
     if train.warmup_iters >= plan.total_steps > start_step:
         last = learning_rate(plan.total_steps - 1, plan.total_steps, train.learning_rate,
@@ -107,6 +108,13 @@ def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str
             f"the run's {plan.total_steps} steps are all warmup (warmup_iters "
             f"{train.warmup_iters}): the learning rate reaches learning_rate "
             f"({train.learning_rate:g}) at the last step only, and never decays")
+    elif (train.lr_schedule == "wsd" and plan.total_steps > start_step and wsd_decay_start(
+            plan.total_steps, train.warmup_iters, train.decay_fraction) >= plan.total_steps):
+        warnings.append(
+            f"wsd's decay_fraction ({train.decay_fraction:g}) of the run's {plan.total_steps} "
+            f"steps rounds to no step: the learning rate stays at {train.learning_rate:g} to "
+            f"the end and never decays; for a decay set decay_fraction to at least "
+            f"{1 / plan.total_steps:.3g}")
     if train.max_steps > plan.total_steps:
         epochs = math.ceil(train.max_steps / plan.steps_per_epoch)
         warnings.append(f"the data ends before max_steps ({train.max_steps}): {train.epochs} "
