@@ -102,17 +102,23 @@ def as_the_run_took_it(value: str, run_folder: Path, out_dir: str) -> Path:
     """A path a run recorded (its from_weight), as the run took it: a relative one counts from
     the folder the run was started in, which its recorded relative out_dir and the place its
     folder is in now tell (out/sft in /work/out/sft: /work), so `runs` and the readers find it
-    from any folder (as given when that is the current folder); without that record (an
-    absolute out_dir, a folder moved off its name), from the current folder. Raises what
-    `Path.expanduser` raises."""
+    from any folder (as given when that is the current folder). An out_dir that climbs first
+    (upstream's `../out/sft`, from trainer/) tells the folder that many levels above the start
+    instead, which a path climbing as far needs (`../out/base.pth`). Without that record (an
+    absolute out_dir, a folder moved off its name, a path into the start folder itself, whose
+    name nothing recorded), from the current folder. Raises what `Path.expanduser` raises."""
     path = Path(value).expanduser()
     parts = [part for part in Path(out_dir).parts if part != "."]
-    here = run_folder.absolute().parts
-    if path.is_absolute() or not parts or Path(out_dir).is_absolute() or ".." in parts \
-            or tuple(here[-len(parts):]) != tuple(parts):
+    up = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    below, here = parts[up:], run_folder.absolute().parts
+    if path.is_absolute() or not below or Path(out_dir).is_absolute() or ".." in below \
+            or tuple(here[-len(below):]) != tuple(below):
         return path
-    started_in = Path(*here[:-len(parts)])
-    return path if started_in == Path.cwd() else started_in / path
+    above = Path(*here[:-len(below)])  # `up` levels above the start folder
+    if up:
+        steps = [part for part in path.parts if part != "."]
+        return above.joinpath(*steps[up:]) if steps[:up] == [".."] * up else path
+    return path if above == Path.cwd() else above / path
 
 
 def printable_path(value: str) -> str:

@@ -580,6 +580,25 @@ def test_a_run_folder_moved_while_its_run_trains_is_said(tiny_settings):
     assert (folder.with_name("moved") / "metrics.jsonl").is_file()
 
 
+def test_a_base_taken_beside_a_climbing_out_dir_is_found_from_any_folder(tmp_path,
+                                                                          monkeypatch):
+    """Upstream's habit: runs started in trainer/ write to ../out/sft and start from
+    ../out/... . From any other folder, `runs` listed such a base as missing and generate and
+    export called it gone."""
+    from minimind.environment import as_the_run_took_it
+
+    run = tmp_path / "out" / "sft"
+    monkeypatch.chdir(tmp_path)  # not trainer/, where the run was started
+    for out_dir in ("../out/sft", "./../out/sft"):
+        assert as_the_run_took_it("../out/tiny/pretrain_128.pth", run, out_dir) == \
+            tmp_path / "out" / "tiny" / "pretrain_128.pth"
+        # In trainer/ itself, whose name nothing recorded: from the current folder, as before.
+        assert as_the_run_took_it("base.pth", run, out_dir) == Path("base.pth")
+    assert as_the_run_took_it("out/base.pth", run, "out/sft") == Path("out/base.pth")
+    assert as_the_run_took_it("out/base.pth", tmp_path / "a" / "out" / "sft", "out/sft") == \
+        tmp_path / "a" / "out" / "base.pth"
+
+
 def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settings):
     """The form said "ready to start" for a resume the engine then refused while preparing:
     nothing left to train, no checkpoint, or a setting the run may not change. A start checks
