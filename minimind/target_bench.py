@@ -56,6 +56,10 @@ def recipe_overrides(name: str) -> dict[str, Any]:
         return {}
     out: dict[str, Any] = {}
     for word in name.split("+"):
+        if word == DEFAULT:  # it named 'default' as unknown and known in one line
+            raise TargetBenchError(f"{DEFAULT!r} in {name!r}: the default is a recipe alone, "
+                                   "never combined (it is what the others are measured "
+                                   "against); combine " + ", ".join(RECIPE_WORDS))
         if word not in RECIPE_WORDS:
             raise TargetBenchError(f"unknown recipe word {word!r} in {name!r}; known: "
                                    + ", ".join([DEFAULT, *RECIPE_WORDS]))

@@ -386,6 +386,9 @@ def test_a_stop_signal_to_the_parent_alone_stops_the_seeds_processes(tmp_path, s
 def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
     assert main(["--preset", "tiny", "--recipes", "muon+turbo"]) == 2
     assert "unknown recipe word 'turbo'" in capsys.readouterr().err
+    assert main(["--preset", "tiny", "--recipes", "default+wsd"]) == 2  # said unknown and known
+    assert "'default' in 'default+wsd': the default is a recipe alone, never combined" in \
+        capsys.readouterr().err
     assert main(["--preset", "tiny", "--recipes", "muon", "--data_path", "builtin:shakespeare-val",
                  "--val_data_path", ""]) == 2
     assert "needs validation data" in capsys.readouterr().err
