@@ -262,7 +262,7 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
     out = Path(out).expanduser()
     folder = out.parent if upstream and out.suffix == ".pth" else out
     if (blocking := file_in_the_way(folder)) and blocking != out:
-        raise ExportError(f"{out}: cannot be written: {blocking} is a file, not a folder")
+        raise ExportError(f"{out}: cannot write there: {blocking} is a file, not a folder")
     if blocking and upstream:
         raise ExportError(f"{out}: is a file; name the folder for upstream's weights file, or "
                           "the .pth file itself")

@@ -358,7 +358,7 @@ def test_a_file_above_the_destination_is_named_as_the_cause(tmp_path):
     (tmp_path / "notes.log").write_text("the user's")
     for out, upstream in ((tmp_path / "notes.log" / "hf", False),
                           (tmp_path / "notes.log" / "x" / "pretrain_128.pth", True)):
-        with pytest.raises(ExportError, match=f"{out}: cannot be written: "
+        with pytest.raises(ExportError, match=f"{out}: cannot write there: "
                                               f"{tmp_path / 'notes.log'} is a file, not a folder"):
             check_destination(out, upstream=upstream)
     with pytest.raises(ExportError, match="is a file; name the folder for upstream's weights"):

@@ -132,7 +132,7 @@ def test_cli_train_refuses_a_file_as_out(tmp_path, capsys):
     assert rc == 2 and f"{tmp_path / 'tok'}: is a file" in capsys.readouterr().err
     rc = main(["train", "--data", str(_tiny_jsonl(tmp_path / "tiny.jsonl")), "--out",
                str(tmp_path / "tok" / "sub"), "--quiet"])
-    assert rc == 2 and (f"{tmp_path / 'tok' / 'sub'}: cannot be written: {tmp_path / 'tok'} is "
+    assert rc == 2 and (f"{tmp_path / 'tok' / 'sub'}: cannot write there: {tmp_path / 'tok'} is "
                         "a file, not a folder") in capsys.readouterr().err
 
 

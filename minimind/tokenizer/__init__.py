@@ -135,7 +135,7 @@ def _check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     if blocking := file_in_the_way(out):
         raise TokenizerError(f"{out}: is a file; the tokenizer is written into a folder"
                              if blocking == out else
-                             f"{out}: cannot be written: {blocking} is a file, not a folder")
+                             f"{out}: cannot write there: {blocking} is a file, not a folder")
     held = any((out / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     if held and not overwrite:
         raise TokenizerError(f"{out}: already holds a tokenizer; pass --overwrite to replace its "
