@@ -123,14 +123,17 @@ def test_presets_lists_parameter_counts_smallest_first_and_a_broken_one(tmp_path
     # A misspelt train setting, the model's table fine: listed as a preset of 1.21M once.
     (tmp_path / "typo.toml").write_text("[model]\nhidden_size = 128\nnum_hidden_layers = 2\n"
                                         "[train]\nlearnig_rate = 0.01\n")
+    # Every table checked as `--preset` checks it: this one was listed as 1.21M too.
+    (tmp_path / "word.toml").write_text("[train]\nlearning_rate = \"fast\"\n")
     proc = subprocess.run([*CLI, "presets"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "MINIMIND_TUI_PRESETS": str(tmp_path)})
     rows = [line.split() for line in proc.stdout.splitlines()]
     assert proc.returncode == 0 and rows[0][:3] == ["tiny", "1.21M", "params"], proc.stdout
     bundled = [float(row[1].rstrip("M")) for row in rows if "bundled" in row]
     assert len(bundled) >= 6 and bundled == sorted(bundled)
-    assert [row[:3] for row in rows[-2:]] == [["bad", "invalid", "user"],
-                                              ["typo", "invalid", "user"]]
+    assert [row[:3] for row in rows[-3:]] == [["bad", "invalid", "user"],
+                                              ["typo", "invalid", "user"],
+                                              ["word", "invalid", "user"]]
 
 
 def test_help_and_flag_errors_import_neither_torch_nor_transformers():

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import (SECTIONS, ModelSettings, Problem, RunSettings, SettingsError,
+from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError,
                                merge, without_consent)
 from minimind.settings_file import read_toml
 
@@ -59,10 +59,11 @@ def preset_label(name: str, path: Path) -> str:
 
 
 def preset_parameters(path: Path) -> int | None:
-    """The parameter count of a preset's model, or None if its [model] table is not valid.
-    Only the model is read: the whole settings' checks ask torch about devices."""
+    """The parameter count of a preset's model, or None if the preset is not valid: any of
+    its settings, as `--preset` reads them (one with `learning_rate = "fast"` was listed with
+    its model's size, and refused when used). The machine is not asked (no torch)."""
     try:
-        model = ModelSettings.model_validate(preset_tables(path).get("model", {}))
+        model = RunSettings.parse(preset_tables(path)).model
     except (SettingsError, ValidationError):
         return None
     return parameter_count(**model.to_config_kwargs())
