@@ -25,6 +25,12 @@ class Event:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
+    @classmethod
+    def line_prefix(cls) -> bytes:
+        """How each line `to_json` writes for this kind begins: readers pass over the other
+        kinds' lines without parsing them."""
+        return json.dumps({"kind": cls.kind})[:-1].encode() + b", "
+
 
 @dataclass
 class RunStarted(Event):

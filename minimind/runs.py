@@ -253,8 +253,9 @@ def resumed_changes(path: Path) -> list[str]:
         metrics = os.fdopen(open_regular(path / METRICS_FILE), "rb")
     except OSError:  # none, a FIFO: no history to tell
         return []
+    prefix = RunStarted.line_prefix()
     with metrics:
-        starts = [event for line in metrics if line.startswith(b'{"kind": "run_started", ')
+        starts = [event for line in metrics if line.startswith(prefix)
                   and isinstance(event := parse_event(line), RunStarted)]
     changes = []
     for before, after in zip(starts, starts[1:]):

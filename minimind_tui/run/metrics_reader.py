@@ -22,7 +22,7 @@ from minimind.follow import MAX_LINE_BYTES, Follower, Lines, parse_event
 from minimind_tui.run.history import BLOCK_COLUMNS, RunHistory, StepBlock
 
 MIN_BLOCK = 64  # shorter runs of step lines (a live tail) are cheaper to parse one by one
-STEP_PREFIX = b'{"kind": "step", '
+STEP_PREFIX = StepMetrics.line_prefix()
 # The line's fields whose values become BLOCK_COLUMNS (steps, tokens, loss, logits, aux, lr).
 _CHARTED = {"step": "steps", "tokens_seen": "tokens", "loss": "loss",
             "logits_loss": "logits_loss", "aux_loss": "aux_loss", "lr": "lr"}
