@@ -84,6 +84,7 @@ class Trainer:
         self._before_folder: list[Event] | None = []
         self._folder_sinks: list[Sink] = []
         self.finished: RunFinished | None = None
+        """How the run ended, once it has said so: a stop after it has nothing to stop."""
 
     # -- public entry -----------------------------------------------------------------
     def run(self) -> RunFinished:

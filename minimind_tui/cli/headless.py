@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minimind.event_text import with_hint
-from minimind.events import Event, RunFinished
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
@@ -38,20 +37,6 @@ DETACH_WAIT_SECONDS = 60
 class Aborted(BaseException):
     """A second stop signal: leave now. A BaseException, so the engine's error handling (which
     turns exceptions into a failed run) lets it through to the command line."""
-
-
-class EndSeen:
-    """A sink that keeps the run's final event: a stop signal after it has nothing to stop (a
-    second one aborted the teardown, exit 3 under a log that said the checkpoint was written)."""
-
-    event: RunFinished | None = None
-
-    def emit(self, event: Event) -> None:
-        if isinstance(event, RunFinished):
-            self.event = event
-
-    def close(self) -> None:
-        pass
 
 
 def say(text: str) -> None:
@@ -86,12 +71,14 @@ def _run(settings: RunSettings) -> int:
             pass
     stop = threading.Event()
     received: list[int] = []
-    ended = EndSeen()
+    trainer = Trainer(settings, [ConsoleSink()], stop)
 
     def on_signal(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
         received.append(signum)
-        if ended.event is not None:  # the run has said how it ended; the process only exits
+        # The run has said how it ended; the process only exits (a second signal aborted the
+        # teardown: exit 3, under a log that said the checkpoint was written).
+        if trainer.finished is not None:
             return
         if stop.is_set():
             if rank == 0:  # under torchrun every rank hears it; one line says it
@@ -115,7 +102,7 @@ def _run(settings: RunSettings) -> int:
 
     stop_with_the_launcher(on_launcher_gone)
     try:
-        result = Trainer(settings, [ConsoleSink(), ended], stop).run()
+        result = trainer.run()
     except Aborted:
         return exit_codes.ABORTED
     if result.status == "completed":
