@@ -114,13 +114,13 @@ class StartFlow:
             self.launch(with_train(settings, out_dir=str(new), from_resume=False),
                         detached=detached)
         elif answer == "overwrite":
-            files = len(run_files(Path(settings.train.out_dir).expanduser()))
+            folder = Path(settings.train.out_dir).expanduser()
+            files = len(run_files(folder))
             what = f"the run there, its checkpoints included ({files} files)" if files else ""
             if in_the_way:
-                names = replaced_files_text(Path(settings.train.out_dir).expanduser(), in_the_way,
-                                            settings.train.from_weight)
+                names = replaced_files_text(folder, in_the_way, settings.train.from_weight)
                 what = f"{what} and {names}" if what else names
-            lost = dependents_text(started_from(Path(settings.train.out_dir).expanduser()))
+            lost = dependents_text(started_from(folder))
             self.app.push_screen(ConfirmScreen(
                 f"Overwrite {settings.train.out_dir}?",
                 f"This deletes {what}, once the new run has started. It cannot be undone."
