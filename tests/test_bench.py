@@ -134,7 +134,9 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
      ["--out: gone/bench.jsonl: No such file or directory"]),
     # Appended to, a run's config.toml was no TOML: the run could not resume or export.
     (["--variants", "packed", "--out", "run/config.toml"],
-     ["--out: run/config.toml: a file of the run in run; give the benchmark's lines a file"]),
+     ["--out: run/config.toml: a file of the run in ", "run; give the benchmark's lines a file"]),
+    (["--variants", "packed", "--out", "link.jsonl"],  # a link to it
+     ["--out: link.jsonl: a file of the run in ", "run; give the benchmark's lines a file"]),
     (["--preset", "tiny-sft", "--variants", "baseline"],
      ["train.stage: sft: bench measures pretraining throughput", "pretraining preset"]),
     # Time to target: --out opened and the files checked before the first seed trains.
@@ -147,7 +149,8 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
      ['train.data_path: bad.jsonl:2: "text" must be a string']),
     # A seed the settings refuse: said before the first seed trains (after it, once).
     (["--recipes", "wsd", "--seeds", "1,-1"], ["train.seed: must be ≥ 0"]),
-], ids=["missing-data", "bad-line", "unwritable-out", "run-file-out", "sft-preset",
+], ids=["missing-data", "bad-line", "unwritable-out", "run-file-out", "linked-run-file-out",
+        "sft-preset",
         "target-out", "target-missing-data", "target-bad-line", "target-bad-seed"])
 def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
                                                                     capsys, args, says):
@@ -156,6 +159,7 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
     (tmp_path / "bad.jsonl").write_text('{"text": "hello"}\n{"text": 5}\n')
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.toml").write_text("[train]\n")
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "run" / "config.toml")
     monkeypatch.chdir(tmp_path)
     warmup = [] if "--recipes" in args else ["--warmup", "1"]  # (a throughput flag)
     assert main([*FAST, *warmup, *args]) == 2

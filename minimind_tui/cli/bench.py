@@ -232,9 +232,9 @@ def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
     benchmark runs: one it cannot write is an OutError, not minutes of measuring lost. A run's
     own file is refused: appended to, its config.toml no longer read as TOML, and the run could
     neither resume nor be exported."""
-    if path and path.expanduser().absolute() in {p.absolute() for p in run_files(
-            path.expanduser().parent)}:
-        raise OutError(f"--out: {path}: a file of the run in {path.parent}; give the "
+    target = path.expanduser().resolve() if path else None  # a link to one too
+    if target and target in {p.resolve() for p in run_files(target.parent)}:
+        raise OutError(f"--out: {path}: a file of the run in {target.parent}; give the "
                        "benchmark's lines a file of their own")
     try:
         out = path.open("a", encoding="utf-8") if path else None
