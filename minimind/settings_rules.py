@@ -187,6 +187,9 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
     if t.muon_lr and t.optimizer != "muon":
         bad("train.muon_lr", "only applies when optimizer is muon (set it to 0, or optimizer "
                              "to muon)", "train.optimizer")
+    if t.lr_schedule != "wsd" and t.decay_fraction != TrainSettings.model_fields[
+            "decay_fraction"].default:  # cosine and minimind2 decay over the whole run
+        bad("train.decay_fraction", "only applies when lr_schedule is wsd", "train.lr_schedule")
     if not t.data_path.strip():
         bad("train.data_path", "is required")
     if t.eval_interval and not t.val_data_path.strip():

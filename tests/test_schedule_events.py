@@ -146,6 +146,21 @@ def test_muon_lr_needs_muon():
     assert problems == []
 
 
+def test_decay_fraction_needs_wsd():
+    """Recorded under cosine it would read as a setting the run followed, and it was not."""
+    from minimind.settings_rules import validate
+
+    for schedule in ("cosine", "minimind2"):
+        _, problems = validate({"train": {"decay_fraction": 0.5, "lr_schedule": schedule,
+                                          "data_path": "x"}})
+        assert [(p.loc, p.message, p.related) for p in problems] == [
+            ("train.decay_fraction", "only applies when lr_schedule is wsd",
+             ("train.lr_schedule",))]
+    _, problems = validate({"train": {"decay_fraction": 0.5, "lr_schedule": "wsd",
+                                      "data_path": "x"}})
+    assert problems == []
+
+
 def test_events_round_trip_through_json():
     for event in (_metrics(), LogMessage(level="warning", text="héllo"),
                   RunFinished(status="failed", step=3, reason="x", cause="input"),
