@@ -395,7 +395,13 @@ def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):
         capsys.readouterr().err
     assert main(["--preset", "tiny", "--recipes", "muon", "--data_path", "builtin:shakespeare-val",
                  "--val_data_path", ""]) == 2
-    assert "needs validation data" in capsys.readouterr().err
+    # The flag to set, not the preset's eval_interval, which the harness sets and refuses.
+    assert capsys.readouterr().err.endswith(
+        "error: time to target needs validation data: set --val_data_path\n")
+    with pytest.raises(SystemExit) as exit_:  # the median would count seed 1's runs twice
+        main(["--preset", "tiny", "--recipes", "muon", "--seeds", "1,2,1"])
+    assert exit_.value.code == 2 and "--seeds names seed 1 more than once" in \
+        capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["--preset", "tiny", "--recipes", "muon", "--jobs", "0"])
     assert exit_.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err

@@ -157,6 +157,9 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if not seeds or args.eval_every < 0 or args.jobs < 1:
         parser.error("--seeds needs at least one seed, --eval_every must not be negative and "
                      "--jobs must be at least 1")
+    if twice := sorted({s for s in seeds if seeds.count(s) > 1}):
+        parser.error(f"--seeds names seed {twice[0]} more than once: the median would count "
+                     "its runs twice")
     if overrides["train"]["data_path"] == "builtin:shakespeare":
         overrides["train"].setdefault("val_data_path", "builtin:shakespeare-val")
     from minimind.target_bench import (TargetBenchError, TargetInputError, harness_settings,
@@ -165,6 +168,9 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
     if ignored := harness_flags(overrides, harness_settings(1, 1, 1, ""), TARGET_HARNESS):
         return exit_codes.invalid(*ignored, prog=PROG)
     recipes = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    # The runs' eval_interval is the harness's; a preset's would ask for validation data in
+    # words that name a setting the harness refuses, where the check below names --val_data_path.
+    overrides["train"]["eval_interval"] = 0
     try:
         for recipe in recipes:
             recipe_overrides(recipe)
