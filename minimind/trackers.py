@@ -321,9 +321,11 @@ class TrackioSink(TrackerSink):
 
         self.run = trackio.init(project=PROJECT, name=run_name(run), config=run_config(run),
                                 embed=False, auto_log_gpu=False, auto_log_cpu=False)
+        self.last_step: int | None = None
 
     def log(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
+        self.last_step = step
 
     def log_samples(self, step: int, columns: list[str], rows: list[list[str]]) -> None:
         import trackio
@@ -331,7 +333,17 @@ class TrackioSink(TrackerSink):
         self.run.log({"samples": trackio.Table(columns=columns, data=rows)}, step=step)
 
     def finish(self, status: str) -> None:
+        from trackio.sqlite_storage import SQLiteStorage
+
         self.run.finish()
+        # Trackio writes its database from a thread of its own, and a write that fails there
+        # is only a Python warning on stderr: read back what the database holds instead.
+        saved = SQLiteStorage.get_last_step(PROJECT, run_id=self.run.id)
+        if self.last_step is not None and (saved is None or saved < self.last_step):
+            held = "no step" if saved is None else f"steps up to {saved}"
+            where = SQLiteStorage.get_project_db_path(PROJECT)
+            self._warn(f"{self.name}: its database {where} holds {held} of this run, which "
+                       f"logged up to step {self.last_step}: the rest could not be saved")
 
 
 TRACKER_SINKS: dict[str, type[TrackerSink]] = {

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from minimind.engine import Trainer
-from minimind.events import LogMessage, RunStarted, StepMetrics
+from minimind.events import LogMessage, RunFinished, RunStarted, StepMetrics
 from minimind.environment import environment_problems
 from minimind.settings import TRACKERS, RunSettings
 from minimind.sinks import QueueSink
@@ -342,6 +342,35 @@ def test_tensorboard_shows_each_step_once_after_a_resume_from_behind_the_last_lo
     board.Reload()
     assert [(e.step, e.value) for e in board.Scalars("train/loss")] == [
         *((step, 9.0) for step in range(1, 6)), *((step, 4.0) for step in range(6, 11))]
+
+
+@needs("trackio")
+def test_trackio_steps_its_database_did_not_save_are_said_in_the_run(tmp_path):
+    """Trackio writes its database from a thread of its own, and a failed write there was only a
+    Python warning on stderr: the run's own record (metrics.jsonl, the dashboard) never said it.
+    A TRACKIO_DIR under a file: each of its writes fails. (A process of its own: Trackio reads
+    TRACKIO_DIR when it is first imported.)"""
+    (tmp_path / "a-file").write_text("")
+    events = [run_started(tmp_path, 3), *(step_metrics(s, 3) for s in (1, 2, 3)),
+              RunFinished(status="completed", step=3)]
+    script = textwrap.dedent("""
+        import sys
+        from minimind.events import event_from_json
+        from minimind.trackers import TrackioSink
+        sink = TrackioSink(sys.argv[1], warn=lambda text: print("WARNED", text))
+        for line in sys.argv[2:]:
+            sink.emit(event_from_json(line))
+        sink.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path),
+                           *(e.to_json() for e in events)], capture_output=True, text=True,
+                          env={**os.environ, "TRACKIO_DIR": str(tmp_path / "a-file" / "trackio")},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stdout.splitlines() if line.startswith("WARNED")]
+    assert warned == [f"WARNED trackio: its database {tmp_path}/a-file/trackio/minimind-tui.db "
+                      "holds no step of this run, which logged up to step 3: the rest could not "
+                      "be saved"]
 
 
 def wait_for(condition):
