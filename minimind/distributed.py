@@ -125,6 +125,20 @@ def together(work: Callable[[], T], errors: tuple[type[Exception], ...], info: D
     return result
 
 
+# What a collective raises when another rank's process has gone: gloo's words (a plain
+# RuntimeError from inside backward or an all-reduce), and torch's own error types.
+_PEER_GONE_WORDS = ("Connection closed by peer", "Connection reset by peer")
+
+
+def peer_gone(error: BaseException, info: DistInfo) -> bool:
+    """Whether `error` is a collective failing because another rank has left."""
+    if info.world_size < 2:
+        return False
+    if isinstance(error, (dist.DistNetworkError, dist.DistBackendError)):
+        return True
+    return isinstance(error, RuntimeError) and any(w in str(error) for w in _PEER_GONE_WORDS)
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -115,6 +115,12 @@ class Trainer:
             # A file the run reads or writes (config.toml, a cache) was refused: say which, why.
             return self._finish("failed", f"{e.filename}: {os_reason(e)}", cause="runtime")
         except Exception as e:  # an engine bug or environment failure: keep the details
+            if self.stop_event.is_set() and distributed.peer_gone(e, self.dist):
+                # A second stop signal reached another rank first, which left at once: this
+                # rank's collective lost it. The run was aborted, not failed.
+                return self._finish("stopped", f"{self._abort_reason()}: another rank left "
+                                    "while the run was stopping (a second stop signal aborts "
+                                    "a rank at once)", cause="signal")
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
                                 details_path=details)
@@ -124,14 +130,7 @@ class Trainer:
             # unless it has ended already, and said how (the sinks are closed).
             if self.finished is not None:
                 raise
-            step, saved = self.progress.step, self.last_saved_step
-            if saved == step:  # between a checkpoint and the next step: nothing is lost
-                reason = f"aborted at step {step}, right after its checkpoint"
-            else:
-                kept = f"the one at step {saved} is intact" if saved is not None else \
-                    "none was written"
-                reason = f"aborted at step {step} without a new checkpoint ({kept})"
-            self._finish("stopped", reason, cause="signal")
+            self._finish("stopped", self._abort_reason(), cause="signal")
             raise
         finally:
             if getattr(self, "prep", None) is not None:
@@ -178,6 +177,13 @@ class Trainer:
         for sink in sorted(self.sinks, key=lambda sink: not isinstance(sink, TrackerSink)):
             sink.close()
         return event
+
+    def _abort_reason(self) -> str:
+        step, saved = self.progress.step, self.last_saved_step
+        if saved == step:  # between a checkpoint and the next step: nothing is lost
+            return f"aborted at step {step}, right after its checkpoint"
+        kept = f"the one at step {saved} is intact" if saved is not None else "none was written"
+        return f"aborted at step {step} without a new checkpoint ({kept})"
 
     def _write_details(self) -> str:
         prep = getattr(self, "prep", None)

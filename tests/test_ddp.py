@@ -195,6 +195,33 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     assert ddp["progress"]["tokens_seen"] == alone["progress"]["tokens_seen"]
 
 
+def test_a_rank_that_loses_another_to_an_abort_while_stopping_reports_the_abort(tmp_path):
+    """Two stop signals in a row reach the ranks at different times: rank 1 aborts at once,
+    while rank 0, stopping after its first, waits in the gradient all-reduce for it. That rank
+    0 met gloo's "Connection closed by peer" was the abort, not a failed run (exit 1, a
+    traceback in error.log and run.json "failed")."""
+    proc = launch_patched(tmp_path / "abort_rank1.py", """
+        import os, signal, sys
+        from minimind.model import MiniMindForCausalLM
+        original, calls = MiniMindForCausalLM.forward, [0]
+        def signalled(self, *args, **kwargs):
+            calls[0] += 1
+            if self.training and calls[0] == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+                if os.environ["RANK"] == "1":
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return original(self, *args, **kwargs)
+        MiniMindForCausalLM.forward = signalled
+    """, *ARGS, "--max_steps", "20", "--save_interval", "0", "--batch_size", "2",
+        "--out_dir", str(tmp_path / "ddp"))
+    assert "[stopped] at step 1 | aborted at step 1 without a new checkpoint (none was " \
+           "written): another rank left while the run was stopping" in proc.stdout, proc.stderr
+    assert "run failed" not in proc.stderr and "exitcode  : 1" not in proc.stderr
+    assert "rank      : 0 (local_rank: 0)\n  exitcode  : 3 " in proc.stderr, proc.stderr[-1500:]
+    status = json.loads((tmp_path / "ddp" / "run.json").read_text())
+    assert status["state"] == "stopped" and not (tmp_path / "ddp" / "error.log").exists()
+
+
 def test_a_bad_line_rank_0_finds_while_packing_stops_every_rank_without_a_traceback(tmp_path):
     # Rank 0 alone tokenizes packed data. The other rank waited for it in a barrier, which
     # rank 0 left with its refusal: rank 1 then died there with gloo's "Connection closed by

@@ -4,6 +4,7 @@ and a folder where no run has started yet; each ends with the run's outcome as e
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -39,6 +40,24 @@ def test_a_finished_run_prints_the_console_lines_and_exits_0(tmp_path):
     assert sum(line.startswith("Epoch:[1/1]") for line in out.splitlines()) == 3
     assert out.splitlines()[-1].startswith("[completed] at step 3")
     assert "2 line(s) of metrics.jsonl are no readable event" in err
+
+
+def test_an_aborted_run_exits_3_as_its_process_did(tmp_path):
+    """An abort (a second signal: no new checkpoint) read as 130, "stopped, its checkpoint
+    written", to a script waiting on watch."""
+    trained = cli("--max_steps", "2", "--out_dir", str(tmp_path))
+    assert trained.returncode == 0, trained.stderr
+    metrics = tmp_path / "metrics.jsonl"
+    *lines, end = metrics.read_text().splitlines(keepends=True)
+    aborted = {**json.loads(end), "status": "stopped", "cause": "signal",
+               "reason": "aborted at step 2 without a new checkpoint (none was written)"}
+    metrics.write_text("".join(lines) + json.dumps(aborted) + "\n")
+    status = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**status, "state": "stopped"}))
+    watcher = watch(tmp_path)
+    out, err = watcher.communicate(timeout=120)
+    assert out.splitlines()[-1].startswith("[stopped] at step 2 | aborted at step 2")
+    assert watcher.returncode == 3, err
 
 
 def test_a_live_run_is_followed_until_it_is_stopped_exit_130(tmp_path):

@@ -7,7 +7,7 @@
     130  stopped by a signal (Ctrl+C, SIGTERM, SIGHUP): the checkpoint was written
 
 `watch --plain` ends with the code of the run it followed: a stopped run (by a signal or the
-dashboard's Stop) is 130, a crashed one 1.
+dashboard's Stop) is 130, an aborted one 3, a crashed one 1.
 """
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130

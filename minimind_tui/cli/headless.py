@@ -49,6 +49,10 @@ def say(text: str) -> None:
 
 def run_headless(settings: RunSettings) -> int:
     code = _run(settings)
+    # The run has ended and said how. A stop signal from here on (torchrun's, to every rank once
+    # one has left) would meet Python's default handler as the interpreter exits, and turn
+    # the exit code into a death by that signal.
+    ignore_stop_signals()
     if (file := os.environ.get(exit_codes.RANK_CODE_FILE)) and os.environ.get("LOCAL_RANK") == "0":
         try:
             Path(file).write_text(str(code))
@@ -107,6 +111,8 @@ def _run(settings: RunSettings) -> int:
         return exit_codes.ABORTED
     if result.status == "completed":
         return exit_codes.OK
+    if result.status == "stopped" and result.cause == "signal":  # aborted by another rank
+        return exit_codes.ABORTED
     if result.status == "stopped":
         return exit_codes.SIGNALLED if received else exit_codes.OK
     if result.cause == "input":
@@ -116,6 +122,11 @@ def _run(settings: RunSettings) -> int:
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
     return exit_codes.FAILED
+
+
+def ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:

@@ -34,9 +34,11 @@ END_GRACE_SECONDS = 5.0
 def exit_code_of(finished: RunFinished) -> int:
     """The exit code a watcher returns for a run's end: what the run's own process returned,
     with a stop counted as one by signal (130) whoever asked for it, so that only a completed
-    run reads as success."""
+    run reads as success; an abort (no new checkpoint) is 3, as its process returned."""
     if finished.status == "completed":
         return exit_codes.OK
+    if finished.status == "stopped" and finished.cause == "signal":
+        return exit_codes.ABORTED
     if finished.status == "stopped":
         return exit_codes.SIGNALLED
     return exit_codes.INVALID if finished.cause == "input" else exit_codes.FAILED

@@ -99,6 +99,25 @@ def test_signals_after_the_run_has_ended_change_nothing(tmp_path):
     assert_stopped_with_a_checkpoint(tmp_path)
 
 
+def test_signals_while_the_process_exits_change_nothing(tmp_path):
+    """Python puts back the default handlers as the interpreter shuts down: a SIGTERM then (a
+    second Stop, systemd's, torchrun's to a rank once another has left) killed the process,
+    exit 143, after its run had ended "stopped" with a checkpoint."""
+    proc = start("--out_dir", str(tmp_path))
+    wait_for_step(proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    for line in proc.stdout:
+        if line.startswith("[stopped]"):
+            break
+    while proc.poll() is None:  # until it has gone, a signal every few milliseconds
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.003)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "again: aborting" not in err
+    assert_stopped_with_a_checkpoint(tmp_path)
+
+
 def test_sighup_stops_a_headless_run_with_a_checkpoint(tmp_path):
     proc = start("--out_dir", str(tmp_path))
     wait_for_step(proc, 2)
