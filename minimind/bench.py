@@ -49,7 +49,7 @@ from minimind.peak_memory import peak_rss, reset_peak_rss
 from minimind.prep_bench import PREPARE, measure_preparation
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
-from minimind.settings import RunSettings, SettingsError, TrainSettings
+from minimind.settings import MOST_EPOCHS, RunSettings, SettingsError, TrainSettings
 from minimind.sinks import QueueSink
 from minimind.step_profile import StepProfiler
 from minimind.tokenizer import load_tokenizer
@@ -120,7 +120,7 @@ def harness_settings(warmup: int, steps: int, out_dir: str) -> dict[str, object]
     """The train settings the measuring harness sets itself (a flag for one is refused, as it
     would be ignored): its length, no eval, samples or saves, a log when the warm-up ends, a
     fresh start in its own folder."""
-    return dict(max_steps=warmup + steps, epochs=1_000_000, log_interval=warmup, save_interval=0,
+    return dict(max_steps=warmup + steps, epochs=MOST_EPOCHS, log_interval=warmup, save_interval=0,
                 eval_interval=0, val_data_path="", sample_prompts=[], sample_interval=0,
                 report_to=[], from_resume=False, out_dir=out_dir, overwrite=True)
 

@@ -126,7 +126,8 @@ class ModelSettings(_Section):
         None, "Model", "SwiGLU width (empty: the family's rule)", ge=1, le=WIDEST_FEED_FORWARD)
     vocab_size: int = _field(
         6400, "Model", "vocabulary size; must cover the tokenizer", ge=3, le=1 << 20)
-    max_position_embeddings: int = _field(32768, "Model", "longest position the model is built for", ge=8)
+    max_position_embeddings: int = _field(
+        32768, "Model", "longest position the model is built for", ge=8, le=1 << 22)
     rope_theta: float = _field(1e6, "Model", "RoPE base frequency", gt=0)
     rms_norm_eps: float | None = _field(
         None, "Model", "RMSNorm epsilon (empty: 1e-5 minimind2, 1e-6 minimind3)", gt=0, lt=1)
@@ -164,6 +165,10 @@ class ModelSettings(_Section):
         return MiniMindConfig(**self.to_config_kwargs())
 
 
+MOST_EPOCHS = 100_000
+"""The ceiling on epochs; a benchmark that trains `max_steps` whatever the data sets this."""
+
+
 class TrainSettings(_Section):
     """The seed's `Arguments`, spelled as upstream's `train_pretrain.py` flags."""
 
@@ -184,16 +189,20 @@ class TrainSettings(_Section):
         False, "Data", "count and skip malformed JSONL lines instead of stopping")
     num_workers: int = _field(1, "Data", "data loader worker processes", ge=0, le=64)
 
-    epochs: int = _field(1, "Optimisation", "passes over the data", ge=1)
-    max_steps: int = _field(0, "Optimisation", "stop after this many optimizer steps (0: no limit)", ge=0)
-    batch_size: int = _field(32, "Optimisation", "samples per micro-batch", ge=1)
-    accumulation_steps: int = _field(8, "Optimisation", "micro-batches per optimizer step", ge=1)
+    # The ceilings keep a typo from planning an absurd run: 10^20 epochs passed every check,
+    # and the dashboard counted 698,999,999,999,999,999,993,010 steps.
+    epochs: int = _field(1, "Optimisation", "passes over the data", ge=1, le=MOST_EPOCHS)
+    max_steps: int = _field(0, "Optimisation", "stop after this many optimizer steps (0: no limit)",
+                            ge=0, le=10**9)
+    batch_size: int = _field(32, "Optimisation", "samples per micro-batch", ge=1, le=1 << 20)
+    accumulation_steps: int = _field(8, "Optimisation", "micro-batches per optimizer step",
+                                     ge=1, le=1 << 20)
     learning_rate: float = _field(5e-4, "Optimisation", "peak learning rate", gt=0, le=1)
     lr_schedule: Literal["cosine", "minimind2", "wsd"] = _field(
         "cosine", "Optimisation",
         "cosine: lr*(0.1+0.45*(1+cos)); minimind2: the seed's lr/10+0.5*lr*(1+cos); "
         "wsd: warmup, stable at lr, then linear decay to lr/10")
-    warmup_iters: int = _field(0, "Optimisation", "linear warmup steps", ge=0)
+    warmup_iters: int = _field(0, "Optimisation", "linear warmup steps", ge=0, le=10**9)
     decay_fraction: float = _field(
         0.2, "Optimisation", "wsd: the share of the steps, at the end, spent decaying", gt=0, le=1)
     optimizer: Literal["adamw", "muon"] = _field(
@@ -233,7 +242,8 @@ class TrainSettings(_Section):
         100, "Output", "optimizer steps between checkpoints (0: only at the end)", ge=0)
     eval_interval: int = _field(
         0, "Output", "optimizer steps between validation passes (0: only at the end)", ge=0)
-    eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1)
+    eval_batches: int = _field(20, "Output", "micro-batches per validation pass", ge=1,
+                               le=1 << 20)
     from_weight: str = _field("", "Output", "initialise from this weights file (ours or upstream's)")
     lora_name: str = _field(
         "lora", "Output", "lora stage: adapter file <out_dir>/lora/<lora_name>_<hidden>.pth",

@@ -127,6 +127,9 @@ def _short_message(err: dict[str, Any]) -> str:
         "string_type": lambda: "must be text",
         "model_type": lambda: "must be a table of settings",
     }
+    if kind in ("int_parsing", "float_parsing") and not str(err.get("input")).strip():
+        return "is empty: " + ("enter a whole number" if kind == "int_parsing" else
+                               "enter a number")
     return simple[kind]() if kind in simple else err["msg"]
 
 

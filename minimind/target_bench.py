@@ -30,7 +30,7 @@ import torch
 
 from minimind.engine import Trainer
 from minimind.events import EvalResult, RunStarted, StepMetrics
-from minimind.settings import RunSettings
+from minimind.settings import MOST_EPOCHS, RunSettings
 from minimind.sinks import QueueSink
 
 DEFAULT = "default"
@@ -150,7 +150,7 @@ WARM_UP_STEPS = 2
 def harness_settings(seed: int, steps: int, eval_every: int, out_dir: str) -> dict[str, Any]:
     """The train settings time to target sets itself for each run (a flag for one is refused,
     as it would be ignored)."""
-    return {"seed": seed, "max_steps": steps, "epochs": 1 << 20, "eval_interval": eval_every,
+    return {"seed": seed, "max_steps": steps, "epochs": MOST_EPOCHS, "eval_interval": eval_every,
             "log_interval": eval_every, "save_interval": 0, "from_resume": False,
             "overwrite": True, "out_dir": out_dir, "sample_prompts": [], "sample_interval": 0,
             "report_to": []}

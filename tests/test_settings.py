@@ -31,6 +31,19 @@ def test_field_errors_name_field_and_rule():
     assert found["train.batch_size"] == "must be ≥ 1"
     assert found["train.learning_rate"] == "must be a number"
     assert found["train.dtype"].startswith("must be one of")
+    # A typo no run means: 10^20 epochs passed, and the dashboard planned 7e23 steps.
+    found = problems({"train": {"epochs": 10**20, "max_steps": 10**12, "batch_size": 1 << 40,
+                                "accumulation_steps": 1 << 40, "warmup_iters": 10**12},
+                      "model": {"max_position_embeddings": 1 << 40}})
+    assert found == {"train.epochs": "must be ≤ 100000", "train.max_steps": "must be ≤ 1000000000",
+                     "train.batch_size": "must be ≤ 1048576",
+                     "train.accumulation_steps": "must be ≤ 1048576",
+                     "train.warmup_iters": "must be ≤ 1000000000",
+                     "model.max_position_embeddings": "must be ≤ 4194304"}
+    # An emptied field in the form: what to do, not a type error.
+    found = problems({"train": {"epochs": "", "learning_rate": " "}})
+    assert (found["train.epochs"], found["train.learning_rate"]) == (
+        "is empty: enter a whole number", "is empty: enter a number")
 
 
 def test_unknown_field_is_reported():
