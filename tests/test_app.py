@@ -277,6 +277,29 @@ async def test_save_as_preset_round_trips(tmp_path, monkeypatch):
         assert app.screen.query_one("#preset-select", Select).value == "mine"
 
 
+async def test_a_preset_saves_what_only_this_machine_or_folder_refuses(tmp_path, monkeypatch):
+    """A preset is a template: data absent here (the bundled presets name upstream's) and a
+    from_resume with no run to resume (a field a preset leaves out) stop a start, not a save;
+    an invalid setting still stops both."""
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))
+    app = quick_app(tmp_path, data_path=str(tmp_path / "not-here.jsonl"), from_resume=True)
+    async with app.run_test(size=SIZE) as pilot:
+        problems = {p.loc for p in app.screen.problems}
+        assert {"train.data_path", "train.from_resume"} <= problems, problems
+        await pilot.press("ctrl+s", *"mine", "enter")
+        await pilot.pause()
+        saved = load_settings(str(tmp_path / "presets" / "mine.toml"))
+        assert saved.train.data_path == str(tmp_path / "not-here.jsonl")
+        app.screen.query_one("#batch_size", Input).value = "0"
+        await wait_until(pilot, lambda: "train.batch_size" in {
+            p.loc for p in app.screen.problems})
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not isinstance(app.screen, SavePresetScreen)
+        assert [n.message for n in app._notifications][-1] == \
+            "Fix the settings marked in red first."
+
+
 async def test_a_preset_saved_as_out_loads_back_beside_the_out_folder(tmp_path, monkeypatch):
     # The app creates out/ where it is launched; picking the preset named out is not that folder.
     monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(tmp_path / "presets"))

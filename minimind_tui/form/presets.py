@@ -19,6 +19,7 @@ from minimind.run_files import CONFIG_FILE
 from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError,
                                merge, without_consent)
 from minimind.settings_file import read_toml
+from minimind.settings_rules import validate
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -144,6 +145,15 @@ def preset_name_problem(name: str) -> str | None:
     if name.endswith(".toml"):  # such an argument is a path (see the module's docstring)
         return "a name without .toml (the file gets that ending)"
     return None
+
+
+def preset_settings(data: dict[str, Any]) -> tuple[RunSettings, list[Problem]]:
+    """The form's `data` as a preset: its settings and the problems that keep it from being
+    one. Only the settings' own rules count: a preset is a template that a start checks again
+    on the machine it runs on (the bundled ones name upstream's data, absent here), and it
+    leaves out the consent fields, with what they say about the run folder."""
+    train = without_consent(data.get("train", {}))
+    return validate({**data, "train": train})
 
 
 def save_user_preset(settings: RunSettings, name: str) -> Path:

@@ -22,8 +22,9 @@ from minimind.runs import runs_root
 from minimind.settings import (DATA_FIELDS, ModelSettings, Problem, RunSettings, SettingsError,
                                stage_moves)
 from minimind_tui.form.schema import field_specs, form_data, settings_values
-from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets, preset_data,
-                                  preset_label, preset_tables, save_user_preset)
+from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets,
+                                       preset_data, preset_label, preset_settings, preset_tables,
+                                       save_user_preset)
 from minimind_tui.form.readouts import (MODEL_FIELDS, STEPS_FIELDS, DataSummary, ModelSummary,
                                    blocking_problem, data_key, last_run_rate, model_summary,
                                    scan_data)
@@ -277,8 +278,8 @@ class ConfigureScreen(StyledOnce, Screen[None]):
         select.action_show_overlay()
 
     def action_save_preset(self) -> None:
-        settings = self.current_settings()
-        if settings is None:
+        settings, problems = preset_settings(form_data(self.specs, self.form.raw_values()))
+        if problems:
             self.notify("Fix the settings marked in red first.", title="Cannot save",
                         severity="warning")
             return
