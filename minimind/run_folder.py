@@ -140,7 +140,8 @@ class RunFolder:
         return "running" if process_alive(status) else "crashed"
 
     def describe(self, status: RunStatus | None = None) -> str:
-        """One line a refusal or a list shows: "completed at step 150 on 2026-11-28 10:04"."""
+        """One line a refusal or a list shows: "completed at step 150, last update 2026-11-28
+        10:04"."""
         status = status or self.status()
         state = self.state(status)
         if state == "unknown":
@@ -149,7 +150,7 @@ class RunFolder:
             return f"{state or 'starting'} (no {STATUS_FILE} yet)"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
         where = f"pid {status.pid} on {status.host}, " if state == "running" else ""
-        return f"{state} at step {status.step:,} ({where}last update {when})"
+        return f"{state} at step {status.step:,}, {where}last update {when}"
 
     # -- the trainer's side ------------------------------------------------------------------
     def claim(self, *, resume: bool, overwrite: bool, weights_name: str = "",
@@ -227,7 +228,9 @@ class RunFolder:
                 if found.state == "crashed" else ""
         self.replace_on_start = left + found.in_the_way
         replaced = _replaced_text(self.path, found.run, found.in_the_way, from_weight)
-        return f"replacing {replaced}"
+        # Said as the folder is claimed; the files go only once the run begins (its data
+        # read), so a start that fails before leaves them.
+        return f"this run replaces {replaced} once it begins"
 
     def _look(self, resume: bool, weights_name: str) -> _Found:
         """What a new trainer would find here, read once for the rule and its note."""

@@ -146,7 +146,7 @@ def test_a_crashed_runs_step_is_the_last_one_its_log_shows(tmp_path):
     folder = RunFolder(tmp_path)
     assert folder.state() == "crashed"
     assert (folder.status().step, folder.status().loss) == (4, logged[-1].loss)
-    assert folder.describe().startswith("crashed at step 4 ")
+    assert folder.describe().startswith("crashed at step 4, last update ")
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_not_offered_a_resume(tmp_path):
@@ -266,7 +266,8 @@ def test_weights_a_run_would_replace_need_the_same_consent_as_a_run(tmp_path):
     replaced = cli("--max_steps", "1", "--out_dir", str(ft), "--from_weight", str(source),
                    "--overwrite", "1")
     assert replaced.returncode == 0, replaced.stderr
-    assert "replacing pretrain_128.pth (the from_weight this run starts from)" in replaced.stdout
+    assert "this run replaces pretrain_128.pth (the from_weight this run starts from) once it " \
+           "begins" in replaced.stdout
     assert f"initialised from {source}" in replaced.stdout
     assert source.read_bytes() != kept and RunFolder(ft).state() == "completed"
     # A lora run's adapters lie in lora/: the refusal said the folder itself held them.
@@ -303,7 +304,7 @@ def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
         (tmp_path / name).write_text("{}")
     note = folder.claim(resume=False, overwrite=True, weights_name="pretrain_128.pth")
     try:
-        assert note.startswith("replacing a run (")
+        assert note.startswith("this run replaces a run (")
         assert not (tmp_path / ".run.json.x1.tmp").exists()  # a killed status write, cleaned
         folder.start_fresh()
     finally:

@@ -247,7 +247,7 @@ def test_a_status_from_the_far_future_does_not_lock_the_folder(tmp_path):
     assert folder.state() == "crashed"
     note = folder.claim(resume=False, overwrite=True)
     folder.release()
-    assert note.startswith("replacing a run (crashed at step 7")
+    assert note.startswith("this run replaces a run (crashed at step 7, last update ")
     # A fresh heartbeat from another host still holds it, overwrite or not.
     RunFolder(tmp_path).write_status(RunStatus(state="running", pid=1, host="elsewhere",
                                                updated=time.time()))
