@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import errno
 import os
+import stat
 import sys
 import threading
 import time
@@ -187,7 +188,7 @@ class JsonlSink(BackgroundSink):
     # -- the writer thread --------------------------------------------------------------------
     def work(self) -> None:
         fd: int | None = None
-        pending = b""  # a line taken from the queue, not fully written yet
+        pending = whole = b""  # a line taken from the queue, and what is not written of it yet
         reported: set[str] = set()
 
         def once(key: str, text: str) -> None:
@@ -206,7 +207,7 @@ class JsonlSink(BackgroundSink):
                         if self.closed:
                             return  # closed and everything written
                         continue
-                    pending = line.encode()
+                    pending = whole = line.encode()
                 if fd is None:
                     fd = self._open(once)
                 if fd is not None:
@@ -220,6 +221,8 @@ class JsonlSink(BackgroundSink):
                     self._wake.wait(self.RETRY_SECONDS)
         finally:
             if fd is not None:
+                if pending != whole:  # given up mid-line (a full disk): no half event stays
+                    _cut_back(fd, len(whole) - len(pending))
                 os.close(fd)
 
     def _open(self, once: Callable[[str, str], None]) -> int | None:
@@ -250,6 +253,16 @@ class JsonlSink(BackgroundSink):
         except OSError as e:
             once(f"write{e.errno}", f"{self.path}: cannot write ({e.strerror}); events wait")
         return data
+
+
+def _cut_back(fd: int, size: int) -> None:
+    """Take the last `size` bytes off a regular file (shrinking needs no free space)."""
+    try:
+        found = os.fstat(fd)
+        if stat.S_ISREG(found.st_mode) and found.st_size >= size:
+            os.ftruncate(fd, found.st_size - size)
+    except OSError:
+        pass  # a resume starts its first event on a line of its own all the same
 
 
 def _ends_mid_line(path: Path) -> bool:

@@ -22,7 +22,7 @@ import torch
 
 from minimind.engine import Trainer
 from minimind.events import CheckpointSaved, LogMessage, StepMetrics
-from minimind.sinks import QueueSink
+from minimind.sinks import JsonlSink, QueueSink
 
 CLI = [sys.executable, "-m", "minimind_tui"]
 QUICK = ["--preset", "tiny", "--max_seq_len", "64", "--batch_size", "4", "--dtype", "float32",
@@ -56,6 +56,25 @@ def tmpfs(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def test_a_full_disk_leaves_no_half_event_in_metrics_jsonl(tmp_path):
+    """The disk filled mid-line: the writer gave up at the run's end with half an event in the
+    file, which a resume then kept for good (`watch` skipped it as unreadable, each time),
+    while the warning said the event was not written."""
+    with tmpfs(tmp_path / "disk", "8k") as disk:
+        warned: list[str] = []
+        sink = JsonlSink(disk / "metrics.jsonl", warn=warned.append, close_timeout=1.0)
+        for n in range(100):
+            sink.emit(LogMessage(level="info", text=f"event {n} " + "x" * 100))
+        sink.close()
+        data = (disk / "metrics.jsonl").read_bytes()
+    lines = data.decode().splitlines()
+    assert data.endswith(b"\n") and [json.loads(line)["text"].split()[1] for line in lines] \
+        == [str(n) for n in range(len(lines))]
+    unwritten = int(warned[-1].split(": ")[1].split()[0])
+    assert warned[-1].endswith("events could not be written (the file does not accept writes)")
+    assert 0 < len(lines) and len(lines) + unwritten == 100
 
 
 def test_disk_filled_mid_run_fails_cleanly_and_keeps_the_last_checkpoint(tmp_path):
