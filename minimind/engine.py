@@ -97,6 +97,9 @@ class Trainer:
             except PreparationStopped:
                 return self._finish("stopped", "stop requested while preparing the data; no "
                                                "step had run, so there is nothing to checkpoint")
+            if self.prep.resume:  # where the run stands, also for a failure before its 1st step
+                self.progress = Progress(**self.prep.resume["progress"])
+                self.last_saved_step = self.progress.step
             if self.dist.is_main:
                 self._open_run_folder()
             return self._train()
@@ -244,8 +247,6 @@ class Trainer:
             apply_settings(self.optimizer, t)  # this run's options, not the saved run's
             if self.scaler is not None and prep.resume["scaler"]:
                 self.scaler.load_state_dict(prep.resume["scaler"])
-            self.progress = Progress(**prep.resume["progress"])
-            self.last_saved_step = self.progress.step
             restore_rng(prep.resume["rng"][dist.rank], dist.device)
         else:
             torch.manual_seed(t.seed + dist.rank)  # dropout differs per rank, init did not

@@ -192,6 +192,26 @@ def test_nan_in_the_optimizer_state_is_never_saved(tiny_settings, tmp_path, monk
     assert state["progress"]["step"] == 2
 
 
+def test_a_resume_that_fails_before_its_first_step_names_the_step_it_stands_at(
+        tiny_settings, monkeypatch):
+    """A full disk refused the resume's config.toml: "[failed] at step 0", for a run whose
+    checkpoint stood at step 4."""
+    import errno
+
+    from minimind.settings import RunSettings
+
+    first, _ = run(tiny_settings(max_steps=4, save_interval=4))
+    assert first.status == "completed"
+
+    def full(self, path, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(RunSettings, "save_toml", full)
+    result, _ = run(tiny_settings(max_steps=6, save_interval=2, from_resume=True))
+    assert (result.status, result.step) == ("failed", 4)
+    assert result.reason.endswith("config.toml: no space left on device")
+
+
 def test_a_metrics_pipe_nobody_reads_never_holds_the_run(tiny_settings, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
