@@ -24,20 +24,21 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import save
 
-from .atomic import atomic_write_bytes, file_in_the_way
+from .atomic import atomic_write_bytes, file_in_the_way, stale_temp_files
 from .checkpoint import weights_bytes, weights_metadata
 from .checkpoint_reader import Checkpoint, lora_base
+from .folder_lock import LockHeld, lock_folder
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, REMOTE_CODE_FILES, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
-from .run_files import run_files, save_weight_of, weights_name
+from .run_files import LOCK_FILE, run_files, save_weight_of, weights_name
 from .run_folder import RunFolder
 from .safe_read import read_small
 from .tokenizer import load_tokenizer
@@ -105,30 +106,64 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
     if bad := first_non_finite(weights):
         raise ExportError(f"{bad} does not fit {str(dtype).removeprefix('torch.')} (it turns "
                           "inf): export as float32 or bfloat16")
-    # A fixed name: transformers keeps a copy of remote code per folder name, so a random one
-    # would leave a new copy behind on every export. A leftover is from an interrupted export.
+    with _staging_folder(out) as staging:
+        try:
+            try:
+                _write_folder(staging, config_dict, weights, files, source.tokenizer_dir,
+                              special_ids)
+            except OSError as e:
+                raise ExportError(f"{out}: cannot write the export there "
+                                  f"({e.strerror or e})") from None
+            diff, rounding = (_verify(source.model, staging, dtype, architecture) if verify
+                              else (None, None))
+            (staging / LOCK_FILE).unlink()  # still held: the folder moves without it
+            try:
+                _move_into_place(staging, out)
+            except OSError as e:
+                raise ExportError(f"{out}: cannot move the export into place "
+                                  f"({e.strerror or e})") from None
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return ExportResult(out, architecture, diff, rounding)
+
+
+@contextlib.contextmanager
+def _staging_folder(out: Path) -> Iterator[Path]:
+    """`<out>.partial`, the folder beside `out` an export is built in, locked for this export.
+    A fixed name: transformers keeps a copy of remote code per folder name, so a random one
+    would leave a new copy behind on every export. What an interrupted export left there is
+    cleared; a folder of anything else, or one another export is building, is refused (both
+    were deleted)."""
     staging = out.with_name(f"{out.name}.partial")
+    if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
+        raise ExportError(f"{staging}: in the way: the export is built in a folder of that "
+                          f"name beside {out.name}; move it away")
+    ours = EXPORT_FILES | {LOCK_FILE} | {p.name for p in stale_temp_files(staging)}
+    if staging.is_dir() and (theirs := sorted(p.name for p in staging.iterdir()
+                                              if p.name not in ours)):
+        raise ExportError(f"{staging}: holds {', '.join(theirs[:3])}, which no export wrote; "
+                          f"the export is built in a folder of that name beside {out.name}: "
+                          "move it away")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        lock = lock_folder(staging)
+    except LockHeld:
+        raise ExportError(f"{out}: another export to it is running (it is building "
+                          f"{staging})") from None
+    except OSError as e:
+        raise ExportError(f"{out}: cannot write the export there ({e.strerror or e})") from None
     try:
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir()
-            _write_folder(staging, config_dict, weights, files, source.tokenizer_dir,
-                          special_ids)
+            for leftover in staging.iterdir():
+                if leftover.name != LOCK_FILE:
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         except OSError as e:
-            raise ExportError(f"{out}: cannot write the export there "
+            raise ExportError(f"{staging}: cannot clear what an interrupted export left there "
                               f"({e.strerror or e})") from None
-        diff, rounding = (_verify(source.model, staging, dtype, architecture) if verify
-                          else (None, None))
-        try:
-            _move_into_place(staging, out)
-        except OSError as e:
-            raise ExportError(f"{out}: cannot move the export into place "
-                              f"({e.strerror or e})") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return ExportResult(out, architecture, diff, rounding)
+        yield staging
+    finally:
+        os.close(lock)
 
 
 def _write_folder(folder: Path, config_dict: dict, weights: dict[str, torch.Tensor],

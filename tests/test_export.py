@@ -395,6 +395,41 @@ def test_destination_rules(tmp_path):
         export_hf(src, tmp_path / "mine", verify=False, overwrite=True)
 
 
+def test_the_staging_folder_beside_the_destination_is_never_the_users(tmp_path):
+    """The export is built in <out>.partial, which it emptied first: a folder of the user's of
+    that name went, notes and all; a file there was reported as the destination's; and two
+    exports to one destination deleted each other's (a traceback)."""
+    from minimind.folder_lock import lock_folder
+
+    src = source(build(family="minimind2"))
+    (tmp_path / "mine.partial").mkdir()
+    (tmp_path / "mine.partial" / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"mine.partial: holds notes.txt, which no export "
+                                          r"wrote; .* beside mine: move it away"):
+        export_hf(src, tmp_path / "mine", verify=False)
+    assert (tmp_path / "mine.partial" / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file.partial").write_text("keep me")
+    with pytest.raises(ExportError, match=r"file.partial: in the way"):
+        export_hf(src, tmp_path / "file", verify=False)
+    assert (tmp_path / "file.partial").read_text() == "keep me"
+    # An interrupted export's leftovers (a temporary file included) are cleared.
+    leftover = tmp_path / "hf.partial"
+    leftover.mkdir()
+    (leftover / "config.json").write_text("{")
+    (leftover / ".model.safetensors.x1.tmp").write_text("")
+    export_hf(src, tmp_path / "hf", verify=False)
+    assert not leftover.exists() and sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"]
+    # Another export building the same destination holds the staging folder.
+    held = lock_folder(tmp_path / "busy.partial")
+    try:
+        with pytest.raises(ExportError, match=r"busy: another export to it is running"):
+            export_hf(src, tmp_path / "busy", verify=False)
+    finally:
+        os.close(held)
+
+
 def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
     """A MiniMind folder of `save_pretrained` has an export's file names: `export SP SP
     --overwrite` replaced the model it read with a Llama export, and so did an OUT that was a
