@@ -221,7 +221,8 @@ class JsonlSink(BackgroundSink):
                     self._wake.wait(self.RETRY_SECONDS)
         finally:
             if fd is not None:
-                if pending != whole:  # given up mid-line (a full disk): no half event stays
+                # Given up mid-line (a full disk): no half event stays behind.
+                if pending and pending != whole:
                     _cut_back(fd, len(whole) - len(pending))
                 os.close(fd)
 
