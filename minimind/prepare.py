@@ -331,7 +331,7 @@ def _dataset(spec: str, tokenizer: Any, settings: RunSettings, dist: distributed
         digest = file_digest(path, reporter.again("hashing")) if path.is_file() else ""
         return build_token_cache(path, tokenizer, t.max_seq_len, default_cache_dir() / "tokens",
                                  skip_bad_lines=t.skip_bad_lines, progress=reporter,
-                                 data_digest=digest or None), digest
+                                 data_digest=digest or None, log=log), digest
 
     # Rank 0 tokenizes; the others wait, then find the cached file, or stop with its refusal or
     # its stop (rather than in a collective that rank 0 left).

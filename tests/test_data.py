@@ -365,6 +365,24 @@ def test_packed_cache_hit_and_keys(tok, small, tmp_path, monkeypatch):
     assert not [p for p in cache.iterdir() if p.suffix == ".tmp"]  # no temp files left
 
 
+def test_a_token_cache_cut_short_or_grown_is_built_again(tok, small, tmp_path):
+    """A cache file cut short was trusted: the run trained on half its data ("15/epoch" where
+    it had been 30), and said nothing."""
+    cache = tmp_path / "cache"
+    first = build_token_cache(small, tok, 16, cache)
+    whole = first.read_bytes()
+    assert packed_module.cache_report(first)["tokens"] == len(whole) // 2
+    for damaged in (whole[: len(whole) // 2], whole[:-1], whole + b"\0\0"):
+        first.write_bytes(damaged)
+        said: list[tuple[str, str]] = []
+        assert build_token_cache(small, tok, 16, cache,
+                                 log=lambda *line: said.append(line)) == first
+        assert first.read_bytes() == whole
+        assert said == [(f"{first}: the token cache holds {len(damaged):,} bytes where its "
+                         f"record counts {len(whole) // 2:,} tokens ({len(whole):,} bytes): "
+                         "tokenizing again", "warning")]
+
+
 def test_packed_cache_ignores_transformers_call_state(tok, small, tmp_path):
     first = build_token_cache(small, tok, 16, tmp_path / "cache")
     tok("anything", truncation=True, max_length=4)  # mutates the backend's truncation setting

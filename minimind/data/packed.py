@@ -12,6 +12,7 @@ The stream does not depend on max_seq_len, so the cache is shared across sequenc
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +69,11 @@ def _write_tokens(path: Path, tokenizer, out, skip_bad_lines: bool,
     """Tokenize every good line of `path` into `out` (in worker processes, in file order);
     returns the report: documents, bad lines skipped (first few, with line numbers)."""
     bos, eos, _ = special_ids(tokenizer)
-    report = {"documents": 0, "bad_lines": 0, "first_bad": []}
+    report = {"documents": 0, "bad_lines": 0, "first_bad": [], "tokens": 0}
     for chunk in stream_chunks(path, backend_json(tokenizer), bos, eos,
                                skip_bad_lines=skip_bad_lines, progress=progress):
         out.write(chunk.tokens)
+        report["tokens"] += len(chunk.tokens) // 2
         report["documents"] += chunk.documents
         report["bad_lines"] += chunk.bad_lines
         report["first_bad"] += chunk.first_bad[:MAX_FIRST_BAD - len(report["first_bad"])]
@@ -95,6 +97,7 @@ def build_token_cache(
     skip_bad_lines: bool = False,
     progress: ProgressFn | None = None,
     data_digest: str | None = None,
+    log: Callable[[str, str], None] | None = None,
 ) -> Path:
     """Tokenize a JSONL file into a cached flat uint16 token file and return its path.
 
@@ -102,6 +105,8 @@ def build_token_cache(
     (after hashing the data, unless the caller passes `data_digest`, the data's `file_digest`).
     `progress(done_bytes, total_bytes)` follows the tokenizing pass.
     Raises DataError for bad data, or when the data holds fewer than max_seq_len tokens.
+    A cached file whose length is not the token count its record holds (cut short, or
+    written over) is built again, and `log(text, "warning")` says so.
     """
     vocab = len(tokenizer)
     if vocab > MAX_VOCAB:
@@ -111,6 +116,13 @@ def build_token_cache(
     name = token_cache_name(path, data_digest or file_digest(path), tokenizer_digest(tokenizer),
                             skip_bad_lines)
     out = Path(cache_dir).expanduser() / name
+    # None: no record, or one from before the count was kept (trusted, as it always was).
+    counted = (cache_report(out) or {}).get("tokens") if out.exists() else None
+    if counted is not None and (size := out.stat().st_size) != 2 * counted:
+        if log:
+            log(f"{out}: the token cache holds {size:,} bytes where its record counts "
+                f"{counted:,} tokens ({2 * counted:,} bytes): tokenizing again", "warning")
+        out.unlink()
     if not out.exists():
         with atomic_file(out) as f:  # readers only ever see a complete file under this name
             report = _write_tokens(path, tokenizer, f, skip_bad_lines, progress)
