@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from minimind.atomic import file_in_the_way
+from minimind.safe_read import missing
 from minimind.settings import DATA_FIELDS, Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
 
@@ -47,7 +48,8 @@ def path_problem(name: str, value: str) -> str | None:
         return None
     if why := unusable_path(value):
         return why
-    return None if Path(value).expanduser().exists() else f"{value}: no such file or folder"
+    path = Path(value).expanduser()
+    return None if path.exists() else f"{value}: {missing(path, 'file or folder')}"
 
 
 def data_file_problem(value: str, stage: str, skip_bad_lines: bool) -> str | None:

@@ -175,9 +175,9 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
                          f"(minimind-tui inspect DATA --stage {t.stage} --max_seq_len N counts "
                          "the replies that fit)")
     if t.stage != "pretrain":
-        log(f"{t.stage}: {len(train_data):,} conversations; loss, tokens and tokens/s count the "
-            f"supervised tokens (the replies) only; their share: minimind-tui inspect DATA "
-            f"--stage {t.stage}")
+        log(f"{t.stage}: {len(train_data):,} conversation{'s' * (len(train_data) != 1)}; loss, "
+            "tokens and tokens/s count the supervised tokens (the replies) only; their share: "
+            f"minimind-tui inspect DATA --stage {t.stage}")
     fingerprint = {"data": data_digest, "tokenizer": tokenizer_digest(tokenizer),
                    "samples": len(train_data)}
     if t.stage != "pretrain":  # the template writes every conversation's text

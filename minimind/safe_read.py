@@ -18,6 +18,14 @@ SETTINGS_MAX_BYTES = 1 << 20  # a preset or config.toml is a few KiB
 PIPE_WAIT_SECONDS = 30.0
 
 
+def missing(path: Path, what: str = "file") -> str:
+    """Why `path`, which does not exist, is missing: exists() follows links, so a dangling link
+    or a loop of links read as no such file."""
+    if path.is_symlink():
+        return "a link to nothing (its target is missing, or the links loop)"
+    return f"no such {what}"
+
+
 def open_regular(path: Path) -> int:
     """A read-only descriptor of `path` if it is a regular file; OSError otherwise. Opened
     without blocking, so a FIFO nobody writes to cannot hang the reader, and then refused."""

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from minimind.safe_read import missing
+
 
 class CheckpointError(ValueError):
     """A file that should hold weights or a checkpoint is missing, corrupt, foreign or unsafe."""
@@ -25,7 +27,7 @@ def _check_file(path: Path) -> None:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.exists():
-        raise CheckpointError(f"{path}: no such file")
+        raise CheckpointError(f"{path}: {missing(path)}")
     if not path.is_file():  # a pipe or a device: its size says nothing, reading it may block
         raise CheckpointError(f"{path}: not a regular file (a pipe or a device)")
     if path.stat().st_size == 0:

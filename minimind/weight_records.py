@@ -21,6 +21,7 @@ from .config import MiniMindConfig
 from .lora import ADAPTER_MARK, LoRAError, fold_adapters
 from .environment import as_the_run_took_it
 from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters
+from .safe_read import missing
 from .settings import ModelSettings, RunSettings, SettingsError
 from .settings_file import read_toml
 from .tokenizer import BUNDLED_NAMES
@@ -79,7 +80,7 @@ def locate(path: Path) -> tuple[Path, list[Record]]:
     if path.is_file():
         return path, records_beside(path)
     raise CheckpointError(f"{path}: " + ("not a regular file (a pipe or a device)"
-                                         if path.exists() else "no such file or folder"))
+                                         if path.exists() else missing(path, "file or folder")))
 
 
 def records_beside(weights: Path) -> list[Record]:

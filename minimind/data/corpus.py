@@ -153,9 +153,22 @@ def _refuse_compressed(path: Path, spec: str | Path) -> None:
     """A compressed file under a name we read as text: its first line would read as "not valid
     UTF-8", with no word of why."""
     if kind := _compressed_as(path):
+        if kind == "zip" and _is_torch_save(path):  # a .pth is a zip of pickles and tensors
+            raise DataError(spec, None, "is a PyTorch checkpoint (model weights), not data: "
+                                        "give a JSONL file")
         how = ("name it .jsonl.gz to have it decompressed, or decompress it (gunzip)"
                if kind == "gzip" else "decompress it first")
         raise DataError(spec, None, f"holds {kind}-compressed data, not text: {how}")
+
+
+def _is_torch_save(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def _compressed_as(path: Path) -> str | None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from minimind.safe_read import missing
+
 ProgressFn = Callable[[int, int], None]  # (done_bytes, total_bytes)
 
 PROGRESS_EVERY = 8 << 20  # bytes between progress callbacks: often enough for a UI bar, cheap
@@ -121,7 +123,7 @@ def parse_line(raw: bytes) -> str:
 def check_file(path: Path) -> int:
     """Raise DataError unless `path` is a readable non-empty file; return its size."""
     if not path.exists():
-        raise DataError(path, None, "no such file")
+        raise DataError(path, None, missing(path))
     if not path.is_file():
         raise DataError(path, None, "not a file")
     size = path.stat().st_size

@@ -299,6 +299,33 @@ def test_compressed_data_under_a_text_name_is_refused_as_such(settings, tmp_path
     assert_refused(result, events, f"train.data_path: {path}: {why}", path)
 
 
+def test_a_checkpoint_given_as_data_is_called_one(tmp_path):
+    """A .pth is a zip: "holds zip-compressed data, not text: decompress it first"."""
+    from minimind.environment import data_file_problem
+
+    path = tmp_path / "pretrain_128.pth"
+    torch.save({"w": torch.zeros(2)}, path)
+    assert data_file_problem(str(path), "pretrain", skip_bad_lines=False) == (
+        f"{path}: is a PyTorch checkpoint (model weights), not data: give a JSONL file")
+
+
+def test_a_link_loop_is_not_called_a_missing_file(tmp_path):
+    """exists() follows links: a loop of them, or one to nothing, was "no such file"."""
+    from minimind.environment import path_problem
+    from minimind.torchfile import safe_torch_load
+
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    why = "a link to nothing (its target is missing, or the links loop)"
+    for name in ("a", "gone"):
+        assert path_problem("data_path", str(tmp_path / name)) == f"{tmp_path / name}: {why}"
+        with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / name}: {why}")):
+            safe_torch_load(tmp_path / name)
+    assert path_problem("data_path", str(tmp_path / "c")) == f"{tmp_path / 'c'}: no such file " \
+                                                             "or folder"
+
+
 @pytest.mark.parametrize("data", ["plain", "gzip"])
 def test_a_cache_folder_that_cannot_be_used_is_named_as_the_cache(settings, tmp_path, data,
                                                                    monkeypatch, capsys):
