@@ -44,6 +44,7 @@ from .safe_read import read_small
 from .tokenizer import load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_torch_load
 from .upstream import EMBED_KEY, load_into
+from .weight_records import EXPORT_MARK, EXPORTER
 
 # Files a Hugging Face tokenizer folder may consist of; whichever exist are copied verbatim, so
 # the export loads with the same tokenizer class the source names.
@@ -54,9 +55,6 @@ TOKENIZER_FILES = (
 EXPORT_FILES = frozenset({"config.json", "model.safetensors", "generation_config.json",
                           *TOKENIZER_FILES, *REMOTE_CODE_FILES})
 """Every name an export may write (`_write_folder`)."""
-EXPORT_MARK, EXPORTER = "exported_by", "minimind-tui"
-"""The record that this tool wrote an export, the one thing --overwrite replaces: in a folder's
-config.json, and in an upstream file's state-dict metadata (`weights_bytes`)."""
 PROBE_SHAPE = (2, 24)
 # Relative to the largest logit: float32 reorderings stay near 1e-6, a wrong mapping is O(1).
 VERIFY_TOLERANCE = 1e-4

@@ -35,6 +35,11 @@ SAVED_CONFIG = "config.json"
 OUR_RESUME_MARKS = {"settings", "progress", "rng"}
 
 
+EXPORT_MARK, EXPORTER = "exported_by", "minimind-tui"
+"""The record that this tool wrote an export, the one thing export --overwrite replaces: in a
+folder's config.json, and in an upstream file's state-dict metadata (`weights_bytes`)."""
+
+
 @dataclass(frozen=True)
 class Record:
     """Settings written down with the weights, and where."""
@@ -172,8 +177,12 @@ def saved_folder_record(folder: Path) -> Record:
         raise CheckpointError(f"{where}: not readable JSON ({e})") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type != MiniMindConfig.model_type:
+        # generate reads such a folder through transformers; our model needs our names.
+        ours = (f": an export of this tool, in {model_type}'s names; export again from the run "
+                "it came from" if isinstance(data, dict) and data.get(EXPORT_MARK) == EXPORTER
+                else "")
         raise CheckpointError(f"{folder}: {SAVED_CONFIG} describes a {model_type!r} model, not a "
-                              "MiniMind one")
+                              f"MiniMind one{ours}")
     try:
         config = MiniMindConfig.from_dict(data)
     except (TypeError, ValueError) as e:

@@ -349,7 +349,15 @@ def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
         read_checkpoint(tmp_path / "other")
     assert "\n" not in str(error.value)
     exported = export_hf(source(build(family="minimind2")), tmp_path / "hf", verify=False).path
-    with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one"):
+    # The reader's own export: said so, and what to do (generate reads it, through transformers).
+    with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one: an export of "
+                                              "this tool, in llama's names; export again from "
+                                              "the run it came from$"):
+        read_checkpoint(exported)
+    config = json.loads((exported / "config.json").read_text())
+    del config["exported_by"]  # another tool's llama
+    (exported / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one$"):
         read_checkpoint(exported)
 
 
