@@ -137,7 +137,8 @@ def in_process(cwd: Path, capsys, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), code, out, err)
 
 
-@pytest.mark.parametrize("damage", ["removed", "unusable path", "NUL byte", "another shape"])
+@pytest.mark.parametrize("damage", ["removed", "unusable path", "NUL byte", "another shape",
+                                    "untied head"])
 def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_path, damage,
                                                                      capsys):
     shutil.copytree(chain / "out", tmp_path / "out")
@@ -155,6 +156,15 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         toml.write_text(toml.read_text().replace(f'"{BASE}"', '"x\\u0000y/sft.pth"', 1))
         why = (f"{ADAPTER}: its base (train.from_weight in out/tiny-lora/config.toml) is gone: "
                "x\\x00y/sft.pth: not a usable path here (it holds a NUL byte)")
+    elif damage == "untied head":  # the one difference; the shapes alike, it said no more
+        weights = torch.load(base, weights_only=True)
+        weights["lm_head.weight"] = torch.zeros_like(weights["lm_head.weight"])
+        torch.save(weights, base)
+        why = (f"{ADAPTER}: its base {BASE} does not fit the lora run's model "
+               "(out/tiny-lora/config.toml): weights file does not fit the model; file:  "
+               "minimind2 128/2")
+        tied = "; the file has different model.embed_tokens.weight and lm_head.weight, the " \
+               "model ties them"
     else:  # the sft run's folder now holds weights of a 3-layer model
         bigger = load_model(chain / BASE).config
         bigger.num_hidden_layers = 3
@@ -170,9 +180,10 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         assert result.returncode == 2, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
         assert why in result.stderr, result.stderr
+        assert damage != "untied head" or result.stderr.rstrip().endswith(tied), result.stderr
         # A base gone: the resume file beside the adapters keeps the one they trained on.
         assert ("the run's resume file out/tiny-lora/lora/" in result.stderr) == (
-            damage != "another shape"), result.stderr
+            damage not in ("another shape", "untied head")), result.stderr
     assert not (tmp_path / "hf").exists()
     if damage in ("removed", "NUL byte"):  # and the runs list says so, NUL escaped
         listed = {line.split()[0]: line.split()[2:4]
