@@ -151,8 +151,12 @@ def _tokenizer_as_the_run_took_it(tokenizer_path: str, run_folder: Path, out_dir
 
 
 def run_settings(toml: Path) -> RunSettings:
+    try:
+        data = read_toml(toml)
+    except SettingsError as e:  # its problems name the file already
+        raise CheckpointError("; ".join(map(str, e.problems))) from None
     try:  # the settings' own rules, which never look at this machine
-        return RunSettings.parse(read_toml(toml))
+        return RunSettings.parse(data)
     except SettingsError as e:
         raise CheckpointError(f"{toml}: " + "; ".join(map(str, e.problems))) from None
 

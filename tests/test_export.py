@@ -349,6 +349,13 @@ def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
         read_checkpoint(tmp_path / "other")
     assert "\n" not in str(error.value)
     exported = export_hf(source(build(family="minimind2")), tmp_path / "hf", verify=False).path
+    # A config.toml that is no TOML: named once (it was "x/config.toml: x/config.toml: ...").
+    settings, _ = make_run(tmp_path / "garbled", family="minimind2")
+    (tmp_path / "garbled" / "config.toml").write_text("garbage [[[\n")
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(tmp_path / "garbled")
+    assert str(error.value).startswith(f"{tmp_path / 'garbled' / 'config.toml'}: not valid TOML")
+    assert str(error.value).count("config.toml") == 1
     # The reader's own export: said so, and what to do (generate reads it, through transformers).
     with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one: an export of "
                                               "this tool, in llama's names; export again from "
