@@ -128,6 +128,8 @@ def together(work: Callable[[], T], errors: tuple[type[Exception], ...], info: D
 # What a collective raises when another rank's process has gone: gloo's words (a plain
 # RuntimeError from inside backward or an all-reduce), and torch's own error types.
 _PEER_GONE_WORDS = ("Connection closed by peer", "Connection reset by peer")
+# The key a rank that aborts leaves in the job's store (torchrun's, which outlives the ranks).
+_ABORTED_KEY = "minimind/aborted"
 
 
 def peer_gone(error: BaseException, info: DistInfo) -> bool:
@@ -137,6 +139,25 @@ def peer_gone(error: BaseException, info: DistInfo) -> bool:
     if isinstance(error, (dist.DistNetworkError, dist.DistBackendError)):
         return True
     return isinstance(error, RuntimeError) and any(w in str(error) for w in _PEER_GONE_WORDS)
+
+
+def say_aborting(info: DistInfo) -> None:
+    """Tell the other ranks that this one leaves on purpose (a second stop signal), before it
+    does: the collective it leaves them in fails, and they can tell an abort from a crash."""
+    if info.enabled and dist.is_initialized():
+        try:
+            dist.distributed_c10d._get_default_store().set(_ABORTED_KEY, str(info.rank))
+        except Exception:  # the store gone too: the others report a failure, as before
+            pass
+
+
+def another_rank_aborted(info: DistInfo) -> bool:
+    if not (info.enabled and dist.is_initialized()):
+        return False
+    try:
+        return dist.distributed_c10d._get_default_store().check([_ABORTED_KEY])
+    except Exception:
+        return False
 
 
 def barrier(info: DistInfo) -> None:

@@ -118,12 +118,11 @@ class Trainer:
             # A file the run reads or writes (config.toml, a cache) was refused: say which, why.
             return self._finish("failed", f"{e.filename}: {os_reason(e)}", cause="runtime")
         except Exception as e:  # an engine bug or environment failure: keep the details
-            if self.stop_event.is_set() and distributed.peer_gone(e, self.dist):
+            if distributed.peer_gone(e, self.dist) and distributed.another_rank_aborted(self.dist):
                 # A second stop signal reached another rank first, which left at once: this
                 # rank's collective lost it. The run was aborted, not failed.
-                return self._finish("stopped", f"{self._abort_reason()}: another rank left "
-                                    "while the run was stopping (a second stop signal aborts "
-                                    "a rank at once)", cause="signal")
+                return self._finish("stopped", f"{self._abort_reason()}: another rank aborted "
+                                    "on a second stop signal", cause="signal")
             details = self._write_details()
             return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",
                                 details_path=details)
@@ -133,6 +132,7 @@ class Trainer:
             # unless it has ended already, and said how (the sinks are closed).
             if self.finished is not None:
                 raise
+            distributed.say_aborting(self.dist)
             self._finish("stopped", self._abort_reason(), cause="signal")
             raise
         finally:

@@ -1,7 +1,5 @@
 """`python -m minimind_tui` — the entry torchrun uses: `torchrun --nproc_per_node N -m minimind_tui --no-ui ...`."""
 
-import sys
+from minimind_tui.cli.main import run
 
-from minimind_tui.cli.main import main
-
-sys.exit(main())
+run()

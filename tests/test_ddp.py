@@ -26,8 +26,7 @@ def launch(nproc, out_dir, batch_size, *extra):
 
 def launch_patched(script: Path, body: str, *args: str) -> subprocess.CompletedProcess:
     """Two gloo ranks under torchrun running `body` (which patches the code) before the CLI."""
-    script.write_text(textwrap.dedent(body) + "\nfrom minimind_tui.cli.main import main\n"
-                      "sys.exit(main(sys.argv[1:]))\n")
+    script.write_text(textwrap.dedent(body) + "\nfrom minimind_tui.cli.main import run\nrun()\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(script), *args]
@@ -77,7 +76,10 @@ def test_a_checkpoint_between_two_logs_keeps_every_ranks_loss_sums(tmp_path):
     micro-batch (the checkpoint keeps the sums of both ranks; one rank carries them on)."""
     script = tmp_path / "meters.py"
     script.write_text(textwrap.dedent("""
+        import os
+
         import torch
+
         from minimind import distributed
         from minimind.meter import Meter
 
@@ -98,7 +100,8 @@ def test_a_checkpoint_between_two_logs_keeps_every_ranks_loss_sums(tmp_path):
         for meter in (straight, resumed):
             meter.add_step(torch.tensor(1.0), 1e-3, counts_as_nonfinite=True)
             m = meter.report(1, 1, 1, 1, 1, 1, 1.0, None)
-            print(f"rank {info.rank}: loss {m.loss} tokens {m.tokens_seen}", flush=True)
+            # One write each: print's text and newline, two writes, interleaved between ranks.
+            os.write(1, f"rank {info.rank}: loss {m.loss} tokens {m.tokens_seen}\\n".encode())
         distributed.teardown(info)
     """))
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -215,7 +218,7 @@ def test_a_rank_that_loses_another_to_an_abort_while_stopping_reports_the_abort(
     """, *ARGS, "--max_steps", "20", "--save_interval", "0", "--batch_size", "2",
         "--out_dir", str(tmp_path / "ddp"))
     assert "[stopped] at step 1 | aborted at step 1 without a new checkpoint (none was " \
-           "written): another rank left while the run was stopping" in proc.stdout, proc.stderr
+           "written): another rank aborted on a second stop signal" in proc.stdout, proc.stderr
     assert "run failed" not in proc.stderr and "exitcode  : 1" not in proc.stderr
     assert "rank      : 0 (local_rank: 0)\n  exitcode  : 3 " in proc.stderr, proc.stderr[-1500:]
     status = json.loads((tmp_path / "ddp" / "run.json").read_text())

@@ -511,7 +511,7 @@ def test_no_export_goes_into_a_run_folder(tmp_path, trained_run, capsys):
         assert export_main([str(tmp_path / "src"), str(out), *flags]) == 2, out
         err = capsys.readouterr().err
         assert err.startswith(f"minimind-tui export: error: {trained_run}: holds a training "
-                              "run, completed at step 2 ") and err.count("\n") == 1, err
+                              "run, completed at step 2, last update ") and err.count("\n") == 1, err
         assert "an export never goes into a run folder, even with --overwrite" in err
     assert {p: p.read_bytes() for p in trained_run.rglob("*") if p.is_file()} == before
 

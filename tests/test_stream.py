@@ -67,7 +67,7 @@ def reference_cache(path: Path, tokenizer, skip_bad_lines: bool) -> tuple[bytes,
         stream += wrap_document(ids, bos, eos)
         documents += 1
     report = {"documents": documents, "bad_lines": reader.bad_lines,
-              "first_bad": [list(bad) for bad in reader.first_bad]}
+              "first_bad": [list(bad) for bad in reader.first_bad], "tokens": len(stream)}
     return np.asarray(stream, dtype="<u2").tobytes(), report
 
 

@@ -10,6 +10,7 @@ so a changed file never reuses a stale copy.
 
 import gzip
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -145,8 +146,11 @@ def resolve_data_path(spec: str | Path) -> Path:
 
 
 # The first bytes of the compressed files a JSONL corpus is often shipped as.
-_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"\xfd7zXZ\x00": "xz",
-          b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2"}
+# bzip2's "BZh" is also text: its block size digit and its first block's magic (or the end of
+# stream's, for no data) must follow.
+_MAGIC = {re.compile(rb"\x1f\x8b"): "gzip", re.compile(rb"PK\x03\x04"): "zip",
+          re.compile(rb"\xfd7zXZ\x00"): "xz", re.compile(rb"\x28\xb5\x2f\xfd"): "zstd",
+          re.compile(rb"BZh[1-9](1AY&SY|\x17rE8P\x90)"): "bzip2"}
 
 
 def _refuse_compressed(path: Path, spec: str | Path) -> None:
@@ -177,7 +181,7 @@ def _compressed_as(path: Path) -> str | None:
         if not path.is_file():
             return None
         with path.open("rb") as f:
-            start = f.read(6)
+            start = f.read(10)
     except OSError:  # the reader says what is wrong with the file
         return None
-    return next((kind for magic, kind in _MAGIC.items() if start.startswith(magic)), None)
+    return next((kind for magic, kind in _MAGIC.items() if magic.match(start)), None)

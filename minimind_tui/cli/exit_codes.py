@@ -10,7 +10,13 @@
 dashboard's Stop) is 130, an aborted one 3, a crashed one 1.
 """
 
+import signal
+import sys
+from collections.abc import Callable
+from typing import NoReturn
+
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Where each node's local rank 0 leaves its exit code for our torchrun (minimind_tui.run.
 # torchrun), which cannot learn it from torchrun after a stop signal.
 RANK_CODE_FILE = "MINIMIND_RANK_CODE_FILE"
@@ -24,3 +30,14 @@ def invalid(*problems: object, prog: str = "minimind-tui") -> int:
     for problem in problems:
         print(f"{prog}: error: {problem}", file=sys.stderr)
     return INVALID
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """A program's entry: `main`'s code as the exit code. The command has ended and said how;
+    a stop signal from here on (a second Stop, torchrun's to every rank once one has left)
+    would meet Python's default handler, which the interpreter puts back as it shuts down, and
+    turn the code into a death by that signal (143)."""
+    code = main()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)

@@ -23,11 +23,11 @@ from minimind.event_text import with_hint
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
+from minimind_tui.cli.exit_codes import STOP_SIGNALS
 
 if TYPE_CHECKING:
     from minimind_tui.run.launch import ChildProcess
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LAUNCHER_GONE = signal.SIGUSR2
 # How long --detach waits for the run to begin, so that bad data or a from_weight that does not
 # fit is reported where the run was asked for; a longer preparation is left to run on.
@@ -49,10 +49,6 @@ def say(text: str) -> None:
 
 def run_headless(settings: RunSettings) -> int:
     code = _run(settings)
-    # The run has ended and said how. A stop signal from here on (torchrun's, to every rank once
-    # one has left) would meet Python's default handler as the interpreter exits, and turn
-    # the exit code into a death by that signal.
-    ignore_stop_signals()
     if (file := os.environ.get(exit_codes.RANK_CODE_FILE)) and os.environ.get("LOCAL_RANK") == "0":
         try:
             Path(file).write_text(str(code))
@@ -122,11 +118,6 @@ def _run(settings: RunSettings) -> int:
     where = f" (details: {result.details_path})" if result.details_path else ""
     say(f"minimind-tui: run failed: {result.reason}{where}")
     return exit_codes.FAILED
-
-
-def ignore_stop_signals() -> None:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:

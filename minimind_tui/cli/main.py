@@ -189,5 +189,10 @@ def presets_command(argv: list[str]) -> int:
     return exit_codes.OK
 
 
+def run() -> None:
+    """The `minimind-tui` command (and `python -m minimind_tui`)."""
+    exit_codes.exit_with(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

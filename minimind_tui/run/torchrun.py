@@ -27,7 +27,6 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
 
 from minimind_tui.cli import exit_codes
-from minimind_tui.cli.headless import ignore_stop_signals
 
 STOP_GRACE_SECONDS = 600
 
@@ -37,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         rank_code = Path(folder) / "code"
         os.environ[exit_codes.RANK_CODE_FILE] = str(rank_code)  # the ranks inherit it
         os.environ.setdefault("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", str(STOP_GRACE_SECONDS))
-        code = _launch(argv, rank_code)
-    ignore_stop_signals()  # the ranks have ended: a late signal must not replace their code
-    return code
+        return _launch(argv, rank_code)
 
 
 def _launch(argv: list[str] | None, rank_code: Path) -> int:
@@ -75,4 +72,4 @@ def _signal_name(number: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_codes.exit_with(main)

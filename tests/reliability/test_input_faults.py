@@ -307,6 +307,12 @@ def test_a_checkpoint_given_as_data_is_called_one(tmp_path):
     torch.save({"w": torch.zeros(2)}, path)
     assert data_file_problem(str(path), "pretrain", skip_bad_lines=False) == (
         f"{path}: is a PyTorch checkpoint (model weights), not data: give a JSONL file")
+    # Text that begins as bzip2's magic does ("BZh") is bad text, not compressed data.
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b'BZh\n{"text": "fine"}\n')
+    assert data_file_problem(str(path), "pretrain", skip_bad_lines=False) == (
+        f"{path}:1: line is not valid JSON at column 1: expected a value (a string, number, "
+        "object, ...)")
 
 
 def test_a_link_loop_is_not_called_a_missing_file(tmp_path):
