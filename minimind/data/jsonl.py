@@ -9,6 +9,7 @@ Every problem is reported as a `DataError` that names the file and the 1-based l
 import hashlib
 import json
 import os
+import sys
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -95,6 +96,11 @@ def load_json_line(raw: bytes) -> Any:
     except json.JSONDecodeError as e:
         words = _JSON_WORDS.get(e.msg, e.msg[:1].lower() + e.msg[1:])
         raise ValueError(f"line is not valid JSON at column {e.colno}: {words}") from None
+    except ValueError as e:  # Python's own limit, with advice for programmers
+        if "integer string conversion" not in str(e):
+            raise
+        raise ValueError(f"line holds a number of more than {sys.get_int_max_str_digits():,} "
+                         "digits, which no setting or text needs") from None
     return obj
 
 

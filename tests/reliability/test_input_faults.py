@@ -315,6 +315,18 @@ def test_a_checkpoint_given_as_data_is_called_one(tmp_path):
         "object, ...)")
 
 
+def test_a_number_too_long_for_python_is_a_bad_line_in_our_words():
+    """Python's own limit on int digits came through with its advice for programmers: "use
+    sys.set_int_max_str_digits() to increase the limit"."""
+    from minimind.data.jsonl import parse_line
+
+    with pytest.raises(ValueError) as error:
+        parse_line(b'{"n": ' + b"9" * 100_000 + b', "text": "x"}')
+    assert str(error.value) == (f"line holds a number of more than "
+                                f"{sys.get_int_max_str_digits():,} digits, which no setting or "
+                                "text needs")
+
+
 def test_a_link_loop_is_not_called_a_missing_file(tmp_path):
     """exists() follows links: a loop of them, or one to nothing, was "no such file"."""
     from minimind.environment import path_problem
