@@ -411,7 +411,7 @@ async def test_readouts_show_what_the_valid_settings_allow():
         await pilot.pause()
         assert "no such file or folder" in error_text(app, "data_path")
         text = readouts(app)
-        assert "25.83M" in text and "minimind2 checkpoints" in text
+        assert "25.83M" in text and "minimind2 layout, at this size" in text
         assert "131,072" in text and "GiB" in text  # tokens/step, memory
         assert "fix data_path first" in text and "total steps" not in text
         await type_into(pilot, "batch_size", "0")

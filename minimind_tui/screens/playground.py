@@ -83,8 +83,8 @@ class PlaygroundScreen(StyledOnce, ModalScreen[None]):
                                    "(for sft/lora models). Toggling starts a new chat.")
             yield Button("Generate ^g", id="generate-button", variant="success",
                          action="screen.generate", compact=True)
-        yield Static("No model open: enter its path above, then ^g.", id="playground-status",
-                     markup=False)
+        yield Static("No model open yet: ^g opens the one named above.",
+                     id="playground-status", markup=False)
         with Horizontal(id="playground-body"):
             with Vertical(id="playground-text"):
                 yield TextArea(DEFAULT_PROMPT, id="playground-prompt", soft_wrap=True,

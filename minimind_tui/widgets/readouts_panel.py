@@ -90,7 +90,9 @@ def _model_rows(grid: Table, model: ModelSummary | str | None, lora_rank: int) -
         grid.add_row("trained", f"{format_count(adapters)} in rank-{lora_rank} adapters "
                      f"({adapters / (model.parameters + adapters):.2%})")
     grid.add_row("upstream fit", Text(
-        f"{model.family_match} checkpoints" if model.family_match else "none (custom shape)",
+        # The layout only: upstream's released checkpoints fit at their own sizes alone.
+        f"{model.family_match} layout, at this size" if model.family_match
+        else "none (custom shape)",
         style="" if model.family_match else "dim"))
 
 
