@@ -288,6 +288,24 @@ def test_generate_refuses_a_seed_torch_cannot_take(tmp_path):
     assert "argument --seed: must be from 0 to 2**64 - 1" in proc.stderr
 
 
+def test_generate_refuses_a_prompt_that_is_not_utf8(tmp_path):
+    """The terminal's bytes reached the tokenizer as lone surrogates: a TypeError traceback."""
+    proc = subprocess.run([*CLI, "generate", str(tmp_path), "--prompt", b"ab\xffcd"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.rstrip().endswith(
+        "argument --prompt: not valid UTF-8 (byte 0xff at character 3)")
+
+
+def test_runs_calls_a_link_loop_one(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    proc = cli("runs", str(tmp_path / "a"))
+    assert proc.returncode == 2 and proc.stderr.rstrip().endswith(
+        f"{tmp_path / 'a'}: a link to nothing (its target is missing, or the links loop)")
+
+
 def test_max_steps_beyond_the_data_says_the_data_ends_first_and_how_to_get_more(tmp_path):
     data = tmp_path / "small.jsonl"
     data.write_text("".join(f'{{"text": "line {i} of a small file"}}\n' for i in range(8)))

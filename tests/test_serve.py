@@ -164,6 +164,21 @@ def test_serve_takes_only_a_port_a_browser_can_be_sent_to(port, capsys):
         f"argument --port: expected a port from 1 to 65535, got {port!r}")
 
 
+def test_serve_takes_only_a_public_url_a_page_can_use(capsys):
+    """A bare word served HTTP 500 for every page; a trailing slash made the page's own paths
+    "//static/...", a blank page. Both while the server said it was serving."""
+    from minimind_tui.cli.serve import public_url
+
+    for bad in ("notaurl", "ftp://host/", "http://"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--public-url", bad])
+        assert exit_.value.code == 2 and capsys.readouterr().err.rstrip().endswith(
+            f"argument --public-url: expected an address such as http://localhost:8000, "
+            f"got {bad!r}")
+    assert public_url("http://127.0.0.1:8745/") == "http://127.0.0.1:8745"
+    assert public_url("https://example.org/tunnel/") == "https://example.org/tunnel"
+
+
 def test_serve_without_textual_serve_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "textual_serve", None)  # find_spec then finds nothing
     assert main(["serve"]) == 2

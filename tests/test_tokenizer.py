@@ -136,6 +136,24 @@ def test_cli_train_refuses_a_file_as_out(tmp_path, capsys):
                         "a file, not a folder") in capsys.readouterr().err
 
 
+def test_cli_train_refuses_empty_texts_and_an_empty_out(tmp_path, capsys, monkeypatch):
+    """Texts all "" wrote a tokenizer of the bytes alone, exit 0; --out "" wrote into the
+    current folder."""
+    data = tmp_path / "empty.jsonl"
+    data.write_text('{"text": ""}\n{"text": ""}\n')
+    rc = main(["train", "--data", str(data), "--out", str(tmp_path / "tok"), "--quiet"])
+    assert rc == 2 and capsys.readouterr().err.rstrip().endswith(
+        f"{data}: every text is empty: nothing to learn from")
+    assert not (tmp_path / "tok").exists()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--data", str(_tiny_jsonl(tmp_path / "tiny.jsonl")), "--out", "",
+              "--quiet"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.rstrip().endswith(
+        "--out is empty: give a folder (. for the current one)")
+    assert not (tmp_path / "tokenizer.json").exists()
+
+
 def test_cli_train_says_when_the_corpus_gives_fewer_tokens(tmp_path, capsys):
     data = _tiny_jsonl(tmp_path / "tiny.jsonl")
     rc = main(["train", "--data", str(data), "--out", str(tmp_path / "tok"), "--vocab_size", "6400", "--quiet"])

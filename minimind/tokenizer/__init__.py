@@ -159,8 +159,11 @@ def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int
     _check_destination(out_dir, overwrite)  # before minutes of training, not after
     reader = JsonlReader(resolve_data_path(jsonl_path))
 
+    learned = [0]  # texts with something in them
+
     def texts() -> Iterator[str]:
         for _, text in reader:
+            learned[0] += bool(text)
             yield text
 
     tok = Tokenizer(models.BPE())
@@ -174,6 +177,8 @@ def train_tokenizer(jsonl_path: str | Path, out_dir: str | Path, vocab_size: int
         show_progress=progress,
     )
     tok.train_from_iterator(texts(), trainer=trainer)
+    if not learned[0]:  # it wrote the bytes and specials alone, and said it was done
+        raise DataError(jsonl_path, None, "every text is empty: nothing to learn from")
     for i, t in enumerate(SPECIAL_TOKENS):
         assert tok.token_to_id(t) == i, f"special token {t} got id {tok.token_to_id(t)}, expected {i}"
 
@@ -205,6 +210,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m minimind.tokenize
                        help="replace the tokenizer.json and tokenizer_config.json already in --out")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if not args.out.strip():  # it wrote into the current folder
+        parser.error("--out is empty: give a folder (. for the current one)")
 
     # The tokenizers library's bar redraws with blank lines when stderr is not a terminal.
     progress = not args.quiet and sys.stderr.isatty()

@@ -40,6 +40,18 @@ def _seed(text: str) -> int:
     return value
 
 
+def _text(value: str) -> str:
+    """A prompt as Unicode: a terminal's invalid UTF-8 reaches Python as lone surrogates, which
+    the tokenizer refused with a TypeError and a traceback."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        byte = ord(value[e.start]) - 0xDC00  # how Python keeps an undecodable byte of argv
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 (byte {byte:#04x} at character "
+                                         f"{e.start + 1})") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
@@ -49,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", metavar="CHECKPOINT", type=path_arg,
                         help="run folder, weights file (.pth, resume checkpoint, .safetensors) "
                              "or a saved / exported Hugging Face folder")
-    parser.add_argument("--prompt", action="append", required=True, metavar="TEXT",
+    parser.add_argument("--prompt", action="append", required=True, metavar="TEXT", type=_text,
                         help="text to continue (repeat for several); bos is put first, as "
                              "training put it before every document")
     parser.add_argument("--chat", action="store_true",

@@ -11,6 +11,7 @@ from rich.cells import cell_len
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
 from minimind.runs import COLUMNS, RunSummary, find_runs, sorted_runs
+from minimind.safe_read import missing
 
 PROG = "minimind-tui runs"
 _RIGHT = {"step", "loss", "val_loss", "best_val_loss", "tokens", "tokens_per_sec", "elapsed"}
@@ -33,7 +34,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     root = Path(args.root).expanduser()
     if not root.is_dir():
-        what = "not a folder" if root.exists() else "no such folder"
+        what = "not a folder" if root.exists() else missing(root, "folder")
         return exit_codes.invalid(f"{root}: {what}", prog=PROG)
     runs = sorted_runs(find_runs(root), args.sort, args.reverse)
     if args.json:

@@ -30,6 +30,18 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def public_url(text: str) -> str:
+    """An http(s) address with a host. The page prefixes its own paths with it: a trailing
+    slash made them "//static/...", a blank page, and a bare word made every request fail."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected an address such as http://localhost:8000, "
+                                         f"got {text!r}")
+    return text.rstrip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
@@ -40,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default: 127.0.0.1, this machine only)")
     parser.add_argument("--port", type=port_number, default=8000, help="port (default: 8000)")
-    parser.add_argument("--public-url", metavar="URL",
+    parser.add_argument("--public-url", metavar="URL", type=public_url,
                         help="the address the browser opens, when not http://HOST:PORT "
                              "(e.g. a tunnel to another local port)")
     return parser
