@@ -217,3 +217,13 @@ def test_a_tokenizer_file_that_is_no_file_is_named(tmp_path, name, kind):
     why = "a link to .*moved.json, which is not there" if kind == "dangling link" else "not a file"
     with pytest.raises(TokenizerError, match=f"^{re.escape(str(file))}: {why}"):
         load_tokenizer(tmp_path)
+
+
+def test_a_tokenizer_without_its_config_says_which_file_names_bos_and_eos(tmp_path):
+    """tokenizer.json alone: "defines no bos/eos token", with no word of the file missing."""
+    bundled = BUNDLED_TOKENIZER_DIR / "tokenizer.json"
+    (tmp_path / "tokenizer.json").write_bytes(bundled.read_bytes())
+    with pytest.raises(TokenizerError) as err:
+        load_tokenizer(tmp_path)
+    assert str(err.value) == (f"{tmp_path}: tokenizer defines no bos/eos token; pretraining needs "
+                              "both; it has no tokenizer_config.json, which names them")

@@ -101,7 +101,11 @@ def load_tokenizer(path: str | Path | None = None):
         cause = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TokenizerError(f"{directory}: cannot load tokenizer ({cause})") from None
     if tok.bos_token_id is None or tok.eos_token_id is None:
-        raise TokenizerError(f"{directory}: tokenizer defines no bos/eos token; pretraining needs both")
+        # tokenizer.json holds the tokens, tokenizer_config.json says which are bos and eos.
+        lacking = ("; it has no tokenizer_config.json, which names them"
+                   if not (directory / "tokenizer_config.json").is_file() else "")
+        raise TokenizerError(f"{directory}: tokenizer defines no bos/eos token; pretraining "
+                             f"needs both{lacking}")
     return tok
 
 
