@@ -73,6 +73,8 @@ def test_every_subcommand_completes_its_own_flags_and_their_values(complete):
     assert complete("bash", "export", "a", "b", "--format", "") == ["hf", "upstream"]
     assert complete("bash", "inspect", "--max") == ["--max_seq_len", "--max-seq-len"]
     assert complete("bash", "tokenizer", "train", "--voc") == ["--vocab_size", "--vocab-size"]
+    assert complete("bash", "tokenizer", "") == ["train"]  # its own command (it offered none)
+    assert complete("bash", "tokenizer", "train", "") == []  # then files, from the shell
     # bench takes the training flags too, with their values and presets
     assert complete("bash", "bench", "--fam") == ["--family"]
     assert complete("bash", "bench", "--preset", "ti") == ["tiny", "tiny-sft"]

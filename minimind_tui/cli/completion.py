@@ -116,7 +116,13 @@ def _subcommand_case(name: str, parser: argparse.ArgumentParser | None) -> str:
               for a in actions if a.option_strings and a.choices]
     inner = ("\n            case ${COMP_WORDS[COMP_CWORD-1]} in\n" + "\n".join(values)
              + "\n            esac") if values else ""
-    return f'        {name}) flags="{flags}"{inner} ;;'
+    # Its own commands first (`tokenizer train`): they complete as the first word after it.
+    commands = " ".join(name for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction) for name in a.choices)
+    first = (f'\n            (( COMP_CWORD == 2 )) && [[ $cur != -* ]] && '
+             f'COMPREPLY=($(compgen -W "{commands}" -- "$cur")) && return'
+             if commands else "")
+    return f'        {name}) flags="{flags}"{first}{inner} ;;'
 
 
 def _with_subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
