@@ -149,6 +149,9 @@ def test_an_ipv6_host_is_bracketed_in_the_pages_addresses():
 @pytest.mark.parametrize("argv, message", [
     (["serve", "--", "--no-ui"], "minimind-tui serve: error: --no-ui trains headless"),
     (["serve", "--", "--preset", "nope"], "minimind-tui serve: error: unknown preset 'nope'"),
+    # A value the settings' rules refuse: every tab showed it as a problem, while serving.
+    (["serve", "--", "--max_steps", "-3"], "minimind-tui serve: error: train.max_steps: must "
+                                           "be ≥ 0"),
 ])
 def test_serve_refuses_app_arguments_that_cannot_show_a_dashboard(argv, message, capsys):
     assert main(argv) == 2

@@ -18,7 +18,7 @@ import sys
 
 from minimind.settings import SettingsError
 from minimind_tui.cli import exit_codes
-from minimind_tui.form.presets import DEFAULT_PRESET, preset_data
+from minimind_tui.form.presets import DEFAULT_PRESET, load_settings
 
 PROG = "minimind-tui serve"
 
@@ -68,13 +68,13 @@ def main(argv: list[str]) -> int:
     app = build_app_parser().parse_args(app_args)  # a wrong app flag fails here, not per tab
     if app.no_ui or app.detach:
         return invalid("--no-ui trains headless; serve shows the dashboard", prog=PROG)
-    try:
-        preset_data(app.preset or DEFAULT_PRESET)
-    except SettingsError as e:
-        return invalid(*e.problems, prog=PROG)
-    untyped = overrides_from_args(app)[1]
+    overrides, untyped = overrides_from_args(app)
     if untyped:  # every tab would refuse them
         return invalid(*untyped, prog=PROG)
+    try:  # the settings' own rules (--max_steps -3); what this machine lacks, a tab shows
+        load_settings(app.preset or DEFAULT_PRESET, overrides)
+    except SettingsError as e:
+        return invalid(*e.problems, prog=PROG)
     if importlib.util.find_spec("textual_serve") is None:
         return invalid('textual-serve is not installed; pip install "minimind-tui[serve]"',
                        prog=PROG)
