@@ -152,6 +152,9 @@ def test_an_ipv6_host_is_bracketed_in_the_pages_addresses():
     # A value the settings' rules refuse: every tab showed it as a problem, while serving.
     (["serve", "--", "--max_steps", "-3"], "minimind-tui serve: error: train.max_steps: must "
                                            "be ≥ 0"),
+    # A subcommand: the app's parser printed its whole usage and "unrecognized arguments".
+    (["serve", "--", "watch", "out/x"], "minimind-tui serve: error: watch: serve shows the "
+                                        "dashboard, not a subcommand"),
 ])
 def test_serve_refuses_app_arguments_that_cannot_show_a_dashboard(argv, message, capsys):
     assert main(argv) == 2

@@ -59,12 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from minimind_tui.cli.main import build_parser as build_app_parser
+    from minimind_tui.cli.main import SUBCOMMANDS, build_parser as build_app_parser
     from minimind_tui.cli.exit_codes import invalid
     from minimind_tui.cli.flags import overrides_from_args
 
     ours, app_args = split_app_args(argv)
     args = build_parser().parse_args(ours)
+    if app_args and app_args[0] in SUBCOMMANDS:  # the app's parser gave its whole usage
+        return invalid(f"{app_args[0]}: serve shows the dashboard, not a subcommand; to watch "
+                       "a run in the browser, serve the dashboard and open it from the runs "
+                       "view (F4, then w)", prog=PROG)
     app = build_app_parser().parse_args(app_args)  # a wrong app flag fails here, not per tab
     if app.no_ui or app.detach:
         return invalid("--no-ui trains headless; serve shows the dashboard", prog=PROG)
