@@ -10,10 +10,15 @@
 dashboard's Stop) is 130, an aborted one 3, a crashed one 1.
 """
 
+from __future__ import annotations
+
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from minimind.events import RunFinished
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -30,6 +35,17 @@ def invalid(*problems: object, prog: str = "minimind-tui") -> int:
     for problem in problems:
         print(f"{prog}: error: {problem}", file=sys.stderr)
     return INVALID
+
+
+def of_run(finished: RunFinished) -> int:
+    """The code for a run's end, as its process returns it and a watcher after it: a stop
+    counts as one by signal (130) whoever asked for it, so that only a completed run reads as
+    success; an abort (no new checkpoint) is 3."""
+    if finished.status == "completed":
+        return OK
+    if finished.status == "stopped":
+        return ABORTED if finished.cause == "signal" else SIGNALLED
+    return INVALID if finished.cause == "input" else FAILED
 
 
 def exit_with(main: Callable[[], int]) -> NoReturn:

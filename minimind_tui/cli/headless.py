@@ -105,19 +105,15 @@ def _run(settings: RunSettings) -> int:
         result = trainer.run()
     except Aborted:
         return exit_codes.ABORTED
-    if result.status == "completed":
+    code = exit_codes.of_run(result)  # an abort here is another rank's
+    if code == exit_codes.SIGNALLED and not received:  # a stop no signal asked for
         return exit_codes.OK
-    if result.status == "stopped" and result.cause == "signal":  # aborted by another rank
-        return exit_codes.ABORTED
-    if result.status == "stopped":
-        return exit_codes.SIGNALLED if received else exit_codes.OK
-    if result.cause == "input":
-        if rank == 0:  # every rank stopped on it; one line says it, and what to do
-            say(f"minimind-tui: error: {with_hint(result.reason, result.hint)}")
-        return exit_codes.INVALID
-    where = f" (details: {result.details_path})" if result.details_path else ""
-    say(f"minimind-tui: run failed: {result.reason}{where}")
-    return exit_codes.FAILED
+    if code == exit_codes.INVALID and rank == 0:  # every rank stopped on it; one line says it
+        say(f"minimind-tui: error: {with_hint(result.reason, result.hint)}")
+    if code == exit_codes.FAILED:
+        where = f" (details: {result.details_path})" if result.details_path else ""
+        say(f"minimind-tui: run failed: {result.reason}{where}")
+    return code
 
 
 def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:

@@ -3,7 +3,7 @@ console, for an SSH session, a log file or a script (the default without a termi
 
 The lines are the console's own (`minimind.event_text`), rebuilt from the folder's
 metrics.jsonl as it grows. It ends when the run does, with the run's outcome as exit code
-(`exit_code_of`), so `minimind-tui watch --plain out/x && next-step` waits for a run and goes
+(`exit_codes.of_run`), so `minimind-tui watch --plain out/x && next-step` waits for a run and goes
 on only if it completed.
 
 The run has ended when the last event read is its `finished` event and run.json no longer says
@@ -29,19 +29,6 @@ STATE_SECONDS = 2.0
 # run.json and metrics.jsonl are written by two threads: a status that says the run ended may be
 # on disk a moment before the metrics' last line. Wait this long for that line.
 END_GRACE_SECONDS = 5.0
-
-
-def exit_code_of(finished: RunFinished) -> int:
-    """The exit code a watcher returns for a run's end: what the run's own process returned,
-    with a stop counted as one by signal (130) whoever asked for it, so that only a completed
-    run reads as success; an abort (no new checkpoint) is 3, as its process returned."""
-    if finished.status == "completed":
-        return exit_codes.OK
-    if finished.status == "stopped" and finished.cause == "signal":
-        return exit_codes.ABORTED
-    if finished.status == "stopped":
-        return exit_codes.SIGNALLED
-    return exit_codes.INVALID if finished.cause == "input" else exit_codes.FAILED
 
 
 def follow(folder: Path) -> int:
@@ -81,7 +68,7 @@ def follow(folder: Path) -> int:
                 waiting_said = True
             if state not in ("", "running"):
                 if isinstance(last, RunFinished):
-                    return exit_code_of(last)
+                    return exit_codes.of_run(last)
                 if state == "crashed":
                     print(crash_line(run, last), flush=True)
                     return exit_codes.FAILED
