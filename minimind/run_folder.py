@@ -45,7 +45,9 @@ STALE_SECONDS = 10 * 60.0
 # How much of metrics.jsonl a resume folds when run.json is gone: a long run's whole history,
 # with a bound on memory (~1 KB a logged step).
 HISTORY_FOLD_BYTES = 64 << 20
-CATCH_UP_BYTES = 1 << 20  # a crashed run's status is a few seconds of steps behind its log
+# How much of metrics.jsonl tells a crashed run's last steps (its status is a few seconds
+# behind its log), or a run without run.json (~1 KB a logged step).
+METRICS_TAIL_BYTES = 256 << 10
 
 
 class RunBusy(Exception):
@@ -90,14 +92,18 @@ class RunFolder:
         once the new run is known to be able to start (a typo in data_path must not cost it)."""
 
     # -- reading ---------------------------------------------------------------------------
-    def status(self) -> RunStatus | None:
+    def status(self, metrics_bytes: int = METRICS_TAIL_BYTES) -> RunStatus | None:
         """The status, or None if there is none or it cannot be read (see `state`). A crashed
-        run's is caught up with the steps its metrics logged after the status's last write."""
+        run's is caught up with the steps its metrics logged after the status's last write.
+        Without a run.json that is one (lost, garbled, a run from before it), the last
+        `metrics_bytes` of its metrics.jsonl tell it: as it ended, or "running" with no process
+        (`state`: crashed); its `pid` is 0."""
         status = read_status(self.path / STATUS_FILE)
+        metrics = self.path / METRICS_FILE
         if not isinstance(status, RunStatus):
-            return None
+            return status_from_metrics(metrics, metrics_bytes)
         if status.state == "running" and not process_alive(status):
-            return caught_up(status, self.path / METRICS_FILE, CATCH_UP_BYTES)
+            return caught_up(status, metrics, metrics_bytes)
         return status
 
     def holds_a_run(self) -> bool:
@@ -128,11 +134,10 @@ class RunFolder:
 
         A run that says "running" but whose process is gone is "crashed": on this host the
         process is checked; elsewhere a status not written for STALE_SECONDS counts as gone."""
-        if status is None:
-            found = read_status(self.path / STATUS_FILE)
-            if found == "unknown":
+        if status is None or not status.pid:  # none given, or one its metrics told
+            if read_status(self.path / STATUS_FILE) == "unknown":
                 return "unknown"
-            status = found
+            status = status or self.status()
         if status is None:
             return "crashed" if self.holds_a_run() else ""
         if status.state != "running":
@@ -149,6 +154,9 @@ class RunFolder:
         if status is None:
             return f"{state or 'starting'} (no {STATUS_FILE} yet)"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
+        if not status.pid:
+            return f"{state} at step {status.step:,}, last update {when} (no {STATUS_FILE}: " \
+                   f"as its {METRICS_FILE} tells)"
         where = f"pid {status.pid} on {status.host}, " if state == "running" else ""
         return f"{state} at step {status.step:,}, {where}last update {when}"
 
@@ -355,6 +363,8 @@ def named_in(folder: Path, path: Path) -> str:
 
 
 def process_alive(status: RunStatus) -> bool:
+    if not status.pid:  # a status its metrics.jsonl told: no process recorded
+        return False
     if status.host and status.host != socket.gethostname():
         return abs(time.time() - status.updated) < STALE_SECONDS
     try:
@@ -377,9 +387,7 @@ class StatusSink(BackgroundSink):
         `warn` hears once that run.json cannot be written."""
         self.folder = folder
         self.min_interval = min_interval
-        earlier = folder.status() if resumed else None
-        if resumed and earlier is None:  # run.json lost or unreadable: the history still holds it
-            earlier = status_from_metrics(folder.path / METRICS_FILE, HISTORY_FOLD_BYTES)
+        earlier = folder.status(HISTORY_FOLD_BYTES) if resumed else None
         self.status = (earlier or RunStatus()).model_copy(update={
             **this_process(), "started": time.time(), "updated": time.time()})
         self._dirty = False

@@ -24,13 +24,12 @@ from minimind.follow import parse_event
 from minimind.units import format_count, format_duration
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
-from minimind.run_status import RunStatus, status_from_metrics
+from minimind.run_status import RunStatus
 from minimind.safe_read import open_regular
 from minimind.settings import CONSENT_FIELDS, SettingsError
 from minimind.settings_file import read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
-TAIL_BYTES = 256 << 10
 
 
 @dataclass
@@ -172,11 +171,7 @@ def dependents_text(runs: list[RunSummary]) -> str:
 def summarise(path: Path, root: Path | None = None) -> RunSummary:
     folder = RunFolder(path)
     name = str(path.relative_to(root)) if root is not None and path != root else path.name
-    state = folder.state()
-    status = folder.status()
-    if status is None:  # none (or not one): what the end of the metrics file tells
-        status = status_from_metrics(path / METRICS_FILE, TAIL_BYTES)
-        state = status.state if state == "crashed" and status.state != "running" else state
+    state, status = folder.state(), folder.status() or RunStatus()
     try:  # missing, a pipe, not TOML: no settings to show
         config = read_toml(path / CONFIG_FILE)
     except SettingsError:

@@ -116,6 +116,31 @@ def test_a_finished_run_is_never_replaced_without_consent(tmp_path):
     assert (t.overwrite, t.from_resume, t.allow_data_change) == (False, False, False)
 
 
+def test_a_run_whose_status_was_lost_is_told_by_its_metrics(tmp_path):
+    """run.json deleted (or garbled): the run is what its metrics.jsonl says, never "crashed"
+    for a run that ended, nor a process of pid 0."""
+    assert cli("--max_steps", "2", "--out_dir", str(tmp_path)).returncode == 0
+    (tmp_path / "run.json").unlink()
+    folder = RunFolder(tmp_path)
+    assert folder.state() == "completed" and folder.status().step == 2
+    assert folder.describe().startswith("completed at step 2, last update ")
+    assert folder.describe().endswith("(no run.json: as its metrics.jsonl tells)")
+    refused = cli("--max_steps", "2", "--out_dir", str(tmp_path))
+    assert refused.returncode == 2 and "already holds a run (completed at step 2" in \
+        refused.stderr and "and more epochs or max_steps" in refused.stderr, refused.stderr
+    (tmp_path / "run.json").write_text("{not json")
+    assert folder.state() == "unknown" and folder.status().state == "completed"
+    # Cut off before its end: crashed, and no process is named.
+    (tmp_path / "run.json").unlink()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "metrics.jsonl").write_text("".join(
+        line for line in lines if not line.startswith('{"kind": "finished"')))
+    assert folder.state() == "crashed" and folder.describe().startswith("crashed at step 2, ")
+    from minimind_tui.cli.watch_plain import crash_line
+
+    assert "| its process is gone" in crash_line(folder, None)
+
+
 def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):
     proc = start("--out_dir", str(tmp_path), "--save_interval", "2")
     wait_for(proc, "[checkpoint] step 2")

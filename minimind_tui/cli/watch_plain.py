@@ -87,7 +87,7 @@ def follow(folder: Path) -> int:
 def crash_line(run: RunFolder, last: Event | None) -> str:
     status = run.status()
     step = status.step if status else getattr(last, "step", 0)
-    where = f"pid {status.pid} on {status.host}" if status else "its process"
+    where = f"pid {status.pid} on {status.host}" if status and status.pid else "its process"
     hint = ("continue it with --from_resume 1" if run.resumable() else
             "it saved no checkpoint: start it again with --overwrite 1")
     return (f"[crashed] at step {step} | {where} is gone without reporting an end (killed, "
