@@ -108,6 +108,17 @@ def test_comparison_of_three_runs(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
 
 
+async def shown_in_full(pilot) -> None:
+    """Until the inspect screen has drawn its result: a fixed pause was once too short on a
+    loaded machine."""
+    await pilot.app.workers.wait_for_complete()
+    for _ in range(200):
+        if pilot.app.screen.result is not None:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 def test_inspect_screen_shakespeare_val(snap_compare):
     """The Inspect data screen after a finished pass over the bundled validation corpus."""
 
@@ -115,8 +126,7 @@ def test_inspect_screen_shakespeare_val(snap_compare):
         from minimind_tui.screens.inspect import InspectScreen
 
         await pilot.app.push_screen(InspectScreen("builtin:shakespeare-val", "", 128))
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.5)
+        await shown_in_full(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)
 
@@ -129,7 +139,6 @@ def test_inspect_screen_conversations_shakespeare_chat_val(snap_compare):
 
         await pilot.app.push_screen(InspectScreen("builtin:shakespeare-chat-val", "", 128,
                                                   "sft"))
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.5)
+        await shown_in_full(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)
