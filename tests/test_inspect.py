@@ -15,6 +15,7 @@ from minimind.settings import RunSettings
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.cli.inspect import main as inspect_main
 from minimind_tui.form.readouts import scan_data, steps_per_epoch, tokens_per_epoch
+from pilot_waits import inspected
 
 PAD = "<|endoftext|>"  # a special token: exactly one id (0) wherever it stands
 # Packed lengths (bos + text + eos, bos/eos not doubled): 5, 2, 8, 12.
@@ -202,8 +203,7 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
         await pilot.press("f8")
         screen = app.screen
         assert isinstance(screen, InspectScreen) and screen.data_path == str(zh)
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)  # the poll and the worker's state message
+        await inspected(pilot)
         assert screen.result is not None and screen.result.documents == 3
         assert screen.query_one(ProgressBar).percentage == 1
         figures = shown(screen.query_one("#inspect-figures", Static))
@@ -222,8 +222,7 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
         gz = tmp_path / "gz.jsonl"
         gz.write_bytes(gzip.compress(b'{"text": "To be"}\n'))
         app.push_screen(InspectScreen(str(gz), "", 64, "pretrain"))
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
+        await inspected(pilot)
         status = app.screen.query_one("#inspect-status", Static)
         assert not app.screen.query_one(ProgressBar).display
         assert shown(status).split() == (f"cannot inspect: {gz}: holds gzip-compressed data, not "

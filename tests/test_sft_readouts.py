@@ -19,6 +19,7 @@ from minimind_tui.app import MiniMindApp
 from minimind_tui.form.readouts import scan_data, steps_per_epoch, supervision
 from minimind_tui.screens.inspect import InspectScreen
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
+from pilot_waits import inspected
 
 CHAT = "builtin:shakespeare-chat"
 SIZE = (140, 48)
@@ -107,8 +108,7 @@ async def test_f8_inspects_the_chat_corpus_and_the_readouts_count_supervised_tok
         await pilot.press("f8")
         screen = app.screen
         assert isinstance(screen, InspectScreen) and screen.conversations
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)  # the poll and the worker's state message
+        await inspected(pilot)
         result = screen.result
         expected = inspect_conversations(CHAT, load_tokenizer(), 128, use_cache=False)
         assert result == expected and not expected.cached
@@ -149,8 +149,7 @@ async def test_the_screen_names_bad_lines_and_a_template_less_tokenizer(tmp_path
     app = MiniMindApp("tiny-sft", {"train": {"data_path": str(data)}})
     async with app.run_test(size=SIZE) as pilot:
         await app.push_screen(InspectScreen(str(data), "", 64, "sft"))
-        await app.workers.wait_for_complete()
-        await pilot.pause(0.5)
+        await inspected(pilot)
         screen = app.screen
         assert shown(screen.query_one("#inspect-figures", Static)).startswith("conversations 1 ")
         details = shown(screen.query_one("#inspect-details", Static))

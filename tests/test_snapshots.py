@@ -12,6 +12,7 @@ import pytest
 from textual.widgets import Input
 
 from minimind_tui.app import MiniMindApp
+from pilot_waits import inspected
 from snapshot_apps.replay import fixed_events, show_fixed_generation
 from snapshot_apps.run_fixtures import write_fixture_runs
 
@@ -108,17 +109,6 @@ def test_comparison_of_three_runs(snap_compare, tmp_path):
     assert snap_compare(app, terminal_size=(120, 36), run_before=run_before)
 
 
-async def shown_in_full(pilot) -> None:
-    """Until the inspect screen has drawn its result: a fixed pause was once too short on a
-    loaded machine."""
-    await pilot.app.workers.wait_for_complete()
-    for _ in range(200):
-        if pilot.app.screen.result is not None:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause()
-
-
 def test_inspect_screen_shakespeare_val(snap_compare):
     """The Inspect data screen after a finished pass over the bundled validation corpus."""
 
@@ -126,7 +116,7 @@ def test_inspect_screen_shakespeare_val(snap_compare):
         from minimind_tui.screens.inspect import InspectScreen
 
         await pilot.app.push_screen(InspectScreen("builtin:shakespeare-val", "", 128))
-        await shown_in_full(pilot)
+        await inspected(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)
 
@@ -139,6 +129,6 @@ def test_inspect_screen_conversations_shakespeare_chat_val(snap_compare):
 
         await pilot.app.push_screen(InspectScreen("builtin:shakespeare-chat-val", "", 128,
                                                   "sft"))
-        await shown_in_full(pilot)
+        await inspected(pilot)
 
     assert snap_compare(tiny_app(), terminal_size=(120, 40), run_before=run_before)

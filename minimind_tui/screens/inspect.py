@@ -57,7 +57,8 @@ class InspectScreen(StyledOnce, Screen["Inspection | None"]):
                                                                  max_seq_len)
         self.conversations = stage != "pretrain"
         self.result: Inspection | None = None
-        self._ended = False
+        self.ended = False
+        """Whether the pass has ended (a result, an error or a cancel) and the screen shows it."""
         self._cancel = threading.Event()
         # Written by the worker thread, read by the poll: plain values, no locking needed.
         self._phase = "loading the tokenizer"
@@ -125,7 +126,7 @@ class InspectScreen(StyledOnce, Screen["Inspection | None"]):
 
     # -- the UI ------------------------------------------------------------------------------
     def _show_progress(self) -> None:
-        if self._ended:  # a tick queued before the end must not show "so far" over it
+        if self.ended:  # a tick queued before the end must not show "so far" over it
             return
         bar = self.query_one(ProgressBar)
         if self._total:
@@ -143,7 +144,7 @@ class InspectScreen(StyledOnce, Screen["Inspection | None"]):
         if worker.group != "inspect" or not worker_ended(event):
             return
         self._poll.stop()
-        self._ended = True
+        self.ended = True
         if event.state == WorkerState.SUCCESS:
             self.result = worker.result
             bar = self.query_one(ProgressBar)
