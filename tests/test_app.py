@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from minimind_tui.widgets.metric_plot import MetricPlot, nice_ticks
 from minimind_tui.widgets.problems_panel import ProblemsPanel
 from minimind_tui.widgets.readouts_panel import ReadoutsPanel
 from minimind_tui.widgets.stats_panel import StatsPanel
+from pilot_waits import wait_until
 
 # These tests follow live CPU runs on the dashboard and wait for its lines and charts.
 pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")
@@ -54,14 +54,6 @@ def quick_settings(tmp_path: Path, **train):
 def quick_app(tmp_path: Path, **train) -> MiniMindApp:
     """The app as `minimind-tui --preset tiny <quick flags>` opens it."""
     return MiniMindApp("tiny", quick_overrides(tmp_path, **train))
-
-
-async def wait_until(pilot, condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the app")
-        await pilot.pause(0.1)
 
 
 def engine_threads() -> list[int]:

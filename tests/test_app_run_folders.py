@@ -20,7 +20,8 @@ from minimind.run_folder import RunFolder
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.choice import ChoiceScreen
 from minimind_tui.screens.confirm import ConfirmScreen
-from test_app import SIZE, quick_app, wait_until
+from test_app import SIZE, quick_app
+from pilot_waits import wait_until
 from test_run_folder import cli, read_events, start, wait_for
 
 # These tests follow live CPU runs on the dashboard and wait for its lines and charts.
@@ -55,8 +56,8 @@ async def test_a_live_run_is_refused_then_watched_through_a_crash_and_a_resume(t
             trainer.communicate(timeout=60)
             await wait_until(pilot, lambda: app.run_phase == "crashed")
             crashed_at = app.history.latest.step
-            await pilot.pause(0.6)
-            assert status_text(app) == f"Crashed at step {crashed_at:,} (process gone)"
+            await wait_until(pilot, lambda: status_text(app)
+                             == f"Crashed at step {crashed_at:,} (process gone)", timeout=10)
 
             # A line still being written (or half synced) waits for its end.
             line = json.dumps({"kind": "log", "time": time.time(), "level": "info",
@@ -83,9 +84,9 @@ async def test_a_live_run_is_refused_then_watched_through_a_crash_and_a_resume(t
             # was read stays. Moved back: the same run again.
             run.rename(tmp_path / "moved")
             await wait_until(pilot, lambda: app.run_phase == "gone")
-            await pilot.pause(0.6)
-            assert status_text(app) == ("Folder gone (deleted or moved): shown as read, up to "
-                                        f"step {crashed_at + 2:,}")
+            await wait_until(pilot, lambda: status_text(app) == (
+                f"Folder gone (deleted or moved): shown as read, up to step {crashed_at + 2:,}"),
+                timeout=10)
             assert list(h.steps) == list(range(1, crashed_at + 3))
             (tmp_path / "moved").rename(run)
             await wait_until(pilot, lambda: app.run_phase == "completed")
@@ -367,8 +368,9 @@ async def test_a_watch_of_a_folder_not_made_yet_waits_for_it(tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause(0.5)  # before the panel's next redraw (CHARTS_SECONDS)
         assert "step no run yet: waiting for one to start" in stats_text(app)
-        await pilot.pause(2.5)  # past a check of the folder (STATE_SECONDS)
-        assert status_text(app) == "Waiting for the run to write…"
+        # at a check of the folder (every STATE_SECONDS)
+        await wait_until(pilot, lambda: status_text(app) == "Waiting for the run to write…",
+                         timeout=10)
 
 
 def test_watch_needs_a_folder(tmp_path, capsys):

@@ -22,7 +22,8 @@ from minimind.lora import apply_lora, load_lora
 from minimind.open_model import open_model
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.start_from import StartFromScreen
-from test_app import SIZE, error_text, readouts, wait_until
+from test_app import SIZE, error_text, readouts
+from pilot_waits import wait_until
 
 QUICK = ["--max_steps", "2", "--batch_size", "4", "--eval_batches", "1", "--sample_tokens", "4",
          "--dtype", "float32"]

@@ -620,7 +620,7 @@ async def test_export_dialog_writes_a_standard_folder(tmp_path):
 
     from minimind_tui.app import MiniMindApp
     from minimind_tui.screens.export import ExportScreen
-    from test_app import wait_until
+    from pilot_waits import wait_until
 
     make_run(tmp_path / "run", family="minimind2")
     app = MiniMindApp("tiny", {"train": {"out_dir": str(tmp_path / "run")}})

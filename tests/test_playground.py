@@ -18,7 +18,8 @@ from minimind_tui.run import generation_worker
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.playground import PlaygroundScreen
 from minimind_tui.widgets.samples_panel import SamplesPanel
-from test_app import SIZE, quick_app, wait_until
+from test_app import SIZE, quick_app
+from pilot_waits import wait_until
 
 # These tests follow live CPU runs on the dashboard and wait for its lines and charts.
 pytestmark = pytest.mark.usefixtures("gpu_run_redraw_rhythm")

@@ -26,7 +26,8 @@ from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
 from snapshot_apps.run_fixtures import run_events, step_event, write_fixture_runs
-from test_app import SIZE, wait_until
+from test_app import SIZE
+from pilot_waits import wait_until
 
 NAMES = ["tiny-live", "tiny-lr1e-3", "tiny-lr3e-3", "tiny-resumed"]
 
