@@ -423,3 +423,15 @@ def test_mfu_takes_the_peak_of_the_card_named(card, peak):
     from minimind.flops import peak_for_card
 
     assert peak_for_card(card) == peak
+
+
+def test_the_tables_memory_is_in_the_unit_it_names():
+    """691,621,888 bytes is 660 MiB (the column once said "MB" for it)."""
+    from minimind_tui.cli.bench import summary
+
+    record = {"variant": "packed", "micro_batch": 4, "accumulation_steps": 1, "mfu": None,
+              "useful_tokens_per_sec": 1e4, "padded_tokens_per_sec": 1e4, "step_time_s": 0.5,
+              "share_of_matmul_rate": 0.6, "peak_mem_bytes": 691_621_888,
+              "speedup_vs_baseline": 1.0}
+    header, row = summary([record]).splitlines()
+    assert "peak MiB" in header and row.split()[-2] == "660"

@@ -285,7 +285,7 @@ def _spread_text(spread: dict) -> str:
 
 def summary(records: list[dict]) -> str:
     header = (f"{'variant':28s} {'micro':>9s} {'useful tok/s':>13s} {'padded tok/s':>13s} "
-              f"{'MFU':>6s} {'matmul':>6s} {'step s':>8s} {'peak MB':>9s} {'vs base':>7s}")
+              f"{'MFU':>6s} {'matmul':>6s} {'step s':>8s} {'peak MiB':>9s} {'vs base':>7s}")
     rows = [header]
     for r in records:
         if r["variant"] == "prepare":
@@ -333,6 +333,6 @@ def prepare_row(r: dict) -> str:
         return f"{'prepare (token cache)':28s} {'':>9s}  {r['error']}"
     return (f"{'prepare (token cache)':28s} {r['bytes'] / 1e6:8,.0f}M "
             f"old {r['old_mb_per_sec']:.2f} MB/s -> new {r['new_mb_per_sec']:.2f} MB/s "
-            f"(peak memory {r['new_peak_rss_bytes'] / 2**20:,.0f} MB + "
-            f"{r['new_children_peak_rss_bytes'] / 2**20:,.0f} MB in {r['workers']} workers) "
+            f"(peak memory {r['new_peak_rss_bytes'] / 2**20:,.0f} MiB + "
+            f"{r['new_children_peak_rss_bytes'] / 2**20:,.0f} MiB in {r['workers']} workers) "
             f"{r['speedup_vs_baseline']:7.2f}x")
