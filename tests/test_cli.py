@@ -87,6 +87,21 @@ def test_runtime_failure_exits_1_with_details(tmp_path):
     assert "simulated kernel failure" in (tmp_path / "error.log").read_text()
 
 
+def test_a_failure_is_said_once_where_stderr_is_stdout(tmp_path):
+    """In a terminal (or `> log 2>&1`) the `[failed]` line has said it: the error line on
+    stderr, for scripts that read stderr alone, would say it again under it."""
+    (tmp_path / "w.pth").write_text("not a checkpoint")
+    args = ("--no-ui", *FAST, "--from_weight", str(tmp_path / "w.pth"), "--out_dir",
+            str(tmp_path / "run"))
+    reason = "w.pth: not a readable PyTorch checkpoint"
+    apart = cli(*args)
+    assert apart.returncode == 2 and reason in apart.stdout and reason in apart.stderr
+    together = subprocess.run([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=300)
+    assert together.returncode == 2 and together.stdout.count(reason) == 1, together.stdout
+    assert "[failed] before training | train.from_weight: " in together.stdout
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_gracefully_with_checkpoint_and_exit_130(tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

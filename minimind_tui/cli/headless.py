@@ -108,12 +108,23 @@ def _run(settings: RunSettings) -> int:
     code = exit_codes.of_run(result)  # an abort here is another rank's
     if code == exit_codes.SIGNALLED and not received:  # a stop no signal asked for
         return exit_codes.OK
+    if told_already():
+        return code
     if code == exit_codes.INVALID and rank == 0:  # every rank stopped on it; one line says it
         say(f"minimind-tui: error: {with_hint(result.reason, result.hint)}")
     if code == exit_codes.FAILED:
         where = f" (details: {result.details_path})" if result.details_path else ""
         say(f"minimind-tui: run failed: {result.reason}{where}")
     return code
+
+
+def told_already() -> bool:
+    """Whether stderr is the file stdout is (a terminal, `> log 2>&1`), where the console's
+    `[failed]` line has just said what the error line on stderr would say again."""
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno()))
+    except (OSError, ValueError, AttributeError):  # a stream without a file (a test's capture)
+        return False
 
 
 def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:
