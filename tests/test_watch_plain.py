@@ -117,3 +117,19 @@ def test_a_folder_not_made_yet_is_waited_for(tmp_path):
     out, err = watcher.communicate(timeout=120)
     assert watcher.returncode == 0, err
     assert out.splitlines()[-1].startswith("[completed] at step 2")
+
+
+def test_the_help_names_every_code_a_run_can_end_with(capsys):
+    from minimind.events import RunFinished
+    from minimind_tui.cli import exit_codes
+    from minimind_tui.cli.watch import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    ends = [RunFinished(status=status, step=1, cause=cause) for status, cause in [
+        ("completed", ""), ("stopped", ""), ("stopped", "signal"), ("failed", "input"),
+        ("failed", "")]]
+    assert {exit_codes.of_run(end) for end in ends} == {0, 130, 3, 2, 1}
+    for end in ends:
+        assert f" {exit_codes.of_run(end)} " in f" {text.split('outcome: ')[1]}"

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from minimind.events import RunFinished
 
 OK, FAILED, INVALID, ABORTED, SIGNALLED = 0, 1, 2, 3, 130
+# What each code says of a run that ended (`of_run`), as help texts list them.
+RUN_OUTCOMES = (f"{OK} completed, {SIGNALLED} stopped (checkpoint written), {ABORTED} aborted "
+                f"by a second signal (no new checkpoint), {FAILED} failed or crashed, {INVALID} "
+                "failed on its input")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Where each node's local rank 0 leaves its exit code for our torchrun (minimind_tui.run.
 # torchrun), which cannot learn it from torchrun after a stop signal.

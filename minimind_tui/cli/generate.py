@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the prompts are user turns of one conversation (for a model "
                              "fine-tuned with stage sft or lora)")
     parser.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128,
-                        metavar="N")
+                        metavar="N", help="tokens to generate at most per prompt (default 128)")
     parser.add_argument("--temperature", type=float, default=0.8,
                         help="0: greedy (default 0.8)")
     parser.add_argument("--top_p", "--top-p", type=float, default=0.95,

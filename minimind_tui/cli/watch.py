@@ -28,9 +28,8 @@ def main(argv: list[str]) -> int:
         prog=PROG, description="Open the dashboard on a run folder, read-only: its history "
         "first, then its metrics.jsonl followed live (through a crash, a resume or a restart). "
         "Works on a folder synced from another machine.",
-        epilog="--plain ends when the run does; its exit code is the run's outcome: 0 "
-        "completed, 130 stopped (checkpoint written), 1 failed or crashed, 2 failed on its "
-        "input.")
+        epilog="--plain ends when the run does; its exit code is the run's outcome: "
+        f"{exit_codes.RUN_OUTCOMES}.")
     parser.add_argument("out_dir", type=path_arg, help="the run's folder (or its metrics.jsonl)")
     parser.add_argument("--plain", action="store_true",
                         help="print the run's log lines as they arrive instead of the dashboard "
