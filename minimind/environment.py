@@ -147,6 +147,14 @@ def _path_field_problem(name: str, value: str, t: TrainSettings) -> str | None:
     return None
 
 
+def vocab_problem(vocab_size: int, tokenizer_size: int | None) -> Problem | None:
+    """An embedding with fewer rows than the tokenizer has ids: its last ids have none."""
+    if tokenizer_size is None or tokenizer_size <= vocab_size:
+        return None
+    return Problem("model.vocab_size", f"({vocab_size}) is smaller than the tokenizer's "
+                   f"vocabulary ({tokenizer_size})", ("train.tokenizer_path",))
+
+
 def environment_problems(settings: RunSettings, resume: bool = True) -> list[Problem]:
     """Everything this machine lacks for `settings`: missing files, trackers, devices; and,
     unless `resume` is False, whether the folder's checkpoint can go on under them."""
@@ -157,6 +165,12 @@ def environment_problems(settings: RunSettings, resume: bool = True) -> list[Pro
            if (why := _path_field_problem(name, getattr(t, name).strip(), t))]
     if out_dir_problem := unusable_path(t.out_dir.strip()) or not_a_folder(t.out_dir.strip()):
         out.append(Problem("train.out_dir", out_dir_problem))
+    if not any(p.loc == "train.tokenizer_path" for p in out):
+        from minimind.tokenizer import tokenizer_vocab_size
+
+        if problem := vocab_problem(settings.model.vocab_size,
+                                    tokenizer_vocab_size(t.tokenizer_path)):
+            out.append(problem)
     if t.from_resume:
         from minimind.resume_check import resume_problems
 

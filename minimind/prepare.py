@@ -29,7 +29,7 @@ from minimind.data.jsonl import named_file
 from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import PreparationStopped, ReadingProgress
 from minimind.data.sampler import plan_run
-from minimind.environment import not_a_folder
+from minimind.environment import not_a_folder, vocab_problem
 from minimind.data.conversation import ConversationParser
 from minimind.data.sft import (ChatTemplateError, SFTDataset, chat_template_digest, mask_markers,
                                unfit_conversations, unwritten_fields)
@@ -135,9 +135,8 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         tokenizer = load_tokenizer(t.tokenizer_path or None)
     except TokenizerError as e:
         raise InputError(f"train.tokenizer_path: {e}") from None
-    if len(tokenizer) > settings.model.vocab_size:
-        raise InputError(f"model.vocab_size ({settings.model.vocab_size}) is smaller than the "
-                         f"tokenizer's vocabulary ({len(tokenizer)})")
+    if problem := vocab_problem(settings.model.vocab_size, len(tokenizer)):
+        raise InputError(str(problem))
 
     def dataset(spec: str, field: str) -> tuple[Dataset, str]:
         try:

@@ -217,6 +217,11 @@ async def test_missing_data_file_is_reported_beside_the_field(tmp_path):
         assert "unknown built-in" in error_text(app, "data_path")
         await set_value(pilot, "data_path", "builtin:shakespeare")
         assert error_text(app, "data_path") == ""
+        # A tokenizer with more ids than the embedding has rows: said here, not after Start.
+        await set_value(pilot, "vocab_size", "120")
+        assert error_text(app, "vocab_size") == \
+            "(120) is smaller than the tokenizer's vocabulary (6400)"
+        assert app.screen.query_one("#start-button", Button).disabled
 
 
 async def test_loading_a_preset_replaces_the_form_and_marks_changes(tmp_path):

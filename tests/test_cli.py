@@ -46,6 +46,8 @@ def test_completed_run_exits_0(tmp_path):
     (["--num_key_value_heads", "3"], "model.num_key_value_heads: (3) must divide"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--data_path", "/nonexistent.jsonl"], "train.data_path: /nonexistent.jsonl"),
+    (["--vocab_size", "120"],
+     "model.vocab_size: (120) is smaller than the tokenizer's vocabulary (6400)"),
 ])
 def test_invalid_settings_or_input_exit_2_without_traceback(tmp_path, args, message):
     proc = cli("--no-ui", *FAST, "--out_dir", str(tmp_path), *args)

@@ -276,6 +276,15 @@ def test_resume_refuses_changed_data_order(tiny_settings):
     assert "train.batch_size (4 → 8)" in result.reason
 
 
+def test_a_vocabulary_the_embedding_cannot_hold_is_refused_by_the_engine_too(tiny_settings):
+    """The form and the CLI ask the tokenizer.json; the engine asks the tokenizer it loaded
+    (one that has no tokenizer.json comes here)."""
+    result, _ = run(tiny_settings(model={"vocab_size": 120}))
+    assert result.status == "failed" and result.cause == "input"
+    assert result.reason == "model.vocab_size: (120) is smaller than the tokenizer's vocabulary " \
+                            "(6400)"
+
+
 def test_a_bad_line_refused_at_the_start_says_how_to_train_without_it(tiny_settings, tmp_path):
     """The refusal named the file, the line and why, and the dialog offered only "Back": the
     setting that trains without such lines was found in the inspect screen alone."""

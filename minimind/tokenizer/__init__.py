@@ -17,8 +17,10 @@ MiniMind's `model/`.
 """
 
 import argparse
+import functools
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,6 +63,30 @@ class TokenizerError(ValueError):
 class TrainedTokenizer(NamedTuple):
     folder: Path
     vocab_size: int  # what the corpus gave: below the size asked for when it runs out of merges
+
+
+def tokenizer_vocab_size(path: str) -> int | None:
+    """How many ids the tokenizer at `path` ("" or "builtin": the bundled one) gives, added
+    tokens included, as its tokenizer.json tells without loading transformers (the form asks at
+    every change); None where there is no such file to read (loading it then decides)."""
+    directory = BUNDLED_TOKENIZER_DIR if path.strip() in BUNDLED_NAMES else Path(path).expanduser()
+    file = directory / "tokenizer.json"
+    try:
+        found = file.stat()
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    return _vocab_size(str(file.resolve()), found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_size(file: str, mtime_ns: int, size: int) -> int | None:
+    """(Keyed by the file's time and size too: an edited tokenizer.json is read again.)"""
+    try:
+        return Tokenizer.from_file(file).get_vocab_size(with_added_tokens=True)
+    except Exception:  # the tokenizers library raises its own kinds; loading it says why
+        return None
 
 
 def tokenizer_folder_problem(directory: Path) -> str | None:
