@@ -96,6 +96,25 @@ async def test_a_live_run_is_refused_then_watched_through_a_crash_and_a_resume(t
             trainer.communicate()
 
 
+async def test_a_run_whose_log_ends_before_its_status_is_shown_at_its_status(tmp_path):
+    """A folder moved while its run trained: the run recreates run.json at the old path, its
+    metrics.jsonl goes on in the folder moved. The watch showed "Completed at step 2" for a
+    run run.json said had completed at step 4."""
+    run = tmp_path / "run"
+    assert cli("--max_steps", "4", "--log_interval", "1", "--out_dir", str(run)).returncode == 0
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:next(i for i, line in enumerate(lines)
+                                           if '"step": 3,' in line)]))
+    app = MiniMindApp(watch=run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        expected = "Completed at step 4 (says run.json; the metrics.jsonl here ends at step 2)"
+        await wait_until(pilot, lambda: status_text(app) == expected, timeout=20)
+        await pilot.pause()
+        # The panel is narrow: the status wraps rather than lose its end.
+        assert app.screen.query_one("#stats-status", Static).region.height >= 2
+
+
 def _log(app: MiniMindApp) -> str:
     return "\n".join(line.text for line in app.dashboard_screen.query_one("#run-log").lines)
 

@@ -48,6 +48,9 @@ class RunSource:
     state = ""
     """The run folder's state when known (running, completed, stopped, failed, crashed, or
     gone: the folder was deleted or moved)."""
+    status_step = 0
+    """The step the folder's run.json reports with `state` (the log read may end earlier: a
+    folder moved while its run trained takes the log with it)."""
     path: Path
     """The run folder."""
 
@@ -152,9 +155,11 @@ class FolderSource(RunSource):
                 # that was there and is not any more is gone.
                 present = self.folder.path.is_dir()
                 made = made or present
-                state = self.folder.state() if present else "gone" if made else ""
+                status = self.folder.status() if present else None
+                state = self.folder.state(status) if present else "gone" if made else ""
                 # A run.json that is not a status tells nothing: the events say where it is.
                 self.state = "" if state == "unknown" else state
+                self.status_step = status.step if status and self.state else 0
                 state_checked = time.monotonic()
             if not child_gone:
                 self._closing.wait(POLL_SECONDS)

@@ -14,6 +14,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
+from minimind.run_files import METRICS_FILE, STATUS_FILE
 from minimind_tui.run.history import RunHistory
 from minimind_tui.run.phase import RunPhase
 from minimind_tui.screens.size_classes import size_classes
@@ -248,6 +249,10 @@ class DashboardScreen(StyledOnce, Screen[None]):
         if phase == RunPhase.STOPPING:
             return "Stopping: writing a checkpoint…"
         step = h.finished.step if h.finished else (h.latest.step if h.latest else 0)
+        told = self.app.training.status_step if self.app.training is not None else 0
+        if not h.finished and told > step:  # its end never reached the log read here
+            return (f"{phase.capitalize()} at step {told:,} (says {STATUS_FILE}; the "
+                    f"{METRICS_FILE} here ends at step {step:,})")
         return f"{phase.capitalize()} at step {step:,}"
 
     def _append_log(self) -> None:

@@ -31,6 +31,7 @@ class StatsPanel(VerticalScroll):
     _clock: tuple[float, float] = (0.0, 0.0)
     _ended_at = 0.0
     _running = _ticking = False
+    _status = ""
 
     def compose(self) -> ComposeResult:
         yield Static(id="stats-status", markup=False)
@@ -42,9 +43,11 @@ class StatsPanel(VerticalScroll):
              ticking: bool = False) -> None:
         """`running`: the run goes on (an ETA means something); `ticking`: elapsed and ETA
         count on from the last step's time each `tick`."""
-        # layout=False: the status is one line and the table fills a fixed area (app.tcss),
-        # so a new value never needs the screen laid out again, which costs a lot mid-run.
-        self.query_one("#stats-status", Static).update(Text(status), layout=False)
+        # Laid out again only when the status changes (rarely; at every value it cost a lot
+        # mid-run): a long one wraps in a narrow panel ("Folder gone ..." lost its step).
+        if status != self._status:
+            self._status = status
+            self.query_one("#stats-status", Static).update(Text(status))
         bar = self.query_one(ProgressBar)
         # No pulsing bar while the run prepares: its animation would wake the UI 15 times a
         # second for the whole run if the dashboard was left in the background.
