@@ -152,7 +152,9 @@ class ModelSettings(_Section):
         None, "MoE", "load-balance loss weight (empty: 0.1 minimind2, 5e-4 minimind3)", ge=0)
     seq_aux: bool | None = _field(
         None, "MoE", "sequence-level balance loss (empty: on for minimind2)")
-    norm_topk_prob: bool = _field(True, "MoE", "renormalise the top-k routing weights")
+    norm_topk_prob: bool = _field(
+        True, "MoE", "renormalise the top-k routing weights (minimind2 at top-1, as upstream, "
+        "keeps the pick's score either way)")
 
     def to_config_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `MiniMindConfig`; `None` lets the family decide."""
