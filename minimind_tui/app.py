@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.reactive import var
+from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from minimind.events import Event, LogMessage
@@ -336,6 +338,13 @@ class MiniMindApp(App[None]):
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        for command in super().get_system_commands(screen):
+            if command.callback == self.action_quit:  # Textual's says "as soon as possible"
+                command = command._replace(help="Quit the app; while it trains a run, it asks "
+                                                "first (a detached run goes on)")
+            yield command
 
     async def action_quit(self) -> None:
         if self._quitting:

@@ -657,6 +657,9 @@ async def test_palette_loads_presets_and_toggles_the_theme(tmp_path):
         await pilot.press("f2")
         assert app.current_mode == "dashboard"
         assert str(app.screen.query_one("#stats-status", Static).render()) == "No run yet"
+        # Quit asks first while a run trains: its entry does not promise "as soon as possible".
+        [quit_entry] = [c for c in app.get_system_commands(app.screen) if c.title == "Quit"]
+        assert quit_entry.help.startswith("Quit the app; while it trains a run, it asks first")
 
 
 async def test_short_dashboard_says_where_the_lr_chart_went(tmp_path):
