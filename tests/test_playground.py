@@ -364,3 +364,16 @@ async def test_playground_chat_speaks_in_turns_and_keeps_the_history(weights):
         assert shown.startswith("user: Hi\nassistant: ") and "\nuser: Again\nassistant: " in shown
         await pilot.click("#playground-chat")  # off again: a new chat
         assert screen.chat == [] and output_text(app) == ""
+
+
+def test_a_run_that_ended_without_samples_is_not_promised_one_at_its_end():
+    from minimind.events import RunFinished, Sample
+    from minimind_tui.run.history import RunHistory
+    from minimind_tui.widgets.samples_panel import _empty_text
+    from snapshot_apps.replay import fixed_events
+
+    history = RunHistory()
+    history.apply([e for e in fixed_events(20) if not isinstance(e, Sample)])
+    assert _empty_text(history).endswith("at each evaluation and at the end.")
+    history.apply([RunFinished(status="stopped", step=20)])
+    assert _empty_text(history).startswith("No samples: the run stopped before its first")

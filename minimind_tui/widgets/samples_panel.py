@@ -90,4 +90,7 @@ def _empty_text(history: RunHistory) -> str:
         return "Samples are off for this run (sample_prompts is empty)."
     every = (f"every {train['sample_interval']} steps" if train.get("sample_interval")
              else "at each evaluation")
+    if history.finished is not None:  # a stop or a failure samples nothing at its end
+        return (f"No samples: the run {history.finished.status} before its first (the model "
+                f"continues sample_prompts {every} and at a completed run's end).")
     return f"No samples yet: the model continues sample_prompts {every} and at the end."
