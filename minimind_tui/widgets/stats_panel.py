@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
@@ -126,7 +127,7 @@ class StatsPanel(VerticalScroll):
             rows.append(("memory", _memory(e)))
         if h.checkpoint is not None:
             rows.append(("checkpoint", f"step {h.checkpoint.step:,}"))
-            rows.append(("", Text(h.checkpoint.weights_path, style="dim")))
+            rows.append(("", Text(_in_the_run_folder(h), style="dim")))
         if h.started is not None:
             s = h.started
             rows.append(("model", f"{format_count(s.parameters)} params, {s.device_name}"))
@@ -152,3 +153,15 @@ def _memory(e: StepMetrics) -> str:
     if e.rss is not None:
         return f"RSS {format_bytes(e.rss)}{total}"
     return "n/a"
+
+
+def _in_the_run_folder(h: RunHistory) -> str:
+    """The last checkpoint's file within the run's folder ("pretrain_128.pth", "lora/x.pth"):
+    the path its event recorded names the folder as the run knew it, which a folder watched
+    after a sync or a move is not."""
+    path = Path(h.checkpoint.weights_path)
+    out_dir = h.started.settings.get("train", {}).get("out_dir") if h.started else None
+    try:
+        return str(path.relative_to(Path(out_dir).expanduser())) if out_dir else str(path)
+    except ValueError:  # (a path the run resolved otherwise)
+        return str(path)
