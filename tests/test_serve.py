@@ -87,11 +87,13 @@ def test_the_dashboard_renders_in_a_headless_browser(tmp_path):
             browser.close()
     finally:
         server.send_signal(signal.SIGINT)
-        server.communicate(timeout=30)
+        _, err = server.communicate(timeout=30)
         try:  # an app process the server left behind
             os.killpg(server.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    # Closing the apps takes seconds: Ctrl+C is answered at once.
+    assert "minimind-tui serve: stopping: closing the dashboards open in browsers" in err
     colours = Image.open(shot).convert("RGB").getcolors(1 << 20)
     assert len(colours) > 50, "the screenshot is blank: the terminal was not drawn"
 

@@ -89,8 +89,15 @@ def main(argv: list[str]) -> int:
 
     from textual_serve.server import Server
 
+    class Serving(Server):
+        def request_exit(self) -> None:
+            # The open tabs' apps are closed one by one: it can take seconds, said at once.
+            print(f"\n{PROG}: stopping: closing the dashboards open in browsers…",
+                  file=sys.stderr, flush=True)
+            super().request_exit()
+
     command = shlex.join([sys.executable, "-m", "minimind_tui", *app_args])
-    server = Server(command, host=args.host, port=args.port, title="minimind-tui",
+    server = Serving(command, host=args.host, port=args.port, title="minimind-tui",
                     public_url=args.public_url or f"http://{url_host(args.host)}:{args.port}")
     try:
         # textual-serve announces "Serving ... on ..." before it binds: bind first.
