@@ -128,11 +128,11 @@ def status_from_metrics(metrics: Path, max_bytes: int) -> RunStatus | None:
     """The events in the last `max_bytes` of a metrics file folded as the trainer folds them
     (for a folder without a status file: a run from before it, a metrics.jsonl synced alone, a
     status lost), or None if it holds none. State "running" if none ended it; `updated` is the
-    file's time."""
+    last event's time (a copy's file time is the copy's)."""
     events, updated = _tail_events(metrics, max_bytes)
     if not events:
         return None
-    status = RunStatus(updated=updated or 0.0)
+    status = RunStatus(updated=events[-1].time or updated or 0.0)
     for event in events:
         status.apply(event)
     return status

@@ -241,7 +241,7 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, s
 
 
 def resumed_changes(path: Path) -> list[str]:
-    """"at step 15: train.learning_rate 0.003 → 0.002" for each setting a resume of the run in
+    """"from step 16 on: train.learning_rate 0.003 → 0.002" for each setting a resume of the run in
     `path` changed (its config.toml holds its last start's alone), from the start events in its
     metrics.jsonl: a diff showed one learning rate for a run that trained with two."""
     try:
@@ -257,7 +257,8 @@ def resumed_changes(path: Path) -> list[str]:
         changed = [f"{key} {old} → {new}"
                    for key, old, new in _differences(before.settings, after.settings)]
         if changed:
-            changes.append(f"at step {after.start_step:,}: {', '.join(changed)}")
+            # As the resume's own log says it: its first step trained with the new ones.
+            changes.append(f"from step {after.start_step + 1:,} on: {', '.join(changed)}")
     return changes
 
 

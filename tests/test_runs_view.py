@@ -123,6 +123,8 @@ def test_a_metrics_file_alone_is_summarised_from_its_end(tmp_path, capsys):
     assert run["name"] == "synced" and run["step"] == 120 and run["shape"] == "?"
     last_eval = [e for e in events if isinstance(e, EvalResult)][-1]
     assert run["val_loss"] == pytest.approx(last_eval.val_loss) and run["state"] == "crashed"
+    # The last event's time, not the file's (which is the copy's).
+    assert run["updated"] == events[-1].time
 
 
 def test_next_free_folder_numbers_beside_the_old_one(tmp_path):
@@ -316,7 +318,7 @@ async def test_a_diff_says_what_a_resume_changed(runs_root):
     assert '"learning_rate": 0.002' in lines[second]
     lines[second] = lines[second].replace('"learning_rate": 0.002', '"learning_rate": 0.001')
     metrics.write_text("".join(lines))
-    changes = ["at step 100: train.learning_rate 0.002 → 0.001"]
+    changes = ["from step 101 on: train.learning_rate 0.002 → 0.001"]
     assert resumed_changes(resumed) == changes
     app = MiniMindApp("tiny", {})
     async with app.run_test(size=SIZE) as pilot:
@@ -325,7 +327,7 @@ async def test_a_diff_says_what_a_resume_changed(runs_root):
         await pilot.pause()
         notes = [str(note.render()) for note in app.screen.query(".dialog-note")]
         assert notes == ["tiny-resumed was resumed with other settings (these are its last "
-                         "start's): at step 100: train.learning_rate 0.002 → 0.001"]
+                         "start's): from step 101 on: train.learning_rate 0.002 → 0.001"]
     metrics.unlink()
     os.mkfifo(metrics)  # read, it would wait for a writer for good
     assert resumed_changes(resumed) == []
