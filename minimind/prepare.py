@@ -40,7 +40,7 @@ from minimind.resume_check import (checkpoint_refusal, differences, fixed_change
                                    missing_checkpoint, plan_problem, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder
-from minimind.runs import dependents_text, started_from
+from minimind.runs import started_from
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
 from minimind.torchfile import CheckpointError, safe_torch_load
@@ -123,7 +123,7 @@ def _claim(folder: RunFolder, weights_path: Path, settings: RunSettings,
         _remove_unfinished_saves(weights_path, log)
         # A resume trains the same weights on: what started from them no longer matches.
         replacing, resuming = folder.replace_on_start, settings.train.from_resume
-        if (replacing or resuming) and (lost := dependents_text(started_from(folder.path))):
+        if (replacing or resuming) and (lost := started_from(folder.path)):
             done = "replaced here" if replacing else "this resume trains on"
             log(f"runs started from the weights {done}: {lost}", "warning")
 

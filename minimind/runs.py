@@ -146,26 +146,27 @@ def find_runs(root: str | Path) -> list[RunSummary]:
     return sorted(runs, key=lambda run: run.name)
 
 
-def started_from(folder: Path) -> list[RunSummary]:
-    """The runs around `folder` (as the runs list finds them) that started from weights in it:
-    replacing its run takes their origin away, and a lora run's base with it."""
+def started_from(folder: Path) -> str:
+    """The runs around `folder` (as the runs list finds them) that started from weights in it,
+    and where they were looked for: replacing its run takes their origin away, and a lora
+    run's base with it. "tiny-sft, tiny-lora (tiny-lora is a lora run: its adapters ...; of
+    the runs in out, 4 folders deep)", or "" for none."""
+    shown_root = runs_root(folder)  # as the caller named it
     folder = folder.resolve()
     runs = find_runs(runs_root(folder)) if folder.parent.is_dir() else []
     name = next((run.name for run in runs if run.path.resolve() == folder), None)
-    return [run for run in runs if name is not None and run.origin == name]
-
-
-def dependents_text(runs: list[RunSummary]) -> str:
-    """"tiny-sft, tiny-lora (tiny-lora is a lora run: its adapters ...)", or "" for none."""
+    runs = [run for run in runs if name is not None and run.origin == name]
     if not runs:
         return ""
     lora = [run.name for run in runs if run.stage == "lora"]
     one = len(lora) == 1
-    return (", ".join(run.name for run in runs)
-            + (f" ({', '.join(lora)} {'is a lora run' if one else 'are lora runs'}: "
+    # Runs elsewhere may start from it too: the list says where it looked.
+    return (", ".join(run.name for run in runs) + " ("
+            + (f"{', '.join(lora)} {'is a lora run' if one else 'are lora runs'}: "
                f"{'its' if one else 'their'} adapters open only with that base, or through "
                f"the resume file in {'its' if one else 'their'} lora/ folder, which keeps a "
-               "copy of it)" if lora else ""))
+               "copy of it; " if lora else "")
+            + f"of the runs in {shown_root}, {MAX_DEPTH} folders deep)")
 
 
 def summarise(path: Path, root: Path | None = None) -> RunSummary:
@@ -241,9 +242,9 @@ def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, s
 
 
 def resumed_changes(path: Path) -> list[str]:
-    """"from step 16 on: train.learning_rate 0.003 → 0.002" for each setting a resume of the run in
-    `path` changed (its config.toml holds its last start's alone), from the start events in its
-    metrics.jsonl: a diff showed one learning rate for a run that trained with two."""
+    """"from step 16 on: train.learning_rate 0.003 → 0.002" for each setting a resume of the
+    run in `path` changed (its config.toml holds its last start's alone), from the start events
+    in its metrics.jsonl: a diff showed one learning rate for a run that trained with two."""
     try:
         metrics = os.fdopen(open_regular(path / METRICS_FILE), "rb")
     except OSError:  # none, a FIFO: no history to tell

@@ -439,7 +439,8 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
         assert "Overwrite out/tiny-sft?" in str(dialog.border_title)
         assert any("Runs started from its weights: tiny-lora (tiny-lora is a lora run: its "
                    "adapters open only with that base, or through the resume file in its lora/ "
-                   "folder, which keeps a copy of it)." in str(text.render())
+                   "folder, which keeps a copy of it; of the runs in out, 4 folders deep)."
+                   in str(text.render())
                    for text in dialog.query(Static))
         await pilot.press("n")
         # The runs screen's Delete said nothing of them.
@@ -467,7 +468,8 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
     assert refused.stderr.rstrip().endswith(
         "replace it with --overwrite 1; runs started from its weights: tiny-lora (tiny-lora is a "
         "lora run: its adapters open only with that base, or through the resume file in its "
-        "lora/ folder, which keeps a copy of it)"), refused.stderr
+        "lora/ folder, which keeps a copy of it; of the runs in out, 4 folders deep)"), \
+        refused.stderr
     replaced = minimind(tmp_path, "--no-ui", "--preset", "tiny-sft", *QUICK, "--overwrite", "1")
     assert ("[warning] runs started from the weights replaced here: tiny-lora (tiny-lora is a "
             "lora run") in replaced.stdout, replaced.stdout

@@ -138,9 +138,9 @@ def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
             resume=t.from_resume, overwrite=t.overwrite, weights_name=settings.weights_name(),
             from_weight=t.from_weight)
         if refusal is not None:  # said before the settings dump, which would bury it
-            from minimind.runs import dependents_text, started_from
+            from minimind.runs import started_from
 
-            lost = (dependents_text(started_from(Path(t.out_dir).expanduser()))
+            lost = (started_from(Path(t.out_dir).expanduser())
                     if isinstance(refusal, NeedsConsent) else "")
             return invalid(f"train.out_dir: {refusal}"
                            + (f"; runs started from its weights: {lost}" if lost else ""))

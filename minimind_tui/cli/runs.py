@@ -10,7 +10,7 @@ from rich.cells import cell_len
 
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
-from minimind.runs import COLUMNS, RunSummary, find_runs, sorted_runs
+from minimind.runs import COLUMNS, MAX_DEPTH, RunSummary, find_runs, sorted_runs
 from minimind.safe_read import missing
 
 PROG = "minimind-tui runs"
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> int:
         "and best validation loss, tokens, speed, duration and when it last wrote. The app's "
         "Runs screen (F4) compares them.")
     parser.add_argument("root", nargs="?", default="out", type=path_arg,
-                        help="folder to search (default: out)")
+                        help=f"folder to search, {MAX_DEPTH} folders deep (default: out)")
     parser.add_argument("--sort", choices=list(COLUMNS), default="name",
                         help="column to sort by (default: name)")
     parser.add_argument("--reverse", action="store_true", help="sort descending")

@@ -28,7 +28,7 @@ from minimind_tui.run.launch import launch, needs_torchrun
 from minimind_tui.run.source import CHUNK_BYTES, FolderSource, RunSource
 from minimind_tui.run.worker import TrainingRun
 from minimind.resume_check import resume_problems
-from minimind.runs import dependents_text, next_free_folder, started_from
+from minimind.runs import next_free_folder, started_from
 from minimind_tui.screens.choice import Choice, ChoiceScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 
@@ -120,7 +120,7 @@ class StartFlow:
             if in_the_way:
                 names = replaced_files_text(folder, in_the_way, settings.train.from_weight)
                 what = f"{what} and {names}" if what else names
-            lost = dependents_text(started_from(folder))
+            lost = started_from(folder)
             self.app.push_screen(ConfirmScreen(
                 f"Overwrite {settings.train.out_dir}?",
                 f"This deletes {what}, once the new run has started. It cannot be undone."

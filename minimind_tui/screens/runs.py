@@ -20,9 +20,8 @@ from textual.widgets import DataTable, Footer, Static
 from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
-from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, dependents_text,
-                           find_runs, resumed_changes, settings_diff, sorted_runs,
-                           started_from)
+from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, find_runs,
+                           resumed_changes, settings_diff, sorted_runs, started_from)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -273,7 +272,7 @@ class RunsScreen(StyledOnce, Screen[None]):
             self.notify(f"{run.name} is running; stop it before deleting it.",
                         title="Cannot delete", severity="error", markup=False)
             return
-        lost = dependents_text(started_from(run.path))
+        lost = started_from(run.path)
         self.app.push_screen(ConfirmScreen(
             f"Delete run {run.name}?",
             f"Deletes the run's files in {run.path}: checkpoints, metrics, settings and "
