@@ -155,8 +155,8 @@ class RunFolder:
             return f"{state or 'starting'} (no {STATUS_FILE} yet)"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
         if not status.pid:
-            return f"{state} at step {status.step:,}, last update {when} (no {STATUS_FILE}: " \
-                   f"as its {METRICS_FILE} tells)"
+            return f"{state} at step {status.step:,}, last update {when}, as its " \
+                   f"{METRICS_FILE} tells: there is no {STATUS_FILE}"
         where = f"pid {status.pid} on {status.host}, " if state == "running" else ""
         return f"{state} at step {status.step:,}, {where}last update {when}"
 

@@ -124,7 +124,7 @@ def test_a_run_whose_status_was_lost_is_told_by_its_metrics(tmp_path):
     folder = RunFolder(tmp_path)
     assert folder.state() == "completed" and folder.status().step == 2
     assert folder.describe().startswith("completed at step 2, last update ")
-    assert folder.describe().endswith("(no run.json: as its metrics.jsonl tells)")
+    assert folder.describe().endswith(", as its metrics.jsonl tells: there is no run.json")
     refused = cli("--max_steps", "2", "--out_dir", str(tmp_path))
     assert refused.returncode == 2 and "already holds a run (completed at step 2" in \
         refused.stderr and "and more epochs or max_steps" in refused.stderr, refused.stderr
