@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import traceback
+import uuid
 from collections.abc import Sequence
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass
@@ -274,7 +275,8 @@ class Trainer:
             steps_per_epoch=plan.steps_per_epoch, total_steps=plan.total_steps,
             start_step=self.progress.step, flops_per_token=self.flops_per_token,
             peak_flops=self.peak_flops, out_dir=str(self.prep.out_dir),
-            tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed))
+            tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed,
+            origin_save=self.prep.origin_save))
         self._tell_the_folder()
         for warning in plan_warnings(t, plan, self.progress.step):
             self.log(warning, "warning")
@@ -409,7 +411,7 @@ class Trainer:
                 p = self.progress
                 self.emit(CheckpointSaved(step=p.step, weights_path=str(weights),
                                           resume_path=str(resume), tokens_seen=p.tokens_seen,
-                                          elapsed=p.elapsed))
+                                          elapsed=p.elapsed, save_id=uuid.uuid4().hex))
         # Only rank 0 writes, but every rank stops on its failure: one that went on alone
         # would wait in its next all-reduce until torchrun killed it.
         if failure := distributed.from_main(failure, self.dist):

@@ -52,6 +52,9 @@ class RunStarted(Event):
     """Tokens trained on by `start_step` (a resume's, from its checkpoint)."""
     elapsed: float = 0.0
     """Training time by `start_step`, likewise."""
+    origin_save: str = ""
+    """The `save_id` of the run checkpoint `from_weight` was when this run started from it; ""
+    for a file that is no run's checkpoint, and for a resume (which keeps its start's)."""
 
 
 @dataclass
@@ -99,6 +102,9 @@ class CheckpointSaved(Event):
     # a stop between two logged steps is told exactly, not estimated.
     tokens_seen: int | None = None
     elapsed: float | None = None
+    save_id: str = ""
+    """A name for this save alone: a run started from these weights keeps it, so the runs
+    list can tell when the file has changed since ("" in logs from before it was kept)."""
 
 
 @dataclass

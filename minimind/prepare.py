@@ -39,7 +39,7 @@ from minimind.model import MiniMindForCausalLM
 from minimind.resume_check import (checkpoint_refusal, differences, fixed_changes,
                                    missing_checkpoint, plan_problem, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
-from minimind.run_folder import RunBusy, RunFolder
+from minimind.run_folder import RunBusy, RunFolder, save_of
 from minimind.runs import started_from
 from minimind.settings import CONSENT_FIELDS, RunSettings
 from minimind.tokenizer import TokenizerError, load_tokenizer
@@ -76,6 +76,8 @@ class Prepared:
     """What the training samples are (data bytes, tokenizer, sample count): a resumed run
     must see the same, or it would not continue the run it claims to."""
     tokenizer: Any  # the run's tokenizer, for the live samples
+    origin_save: str = ""
+    """`RunStarted.origin_save`: which save of its run the from_weight file was."""
 
 
 def prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
@@ -185,6 +187,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         fingerprint["val_data"] = val_digest
 
     model = _build_model(settings, dist.device)
+    origin_save = ""
     if t.from_weight and not t.from_resume:  # (a resume's state holds every weight)
         try:
             checked, other_ids = load_pretrained_weights(model, Path(t.from_weight).expanduser(),
@@ -192,6 +195,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         except (CheckpointError, WeightsMismatchError) as e:
             raise InputError(f"train.from_weight: {e}") from None
         log(f"initialised from {t.from_weight} ({checked})")
+        origin_save = save_of(Path(t.from_weight).expanduser())
         if other_ids:
             log(f"{t.from_weight}: {other_ids}", "warning")
     elif t.stage == "sft" and not t.from_resume:  # lora is refused without one (settings)
@@ -213,7 +217,7 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
             log(f"resuming with settings the checkpoint's run did not use (from step "
                 f"{resume['progress']['step'] + 1} on): " + ", ".join(changed), "warning")
     return Prepared(folder.path, folder, weights_path, train_data, val_data, model, resume,
-                    fingerprint, tokenizer)
+                    fingerprint, tokenizer, origin_save)
 
 
 def _changed_since(state: dict[str, Any], settings: RunSettings) -> list[str]:

@@ -362,6 +362,18 @@ def named_in(folder: Path, path: Path) -> str:
         return str(path)
 
 
+def save_of(weights: Path) -> str:
+    """The `save_id` of the run checkpoint `weights` is (the last save of the run in its folder,
+    which wrote it), or "" for a file that is no run's, or a run's from before ids were kept."""
+    folder = RunFolder(weights.parent)
+    try:
+        ours = weights.resolve() in {p.resolve() for p in run_files(folder.path)}
+    except (OSError, RuntimeError):  # a link loop: no run's file
+        return ""
+    status = folder.status() if ours else None
+    return status.save_id if status else ""
+
+
 def process_alive(status: RunStatus) -> bool:
     if not status.pid:  # a status its metrics.jsonl told: no process recorded
         return False

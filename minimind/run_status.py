@@ -52,6 +52,10 @@ class RunStatus(BaseModel):
     val_loss: float | None = None
     best_val_loss: float | None = None
     checkpoint_step: int | None = None
+    save_id: str = ""
+    """The last checkpoint's `CheckpointSaved.save_id`."""
+    origin_save: str = ""
+    """The `save_id` of the checkpoint the run started from (`RunStarted.origin_save`)."""
     parameters: int = 0
     tokens_per_step: int = 0
     device: str = ""
@@ -73,6 +77,8 @@ class RunStatus(BaseModel):
             self._set_progress(event.tokens_seen, event.elapsed)
             # A resume starts from its checkpoint; evaluations before it stay in the status.
             self.checkpoint_step = event.start_step or None
+            if not event.start_step:  # a resume goes on from the same start
+                self.origin_save = event.origin_save
             return True
         if isinstance(event, StepMetrics):
             self.step, self.total_steps, self.loss = event.step, event.total_steps, event.loss
@@ -88,7 +94,7 @@ class RunStatus(BaseModel):
                 self.best_val_loss = event.val_loss
             return False
         if isinstance(event, CheckpointSaved):
-            self.checkpoint_step = event.step
+            self.checkpoint_step, self.save_id = event.step, event.save_id
             self._reached(event)
             return True
         if isinstance(event, RunFinished):

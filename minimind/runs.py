@@ -60,6 +60,14 @@ class RunSummary:
     origin: str = "unknown"
     """`from_weight` for the user: the name of the listed run it points into, "scratch", or
     "missing: ..." when it is gone (see `describe_origin`)."""
+    save_id: str = ""
+    """Its last checkpoint's `save_id`."""
+    origin_save: str = ""
+    """The `save_id` its from_weight had when it started from it ("": not a run's checkpoint,
+    or a run from before ids were kept)."""
+    origin_changed: bool = False
+    """The origin run has saved again or was replaced since: its file holds other weights than
+    this run started from (its resume, overwrite, or a lora base trained on)."""
 
     def as_json(self) -> dict[str, Any]:
         """Its fields for `runs --json`; a figure that is not finite (a run.json edited or
@@ -71,7 +79,8 @@ class RunSummary:
     def cells(self) -> dict[str, str]:
         """The figures as a table shows them, by column key (`COLUMNS`)."""
         return {
-            "name": self.name, "stage": self.stage, "origin": self.origin,
+            "name": self.name, "stage": self.stage,
+            "origin": self.origin + (CHANGED_ORIGIN if self.origin_changed else ""),
             "shape": self.shape, "state": self.state,
             "step": self._steps(),
             "loss": _loss(self.loss), "val_loss": _loss(self.val_loss),
@@ -143,6 +152,11 @@ def find_runs(root: str | Path) -> list[RunSummary]:
     known = {run.path.resolve(): run.name for run in runs}
     for run in runs:
         run.origin = describe_origin(run.from_weight, known, run.path, run.out_dir)
+    by_name = {run.name: run for run in runs}
+    for run in runs:
+        source = by_name.get(run.origin)
+        run.origin_changed = bool(source and run.origin_save
+                                  and source.save_id != run.origin_save)
     return sorted(runs, key=lambda run: run.name)
 
 
@@ -183,11 +197,13 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
         status.checkpoint_step, status.loss, status.val_loss, status.best_val_loss,
         status.tokens_seen, status.tokens_per_sec, status.elapsed, status.updated or status.started,
         status.parameters, stage=str(train.get("stage", "pretrain")) if config else "?",
+        save_id=status.save_id, origin_save=status.origin_save,
         from_weight=str(train.get("from_weight", "")) if config else None,
         out_dir=str(train.get("out_dir", "")))
 
 
 MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: out/tiny/..."
+CHANGED_ORIGIN = " (changed since)"  # its from_weight was saved again or replaced since
 
 
 def describe_origin(from_weight: str | None, known: dict[Path, str], run_folder: Path,

@@ -20,6 +20,7 @@ from minimind.checkpoint_reader import load_model, read_checkpoint
 from minimind.torchfile import CheckpointError
 from minimind.lora import apply_lora, load_lora
 from minimind.open_model import open_model
+from minimind.runs import find_runs
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.start_from import StartFromScreen
 from test_app import SIZE, error_text, readouts
@@ -432,6 +433,7 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
     could not be opened again ("the file was replaced")."""
     shutil.copytree(chain / "out", tmp_path / "out")
     monkeypatch.chdir(tmp_path)
+    assert not any(run.origin_changed for run in find_runs(Path("out")))
     app = MiniMindApp("tiny-sft", {"train": {"max_steps": 2}})
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f5", "o")
@@ -460,6 +462,11 @@ async def test_replacing_a_run_others_started_from_names_them(chain, tmp_path, m
                        "--from_resume", "1")
     assert ("[warning] runs started from the weights this resume trains on: tiny-lora "
             "(tiny-lora is a lora run") in resumed.stdout, resumed.stdout
+    # And the runs list goes on saying it: the base has saved again since the lora run began.
+    runs = {run.name: run for run in find_runs(Path("out"))}
+    assert runs["tiny-lora"].origin_changed and not runs["tiny-sft"].origin_changed
+    assert runs["tiny-sft"].origin_save  # its resume keeps what its start began from
+    assert runs["tiny-lora"].cells()["origin"] == "tiny-sft (changed since)"
     with pytest.raises(CheckpointError, match="The file was replaced or trained on since; the "
                        "run's resume file out/tiny-lora/lora/lora_128_resume.pth keeps the base"):
         read_checkpoint(Path("out/tiny-lora"))

@@ -9,6 +9,7 @@ import random
 import re
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -331,3 +332,15 @@ async def test_a_diff_says_what_a_resume_changed(runs_root):
     metrics.unlink()
     os.mkfifo(metrics)  # read, it would wait for a writer for good
     assert resumed_changes(resumed) == []
+
+
+def test_an_origin_whose_weights_changed_since_is_marked():
+    from minimind.runs import RunSummary
+    from minimind_tui.screens.runs import RunsScreen
+
+    run = RunSummary(Path("out/tiny-sft"), "tiny-sft", "minimind2 128x2", "completed",
+                     stage="sft", origin="tiny", origin_save="a1", origin_changed=True)
+    assert run.cells()["origin"] == "tiny (changed since)"
+    assert RunsScreen._short_cells(run)["stage"] == "sft ← tiny*"
+    run.origin_changed = False
+    assert RunsScreen._short_cells(run)["stage"] == "sft ← tiny"

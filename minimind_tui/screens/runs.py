@@ -163,10 +163,11 @@ class RunsScreen(StyledOnce, Screen[None]):
         family, _, rest = cells["shape"].partition(" ")
         if family in FAMILIES and rest:
             cells["shape"] = rest
-        origin = cells.pop("origin")
-        if origin != "scratch":
-            origin = ("missing" if origin.startswith(MISSING_ORIGIN)
-                      else _shortened(origin, ORIGIN_WIDTH))
+        del cells["origin"]
+        if run.origin != "scratch":
+            # "*": the origin's weights changed since (the summary line says so in words).
+            origin = ("missing" if run.origin.startswith(MISSING_ORIGIN)
+                      else _shortened(run.origin, ORIGIN_WIDTH) + "*" * run.origin_changed)
             cells["stage"] = f"{run.stage} ← {origin}"
         when, now = time.localtime(run.updated), time.localtime()
         if run.updated and when[:3] == now[:3]:
@@ -188,6 +189,9 @@ class RunsScreen(StyledOnce, Screen[None]):
             text += f" · {run.name}"
         if run is not None and run.origin.startswith(MISSING_ORIGIN):
             text += f" · its from_weight {run.origin.removeprefix(MISSING_ORIGIN)} is gone"
+        elif run is not None and run.origin_changed:
+            text += (f" · from {run.origin}*, whose weights were saved again or replaced since "
+                     "this run started from them")
         elif run is not None and cell_len(run.origin) > ORIGIN_WIDTH:
             text += f" · from {run.origin}"
         self.query_one("#runs-summary", Static).update(text)
