@@ -186,7 +186,8 @@ def started_from(folder: Path) -> str:
 def summarise(path: Path, root: Path | None = None) -> RunSummary:
     folder = RunFolder(path)
     name = str(path.relative_to(root)) if root is not None and path != root else path.name
-    state, status = folder.state(), folder.status() or RunStatus()
+    status = folder.status()
+    state, status = folder.state(status), status or RunStatus()  # its metrics read once
     try:  # missing, a pipe, not TOML: no settings to show
         config = read_toml(path / CONFIG_FILE)
     except SettingsError:

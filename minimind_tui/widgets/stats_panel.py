@@ -13,6 +13,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import ProgressBar, Static
 
 from minimind.events import RunFinished, StepMetrics
+from minimind.run_folder import named_in
 from minimind.units import format_bytes, format_count, format_duration
 from minimind_tui.run.history import RunHistory
 
@@ -160,8 +161,4 @@ def _in_the_run_folder(h: RunHistory) -> str:
     the path its event recorded names the folder as the run knew it, which a folder watched
     after a sync or a move is not."""
     path = Path(h.checkpoint.weights_path)
-    out_dir = h.started.settings.get("train", {}).get("out_dir") if h.started else None
-    try:
-        return str(path.relative_to(Path(out_dir).expanduser())) if out_dir else str(path)
-    except ValueError:  # (a path the run resolved otherwise)
-        return str(path)
+    return named_in(Path(h.started.out_dir), path) if h.started else str(path)
