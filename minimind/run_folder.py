@@ -152,7 +152,10 @@ class RunFolder:
         if state == "unknown":
             return f"unknown: its {STATUS_FILE} is not a run status"
         if status is None:
-            return f"{state or 'starting'} (no {STATUS_FILE} yet)"
+            if not state:
+                return f"starting (no {STATUS_FILE} yet)"
+            # Checkpoints, or metrics none of whose lines is an event: "yet" would be wrong.
+            return f"{state}: no {STATUS_FILE}, nor a readable event in its {METRICS_FILE}"
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(status.updated or status.started))
         if not status.pid:
             return f"{state} at step {status.step:,}, last update {when}, as its " \

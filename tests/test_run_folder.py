@@ -139,6 +139,9 @@ def test_a_run_whose_status_was_lost_is_told_by_its_metrics(tmp_path):
     from minimind_tui.cli.watch_plain import crash_line
 
     assert "| its process is gone" in crash_line(folder, None)
+    # Nor an event to tell it: said so, not "no run.json yet".
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "step", "step": "five"}\n')
+    assert folder.describe() == "crashed: no run.json, nor a readable event in its metrics.jsonl"
 
 
 def test_a_killed_run_is_reported_as_crashed_and_can_be_resumed(tmp_path):
