@@ -286,11 +286,7 @@ def _lora_model(toml: Path, settings: RunSettings, num_attention_heads: int | No
     except BaseCheckError:
         raise  # it names both files and what differs already
     except (CheckpointError, WeightsMismatchError, LoRAError) as e:
-        # What differs (the first lines name both shapes, a later one an untied head), without
-        # the key listings and hints after them.
-        lines = str(e).splitlines()
-        lines = lines[:3] + [line for line in lines[3:]
-                             if line.startswith("  ") and " tensors): " not in line]
+        lines = e.differences if isinstance(e, WeightsMismatchError) else str(e).splitlines()
         detail = "; ".join(line.strip().removeprefix(f"{base}: ").removeprefix(f"{adapter}: ")
                            for line in lines)
         raise CheckpointError(f"{adapter}: its base {base} does not fit the lora run's model "

@@ -43,7 +43,12 @@ def _upstream_model(config: MiniMindConfig) -> tuple[str, str] | None:
 
 
 class WeightsMismatchError(ValueError):
-    """A weights file does not fit the model's config (names or shapes differ)."""
+    """A weights file does not fit the model's config (names or shapes differ). `differences`:
+    the lines that say how, without the key listings and hints a full report adds."""
+
+    def __init__(self, message: str, differences: list[str] | None = None):
+        super().__init__(message)
+        self.differences = differences if differences is not None else message.splitlines()
 
 
 def strip_wrapper_prefixes(key: str) -> str:
@@ -208,8 +213,8 @@ def _build_hint(file_config: MiniMindConfig) -> str:
     return build
 
 
-def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied,
-                      recorded: tuple[MiniMindConfig, str] | None) -> str:
+def _mismatch_error(model, state_dict, missing, unexpected, mismatched, untied,
+                    recorded: tuple[MiniMindConfig, str] | None) -> WeightsMismatchError:
     expected = model.state_dict()
     lines = ["weights file does not fit the model"]
     if recorded is not None:
@@ -234,20 +239,23 @@ def _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied
             shown = [f"{pattern} {fmt(key)}" for pattern, key in first]
             if len(patterns) > MAX_LISTED_KEYS:
                 shown.append(f"... ({len(patterns) - MAX_LISTED_KEYS} more)")
-            lines.append(f"  {title} ({len(keys)} tensors): " + "; ".join(shown))
+            count = f"{len(keys)} tensor{'s' if len(keys) != 1 else ''}"
+            lines.append(f"  {title} ({count}): " + "; ".join(shown))
 
+    differences = lines.copy()
     listing("shape mismatch", mismatched,
             lambda k: f"file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}")
     listing("missing from file", missing, lambda k: str(tuple(expected[k].shape)))
     listing("unexpected in file", unexpected, lambda k: str(tuple(state_dict[k].shape)))
     if untied:
         lines.append(f"  the file has different {EMBED_KEY} and {LM_HEAD_KEY}, the model ties them")
+        differences.append(lines[-1])
 
     if file_config is not None:
         lines.append(f"hint: {_build_hint(file_config)}")
         if not file_config.qk_norm and recorded is None:
             lines += _head_split_note(state_dict, file_config)
-    return "\n".join(lines)
+    return WeightsMismatchError("\n".join(lines), differences)
 
 
 def _likely_config(state_dict: dict[str, torch.Tensor], heads: int) -> MiniMindConfig:
@@ -295,9 +303,8 @@ def load_into(model: MiniMindForCausalLM, state_dict: dict[str, torch.Tensor],
         and not torch.equal(state_dict[EMBED_KEY], state_dict[LM_HEAD_KEY])
     )
     if missing or unexpected or mismatched or untied:
-        message = _mismatch_message(model, state_dict, missing, unexpected, mismatched, untied,
-                                    recorded)
-        raise WeightsMismatchError(message)
+        raise _mismatch_error(model, state_dict, missing, unexpected, mismatched, untied,
+                              recorded)
     with torch.no_grad():
         for name, tensor in expected.items():
             tensor.copy_(state_dict[name])  # copy_ converts dtype and device

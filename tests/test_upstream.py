@@ -133,6 +133,26 @@ def test_minimind2_file_into_minimind3_model_explains_the_mismatch(tmp_path):
     assert len(message.splitlines()) < 10
 
 
+def test_a_mismatch_counts_its_tensors_and_says_what_differs_without_the_listings():
+    model = build(**SHAPES["minimind2"])
+    state = dict(export_upstream_state_dict(model))
+    state["model.extra.weight"] = torch.zeros(2)
+    with pytest.raises(WeightsMismatchError) as err:
+        load_into(model, state)
+    assert "  unexpected in file (1 tensor): model.extra.weight (2,)" in str(err.value)
+    del state["model.extra.weight"], state["model.norm.weight"]
+    del state["model.layers.0.mlp.up_proj.weight"]
+    state["lm_head.weight"] = torch.zeros_like(state["model.embed_tokens.weight"])
+    with pytest.raises(WeightsMismatchError) as err:
+        load_into(model, state)
+    assert "  missing from file (2 tensors): " in str(err.value)
+    # Said in one line elsewhere (a lora run's base that does not fit): the shapes and how.
+    assert [line.split(":")[0] for line in err.value.differences] == [
+        "weights file does not fit the model", "  file", "  model",
+        "  the file has different model.embed_tokens.weight and lm_head.weight, the model ties "
+        "them"]
+
+
 def test_published_shape_hint_names_the_preset():
     with torch.device("meta"):
         published = MiniMindForCausalLM(MiniMindConfig(hidden_size=512, num_hidden_layers=8))
