@@ -3,11 +3,12 @@
 The suite starts ~170 real CLI processes, and each spent ~3 s of CPU importing torch and
 transformers before its work (a 3-step training run: 5.1 s of CPU by exec, 2.1 s as a copy).
 Here each xdist worker starts one helper interpreter that imports those two (and pydantic)
-once; a test's `python -m minimind_tui ...` is then a copy of the helper, cloned with
+once; a test's `python -m minimind_tui ...` (or `python SCRIPT.py ...`, a test's script
+that patches our code before it runs the CLI) is then a copy of the helper, cloned with
 CLONE_PARENT so that it is the test's own child: its own pid, exit status, signals, session,
-working folder, environment and stdio, as `Popen` asked. The copy then runs the module
-exactly as `python -m` does (runpy, argv, `sys.path[0]`, fresh `sys.std*` streams). Our own
-packages are imported by the copy, never by the helper.
+working folder, environment and stdio, as `Popen` asked. The copy then runs the module or
+script exactly as `python` does (runpy, argv, `sys.path[0]`, fresh `sys.std*` streams). Our
+own packages are imported by the copy, never by the helper.
 
 What a copy could not reproduce still runs by exec: any other command, a terminal on its
 stdio, `pass_fds`/`preexec_fn`/user or group changes, an environment that differs in a
@@ -99,7 +100,8 @@ def serve(fd: int) -> int:
 
 
 def become(request: dict, fds: list[int]) -> None:
-    """Turn this copy into `python -m minimind_tui ARGS` with the request's stdio and world."""
+    """Turn this copy into `python -m minimind_tui ARGS` (or `python SCRIPT ARGS`) with the
+    request's stdio and world."""
     if request["new_session"]:
         os.setsid()
     for target, fd in enumerate(fds):
@@ -112,11 +114,16 @@ def become(request: dict, fds: list[int]) -> None:
     sys.stdin, sys.stdout, sys.stderr = (fresh_stream(fd, model, unbuffered) for fd, model
                                          in enumerate((sys.stdin, sys.stdout, sys.stderr)))
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-    sys.path[0] = os.getcwd()
-    sys.argv = ["-m", *request["args"]]
     import runpy
 
-    runpy._run_module_as_main(MODULE)  # what `python -m` calls
+    if script := request["script"]:
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
+        sys.argv = [script, *request["args"]]
+        runpy.run_path(script, run_name="__main__")
+    else:
+        sys.path[0] = os.getcwd()
+        sys.argv = ["-m", *request["args"]]
+        runpy._run_module_as_main(MODULE)  # what `python -m` calls
     sys.exit(0)
 
 
@@ -198,7 +205,9 @@ def _cloned(popen: subprocess.Popen, *args, **kwargs) -> None:
            for fd, default in ((call["p2cread"], 0), (call["c2pwrite"], 1), (call["errwrite"], 2))]
     env = {os.fsdecode(k): os.fsdecode(v)
            for k, v in (os.environ if call["env"] is None else call["env"]).items()}
-    request = {"args": [os.fsdecode(a) for a in call["args"][3:]], "env": env,
+    argv = [os.fsdecode(a) for a in call["args"][1:]]
+    script = None if argv[0] == "-m" else argv[0]
+    request = {"script": script, "args": argv[1:] if script else argv[2:], "env": env,
                "cwd": os.path.abspath(os.fsdecode(call["cwd"] or os.getcwd())),
                "new_session": bool(call["start_new_session"])}
     if (start_values(env) != helper.env or any(os.isatty(fd) for fd in fds)
@@ -215,8 +224,13 @@ def _cloned(popen: subprocess.Popen, *args, **kwargs) -> None:
 
 def _suits(call: dict) -> bool:
     args = call["args"]
-    return (isinstance(args, (list, tuple)) and len(args) >= 3
-            and [os.fsdecode(a) for a in args[:3]] == [sys.executable, "-m", MODULE]
+    if not isinstance(args, (list, tuple)) or len(args) < 2:
+        return False
+    args = [os.fsdecode(a) for a in args]
+    # A script's path is taken as given, relative to the parent's folder (an exec's is the
+    # child's `cwd`): a test that names one relative to another folder runs by exec.
+    script = args[1].endswith(".py") and call["cwd"] is None and os.path.isfile(args[1])
+    return (args[0] == sys.executable and (args[1:3] == ["-m", MODULE] or script)
             and call["executable"] is None and not call["shell"] and call["preexec_fn"] is None
             and call["close_fds"] and not call["pass_fds"] and call["restore_signals"]
             and call["uid"] is None and call["gid"] is None and call["gids"] is None

@@ -1,7 +1,14 @@
-"""A real 2-process gloo job under torchrun, compared with one process on the same data."""
+"""A real 2-process gloo job, compared with one process on the same data.
+
+The ranks start as torchrun starts its workers (`ranks`: the environment variables it gives
+them), as the test's own children, so they are prewarmed copies (prewarmed.py) like the other
+CLI processes: a torchrun job spent ~10 s of CPU importing torch and transformers in its
+launcher and ranks. What torchrun itself adds (its launcher, its report of how each rank
+ended) is tested through torchrun, here and in test_app_run_folders and test_signal_faults."""
 
 import json
 import os
+import socket
 import textwrap
 import subprocess
 import sys
@@ -14,23 +21,64 @@ ARGS = ["--no-ui", "--preset", "tiny", "--device", "cpu", "--dtype", "float32",
         "--max_seq_len", "64", "--val_data_path", "", "--log_interval", "1",
         "--eval_interval", "0", "--max_steps", "3", "--save_interval", "3",
         "--accumulation_steps", "2", "--num_workers", "1"]
+CLI = [sys.executable, "-m", "minimind_tui"]
 
 
-def launch(nproc, out_dir, batch_size, *extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "minimind_tui", *ARGS,
-           "--batch_size", str(batch_size), "--out_dir", str(out_dir), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+def ranks(command: list[str], logs: Path, world: int = 2) -> subprocess.CompletedProcess:
+    """`command` as `world` ranks of one job, each with the variables torchrun sets; the
+    ranks' output in rank order, and the first failed rank's exit status (torchrun's is 1)."""
+    with socket.socket() as probe:  # a free port for rank 0's store, as --standalone finds
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logs.mkdir(parents=True, exist_ok=True)
+    procs, outs = [], []
+    for rank in range(world):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+               "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "GROUP_RANK": "0",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        out, err = (open(logs / f"rank{rank}.{name}", "w+") for name in ("out", "err"))
+        outs.append((out, err))
+        procs.append(subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env))
+    try:
+        codes = [proc.wait(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    texts = []
+    for files in outs:
+        texts.append([])
+        for f in files:
+            f.seek(0)
+            texts[-1].append(f.read())
+            f.close()
+    return subprocess.CompletedProcess(
+        command, next((code for code in codes if code), 0),
+        "".join(out for out, _ in texts), "".join(err for _, err in texts))
+
+
+def launch(out_dir: Path, batch_size: int, *extra) -> subprocess.CompletedProcess:
+    return ranks([*CLI, *ARGS, "--batch_size", str(batch_size), "--out_dir", str(out_dir),
+                  *extra], out_dir.with_name(out_dir.name + "-logs"))
+
+
+def single(out_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args, "--out_dir", str(out_dir)], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+
+
+def patched(script: Path, body: str) -> Path:
+    """A script that runs `body` (which patches the code) and then the CLI."""
+    script.write_text(textwrap.dedent(body) + "\nfrom minimind_tui.cli.main import run\nrun()\n")
+    return script
 
 
 def launch_patched(script: Path, body: str, *args: str) -> subprocess.CompletedProcess:
-    """Two gloo ranks under torchrun running `body` (which patches the code) before the CLI."""
-    script.write_text(textwrap.dedent(body) + "\nfrom minimind_tui.cli.main import run\nrun()\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    """Two gloo ranks running `body` before the CLI."""
+    return ranks([sys.executable, str(patched(script, body)), *args],
+                 script.with_suffix(".logs"))
 
 
 def weights(out_dir: Path):
@@ -38,7 +86,7 @@ def weights(out_dir: Path):
 
 
 def test_two_process_gloo_matches_single_process(tmp_path):
-    ddp = launch(2, tmp_path / "ddp", 2)
+    ddp = launch(tmp_path / "ddp", 2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     # Only rank 0 prints, logs and saves.
     assert ddp.stdout.count("Epoch:[1/1](3/") == 1
@@ -49,8 +97,8 @@ def test_two_process_gloo_matches_single_process(tmp_path):
 
     # Each rank reads its own shard of the same shuffled order, so two ranks of batch 2
     # see exactly the samples one process sees with batch 4, and DDP averages the gradients.
-    single = launch(1, tmp_path / "single", 4)
-    assert single.returncode == 0, single.stderr[-3000:]
+    alone = single(tmp_path / "single", *ARGS, "--batch_size", "4")
+    assert alone.returncode == 0, alone.stderr[-3000:]
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
     assert a["world_size"] == 2 and b["world_size"] == 1
     for key in a["model"]:
@@ -65,7 +113,7 @@ def test_two_process_gloo_matches_single_process(tmp_path):
         [loss for _, loss, _ in logged["single"]], rel=1e-5)
 
     # Resume with the same world size continues the run.
-    resumed = launch(2, tmp_path / "ddp", 2, "--from_resume", "1", "--max_steps", "5")
+    resumed = launch(tmp_path / "ddp", 2, "--from_resume", "1", "--max_steps", "5")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming at step 3" in resumed.stdout and "[completed] at step 5" in resumed.stdout
 
@@ -104,9 +152,7 @@ def test_a_checkpoint_between_two_logs_keeps_every_ranks_loss_sums(tmp_path):
             os.write(1, f"rank {info.rank}: loss {m.loss} tokens {m.tokens_seen}\\n".encode())
         distributed.teardown(info)
     """))
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc_per_node=2", str(script)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    proc = ranks([sys.executable, str(script)], tmp_path / "logs")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(proc.stdout.split("\n")[:-1]) == [
         "rank 0: loss 4.0 tokens 32", "rank 0: loss 4.0 tokens 32",
@@ -189,11 +235,9 @@ def test_stop_on_one_rank_stops_every_rank_at_the_same_poll_step(tmp_path):
     assert ddp["progress"]["step"] == STOP_POLL_STEPS
 
     # tokens_seen is the ranks' total: one process reading the same samples counts the same.
-    single = subprocess.run(
-        [sys.executable, "-m", "minimind_tui", *common, "--max_steps", str(STOP_POLL_STEPS),
-         "--save_interval", "0", "--batch_size", "4", "--out_dir", str(tmp_path / "single")],
-        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    assert single.returncode == 0, single.stderr[-3000:]
+    plain = single(tmp_path / "single", *common, "--max_steps", str(STOP_POLL_STEPS),
+                   "--save_interval", "0", "--batch_size", "4")
+    assert plain.returncode == 0, plain.stderr[-3000:]
     alone = torch.load(tmp_path / "single" / "pretrain_128_resume.pth", weights_only=True)
     assert ddp["progress"]["tokens_seen"] == alone["progress"]["tokens_seen"]
 
@@ -203,7 +247,8 @@ def test_a_rank_that_loses_another_to_an_abort_while_stopping_reports_the_abort(
     while rank 0, stopping after its first, waits in the gradient all-reduce for it. That rank
     0 met gloo's "Connection closed by peer" was the abort, not a failed run (exit 1, a
     traceback in error.log and run.json "failed")."""
-    proc = launch_patched(tmp_path / "abort_rank1.py", """
+    # Under torchrun: what it reports of each rank's end is part of what is tested.
+    script = patched(tmp_path / "abort_rank1.py", """
         import os, signal, sys
         from minimind.model import MiniMindForCausalLM
         original, calls = MiniMindForCausalLM.forward, [0]
@@ -215,8 +260,12 @@ def test_a_rank_that_loses_another_to_an_abort_while_stopping_reports_the_abort(
                     os.kill(os.getpid(), signal.SIGTERM)
             return original(self, *args, **kwargs)
         MiniMindForCausalLM.forward = signalled
-    """, *ARGS, "--max_steps", "20", "--save_interval", "0", "--batch_size", "2",
-        "--out_dir", str(tmp_path / "ddp"))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), *ARGS, "--max_steps", "20", "--save_interval", "0", "--batch_size", "2",
+         "--out_dir", str(tmp_path / "ddp")], capture_output=True, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert "[stopped] at step 1 | aborted at step 1 without a new checkpoint (none was " \
            "written): another rank aborted on a second stop signal" in proc.stdout, proc.stderr
     assert "run failed" not in proc.stderr and "exitcode  : 1" not in proc.stderr
@@ -231,7 +280,7 @@ def test_a_bad_line_rank_0_finds_while_packing_stops_every_rank_without_a_traceb
     # peer" and a traceback of ours, and the empty run folder stayed behind.
     data = tmp_path / "bad.jsonl"
     data.write_text('{"text": "To be, or not to be"}\nnot json\n')
-    proc = launch(2, tmp_path / "run", 2, "--data_path", str(data), "--packing", "1")
+    proc = launch(tmp_path / "run", 2, "--data_path", str(data), "--packing", "1")
     assert proc.returncode != 0
     assert f"minimind-tui: error: train.data_path: {data}:2: line is not valid JSON" in \
         proc.stderr, proc.stderr[-3000:]
