@@ -74,3 +74,19 @@ def test_what_a_copy_cannot_reproduce_runs_by_exec():
     finally:
         proc.kill()
         proc.wait(timeout=60)
+
+
+def test_a_script_runs_in_a_copy_as_python_runs_it(tmp_path):
+    script = tmp_path / "patch_then_run.py"
+    script.write_text("import sys, json\n"
+                      "print(json.dumps([__name__, sys.argv, sys.path[0], 'minimind' in "
+                      "sys.modules]))\nsys.exit(3)\n")
+    told = {}
+    for how, threads in (("copy", os.environ.get("OMP_NUM_THREADS")), ("exec", "3")):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        proc = subprocess.Popen([sys.executable, str(script), "--a", "b"], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert copied(proc) == (how == "copy")
+        told[how] = (proc.communicate(timeout=120)[0], proc.returncode)
+    assert told["copy"] == told["exec"] == (
+        f'["__main__", ["{script}", "--a", "b"], "{tmp_path}", false]\n', 3)
