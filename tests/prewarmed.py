@@ -3,17 +3,20 @@
 The suite starts ~170 real CLI processes, and each spent ~3 s of CPU importing torch and
 transformers before its work (a 3-step training run: 5.1 s of CPU by exec, 2.1 s as a copy).
 Here each xdist worker starts one helper interpreter that imports those two (and pydantic)
-once; a test's `python -m minimind_tui ...` (or `python SCRIPT.py ...`, a test's script
-that patches our code before it runs the CLI) is then a copy of the helper, cloned with
-CLONE_PARENT so that it is the test's own child: its own pid, exit status, signals, session,
-working folder, environment and stdio, as `Popen` asked. The copy then runs the module or
-script exactly as `python` does (runpy, argv, `sys.path[0]`, fresh `sys.std*` streams). Our
-own packages are imported by the copy, never by the helper.
+once; a test's `python -m minimind_tui ...` (or `python SCRIPT.py ...` or `python -c CODE`,
+a test's code that patches ours before it runs the CLI) is then a copy of the helper, cloned
+with CLONE_PARENT so that it is the test's own child: its own pid, exit status, signals,
+session, working folder, environment and stdio, as `Popen` asked. The copy then runs the
+module, script or code exactly as `python` does (runpy, argv, `sys.path[0]`, a fresh
+`__main__`, fresh `sys.std*` streams). Our own packages are imported by the copy, never by
+the helper.
 
 What a copy could not reproduce still runs by exec: any other command, a terminal on its
 stdio, `pass_fds`/`preexec_fn`/user or group changes, an environment that differs in a
 variable read while torch or transformers are imported, and a helper that is not single
-threaded. `MINIMIND_TEST_EXEC=1` runs every process by exec. What differs from an exec: the
+threaded. A process whose environment has `MINIMIND_TEST_EXEC=1` runs by exec (a test of
+what a command imports needs a fresh interpreter); set in the tests' own environment, every
+process does. What differs from an exec: the
 hash seed is the helper's, and /proc shows the helper's command line and environment block
 for the copy (`ps`; the copy's own `os.environ` is the request's).
 
@@ -116,14 +119,20 @@ def become(request: dict, fds: list[int]) -> None:
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
     import runpy
 
-    if script := request["script"]:
-        sys.path[0] = os.path.dirname(os.path.abspath(script))
-        sys.argv = [script, *request["args"]]
-        runpy.run_path(script, run_name="__main__")
-    else:
+    how, what = request["main"]
+    if how == "-m":
         sys.path[0] = os.getcwd()
         sys.argv = ["-m", *request["args"]]
-        runpy._run_module_as_main(MODULE)  # what `python -m` calls
+        runpy._run_module_as_main(what)  # what `python -m` calls
+    elif how == "-c":
+        sys.path[0] = ""
+        sys.argv = ["-c", *request["args"]]
+        main = sys.modules["__main__"] = type(sys)("__main__")
+        exec(compile(what, "<string>", "exec"), main.__dict__)
+    else:
+        sys.path[0] = os.path.dirname(os.path.abspath(what))
+        sys.argv = [what, *request["args"]]
+        runpy.run_path(what, run_name="__main__")
     sys.exit(0)
 
 
@@ -206,11 +215,12 @@ def _cloned(popen: subprocess.Popen, *args, **kwargs) -> None:
     env = {os.fsdecode(k): os.fsdecode(v)
            for k, v in (os.environ if call["env"] is None else call["env"]).items()}
     argv = [os.fsdecode(a) for a in call["args"][1:]]
-    script = None if argv[0] == "-m" else argv[0]
-    request = {"script": script, "args": argv[1:] if script else argv[2:], "env": env,
+    main = argv[:2] if argv[0] in ("-m", "-c") else ["", argv[0]]  # "": a script's path
+    request = {"main": main, "args": argv[len(main) - (main[0] == ""):], "env": env,
                "cwd": os.path.abspath(os.fsdecode(call["cwd"] or os.getcwd())),
                "new_session": bool(call["start_new_session"])}
-    if (start_values(env) != helper.env or any(os.isatty(fd) for fd in fds)
+    if (start_values(env) != helper.env or env.get("MINIMIND_TEST_EXEC")
+            or any(os.isatty(fd) for fd in fds)
             or not os.path.isdir(request["cwd"])):  # exec's own error for a missing folder
         return _execute_child(popen, *args, **kwargs)
     pid = helper.clone(request, fds)
@@ -230,7 +240,8 @@ def _suits(call: dict) -> bool:
     # A script's path is taken as given, relative to the parent's folder (an exec's is the
     # child's `cwd`): a test that names one relative to another folder runs by exec.
     script = args[1].endswith(".py") and call["cwd"] is None and os.path.isfile(args[1])
-    return (args[0] == sys.executable and (args[1:3] == ["-m", MODULE] or script)
+    code = args[1] == "-c" and len(args) >= 3
+    return (args[0] == sys.executable and (args[1:3] == ["-m", MODULE] or code or script)
             and call["executable"] is None and not call["shell"] and call["preexec_fn"] is None
             and call["close_fds"] and not call["pass_fds"] and call["restore_signals"]
             and call["uid"] is None and call["gid"] is None and call["gids"] is None

@@ -165,8 +165,9 @@ def test_help_and_flag_errors_import_neither_torch_nor_transformers():
         heavy = sorted({"torch", "transformers", "textual"} & set(sys.modules))
         print("heavy:", heavy, file=sys.stderr)
     """)
+    fresh = {**os.environ, "MINIMIND_TEST_EXEC": "1"}  # not a prewarmed copy: torch is in it
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          env=fresh, timeout=120)
     assert "heavy: []" in proc.stderr, proc.stderr
 
 

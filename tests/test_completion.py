@@ -135,6 +135,7 @@ def test_version_and_completion_import_neither_torch_nor_textual():
                     pass
         print("heavy:", sorted({"torch", "transformers", "textual"} & set(sys.modules)))
     """)
+    fresh = {**os.environ, "MINIMIND_TEST_EXEC": "1"}  # not a prewarmed copy: torch is in it
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+                          env=fresh, timeout=120)
     assert "heavy: []" in proc.stdout, proc.stderr

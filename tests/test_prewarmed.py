@@ -76,17 +76,23 @@ def test_what_a_copy_cannot_reproduce_runs_by_exec():
         proc.wait(timeout=60)
 
 
-def test_a_script_runs_in_a_copy_as_python_runs_it(tmp_path):
+CODE = ("import sys, json\n"
+        "print(json.dumps([__name__, sys.argv, sys.path[0], 'minimind' in sys.modules,\n"
+        "                  sorted(k for k in globals() if not k.startswith('__'))]))\n"
+        "sys.exit(3)\n")
+
+
+@pytest.mark.parametrize("how", ["script", "code"])
+def test_a_script_or_code_runs_in_a_copy_as_python_runs_it(tmp_path, how):
     script = tmp_path / "patch_then_run.py"
-    script.write_text("import sys, json\n"
-                      "print(json.dumps([__name__, sys.argv, sys.path[0], 'minimind' in "
-                      "sys.modules]))\nsys.exit(3)\n")
+    script.write_text(CODE)
+    main = [str(script)] if how == "script" else ["-c", CODE]
     told = {}
-    for how, threads in (("copy", os.environ.get("OMP_NUM_THREADS")), ("exec", "3")):
-        env = {**os.environ, "OMP_NUM_THREADS": threads}
-        proc = subprocess.Popen([sys.executable, str(script), "--a", "b"], env=env,
+    for started, env in (("copy", os.environ), ("exec", {**os.environ, "MINIMIND_TEST_EXEC": "1"})):
+        proc = subprocess.Popen([sys.executable, *main, "--a", "b"], env=env,
                                 stdout=subprocess.PIPE, text=True)
-        assert copied(proc) == (how == "copy")
-        told[how] = (proc.communicate(timeout=120)[0], proc.returncode)
+        assert copied(proc) == (started == "copy")
+        told[started] = (proc.communicate(timeout=120)[0], proc.returncode)
+    first, path = (str(script), str(tmp_path)) if how == "script" else ("-c", "")
     assert told["copy"] == told["exec"] == (
-        f'["__main__", ["{script}", "--a", "b"], "{tmp_path}", false]\n', 3)
+        f'["__main__", ["{first}", "--a", "b"], "{path}", false, ["json", "sys"]]\n', 3)
