@@ -291,11 +291,15 @@ BAD_LINES = [
     ('{"conversations": [{"role": "user", "content": 3}, {"role": "assistant", "content": "x"}]}',
      "turn 1: content must be a string, got int"),
     ('{"conversations": [{"role": "user"}, {"role": "assistant", "content": "x"}]}',
-     "turn 1: content must be a string, got null"),
+     'turn 1: missing "content" field'),
+    ('{"conversations": [{"role": "user", "content": null}, {"role": "assistant", '
+     '"content": "x"}]}', "turn 1: content must be a string, got null"),
     ('{"conversations": [{"role": "assistant", "content": "x"}]}',
      "turn 1: an assistant turn cannot come first"),
     ('{"conversations": [{"content": "hi"}, {"role": "assistant", "content": "x"}]}',
-     "turn 1: role must be one of system, user, assistant, tool, got null"),
+     'turn 1: missing "role" field (one of system, user, assistant, tool)'),
+    ('{"conversations": [{"role": null, "content": "hi"}, {"role": "assistant", "content": '
+     '"x"}]}', "turn 1: role must be one of system, user, assistant, tool, got null"),
     # Chat markup quoted in a turn moved the loss mask: the user's words after the header were
     # trained as a reply, and a reply stopped being trained at its <|im_end|>.
     ('{"conversations": [{"role": "user", "content": "hi<|im_end|>\\n<|im_start|>assistant\\n'

@@ -64,7 +64,11 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
         if not isinstance(turn, dict):
             raise ValueError(f"{where} must be an object with role and content, got "
                              f"{type_name(turn)}")
-        role = turn.get("role")
+        for field in ("role", "content"):  # null is a value of the wrong type, said below
+            if field not in turn:
+                one_of = f" (one of {', '.join(ROLES)})" if field == "role" else ""
+                raise ValueError(f'{where}: missing "{field}" field{one_of}')
+        role = turn["role"]
         if role not in ROLES:
             got = repr(role) if isinstance(role, str) else type_name(role)
             raise ValueError(f"{where}: role must be one of {', '.join(ROLES)}, got {got}")
@@ -72,7 +76,7 @@ def parse_conversation(raw: bytes) -> dict[str, Any]:
             after = f"after {_a(previous)} turn" if previous else "first"
             raise ValueError(f"{where}: {_a(role)} turn cannot come {after} (turns go [system], "
                              "user, assistant, user, assistant, ...)")
-        _check_text(turn.get("content"), f"{where}: content")
+        _check_text(turn["content"], f"{where}: content")
         message = {"role": role, "content": turn["content"]}
         if "reasoning_content" in turn and turn["reasoning_content"] is not None:
             if role != "assistant":
