@@ -30,9 +30,21 @@ def with_hint(reason: str, hint: str | None) -> str:
     return f"{reason} | hint: {hint}" if hint else reason
 
 
+# The C0 and C1 control characters but line break and tab. A model can generate any of them
+# (a byte-level vocabulary has a token for each byte): printed raw, ESC, backspace or a
+# carriage return would act on the terminal showing the text rather than be shown.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))
+             if chr(c) not in "\n\t"}
+
+
+def shown_text(text: str) -> str:
+    """Generated text as a terminal may show it: control characters written out (\\x1b)."""
+    return text.translate(_CONTROLS)
+
+
 def one_line(text: str) -> str:
-    """A generated text on one line: its line breaks shown as ⏎."""
-    return text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎")
+    """A generated text on one line: its line breaks shown as ⏎, other controls written out."""
+    return shown_text(text.replace("\r\n", "⏎").replace("\n", "⏎").replace("\r", "⏎"))
 
 
 def sample_lines(e: Sample) -> str:

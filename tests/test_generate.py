@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import sys
 
 import pytest
 import torch
@@ -314,3 +315,25 @@ def test_a_prompt_longer_than_the_tokenizers_limit_is_ours_to_refuse():
     finally:
         logging.getLogger("transformers").removeHandler(handler)
     assert not records, [r.getMessage() for r in records]
+
+
+def test_generate_writes_control_characters_out_on_a_terminal(short_context, tokenizer, capsys,
+                                                               monkeypatch):
+    """A byte-level vocabulary has a token for ESC: printed raw, a reply holding "\\x1b[2J"
+    cleared the user's terminal. A pipe or file still gets the text as it is."""
+    import minimind.generate
+
+    clear = tokenizer.encode("\x1b[2J\x07", add_special_tokens=False)
+    monkeypatch.setattr(minimind.generate, "generate_tokens", lambda *a, **k: iter(clear))
+    args = [str(short_context), "--prompt", "a\bb", "--device", "cpu", "--temperature", "0"]
+    assert generate_main(args) == 0
+    assert capsys.readouterr().out == "a\bb\x1b[2J\x07\n"
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert generate_main(args) == 0
+    assert capsys.readouterr().out == "a\\x08b\\x1b[2J\\x07\n"
+
+
+def test_live_samples_write_control_characters_out():
+    sample = Sample(step=3, prompts=["ROMEO:"], greedy=[" a\x1b[2Jb\r\nc"], sampled=["\x08\t"])
+    assert describe(sample)[0].splitlines()[1:] == ["  greedy  ROMEO: a\\x1b[2Jb⏎c",
+                                                    "  sampled ROMEO:\\x08\t"]

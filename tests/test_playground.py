@@ -14,6 +14,7 @@ from textual.widgets import Input, Static, TextArea
 from minimind import MiniMindConfig, MiniMindForCausalLM
 from minimind.settings import RunSettings
 from minimind.generate import SamplingParams, TextStream, encode_prompt, generate_tokens
+from minimind.tokenizer import load_tokenizer
 from minimind_tui.run import generation_worker
 from minimind_tui.app import MiniMindApp
 from minimind_tui.screens.playground import PlaygroundScreen
@@ -188,6 +189,24 @@ async def test_playground_streams_tokens_before_generation_ends(weights, monkeyp
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: not app.screen.generating)
         assert app.screen.opened is opened
+
+
+async def test_playground_writes_control_characters_out(weights, monkeypatch):
+    """Rich drops a few controls (BEL, backspace, CR) and passes ESC on to the terminal: a
+    reply holding "\\x1b[2J" would act on the screen. Both are written out instead."""
+    clear = load_tokenizer(None).encode("\x1b[2J\x07", add_special_tokens=False)
+    monkeypatch.setattr(generation_worker, "generate_tokens", lambda *a, **k: iter(clear))
+    app = MiniMindApp("tiny")
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_playground(str(weights))
+        await pilot.pause()
+        app.screen.query_one("#playground-prompt", TextArea).text = "a\bb"
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not app.screen.generating and app.screen._generated)
+        await pilot.pause()
+        assert output_text(app) == "a\\x08b\\x1b[2J\\x07"
+        strip = app.screen.query_one("#playground-output-text", Static).render_line(0)
+        assert "\x1b" not in strip.text and "\\x1b[2J" in strip.text
 
 
 async def test_playground_stops_on_escape_and_reports_bad_input(weights, tmp_path, monkeypatch):

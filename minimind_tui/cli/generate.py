@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
+    from minimind.event_text import shown_text
     from minimind.generate import (NonFiniteOutput, PromptTooLong, SamplingParams, TextStream,
                                    context_room, encode_chat, encode_prompt, generate_tokens)
     from minimind.open_model import ModelOpenError, open_model
@@ -125,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         generator.manual_seed(args.seed)
     history: list[dict[str, str]] = []
+    # A terminal shows the text's control characters written out; a pipe or file gets it as is.
+    show = shown_text if sys.stdout.isatty() else str
     try:
         for i, prompt in enumerate(args.prompt):
             if i:
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 return exit_codes.invalid(
                     f"--chat: with the conversation so far, {e}" if args.chat
                     else f"--prompt: {e}", prog=PROG)
-            print(f"user: {prompt}\nassistant: " if args.chat else prompt, end="", flush=True)
+            print(show(f"user: {prompt}\nassistant: " if args.chat else prompt), end="",
+                  flush=True)
             stream, count, start = TextStream(tokenizer), 0, time.perf_counter()
             reply, token = [], None
             for token in generate_tokens(opened.model, prompt_ids, params,
@@ -148,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                                          generator=generator):
                 count += 1
                 reply.append(stream.push(token))
-                print(reply[-1], end="", flush=True)
+                print(show(reply[-1]), end="", flush=True)
             reply.append(stream.flush())
-            print(reply[-1], flush=True)
+            print(show(reply[-1]), flush=True)
             if args.chat:
                 text = "".join(reply).removesuffix(tokenizer.eos_token)  # the template adds it
                 history.append({"role": "assistant", "content": text})

@@ -22,6 +22,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from textual.worker import Worker
 
 from minimind.data.conversation import TURN_END  # MiniMind's eos, which closes every turn
+from minimind.event_text import shown_text
 from minimind.open_model import OpenedModel
 from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent,
                                             GenerationFailed, GenerationJob,
@@ -211,15 +212,15 @@ class PlaygroundScreen(StyledOnce, ModalScreen[None]):
         if self._chatting:
             for turn in self.chat[:self._turns_before]:
                 text.append(f"{turn['role']}: ", style="bold")
-                text.append(turn["content"] + "\n")
+                text.append(shown_text(turn["content"]) + "\n")
             text.append("user: ", style="bold")
-            text.append(self._prompt + "\n")
+            text.append(shown_text(self._prompt) + "\n")
             text.append("assistant: ", style="bold")
             # The turn's end shows in the status line ("ended at eos"), as for earlier turns.
-            text.append(self._generated.removesuffix(TURN_END))
+            text.append(shown_text(self._generated.removesuffix(TURN_END)))
         else:
-            text.append(self._prompt, style="bold")
-            text.append(self._generated)
+            text.append(shown_text(self._prompt), style="bold")
+            text.append(shown_text(self._generated))
         self.query_one("#playground-output-text", Static).update(text)
         self.query_one("#playground-output", VerticalScroll).scroll_end(animate=False)
 
