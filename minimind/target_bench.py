@@ -93,6 +93,18 @@ def first_at_or_below(points: list[tuple], target: float) -> tuple | None:
     return next((p for p in points if p[1] <= target), None)
 
 
+def _seeds_context() -> multiprocessing.context.BaseContext:
+    """Where the seeds' processes come from. Not a fork of this process, whose torch threads
+    a fork would leave in an unknown state: a fork of a fresh server that imported torch and
+    this module once; spawn (where there is no fork server) imports them for each seed,
+    ~5 s of CPU each."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: list[int],
                      eval_every: int, log: Callable[[str], None], jobs: int = 1
                      ) -> list[dict[str, Any]]:
@@ -114,7 +126,7 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
         per_seed = [one_seed(seed) for seed in seeds]
     else:
         threads = cores // jobs
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+        with ProcessPoolExecutor(jobs, mp_context=_seeds_context(),
                                  initializer=torch.set_num_threads, initargs=(threads,)) as pool:
             try:
                 per_seed = list(pool.map(one_seed, seeds))
