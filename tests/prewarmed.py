@@ -15,10 +15,10 @@ What a copy could not reproduce still runs by exec: any other command, a termina
 stdio, `pass_fds`/`preexec_fn`/user or group changes, an environment that differs in a
 variable read while torch or transformers are imported, and a helper that is not single
 threaded. A process whose environment has `MINIMIND_TEST_EXEC=1` runs by exec (a test of
-what a command imports needs a fresh interpreter); set in the tests' own environment, every
-process does. What differs from an exec: the
-hash seed is the helper's, and /proc shows the helper's command line and environment block
-for the copy (`ps`; the copy's own `os.environ` is the request's).
+what a command imports needs a fresh interpreter), and every process does when the suite runs
+with it. What differs from an exec: the hash seed is the helper's, and /proc shows the
+helper's command line and environment block for the copy (`ps`; the copy's own `os.environ`
+is the request's).
 
 Run as a script, this module is the helper: `python prewarmed.py FD`.
 """
@@ -103,8 +103,8 @@ def serve(fd: int) -> int:
 
 
 def become(request: dict, fds: list[int]) -> None:
-    """Turn this copy into `python -m minimind_tui ARGS` (or `python SCRIPT ARGS`) with the
-    request's stdio and world."""
+    """Turn this copy into `python -m minimind_tui ARGS` (`python SCRIPT ARGS`, `python -c
+    CODE ARGS`) with the request's stdio and world."""
     if request["new_session"]:
         os.setsid()
     for target, fd in enumerate(fds):
@@ -215,8 +215,11 @@ def _cloned(popen: subprocess.Popen, *args, **kwargs) -> None:
     env = {os.fsdecode(k): os.fsdecode(v)
            for k, v in (os.environ if call["env"] is None else call["env"]).items()}
     argv = [os.fsdecode(a) for a in call["args"][1:]]
-    main = argv[:2] if argv[0] in ("-m", "-c") else ["", argv[0]]  # "": a script's path
-    request = {"main": main, "args": argv[len(main) - (main[0] == ""):], "env": env,
+    if argv[0] in ("-m", "-c"):  # ["-m", MODULE] or ["-c", CODE]
+        main, rest = argv[:2], argv[2:]
+    else:  # a script's path
+        main, rest = ["", argv[0]], argv[1:]
+    request = {"main": main, "args": rest, "env": env,
                "cwd": os.path.abspath(os.fsdecode(call["cwd"] or os.getcwd())),
                "new_session": bool(call["start_new_session"])}
     if (start_values(env) != helper.env or env.get("MINIMIND_TEST_EXEC")

@@ -31,15 +31,14 @@ def ranks(command: list[str], logs: Path, world: int = 2) -> subprocess.Complete
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     logs.mkdir(parents=True, exist_ok=True)
-    procs, outs = [], []
+    procs = []
     for rank in range(world):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                "LOCAL_WORLD_SIZE": str(world), "GROUP_RANK": "0",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        out, err = (open(logs / f"rank{rank}.{name}", "w+") for name in ("out", "err"))
-        outs.append((out, err))
-        procs.append(subprocess.Popen(command, stdout=out, stderr=err, text=True, env=env))
+        with open(logs / f"{rank}.out", "w") as out, open(logs / f"{rank}.err", "w") as err:
+            procs.append(subprocess.Popen(command, stdout=out, stderr=err, env=env))
     try:
         codes = [proc.wait(timeout=300) for proc in procs]
     finally:
@@ -47,16 +46,10 @@ def ranks(command: list[str], logs: Path, world: int = 2) -> subprocess.Complete
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    texts = []
-    for files in outs:
-        texts.append([])
-        for f in files:
-            f.seek(0)
-            texts[-1].append(f.read())
-            f.close()
-    return subprocess.CompletedProcess(
-        command, next((code for code in codes if code), 0),
-        "".join(out for out, _ in texts), "".join(err for _, err in texts))
+    told = {name: "".join((logs / f"{rank}.{name}").read_text() for rank in range(world))
+            for name in ("out", "err")}
+    return subprocess.CompletedProcess(command, next((code for code in codes if code), 0),
+                                       told["out"], told["err"])
 
 
 def launch(out_dir: Path, batch_size: int, *extra) -> subprocess.CompletedProcess:
