@@ -364,13 +364,8 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     if changed := fixed_changes(saved, settings):
         raise InputError("train.from_resume: " + checkpoint_refusal(changed, settings))
     t, reached = settings.train, state["progress"]["step"]
-    plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
-                    t.max_steps, dist.world_size)
-    status = distributed.from_main(folder.status() if dist.is_main else None, dist)
-    # A completed run would only evaluate again, and again at each resume.
-    completed = status is not None and status.state == "completed"
-    if problem := plan_problem(reached, plan.steps_per_epoch, t, completed):
-        raise InputError(str(problem))
+    # The processes and the data first: a plan drawn from data that changed since would send
+    # the user to change epochs or max_steps for nothing.
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
                          f"{state['world_size']} processes; resume with the same number "
@@ -388,12 +383,19 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
                            f"{fingerprint['samples']})"}
         changed = "the training data changed since the checkpoint (" + ", ".join(
             what[k] for k in differs) + ")"
-        if not settings.train.allow_data_change:
+        if not t.allow_data_change:
             raise InputError(f"train.from_resume: {changed}, so the run would not continue "
                              "where it stopped; restore the data, or set allow_data_change to "
                              "resume anyway")
         # Allowed, and said: the log keeps why the curve may jump here.
         log(f"resuming as allow_data_change allows, though {changed}", "warning")
+    plan = plan_run(fingerprint["samples"], t.batch_size, t.accumulation_steps, t.epochs,
+                    t.max_steps, dist.world_size)
+    status = distributed.from_main(folder.status() if dist.is_main else None, dist)
+    # A completed run would only evaluate again, and again at each resume.
+    completed = status is not None and status.state == "completed"
+    if problem := plan_problem(reached, plan.steps_per_epoch, t, completed):
+        raise InputError(str(problem))
     if status is not None and status.step == reached:  # the clock goes on from the run's end,
         progress = state["progress"]                    # which counts its last evaluation
         progress["elapsed"] = max(progress["elapsed"], status.elapsed)

@@ -252,6 +252,14 @@ def test_resuming_on_changed_data_is_refused_unless_allowed(tiny_settings, tmp_p
     assert result.status == "failed" and result.cause == "input"
     assert "the training data changed since the checkpoint" in result.reason
     assert "number of samples (60 → 100)" in result.reason
+    # Data that shrank so far that its epoch ends before the checkpoint's step: the change is
+    # what to fix, not epochs (the plan from the new data said "set epochs to at least 2").
+    data.write_text("".join(json.dumps({"text": f"few {i} " * 30}) + "\n" for i in range(6)))
+    result, _ = run(again)
+    assert result.cause == "input" and "number of samples (60 → 6)" in result.reason, result.reason
+    data.write_text("".join(json.dumps({"text": f"document {i} " * 30}) + "\n"
+                            for i in range(60)) + "".join(json.dumps({"text": f"new {i} " * 30})
+                                                          + "\n" for i in range(40)))
     allowed = tiny_settings(data_path=str(data), packing=False, max_steps=4, from_resume=True,
                             allow_data_change=True)
     result, events = run(allowed)
