@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 import tomli_w
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo,
-                      field_validator)
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
+                      ValidationError, ValidationInfo, field_validator)
 from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
@@ -40,6 +40,7 @@ STAGES = ("pretrain", "sft", "lora")
 _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
 DATA_FIELDS = ("data_path", "val_data_path")  # the train fields that name a data file
+LORA_FIELDS = ("lora_name", "lora_rank")  # the train fields only a lora run may set
 WIDEST_FEED_FORWARD = 1 << 18
 """16x the widest hidden_size. Sizes need a ceiling the model can be built at: an
 intermediate_size of 2^52 overflowed torch's tensor sizes, and (for the experts' ceiling of
@@ -404,7 +405,9 @@ def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
 def stage_moves(train: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
     """What a change of stage brings to a raw train table: the new stage's defaults (full_sft
     for sft's save_weight) and its kind of bundled data, in each field holding the old
-    stage's; a value chosen otherwise stays. Nothing for a stage that is no stage."""
+    stage's; a value chosen otherwise stays, but for one the new stage cannot take, which goes
+    back to its default: a pretraining preset's packing, a lora run's name and rank. Nothing
+    for a stage that is no stage."""
     if before == after or before not in STAGES or after not in STAGES:
         return {}
     from minimind.data.corpus import builtin_for_stage  # reads no file; numpy, not torch
@@ -415,4 +418,20 @@ def stage_moves(train: dict[str, Any], before: Any, after: Any) -> dict[str, Any
         old, new = stage_default(before, name), stage_default(after, name)
         if old != new and train.get(name) == old:
             moved[name] = new
+    cannot = (("packing",) if after != "pretrain" else ()) + (LORA_FIELDS if after != "lora"
+                                                              else ())
+    for name in cannot:
+        default = stage_default(after, name)
+        if name in train and _set_otherwise(name, train[name], default):
+            moved[name] = default
     return moved
+
+
+def _set_otherwise(name: str, raw: Any, default: Any) -> bool:
+    """Whether a raw train value (a form's "8", a flag's "0") is another valid value than
+    `default`; one of no valid value stays, for the rules to name."""
+    try:
+        return TypeAdapter(TrainSettings.model_fields[name].annotation).validate_python(
+            raw) != default
+    except ValidationError:
+        return False

@@ -14,12 +14,11 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
 
 from minimind.family import family_defaults, shape_problems
-from minimind.settings import (SECTIONS, ModelSettings, Problem, RunSettings, TrainSettings,
-                               with_stage_defaults)
+from minimind.settings import (LORA_FIELDS, SECTIONS, ModelSettings, Problem, RunSettings,
+                               TrainSettings, with_stage_defaults)
 
 _MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
                "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
-_LORA_FIELDS = ("lora_name", "lora_rank")
 
 
 def validate(data: dict[str, Any], changed: Collection[str] = ()
@@ -170,7 +169,7 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad("train.from_weight", "is required for lora: the weights (an sft or pretrain run's) "
                                  "the adapters train on, frozen", "train.stage")
     if t.stage != "lora":  # set for another stage, they would be recorded and never used
-        for name in _LORA_FIELDS:
+        for name in LORA_FIELDS:
             if getattr(t, name) != TrainSettings.model_fields[name].default:
                 bad(f"train.{name}", "only applies when stage is lora", "train.stage")
     if t.stage == "lora" and t.lora_rank > m.hidden_size:  # the adapters are hidden x hidden

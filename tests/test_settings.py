@@ -203,9 +203,6 @@ def test_a_rule_over_several_fields_names_the_one_the_user_changed():
         with pytest.raises(SettingsError) as info:
             load_settings("tiny", changed)
         assert str(info.value.problems[0]).startswith(expected), info.value.problems
-    with pytest.raises(SettingsError) as info:
-        load_settings("tiny", {"train": {"stage": "sft"}})  # the preset's packing, now blamed
-    assert str(info.value.problems[0]).startswith("train.stage: packing is for pretraining")
     with pytest.raises(SettingsError) as info:  # it resumed, and dropped overwrite unsaid
         load_settings("tiny", {"train": {"from_resume": "1", "overwrite": "1"}})
     assert str(info.value.problems[0]).startswith("train.overwrite: and from_resume are both on")
@@ -356,6 +353,20 @@ def test_a_stage_given_over_a_preset_brings_its_defaults(tmp_path):
     assert (chosen.save_weight, chosen.data_path) == ("pretrain", "builtin:shakespeare-chat")
     back = load_settings("tiny-sft", {"train": {"stage": "pretrain"}}).train
     assert (back.save_weight, back.data_path) == ("pretrain", "builtin:shakespeare")
+    # What the new stage cannot take goes back to its default, unless given with it: tiny's
+    # packing (refused, "packing is for pretraining", with no word of what to do), a lora
+    # run's adapter name and rank ("only applies when stage is lora").
+    for preset in ("tiny", str(record)):
+        assert load_settings(preset, {"train": {"stage": "sft"}}).train.packing is False
+    with pytest.raises(SettingsError, match="train.packing: is for pretraining"):
+        load_settings("tiny", {"train": {"stage": "sft", "packing": "1"}})
+    lora = load_settings("tiny", {"train": {"stage": "lora", "from_weight": "w.pth",
+                                            "lora_name": "mine", "lora_rank": 4}})
+    lora_record = lora.save_toml(tmp_path / "lora.toml")
+    sft = load_settings(str(lora_record), {"train": {"stage": "sft"}}).train
+    assert (sft.lora_name, sft.lora_rank, sft.save_weight) == ("lora", 8, "full_sft")
+    with pytest.raises(SettingsError, match="train.lora_rank: only applies when stage is lora"):
+        load_settings(str(lora_record), {"train": {"stage": "sft", "lora_rank": "4"}})
 
 
 def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):

@@ -232,6 +232,15 @@ async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
             # The bundled data follow too: text for pretraining, conversations for sft.
             assert [field.raw for field in data] == [f"builtin:{s}" for s in sets], stage
             assert not [p for p in configure.problems if p.loc.endswith("data_path")], stage
+        # What sft cannot take goes back to its default as the command line's --stage does:
+        # the packing switch, which the form refused beside the stage with no word of a fix.
+        configure.set_fields({"train.stage": "pretrain", "train.packing": True})
+        await pilot.pause()
+        configure.set_fields({"train.stage": "sft"})
+        await pilot.pause()
+        await pilot.pause()
+        assert configure.form.fields["train.packing"].raw is False
+        assert [p.loc for p in configure.problems] == ["train.from_weight"]  # tiny-sft's base
         configure.set_fields({"train.save_weight": "mine", "train.data_path": "chat.jsonl"})
         await pilot.pause()
         configure.set_fields({"train.stage": "pretrain"})
