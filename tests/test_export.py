@@ -357,9 +357,10 @@ def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
     assert str(error.value).startswith(f"{tmp_path / 'garbled' / 'config.toml'}: not valid TOML")
     assert str(error.value).count("config.toml") == 1
     # The reader's own export: said so, and what to do (generate reads it, through transformers).
-    with pytest.raises(CheckpointError, match="'llama' model, not a MiniMind one: an export of "
-                                              "this tool, in llama's names; export again from "
-                                              "the run it came from$"):
+    with pytest.raises(CheckpointError, match=r"'llama' model, not a MiniMind one: an export "
+                                              r"of this tool, in llama's names; use the run it "
+                                              r"came from \(its folder, or its weights file for "
+                                              r"from_weight\)$"):
         read_checkpoint(exported)
     config = json.loads((exported / "config.json").read_text())
     del config["exported_by"]  # another tool's llama
