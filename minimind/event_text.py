@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, LogMessage, RunFinished,
                              RunStarted, Sample, StepMetrics)
+from minimind.shown import shown_line, shown_text
 from minimind.units import format_count
 
 
@@ -28,18 +29,6 @@ def step_line(e: StepMetrics) -> str:
 def with_hint(reason: str, hint: str | None) -> str:
     """A refusal or failure and what to do about it, on one line, as every console says it."""
     return f"{reason} | hint: {hint}" if hint else reason
-
-
-# The C0 and C1 control characters but line break and tab. A model can generate any of them
-# (a byte-level vocabulary has a token for each byte): printed raw, ESC, backspace or a
-# carriage return would act on the terminal showing the text rather than be shown.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0))
-             if chr(c) not in "\n\t"}
-
-
-def shown_text(text: str) -> str:
-    """Generated text as a terminal may show it: control characters written out (\\x1b)."""
-    return text.translate(_CONTROLS)
 
 
 def one_line(text: str) -> str:
@@ -67,14 +56,16 @@ def describe(e: Event) -> tuple[str, str] | None:
     """(line, kind) for an event, or None for events that print nothing."""
     if isinstance(e, StepMetrics):
         return step_line(e), "step"
+    # A message or a path can hold what a terminal would act on (a file name with ESC in it).
     if isinstance(e, LogMessage):
-        return (e.text if e.level == "info" else f"[{e.level}] {e.text}"), e.level
+        text = shown_text(e.text)
+        return (text if e.level == "info" else f"[{e.level}] {text}"), e.level
     if isinstance(e, EvalResult):
         return f"[eval] step {e.step}: val_loss {e.val_loss:.4f} ({e.tokens:,} tokens)", "eval"
     if isinstance(e, Sample):
         return sample_lines(e), "sample"
     if isinstance(e, CheckpointSaved):
-        return f"[checkpoint] step {e.step}: {e.weights_path}", "checkpoint"
+        return f"[checkpoint] step {e.step}: {shown_line(e.weights_path)}", "checkpoint"
     if isinstance(e, RunStarted):
         active = (f" ({format_count(e.active_parameters)} active)"
                   if e.active_parameters != e.parameters else "")
@@ -89,5 +80,6 @@ def describe(e: Event) -> tuple[str, str] | None:
         where = "before training" if e.cause == "input" and not e.step else f"at step {e.step}"
         parts = [f"[{e.status}] {where}", e.reason and with_hint(e.reason, e.hint),
                  e.details_path and f"details: {e.details_path}"]
-        return " | ".join(p for p in parts if p), "error" if e.status == "failed" else "finished"
+        line = shown_line(" | ".join(p for p in parts if p))
+        return line, "error" if e.status == "failed" else "finished"
     return None

@@ -79,7 +79,7 @@ class RunSummary:
     def cells(self) -> dict[str, str]:
         """The figures as a table shows them, by column key (`COLUMNS`)."""
         return {
-            "name": self.name, "stage": self.stage,
+            "name": printable_path(self.name), "stage": self.stage,
             "origin": self.origin + (CHANGED_ORIGIN if self.origin_changed else ""),
             "shape": self.shape, "state": self.state,
             "step": self._steps(),

@@ -379,3 +379,21 @@ def test_ctrl_c_before_a_command_handles_it_is_a_line_not_a_traceback():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stdout, done.stderr) == (130, "", "\nminimind-tui: interrupted\n")
+
+
+def test_control_characters_in_a_path_are_written_out_in_the_error_line(tmp_path, capsys):
+    """A file name can hold ESC or a newline: printed raw, `\\x1b[2J` cleared the terminal
+    under the error, and a newline split the one-line error in two."""
+    from minimind.event_text import describe
+    from minimind.events import RunFinished
+    from minimind_tui.cli.main import main
+
+    path = f"{tmp_path}/x\x1b[2J\ny.jsonl"
+    assert main(["--no-ui", "--preset", "tiny", "--data_path", path]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "\x1b" not in err
+    assert f"{tmp_path}/x\\x1b[2J\\ny.jsonl" in err, err
+    line, _ = describe(RunFinished(status="failed", step=0, cause="input",
+                                   reason=f"train.data_path: {path}: no such file"))
+    assert line == f"[failed] before training | train.data_path: {tmp_path}/x\\x1b[2J\\ny.jsonl: " \
+                   "no such file"

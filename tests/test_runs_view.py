@@ -63,6 +63,11 @@ def test_runs_command_lists_sorts_and_prints_json(runs_root, capsys):
     assert runs_main([str(runs_root), "--sort", "best_val_loss", "--reverse", "--json"]) == 0
     assert [r["name"] for r in json.loads(capsys.readouterr().out)] == [
         "tiny-lr1e-3", "tiny-live", "tiny-resumed", "tiny-lr3e-3"]
+    # A folder named with ESC in it (a copy from elsewhere): written out, not cleared the screen.
+    shutil.copytree(runs_root / "tiny-lr1e-3", runs_root / "odd\x1b[2Jname")
+    assert runs_main([str(runs_root)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and out.splitlines()[1].split()[0] == "odd\\x1b[2Jname"
     assert runs_main([str(runs_root / "nope")]) == 2
     assert "nope: no such folder" in capsys.readouterr().err
     assert runs_main([str(runs_root / "tiny-live" / "config.toml")]) == 2

@@ -32,12 +32,13 @@ RANK_CODE_FILE = "MINIMIND_RANK_CODE_FILE"
 
 
 def invalid(*problems: object, prog: str = "minimind-tui") -> int:
-    """Report user mistakes the way argparse does, one `prog: error: ...` line each, on stderr;
-    the exit code for them."""
-    import sys
+    """Report user mistakes the way argparse does, one `prog: error: ...` line each, on stderr
+    (a path's control characters written out: a file name may hold ESC or a newline); the exit
+    code for them."""
+    from minimind.shown import shown_line
 
     for problem in problems:
-        print(f"{prog}: error: {problem}", file=sys.stderr)
+        print(f"{prog}: error: {shown_line(str(problem))}", file=sys.stderr)
     return INVALID
 
 

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
-    from minimind.event_text import shown_text
+    from minimind.shown import shown_text
     from minimind.generate import (NonFiniteOutput, PromptTooLong, SamplingParams, TextStream,
                                    context_room, encode_chat, encode_prompt, generate_tokens)
     from minimind.open_model import ModelOpenError, open_model

@@ -22,7 +22,7 @@ from textual.widgets import Button, Checkbox, Footer, Input, Label, Select, Stat
 from textual.worker import Worker
 
 from minimind.data.conversation import TURN_END  # MiniMind's eos, which closes every turn
-from minimind.event_text import shown_text
+from minimind.shown import shown_text
 from minimind.open_model import OpenedModel
 from minimind_tui.run.generation_worker import (GenerationEnded, GenerationEvent,
                                             GenerationFailed, GenerationJob,
