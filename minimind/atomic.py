@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from minimind.safe_read import missing
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -101,9 +103,19 @@ def atomic_write_many(files: dict[Path, bytes | memoryview]) -> None:
 
 def file_in_the_way(path: str | Path) -> Path | None:
     """The file at `path`, or at a folder above it, that stops `path` from being a folder (or
-    from being made one): a writer there would meet "File exists" or "Not a directory"."""
+    from being made one): a writer there would meet "File exists" or "Not a directory". A link
+    to nothing counts (exists() follows it, mkdir does not); `in_the_way` says what it is."""
     path = Path(path)
-    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    return next((p for p in (path, *path.parents)
+                 if (p.exists() and not p.is_dir()) or (p.is_symlink() and not p.exists())), None)
+
+
+def in_the_way(blocking: Path) -> str:
+    """What `file_in_the_way` found, in words: "a file", "a pipe or a device", "a link to
+    nothing (...)"."""
+    if not blocking.exists():
+        return missing(blocking)
+    return "a file" if blocking.is_file() else "a pipe or a device"
 
 
 def stale_temp_files(folder: str | Path) -> list[Path]:

@@ -14,7 +14,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
-from minimind.atomic import file_in_the_way
+from minimind.atomic import file_in_the_way, in_the_way
 from minimind.safe_read import missing
 from minimind.settings import DATA_FIELDS, Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
@@ -95,8 +95,8 @@ def unusable_path(value: str) -> str | None:
 def not_a_folder(value: str) -> str | None:
     """Why a run cannot make `value` its folder: it, or a folder above it, is a file."""
     if blocking := file_in_the_way(Path(value).expanduser()):
-        return (f"{blocking} is a file, not a folder; move it away, or train into another "
-                "--out_dir")
+        return (f"{blocking} is {in_the_way(blocking)}, not a folder; move it away, or train "
+                "into another --out_dir")
     return None
 
 

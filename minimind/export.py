@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from .atomic import atomic_write_bytes, file_in_the_way, stale_temp_files
+from .atomic import atomic_write_bytes, file_in_the_way, in_the_way, stale_temp_files
 from .checkpoint import weights_bytes, weights_metadata
 from .checkpoint_reader import Checkpoint, lora_base
 from .folder_lock import LockHeld, lock_folder
@@ -294,17 +294,19 @@ def check_destination(out: str | Path, overwrite: bool = False, *, upstream: boo
     fill or must not write to; callers may ask before loading."""
     out = Path(out).expanduser()
     folder = out.parent if upstream and out.suffix == ".pth" else out
-    if (blocking := file_in_the_way(folder)) and blocking != out:
-        raise ExportError(f"{out}: cannot write there: {blocking} is a file, not a folder")
+    blocking = file_in_the_way(folder)
+    what = in_the_way(blocking) if blocking else ""
+    if blocking and blocking != out:
+        raise ExportError(f"{out}: cannot write there: {blocking} is {what}, not a folder")
     if blocking and upstream:
-        raise ExportError(f"{out}: is a file; name the folder for upstream's weights file, or "
+        raise ExportError(f"{out}: is {what}; name the folder for upstream's weights file, or "
                           "the .pth file itself")
     if upstream:  # the file's name depends on the model: export_upstream checks it
         _check_not_a_run(folder)
         return
     _check_not_a_run(out)  # before a refusal that suggests --overwrite
     if blocking:
-        raise ExportError(f"{out}: is a file; the export is a folder")
+        raise ExportError(f"{out}: is {what}; the export is a folder")
     if out.suffix == ".pth":  # it would become a folder named like upstream's file
         raise ExportError(f"{out}: a name for upstream's weights file, and this export is a "
                           "folder: choose the upstream format (--format upstream) for that file, "

@@ -137,6 +137,11 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
      ["--out: run/config.toml: a file of the run in ", "run; give the benchmark's lines a file"]),
     (["--variants", "packed", "--out", "link.jsonl"],  # a link to it
      ["--out: link.jsonl: a file of the run in ", "run; give the benchmark's lines a file"]),
+    # A pipe no one reads: opening it waited forever, silent; links in a loop: a traceback.
+    (["--variants", "packed", "--out", "fifo"],
+     ["--out: fifo: a pipe no process reads (writing would wait for one)"]),
+    (["--variants", "packed", "--out", "loop"],
+     ["--out: loop: a link to nothing (its target is missing, or the links loop)"]),
     (["--preset", "tiny-sft", "--variants", "baseline"],
      ["train.stage: sft: bench measures pretraining throughput", "pretraining preset"]),
     # Time to target: --out opened and the files checked before the first seed trains.
@@ -150,7 +155,7 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
     # A seed the settings refuse: said before the first seed trains (after it, once).
     (["--recipes", "wsd", "--seeds", "1,-1"], ["train.seed: must be ≥ 0"]),
 ], ids=["missing-data", "bad-line", "unwritable-out", "run-file-out", "linked-run-file-out",
-        "sft-preset",
+        "fifo-out", "looping-out", "sft-preset",
         "target-out", "target-missing-data", "target-bad-line", "target-bad-seed"])
 def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
                                                                     capsys, args, says):
@@ -160,6 +165,8 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.toml").write_text("[train]\n")
     (tmp_path / "link.jsonl").symlink_to(tmp_path / "run" / "config.toml")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to("loop")
     monkeypatch.chdir(tmp_path)
     warmup = [] if "--recipes" in args else ["--warmup", "1"]  # (a throughput flag)
     assert main([*FAST, *warmup, *args]) == 2

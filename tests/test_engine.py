@@ -346,6 +346,12 @@ def test_unwritable_out_dir(tiny_settings, tmp_path):
     assert result.cause == "input" and result.reason == (
         f"train.out_dir: {blocker} is a file, not a folder; move it away, or train into "
         "another --out_dir")  # (it said "cannot write to ... (Not a directory)")
+    # A link to nothing is in the way as much: it said "cannot write to ... (File exists)".
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    result, _ = run(tiny_settings(out_dir=str(tmp_path / "dangling")))
+    assert result.cause == "input" and result.reason == (
+        f"train.out_dir: {tmp_path / 'dangling'} is a link to nothing (its target is missing, "
+        "or the links loop), not a folder; move it away, or train into another --out_dir")
     (tmp_path / "locked").mkdir(mode=0o500)
     if os.access(tmp_path / "locked", os.W_OK):
         return  # root writes anywhere

@@ -379,6 +379,12 @@ def test_a_file_above_the_destination_is_named_as_the_cause(tmp_path):
             check_destination(out, upstream=upstream)
     with pytest.raises(ExportError, match="is a file; name the folder for upstream's weights"):
         check_destination(tmp_path / "notes.log", upstream=True)
+    # Links in a loop: the export's own checks met a traceback (RuntimeError, exit 1).
+    (tmp_path / "loop").symlink_to("loop")
+    for out in (tmp_path / "loop", tmp_path / "loop" / "hf"):
+        with pytest.raises(ExportError, match=r"is a link to nothing \(its target is missing, "
+                                              r"or the links loop\)"):
+            check_destination(out)
     assert (tmp_path / "notes.log").read_text() == "the user's"
 
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from minimind.atomic import atomic_write_many, file_in_the_way
+from minimind.atomic import atomic_write_many, file_in_the_way, in_the_way
 from minimind.data.corpus import resolve_data_path
 from minimind.data.jsonl import DataError, JsonlReader
 
@@ -163,9 +163,10 @@ def _check_destination(out_dir: str | Path, overwrite: bool = False) -> None:
     would silently decode with the new ids."""
     out = Path(out_dir).expanduser()
     if blocking := file_in_the_way(out):
-        raise TokenizerError(f"{out}: is a file; the tokenizer is written into a folder"
+        what = in_the_way(blocking)
+        raise TokenizerError(f"{out}: is {what}; the tokenizer is written into a folder"
                              if blocking == out else
-                             f"{out}: cannot write there: {blocking} is a file, not a folder")
+                             f"{out}: cannot write there: {blocking} is {what}, not a folder")
     held = any((out / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     if held and not overwrite:
         raise TokenizerError(f"{out}: already holds a tokenizer; pass --overwrite to replace its "

@@ -12,14 +12,18 @@ when interrupted.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import TextIO
 
 from minimind.run_files import run_files
+from minimind.safe_read import missing
 from minimind.settings import RunSettings, SettingsError
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
@@ -238,14 +242,19 @@ def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
     benchmark runs: one it cannot write is an OutError, not minutes of measuring lost. A run's
     own file is refused: appended to, its config.toml no longer read as TOML, and the run could
     neither resume nor be exported."""
-    target = path.expanduser().resolve() if path else None  # a link to one too
+    try:
+        target = path.expanduser().resolve() if path else None  # a link to one too
+    except (OSError, RuntimeError):  # links in a loop
+        raise OutError(f"--out: {path}: {missing(path)}") from None
     if target and target in {p.resolve() for p in run_files(target.parent)}:
         raise OutError(f"--out: {path}: a file of the run in {target.parent}; give the "
                        "benchmark's lines a file of their own")
     try:
-        out = path.open("a", encoding="utf-8") if path else None
+        out = _open_appending(path) if path else None
     except OSError as e:
-        raise OutError(f"--out: {path}: {e.strerror or e}") from None
+        why = ("a pipe no process reads (writing would wait for one)" if e.errno == errno.ENXIO
+               else e.strerror or e)
+        raise OutError(f"--out: {path}: {why}") from None
     with out or nullcontext():
         def emit(record: dict) -> None:
             line = json.dumps(record)
@@ -255,6 +264,14 @@ def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
                 out.flush()
 
         yield emit
+
+
+def _open_appending(path: Path) -> TextIO:
+    """`path` opened to append to. Not blocking while it opens: a pipe no one reads would wait
+    for a reader forever (one that has a reader, `--out >(tee log)`, is written to)."""
+    fd = os.open(path.expanduser(), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o666)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "a", encoding="utf-8")
 
 
 def log(text: str) -> None:
