@@ -4,12 +4,13 @@ settings file, is a `SettingsError` that names it. Validating what it holds is `
 
 from __future__ import annotations
 
+import errno
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from minimind.run_files import CONFIG_FILE
-from minimind.safe_read import read_small
+from minimind.safe_read import missing, read_small
 from minimind.settings import SECTIONS, Problem, SettingsError
 
 
@@ -20,7 +21,7 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(read_small(path).decode("utf-8"))
     except FileNotFoundError:
-        raise SettingsError([Problem("", f"{path}: no such preset file")]) from None
+        raise SettingsError([Problem("", f"{path}: {missing(path, 'preset file')}")]) from None
     except IsADirectoryError:
         hint = (f"; its run's settings are {path / CONFIG_FILE}"
                 if (path / CONFIG_FILE).is_file() else "")
@@ -34,7 +35,8 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except RecursionError:  # tomllib recurses once per level of "[[[[..." or "{a={a=..."
         raise SettingsError([Problem("", f"{path}: not valid TOML (nested too deeply)")]) from None
     except OSError as e:
-        raise SettingsError([Problem("", f"{path}: cannot read ({e.strerror or e})")]) from None
+        why = missing(path) if errno.ELOOP == e.errno else f"cannot read ({e.strerror or e})"
+        raise SettingsError([Problem("", f"{path}: {why}")]) from None
     problems = [Problem(k, f"unknown table in {path.name}; expected "
                            + " and ".join(f"[{name}]" for name in SECTIONS))
                 for k in sorted(set(data) - set(SECTIONS))]

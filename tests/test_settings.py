@@ -375,3 +375,21 @@ def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):
     with pytest.raises(SettingsError) as refused:
         load_start_settings("tiny-sft", {"train": {"stage": "LoRA", "from_weight": ""}})
     assert [p.loc for p in refused.value.problems] == ["train.stage"]
+
+
+def test_a_preset_path_that_is_a_link_to_nothing_is_named_so(tmp_path, monkeypatch, capsys):
+    """A dangling link, or links in a loop, given as --preset: it said "unknown preset 'x';
+    choose one of tiny, ..." (or "cannot read (Too many levels ...)"); `watch` read a loop as
+    a run "[unknown] at step 0" and exited 1."""
+    from minimind_tui.cli.watch import main as watch_main
+
+    monkeypatch.chdir(tmp_path)
+    Path("dangling").symlink_to("nowhere.toml")
+    Path("loop").symlink_to("loop")
+    for name in ("dangling", "loop"):
+        with pytest.raises(SettingsError, match=f"^{name}: a link to nothing "
+                                                r"\(its target is missing, or the links loop\)$"):
+            load_settings(name)
+    assert watch_main(["--plain", "loop"]) == 2
+    assert capsys.readouterr().err == ("minimind-tui watch: error: loop: a link to nothing (its "
+                                       "target is missing, or the links loop), not a folder\n")

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from minimind.atomic import file_in_the_way
+from minimind.atomic import file_in_the_way, in_the_way
 from minimind.run_files import METRICS_FILE
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     # A folder not made yet is waited for, as one with no run yet: `train & watch` races it;
     # one below a file never can be.
     if blocking := file_in_the_way(folder):
-        return exit_codes.invalid(f"{blocking}: not a folder", prog=PROG)
+        return exit_codes.invalid(f"{blocking}: {in_the_way(blocking)}, not a folder", prog=PROG)
     if args.plain or not terminal_attached():
         return plain(folder)
     from minimind_tui.app import MiniMindApp

@@ -81,8 +81,8 @@ def resolve_preset(name_or_path: str) -> Path:
     if name_or_path in presets:
         return presets[name_or_path]
     path = Path(name_or_path).expanduser()
-    if path.exists() or name_or_path.endswith(".toml"):
-        return path
+    if path.exists() or path.is_symlink() or name_or_path.endswith(".toml"):
+        return path  # read_toml names what is wrong with it (a link to nothing too)
     raise SettingsError([Problem("", f"unknown preset {name_or_path!r}; choose one of "
                                      f"{', '.join(presets)} or give a .toml path")])
 
