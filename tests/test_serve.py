@@ -99,13 +99,20 @@ def test_the_dashboard_renders_in_a_headless_browser(tmp_path):
 
 
 @needs_textual_serve
-def test_serve_warns_when_listening_beyond_this_machine():
-    # 192.0.2.1 is a documentation address, never this machine's: the bind fails after the
-    # warning, so no server is left listening.
+def test_serve_warns_when_listening_beyond_this_machine(monkeypatch, capsys):
+    from textual_serve.server import Server
+
+    served = []
+    monkeypatch.setattr(Server, "serve", lambda self: served.append(self.host))
+    assert main(["serve", "--host", "0.0.0.0", "--port", str(free_port())]) == 0
+    assert served == ["0.0.0.0"]
+    assert "warning: listening on 0.0.0.0: anyone who can reach this machine" in \
+        capsys.readouterr().err
+    # 192.0.2.1 is a documentation address, never this machine's: it said "listening on" it
+    # first, then that it cannot listen there.
     proc = subprocess.run([*CLI, "serve", "--host", "192.0.2.1", "--port", str(free_port())],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert "warning: listening on 192.0.2.1: anyone who can reach this machine" in proc.stderr
+    assert proc.returncode == 2 and "warning" not in proc.stderr
     assert "error: cannot listen on 192.0.2.1:" in proc.stderr
 
 

@@ -82,10 +82,6 @@ def main(argv: list[str]) -> int:
     if importlib.util.find_spec("textual_serve") is None:
         return invalid('textual-serve is not installed; pip install "minimind-tui[serve]"',
                        prog=PROG)
-    if not is_loopback(args.host):
-        print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this machine "
-              "can open the dashboard, start runs and write files as you (there is no "
-              "authentication); prefer the default host and an SSH tunnel", file=sys.stderr)
 
     from textual_serve.server import Server
 
@@ -102,6 +98,11 @@ def main(argv: list[str]) -> int:
     try:
         # textual-serve announces "Serving ... on ..." before it binds: bind first.
         check_listenable(args.host, args.port)
+        if not is_loopback(args.host):  # said once it is true
+            print(f"{PROG}: warning: listening on {args.host}: anyone who can reach this "
+                  "machine can open the dashboard, start runs and write files as you (there "
+                  "is no authentication); prefer the default host and an SSH tunnel",
+                  file=sys.stderr)
         server.serve()
     except OSError as e:  # the port is taken, or the address is not this machine's
         return invalid(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}", prog=PROG)
