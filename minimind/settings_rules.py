@@ -8,6 +8,7 @@ trackers, files) is checked once, at start, by `minimind.environment`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection
 from typing import Annotated, Any
 
@@ -124,6 +125,10 @@ def _short_message(err: dict[str, Any]) -> str:
         "string_pattern_mismatch": lambda: f"has an invalid form (expected {ctx['pattern']})",
         "extra_forbidden": lambda: "unknown setting",
         "string_type": lambda: "must be text",
+        # A file name in another encoding reaches Python with its bytes as surrogates.
+        "string_unicode": lambda: (
+            f"{os.fsencode(str(err.get('input'))).decode('utf-8', 'backslashreplace')}: not "
+            "UTF-8 text (a name in another encoding?): rename it, or name it in UTF-8"),
         "model_type": lambda: "must be a table of settings",
     }
     if kind in ("int_parsing", "float_parsing") and not str(err.get("input")).strip():

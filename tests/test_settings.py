@@ -393,3 +393,14 @@ def test_a_preset_path_that_is_a_link_to_nothing_is_named_so(tmp_path, monkeypat
     assert watch_main(["--plain", "loop"]) == 2
     assert capsys.readouterr().err == ("minimind-tui watch: error: loop: a link to nothing (its "
                                        "target is missing, or the links loop), not a folder\n")
+
+
+def test_a_path_in_another_encoding_is_named_with_its_byte():
+    """A file name in Latin-1 reaches Python with its byte as a surrogate: pydantic's own
+    "Input should be a valid string, unable to parse raw data as a unicode string" named
+    neither the file nor the cause."""
+    with pytest.raises(SettingsError) as info:
+        load_settings("tiny", {"train": {"data_path": "数据/caf\udce9.jsonl"}})
+    assert str(info.value.problems[0]) == (
+        "train.data_path: 数据/caf\\xe9.jsonl: not UTF-8 text (a name in another encoding?): "
+        "rename it, or name it in UTF-8")
