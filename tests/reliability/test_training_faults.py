@@ -256,7 +256,8 @@ def test_resuming_on_changed_data_is_refused_unless_allowed(tiny_settings, tmp_p
     # what to fix, not epochs (the plan from the new data said "set epochs to at least 2").
     data.write_text("".join(json.dumps({"text": f"few {i} " * 30}) + "\n" for i in range(6)))
     result, _ = run(again)
-    assert result.cause == "input" and "number of samples (60 → 6)" in result.reason, result.reason
+    assert result.cause == "input", result.reason
+    assert "number of samples (60 → 6)" in result.reason, result.reason
     data.write_text("".join(json.dumps({"text": f"document {i} " * 30}) + "\n"
                             for i in range(60)) + "".join(json.dumps({"text": f"new {i} " * 30})
                                                           + "\n" for i in range(40)))
