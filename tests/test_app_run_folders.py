@@ -398,7 +398,7 @@ def test_watch_needs_a_folder(tmp_path, capsys):
     (tmp_path / "notes").write_text("a file")
     for path in (tmp_path / "notes", tmp_path / "notes" / "run"):  # the second waited forever
         assert main([str(path)]) == 2
-        assert capsys.readouterr().err.endswith(f"{tmp_path / 'notes'}: not a folder\n")
+        assert capsys.readouterr().err.endswith(f"{tmp_path / 'notes'}: a file, not a folder\n")
 
 
 async def test_start_asks_before_replacing_weights_that_are_no_run(tmp_path):

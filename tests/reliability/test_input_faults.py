@@ -600,7 +600,7 @@ def test_a_pipe_or_a_file_where_a_folder_belongs_is_named_for_what_it_is(tmp_pat
         load_tokenizer(text)
     proc = subprocess.run([sys.executable, "-m", "minimind_tui", "watch", "--plain", str(text)],
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.rstrip().endswith("notes.jsonl: not a folder")
+    assert proc.returncode == 2 and proc.stderr.rstrip().endswith("notes.jsonl: a file, not a folder")
 
 
 @pytest.mark.parametrize("name", ["config.toml", "run.json", "pretrain_128.pth",
