@@ -15,8 +15,18 @@ from minimind.settings import SECTIONS, Problem, SettingsError
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """The tables of a preset or config.toml file; every way it can be unreadable is a
-    SettingsError that names the file."""
+    """The tables of a preset or config.toml file; every way it can be unreadable, or not laid
+    out as settings, is a SettingsError that names the file."""
+    data, problems = read_tables(path)
+    if problems:
+        raise SettingsError(problems)
+    return data
+
+
+def read_tables(path: str | Path) -> tuple[dict[str, Any], list[Problem]]:
+    """What a preset or config.toml file holds, and how it is not laid out as settings (tables
+    it has no business holding): a caller may name those with what else is wrong in it. A file
+    that cannot be read is a SettingsError that names it."""
     path = Path(path).expanduser()
     try:
         data = tomllib.loads(read_small(path).decode("utf-8"))
@@ -37,8 +47,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         why = missing(path) if errno.ELOOP == e.errno else f"cannot read ({e.strerror or e})"
         raise SettingsError([Problem("", f"{path}: {why}")]) from None
-    problems = [Problem(k, f"unknown table in {path.name}; expected "
-                           + " and ".join(f"[{name}]" for name in SECTIONS))
+    tables = " and ".join(f"[{name}]" for name in SECTIONS)
+    problems = [Problem(k, f"unknown table in {path.name}; expected {tables}"
+                        if isinstance(data[k], dict) else
+                        f"a setting outside the tables in {path.name}; settings go in {tables}")
                 for k in sorted(set(data) - set(SECTIONS))]
     problems += [Problem(k, f"in {path.name} must be a table ([{k}]), not a "
                             f"{type(data[k]).__name__}")
@@ -47,6 +59,4 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         problems.append(Problem("", f"{path}: has no [model] table, so the model would silently "
                                     "be the 25.8M default; add [model] (an empty table keeps "
                                     "the defaults)"))
-    if problems:
-        raise SettingsError(problems)
-    return data
+    return data, problems

@@ -404,3 +404,19 @@ def test_a_path_in_another_encoding_is_named_with_its_byte():
     assert str(info.value.problems[0]) == (
         "train.data_path: 数据/caf\\xe9.jsonl: not UTF-8 text (a name in another encoding?): "
         "rename it, or name it in UTF-8")
+
+
+def test_a_preset_says_every_problem_it_holds_at_once(tmp_path):
+    """The README promises one line per problem, all at once: an unknown table hid the
+    unknown key, which hid the wrong type; each fix met the next. A key outside the tables was
+    called a table."""
+    preset = tmp_path / "p.toml"
+    preset.write_text('hidden_size = 64\n[model]\nbogus_key = 1\n[train]\nmax_steps = true\n'
+                      "[extra]\na = 1\n")
+    with pytest.raises(SettingsError) as info:
+        load_settings(str(preset))
+    assert [str(p) for p in info.value.problems] == [
+        "extra: unknown table in p.toml; expected [model] and [train]",
+        "hidden_size: a setting outside the tables in p.toml; settings go in [model] and [train]",
+        f"model.bogus_key: unknown setting in {preset}",
+        "train.max_steps: must be a whole number"]

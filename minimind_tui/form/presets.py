@@ -18,7 +18,7 @@ from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
 from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError,
                                merge, without_consent)
-from minimind.settings_file import read_toml
+from minimind.settings_file import read_tables
 from minimind.settings_rules import validate
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
@@ -82,7 +82,7 @@ def resolve_preset(name_or_path: str) -> Path:
         return presets[name_or_path]
     path = Path(name_or_path).expanduser()
     if path.exists() or path.is_symlink() or name_or_path.endswith(".toml"):
-        return path  # read_toml names what is wrong with it (a link to nothing too)
+        return path  # read_tables names what is wrong with it (a link to nothing too)
     raise SettingsError([Problem("", f"unknown preset {name_or_path!r}; choose one of "
                                      f"{', '.join(presets)} or give a .toml path")])
 
@@ -102,12 +102,23 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
 
 def preset_tables(path: Path) -> dict[str, Any]:
     """A preset file's tables, each key a setting: the dashboard's form has no field for any
-    other, so a misspelt one would be dropped there in silence and its default trained."""
-    data = read_toml(path)
-    problems = [Problem(f"{section}.{key}", f"unknown setting in {path}")
-                for section, model in SECTIONS.items()
-                for key in data.get(section, {}) if key not in model.model_fields]
+    other, so a misspelt one would be dropped there in silence and its default trained. A file
+    with such keys or tables is refused with every problem it holds, its values' too: one at a
+    time, each fix met the next."""
+    data, problems = read_tables(path)
+    tables = {section: data[section] for section in SECTIONS
+              if isinstance(data.get(section), dict)}
+    problems += [Problem(f"{section}.{key}", f"unknown setting in {path}")
+                 for section, table in tables.items()
+                 for key in table if key not in SECTIONS[section].model_fields]
     if problems:
+        known = {section: {key: value for key, value in table.items()
+                           if key in SECTIONS[section].model_fields}
+                 for section, table in tables.items()}
+        try:
+            RunSettings.parse(known)
+        except SettingsError as e:
+            problems += [p for p in e.problems if p not in problems]
         raise SettingsError(problems)
     return data
 
