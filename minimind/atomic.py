@@ -107,7 +107,7 @@ def file_in_the_way(path: str | Path) -> Path | None:
     to nothing counts (exists() follows it, mkdir does not); `in_the_way` says what it is."""
     path = Path(path)
     return next((p for p in (path, *path.parents)
-                 if (p.exists() and not p.is_dir()) or (p.is_symlink() and not p.exists())), None)
+                 if (p.exists() or p.is_symlink()) and not p.is_dir()), None)
 
 
 def in_the_way(blocking: Path) -> str:

@@ -431,7 +431,16 @@ def _set_otherwise(name: str, raw: Any, default: Any) -> bool:
     """Whether a raw train value (a form's "8", a flag's "0") is another valid value than
     `default`; one of no valid value stays, for the rules to name."""
     try:
-        return TypeAdapter(TrainSettings.model_fields[name].annotation).validate_python(
-            raw) != default
+        return field_type(TrainSettings, name).validate_python(raw) != default
     except ValidationError:
         return False
+
+
+def field_type(model_cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
+    """How one field of a settings section parses a raw value, as the section does (its type,
+    its parsers and the section's config), alone."""
+    info = model_cls.model_fields[name]
+    parsers = [m for m in info.metadata if isinstance(m, (BeforeValidator, AfterValidator))]
+    annotation = Annotated[(info.annotation, *parsers)] if parsers else info.annotation
+    return TypeAdapter(annotation, config={k: v for k, v in model_cls.model_config.items()
+                                           if k != "extra"})

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from minimind.family import family_defaults, shape_problems
 from minimind.settings import (LORA_FIELDS, SECTIONS, ModelSettings, Problem, RunSettings,
-                               TrainSettings, with_stage_defaults)
+                               TrainSettings, field_type, with_stage_defaults)
 
 _MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
                "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
@@ -63,19 +63,11 @@ def type_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], l
     problems: list[Problem] = []
     for name, raw in values.items():
         try:
-            typed[name] = _field_type(model_cls, name).validate_python(raw)
+            typed[name] = field_type(model_cls, name).validate_python(raw)
         except ValidationError as e:
             problems += [_field_problem(section, {**err, "loc": (name, *err["loc"])})
                          for err in e.errors()]
     return typed, problems
-
-
-def _field_type(model_cls: type[BaseModel], name: str) -> TypeAdapter[Any]:
-    info = model_cls.model_fields[name]
-    parsers = [m for m in info.metadata if isinstance(m, (BeforeValidator, AfterValidator))]
-    annotation = Annotated[(info.annotation, *parsers)] if parsers else info.annotation
-    return TypeAdapter(annotation, config={k: v for k, v in model_cls.model_config.items()
-                                           if k != "extra"})
 
 
 def _field_problem(section: str, err: dict[str, Any]) -> Problem:

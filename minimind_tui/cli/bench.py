@@ -244,9 +244,10 @@ def json_lines(path: Path | None) -> Iterator[Callable[[dict], None]]:
     neither resume nor be exported."""
     try:
         target = path.expanduser().resolve() if path else None  # a link to one too
+        run_file = target and target in {p.resolve() for p in run_files(target.parent)}
     except (OSError, RuntimeError):  # links in a loop
         raise OutError(f"--out: {path}: {missing(path)}") from None
-    if target and target in {p.resolve() for p in run_files(target.parent)}:
+    if run_file:
         raise OutError(f"--out: {path}: a file of the run in {target.parent}; give the "
                        "benchmark's lines a file of their own")
     try:
