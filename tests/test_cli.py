@@ -397,3 +397,11 @@ def test_control_characters_in_a_path_are_written_out_in_the_error_line(tmp_path
                                    reason=f"train.data_path: {path}: no such file"))
     assert line == f"[failed] before training | train.data_path: {tmp_path}/x\\x1b[2J\\ny.jsonl: " \
                    "no such file"
+    # The dashboard's checkpoint row, the same path's twin.
+    from types import SimpleNamespace
+
+    from minimind_tui.widgets.stats_panel import _in_the_run_folder
+
+    run = SimpleNamespace(checkpoint=SimpleNamespace(weights_path="/elsewhere/r\x1b[2J/w.pth"),
+                          started=None)
+    assert _in_the_run_folder(run) == "/elsewhere/r\\x1b[2J/w.pth"

@@ -14,6 +14,7 @@ from textual.widgets import ProgressBar, Static
 
 from minimind.events import RunFinished, StepMetrics
 from minimind.run_folder import named_in
+from minimind.shown import shown_line
 from minimind.units import format_bytes, format_count, format_duration
 from minimind_tui.run.history import RunHistory
 
@@ -159,6 +160,6 @@ def _memory(e: StepMetrics) -> str:
 def _in_the_run_folder(h: RunHistory) -> str:
     """The last checkpoint's file within the run's folder ("pretrain_128.pth", "lora/x.pth"):
     the path its event recorded names the folder as the run knew it, which a folder watched
-    after a sync or a move is not."""
+    after a sync or a move is not. Its control characters written out, as the log's line."""
     path = Path(h.checkpoint.weights_path)
-    return named_in(Path(h.started.out_dir), path) if h.started else str(path)
+    return shown_line(named_in(Path(h.started.out_dir), path) if h.started else str(path))
