@@ -48,13 +48,14 @@ def starting_points(root: Path, stage: str, model: ModelSettings) -> list[Starti
 
 
 def from_weight_problem(from_weight: str, model: ModelSettings) -> str | None:
-    """Why the weights file `from_weight` cannot start `model`, when a run folder recorded how
-    they were trained (the file is that run's own weights or resume file); None otherwise: a
-    file without a record is checked by its tensors when the run starts."""
+    """Why the weights `from_weight` names cannot start `model`, when a run folder recorded how
+    they were trained (it is that run's folder, or its own weights or resume file); None
+    otherwise: a file without a record is checked by its tensors when the run starts."""
     path = Path(from_weight).expanduser()
-    toml = path.parent / CONFIG_FILE
-    settings = _recorded(toml) if path.is_file() and toml.is_file() else None
-    if settings is None or path.name not in _saved_names(settings):
+    toml = (path if path.is_dir() else path.parent) / CONFIG_FILE
+    settings = _recorded(toml) if toml.is_file() else None
+    if settings is None or not (path.is_dir() or path.is_file()
+                                and path.name in _saved_names(settings)):
         return None
     if mismatch := layout_mismatch(settings.model, model):
         return f"{from_weight} was trained as another shape ({toml}): {mismatch}"

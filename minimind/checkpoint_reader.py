@@ -35,8 +35,8 @@ from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters, weights_of_re
 from .settings import ModelSettings, RunSettings
 from .torchfile import CheckpointError
 from .upstream import HeadSplitError, WeightsMismatchError, infer_config, load_into
-from .weight_records import (BUNDLED, Record, agreed, locate, read_weights, records_beside,
-                             resume_beside, run_settings, settings_as_record)
+from .weight_records import (BUNDLED, Record, agreed, locate, read_weights, resume_beside,
+                             run_settings, settings_as_record)
 
 
 @dataclass
@@ -179,14 +179,16 @@ def _load_weights(model: MiniMindForCausalLM, path: Path, chain: tuple[Path, ...
         load_into(model, merged.model.state_dict(), (merged.record.config(), merged.record.where))
         return (_merged_text(merged.base, merged.adapter, merged.base_check),
                 merged.fingerprint or merged.record)
-    state_dict, saved, _ = read_weights(path)
-    records = ([saved] if saved else []) + records_beside(path)
-    record = agreed(path, records)
+    weights, records = locate(path)  # a run's or saved folder: its own weights file
+    state_dict, saved, _ = read_weights(weights)
+    records = ([saved] if saved else []) + records
+    record = agreed(weights, records)
     if record is not None:
-        _same_head_split(path, record, model.config)
+        _same_head_split(weights, record, model.config)
     load_into(model, state_dict, None if record is None else (record.config(), record.where))
-    return (f"head split as recorded in {record.where}" if record is not None
-            else "the file records no head split; the run's settings give it"), record
+    note = (f"head split as recorded in {record.where}" if record is not None
+            else "the file records no head split; the run's settings give it")
+    return (f"its weights {weights}; {note}" if weights != path else note), record
 
 
 def _same_head_split(path: Path, record: Record, ours: MiniMindConfig) -> None:
@@ -268,7 +270,7 @@ def _lora_model(toml: Path, settings: RunSettings, num_attention_heads: int | No
                               + instead)
     recorded = settings.train.from_weight
     base = as_the_run_took_it(recorded, toml.parent, settings.train.out_dir)
-    if not base.is_file():
+    if not (base.is_file() or base.is_dir()):  # a folder: a run's or a saved model's
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if Path(recorded).expanduser().is_absolute() else
                                  " (a relative from_weight counts from the folder the run was "

@@ -29,7 +29,7 @@ from minimind.events import Event
 from minimind.folder_lock import LockHeld, inherited_lock, lock_folder, reserve
 from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
                                 STATUS_FILE, holds_adapters, remove_run_files, resume_files,
-                                resume_name, run_files, status_temp_files)
+                                resume_name, run_files, status_temp_files, weights_of_resume)
 from minimind.run_status import (RunStatus, caught_up, read_status, status_from_metrics,
                                  this_process)
 from minimind.sinks import BackgroundSink
@@ -261,8 +261,8 @@ class RunFolder:
         run, in_the_way = found.run, found.in_the_way
         # (A pretraining or sft run may replace the file it starts from in place, with
         # consent: it reads it once. A lora run's base is read whenever the run is opened.)
-        if overwrite and from_weight and holds_adapters(weights_name) and _resolved(
-                from_weight) in {p.resolve() for p in (*run_files(self.path), *in_the_way)}:
+        if overwrite and holds_adapters(weights_name) and _start_files(from_weight) & {
+                p.resolve() for p in (*run_files(self.path), *in_the_way)}:
             return DeletesItsStart(
                 f"{from_weight}, the base this lora run starts from (from_weight), is one of "
                 "the files --overwrite would delete here, and the run's adapters need it "
@@ -346,14 +346,24 @@ def _resolved(path: str) -> Path | None:
         return None
 
 
+def _start_files(from_weight: str) -> set[Path]:
+    """The files a from_weight starts from, resolved: itself, or the checkpoints of the run
+    folder it names (its weights, or the resume file beside them where that is all there
+    is)."""
+    source = _resolved(from_weight) if from_weight else None
+    if source is None or not source.is_dir():
+        return {source} if source else set()
+    return {p.resolve() for resume in resume_files(source)
+            for p in (resume, resume.with_name(weights_of_resume(resume.name)))}
+
+
 def replaced_files_text(folder: Path, paths: list[Path], from_weight: str = "") -> str:
     """"pretrain_128.pth (the from_weight this run starts from)": the files in `folder` named
     for a consent question, as `named_in` names them."""
-    source = _resolved(from_weight) if from_weight else None
-    return " and ".join(
-        named_in(folder, p) + (" (the from_weight this run starts from)"
-                               if source is not None and p.resolve() == source else "")
-        for p in paths)
+    start = _start_files(from_weight)
+    return " and ".join(named_in(folder, p) + (" (the from_weight this run starts from)"
+                                               if p.resolve() in start else "")
+                        for p in paths)
 
 
 def named_in(folder: Path, path: Path) -> str:
@@ -367,13 +377,19 @@ def named_in(folder: Path, path: Path) -> str:
 
 def save_of(weights: Path) -> str:
     """The `save_id` of the run checkpoint `weights` is (the last save of the run in its folder,
-    which wrote it), or "" for a file that is no run's, or a run's from before ids were kept."""
-    folder = RunFolder(weights.parent)
+    which wrote it; `weights` may be that folder, which stands for its own weights, or a lora
+    run's file in its `lora/`), or "" for a file that is no run's, or a run's from before ids
+    were kept."""
+    if weights.is_dir():
+        status = RunFolder(weights).status()
+        return status.save_id if status else ""
     try:
-        ours = weights.resolve() in {p.resolve() for p in run_files(folder.path)}
+        resolved = weights.resolve()
+        folder = next((RunFolder(folder) for folder in (weights.parent, weights.parent.parent)
+                       if resolved in {p.resolve() for p in run_files(folder)}), None)
     except (OSError, RuntimeError):  # a link loop: no run's file
         return ""
-    status = folder.status() if ours else None
+    status = folder.status() if folder else None
     return status.save_id if status else ""
 
 

@@ -184,7 +184,7 @@ def saved_folder_record(folder: Path) -> Record:
         # generate reads such a folder through transformers; our model needs our names.
         exported = isinstance(data, dict) and data.get(EXPORT_MARK) == EXPORTER
         ours = (f": an export of this tool, in {model_type}'s names; use the run it came from "
-                "(its folder, or its weights file for from_weight)" if exported else "")
+                "(its folder or its weights file)" if exported else "")
         raise CheckpointError(f"{folder}: {SAVED_CONFIG} describes a {model_type!r} model, not a "
                               f"MiniMind one{ours}")
     try:

@@ -401,6 +401,45 @@ def test_a_lora_runs_adapters_as_from_weight_start_from_the_model_it_trained(cha
         load_pretrained_weights(model, ADAPTER)
 
 
+def test_a_run_folder_as_from_weight_starts_from_its_weights(chain, tmp_path, monkeypatch):
+    """As generate and export open it (a lora run's folder already was a from_weight); a plain
+    run's folder was refused as "a folder, not a checkpoint file"."""
+    from minimind.checkpoint_reader import load_pretrained_weights
+    from minimind.environment import validate_for_start
+    from minimind.model import MiniMindForCausalLM
+    from minimind.run_folder import save_of
+
+    monkeypatch.chdir(chain)
+    model = MiniMindForCausalLM(load_model(BASE).config)
+    assert load_pretrained_weights(model, "out/tiny-sft") == (
+        f"its weights {BASE}; head split as recorded in out/tiny-sft/config.toml", "")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in load_model(BASE).state_dict()
+               .items())
+    assert save_of(Path("out/tiny-sft")) == save_of(Path(BASE)) != ""  # the run's origin
+    # A lora run's files lie in its lora/: the run is the folder above (`runs` compares the
+    # save a run started from with its origin's, to mark it "changed since").
+    lora_saves = {save_of(Path(p)) for p in ("out/tiny-lora", ADAPTER,
+                                             ADAPTER.replace(".pth", "_resume.pth"))}
+    assert len(lora_saves) == 1 and "" not in lora_saves
+    # The form's shape rule reads the folder's record, as it reads its weights file's.
+    settings = {"model": {"hidden_size": 64}, "train": {"stage": "sft",
+                                                        "from_weight": "out/tiny-sft"}}
+    assert [(p.loc, p.message) for p in validate_for_start(settings)[1]] == [(
+        "train.from_weight", "out/tiny-sft was trained as another shape "
+        "(out/tiny-sft/config.toml): hidden_size 128 there, 64 here; num_hidden_layers 2 there, "
+        "8 here; num_attention_heads 4 there, 8 here; intermediate_size 384 there, 192 here")]
+    # A lora run that started from a run's folder opens with that folder's weights as its base.
+    shutil.copytree(chain / "out", tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "out" / "tiny-lora" / "config.toml"
+    toml.write_text(toml.read_text().replace(f'"{BASE}"', '"out/tiny-sft"', 1))
+    opened = read_checkpoint("out/tiny-lora")
+    assert opened.built_from == (f"out/tiny-sft with the adapters of {ADAPTER} merged in (base "
+                                 "checked against lora_128_resume.pth)")
+    by_file = read_checkpoint(ADAPTER.replace(".pth", "_resume.pth")).model.state_dict()
+    assert all(torch.equal(v, by_file[k]) for k, v in opened.model.state_dict().items())
+
+
 def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, monkeypatch):
     """The resume file holds the frozen base and the adapters. Export, generate and a
     from_weight refused it: "does not fit the model", and the file and the model described

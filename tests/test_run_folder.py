@@ -14,7 +14,7 @@ from pathlib import Path
 from minimind.checkpoint import load_resume
 from minimind.events import Event, RunStarted, StepMetrics
 from minimind.follow import Follower
-from minimind.run_folder import RunFolder
+from minimind.run_folder import RunFolder, replaced_files_text
 from minimind_tui.run.history import RunHistory
 from minimind_tui.run.metrics_reader import parse_lines
 
@@ -322,6 +322,13 @@ def test_a_lora_run_may_not_overwrite_the_base_it_starts_from(tmp_path):
         in refused.stderr, refused.stderr
     assert sorted(p.name for p in base.iterdir()) == before and RunFolder(base).state() == \
         "completed"
+    # Nor when from_weight names the run's folder, which stands for its weights.
+    refusal = RunFolder(base).refusal(resume=False, overwrite=True, from_weight=str(base),
+                                      weights_name="lora/lora_128.pth")
+    assert str(refusal).startswith(f"{base}, the base this lora run starts from (from_weight), "
+                                   "is one of the files --overwrite would delete here")
+    assert "(the from_weight this run starts from)" in replaced_files_text(
+        base, [base / "pretrain_128.pth"], str(base))
 
 
 def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
