@@ -52,6 +52,10 @@ class RunStatus(BaseModel):
     val_loss: float | None = None
     best_val_loss: float | None = None
     checkpoint_step: int | None = None
+    checkpoint_evals: tuple[float | None, float | None] | None = None
+    """val_loss and best_val_loss as they stood at the last checkpoint: what a resume from it
+    goes back to (an evaluation after it measured weights the resume drops). None in a
+    run.json written before it was kept."""
     save_id: str = ""
     """The last checkpoint's `CheckpointSaved.save_id`."""
     origin_save: str = ""
@@ -68,6 +72,8 @@ class RunStatus(BaseModel):
         if isinstance(event, RunStarted):
             if self.step != event.start_step:  # a loss from steps the resume dropped, or none
                 self.loss = None
+                if self.checkpoint_evals and self.checkpoint_step == event.start_step:
+                    self.val_loss, self.best_val_loss = self.checkpoint_evals
             self.state, self.reason = "running", ""
             self.resumed_from = self.step = event.start_step
             self.total_steps, self.parameters = event.total_steps, event.parameters
@@ -75,7 +81,7 @@ class RunStatus(BaseModel):
             self.tokens_per_step = event.tokens_per_step
             self.device, self.world_size = event.device_name, event.world_size
             self._set_progress(event.tokens_seen, event.elapsed)
-            # A resume starts from its checkpoint; evaluations before it stay in the status.
+            # A resume starts from its checkpoint; evaluations up to it stay in the status.
             self.checkpoint_step = event.start_step or None
             if not event.start_step:  # a resume goes on from the same start
                 self.origin_save = event.origin_save
@@ -92,9 +98,12 @@ class RunStatus(BaseModel):
             if math.isfinite(event.val_loss) and (best is None or not math.isfinite(best)
                                                   or event.val_loss < best):
                 self.best_val_loss = event.val_loss
+            if self.checkpoint_step is not None and event.step <= self.checkpoint_step:
+                self.checkpoint_evals = (self.val_loss, self.best_val_loss)  # (saved first)
             return False
         if isinstance(event, CheckpointSaved):
             self.checkpoint_step, self.save_id = event.step, event.save_id
+            self.checkpoint_evals = (self.val_loss, self.best_val_loss)
             self._reached(event)
             return True
         if isinstance(event, RunFinished):

@@ -467,6 +467,42 @@ def test_a_resume_from_a_status_whose_best_is_not_a_number_finds_a_new_best(tmp_
     assert status.best_val_loss == 6.5
 
 
+def test_a_resume_forgets_the_evaluations_of_the_steps_it_drops():
+    """Killed at step 150 after a save at 100: the evaluation at 150 measured weights no file
+    holds, and the resume trains 101-150 again. `runs` kept its 6.0645 as the best val loss
+    of a run whose saved weights never reached it (and as its val loss until the next one)."""
+    from minimind.events import CheckpointSaved, EvalResult
+    from minimind.run_status import RunStatus
+
+    def started(step: int) -> RunStarted:
+        return RunStarted(settings={}, parameters=1, active_parameters=1, device="cpu",
+                          device_name="cpu", world_size=1, tokens_per_step=8,
+                          steps_per_epoch=1000, total_steps=1000, start_step=step,
+                          flops_per_token=1.0, peak_flops=None, out_dir="out")
+
+    status = RunStatus()
+    status.apply(started(0))
+    for event in (EvalResult(step=50, val_loss=6.3, tokens=10),
+                  CheckpointSaved(step=100, weights_path="w", resume_path="r", save_id="a"),
+                  EvalResult(step=100, val_loss=6.2, tokens=10),  # (written after its save)
+                  EvalResult(step=150, val_loss=6.0645, tokens=10)):
+        status.apply(event)
+    status.step, status.loss = 160, 5.0  # (as a logged step after it leaves them)
+    assert (status.val_loss, status.best_val_loss) == (6.0645, 6.0645)
+    status.apply(started(100))
+    assert (status.val_loss, status.best_val_loss, status.loss) == (6.2, 6.2, None)
+    status.apply(EvalResult(step=150, val_loss=6.0953, tokens=10))
+    assert status.best_val_loss == 6.0953
+    # Stopped at its checkpoint, nothing is dropped; a run.json from before the record of the
+    # checkpoint's evaluations keeps what it holds.
+    status.apply(CheckpointSaved(step=150, weights_path="w", resume_path="r", save_id="b"))
+    status.apply(started(150))
+    assert (status.val_loss, status.best_val_loss) == (6.0953, 6.0953)
+    old = RunStatus(step=160, checkpoint_step=100, val_loss=6.0, best_val_loss=6.0)
+    old.apply(started(100))
+    assert (old.val_loss, old.best_val_loss) == (6.0, 6.0)
+
+
 def test_a_start_refused_after_it_took_the_folder_leaves_no_trace(tmp_path, tiny_settings):
     """A typo in data_path is found after the folder was made and locked: the folders made for
     the run go again (a lora run's lora/ too), and a folder of the user's keeps only what it
