@@ -141,15 +141,16 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     folder = RunFolder(Path(t.out_dir).expanduser())
     weights = folder.path / settings.weights_name()
     checkpoint = weights.parent / resume_name(weights.name)
-    if not checkpoint.is_file():
-        return [Problem("train.from_resume", missing_checkpoint(checkpoint, folder.path))]
     recorded = _recorded_settings(folder.path)
-    if recorded is None:  # no usable record: the checkpoint's own decides when the run starts
-        return []
-    saved = recorded.model_dump(mode="json")
-    if changed := fixed_changes(saved, settings):
+    # A changed stage or name looks for a checkpoint the run never wrote: the change is the
+    # cause, not the missing file.
+    if changed := recorded and fixed_changes(recorded.model_dump(mode="json"), settings):
         return [Problem("train.from_resume", changed_text(changed, f"the run in {t.out_dir} "
                                                                     f"({CONFIG_FILE})"))]
+    if not checkpoint.is_file():
+        return [Problem("train.from_resume", missing_checkpoint(checkpoint, folder.path))]
+    if recorded is None:  # no usable record: the checkpoint's own decides when the run starts
+        return []
     # An epoch's steps as the run counted them (the data may not change, nor the batch): with
     # data allowed to change, only the engine, which reads them, knows the plan.
     status = folder.status()

@@ -708,6 +708,11 @@ def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settin
         f"train.from_resume: no resume checkpoint at {folder / 'other_128_resume.pth'}; the "
         "folder holds pretrain_128_resume.pth: resume with the settings that name it "
         "(save_weight, hidden_size, use_moe, lora_name as its run had them)"]
+    # Another stage looks for another checkpoint too; the stage is named, not the names.
+    assert problems(from_resume=True, max_steps=3, stage="sft", packing=False,
+                    data_path="builtin:shakespeare-chat") == [
+        f"train.from_resume: the run in {folder} (config.toml) used different settings, so it "
+        "cannot continue exactly: train.stage (pretrain → sft), train.packing (True → False)"]
     # A field invalid: the default standing in named a checkpoint nobody chose
     # (pretrain_512_resume.pth for an empty hidden_size); the resume waits for valid fields.
     data = settings.model_dump(mode="json")
