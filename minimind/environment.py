@@ -123,11 +123,6 @@ def as_the_run_took_it(value: str, run_folder: Path, out_dir: str) -> Path:
     return path if above == Path.cwd() else above / path
 
 
-def printable_path(value: str) -> str:
-    """A path with its control characters escaped: a NUL printed raw corrupts the line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
-
-
 def _shown(value: str) -> str:
     """A path as an error shows it: printable, a long one cut in the middle with its length."""
     value = printable_path(value)

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from minimind.environment import as_the_run_took_it, printable_path
+from minimind.environment import as_the_run_took_it
+from minimind.shown import printable_path
 from minimind.events import RunStarted
 from minimind.follow import parse_event
 from minimind.units import format_count, format_duration

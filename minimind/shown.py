@@ -25,3 +25,9 @@ def shown_text(text: str) -> str:
 def shown_line(text: str) -> str:
     """One line (an error, a name): every control character written out, line breaks too."""
     return text.translate(_ONE_LINE)
+
+
+def printable_path(value: str) -> str:
+    """A path: every character Python does not call printable written out, beyond the control
+    characters (a right-to-left override in a name reverses what the line after it says)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)

@@ -142,6 +142,16 @@ def test_cli_text_json_and_exit_codes(tmp_path, capsys):
             inspect_main([str(path), "--max_seq_len", too_short])
         assert exit_.value.code == 2
         assert capsys.readouterr().err.rstrip().endswith("--max_seq_len: must be ≥ 8")
+    # A name's control characters are written out, as the trainer's errors write them: raw,
+    # ESC [2J cleared the screen and a newline split the header.
+    hostile = write(tmp_path / "c\x1b[2J\nd.jsonl", KNOWN)
+    assert inspect_main([str(hostile), "--max_seq_len", "8"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(f"{tmp_path}/c\\x1b[2J\\nd.jsonl: ")
+    chat = write(tmp_path / "c\x1b[2J.jsonl", [json.dumps({"conversations": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]})])
+    assert inspect_main([str(chat), "--stage", "sft"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith(
+        f"{tmp_path}/c\\x1b[2J.jsonl: conversations")
 
 
 def test_readouts_count_exactly_once_inspected(tok, tmp_path):

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import TypeVar
 
 from minimind.data.progress import Throughput
+from minimind.shown import printable_path
 from minimind_tui.cli import exit_codes
 from minimind_tui.cli.flags import path_arg
 
@@ -129,8 +130,8 @@ def _inspect_conversations(args, tokenizer) -> int:
         print(json.dumps(insp.to_dict(), ensure_ascii=False))
         return exit_codes.OK
     cached = " (cached)" if insp.cached else ""
-    lines = [f"{insp.path}: conversations, tokenizer {args.tokenizer_path or 'bundled'}{cached}",
-             ""]
+    lines = [f"{printable_path(str(insp.path))}: conversations, tokenizer "
+             f"{printable_path(args.tokenizer_path or 'bundled')}{cached}", ""]
     lines += [f"{label:18s} {value}" for label, value in conversation_rows(insp)]
     lines += [f"  {line}" for line in bad_line_rows(insp)]
     lines += [f"warning: {w}" for w in conversation_warnings(insp)]
@@ -143,8 +144,8 @@ def as_text(insp, max_seq_len: int, tokenizer_path: str) -> str:
                                              split_chars_text, warning_texts)
 
     cached = " (cached)" if insp.cached else ""
-    lines = [f"{insp.path}: {insp.size_bytes / 1e6:,.1f} MB, tokenizer "
-             f"{tokenizer_path or 'bundled'}{cached}", ""]
+    lines = [f"{printable_path(str(insp.path))}: {insp.size_bytes / 1e6:,.1f} MB, tokenizer "
+             f"{printable_path(tokenizer_path or 'bundled')}{cached}", ""]
     lines += [f"{label:18s} {value}" for label, value in figure_rows(insp, max_seq_len)]
     lines += ["", "document lengths in tokens (bos + text + eos):"]
     lines += ["  " + line for line in histogram_lines(insp)]
