@@ -21,9 +21,11 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
+from minimind.event_text import describe
 from minimind.events import Event, LogMessage
 from minimind.runs import runs_root
 from minimind.settings import merge
+from minimind_tui.cli.exit_codes import of_run
 from minimind_tui.palette import MiniMindCommands
 from minimind_tui.form.schema import settings_values
 from minimind_tui.run.history import RunHistory, StepBlock
@@ -45,7 +47,7 @@ from minimind_tui.worker_end import worker_ended
 DRAIN_SECONDS = 0.25  # 4 Hz: smooth enough to watch, rare enough not to slow training
 
 
-class MiniMindApp(App[None]):
+class MiniMindApp(App[str]):
     """`MiniMindApp(preset, overrides)`: the form shows the preset with the CLI's flags laid
     over it, and the preset's own values are the baseline that "changed" marks compare against.
     `MiniMindApp(watch=folder)`: only the dashboard, following that folder's run read-only."""
@@ -306,8 +308,8 @@ class MiniMindApp(App[None]):
             if self.history.finished is None:  # the engine did not get to report its end
                 self.apply_events([finished])
             self.run_phase = RunPhase(finished.status)
-        if self._quitting:
-            self.exit()
+        if self._quitting:  # the code its process would give, and its end in words
+            self.exit(f"{run.path}: {describe(finished)[0]}", return_code=of_run(finished))
         elif finished.status == "failed":
             self.push_screen(RunFailedScreen(finished, refused=refused),
                              lambda _: self._back_to_form(finished.reason))
@@ -351,8 +353,8 @@ class MiniMindApp(App[None]):
             return
         if self.run_active and self._detached:
             folder = self.training.folder.path
-            self.exit(message=f"The detached run goes on in {folder}; watch it with: "
-                              f"minimind-tui watch {folder}")
+            self.exit(f"The detached run goes on in {folder}; watch it with: minimind-tui "
+                      f"watch {folder}")
             return
         if not self.run_active:
             self.exit()

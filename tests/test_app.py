@@ -491,8 +491,12 @@ async def test_quitting_mid_run_asks_then_stops_the_worker(tmp_path):
         await pilot.press("y")
         await wait_until(pilot, lambda: app.training.worker.is_finished)
         await pilot.pause(0.2)
-    assert app.return_code == 0
+    # The code and the last line its process gives (`of_run`): only a completed run is a
+    # success, whoever stopped it (it exited 0, so `&& export` went on from a stopped run).
     assert app.history.finished is not None and app.history.finished.status == "stopped"
+    assert app.return_code == 130
+    assert app.return_value.startswith(f"{tmp_path / 'run'}: [stopped] at step "), \
+        app.return_value
     assert not engine_threads()
 
 

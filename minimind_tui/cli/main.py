@@ -118,6 +118,8 @@ def _main(argv: list[str]) -> int:
 
     app = MiniMindApp(args.preset, overrides)
     app.run_until_stopped()
+    if app.return_value:  # its last word, once the screen is gone: one line, as --no-ui's
+        print(app.return_value, file=sys.stderr)
     return app.return_code or exit_codes.OK  # Textual sets 1 when the app crashed
 
 

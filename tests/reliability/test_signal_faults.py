@@ -294,7 +294,9 @@ def test_closing_the_dashboards_terminal_stops_the_run_with_a_checkpoint(tmp_pat
 
 def test_sigterm_stops_the_dashboards_run_and_the_app_exits_cleanly(tmp_path):
     """`kill PID` on the app mid-run: the stopping notice is shown, the run ends with a
-    checkpoint, and the app exits 0 without a traceback (it raised NoActiveAppError once)."""
+    checkpoint, and the app exits without a traceback (it raised NoActiveAppError once), with
+    the code and the last line `--no-ui` gives: it exited 0 and said nothing, so `&& export`
+    went on from a run that had not finished."""
     out_dir = tmp_path / "run"
     pid, fd = start_dashboard_run(out_dir)
     try:
@@ -302,9 +304,12 @@ def test_sigterm_stops_the_dashboards_run_and_the_app_exits_cleanly(tmp_path):
         code, screen = wait_exit(pid, fd)
     finally:
         os.close(fd)
-    assert code == 0, screen[-3000:]
+    assert code == 130, screen[-3000:]
     assert b"Traceback" not in screen and b"Error" not in screen, screen[-3000:]
     assert_stopped_with_a_checkpoint(out_dir)
+    step = json.loads((out_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    said = rf"{out_dir}: \[stopped\] at step {step} \| [^\r\n]*checkpoint written\r\n"
+    assert re.search(said.encode(), screen), screen[-3000:]  # (one line, for a log to grep)
 
 
 def start_torchrun(out_dir: Path, *args: str, launcher: tuple[str, ...] = ()
