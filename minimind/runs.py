@@ -204,6 +204,23 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
         out_dir=str(train.get("out_dir", "")))
 
 
+def runs_below_text(folder: Path, shown: int = 3) -> str:
+    """For a folder that holds no run of its own: the runs below it, named as paths to watch
+    ("out holds 20 runs below it: out/a, out/b, out/c, ...: watch one of those, e.g. ...;
+    `minimind-tui runs out` lists them"), or "" when it holds none (or a run of its own)."""
+    if not folder.is_dir() or any((folder / name).exists() for name in MARKER_FILES):
+        return ""
+    below = [run for run in find_runs(folder) if run.path != folder]
+    if not below:
+        return ""
+    names = [printable_path(str(run.path)) for run in below[:shown]]
+    where = printable_path(str(folder))
+    return (f"{where} holds {len(below)} run(s) below it, none of its own: "
+            + ", ".join(names) + (", ..." if len(below) > shown else "")
+            + f": watch one of those (minimind-tui watch {names[0]}); minimind-tui runs {where} "
+            "lists them")
+
+
 MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: out/tiny/..."
 CHANGED_ORIGIN = " (changed since)"  # its from_weight was saved again or replaced since
 

@@ -23,7 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from minimind.event_text import describe
 from minimind.events import Event, LogMessage
-from minimind.runs import runs_root
+from minimind.runs import runs_below_text, runs_root
 from minimind.settings import merge
 from minimind_tui.cli.exit_codes import of_run
 from minimind_tui.palette import MiniMindCommands
@@ -241,6 +241,9 @@ class MiniMindApp(App[str]):
                         severity="warning", markup=False)
             return
         self.begin_run(FolderSource(folder))
+        if below := runs_below_text(folder):  # its runs lie one level down, or deeper
+            self.notify(below, title="No run in this folder", severity="warning",
+                        timeout=30, markup=False)
 
     def action_watch(self) -> None:
         default = str(self.configure_screen.form.raw_values().get("train.out_dir") or "")

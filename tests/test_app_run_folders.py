@@ -390,6 +390,15 @@ async def test_a_watch_of_a_folder_not_made_yet_waits_for_it(tmp_path):
         # at a check of the folder (every STATE_SECONDS)
         await wait_until(pilot, lambda: status_text(app) == "Waiting for the run to write…",
                          timeout=10)
+    # A folder of runs: told where they are (`watch out` waited for a run in out itself).
+    (tmp_path / "out" / "a").mkdir(parents=True)
+    (tmp_path / "out" / "a" / "metrics.jsonl").write_text("")
+    app = MiniMindApp(watch=tmp_path / "out")
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: app._notifications)
+        [told] = app._notifications
+        assert told.message.startswith(f"{tmp_path / 'out'} holds 1 run(s) below it, none of "
+                                       f"its own: {tmp_path / 'out' / 'a'}: watch one of those")
 
 
 def test_watch_needs_a_folder(tmp_path, capsys):

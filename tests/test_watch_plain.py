@@ -100,8 +100,17 @@ def test_a_killed_run_is_reported_as_crashed_exit_1(tmp_path, saved):
 
 
 def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):
+    """...and names the runs below it, where those are: `watch out` on out/a, out/b waited
+    for a run in out itself, and said only that there was none."""
+    for name in ("a", "b", "c", "d/e"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.jsonl").write_text("")
     watcher = watch(tmp_path)
     assert "no run in" in watcher.stderr.readline()
+    assert watcher.stderr.readline() == (
+        f"[watch] {tmp_path} holds 4 run(s) below it, none of its own: {tmp_path}/a, "
+        f"{tmp_path}/b, {tmp_path}/c, ...: watch one of those (minimind-tui watch {tmp_path}/a); "
+        f"minimind-tui runs {tmp_path} lists them\n")
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130 and out == "" and "Traceback" not in err

@@ -22,6 +22,8 @@ from minimind.events import Event, RunFinished
 from minimind.follow import Follower, parse_event
 from minimind.run_files import METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunFolder
+from minimind.runs import runs_below_text
+from minimind.shown import printable_path
 from minimind_tui.cli import exit_codes
 
 POLL_SECONDS = 0.5
@@ -63,8 +65,11 @@ def follow(folder: Path) -> int:
             state_checked = time.monotonic()
             state = run.state()
             if not state and not waiting_said:
-                none = f"no run in {folder}" if folder.is_dir() else f"no folder {folder}"
+                where = printable_path(str(folder))
+                none = f"no run in {where}" if folder.is_dir() else f"no folder {where}"
                 say(f"[watch] {none} yet: waiting for a run to start there (Ctrl+C to leave)")
+                if below := runs_below_text(folder):
+                    say(f"[watch] {below}")
                 waiting_said = True
             if state not in ("", "running"):
                 if isinstance(last, RunFinished):
