@@ -433,3 +433,17 @@ async def test_start_asks_before_replacing_weights_that_are_no_run(tmp_path):
         await wait_until(pilot, lambda: app.run_phase == "completed")
     assert theirs.read_bytes() != b"the user's weights"
     assert RunFolder(run).state() == "completed"
+
+
+def test_the_start_question_says_where_a_resume_goes_on_from(tmp_path):
+    """A crashed run's question said "Resume continues from its last checkpoint": 26 steps
+    after the save at 100 train again, which only `runs` told ("126/3,000 (saved 100)")."""
+    from minimind.run_status import RunStatus
+    from minimind_tui.run.start_flow import resume_note
+
+    folder = RunFolder(tmp_path)
+    folder.write_status(RunStatus(state="failed", step=126, checkpoint_step=100))
+    assert resume_note(folder) == ("Resume continues from its checkpoint at step 100: steps "
+                                    "101–126 were never saved and train again")
+    folder.write_status(RunStatus(state="stopped", step=100, checkpoint_step=100))
+    assert resume_note(folder) == "Resume continues from its checkpoint at step 100"

@@ -81,7 +81,7 @@ class StartFlow:
             choose = f"; choose what to do (a new folder is {new.name}, beside it)."
             if e.run:
                 title = f"{folder.path} already holds a run"
-                text = f"It is {e.run}. Start would replace it" + (
+                text = f"Its run: {e.run}. Start would replace it" + (
                     f" and {files}" if files else "") + choose
             else:
                 title = (f"{folder.path} already holds "
@@ -94,7 +94,7 @@ class StartFlow:
                  Choice("new", "New folder", "n", "success"),
                  Choice("overwrite", "Overwrite…", "o", "error")],
                 note=(f"Resume cannot: {blocked[0].message}" if blocked
-                      else "Resume continues from its last checkpoint")),
+                      else resume_note(folder))),
                 partial(self._reuse_answered, settings, detached, new, e.files))
         else:
             self.launch(settings, detached=detached)
@@ -147,3 +147,15 @@ class StartFlow:
                             title="Cannot launch the run", severity="error", markup=False)
             return
         self.app.begin_run(source)
+
+
+def resume_note(folder: RunFolder) -> str:
+    """Where a resume goes on from, and the steps it trains again (a crash loses those after
+    the last save)."""
+    status = folder.status()
+    saved = status.checkpoint_step if status else None
+    if not saved:
+        return "Resume continues from its last checkpoint"
+    again = (f": steps {saved + 1:,}–{status.step:,} were never saved and train again"
+             if status.step > saved else "")
+    return f"Resume continues from its checkpoint at step {saved:,}{again}"
