@@ -107,7 +107,9 @@ def records_beside(weights: Path) -> list[Record]:
 
 def resume_beside(weights: Path) -> list[Record]:
     """The settings saved in the resume file next to a weights file (read without loading its
-    tensors: memory-mapped). A resume file that is unreadable records nothing."""
+    tensors: memory-mapped). One of another layout (upstream's) records nothing; one that
+    cannot be read (truncated, corrupt, refused) is refused by name: it was skipped without a
+    word, and the head split, settings and tokenizer it records went unchecked."""
     resume = resume_path(weights)
     if weights.name.endswith(RESUME_SUFFIX) or not resume.is_file():
         return []
@@ -115,8 +117,14 @@ def resume_beside(weights: Path) -> list[Record]:
         state = safe_torch_load(resume, mmap=True)
         model = ModelSettings.model_validate(state["settings"]["model"])
         train, data = state["settings"]["train"], state.get("data")
-    except (CheckpointError, ValidationError, KeyError, TypeError):
+    except (KeyError, TypeError):
         return []
+    except (CheckpointError, ValidationError) as e:
+        why = str(e).removeprefix(f"{resume}: ").splitlines()[0]
+        raise CheckpointError(f"{resume}: the resume file beside {weights.name} cannot be read "
+                              f"({why}), and the record it holds of how the weights were "
+                              f"trained cannot be checked: restore it, or move it away to open "
+                              f"{weights.name} without it") from None
     return [settings_record(resume, model, train, data)]
 
 

@@ -196,6 +196,25 @@ def test_corrupt_from_weight_file_is_refused_by_name(settings, tmp_path, checkpo
     assert_refused(result, events, f"train.from_weight: {weights}: {why}", weights)
 
 
+@pytest.mark.parametrize("kind", ["truncated", "random", "empty"])
+def test_an_unreadable_resume_file_beside_the_weights_is_refused_not_skipped(
+        settings, tmp_path, checkpoint, kind):
+    """It holds the record of how the weights were trained (head split, settings, tokenizer):
+    skipped without a word, generate took the config from a config.toml beside it alone, and
+    the refusal of a file with no record said to keep it beside its resume file, which it
+    was."""
+    weights, resume = tmp_path / "pretrain_128.pth", tmp_path / "pretrain_128_resume.pth"
+    weights.write_bytes(checkpoint[0])
+    corrupt(resume, kind, checkpoint)
+    why = f"{resume}: the resume file beside pretrain_128.pth cannot be read ("
+    with pytest.raises(CheckpointError, match=re.escape(why)):
+        read_checkpoint(weights)
+    result, events = run(settings(from_weight=str(weights)))
+    assert_refused(result, events, f"train.from_weight: {why}", resume)
+    resume.unlink()  # moved away, as it says: the weights open without it
+    assert read_checkpoint(weights, num_attention_heads=4).weights_path == weights
+
+
 def test_shape_mismatch_hint_names_the_files_head_count_and_works(settings, tmp_path):
     """A MiniMind2 file does not record its heads; the hint must give a split that loads."""
     shape = {"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2}
