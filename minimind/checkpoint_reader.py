@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from .checkpoint import load_resume, resume_path
 from .checkpoint_tokenizer import choose_tokenizer, other_ids
 from .config import MiniMindConfig
-from .environment import as_the_run_took_it, unusable_path
+from .environment import as_the_run_took_it, start_unknown, unusable_path
 from .lora import ADAPTER_MARK, LoRAError, load_lora, merge_lora
 from .model import MiniMindForCausalLM
 from .run_files import CONFIG_FILE, RESUME_SUFFIX, holds_adapters, weights_of_resume
@@ -271,6 +271,14 @@ def _lora_model(toml: Path, settings: RunSettings, num_attention_heads: int | No
     recorded = settings.train.from_weight
     base = as_the_run_took_it(recorded, toml.parent, settings.train.out_dir)
     if not (base.is_file() or base.is_dir()):  # a folder: a run's or a saved model's
+        out_dir = settings.train.out_dir
+        if start_unknown(recorded, toml.parent, out_dir):  # not known to be gone
+            raise CheckpointError(
+                f"{adapter}: its base {recorded} (train.from_weight in {toml}) counts from the "
+                f"folder the run was started in, which its out_dir {out_dir!r} cannot tell "
+                f"from where the run is now ({toml.parent}: moved or renamed, or an absolute "
+                "out_dir); it is not in the current folder: open the run from the folder it "
+                "was started in" + instead)
         raise CheckpointError(f"{adapter}: its base {base} (train.from_weight in {toml}) is gone"
                               + ("" if Path(recorded).expanduser().is_absolute() else
                                  " (a relative from_weight counts from the folder the run was "

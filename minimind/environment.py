@@ -16,6 +16,7 @@ from typing import Any
 
 from minimind.atomic import file_in_the_way, in_the_way
 from minimind.safe_read import missing
+from minimind.shown import printable_path
 from minimind.settings import DATA_FIELDS, Problem, RunSettings, TrainSettings
 from minimind.settings_rules import validate
 
@@ -103,24 +104,44 @@ def not_a_folder(value: str) -> str | None:
 def as_the_run_took_it(value: str, run_folder: Path, out_dir: str) -> Path:
     """A path a run recorded (its from_weight), as the run took it: a relative one counts from
     the folder the run was started in, which its recorded relative out_dir and the place its
-    folder is in now tell (out/sft in /work/out/sft: /work), so `runs` and the readers find it
-    from any folder (as given when that is the current folder). An out_dir that climbs first
-    (upstream's `../out/sft`, from trainer/) tells the folder that many levels above the start
-    instead, which a path climbing as far needs (`../out/base.pth`). Without that record (an
-    absolute out_dir, a folder moved off its name, a path into the start folder itself, whose
-    name nothing recorded), from the current folder. Raises what `Path.expanduser` raises."""
+    folder is in now tell (out/sft in /work/out/sft: /work; "." the folder itself), so `runs`
+    and the readers find it from any folder (as given when that is the current folder). An
+    out_dir that climbs first (upstream's `../out/sft`, from trainer/) tells the folder that
+    many levels above the start instead, which a path climbing as far needs
+    (`../out/base.pth`). Without that record (`start_unknown`), from the current folder.
+    Raises what `Path.expanduser` raises."""
     path = Path(value).expanduser()
-    parts = [part for part in Path(out_dir).parts if part != "."]
-    up = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
-    below, here = parts[up:], run_folder.absolute().parts
-    if path.is_absolute() or not below or Path(out_dir).is_absolute() or ".." in below \
-            or tuple(here[-len(below):]) != tuple(below):
+    start = None if path.is_absolute() else _start_record(run_folder, out_dir)
+    if start is None:
         return path
-    above = Path(*here[:-len(below)])  # `up` levels above the start folder
+    above, up = start  # `up` levels above the start folder
     if up:
         steps = [part for part in path.parts if part != "."]
         return above.joinpath(*steps[up:]) if steps[:up] == [".."] * up else path
     return path if above == Path.cwd() else above / path
+
+
+def start_unknown(value: str, run_folder: Path, out_dir: str) -> bool:
+    """Whether the relative path `value` a run recorded is read from the current folder for
+    want of a record of where the run was started: an absolute out_dir, one that climbs out of
+    the folder it names, or a run folder moved or renamed off its out_dir (out/lr now in
+    out/lr-keep)."""
+    return (not Path(value).expanduser().is_absolute()
+            and _start_record(run_folder, out_dir) is None)
+
+
+def _start_record(run_folder: Path, out_dir: str) -> tuple[Path, int] | None:
+    """(the folder `up` levels above the one a run was started in, `up`), as its recorded
+    out_dir and the place its folder is in now tell it; None where they cannot."""
+    parts = [part for part in Path(out_dir).parts if part != "."]
+    if not parts:  # trained into the folder it was started in
+        return run_folder.absolute(), 0
+    up = next((i for i, part in enumerate(parts) if part != ".."), len(parts))
+    below, here = parts[up:], run_folder.absolute().parts
+    if not below or Path(out_dir).is_absolute() or ".." in below \
+            or tuple(here[-len(below):]) != tuple(below):
+        return None
+    return Path(*here[:-len(below)]), up
 
 
 def _shown(value: str) -> str:

@@ -385,12 +385,13 @@ def save_of(weights: Path) -> str:
         return status.save_id if status else ""
     try:
         resolved = weights.resolve()
-        folder = next((RunFolder(folder) for folder in (weights.parent, weights.parent.parent)
-                       if resolved in {p.resolve() for p in run_files(folder)}), None)
+        for folder in (weights.parent, weights.parent.parent):  # (lora/ holds no run.json)
+            if resolved in {p.resolve() for p in run_files(folder)} and (
+                    status := RunFolder(folder).status()):
+                return status.save_id
     except (OSError, RuntimeError):  # a link loop: no run's file
-        return ""
-    status = folder.status() if folder else None
-    return status.save_id if status else ""
+        pass
+    return ""
 
 
 def process_alive(status: RunStatus) -> bool:

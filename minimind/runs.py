@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from minimind.environment import as_the_run_took_it
+from minimind.environment import as_the_run_took_it, start_unknown
 from minimind.shown import printable_path
 from minimind.events import RunStarted
 from minimind.follow import parse_event
@@ -222,6 +222,9 @@ def runs_below_text(folder: Path, shown: int = 3) -> str:
 
 
 MISSING_ORIGIN = "missing: "  # an origin whose from_weight is gone: "missing: out/tiny/..."
+UNPLACED_ORIGIN = "not here: "
+"""An origin relative to a start folder its run's record no longer tells (a folder renamed off
+its out_dir) and not in the current folder: maybe there, maybe gone."""
 CHANGED_ORIGIN = " (changed since)"  # its from_weight was saved again or replaced since
 
 
@@ -240,7 +243,10 @@ def describe_origin(from_weight: str | None, known: dict[Path, str], run_folder:
         resolved = path.resolve()  # a lora run's folder is a from_weight too: itself counts
         short = next((known[folder] for folder in (resolved, *resolved.parents)
                       if folder in known), printable_path(from_weight))
-        return short if path.is_file() or path.is_dir() else f"{MISSING_ORIGIN}{short}"
+        if path.is_file() or path.is_dir():
+            return short
+        return (f"{UNPLACED_ORIGIN}{short}" if start_unknown(from_weight, run_folder, out_dir)
+                else f"{MISSING_ORIGIN}{short}")
     except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~nosuchuser: no such file
         return f"{MISSING_ORIGIN}{printable_path(from_weight)}"
 

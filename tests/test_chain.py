@@ -195,6 +195,29 @@ def test_a_lora_folder_whose_base_is_gone_or_does_not_fit_is_refused(chain, tmp_
         assert listed["tiny"][0] == "scratch"
 
 
+def test_a_lora_folder_renamed_off_its_out_dir_says_its_base_is_not_here_not_gone(
+        chain, tmp_path, capsys):
+    """Renamed, its folder no longer tells where the run was started: the base was looked for
+    from the current folder alone, and said to be "gone" (and `runs`, "missing:") while it was
+    there, one folder up."""
+    shutil.copytree(chain / "out", tmp_path / "out")
+    (tmp_path / "out" / "tiny-lora").rename(tmp_path / "out" / "lr-keep")
+    result = in_process(tmp_path / "out", capsys, "generate", "lr-keep", "--prompt", "x")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (f"its base {BASE} (train.from_weight in lr-keep/config.toml) counts from the folder "
+            "the run was started in, which its out_dir 'out/tiny-lora' cannot tell from where "
+            "the run is now (lr-keep: moved or renamed, or an absolute out_dir); it is not in "
+            "the current folder: open the run from the folder it was started in") \
+        in result.stderr, result.stderr
+    assert "is gone" not in result.stderr
+    listed = {line.split()[0]: line.split()[2:5]
+              for line in minimind(tmp_path / "out", "runs", ".").stdout.splitlines()[1:]}
+    assert listed["lr-keep"] == ["not", "here:", BASE]
+    # From the folder it was started in, it opens.
+    assert in_process(tmp_path, capsys, "generate", "out/lr-keep", "--prompt", "x",
+                      "--max_new_tokens", "1").returncode == 0
+
+
 def test_a_start_from_weights_of_another_shape_is_refused_beside_the_field(chain):
     result = minimind(chain, "--no-ui", "--preset", "tiny-sft", "--hidden_size", "64",
                       "--out_dir", "out/never", ok=False)

@@ -20,8 +20,8 @@ from textual.widgets import DataTable, Footer, Static
 from minimind.family import FAMILIES
 from minimind.run_folder import RunBusy
 from minimind.settings import SettingsError
-from minimind.runs import (COLUMNS, MISSING_ORIGIN, RunSummary, delete_run, find_runs,
-                           resumed_changes, settings_diff, sorted_runs, started_from)
+from minimind.runs import (COLUMNS, MISSING_ORIGIN, UNPLACED_ORIGIN, RunSummary, delete_run,
+                           find_runs, resumed_changes, settings_diff, sorted_runs, started_from)
 from minimind_tui.screens.compare import ComparisonScreen
 from minimind_tui.screens.confirm import ConfirmScreen
 from minimind_tui.screens.settings_diff import SettingsDiffScreen
@@ -167,6 +167,7 @@ class RunsScreen(StyledOnce, Screen[None]):
         if run.origin != "scratch":
             # "*": the origin's weights changed since (the summary line says so in words).
             origin = ("missing" if run.origin.startswith(MISSING_ORIGIN)
+                      else "not here" if run.origin.startswith(UNPLACED_ORIGIN)
                       else _shortened(run.origin, ORIGIN_WIDTH) + "*" * run.origin_changed)
             cells["stage"] = f"{run.stage} ← {origin}"
         when, now = time.localtime(run.updated), time.localtime()
@@ -189,6 +190,10 @@ class RunsScreen(StyledOnce, Screen[None]):
             text += f" · {run.name}"
         if run is not None and run.origin.startswith(MISSING_ORIGIN):
             text += f" · its from_weight {run.origin.removeprefix(MISSING_ORIGIN)} is gone"
+        elif run is not None and run.origin.startswith(UNPLACED_ORIGIN):
+            text += (f" · its from_weight {run.origin.removeprefix(UNPLACED_ORIGIN)} is not in "
+                     "this folder, and its folder no longer tells where it was started (moved "
+                     "or renamed off its out_dir)")
         elif run is not None and run.origin_changed:
             text += (f" · from {run.origin}*, whose weights were saved again or replaced since "
                      "this run started from them")
