@@ -657,7 +657,7 @@ def test_a_base_taken_beside_a_climbing_out_dir_is_found_from_any_folder(tmp_pat
     """Upstream's habit: runs started in trainer/ write to ../out/sft and start from
     ../out/... . From any other folder, `runs` listed such a base as missing and generate and
     export called it gone."""
-    from minimind.environment import as_the_run_took_it
+    from minimind.environment import as_the_run_took_it, start_unknown
 
     run = tmp_path / "out" / "sft"
     monkeypatch.chdir(tmp_path)  # not trainer/, where the run was started
@@ -669,6 +669,13 @@ def test_a_base_taken_beside_a_climbing_out_dir_is_found_from_any_folder(tmp_pat
     assert as_the_run_took_it("out/base.pth", run, "out/sft") == Path("out/base.pth")
     assert as_the_run_took_it("out/base.pth", tmp_path / "a" / "out" / "sft", "out/sft") == \
         tmp_path / "a" / "out" / "base.pth"
+    # Trained into the folder it was started in: that folder (it was the current one).
+    for out_dir in (".", "./"):
+        assert as_the_run_took_it("base.pth", run, out_dir) == run / "base.pth"
+        assert not start_unknown("base.pth", run, out_dir)
+    # A folder renamed off its out_dir cannot tell it; an absolute path needs no start.
+    assert start_unknown("out/base.pth", tmp_path / "out" / "sft-keep", "out/sft")
+    assert not start_unknown(str(tmp_path / "base.pth"), tmp_path / "out" / "sft-keep", "out/sft")
 
 
 def test_a_start_refuses_the_resume_the_run_folder_says_cannot_go_on(tiny_settings):
