@@ -127,6 +127,18 @@ def test_export_refuses_to_merge_a_lora_runs_own_adapters_twice(chain, tmp_path)
     assert not (tmp_path / "hf").exists()
 
 
+def test_export_refuses_to_merge_adapters_into_their_own_resume_file(chain, tmp_path, capsys):
+    """The resume file holds the base with them folded in: "its base ... is not the one the
+    lora run trained on: ... differs from the base saved in" the very same file, and advice
+    to merge into the run's base."""
+    resume = ADAPTER.replace(".pth", "_resume.pth")
+    result = in_process(chain, capsys, "export", resume, str(tmp_path / "hf"), "--lora", ADAPTER)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert (f"--lora: {ADAPTER} is already merged: {resume} is its resume file, which holds the "
+            "lora run's base with these adapters folded in (leave --lora out)") in result.stderr
+    assert not (tmp_path / "hf").exists()
+
+
 def in_process(cwd: Path, capsys, *args: str) -> subprocess.CompletedProcess:
     """`minimind(cwd, *args, ok=False)` run by `cli.main` in this process: for refusals, whose
     wording is the point (the real processes are above), without a process's import time."""

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: torch and transformers take seconds, --help should not.
     import torch
 
+    from minimind.checkpoint import resume_path
     from minimind.checkpoint_reader import check_lora_base, read_checkpoint
     from minimind.export import (ExportError, ExportVerificationError, check_destination,
                                  export_hf, export_upstream)
@@ -88,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 return exit_codes.invalid(
                     f"--lora: {args.lora} is already merged: {args.src} is a lora run, which "
                     "opens as its base with its own adapters (leave --lora out)", prog=PROG)
+            if source.adapters_within and _same_file(source.weights_path,
+                                                     resume_path(Path(args.lora))):
+                return exit_codes.invalid(
+                    f"--lora: {args.lora} is already merged: {args.src} is its resume file, "
+                    "which holds the lora run's base with these adapters folded in (leave "
+                    "--lora out)", prog=PROG)
             rank = load_lora(source.model, args.lora)
             # The same check a lora run folder gets: adapters merged into another base than
             # theirs were exported as "matching" (the logits only compare with the merge).
