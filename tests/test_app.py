@@ -169,6 +169,20 @@ async def test_tab_restyles_two_fields_and_the_form_border_follows_the_focus(tmp
         assert max(restyled) < 40, restyled
 
 
+async def test_a_wide_forms_row_shrinks_back_when_its_help_stops_wrapping(tmp_path):
+    """Wide, the focused field's help wraps under itself; the first field, focused as the app
+    starts, kept its three lines after Tab (a change of text-wrap repaints, lays nothing out),
+    leaving two blank rows under `family`."""
+    app = quick_app(tmp_path)
+    async with app.run_test(size=(150, 40)) as pilot:
+        await pilot.pause()
+        family = app.screen.query_one("#field-family")
+        assert app.focused.id == "family" and family.region.height > 1
+        await pilot.press("tab")
+        await pilot.pause()
+        assert app.focused.id != "family" and family.region.height == 1
+
+
 @pytest.mark.parametrize("size, width_class", [(SIZE, "-narrow"), ((150, 40), "-wide")])
 async def test_the_form_is_styled_once_as_the_app_starts(tmp_path, monkeypatch, size,
                                                         width_class):

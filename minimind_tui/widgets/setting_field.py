@@ -56,6 +56,11 @@ class SettingField(Widget):
         self._problems: list[str] = []
         self._changed = False
 
+    def on_descendant_blur(self) -> None:
+        # The help wraps only while the field has the focus (app.tcss); a change of text-wrap
+        # repaints but lays nothing out again, so the row kept its focused height.
+        self.query_one(".field-help").refresh(layout=True)
+
     def compose(self) -> ComposeResult:
         # A grid (see app.tcss): the help sits under the control, or beside it when wide.
         yield Label(f"  {self.spec.name}", classes="field-name", markup=False)
