@@ -174,7 +174,7 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
                                "more than the layer it adapts, and adds nothing",
             "model.hidden_size")
     if t.overwrite and t.from_resume:  # one continues the run, the other deletes it
-        bad("train.overwrite", "and from_resume are both on: resume continues the run in "
+        bad("train.overwrite", "is on, and so is from_resume: resume continues the run in "
                                "out_dir, overwrite replaces it; turn one off", "train.from_resume")
     if t.node_rank >= t.nnodes:  # torchrun would wait for a master that never comes
         bad("train.node_rank", f"must be < nnodes ({t.nnodes}): nodes count from 0",

@@ -205,7 +205,7 @@ def test_a_rule_over_several_fields_names_the_one_the_user_changed():
         assert str(info.value.problems[0]).startswith(expected), info.value.problems
     with pytest.raises(SettingsError) as info:  # it resumed, and dropped overwrite unsaid
         load_settings("tiny", {"train": {"from_resume": "1", "overwrite": "1"}})
-    assert str(info.value.problems[0]).startswith("train.overwrite: and from_resume are both on")
+    assert str(info.value.problems[0]).startswith("train.overwrite: is on, and so is from_resume")
     # A message with a subject of its own keeps it (it read "num_attention_heads head_dim").
     with pytest.raises(SettingsError) as info:
         load_settings("tiny", {"model": {"hidden_size": "100"}})
