@@ -27,7 +27,7 @@ from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus
 from minimind.safe_read import open_regular
-from minimind.settings import CONSENT_FIELDS, SettingsError
+from minimind.settings import CONSENT_FIELDS, STAGES, SettingsError
 from minimind.settings_file import read_toml
 
 MAX_DEPTH = 4  # out/<project>/<run>/... is as deep as people nest runs
@@ -110,11 +110,25 @@ COLUMNS = {"name": "run", "stage": "stage", "origin": "from", "shape": "shape",
            "updated": "when"}
 
 
+LOSS_COLUMNS = ("loss", "val_loss", "best_val_loss")
+"""Each stage's are measured on its own kind of data (text; the replies of conversations), so
+they rank runs within a stage only."""
+
+
 def sorted_runs(runs: Iterable[RunSummary], column: str, reverse: bool = False
                 ) -> list[RunSummary]:
     """The runs by a column's value, either way, and those without one (no validation yet)
-    last both ways."""
+    last both ways; by a loss, stage by stage (pretrain, sft, lora, then any other)."""
     runs = list(runs)
+    if column not in LOSS_COLUMNS:
+        return _by_value(runs, column, reverse)
+    order = {stage: i for i, stage in enumerate(STAGES)}
+    stages = sorted({run.stage for run in runs}, key=lambda stage: (order.get(stage, 3), stage))
+    return [ranked for stage in stages
+            for ranked in _by_value([run for run in runs if run.stage == stage], column, reverse)]
+
+
+def _by_value(runs: list[RunSummary], column: str, reverse: bool) -> list[RunSummary]:
     valued = [run for run in runs if getattr(run, column) is not None]
     return (sorted(valued, key=lambda run: getattr(run, column), reverse=reverse)
             + [run for run in runs if getattr(run, column) is None])

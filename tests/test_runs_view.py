@@ -109,6 +109,25 @@ def test_runs_without_the_sorted_value_come_last_either_way(tmp_path):
         assert [run.name for run in sorted_runs(runs, "val_loss", reverse)] == order
 
 
+def test_a_loss_ranks_runs_stage_by_stage():
+    """An sft run's loss counts the replies of conversations, a pretraining run's the text: by
+    best_val_loss, an sft run at 2.1 ranked between pretraining runs at 2.0 and 3.0."""
+    from minimind.runs import RunSummary, sorted_runs
+
+    runs = [RunSummary(Path(name), name, "", "completed", best_val_loss=loss, stage=stage,
+                       step=step)
+            for name, loss, stage, step in (("p3", 3.0, "pretrain", 5), ("s2", 2.1, "sft", 9),
+                                            ("p2", 2.0, "pretrain", 7), ("l1", 1.5, "lora", 1),
+                                            ("old", 1.0, "?", 3), ("s1", 1.9, "sft", 2))]
+    assert [run.name for run in sorted_runs(runs, "best_val_loss")] == [
+        "p2", "p3", "s1", "s2", "l1", "old"]
+    assert [run.name for run in sorted_runs(runs, "best_val_loss", reverse=True)] == [
+        "p3", "p2", "s2", "s1", "l1", "old"]
+    # Other columns rank across stages, as before.
+    assert [run.name for run in sorted_runs(runs, "step")] == ["l1", "s1", "old", "p3", "p2",
+                                                              "s2"]
+
+
 def test_the_runs_command_lines_up_wide_characters(runs_root, capsys):
     (runs_root / "tiny-lr1e-3").rename(runs_root / "小模型-lr1e-3")
     assert runs_main([str(runs_root)]) == 0

@@ -28,7 +28,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("root", nargs="?", default="out", type=path_arg,
                         help=f"folder to search, {MAX_DEPTH} folders deep (default: out)")
     parser.add_argument("--sort", choices=list(COLUMNS), default="name",
-                        help="column to sort by (default: name)")
+                        help="column to sort by (default: name); a loss ranks runs stage by "
+                             "stage, since each stage measures it on its own kind of data")
     parser.add_argument("--reverse", action="store_true", help="sort descending")
     parser.add_argument("--json", action="store_true", help="one JSON object per run, in a list")
     args = parser.parse_args(argv)
