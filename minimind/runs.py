@@ -220,8 +220,9 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
 
 def runs_below_text(folder: Path, shown: int = 3) -> str:
     """For a folder that holds no run of its own: the runs below it, named as paths to watch
-    ("out holds 20 runs below it: out/a, out/b, out/c, ...: watch one of those, e.g. ...;
-    `minimind-tui runs out` lists them"), or "" when it holds none (or a run of its own)."""
+    ("out holds 20 run(s) below it, none of its own: out/a, out/b, out/c, ...: watch one of
+    those (...); minimind-tui runs out lists them"), or "" when it holds none (or a run of its
+    own)."""
     if not folder.is_dir() or any((folder / name).exists() for name in MARKER_FILES):
         return ""
     below = [run for run in find_runs(folder) if run.path != folder]
