@@ -25,6 +25,7 @@ from minimind.event_text import describe
 from minimind.events import Event, LogMessage
 from minimind.runs import runs_below_text, runs_root
 from minimind.settings import merge
+from minimind.shown import printable_path
 from minimind_tui.cli.exit_codes import of_run
 from minimind_tui.palette import MiniMindCommands
 from minimind_tui.form.schema import settings_values
@@ -312,7 +313,8 @@ class MiniMindApp(App[str]):
                 self.apply_events([finished])
             self.run_phase = RunPhase(finished.status)
         if self._quitting:  # the code its process would give, and its end in words
-            self.exit(f"{run.path}: {describe(finished)[0]}", return_code=of_run(finished))
+            self.exit(f"{printable_path(str(run.path))}: {describe(finished)[0]}",
+                      return_code=of_run(finished))
         elif finished.status == "failed":
             self.push_screen(RunFailedScreen(finished, refused=refused),
                              lambda _: self._back_to_form(finished.reason))
@@ -355,7 +357,7 @@ class MiniMindApp(App[str]):
         if self._quitting:
             return
         if self.run_active and self._detached:
-            folder = self.training.folder.path
+            folder = printable_path(str(self.training.folder.path))
             self.exit(f"The detached run goes on in {folder}; watch it with: minimind-tui "
                       f"watch {folder}")
             return

@@ -191,9 +191,9 @@ class RunsScreen(StyledOnce, Screen[None]):
         if run is not None and run.origin.startswith(MISSING_ORIGIN):
             text += f" · its from_weight {run.origin.removeprefix(MISSING_ORIGIN)} is gone"
         elif run is not None and run.origin.startswith(UNPLACED_ORIGIN):
-            text += (f" · its from_weight {run.origin.removeprefix(UNPLACED_ORIGIN)} is not in "
-                     "this folder, and its folder no longer tells where it was started (moved "
-                     "or renamed off its out_dir)")
+            text += (f" · its from_weight {run.origin.removeprefix(UNPLACED_ORIGIN)} is not "
+                     "found from the current folder, and its folder no longer tells where it "
+                     "was started (moved or renamed off its out_dir)")
         elif run is not None and run.origin_changed:
             text += (f" · from {run.origin}*, whose weights were saved again or replaced since "
                      "this run started from them")
