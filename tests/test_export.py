@@ -359,8 +359,7 @@ def test_refuses_run_without_weights_and_foreign_hf_folder(tmp_path):
     # The reader's own export: said so, and what to do (generate reads it, through transformers).
     with pytest.raises(CheckpointError, match=r"'llama' model, not a MiniMind one: an export "
                                               r"of this tool, in llama's names; use the run it "
-                                              r"came from \(its folder, or its weights file for "
-                                              r"from_weight\)$"):
+                                              r"came from \(its folder or its weights file\)$"):
         read_checkpoint(exported)
     config = json.loads((exported / "config.json").read_text())
     del config["exported_by"]  # another tool's llama

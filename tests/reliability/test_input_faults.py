@@ -185,7 +185,7 @@ def test_corrupt_resume_file_is_refused_by_name(settings, tmp_path, checkpoint, 
     ("empty", "w.pth", "the file is empty"),
     ("text", "w.pth", "not a readable PyTorch checkpoint"),
     ("truncated weights", "w.pth", "not a readable PyTorch checkpoint"),
-    ("folder", "w.pth", "is a folder"),
+    ("folder", "w.pth", "neither a run folder (no config.toml) nor a saved model"),
     ("random", "w.safetensors", "not a readable safetensors file"),
 ])
 def test_corrupt_from_weight_file_is_refused_by_name(settings, tmp_path, checkpoint, kind, name,
