@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from minimind.environment import as_the_run_took_it
-from minimind.events import RunStarted
-from minimind.follow import MAX_LINE_BYTES, parse_event
 from minimind.run_files import CONFIG_FILE, METRICS_FILE, resume_files, resume_name
 from minimind.run_folder import RunFolder
+from minimind.run_status import first_start
 from minimind.settings import Problem, RunSettings, SettingsError, TrainSettings, planned_steps
 
 _DATA_ORDER = ("stage", "packing", "max_seq_len", "batch_size", "accumulation_steps", "seed")
@@ -156,23 +155,12 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     status = folder.status()
     if status is None or status.checkpoint_step is None or t.allow_data_change:
         return []
-    steps_per_epoch = status.steps_per_epoch or _first_steps_per_epoch(folder.path / METRICS_FILE)
+    # (a run.json older than the field: the start its metrics.jsonl records)
+    steps_per_epoch = status.steps_per_epoch or getattr(
+        first_start(folder.path / METRICS_FILE), "steps_per_epoch", 0)
     problem = steps_per_epoch and plan_problem(status.checkpoint_step, steps_per_epoch, t,
                                                status.state == "completed")
     return [problem] if problem else []
-
-
-def _first_steps_per_epoch(metrics: Path) -> int:
-    """An epoch's steps as the run's start wrote them to the head of its metrics.jsonl, for a
-    run.json older than the field (0 where that is not found; a pipe is never opened)."""
-    if not metrics.is_file():
-        return 0
-    try:
-        with open(metrics, "rb") as f:
-            event = parse_event(f.readline(MAX_LINE_BYTES + 1))
-    except OSError:
-        return 0
-    return event.steps_per_epoch if isinstance(event, RunStarted) else 0
 
 
 def resume_start_step(t: TrainSettings) -> int:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from minimind.events import (CheckpointSaved, EvalResult, Event, RunFinished, RunStarted,
                              StepMetrics)
-from minimind.follow import parse_event
+from minimind.follow import MAX_LINE_BYTES, parse_event
 from minimind.safe_read import open_regular, read_regular_tail
 
 STATUS_MAX_BYTES = 64 << 10  # run.json is ~600 bytes; more is not ours, and is not read
@@ -174,6 +174,17 @@ def _tail_events(metrics: Path, max_bytes: int) -> tuple[list[Event], float | No
     if len(data) >= max_bytes:  # read from mid-file: the first line may be cut
         lines = lines[1:]
     return list(filter(None, map(parse_event, lines))), updated
+
+
+def first_start(metrics: Path) -> RunStarted | None:
+    """The start a run wrote at the head of its metrics.jsonl (its settings, its epoch's
+    steps); None where there is none or the file is no regular file (a pipe is never read)."""
+    try:
+        with os.fdopen(open_regular(metrics), "rb") as f:
+            event = parse_event(f.readline(MAX_LINE_BYTES + 1))
+    except OSError:
+        return None
+    return event if isinstance(event, RunStarted) else None
 
 
 def this_process() -> dict[str, Any]:

@@ -25,7 +25,7 @@ from minimind.follow import parse_event
 from minimind.units import format_count, format_duration
 from minimind.run_files import CONFIG_FILE, MARKER_FILES, METRICS_FILE
 from minimind.run_folder import RunFolder
-from minimind.run_status import RunStatus
+from minimind.run_status import RunStatus, first_start
 from minimind.safe_read import open_regular
 from minimind.settings import CONSENT_FIELDS, STAGES, SettingsError
 from minimind.settings_file import read_toml
@@ -207,6 +207,9 @@ def summarise(path: Path, root: Path | None = None) -> RunSummary:
         config = read_toml(path / CONFIG_FILE)
     except SettingsError:
         config = None
+    if config is None and not (path / CONFIG_FILE).exists():  # a metrics.jsonl synced alone
+        started = first_start(path / METRICS_FILE)
+        config = started.settings if started and started.settings else None
     train = config.get("train", {}) if config else {}
     return RunSummary(
         path, name, describe_shape(config, status), state, status.step, status.total_steps,

@@ -145,7 +145,10 @@ def test_a_metrics_file_alone_is_summarised_from_its_end(tmp_path, capsys):
     (folder / "metrics.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
     assert runs_main([str(tmp_path), "--json"]) == 0
     [run] = json.loads(capsys.readouterr().out)
-    assert run["name"] == "synced" and run["step"] == 120 and run["shape"] == "?"
+    assert run["name"] == "synced" and run["step"] == 120
+    # Its shape, stage and origin from the settings its start recorded (they were "?").
+    assert (run["shape"], run["stage"], run["origin"]) == ("minimind2 128x2 · 1.21M", "pretrain",
+                                                          "scratch")
     last_eval = [e for e in events if isinstance(e, EvalResult)][-1]
     assert run["val_loss"] == pytest.approx(last_eval.val_loss) and run["state"] == "crashed"
     # The last event's time, not the file's (which is the copy's).
