@@ -228,7 +228,16 @@ async def test_playground_stops_on_escape_and_reports_bad_input(weights, tmp_pat
         screen.query_one("#playground-source", Input).value = str(weights)
         await set_params(pilot, top_p=0)
         await pilot.press("ctrl+g")
-        assert status_text(app) == "top_p must be > 0 and ≤ 1 (1: off), got 0.0"
+        assert status_text(app) == "top-p must be > 0 and ≤ 1 (1: off), got 0.0"  # its label
+        # Typed as text and refused whole: a number field dropped the comma without a word,
+        # and "0,5" sampled at a temperature of 5.
+        await set_params(pilot, top_p=0.9, temperature="0,5")
+        screen.query_one("#sampling-repetition_penalty", Input).focus()
+        await pilot.press("1", ",", "2")  # (select_on_focus: the keys replace the value)
+        assert screen.query_one("#sampling-repetition_penalty", Input).value == "1,2"
+        await pilot.press("ctrl+g")
+        assert status_text(app) == "temperature must be a number, got '0,5'"
+        await set_params(pilot, temperature=1, repetition_penalty=1)
         await set_params(pilot, top_p=0.9, max_new_tokens=50)
         await pilot.press("ctrl+g")
         await wait_until(pilot, lambda: gate.paused.is_set())
@@ -381,6 +390,17 @@ async def test_playground_chat_speaks_in_turns_and_keeps_the_history(weights):
         assert screen.chat[3]["content"] == second + stream.flush()
         shown = output_text(app)
         assert shown.startswith("user: Hi\nassistant: ") and "\nuser: Again\nassistant: " in shown
+        # Another model: a new chat (the old turns were fed to it, as if it had said them).
+        other = weights.parent / "other" / weights.name
+        other.parent.mkdir()
+        for name in (weights.name, "config.toml"):
+            (other.parent / name).write_bytes((weights.parent / name).read_bytes())
+        screen.query_one("#playground-source", Input).value = str(other)
+        await pilot.press("ctrl+g")
+        await wait_until(pilot, lambda: not screen.generating and screen._generated)
+        await pilot.pause()
+        assert [t["content"] for t in screen.chat if t["role"] == "user"] == ["Again"]
+        assert output_text(app).startswith("user: Again\nassistant: ")
         await pilot.click("#playground-chat")  # off again: a new chat
         assert screen.chat == [] and output_text(app) == ""
 

@@ -69,6 +69,7 @@ class PlaygroundScreen(StyledOnce, ModalScreen[None]):
         self.chat: list[dict[str, str]] = []  # the finished turns of the conversation
         self._chatting = False  # whether the generation shown answers a chat turn
         self._turns_before = 0  # how many turns of `chat` came before it
+        self._chat_source = ""  # the model the chat is held with: another starts a new one
         self.pending_source = ""  # a model path to put in the field when the screen shows
         self.pending_chat = False  # ...and whether it answers in turns (an sft/lora model)
 
@@ -108,6 +109,7 @@ class PlaygroundScreen(StyledOnce, ModalScreen[None]):
     def on_screen_resume(self) -> None:
         if self.pending_source:  # the dashboard's Try it: its checkpoint, ready for a prompt
             self.query_one("#playground-source", Input).value = self.pending_source
+            self._status(f"^g opens {self.pending_source}")  # (not what an earlier one said)
             self.pending_source = ""
             prompt = self.query_one("#playground-prompt", TextArea)
             self.query_one("#playground-chat", Checkbox).value = self.pending_chat
@@ -135,6 +137,9 @@ class PlaygroundScreen(StyledOnce, ModalScreen[None]):
         except ValueError as e:
             self._status(str(e), error=True)
             return
+        if source != self._chat_source:  # its turns were another model's
+            self._new_chat()
+            self._chat_source = source
         key = ModelKey.of(source, str(self.query_one("#playground-device", Select).value))
         if key != self.opened_key:
             self.opened, self.opened_key = None, key
