@@ -239,6 +239,18 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
                                          "text: name it .jsonl.gz to have it decompressed, or "
                                          "decompress it (gunzip)").split()
         assert status.region.height >= 2  # the whole reason, over lines
+        await pilot.press("escape")
+        await pilot.pause()
+        # An invalid max_seq_len: refused, not inspected at a stand-in 512 without a word.
+        configure.set_fields({"train.max_seq_len": "12x"})
+        await pilot.pause()
+        app.clear_notifications()
+        await pilot.press("f8")
+        await pilot.pause()
+        assert app.screen is configure
+        [told] = app._notifications
+        assert told.message.startswith("Fix train.max_seq_len: ") and "first" in told.message
+        assert app.focused.id == "max_seq_len"
 
 
 async def test_escape_cancels_a_running_pass(tmp_path, monkeypatch):

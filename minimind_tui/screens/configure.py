@@ -377,11 +377,18 @@ class ConfigureScreen(StyledOnce, Screen[None]):
             self.notify(f"{loc.rpartition('.')[2]} is empty.", title="Nothing to inspect",
                         severity="warning")
             return
-        draft = self._draft.train if self._draft else None
-        max_seq_len = draft.max_seq_len if draft else 512
+        # The inspection is at this length, as this stage reads the file: a value of the
+        # draft's standing in for an invalid one (512) was inspected without a word.
+        problem = blocking_problem(self.problems, ("train.max_seq_len", "train.stage"))
+        if problem is not None or self._draft is None:
+            self.notify(f"Fix {problem} first: the inspection needs it.",
+                        title="Cannot inspect yet", severity="warning", markup=False)
+            if problem is not None and problem.loc:
+                self.form.focus_field(problem.loc)
+            return
+        draft = self._draft.train
         tokenizer_path = str(raw.get("train.tokenizer_path") or "")
-        stage = draft.stage if draft else "pretrain"
-        self.app.push_screen(InspectScreen(path, tokenizer_path, max_seq_len, stage),
+        self.app.push_screen(InspectScreen(path, tokenizer_path, draft.max_seq_len, draft.stage),
                              self._inspected)
 
     def _inspected(self, result: object) -> None:
