@@ -181,6 +181,12 @@ async def test_a_wide_forms_row_shrinks_back_when_its_help_stops_wrapping(tmp_pa
         await pilot.press("tab")
         await pilot.pause()
         assert app.focused.id != "family" and family.region.height == 1
+        # ...and the field reached grows to show its whole help (it showed one line of it).
+        heads = app.screen.query_one("#field-num_key_value_heads")
+        assert heads.region.height == 1
+        heads.query_one("#num_key_value_heads").focus()
+        await pilot.pause()
+        assert heads.region.height > 1
 
 
 @pytest.mark.parametrize("size, width_class", [(SIZE, "-narrow"), ((150, 40), "-wide")])

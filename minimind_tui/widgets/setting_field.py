@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 from rich.text import Text
+from textual import events, on
 from textual.app import ComposeResult, RenderResult
 from textual.geometry import Size
 from textual.widget import Widget
@@ -56,9 +57,12 @@ class SettingField(Widget):
         self._problems: list[str] = []
         self._changed = False
 
-    def on_descendant_blur(self) -> None:
+    @on(events.DescendantFocus)
+    @on(events.DescendantBlur)
+    def _help_wraps_or_not(self) -> None:
         # The help wraps only while the field has the focus (app.tcss); a change of text-wrap
-        # repaints but lays nothing out again, so the row kept its focused height.
+        # repaints but lays nothing out again: the row kept its height (one line of a focused
+        # field's help, three blank lines under one left).
         self.query_one(".field-help").refresh(layout=True)
 
     def compose(self) -> ComposeResult:
