@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from textual.widgets import Button, Checkbox, Input, Select, SelectionList, Static
+from textual.widgets import Button, Checkbox, Input, Select, SelectionList, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
@@ -187,6 +187,19 @@ async def test_a_wide_forms_row_shrinks_back_when_its_help_stops_wrapping(tmp_pa
         heads.query_one("#num_key_value_heads").focus()
         await pilot.pause()
         assert heads.region.height > 1
+
+
+async def test_every_sample_prompt_is_in_sight(tmp_path):
+    """tiny-sft's first prompt is wider than the box: the box showed it cut, then a scrollbar
+    over the second one, which nothing said was there. Each item is a numbered line, a long
+    one wrapped under its number."""
+    app = MiniMindApp("tiny-sft", {"train": {"out_dir": str(tmp_path / "run")}})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        box = app.screen.query_one("#sample_prompts", TextArea)
+        assert box.document.line_count == 2 and box.show_line_numbers
+        assert box.wrapped_document.height > 2  # the first prompt wraps...
+        assert box.region.height == box.wrapped_document.height  # ...and all of it shows
 
 
 @pytest.mark.parametrize("size, width_class", [(SIZE, "-narrow"), ((150, 40), "-wide")])

@@ -80,7 +80,7 @@ class SettingField(Widget):
             return Select(self._tribool_options(), value=_tribool_key(value), id=name,
                           allow_blank=False, compact=True)
         if spec.kind == "lines":  # one list item per line
-            return TextArea(value, id=name, soft_wrap=False, show_line_numbers=False,
+            return TextArea(value, id=name, soft_wrap=True, show_line_numbers=True,
                             compact=True, classes="field-lines")
         if spec.kind == "choices":
             return TickList(*[(c, c, c in value) for c in spec.choices], id=name,
