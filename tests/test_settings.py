@@ -146,6 +146,13 @@ def test_a_preset_name_may_not_end_in_toml(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIMIND_TUI_PRESETS", str(presets))
     monkeypatch.chdir(tmp_path)
     assert ".toml" in preset_name_problem("my.toml")
+    # A name too long for a file: refused in the dialog, which stays open (the save said
+    # "[Errno 36] File name too long" of its temporary file, and the name was lost).
+    assert preset_name_problem("a" * 300).startswith("at most 200 bytes")
+    assert preset_name_problem("模" * 67).endswith("got 201")  # bytes, as the file system counts
+    assert preset_name_problem("a" * 200) is None
+    with pytest.raises(SettingsError, match="at most 200 bytes"):
+        save_user_preset(load_settings("tiny"), "a" * 300)
     with pytest.raises(SettingsError, match="invalid preset name 'my.toml'"):
         save_user_preset(load_settings("tiny"), "my.toml")
     assert not presets.exists()

@@ -147,6 +147,9 @@ def _changed(overrides: dict[str, dict[str, Any]]) -> set[str]:
     return {f"{section}.{name}" for section, values in overrides.items() for name in values}
 
 
+MAX_NAME_BYTES = 200  # of 255: room for ".toml" and an atomic save's ".<name>.toml.<id>.tmp"
+
+
 def preset_name_problem(name: str) -> str | None:
     """Why `name` cannot name a user preset file, or None."""
     if not name.strip():
@@ -155,6 +158,9 @@ def preset_name_problem(name: str) -> str | None:
         return "a name, not a path (no / or \\, no leading dot)"
     if name.endswith(".toml"):  # such an argument is a path (see the module's docstring)
         return "a name without .toml (the file gets that ending)"
+    if len(name.encode()) > MAX_NAME_BYTES:  # the save said "[Errno 36]" of a temporary file
+        return (f"at most {MAX_NAME_BYTES} bytes (a file name's limit, with .toml and the "
+                f"save's temporary name), got {len(name.encode())}")
     return None
 
 
