@@ -192,6 +192,10 @@ async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
         assert rows(table) == ["tiny-lr3e-3", "tiny-resumed", "tiny-live", "tiny-lr1e-3"]
         await pilot.click("#runs-table", offset=(73, 1))  # again: descending
         assert rows(table)[0] == "tiny-lr1e-3"
+        await pilot.press("S")  # and from the keyboard (`s` sorts ascending alone)
+        assert rows(table)[0] == "tiny-lr3e-3"
+        await pilot.press("S")
+        assert rows(table)[0] == "tiny-lr1e-3"
 
         for name in ("tiny-lr1e-3", "tiny-lr3e-3"):
             table.move_cursor(row=rows(table).index(name))

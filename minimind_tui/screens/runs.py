@@ -64,6 +64,8 @@ class RunsScreen(StyledOnce, Screen[None]):
         # Out of the footer, which has no room for them at 80 columns: the summary names them.
         Binding("s", "sort", "Sort", id="runs_sort", show=False,
                 tooltip="Sort by the next column (a click on a heading sorts by it)"),
+        Binding("S", "reverse_sort", "Reverse", id="runs_reverse", show=False,
+                tooltip="Reverse the order (a second click on a heading does too)"),
         Binding("delete,x", "delete", "Delete", id="runs_delete",
                 tooltip="Delete the run under the cursor (asks first; not a running run)"),
         Binding("r", "refresh", "Refresh", id="runs_refresh", show=False),
@@ -183,7 +185,7 @@ class RunsScreen(StyledOnce, Screen[None]):
             states[run.state] = states.get(run.state, 0) + 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         runs = "1 run" if len(self.runs) == 1 else f"{len(self.runs)} runs"
-        text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, r refreshes"
+        text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, S reverses, r refreshes"
                 if self.runs else f"no runs under {self.root}")
         run = self._cursor_run()  # what its row shows shortened, whole
         if run is not None and cell_len(run.name) > self._name_width:
@@ -230,6 +232,10 @@ class RunsScreen(StyledOnce, Screen[None]):
         keys = list(self._headings())
         self.sort_column = keys[(keys.index(self.sort_column) + 1) % len(keys)]
         self.sort_reverse = False
+        self._fill()
+
+    def action_reverse_sort(self) -> None:
+        self.sort_reverse = not self.sort_reverse
         self._fill()
 
     def action_select(self) -> None:
