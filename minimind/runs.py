@@ -9,6 +9,7 @@ lora reads as a chain. No Textual here.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -328,8 +329,9 @@ def _flat(data: dict[str, Any]) -> dict[str, str]:
 
 
 def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return ", ".join(map(str, value)) or "(none)"
+    if isinstance(value, list):  # quoted: prompts hold commas ("To be, or not to be")
+        return ", ".join(json.dumps(item, ensure_ascii=False) if isinstance(item, str)
+                         else str(item) for item in value) or "(none)"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

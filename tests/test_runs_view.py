@@ -178,6 +178,14 @@ def test_the_settings_diff_leaves_out_the_consent_to_overwrite(runs_root):
     assert "overwrite = true" in replaced.read_text()
     assert settings_diff(runs_root / "tiny-lr1e-3", runs_root / "tiny-lr3e-3") == [
         ("train.learning_rate", "0.001", "0.003")]
+    # A list's items quoted: prompts hold commas, and three read as five.
+    from minimind.settings import RunSettings
+
+    settings = RunSettings.from_toml(runs_root / "tiny-lr1e-3" / "config.toml")
+    settings.train.sample_prompts = ["To be, or not to be", "ROMEO:"]
+    settings.save_toml(replaced)
+    assert ("train.sample_prompts", '"To be, or not to be", "ROMEO:"') in [
+        row[::2] for row in settings_diff(runs_root / "tiny-lr1e-3", runs_root / "tiny-lr3e-3")]
 
 
 async def test_runs_screen_sorts_compares_diffs_and_deletes(runs_root):
