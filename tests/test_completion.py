@@ -19,7 +19,7 @@ SIMULATE = textwrap.dedent("""
     offer() {
         COMP_WORDS=("$@"); COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 )); COMPREPLY=()
         _minimind_tui
-        echo "${COMPREPLY[*]}"
+        printf '%s\n' "${COMPREPLY[@]}"
     }
 """)
 
@@ -43,7 +43,7 @@ def complete(tmp_path):
                                f"source {scripts[shell]}\n{SIMULATE}\noffer {quoted}"],
                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
         assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-        return proc.stdout.split()
+        return [line for line in proc.stdout.splitlines() if line]  # one word a line
 
     offer.user_presets = presets
     return offer
@@ -86,6 +86,10 @@ def test_a_preset_saved_after_the_script_was_generated_completes_too(complete):
     assert complete("bash", "--preset", "my") == []
     (complete.user_presets / "my-run.toml").write_text("[model]\n")
     assert complete("bash", "--preset", "my") == ["my-run"]
+    # A name the save dialog takes with a space: one word, escaped as the shell needs it
+    # (it completed to "my", the list split at the space).
+    (complete.user_presets / "my run 2.toml").write_text("[model]\n")
+    assert sorted(complete("bash", "--preset", "my")) == ["my-run", "my\\ run\\ 2"]
 
 
 @pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")

@@ -59,11 +59,15 @@ _minimind_tui() {
     done
     case $flag in
         --preset)
-            local user=() file
+            # A user's names may hold spaces: matched here, and escaped as typed words are
+            # (compgen -W would split "my run" in two).
+            local user=() file name
             for file in %(user_dir)s/*.toml; do
-                [[ -e $file ]] && file=${file##*/} && user+=("${file%%.toml}")
+                [[ -e $file ]] || continue
+                name=${file##*/} && name=${name%%.toml}
+                [[ $name == "$cur"* ]] && user+=("$(printf '%%q' "$name")")
             done
-            COMPREPLY=($(compgen -W "%(presets)s ${user[*]}" -- "$cur")
+            COMPREPLY=($(compgen -W "%(presets)s" -- "$cur") "${user[@]}"
                        $(compgen -f -X '!*.toml' -- "$cur")) ;;
 %(value_cases)s
     esac
