@@ -49,10 +49,10 @@ from minimind.peak_memory import peak_rss, reset_peak_rss
 from minimind.prep_bench import PREPARE, measure_preparation
 from minimind.prepare import prepare
 from minimind.schedule import learning_rate
-from minimind.settings import MOST_EPOCHS, RunSettings, SettingsError, TrainSettings
+from minimind.settings import MOST_EPOCHS, ONE_PROCESS, RunSettings, SettingsError, TrainSettings
 from minimind.sinks import QueueSink
 from minimind.step_profile import StepProfiler
-from minimind.tokenizer import load_tokenizer
+from minimind.tokenizer import TokenizerError, load_tokenizer
 
 # Variant words, joined with "+" (e.g. "packed+compile+mb128"); each sets train settings.
 # Two take a number: w<N> sets num_workers, mb<N> the micro-batch (see variant_settings).
@@ -120,9 +120,12 @@ def harness_settings(warmup: int, steps: int, out_dir: str) -> dict[str, object]
     """The train settings the measuring harness sets itself (a flag for one is refused, as it
     would be ignored): its length, no eval, samples or saves, a log when the warm-up ends, a
     fresh start in its own folder."""
+    unused = {name: TrainSettings.model_fields[name].default  # (no eval, no samples)
+              for name in ("eval_batches", "sample_tokens")}
     return dict(max_steps=warmup + steps, epochs=MOST_EPOCHS, log_interval=warmup, save_interval=0,
                 eval_interval=0, val_data_path="", sample_prompts=[], sample_interval=0,
-                report_to=[], from_resume=False, out_dir=out_dir, overwrite=True)
+                report_to=[], from_resume=False, out_dir=out_dir, overwrite=True, **unused,
+                **ONE_PROCESS)
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -136,6 +139,13 @@ def documents(train: TrainSettings) -> JsonlIndex:
         raise BenchError(f"train.data_path: {e}") from None
 
 
+def _tokenizer(train: TrainSettings) -> Any:
+    try:
+        return load_tokenizer(train.tokenizer_path or None)
+    except TokenizerError as e:  # the user's folder: one line, as the engine says it
+        raise BenchError(f"train.tokenizer_path: {e}") from None
+
+
 def bench_data(settings: list[RunSettings], docs: JsonlIndex, warmup: int, steps: int,
                log: Callable[[str], None]) -> str:
     """A data_path whose first epoch is long enough for every run: the file `docs` indexes
@@ -144,8 +154,7 @@ def bench_data(settings: list[RunSettings], docs: JsonlIndex, warmup: int, steps
     path = docs.path
     tokens = 0
     if any(s.train.packing for s in settings):  # the engine builds this cache anyway
-        tokens = build_token_cache(path, load_tokenizer(t.tokenizer_path or None), 1,
-                                   default_cache_dir() / "tokens",
+        tokens = build_token_cache(path, _tokenizer(t), 1, default_cache_dir() / "tokens",
                                    skip_bad_lines=t.skip_bad_lines).stat().st_size // 2
     need = 1.0
     for s in settings:
@@ -346,8 +355,8 @@ def run_bench(base: RunSettings, preset: str | None, variants: list[str],
                 raise SettingsError(problems)
         docs = documents(base.train)
         if PREPARE in variants:  # a line of its own, before any training
-            tokenizer = load_tokenizer(base.train.tokenizer_path or None)
-            records.append(measure_preparation(base.train.data_path, tokenizer, log))
+            records.append(measure_preparation(base.train.data_path, _tokenizer(base.train),
+                                               log))
             emit(records[-1])
         if not configs:
             return records

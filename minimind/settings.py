@@ -170,6 +170,8 @@ class ModelSettings(_Section):
 
 MOST_EPOCHS = 100_000
 """The ceiling on epochs; a benchmark that trains `max_steps` whatever the data sets this."""
+ONE_PROCESS = {"nproc_per_node": 1, "nnodes": 1, "node_rank": 0}
+"""A benchmark's runs train in its own process (a flag for more would be recorded, unused)."""
 
 
 class TrainSettings(_Section):

@@ -30,7 +30,7 @@ import torch
 
 from minimind.engine import Trainer
 from minimind.events import EvalResult, RunStarted, StepMetrics
-from minimind.settings import MOST_EPOCHS, RunSettings
+from minimind.settings import MOST_EPOCHS, ONE_PROCESS, RunSettings
 from minimind.sinks import QueueSink
 
 DEFAULT = "default"
@@ -165,7 +165,7 @@ def harness_settings(seed: int, steps: int, eval_every: int, out_dir: str) -> di
     return {"seed": seed, "max_steps": steps, "epochs": MOST_EPOCHS, "eval_interval": eval_every,
             "log_interval": eval_every, "save_interval": 0, "from_resume": False,
             "overwrite": True, "out_dir": out_dir, "sample_prompts": [], "sample_interval": 0,
-            "report_to": []}
+            "report_to": [], **ONE_PROCESS}
 
 
 def _seed_runs(base: RunSettings, overrides: dict[str, dict[str, Any]], steps: int, seed: int,

@@ -144,6 +144,9 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
      ["--out: loop: a link to nothing (its target is missing, or the links loop)"]),
     (["--preset", "tiny-sft", "--variants", "baseline"],
      ["train.stage: sft: bench measures pretraining throughput", "pretraining preset"]),
+    # A tokenizer folder whose files do not load: a traceback, exit 1.
+    (["--variants", "packed", "--tokenizer_path", "junk"],
+     ["train.tokenizer_path: junk: cannot load tokenizer"]),
     # Time to target: --out opened and the files checked before the first seed trains.
     (["--recipes", "wsd", "--seeds", "1", "--out", "gone/target.jsonl"],
      ["--out: gone/target.jsonl: No such file or directory"]),
@@ -155,7 +158,7 @@ FAST = ["--preset", "tiny", "--steps", "1", "--max_seq_len", "32", "--batch_size
     # A seed the settings refuse: said before the first seed trains (after it, once).
     (["--recipes", "wsd", "--seeds", "1,-1"], ["train.seed: must be ≥ 0"]),
 ], ids=["missing-data", "bad-line", "unwritable-out", "run-file-out", "linked-run-file-out",
-        "fifo-out", "looping-out", "sft-preset",
+        "fifo-out", "looping-out", "sft-preset", "junk-tokenizer",
         "target-out", "target-missing-data", "target-bad-line", "target-bad-seed"])
 def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, monkeypatch,
                                                                     capsys, args, says):
@@ -167,6 +170,9 @@ def test_unusable_input_is_one_line_and_exit_2_before_anything_runs(tmp_path, mo
     (tmp_path / "link.jsonl").symlink_to(tmp_path / "run" / "config.toml")
     os.mkfifo(tmp_path / "fifo")
     (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "tokenizer.json").write_text("{}")
+    (tmp_path / "junk" / "tokenizer_config.json").write_text("garbage")
     monkeypatch.chdir(tmp_path)
     warmup = [] if "--recipes" in args else ["--warmup", "1"]  # (a throughput flag)
     assert main([*FAST, *warmup, *args]) == 2
@@ -184,18 +190,27 @@ def test_flags_for_what_the_benchmark_sets_itself_are_refused(capsys):
     """They were ignored without a word: `--max_steps 500` measured 11 steps."""
     assert main([*FAST, "--warmup", "1", "--max_steps", "500", "--out_dir", "mine",
                  "--eval_interval", "5", "--report_to", "tensorboard",
-                 "--sample_interval", "2"]) == 2
+                 "--sample_interval", "2", "--nproc_per_node", "2", "--eval_batches", "3"]) == 2
     why = ("the benchmark sets it itself (--warmup and --steps give its length; it evaluates, "
-           "samples and saves nothing, reports to no tracker, in a folder of its own); leave "
-           "it out")
+           "samples and saves nothing, reports to no tracker, in one process and a folder of "
+           "its own); leave it out")
+    # (--nproc_per_node 2 measured one process, and its line said 2.)
     assert capsys.readouterr().err.splitlines() == [
         f"minimind-tui bench: error: --{name}: {why}"
-        for name in ("max_steps", "eval_interval", "sample_interval", "report_to", "out_dir")]
+        for name in ("max_steps", "eval_interval", "sample_interval", "report_to", "out_dir",
+                     "eval_batches", "nproc_per_node")]
     assert main([*FAST, "--recipes", "wsd", "--seed", "7", "--sample_interval", "2"]) == 2
-    why = ("the benchmark sets it itself (--steps, --seeds and --eval_every set each run, in a "
-           "folder of its own); leave it out")
+    why = ("the benchmark sets it itself (--steps, --seeds and --eval_every set each run, in one "
+           "process and a folder of its own); leave it out")
     assert capsys.readouterr().err.splitlines() == [
         f"minimind-tui bench: error: --{name}: {why}" for name in ("seed", "sample_interval")]
+    # Time to target's own flags without --recipes: ignored, without a word.
+    with pytest.raises(SystemExit) as exit_:
+        main([*FAST, "--seeds", "1", "--jobs", "2"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        "--seeds, --jobs: for time to target, which --recipes asks for (the throughput "
+        "variants train one process, once)")
 
 
 def test_the_real_command_refuses_bad_data_in_one_line(tmp_path):

@@ -34,6 +34,8 @@ PROG = "minimind-tui bench"
 DEFAULT_VARIANTS = "baseline,padded,packed"
 # What only the throughput variants read: with --recipes they would be ignored.
 THROUGHPUT_ONLY = ("variants", "micro_batches", "warmup", "repeat", "compile_mode", "profile")
+# ...and what only time to target reads: without --recipes.
+TARGET_ONLY = ("seeds", "jobs", "eval_every")
 
 
 class OutError(Exception):
@@ -120,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                                    if getattr(args, name) != parser.get_default(name)]):
         parser.error(f"{', '.join(given)}: for the throughput variants, which --recipes "
                      "replaces (time to target trains --steps steps per seed)")
+    if not args.recipes and (given := [f"--{name}" for name in TARGET_ONLY
+                                       if getattr(args, name) != parser.get_default(name)]):
+        parser.error(f"{', '.join(given)}: for time to target, which --recipes asks for (the "
+                     "throughput variants train one process, once)")
 
     # Imported here so that --help and flag errors answer before torch loads.
     from minimind.bench import BenchError, harness_settings, parse_variant, run_bench
@@ -209,8 +215,9 @@ def time_to_target(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 THROUGHPUT_HARNESS = ("--warmup and --steps give its length; it evaluates, samples and saves "
-                      "nothing, reports to no tracker, in a folder of its own")
-TARGET_HARNESS = "--steps, --seeds and --eval_every set each run, in a folder of its own"
+                      "nothing, reports to no tracker, in one process and a folder of its own")
+TARGET_HARNESS = ("--steps, --seeds and --eval_every set each run, in one process and a folder "
+                  "of its own")
 
 
 def harness_flags(overrides: dict, harness: dict, how: str) -> list[str]:
