@@ -44,7 +44,7 @@ from .safe_read import read_small
 from .tokenizer import load_tokenizer
 from .torchfile import CheckpointError, first_non_finite, safe_torch_load
 from .upstream import EMBED_KEY, load_into
-from .weight_records import EXPORT_MARK, EXPORTER
+from .weight_records import EXPORT_MARK, EXPORTER, locate
 
 # Files a Hugging Face tokenizer folder may consist of; whichever exist are copied verbatim, so
 # the export loads with the same tokenizer class the source names.
@@ -278,6 +278,11 @@ def upstream_save_weight(source: Checkpoint, merged: Path | None = None) -> str:
     config = source.model.config
 
     def named(path: Path) -> str | None:
+        if path.is_dir():  # a run's folder (a base recorded so) stands for its weights file
+            try:
+                path = locate(path)[0]
+            except CheckpointError:
+                return None
         return save_weight_of(path.name, config.hidden_size, config.use_moe)
 
     adapters = [Path(a) for a in (source.adapter_path, merged) if a is not None]

@@ -473,6 +473,13 @@ def test_a_run_folder_as_from_weight_starts_from_its_weights(chain, tmp_path, mo
                                  "checked against lora_128_resume.pth)")
     by_file = read_checkpoint(ADAPTER.replace(".pth", "_resume.pth")).model.state_dict()
     assert all(torch.equal(v, by_file[k]) for k, v in opened.model.state_dict().items())
+    # ...and exports in upstream's layout named for that folder's weights (pretrain_lora: the
+    # name of a file named another way), as with the base's file named.
+    from minimind.export import upstream_save_weight
+
+    assert upstream_save_weight(opened) == "full_sft_lora"
+    assert upstream_save_weight(read_checkpoint(ADAPTER.replace(".pth", "_resume.pth"))) == \
+        "full_sft_lora"
 
 
 def test_a_lora_runs_resume_file_opens_as_the_model_it_trained(chain, tmp_path, monkeypatch):
