@@ -67,7 +67,7 @@ def test_a_run_that_ends_within_its_warmup_says_so(tiny_settings):
                   "to 0.0005 at the last step (learning_rate is 0.001), and never decays"]
     # As many steps as warmup_iters reach the peak, at the last (it spoke of "only rises").
     train = settings.train.model_copy(update={"warmup_iters": 2})
-    assert plan_warnings(train, Plan(2, 2, 2), 0) == [
+    assert plan_warnings(train, Plan(2, 2, 2, 10_000), 0) == [
         "the run's 2 steps are all warmup (warmup_iters 2): the learning rate reaches "
         "learning_rate (0.001) at the last step only, and never decays"]
 
@@ -77,7 +77,7 @@ def test_a_wsd_decay_too_short_for_a_step_says_so(tiny_settings):
     where the README says wsd ends at a tenth, and nothing said so."""
     train = tiny_settings(lr_schedule="wsd", decay_fraction=0.01, learning_rate=3e-3,
                           warmup_iters=0).train
-    assert plan_warnings(train, Plan(20, 20, 20), 0) == [
+    assert plan_warnings(train, Plan(20, 20, 20, 10_000), 0) == [
         "wsd's decay_fraction (0.01) of the run's 20 steps rounds to no step: the learning "
         "rate stays at 0.003 to the end and never decays; for a decay set decay_fraction to "
         "at least 0.05"]
@@ -85,7 +85,27 @@ def test_a_wsd_decay_too_short_for_a_step_says_so(tiny_settings):
     assert learning_rate(19, 20, 3e-3, schedule="wsd", decay_fraction=0.05) == pytest.approx(3e-4)
     for fine in (train.model_copy(update={"decay_fraction": 0.05}),
                  train.model_copy(update={"lr_schedule": "cosine"})):
-        assert plan_warnings(fine, Plan(20, 20, 20), 0) == []
+        assert plan_warnings(fine, Plan(20, 20, 20, 10_000), 0) == []
+
+
+def test_steps_smaller_than_the_settings_make_them_are_said(tiny_settings):
+    """accumulation_steps 1000 on 25 micro-batches: the header said positions/step 128,000,
+    and the one step trained on 50 samples, with no word."""
+    from minimind.data.sampler import plan_run
+
+    train = tiny_settings(batch_size=2, accumulation_steps=1000, max_steps=0,
+                          warmup_iters=0).train
+    plan = plan_run(50, 2, 1000, 1, 0)
+    assert (plan.batches_per_epoch, plan.steps_per_epoch) == (25, 1)
+    assert plan_warnings(train, plan, 0) == [
+        "an epoch holds 50 sample(s) per process, fewer than a step's batch_size × "
+        "accumulation_steps (2 × 1000 = 2000): each step trains on those 50, not the "
+        "positions/step the header counts; lower batch_size or accumulation_steps to fit the "
+        "data"]
+    # Per process: two ranks share 50 samples, and a batch of 1000 is no fit either.
+    assert plan_run(50, 1000, 1, 1, 0, world_size=2).samples_per_epoch == 25
+    assert plan_warnings(train.model_copy(update={"accumulation_steps": 25}),
+                         plan_run(50, 2, 25, 1, 0), 0) == []
 
 
 def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():

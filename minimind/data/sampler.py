@@ -38,6 +38,7 @@ class Plan:
     batches_per_epoch: int  # micro-batches each rank reads per epoch
     steps_per_epoch: int
     total_steps: int
+    samples_per_epoch: int  # each rank's
 
     def epoch_of(self, step: int) -> tuple[int, int]:
         """(epoch, optimizer steps already done in it), both from 0, before `step` runs."""
@@ -49,9 +50,11 @@ def plan_run(n_samples: int, batch_size: int, accumulation_steps: int, epochs: i
     """How many steps a run of these sizes takes: every epoch has the same number (the batches
     of `epoch_batches`, each step `accumulation_steps` of them); `max_steps` (0: none) may end
     it sooner."""
-    batches = math.ceil(n_samples // world_size / batch_size)
+    samples = n_samples // world_size
+    batches = math.ceil(samples / batch_size)
     steps_per_epoch = math.ceil(batches / accumulation_steps)
-    return Plan(batches, steps_per_epoch, planned_steps(steps_per_epoch, epochs, max_steps))
+    return Plan(batches, steps_per_epoch, planned_steps(steps_per_epoch, epochs, max_steps),
+                samples)
 
 
 def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: int,
@@ -94,8 +97,9 @@ def leave_stops_to_the_trainer(_worker_id: int) -> None:
 
 def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str]:
     """What the plan does that the settings do not say: a run that ends within its warmup, a
-    wsd decay too short to take a step, or data that end it before max_steps (else the
-    header's "steps: 2" is the only hint)."""
+    wsd decay too short to take a step, steps smaller than the settings make them (too few
+    samples), or data that end it before max_steps (else the header's "steps: 2" is the only
+    hint)."""
     warnings = []
     if train.warmup_iters >= plan.total_steps > start_step:
         last = learning_rate(plan.total_steps - 1, plan.total_steps, train.learning_rate,
@@ -115,6 +119,14 @@ def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str
             f"steps rounds to no step: the learning rate stays at {train.learning_rate:g} to "
             f"the end and never decays; for a decay set decay_fraction to at least "
             f"{1 / plan.total_steps:.3g}")
+    step = train.batch_size * train.accumulation_steps
+    if plan.samples_per_epoch < step:  # every step of the run is its epoch's last, and short
+        warnings.append(
+            f"an epoch holds {plan.samples_per_epoch} sample(s) per process, fewer than a step's "
+            f"batch_size × accumulation_steps ({train.batch_size} × "
+            f"{train.accumulation_steps} = {step}): each step trains on those "
+            f"{plan.samples_per_epoch}, not the positions/step the header counts; lower "
+            "batch_size or accumulation_steps to fit the data")
     if train.max_steps > plan.total_steps:
         epochs = math.ceil(train.max_steps / plan.steps_per_epoch)
         warnings.append(f"the data ends before max_steps ({train.max_steps}): {train.epochs} "
