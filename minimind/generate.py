@@ -238,6 +238,31 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str], chat: bool) -> list[list[int]]:
+    """The ids a run's sample prompts continue from: each a document's start, or with `chat`
+    a user turn the assistant answers."""
+    return [encode_chat(tokenizer, [{"role": "user", "content": prompt}]) if chat
+            else encode_prompt(tokenizer, prompt) for prompt in prompts]
+
+
+def sample_room_problems(tokenizer, prompts: Sequence[str], chat: bool, sample_tokens: int,
+                         context: int) -> tuple[str, list[str]]:
+    """What the model's context (`context` positions) leaves a run's samples: a refusal when a
+    prompt fills it ("" for none), and a warning for each continuation it cuts short of
+    `sample_tokens`. The samples were empty, or short, without a word."""
+    warnings = []
+    for i, ids in enumerate(encode_prompts(tokenizer, prompts, chat), 1):
+        if len(ids) >= context:
+            return (f"train.sample_prompts: prompt {i} is {len(ids)} tokens and the model's "
+                    f"context is max_position_embeddings {context}: no room for a continuation; "
+                    "shorten it", [])
+        if len(ids) + sample_tokens > context:
+            warnings.append(f"sample prompt {i}'s continuation stops at {context - len(ids)} "
+                            f"tokens, where the model's context (max_position_embeddings "
+                            f"{context}) ends, not at sample_tokens {sample_tokens}")
+    return "", warnings
+
+
 def continue_prompts(model: torch.nn.Module, tokenizer, prompts: Sequence[str],
                      max_new_tokens: int, seed: int, chat: bool = False
                      ) -> tuple[list[str], list[str]]:
@@ -250,8 +275,7 @@ def continue_prompts(model: torch.nn.Module, tokenizer, prompts: Sequence[str],
     """
     greedy = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, top_p=1.0)
     sampled = SamplingParams(max_new_tokens=max_new_tokens)
-    encoded = [encode_chat(tokenizer, [{"role": "user", "content": prompt}]) if chat
-               else encode_prompt(tokenizer, prompt) for prompt in prompts]
+    encoded = encode_prompts(tokenizer, prompts, chat)
     params = [greedy] * len(prompts) + [sampled] * len(prompts)
     generators = [None] * len(prompts) + [torch.Generator().manual_seed(seed + i)
                                            for i in range(len(prompts))]

@@ -30,6 +30,7 @@ from minimind.data.packed import cache_report, tokenizer_digest
 from minimind.data.progress import PreparationStopped, ReadingProgress
 from minimind.data.sampler import plan_run
 from minimind.environment import not_a_folder, vocab_problem
+from minimind.generate import sample_room_problems
 from minimind.data.conversation import ConversationParser
 from minimind.data.sft import (ChatTemplateError, SFTDataset, chat_template_digest, mask_markers,
                                unfit_conversations, unwritten_fields)
@@ -187,6 +188,12 @@ def _prepare(settings: RunSettings, dist: distributed.DistInfo, log: Log,
         fingerprint["val_data"] = val_digest
 
     model = _build_model(settings, dist.device)
+    refusal, warnings = sample_room_problems(tokenizer, t.sample_prompts, t.stage != "pretrain",
+                                             t.sample_tokens, model.config.max_position_embeddings)
+    if refusal:
+        raise InputError(refusal)
+    for warning in warnings:
+        log(warning, "warning")
     origin_save = ""
     if t.from_weight and not t.from_resume:  # (a resume's state holds every weight)
         try:

@@ -461,3 +461,21 @@ def test_a_resume_whose_settings_name_another_file_names_the_one_there(tiny_sett
         "settings that name it (save_weight, hidden_size, use_moe, lora_name as its run had "
         "them)")
     assert run(tiny_settings(max_steps=2, from_resume=True))[0].status == "completed"
+
+
+def test_sample_prompts_the_models_context_cannot_continue_are_said(tiny_settings):
+    """A prompt longer than max_position_embeddings gave empty samples, and a continuation
+    the context cuts gave short ones, without a word (generate refuses the same prompt)."""
+    model = {"max_position_embeddings": 64}
+    result, events = run(tiny_settings(model, max_steps=1, sample_prompts=["word " * 70]))
+    assert (result.status, result.cause) == ("failed", "input")
+    assert result.reason == ("train.sample_prompts: prompt 1 is 72 tokens and the model's "
+                             "context is max_position_embeddings 64: no room for a "
+                             "continuation; shorten it")
+    assert not any(isinstance(e, StepMetrics) for e in events)
+    result, events = run(tiny_settings(model, max_steps=1, sample_prompts=["ROMEO:", "x"],
+                                       sample_tokens=62, warmup_iters=0))
+    assert result.status == "completed"
+    assert [e.text for e in events if getattr(e, "level", "") == "warning"] == [
+        "sample prompt 1's continuation stops at 61 tokens, where the model's context "
+        "(max_position_embeddings 64) ends, not at sample_tokens 62"]
