@@ -217,6 +217,7 @@ def test_the_headless_cli_becomes_torchrun_for_several_processes(tmp_path):
                              "for 2 processes, each of which needs one: use more data, or "
                              "fewer processes (nproc_per_node)") == 1
     assert "Traceback" not in proc.stderr and "ChildFailedError" not in proc.stderr
+    assert "failed (exitcode: " not in proc.stderr  # torchrun's own line of it, leaked
     assert not (tmp_path / "refused").exists()
 
 

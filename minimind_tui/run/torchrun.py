@@ -16,12 +16,14 @@ TORCH_ELASTIC_SHUTDOWN_TIMEOUT); a second signal still aborts at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 
+from torch.distributed.elastic.multiprocessing import api as elastic_api
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import parse_args, run
@@ -39,7 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         return _launch(argv, rank_code)
 
 
+class _OwnFailureLines(logging.Filter):
+    """Leaves out torchrun's line for a rank's failure ("failed (exitcode: 2) local_rank: 0
+    ..."): the rank said why itself, and `_launch` names one a signal killed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("failed (exitcode: ")
+
+
 def _launch(argv: list[str] | None, rank_code: Path) -> int:
+    logging.getLogger(elastic_api.__name__).addFilter(_OwnFailureLines())
     try:
         run(parse_args(argv))
     except ChildFailedError as e:
