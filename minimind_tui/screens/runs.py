@@ -185,8 +185,8 @@ class RunsScreen(StyledOnce, Screen[None]):
             states[run.state] = states.get(run.state, 0) + 1
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
         runs = "1 run" if len(self.runs) == 1 else f"{len(self.runs)} runs"
-        text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, S reverses, r refreshes"
-                if self.runs else f"no runs under {self.root}")
+        text = (f"{runs} ({counts}); {len(self.selected)} selected · s sorts, S reverses, "
+                "r refreshes" if self.runs else f"no runs under {self.root}")
         run = self._cursor_run()  # what its row shows shortened, whole
         if run is not None and cell_len(run.name) > self._name_width:
             text += f" · {run.name}"
