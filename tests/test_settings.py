@@ -1,3 +1,4 @@
+import os
 import re
 import sys
 from pathlib import Path
@@ -427,3 +428,18 @@ def test_a_preset_says_every_problem_it_holds_at_once(tmp_path):
         "hidden_size: a setting outside the tables in p.toml; settings go in [model] and [train]",
         f"model.bogus_key: unknown setting in {preset}",
         "train.max_steps: must be a whole number"]
+
+
+def test_a_presets_folder_that_is_no_folder_is_said(monkeypatch, capsys):
+    """MINIMIND_TUI_PRESETS=/dev/null: the user's presets were left out without a word, and a
+    save said "[Errno 17] File exists: '/dev/null'"."""
+    from minimind_tui.cli.main import presets_command
+
+    monkeypatch.setenv("MINIMIND_TUI_PRESETS", os.devnull)
+    why = ("/dev/null is a pipe or a device, not a folder: no presets of yours are read or saved "
+           "(MINIMIND_TUI_PRESETS names their folder)")
+    with pytest.raises(SettingsError, match=re.escape(f"cannot save the preset: {why}")):
+        save_user_preset(load_settings("tiny"), "mine")
+    assert presets_command([]) == 0
+    out, err = capsys.readouterr()
+    assert "tiny" in out and err == f"minimind-tui presets: warning: {why}\n"

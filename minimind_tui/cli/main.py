@@ -21,7 +21,7 @@ from minimind_tui.cli.exit_codes import invalid
 from minimind_tui.cli.flags import add_settings_flags, overrides_from_args
 from minimind_tui.form.presets import (DEFAULT_PRESET, is_user_preset, list_presets,
                                   load_start_settings, preset_data, preset_parameters,
-                                  resolve_preset)
+                                  resolve_preset, user_preset_dir_problem)
 
 # name -> ("module:function" taking argv and returning an exit code, what it does); the module
 # is imported only when its command runs.
@@ -188,6 +188,8 @@ def presets_command(argv: list[str]) -> int:
         size = f"{format_count(parameters)} params" if parameters else "invalid"
         print(f"{name:20s} {size:>15s}  {'user   ' if is_user_preset(path) else 'bundled'} "
               f"{path}")
+    if problem := user_preset_dir_problem():  # (MINIMIND_TUI_PRESETS=/dev/null)
+        print(f"minimind-tui presets: warning: {problem}", file=sys.stderr)
     return exit_codes.OK
 
 

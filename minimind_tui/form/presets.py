@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from minimind.atomic import file_in_the_way, in_the_way
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
@@ -20,6 +21,7 @@ from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError,
                                merge, without_consent)
 from minimind.settings_file import read_tables
 from minimind.settings_rules import validate
+from minimind.shown import printable_path
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -173,8 +175,19 @@ def preset_settings(data: dict[str, Any]) -> tuple[RunSettings, list[Problem]]:
     return validate({**data, "train": train})
 
 
+def user_preset_dir_problem() -> str | None:
+    """Why the user's presets cannot live where they are looked for (`user_preset_dir`): a
+    file in the way (MINIMIND_TUI_PRESETS=/dev/null); None when it can be their folder."""
+    if blocking := file_in_the_way(user_preset_dir()):
+        return (f"{printable_path(str(blocking))} is {in_the_way(blocking)}, not a folder: no "
+                "presets of yours are read or saved (MINIMIND_TUI_PRESETS names their folder)")
+    return None
+
+
 def save_user_preset(settings: RunSettings, name: str) -> Path:
     problem = preset_name_problem(name)
     if problem:
         raise SettingsError([Problem("", f"invalid preset name {name!r}: {problem}")])
+    if problem := user_preset_dir_problem():  # it said "[Errno 17] File exists: '/dev/null'"
+        raise SettingsError([Problem("", f"cannot save the preset: {problem}")])
     return settings.save_toml(user_preset_dir() / f"{name}.toml")
