@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -107,10 +108,15 @@ def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):
         (tmp_path / name / "metrics.jsonl").write_text("")
     watcher = watch(tmp_path)
     assert "no run in" in watcher.stderr.readline()
-    assert watcher.stderr.readline() == (
+    second: list[str] = []  # read aside: without the line, a readline here waited for ever
+    reader = threading.Thread(target=lambda: second.append(watcher.stderr.readline()),
+                              daemon=True)
+    reader.start()
+    reader.join(60)
+    assert second == [
         f"[watch] {tmp_path} holds 4 run(s) below it, none of its own: {tmp_path}/a, "
         f"{tmp_path}/b, {tmp_path}/c, ...: watch one of those (minimind-tui watch {tmp_path}/a); "
-        f"minimind-tui runs {tmp_path} lists them\n")
+        f"minimind-tui runs {tmp_path} lists them\n"]
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130 and out == "" and "Traceback" not in err
