@@ -36,10 +36,10 @@ from minimind.meter import Meter, NonFiniteError
 from minimind.optim import apply_settings, build_optimizer, set_learning_rate
 from minimind.prepare import InputError, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
-from minimind.run_folder import StatusSink
 from minimind.schedule import learning_rate
 from minimind.settings import RunSettings
 from minimind.sinks import JsonlSink, Sink
+from minimind.status_sink import StatusSink
 from minimind.trackers import TrackerSink, tracker_sinks
 
 OOM_HINT = "lower batch_size or max_seq_len (raise accumulation_steps to keep tokens/step), " \

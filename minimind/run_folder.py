@@ -8,9 +8,9 @@ checkpoints, and `run.json`, the run's status (process, host, start, state, prog
   into it needs `from_resume` (continue) or `overwrite` (replace: its files are deleted). The
   same holds for a weights file the run would save over (one copied in, upstream's own `out/`).
   `run_files` names every file a run folder holds.
-* `run.json` is rewritten (atomically) by `StatusSink` as events happen, from its own thread, and
-  at least every `HEARTBEAT_SECONDS`; a viewer on another machine can tell a live run from one
-  whose process is gone. A "running" status whose process is gone is a crashed run.
+* `run.json` is rewritten (atomically) by `status_sink.StatusSink` as events happen, with a
+  heartbeat; a viewer on another machine can tell a live run from one whose process is gone. A
+  "running" status whose process is gone is a crashed run.
 """
 
 from __future__ import annotations
@@ -18,33 +18,25 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from minimind.atomic import atomic_write_bytes
-from minimind.events import Event
 from minimind.folder_lock import LockHeld, inherited_lock, lock_folder, reserve
 from minimind.run_files import (LAUNCH_LOG_FILE, LAUNCH_SETTINGS_FILE, LOCK_FILE, METRICS_FILE,
                                 STATUS_FILE, holds_adapters, remove_run_files, resume_files,
                                 resume_name, run_files, status_temp_files, weights_of_resume)
-from minimind.run_status import (RunStatus, caught_up, read_status, status_from_metrics,
-                                 this_process)
-from minimind.sinks import BackgroundSink
+from minimind.run_status import RunStatus, caught_up, read_status, status_from_metrics
 
 # A launcher that took a folder's lock for its child names the folder whose launch.toml and
 # launch.log it wrote for the child: they belong to the new run, not to the one an overwrite
 # replaces.
 LAUNCHED_INTO_ENV = "MINIMIND_LAUNCHED_INTO"
-HEARTBEAT_SECONDS = 30.0
 # A run on another machine that has not written its status for this long is presumed dead (and
 # so is one whose last write is that far in the future: a wrong clock must not lock a folder).
 STALE_SECONDS = 10 * 60.0
-# How much of metrics.jsonl a resume folds when run.json is gone: a long run's whole history,
-# with a bound on memory (~1 KB a logged step).
-HISTORY_FOLD_BYTES = 64 << 20
 # How much of metrics.jsonl tells a crashed run's last steps (its status is a few seconds
 # behind its log), or a run without run.json (~1 KB a logged step).
 METRICS_TAIL_BYTES = 256 << 10
@@ -403,68 +395,3 @@ def process_alive(status: RunStatus) -> bool:
         return abs(psutil.Process(status.pid).create_time() - status.process_started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
-
-
-class StatusSink(BackgroundSink):
-    """Keeps `run.json` current from the events, on its own thread: the training thread only
-    folds the event in (`RunStatus.apply`). The file is rewritten when something changed (at
-    most every `min_interval` seconds, at once for a start, a checkpoint or the end) and as a
-    heartbeat. Only the first change after a write wakes the thread: no wake-up per step."""
-
-    def __init__(self, folder: RunFolder, min_interval: float = 2.0, *, resumed: bool = False,
-                 warn: Callable[[str], None] | None = None):
-        """`resumed`: the run goes on from the one whose status is in the folder (or, without
-        one, whose metrics.jsonl is), which keeps what only its events knew (the best
-        validation loss, the last loss at the resume).
-        `warn` hears once that run.json cannot be written."""
-        self.folder = folder
-        self.min_interval = min_interval
-        earlier = folder.status(HISTORY_FOLD_BYTES) if resumed else None
-        self.status = (earlier or RunStatus()).model_copy(update={
-            **this_process(), "started": time.time(), "updated": time.time()})
-        self._dirty = False
-        super().__init__("run.json writer", maxlen=1_000, close_timeout=5.0, warn=warn)
-        self.start_thread()
-
-    def item(self, event: Event) -> str | None:
-        if self.status.apply(event):
-            return "now"
-        if not self._dirty:
-            self._dirty = True
-            return "soon"
-        return None
-
-    def work(self) -> None:
-        last, due = 0.0, True  # the first write (the run has begun) at once
-        warned = moved = False
-        while True:
-            if not due:
-                interval = self.min_interval if self._dirty else HEARTBEAT_SECONDS
-                wait = interval - (time.monotonic() - last)
-                if wait > 0 and not self.closed:
-                    when, _ = self.next_item(wait)
-                    if when is not None:
-                        self.done()
-                        due = when == "now"
-                    continue
-            closing = self.closed
-            self.drop_queued()  # this write covers every change so far
-            self._dirty = due = False
-            self.status.updated = time.time()
-            if not moved and self.folder.moved_away():
-                moved = True
-                self._warn(f"{self.folder.path} was moved or deleted while the run trained: "
-                           "run.json and the checkpoints from here on go to a new folder at "
-                           "that path; metrics.jsonl goes on in the folder moved (or is lost "
-                           "with it, deleted)")
-            try:
-                self.folder.write_status(self.status)
-            except OSError as e:  # the run goes on; its checkpoints report a full disk
-                if not warned:
-                    warned = True
-                    self._warn(f"{self.folder.path / STATUS_FILE} could not be written "
-                               f"({e.strerror or e}): runs and watch show this run as it "
-                               "stood before")
-            last = time.monotonic()
-            if closing:
-                return

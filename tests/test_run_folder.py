@@ -254,11 +254,11 @@ def test_the_follower_keeps_a_partial_line_and_notices_a_new_file(tmp_path):
 
 
 def test_run_json_has_a_heartbeat(tmp_path, monkeypatch):
-    import minimind.run_folder as run_folder
+    from minimind import status_sink
 
-    monkeypatch.setattr(run_folder, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(status_sink, "HEARTBEAT_SECONDS", 0.2)
     folder = RunFolder(tmp_path)
-    sink = run_folder.StatusSink(folder)
+    sink = status_sink.StatusSink(folder)
     time.sleep(0.1)
     first = folder.status().updated
     time.sleep(0.6)
@@ -350,7 +350,7 @@ def test_an_overwrite_removes_every_file_of_the_run_it_replaces(tmp_path):
 
 def test_run_json_follows_each_step_within_the_interval_and_ends_with_the_run(tmp_path):
     from minimind.events import RunFinished
-    from minimind.run_folder import StatusSink
+    from minimind.status_sink import StatusSink
 
     folder = RunFolder(tmp_path)
     sink = StatusSink(folder, min_interval=0.1)
