@@ -17,8 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, save_checkpoint
 from minimind.checkpoint_reader import Checkpoint, read_checkpoint
-from minimind.export import (PROBE_SHAPE, ExportError, check_destination, export_hf,
-                             export_upstream)
+from minimind.export import PROBE_SHAPE, export_hf, export_upstream
+from minimind.export_destination import ExportError, check_destination
 from minimind.generate import SamplingParams, encode_prompt, generate_tokens
 from minimind.hf_architectures import standard_architecture
 from minimind.settings import RunSettings

@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from minimind.checkpoint import resume_path
     from minimind.checkpoint_reader import check_lora_base, read_checkpoint
-    from minimind.export import (ExportError, ExportVerificationError, check_destination,
-                                 export_hf, export_upstream)
+    from minimind.export import ExportVerificationError, export_hf, export_upstream
+    from minimind.export_destination import ExportError, check_destination
     from minimind.torchfile import CheckpointError
     from minimind.lora import LoRAError, load_lora, merge_lora
     from minimind.upstream import describe_config

@@ -102,8 +102,8 @@ class ExportScreen(ModalScreen[None]):
     def _export(self, source: str, destination: str, format: str, overwrite: bool) -> None:
         # Imported here: torch and transformers load in the worker, not on the UI thread.
         from minimind.checkpoint_reader import read_checkpoint
-        from minimind.export import (ExportError, ExportVerificationError, check_destination,
-                                     export_hf, export_upstream)
+        from minimind.export import ExportVerificationError, export_hf, export_upstream
+        from minimind.export_destination import ExportError, check_destination
         from minimind.torchfile import CheckpointError
 
         try:

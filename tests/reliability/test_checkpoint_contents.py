@@ -18,7 +18,8 @@ from minimind import MiniMindConfig, MiniMindForCausalLM, load_model
 from minimind.checkpoint import capture_rng, load_resume, save_checkpoint
 from minimind.checkpoint_reader import Checkpoint, read_checkpoint
 from minimind.engine import Trainer
-from minimind.export import ExportError, export_upstream
+from minimind.export import export_upstream
+from minimind.export_destination import ExportError
 from minimind.meter import NonFiniteError
 from minimind.sinks import QueueSink
 from minimind.torchfile import CheckpointError
