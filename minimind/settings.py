@@ -15,6 +15,7 @@ run starts, like upstream's `../dataset/...` habits.
 
 from __future__ import annotations
 
+import math
 import types
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -288,6 +289,15 @@ SECTIONS: dict[str, type[BaseModel]] = {"model": ModelSettings, "train": TrainSe
 """The tables of a preset / config.toml and the sections of the settings, in order."""
 
 
+def epoch_steps(n_samples: int, batch_size: int, accumulation_steps: int, world_size: int = 1
+                ) -> int:
+    """Optimizer steps in an epoch of `n_samples`: each of `world_size` processes takes an equal
+    share (the remainder is left out), in micro-batches of `batch_size` (the last may be short),
+    `accumulation_steps` to a step (the last step of an epoch may take fewer)."""
+    batches = math.ceil(n_samples // world_size / batch_size)
+    return math.ceil(batches / accumulation_steps)
+
+
 def planned_steps(steps_per_epoch: int, epochs: int, max_steps: int) -> int:
     """The steps a run trains: its epochs, or max_steps (0: none) where that ends it sooner."""
     return min(steps_per_epoch * epochs, max_steps) if max_steps else steps_per_epoch * epochs
@@ -375,9 +385,16 @@ class RunSettings(BaseModel):
         return atomic_write_bytes(Path(path), tomli_w.dumps(data).encode())
 
     # -- derived values -------------------------------------------------------------------
-    def tokens_per_step(self, world_size: int = 1) -> int:
+    def world_size(self) -> int:
+        """The processes the run trains in: nproc_per_node on each of nnodes machines."""
+        return self.train.nproc_per_node * self.train.nnodes
+
+    def tokens_per_step(self, world_size: int | None = None) -> int:
+        """Positions an optimizer step computes over every process (`world_size`: the processes
+        the run was launched with; by default, those the settings ask for)."""
         t = self.train
-        return t.batch_size * t.max_seq_len * t.accumulation_steps * world_size
+        processes = self.world_size() if world_size is None else world_size
+        return t.batch_size * t.max_seq_len * t.accumulation_steps * processes
 
     def weights_name(self) -> str:
         """The weights file, relative to out_dir; a lora run's holds only its adapters."""

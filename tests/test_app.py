@@ -13,6 +13,7 @@ from rich.console import Console
 from textual.widgets import Button, Checkbox, Input, Select, SelectionList, Static, TextArea
 from textual.worker import Worker, WorkerState
 
+from minimind.data.sampler import plan_run
 from minimind.events import CheckpointSaved, RunFinished, RunStarted, StepMetrics
 from minimind.run_folder import RunFolder
 from minimind.run_status import RunStatus
@@ -616,6 +617,22 @@ async def test_the_forms_eta_takes_the_last_runs_average_rate_for_the_same_model
         await wait_until(pilot, lambda: "ETA" in readouts(app))
         app.configure_screen.set_fields({"train.grad_checkpointing": True})  # recomputes
         await wait_until(pilot, lambda: "ETA" not in readouts(app))
+        app.configure_screen.set_fields({"train.grad_checkpointing": False})
+        await wait_until(pilot, lambda: "ETA" in readouts(app))
+        # Two processes: another speed, and each trains on half the data (the form said the
+        # one process's steps/epoch and tokens/step, while the run took half and twice those).
+        await wait_until(pilot, lambda: "documents (inspected)" in readouts(app))
+        basis = re.search(r"([\d,]+) documents \(inspected\)", readouts(app))
+        documents = int(basis.group(1).replace(",", ""))
+        app.configure_screen.set_fields({"train.nproc_per_node": 2})
+        await wait_until(pilot, lambda: "ETA" not in readouts(app))
+        text = " ".join(readouts(app).split())
+        t = quick_settings(tmp_path).train
+        plan = plan_run(documents, t.batch_size, t.accumulation_steps, 1, 0, 2)
+        assert f"steps/epoch {plan.steps_per_epoch:,} " in text
+        assert (f"positions/step {2 * t.batch_size * t.max_seq_len * t.accumulation_steps:,} "
+                f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps}×2 processes)") in text
+        assert re.search(r"train memory ≈ [\d.]+ \w+ per process", text)
 
 
 def test_history_tracks_series_and_smoothing():

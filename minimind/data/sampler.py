@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from minimind.data.prefetch import Prefetcher
 from minimind.schedule import learning_rate, wsd_decay_start
-from minimind.settings import TrainSettings, planned_steps
+from minimind.settings import TrainSettings, epoch_steps, planned_steps
 
 
 def epoch_batches(n_samples: int, batch_size: int, epoch: int, seed: int,
@@ -51,10 +51,9 @@ def plan_run(n_samples: int, batch_size: int, accumulation_steps: int, epochs: i
     of `epoch_batches`, each step `accumulation_steps` of them); `max_steps` (0: none) may end
     it sooner."""
     samples = n_samples // world_size
-    batches = math.ceil(samples / batch_size)
-    steps_per_epoch = math.ceil(batches / accumulation_steps)
-    return Plan(batches, steps_per_epoch, planned_steps(steps_per_epoch, epochs, max_steps),
-                samples)
+    steps_per_epoch = epoch_steps(n_samples, batch_size, accumulation_steps, world_size)
+    return Plan(math.ceil(samples / batch_size), steps_per_epoch,
+                planned_steps(steps_per_epoch, epochs, max_steps), samples)
 
 
 def step_batches(data: Dataset, plan: Plan, train: TrainSettings, start_step: int,

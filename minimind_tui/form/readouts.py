@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from minimind.settings import ModelSettings, Problem, RunSettings
+from minimind.settings import ModelSettings, Problem, RunSettings, epoch_steps
 
 if TYPE_CHECKING:
     from minimind.data.inspect import DataInspection
@@ -26,13 +25,15 @@ if TYPE_CHECKING:
 # shown while its fields are valid, whatever else is wrong: an upstream preset whose data is
 # elsewhere still shows its model's size.
 MODEL_FIELDS = ("model",)
-TOKENS_FIELDS = ("train.batch_size", "train.max_seq_len", "train.accumulation_steps")
+TOKENS_FIELDS = ("train.batch_size", "train.max_seq_len", "train.accumulation_steps",
+                 "train.nproc_per_node", "train.nnodes")
 MEMORY_FIELDS = ("model", "train.batch_size", "train.max_seq_len", "train.dtype",
-                 "train.grad_checkpointing")
+                 "train.grad_checkpointing", "train.nproc_per_node")
 STEPS_FIELDS = ("train.stage", "train.data_path", "train.packing", "train.epochs",
                 "train.max_steps", *TOKENS_FIELDS)
 # What a run's tokens/s depends on: the ETA takes the last run's rate only where these agree.
-SPEED_FIELDS = (*MEMORY_FIELDS, "train.device", "train.packing", "train.use_compile")
+SPEED_FIELDS = (*MEMORY_FIELDS, "train.nnodes", "train.device", "train.packing",
+                "train.use_compile")
 
 
 @dataclass(frozen=True)
@@ -152,8 +153,8 @@ def _conversation_inspection(path: Path, digest: str, tokenizer_path: str, max_s
 
 
 def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]:
-    """Optimizer steps in one epoch and what the count is based on (the engine's rule:
-    the last micro-batch and the last step of an epoch may be short). sft/lora samples are
+    """Optimizer steps in one epoch and what the count is based on (the engine's rule,
+    `epoch_steps`: each process takes its share of the samples). sft/lora samples are
     conversations, one each: never packed."""
     t = settings.train
     inspected = data.inspection
@@ -174,8 +175,7 @@ def steps_per_epoch(settings: RunSettings, data: DataSummary) -> tuple[int, str]
         samples, basis = data.lines, f"{data.lines:,} lines: a guess until tokenized"
     else:
         samples, basis = data.lines, f"{data.lines:,} lines"
-    batches = math.ceil(samples / t.batch_size)
-    return math.ceil(batches / t.accumulation_steps), basis
+    return epoch_steps(samples, t.batch_size, t.accumulation_steps, settings.world_size()), basis
 
 
 def tokens_per_epoch(settings: RunSettings, data: DataSummary) -> int | None:
@@ -197,7 +197,8 @@ class Supervision:
     """What the loss of an sft/lora step trains on, estimated from an inspection."""
 
     per_step: float
-    """Supervised tokens per optimizer step: the mean per conversation x conversations."""
+    """Supervised tokens per optimizer step over every process: the mean per conversation x
+    conversations."""
     share: float
     """Of the conversations' tokens (cut at max_seq_len, no padding), the share supervised."""
     position_share: float
@@ -213,7 +214,7 @@ def supervision(settings: RunSettings, data: DataSummary) -> Supervision | None:
     if settings.train.stage == "pretrain" or inspected is None or not inspected.documents:
         return None
     per_step = (inspected.supervised_tokens / inspected.documents * settings.train.batch_size
-                * settings.train.accumulation_steps)
+                * settings.train.accumulation_steps * settings.world_size())
     return Supervision(per_step, inspected.supervised_share,
                        per_step / settings.tokens_per_step(), inspected.documents)
 

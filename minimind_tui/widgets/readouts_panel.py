@@ -38,8 +38,10 @@ class ReadoutsPanel(Static):
             _model_rows(grid, model, t.lora_rank if t.stage == "lora" else 0)
         per_step = per_step_label(t.stage, t.packing)
         if not _blocked(grid, per_step, problems, TOKENS_FIELDS):
+            processes = settings.world_size()
             grid.add_row(per_step, f"{settings.tokens_per_step():,} "
-                         f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps})")
+                         f"({t.batch_size}×{t.max_seq_len}×{t.accumulation_steps}"
+                         f"{f'×{processes} processes' if processes > 1 else ''})")
         if not _blocked(grid, "steps/epoch", problems, STEPS_FIELDS):
             _data_rows(grid, settings, data, tokens_per_sec, start_step, inspect_key)
         where = "GPU memory" if t.device.startswith("cuda") else "train memory"
@@ -53,7 +55,8 @@ class ReadoutsPanel(Static):
 
     def _against_the_device(self, need: MemoryEstimate, settings: RunSettings) -> Text:
         """"≈ 1.2 GiB", and what the device holds when that is less (the engine warns too)."""
-        text = Text(f"≈ {format_bytes(need.total)}")
+        text = Text(f"≈ {format_bytes(need.total)}"
+                    f"{' per process' if settings.world_size() > 1 else ''}")
         try:
             device = resolve_device(settings.train.device)
         except DeviceError:  # the field says why
