@@ -254,6 +254,30 @@ def test_detach_reports_a_run_that_fails_before_it_begins(tmp_path):
     assert RunFolder(out).status() is None
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_detach_interrupted_before_its_run_began_stops_the_run(tmp_path, sig):
+    """Ctrl+C while --detach waited said "interrupted" and exited 130, while the run it had
+    started trained on, unseen, in a session of its own."""
+    import psutil
+
+    out = tmp_path / "run"
+    launcher = subprocess.Popen([*CLI, "--no-ui", "--detach", *FAST, "--max_steps", "100000",
+                                 "--out_dir", str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (children := psutil.Process(launcher.pid).children()):
+        assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    child = children[0]
+    launcher.send_signal(sig)  # the child is still importing: its run has not begun
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, err
+    assert f"the run in the background was stopped (pid {child.pid}" in err
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+    assert "started" not in err and RunFolder(out).state() != "running"
+
+
 def test_two_detached_launches_into_one_folder_train_the_survivors_settings(tmp_path):
     """Started together: one takes the folder's lock before writing anything, the other is
     refused, and the run trains with the settings of the launch that was not refused."""

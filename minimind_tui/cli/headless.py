@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,6 +158,39 @@ def wait_for_start(child: ChildProcess, folder: RunFolder) -> bool | None:
     return None
 
 
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """SIGTERM as Ctrl+C while the launcher waits: either cancels the launch. A hang-up does
+    not: the terminal is gone, and a run that outlives it is what --detach asked for."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _cancel(child: ChildProcess) -> int:
+    """Ctrl+C before the detached run began: the launch is cancelled, so its run is stopped as
+    `kill PID` stops it (a checkpoint if it had begun to train) rather than left training
+    unseen; this says how it ended, or where it is when it does not end in time."""
+    pid = child.popen.pid
+    child.request_stop()
+    try:
+        code = child.popen.wait(DETACH_WAIT_SECONDS)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        say(f"minimind-tui: interrupted; the run in the background (pid {pid}) is still "
+            f"stopping: {child.log_path} says how it ends; kill -9 {pid} ends it at once")
+        return exit_codes.SIGNALLED
+    how = (f"ended by {signal.Signals(-code).name} before it began" if code < 0
+           else f"exit {code}")
+    say(f"minimind-tui: interrupted; the run in the background was stopped (pid {pid}, {how}); "
+        f"the end of {child.log_path}:\n{child.log_tail(3)}")
+    return exit_codes.SIGNALLED
+
+
 def start_detached(settings: RunSettings) -> int:
     """`--no-ui --detach`: the same run in a child of its own session (the app's detached
     launch), and where to find it; this process returns once the run has begun, or with the
@@ -163,15 +198,21 @@ def start_detached(settings: RunSettings) -> int:
     from minimind_tui.run.launch import launch
 
     out_dir = Path(settings.train.out_dir).expanduser()
+    child = None
     try:
-        child = launch(settings, detached=True)
+        with _stop_signals_interrupt():
+            child = launch(settings, detached=True)
+            began = wait_for_start(child, RunFolder(out_dir))
     except RunBusy as e:
         return exit_codes.invalid(f"train.out_dir: {e}")
     except OSError as e:  # a refusal to reuse the folder names no file; the system's do
         where = f"{e.filename}: {e.strerror}" if e.filename else f"train.out_dir: {e}"
         return exit_codes.invalid(where)
+    except KeyboardInterrupt:
+        if child is None:  # nothing was started
+            raise
+        return _cancel(child)
     pid = child.popen.pid
-    began = wait_for_start(child, RunFolder(out_dir))
     if began is False and (code := child.poll()) != exit_codes.OK:
         # It ended before its run began (bad data, a from_weight that does not fit): the
         # folder still shows the run before it, if any, so say it here, where it was asked.
