@@ -16,6 +16,7 @@ machine it is noisy, so the report is the median over seeds with the min and max
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import statistics
@@ -30,6 +31,7 @@ import torch
 
 from minimind.engine import Trainer
 from minimind.events import EvalResult, RunStarted, StepMetrics
+from minimind.parent_death import signal_on_parent_death
 from minimind.settings import MOST_EPOCHS, ONE_PROCESS, RunSettings
 from minimind.sinks import QueueSink
 
@@ -101,8 +103,56 @@ def _seeds_context() -> multiprocessing.context.BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload(["minimind.seed_server", __name__])
+    # Started now, ignoring Ctrl+C from its first instruction (a disposition its exec keeps):
+    # the terminal's reaches every process of the group, and one in the server's imports
+    # printed a traceback after bench's own one-line report. Bench stops the seeds itself.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, before)
     return context
+
+
+class SeedEnded(BaseException):
+    """A seed's process was told to end: Ctrl+C, `kill`, or the kernel's SIGTERM when the
+    process it came from died."""
+
+
+_in_a_seed = False  # in a seed's process: whether it is training one now
+
+
+def seed_process(threads: int, interruptible: bool) -> None:
+    """The start of each seed's process: its share of the cores; Ctrl+C heard as bench hears
+    it (the fork server ignored it; `interruptible`: bench does not); an end when the process
+    it came from dies, even by `kill -9` (SIGTERM from the kernel)."""
+    if interruptible:
+        signal.signal(signal.SIGINT, _end_seed_process)
+    signal.signal(signal.SIGTERM, _end_seed_process)
+    signal_on_parent_death(signal.SIGTERM)
+    torch.set_num_threads(threads)
+
+
+def _end_seed_process(signum: int, frame: object) -> None:
+    if not _in_a_seed:  # between seeds, or after one: nothing to stop or remove
+        os._exit(128 + signum)
+    raise SeedEnded(signum)
+
+
+def _seed_here(one_seed: Callable[[int], Any], seed: int) -> Any:
+    """`one_seed(seed)` in a seed's process. Told to end, its run stops and its temporary
+    folder is removed, then the process ends: the pool's worker loop would go on (waiting for
+    work from a parent that may be gone, or printing a traceback at the next Ctrl+C), as an
+    exception is only a result to send back there."""
+    global _in_a_seed
+    _in_a_seed = True
+    try:
+        return one_seed(seed)
+    except SeedEnded as e:
+        os._exit(128 + e.args[0])
+    finally:
+        _in_a_seed = False
 
 
 def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: list[int],
@@ -126,16 +176,18 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
         per_seed = [one_seed(seed) for seed in seeds]
     else:
         threads = cores // jobs
+        interruptible = signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
         with ProcessPoolExecutor(jobs, mp_context=_seeds_context(),
-                                 initializer=torch.set_num_threads, initargs=(threads,)) as pool:
+                                 initializer=seed_process,
+                                 initargs=(threads, interruptible)) as pool:
             try:
-                per_seed = list(pool.map(one_seed, seeds))
+                per_seed = list(pool.map(partial(_seed_here, one_seed), seeds))
             except BrokenProcessPool:  # killed (out of memory, a signal): no traceback to show
                 raise TargetBenchError("a worker process died before its seed was done") from None
             except BaseException:  # interrupted: stop the seeds still training, not wait them out
                 pool.shutdown(wait=False, cancel_futures=True)
                 for worker in multiprocessing.active_children():
-                    os.kill(worker.pid, signal.SIGINT)
+                    os.kill(worker.pid, signal.SIGTERM)
                 raise
     targets = [target for target, _, _ in per_seed]
     reached = {name: [runs[name] for _, runs, _ in per_seed] for name in names}

@@ -368,10 +368,12 @@ def test_seeds_trained_side_by_side_give_what_one_after_another_gives(tmp_path):
 
 
 @TWO_CORES
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_a_stop_signal_to_the_parent_alone_stops_the_seeds_processes(tmp_path, sig):
     """Not the terminal's Ctrl+C, which reaches every process: `kill` names only the parent,
-    and its seed processes must not train on (or hold it) for minutes, nor leave run folders."""
+    and its seed processes must not train on (or hold it) for minutes, nor leave run folders.
+    Killed with `kill -9`, the parent cannot stop them: the fork server and the seeds trained
+    on, orphans, until killed by hand."""
     mark = f"minimind-test-{uuid.uuid4()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "minimind_tui", "bench", "--preset", "tiny", "--recipes", "wsd",
@@ -397,8 +399,9 @@ def test_a_stop_signal_to_the_parent_alone_stops_the_seeds_processes(tmp_path, s
                 break
         proc.send_signal(sig)
         proc.wait(timeout=60)
-        assert proc.returncode == 130, proc.stderr.read()
-        assert "interrupted before every seed had run" in proc.stderr.read()
+        if sig != signal.SIGKILL:
+            assert proc.returncode == 130, proc.stderr.read()
+            assert "interrupted before every seed had run" in proc.stderr.read()
         deadline = time.monotonic() + 30
         while marked():
             assert time.monotonic() < deadline, "a seed's process outlived its parent"
@@ -407,6 +410,33 @@ def test_a_stop_signal_to_the_parent_alone_stops_the_seeds_processes(tmp_path, s
     finally:  # a failure here must not leave processes training on
         for pid in marked():
             os.kill(pid, signal.SIGKILL)
+
+
+@TWO_CORES
+def test_ctrl_c_while_the_fork_server_starts_ends_bench_in_one_line(tmp_path):
+    """The terminal's Ctrl+C reaches every process of its group: the fork server, still
+    importing torch, printed a traceback after bench's own one-line report."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "minimind_tui", "bench", "--preset", "tiny", "--recipes", "wsd",
+         "--steps", "2000", "--seeds", "1,2", "--jobs", "2"], stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not any(b"forkserver" in p.read_bytes() for p in Path("/proc").glob("*/cmdline")
+                  if _in_group(p.parent, proc.pid)):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl+C: bench and its fork server alike
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert err.splitlines()[-1] == ("minimind-tui bench: interrupted before every seed had run; "
+                                    "nothing to report")
+
+
+def _in_group(proc_dir: Path, group: int) -> bool:
+    try:
+        return os.getpgid(int(proc_dir.name)) == group
+    except (ValueError, OSError):
+        return False
 
 
 def test_time_to_target_refuses_unknown_recipes_and_missing_validation(capsys):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minimind.event_text import with_hint
+from minimind.parent_death import signal_on_parent_death
 from minimind.run_folder import RunBusy, RunFolder
 from minimind.settings import RunSettings
 from minimind_tui.cli import exit_codes
@@ -135,13 +136,10 @@ def stop_with_the_launcher(handler: Callable[[int, object], None]) -> None:
     on, unseen, holding the folder. A signal of its own, as it may come more than once (once
     for each of the dying launcher's threads the rank passes to), and more than once must not
     abort without a checkpoint as a second SIGTERM does."""
-    if sys.platform != "linux" or "TORCHELASTIC_RUN_ID" not in os.environ:
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
         return
-    import ctypes
-
     signal.signal(LAUNCHER_GONE, handler)
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(LAUNCHER_GONE))
+    signal_on_parent_death(LAUNCHER_GONE)
 
 
 def wait_for_start(child: ChildProcess, folder: RunFolder) -> bool | None:
