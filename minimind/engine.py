@@ -110,8 +110,10 @@ class Trainer:
         except NonFiniteError as e:
             return self._finish("failed", str(e), cause="runtime", hint=NAN_HINT)
         except CheckpointWriteError as e:
+            again = ("resume" if self.last_saved_step is not None
+                     else "start it again with --overwrite 1 (no checkpoint was saved to resume)")
             return self._finish("failed", str(e), cause="runtime",
-                                hint="free some space (or fix the folder), then resume")
+                                hint=f"free some space (or fix the folder), then {again}")
         except OSError as e:
             if e.filename is None:
                 return self._finish("failed", f"{type(e).__name__}: {e}", cause="runtime",

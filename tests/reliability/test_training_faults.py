@@ -214,6 +214,29 @@ def test_a_resume_that_fails_before_its_first_step_names_the_step_it_stands_at(
     assert result.reason.endswith("config.toml: no space left on device")
 
 
+@pytest.mark.parametrize("earlier", [False, True])
+def test_a_refused_save_says_how_to_go_on(tiny_settings, monkeypatch, earlier):
+    """With no checkpoint saved before it, the failure said "then resume", which the folder
+    then refused: there was nothing to resume."""
+    import errno
+
+    from minimind import engine
+
+    save = engine.save_checkpoint
+
+    def full_from_step_4(weights_path, **kwargs):
+        if kwargs["progress"]["step"] >= 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(weights_path))
+        return save(weights_path, **kwargs)
+
+    monkeypatch.setattr(engine, "save_checkpoint", full_from_step_4)
+    result, _ = run(tiny_settings(max_steps=6, save_interval=2 if earlier else 4))
+    assert (result.status, result.step) == ("failed", 4)
+    assert result.hint == ("free some space (or fix the folder), then " + (
+        "resume" if earlier else
+        "start it again with --overwrite 1 (no checkpoint was saved to resume)"))
+
+
 def test_a_metrics_pipe_nobody_reads_never_holds_the_run(tiny_settings, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
