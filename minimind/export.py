@@ -22,7 +22,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,8 @@ from .checkpoint_reader import Checkpoint, lora_base
 from .folder_lock import LockHeld, lock_folder
 from .export_destination import (EXPORT_FILES, TOKENIZER_FILES, ExportError,
                                  check_an_earlier_export, check_destination,
-                                 check_not_the_source, check_only_an_export)
+                                 check_not_the_source, check_only_an_export,
+                                 finish_an_interrupted_replace, replaced_folder)
 from .hf_architectures import REMOTE_CODE, REMOTE_CODE_AUTO_MAP, hf_files
 from .meter import NonFiniteError
 from .model import MiniMindForCausalLM
@@ -91,7 +91,7 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
     if bad := first_non_finite(weights):
         raise ExportError(f"{bad} does not fit {str(dtype).removeprefix('torch.')} (it turns "
                           "inf): export as float32 or bfloat16")
-    with _staging_folder(out) as staging:
+    with _staging_folder(out, overwrite) as staging:
         try:
             try:
                 _write_folder(staging, config_dict, weights, files, source.tokenizer_dir,
@@ -114,12 +114,13 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
 
 
 @contextlib.contextmanager
-def _staging_folder(out: Path) -> Iterator[Path]:
+def _staging_folder(out: Path, overwrite: bool) -> Iterator[Path]:
     """`<out>.partial`, the folder beside `out` an export is built in, locked for this export.
     A fixed name: transformers keeps a copy of remote code per folder name, so a random one
     would leave a new copy behind on every export. What an interrupted export left there is
     cleared; a folder of anything else, or one another export is building, is refused (both
-    were deleted)."""
+    were deleted). An export killed while it replaced an earlier one is finished first
+    (`finish_an_interrupted_replace`): the earlier one back in place needs --overwrite again."""
     staging = out.with_name(f"{out.name}.partial")
     if staging.is_symlink() or (staging.exists() and not staging.is_dir()):
         raise ExportError(f"{staging}: in the way: the export is built in a folder of that "
@@ -139,6 +140,10 @@ def _staging_folder(out: Path) -> Iterator[Path]:
     except OSError as e:
         raise ExportError(f"{out}: cannot write the export there ({e.strerror or e})") from None
     try:
+        if finish_an_interrupted_replace(out) and not overwrite:
+            raise ExportError(f"{out}: an export killed while it replaced this folder had left "
+                              f"the earlier export in {replaced_folder(out).name}; it is back in "
+                              "place (pass --overwrite to replace it)")
         try:
             for leftover in staging.iterdir():
                 if leftover.name != LOCK_FILE:
@@ -258,10 +263,15 @@ def _move_into_place(staging: Path, out: Path) -> None:
         os.rename(staging, out)
         return
     check_only_an_export(out, exported={p.name for p in staging.iterdir()})
-    old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
-    os.rename(out, old / out.name)
-    os.rename(staging, out)
-    shutil.rmtree(old)
+    replaced = replaced_folder(out)
+    try:
+        os.rename(out, replaced)
+        os.rename(staging, out)
+    except BaseException:  # Ctrl+C or a refusal between the two: the earlier export stays
+        if replaced.exists() and not out.exists():
+            os.rename(replaced, out)
+        raise
+    shutil.rmtree(replaced)  # a kill while it goes: the next export finishes it
 
 
 def _verify(model: MiniMindForCausalLM, folder: Path, dtype: torch.dtype, architecture: str

@@ -6,6 +6,8 @@ of the same name, or the user's own files beside an export.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import zipfile
 from collections.abc import Collection
 from pathlib import Path
@@ -155,3 +157,28 @@ def check_an_earlier_export(target: Path) -> None:
                                   "yourself if it is an earlier export")
     raise ExportError(f"{target}: not a MiniMind weights file ({why}); refusing to replace it "
                       "even with --overwrite")
+
+
+def replaced_folder(out: Path) -> Path:
+    """Where --overwrite moves an earlier export for the moment the new one takes its place."""
+    return out.with_name(f"{out.name}.replaced")
+
+
+def finish_an_interrupted_replace(out: Path) -> bool:
+    """An export killed while it replaced an earlier one (between its two renames, or while the
+    earlier one was being removed) left that one in `replaced_folder(out)`: it goes back in
+    place where `out` is gone (True), and is removed where the new export took its place. A
+    folder of that name holding what no export writes is the user's: refused, untouched."""
+    replaced = replaced_folder(out)
+    if not (replaced.exists() or replaced.is_symlink()):
+        return False
+    foreign = (not replaced.is_dir() or replaced.is_symlink()
+               or any(p.is_dir() or p.name not in EXPORT_FILES for p in replaced.iterdir()))
+    if foreign:
+        raise ExportError(f"{replaced}: in the way: an export replacing {out.name} moves the "
+                          "earlier one to a folder of that name for a moment; move it away")
+    if out.exists() or out.is_symlink():
+        shutil.rmtree(replaced)
+        return False
+    os.rename(replaced, out)
+    return True

@@ -451,6 +451,48 @@ def test_the_staging_folder_beside_the_destination_is_never_the_users(tmp_path):
         os.close(held)
 
 
+def test_an_export_interrupted_while_it_replaced_another_loses_neither(tmp_path, monkeypatch):
+    """Ctrl+C between the two renames of --overwrite deleted the new export and left the
+    earlier one in a folder of a random name beside it (<out>.old-*/<out>), so <out> was gone;
+    a kill there, or while the earlier one was removed, left that folder for good."""
+    src, other = source(build(family="minimind2")), source(build(seed=1, family="minimind2"))
+    out = export_hf(src, tmp_path / "hf", verify=False).path
+    before = (out / "model.safetensors").read_bytes()
+    rename = os.rename
+
+    def interrupted(a, b):  # Ctrl+C once the earlier export has moved aside
+        if Path(a).name == "hf.partial":
+            raise KeyboardInterrupt
+        rename(a, b)
+
+    monkeypatch.setattr(os, "rename", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_hf(other, out, verify=False, overwrite=True)
+    monkeypatch.undo()
+    assert (out / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+    # Killed between the two: the next export puts the earlier one back, and asks again.
+    replaced = tmp_path / "hf.replaced"
+    os.rename(out, replaced)
+    with pytest.raises(ExportError, match=r"hf: an export killed while it replaced this folder "
+                                          r"had left the earlier export in hf.replaced; it is "
+                                          r"back in place \(pass --overwrite to replace it\)"):
+        export_hf(other, out, verify=False)
+    assert (out / "model.safetensors").read_bytes() == before and not replaced.exists()
+    # Killed while the earlier one was being removed: the next export removes the rest.
+    shutil.copytree(out, replaced)
+    (replaced / "model.safetensors").unlink()
+    export_hf(other, out, verify=False, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]
+    assert (out / "model.safetensors").read_bytes() != before
+    # A folder of the user's of that name is theirs.
+    replaced.mkdir()
+    (replaced / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"hf.replaced: in the way"):
+        export_hf(src, out, verify=False, overwrite=True)
+    assert (replaced / "notes.txt").read_text() == "keep me"
+
+
 def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
     """A MiniMind folder of `save_pretrained` has an export's file names: `export SP SP
     --overwrite` replaced the model it read with a Llama export, and so did an OUT that was a
