@@ -33,7 +33,7 @@ from .atomic import atomic_write_bytes, stale_temp_files
 from .checkpoint import weights_bytes
 from .checkpoint_reader import Checkpoint, lora_base
 from .folder_lock import LockHeld, lock_folder
-from .export_destination import (EXPORT_FILES, TOKENIZER_FILES, ExportError,
+from .export_destination import (EXPORT_FILES, TOKENIZER_FILES, ExportError, ExportWriteError,
                                  check_an_earlier_export, check_destination,
                                  check_not_the_source, check_only_an_export,
                                  finish_an_interrupted_replace, replaced_folder)
@@ -97,7 +97,7 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
                 _write_folder(staging, config_dict, weights, files, source.tokenizer_dir,
                               special_ids)
             except OSError as e:
-                raise ExportError(f"{out}: cannot write the export there "
+                raise ExportWriteError(f"{out}: cannot write the export there "
                                   f"({e.strerror or e})") from None
             diff, rounding = (_verify(source.model, staging, dtype, architecture) if verify
                               else (None, None))
@@ -105,7 +105,7 @@ def export_hf(source: Checkpoint, out: str | Path, *, dtype: torch.dtype = torch
             try:
                 _move_into_place(staging, out)
             except OSError as e:
-                raise ExportError(f"{out}: cannot move the export into place "
+                raise ExportWriteError(f"{out}: cannot move the export into place "
                                   f"({e.strerror or e})") from None
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -138,7 +138,8 @@ def _staging_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         raise ExportError(f"{out}: another export to it is running (it is building "
                           f"{staging})") from None
     except OSError as e:
-        raise ExportError(f"{out}: cannot write the export there ({e.strerror or e})") from None
+        raise ExportWriteError(f"{out}: cannot write the export there ({e.strerror or e})"
+                               ) from None
     try:
         if finish_an_interrupted_replace(out) and not overwrite:
             raise ExportError(f"{out}: an export killed while it replaced this folder had left "
@@ -232,7 +233,7 @@ def export_upstream(source: Checkpoint, out: str | Path, *, overwrite: bool = Fa
     except NonFiniteError as e:
         raise ExportError(f"{e}: the model does not fit float16, upstream's format") from None
     except OSError as e:
-        raise ExportError(f"{target}: cannot write there ({e.strerror or e})") from None
+        raise ExportWriteError(f"{target}: cannot write there ({e.strerror or e})") from None
 
 
 def upstream_save_weight(source: Checkpoint, merged: Path | None = None) -> str:

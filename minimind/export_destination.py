@@ -40,6 +40,11 @@ class ExportError(ValueError):
     """The source or destination is unusable; the message is one line naming the path and why."""
 
 
+class ExportWriteError(ExportError):
+    """The destination passed its checks, then refused the files (a full disk, a read-only
+    mount): a failure at run time, as a checkpoint's is, not a mistake in the command."""
+
+
 def check_destination(out: str | Path, overwrite: bool = False, *, upstream: bool = False
                       ) -> None:
     """Refuse an ``out`` that ``export_hf`` (``export_upstream`` with ``upstream``) could not

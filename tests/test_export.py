@@ -535,6 +535,29 @@ def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
     assert not (tmp_path / "x.pth").exists()
 
 
+@pytest.mark.parametrize("format", ["hf", "upstream"])
+def test_a_destination_that_refuses_the_files_is_a_failure_not_a_user_error(
+        tmp_path, capsys, monkeypatch, format):
+    """A full disk at OUT exited 2, "invalid input", where a full disk under a run is 1."""
+    import errno
+
+    build(family="minimind2").save_pretrained(tmp_path / "sp")
+    capsys.readouterr()
+
+    def full(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr("minimind.export._write_folder", full)
+    monkeypatch.setattr("minimind.export.atomic_write_bytes", full)
+    out = tmp_path / "out"
+    assert export_main([str(tmp_path / "sp"), str(out), "--format", format]) == 1
+    target = out / "pretrain_64.pth" if format == "upstream" else out
+    assert capsys.readouterr().err == (
+        f"minimind-tui export: failed: {target}: cannot write "
+        f"{'there' if format == 'upstream' else 'the export there'} (No space left on device)\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["sp"]
+
+
 @pytest.fixture
 def trained_run(tiny_settings) -> Path:
     """A run folder as training leaves it: config.toml, run.json, metrics, a checkpoint pair."""

@@ -4,8 +4,8 @@
     minimind-tui export pretrain_512.pth up --format upstream
     minimind-tui export out/sft/full_sft_768.pth hf/medical --lora lora/lora_medical_768.pth
 
-Exit 0 when written, 2 for a user error (one line on stderr), 1 when the written folder failed
-its own check (a defect worth reporting).
+Exit 0 when written, 2 for a user error (one line on stderr), 1 when the destination refused
+the files (a full disk) or the written folder failed its own check (a defect worth reporting).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from minimind.checkpoint import resume_path
     from minimind.checkpoint_reader import check_lora_base, read_checkpoint
     from minimind.export import ExportVerificationError, export_hf, export_upstream
-    from minimind.export_destination import ExportError, check_destination
+    from minimind.export_destination import ExportError, ExportWriteError, check_destination
+    from minimind.shown import shown_line
     from minimind.torchfile import CheckpointError
     from minimind.lora import LoRAError, load_lora, merge_lora
     from minimind.upstream import describe_config
@@ -110,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         result = export_hf(source, args.out, dtype=getattr(torch, args.dtype or "float32"),
                            remote_code=args.remote_code, verify=not args.no_verify,
                            overwrite=args.overwrite)
+    except ExportWriteError as e:
+        print(f"minimind-tui export: failed: {shown_line(str(e))}", file=sys.stderr)
+        return exit_codes.FAILED
     except (CheckpointError, ExportError) as e:
         return exit_codes.invalid(e, prog=PROG)
     except LoRAError as e:
