@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_
 
 import tomli_w
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
-                      ValidationError, ValidationInfo, field_validator)
+                      ValidationInfo, field_validator)
 from pydantic_core import PydanticCustomError
 
 from minimind.atomic import atomic_write_bytes
@@ -42,6 +42,9 @@ _CHAT_DATA = {"data_path": "builtin:shakespeare-chat"}
 STAGE_DEFAULTS = {"sft": {"save_weight": "full_sft", **_CHAT_DATA}, "lora": _CHAT_DATA}
 DATA_FIELDS = ("data_path", "val_data_path")  # the train fields that name a data file
 LORA_FIELDS = ("lora_name", "lora_rank")  # the train fields only a lora run may set
+# The model fields only an MoE model may set.
+MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
+              "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
 WIDEST_FEED_FORWARD = 1 << 18
 """16x the widest hidden_size. Sizes need a ceiling the model can be built at: an
 intermediate_size of 2^52 overflowed torch's tensor sizes, and (for the experts' ceiling of
@@ -368,6 +371,7 @@ class RunSettings(BaseModel):
     def from_toml(cls, path: str | Path, overrides: dict[str, dict[str, Any]] | None = None
                   ) -> RunSettings:
         from minimind.settings_file import read_toml
+        from minimind.settings_moves import merge
 
         return cls.parse(merge(read_toml(path), overrides or {}))
 
@@ -401,58 +405,6 @@ class RunSettings(BaseModel):
         if self.train.stage == "lora":
             return lora_weights_name(self.train.lora_name, self.model.hidden_size)
         return weights_name(self.train.save_weight, self.model.hidden_size, self.model.use_moe)
-
-
-def merge(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
-          ) -> dict[str, dict[str, Any]]:
-    """Field-by-field override of a nested settings dict (neither input is modified). A stage
-    the overrides change brings its defaults to the base's fields that held the old stage's
-    (`stage_moves`), unless the overrides set those too: `--preset out/tiny/config.toml
-    --stage sft` wrote pretrain_128.pth, the record's save_weight."""
-    merged = {section: dict(base.get(section, {})) for section in SECTIONS}
-    for section, values in overrides.items():
-        merged.setdefault(section, {}).update(values)
-    before, after = (table.get("stage", "pretrain") for table in (base.get("train", {}),
-                                                                  merged["train"]))
-    given = overrides.get("train", {})
-    merged["train"].update({name: value for name, value
-                            in stage_moves(base.get("train", {}), before, after).items()
-                            if name not in given})
-    return merged
-
-
-def stage_moves(train: dict[str, Any], before: Any, after: Any) -> dict[str, Any]:
-    """What a change of stage brings to a raw train table: the new stage's defaults (full_sft
-    for sft's save_weight) and its kind of bundled data, in each field holding the old
-    stage's; a value chosen otherwise stays, but for one the new stage cannot take, which goes
-    back to its default: a pretraining preset's packing, a lora run's name and rank. Nothing
-    for a stage that is no stage."""
-    if before == after or before not in STAGES or after not in STAGES:
-        return {}
-    from minimind.data.corpus import builtin_for_stage  # reads no file; numpy, not torch
-
-    moved = {name: to for name in DATA_FIELDS
-             if isinstance(train.get(name), str) and (to := builtin_for_stage(train[name], after))}
-    for name in {*STAGE_DEFAULTS.get(before, {}), *STAGE_DEFAULTS.get(after, {})}:
-        old, new = stage_default(before, name), stage_default(after, name)
-        if old != new and train.get(name) == old:
-            moved[name] = new
-    cannot = (("packing",) if after != "pretrain" else ()) + (LORA_FIELDS if after != "lora"
-                                                              else ())
-    for name in cannot:
-        default = stage_default(after, name)
-        if name in train and _set_otherwise(name, train[name], default):
-            moved[name] = default
-    return moved
-
-
-def _set_otherwise(name: str, raw: Any, default: Any) -> bool:
-    """Whether a raw train value (a form's "8", a flag's "0") is another valid value than
-    `default`; one of no valid value stays, for the rules to name."""
-    try:
-        return field_type(TrainSettings, name).validate_python(raw) != default
-    except ValidationError:
-        return False
 
 
 def field_type(model_cls: type[BaseModel], name: str) -> TypeAdapter[Any]:

@@ -15,11 +15,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from minimind.family import family_defaults, shape_problems
-from minimind.settings import (LORA_FIELDS, SECTIONS, ModelSettings, Problem, RunSettings,
-                               TrainSettings, field_type, with_stage_defaults)
-
-_MOE_FIELDS = ("n_routed_experts", "num_experts_per_tok", "n_shared_experts",
-               "moe_intermediate_size", "aux_loss_alpha", "seq_aux", "norm_topk_prob")
+from minimind.settings import (LORA_FIELDS, MOE_FIELDS, SECTIONS, ModelSettings, Problem,
+                               RunSettings, TrainSettings, field_type, with_stage_defaults)
 
 
 def validate(data: dict[str, Any], changed: Collection[str] = ()
@@ -149,7 +146,7 @@ def cross_field_problems(s: RunSettings) -> list[Problem]:
         bad(loc, shape.message, *related)
     if not m.use_moe:
         defaults = ModelSettings()
-        for name in _MOE_FIELDS:
+        for name in MOE_FIELDS:
             if getattr(m, name) != getattr(defaults, name):
                 bad(f"model.{name}", "only applies when use_moe is on", "model.use_moe")
     if t.max_seq_len > m.max_position_embeddings:

@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerState
 from minimind.event_text import describe
 from minimind.events import Event, LogMessage
 from minimind.runs import runs_below_text, runs_root
-from minimind.settings import merge
+from minimind.settings_moves import merge
 from minimind.shown import printable_path
 from minimind_tui.cli.exit_codes import of_run
 from minimind_tui.palette import MiniMindCommands

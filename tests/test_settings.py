@@ -377,6 +377,29 @@ def test_a_stage_given_over_a_preset_brings_its_defaults(tmp_path):
         load_settings(str(lora_record), {"train": {"stage": "sft", "lora_rank": "4"}})
 
 
+def test_a_switch_moved_over_a_preset_takes_back_what_only_its_old_value_used(tmp_path):
+    """`--preset <a wsd run>/config.toml --from_resume 1 --lr_schedule cosine` was refused,
+    "decay_fraction only applies when lr_schedule is wsd": the record's own decay_fraction,
+    which no flag had set. A value given with the switch is still refused."""
+    record = load_settings("tiny", {
+        "train": {"lr_schedule": "wsd", "decay_fraction": 0.3, "optimizer": "muon",
+                  "muon_lr": 0.02},
+        "model": {"use_moe": True, "n_routed_experts": 8, "aux_loss_alpha": 0.05}}
+    ).save_toml(tmp_path / "config.toml")
+    moved = load_settings(str(record), {"train": {"lr_schedule": "cosine", "optimizer": "adamw"},
+                                        "model": {"use_moe": "0"}})
+    defaults = load_settings("tiny")
+    assert (moved.train.decay_fraction, moved.train.muon_lr) == (
+        defaults.train.decay_fraction, defaults.train.muon_lr)
+    assert (moved.model.n_routed_experts, moved.model.aux_loss_alpha) == (
+        defaults.model.n_routed_experts, defaults.model.aux_loss_alpha)
+    kept = load_settings(str(record), {"train": {"lr_schedule": "wsd"}}).train  # not moved
+    assert (kept.decay_fraction, kept.muon_lr) == (0.3, 0.02)
+    with pytest.raises(SettingsError, match="train.decay_fraction: only applies when "
+                                            "lr_schedule is wsd"):
+        load_settings(str(record), {"train": {"lr_schedule": "cosine", "decay_fraction": "0.3"}})
+
+
 def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):
     """With the default stage standing in, `--stage LoRA` also said the chat data was no
     pretraining data, and to use builtin:shakespeare."""

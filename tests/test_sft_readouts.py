@@ -248,6 +248,14 @@ async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
         await pilot.pause()
         assert save_weight.raw == "mine" and data[0].raw == "chat.jsonl"
         assert configure._draft.weights_name() == "mine_128.pth"
+        # A schedule moved off wsd takes its decay_fraction back, as the command line does.
+        configure.set_fields({"train.lr_schedule": "wsd", "train.decay_fraction": 0.3})
+        await pilot.pause()
+        configure.set_fields({"train.lr_schedule": "cosine"})
+        await pilot.pause()
+        await pilot.pause()
+        assert configure.form.fields["train.decay_fraction"].raw == "0.2"
+        assert not [p for p in configure.problems if p.loc == "train.decay_fraction"]
 
 
 def test_inspection_counts_conversations_whose_reply_lies_past_the_cut(tmp_path):

@@ -17,9 +17,9 @@ from minimind.atomic import file_in_the_way, in_the_way
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError,
-                               merge, without_consent)
+from minimind.settings import SECTIONS, Problem, RunSettings, SettingsError, without_consent
 from minimind.settings_file import read_tables
+from minimind.settings_moves import merge
 from minimind.settings_rules import validate
 from minimind.shown import printable_path
 

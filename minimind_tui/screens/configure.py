@@ -19,8 +19,8 @@ from minimind.environment import validate_for_start
 from minimind.resume_check import resume_start_step
 from minimind.run_files import CONFIG_FILE
 from minimind.runs import runs_root
-from minimind.settings import (DATA_FIELDS, ModelSettings, Problem, RunSettings, SettingsError,
-                               stage_moves)
+from minimind.settings import DATA_FIELDS, ModelSettings, Problem, RunSettings, SettingsError
+from minimind.settings_moves import stage_moves, switch_moves
 from minimind_tui.form.schema import field_specs, form_data, settings_values
 from minimind_tui.form.presets import (bundled_preset_dir, is_user_preset, list_presets,
                                        preset_data, preset_label, preset_settings, preset_tables,
@@ -139,7 +139,7 @@ class ConfigureScreen(StyledOnce, Screen[None]):
         raw = form.raw_values()
         if raw == self._validated and not force:  # widgets report their initial values too
             return
-        if self._follow_stage(raw):
+        if self._follow_changes(raw):
             return  # the fields set report a change of their own
         self._validated = raw
         changed = form.mark_changed(self.baseline)
@@ -152,15 +152,19 @@ class ConfigureScreen(StyledOnce, Screen[None]):
         self._update_start()
         self._refresh_readouts(self._draft)
 
-    def _follow_stage(self, raw: dict[str, Any]) -> bool:
+    def _follow_changes(self, raw: dict[str, Any]) -> bool:
         """A new stage brings its defaults (full_sft_<h>.pth) and its kind of bundled data to
-        the fields holding the old stage's (`stage_moves`); a value the user chose stays. True
-        if any moved."""
+        the fields holding the old stage's (`stage_moves`); a value the user chose stays. A
+        switch moved off the value some fields need takes them back to their defaults
+        (`switch_moves`: cosine after wsd, its decay_fraction). True if any moved."""
+        before = self._validated or {}
         train = {loc.removeprefix("train."): value for loc, value in raw.items()
                  if loc.startswith("train.")}
-        moved = stage_moves(train, (self._validated or {}).get("train.stage"),
-                            raw.get("train.stage"))
-        self.set_fields({f"train.{name}": value for name, value in moved.items()})
+        moved = {f"train.{name}": value for name, value
+                 in stage_moves(train, before.get("train.stage"), raw.get("train.stage")).items()}
+        for section, values in switch_moves(_sections(before), _sections(raw)).items():
+            moved.update({f"{section}.{name}": value for name, value in values.items()})
+        self.set_fields(moved)
         return bool(moved)
 
     def _update_start(self, _phase: str | None = None) -> None:
@@ -408,3 +412,11 @@ def _scan_args(settings: RunSettings) -> tuple[str, str, str, int]:
     t = settings.train
     return t.data_path, t.tokenizer_path, t.stage, t.max_seq_len
 
+
+def _sections(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A form's raw values by loc ("train.lr_schedule") as sections of raw values."""
+    sections: dict[str, dict[str, Any]] = {}
+    for loc, value in raw.items():
+        section, _, name = loc.partition(".")
+        sections.setdefault(section, {})[name] = value
+    return sections
