@@ -230,13 +230,14 @@ def worker_socket_problem() -> str | None:
             "set TMPDIR to a shorter folder (such as /tmp), or num_workers to 0")
 
 
-def validate_for_start(data: dict[str, Any], changed: Collection[str] = ()
+def validate_for_start(data: dict[str, Any], changed: Collection[str] = (),
+                       altered: Collection[str] | None = None
                        ) -> tuple[RunSettings, list[Problem]]:
     """`validate`, then what this machine lacks: every problem a start would meet, at once.
     A field's own error hides what the machine would say about the default standing in; and
     as a resume is checked against every field, any error hides that check (it blamed a
     checkpoint named after a default: pretrain_512_resume.pth for an empty hidden_size)."""
-    settings, problems = validate(data, changed)
+    settings, problems = validate(data, changed, altered)
     invalid = {p.loc for p in problems}
     # A data file is read as the stage's kind: with the stage's default standing in for a bad
     # one, `--stage LoRA` told the user to switch to pretraining data.

@@ -356,13 +356,15 @@ class RunSettings(BaseModel):
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def parse(cls, data: dict[str, Any], changed: Collection[str] = ()) -> RunSettings:
+    def parse(cls, data: dict[str, Any], changed: Collection[str] = (),
+              altered: Collection[str] | None = None) -> RunSettings:
         """Validate nested `{"model": {...}, "train": {...}}` data or raise SettingsError with
         every problem. `changed` ("model.hidden_size", ...) are the fields the user set: a rule
-        broken by several fields is reported against the one they changed."""
+        broken by several fields is reported against the one they changed; `altered`, those
+        set to another value than the preset's (`settings_rules.validate`)."""
         from minimind.settings_rules import validate  # the rules need these models first
 
-        settings, problems = validate(data, changed)
+        settings, problems = validate(data, changed, altered)
         if problems:
             raise SettingsError(problems)
         return settings

@@ -19,11 +19,14 @@ from minimind.settings import (LORA_FIELDS, MOE_FIELDS, SECTIONS, ModelSettings,
                                RunSettings, TrainSettings, field_type, with_stage_defaults)
 
 
-def validate(data: dict[str, Any], changed: Collection[str] = ()
-             ) -> tuple[RunSettings, list[Problem]]:
+def validate(data: dict[str, Any], changed: Collection[str] = (),
+             altered: Collection[str] | None = None) -> tuple[RunSettings, list[Problem]]:
     """Settings and every problem in `data`, each rule run once: per-field errors, then the
     cross-field rules whose fields are all valid (so an invalid field does not hide an unrelated
-    rule, and does not trigger a false one). The settings are only meaningful without problems."""
+    rule, and does not trigger a false one). The settings are only meaningful without problems.
+    `changed`: the fields the user set, which a rule over several fields is reported against;
+    `altered` (by default `changed`): those set to another value than the preset's, which are
+    refused where they do nothing (`idle_given`), as the form marks them."""
     problems: list[Problem] = []
     sections: dict[str, BaseModel] = {}
     for name, model_cls in SECTIONS.items():
@@ -44,11 +47,37 @@ def validate(data: dict[str, Any], changed: Collection[str] = ()
                 {k: v for k, v in raw.items() if k not in bad and k in model_cls.model_fields})
     settings = RunSettings.model_construct(**sections)
     invalid = {p.loc for p in problems}
-    for problem in cross_field_problems(settings):
+    idle = idle_given(settings, changed if altered is None else altered)
+    for problem in [*cross_field_problems(settings), *idle]:
         involved = (problem.loc, *problem.related)
         if invalid.isdisjoint(involved):
             problems.append(_blame_changed(problem, changed))
     return settings, problems
+
+
+# Fields that act only where another setting lets them: (field, whether it acts, when it does).
+# A preset may carry them idle (tiny's eval_batches under --val_data_path ""); a value the user
+# gives there would be recorded and never used (`idle_given`).
+ACTS_ONLY = (
+    ("train.eval_batches", lambda t: bool(t.val_data_path.strip()), "val_data_path is set"),
+    ("train.sample_tokens", lambda t: bool(t.sample_prompts), "there are sample_prompts"),
+    ("train.sample_interval", lambda t: bool(t.sample_prompts), "there are sample_prompts"),
+    ("train.allow_data_change", lambda t: t.from_resume, "from_resume is on"),
+    ("train.node_rank", lambda t: t.nnodes > 1, "nnodes is more than 1"),
+    ("train.master_addr", lambda t: t.nnodes > 1, "nnodes is more than 1"),
+    ("train.master_port", lambda t: t.nnodes > 1, "nnodes is more than 1"),
+)
+
+
+def idle_given(s: RunSettings, altered: Collection[str]) -> list[Problem]:
+    """The fields the user set to a value of their own (`altered`) where they do nothing:
+    `--sample_tokens 9` without prompts, `--allow_data_change 1` without `--from_resume 1`
+    (most likely forgotten) ran as if not given, and recorded the value."""
+    out = []
+    for loc, acts, when in ACTS_ONLY:
+        if loc in altered and not acts(s.train):
+            out.append(Problem(loc, f"only applies when {when}"))
+    return out
 
 
 def type_values(section: str, values: dict[str, Any]) -> tuple[dict[str, Any], list[Problem]]:

@@ -130,7 +130,10 @@ ISSUE_ARGV = ["--use_moe", "0", "--packing", "0", "--flash_attn", "0",
               "--tie_word_embeddings", "0"]
 PINNED = {"issue": ISSUE_ARGV,  # the issue's command line: four switches off
           # found by this test: the form lists trackers in its own order, once each
-          "trackers": ["--report_to", "trackio", "tensorboard", "tensorboard"]}
+          "trackers": ["--report_to", "trackio", "tensorboard", "tensorboard"],
+          # a value where it does nothing: refused when given, kept when the preset's own
+          "idle": ["--val_data_path", "", "--eval_interval", "0", "--eval_batches", "8",
+                   "--sample_prompts", "--sample_tokens", "9"]}
 
 
 @settings(max_examples=6, deadline=None,
@@ -138,6 +141,7 @@ PINNED = {"issue": ISSUE_ARGV,  # the issue's command line: four switches off
 @given(data=st.data())
 @example(data="issue")
 @example(data="trackers")
+@example(data="idle")
 def test_the_dashboard_starts_the_run_no_ui_would(files, data):
     if isinstance(data, str):
         argv = ["--preset", "tiny", "--out_dir", str(files / data), *PINNED[data]]

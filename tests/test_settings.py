@@ -400,6 +400,32 @@ def test_a_switch_moved_over_a_preset_takes_back_what_only_its_old_value_used(tm
         load_settings(str(record), {"train": {"lr_schedule": "cosine", "decay_fraction": "0.3"}})
 
 
+def test_a_value_given_where_it_does_nothing_is_refused_by_name():
+    """`--sample_tokens 9` without prompts, `--eval_batches 3` without validation data,
+    `--allow_data_change 1` without `--from_resume 1`, `--master_port` on one machine: each ran
+    as if not given, and was recorded. A preset's own value there is no mistake of the user's
+    (tiny's eval_batches under `--val_data_path ""`), nor a flag repeating it."""
+    with pytest.raises(SettingsError) as refused:
+        load_settings("tiny", {"train": {
+            "sample_prompts": [], "sample_tokens": "9", "sample_interval": "1",
+            "val_data_path": "", "eval_interval": "0", "eval_batches": "3",
+            "allow_data_change": "1", "master_port": "1234", "master_addr": "10.0.0.1",
+            "node_rank": "0"}})
+    assert {(p.loc, p.message) for p in refused.value.problems} == {
+        ("train.sample_tokens", "only applies when there are sample_prompts"),
+        ("train.sample_interval", "only applies when there are sample_prompts"),
+        ("train.eval_batches", "only applies when val_data_path is set"),
+        ("train.allow_data_change", "only applies when from_resume is on"),
+        ("train.master_port", "only applies when nnodes is more than 1"),
+        ("train.master_addr", "only applies when nnodes is more than 1")}  # node_rank 0: none
+    quiet = load_settings("tiny", {"train": {"val_data_path": "", "eval_interval": "0",
+                                             "eval_batches": "8"}}).train  # tiny's own
+    assert quiet.eval_batches == 8
+    given = load_settings("tiny", {"train": {"nnodes": "2", "master_port": "1234",
+                                             "from_resume": "1", "allow_data_change": "1"}})
+    assert (given.train.master_port, given.train.allow_data_change) == (1234, True)
+
+
 def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):
     """With the default stage standing in, `--stage LoRA` also said the chat data was no
     pretraining data, and to use builtin:shakespeare."""

@@ -17,11 +17,13 @@ from minimind.atomic import file_in_the_way, in_the_way
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE
-from minimind.settings import SECTIONS, Problem, RunSettings, SettingsError, without_consent
+from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError, field_type,
+                               without_consent)
 from minimind.settings_file import read_tables
 from minimind.settings_moves import merge
-from minimind.settings_rules import validate
+from minimind.settings_rules import type_values, validate
 from minimind.shown import printable_path
+from minimind_tui.form.schema import settings_values
 
 DEFAULT_PRESET = "tiny"  # what the dashboard opens without --preset: trains anywhere in minutes
 
@@ -129,24 +131,46 @@ def load_settings(name_or_path: str | None,
                   overrides: dict[str, dict[str, Any]] | None = None) -> RunSettings:
     """A preset with the user's overrides laid over it; a rule broken by a preset value and an
     override together is reported against the override."""
-    overrides = overrides or {}
-    return RunSettings.parse(merge(preset_data(name_or_path), overrides), _changed(overrides))
+    overrides, base = overrides or {}, preset_data(name_or_path)
+    return RunSettings.parse(merge(base, overrides), _given(overrides),
+                             _altered(base, overrides))
 
 
 def load_start_settings(name_or_path: str | None,
                         overrides: dict[str, dict[str, Any]] | None = None) -> RunSettings:
     """`load_settings` for a run about to start here: also every problem this machine has with
     it (missing files, trackers, devices), all in one SettingsError."""
-    overrides = overrides or {}
-    settings, problems = validate_for_start(merge(preset_data(name_or_path), overrides),
-                                            _changed(overrides))
+    overrides, base = overrides or {}, preset_data(name_or_path)
+    settings, problems = validate_for_start(merge(base, overrides), _given(overrides),
+                                            _altered(base, overrides))
     if problems:
         raise SettingsError(problems)
     return settings
 
 
-def _changed(overrides: dict[str, dict[str, Any]]) -> set[str]:
+def _given(overrides: dict[str, dict[str, Any]]) -> set[str]:
     return {f"{section}.{name}" for section, values in overrides.items() for name in values}
+
+
+def _altered(base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
+             ) -> set[str]:
+    """The fields the overrides set to another value than the preset's, as the form marks
+    them against it: a flag that repeats the preset's value alters nothing ("8" is 8)."""
+    baseline = settings_values(base)
+    changed = set()
+    for section, values in overrides.items():
+        typed, _ = type_values(section, {name: value for name, value in values.items()
+                                         if name in SECTIONS[section].model_fields})
+        for name in values:
+            loc = f"{section}.{name}"
+            try:
+                same = typed[name] == field_type(SECTIONS[section], name).validate_python(
+                    baseline[loc])
+            except (KeyError, ValidationError):  # unknown, or no value: the rules say why
+                same = False
+            if not same:
+                changed.add(loc)
+    return changed
 
 
 MAX_NAME_BYTES = 200  # of 255: room for ".toml" and an atomic save's ".<name>.toml.<id>.tmp"
