@@ -426,6 +426,37 @@ def test_a_value_given_where_it_does_nothing_is_refused_by_name():
     assert (given.train.master_port, given.train.allow_data_change) == (1234, True)
 
 
+def test_a_presets_own_bad_value_names_the_file(tmp_path):
+    """`--preset wtype.toml` with `batch_size = "four"` said `train.batch_size: must be a whole
+    number`, naming neither the file nor a line, beside flags that might have said it."""
+    preset = tmp_path / "wtype.toml"
+    preset.write_text('[model]\nhidden_size = 64\n[train]\nbatch_size = "four"\n'
+                      'learning_rate = 3\n')
+    for load in (load_settings, load_start_settings):
+        with pytest.raises(SettingsError) as refused:
+            load(str(preset), {"train": {"max_steps": "x"}})
+        assert sorted(map(str, refused.value.problems))[:3] == [
+            f"train.batch_size: must be a whole number (in {preset})",
+            f"train.learning_rate: must be ≤ 1.0 (in {preset})",
+            "train.max_steps: must be a whole number"]  # the flag's own: no file
+    assert load_settings(str(preset), {"train": {"batch_size": "4", "learning_rate": "1e-3"}})
+
+
+def test_a_preset_holds_no_answer_for_one_launch(tmp_path):
+    """A hand-written preset with `overwrite = true` replaced the run in out_dir at every
+    launch, unasked; a saved preset and a run's config.toml leave these out."""
+    preset = tmp_path / "mine.toml"
+    preset.write_text("[model]\n[train]\noverwrite = true\nfrom_resume = false\n")
+    with pytest.raises(SettingsError, match=r"train.overwrite: in .*mine.toml: answers for one "
+                                            r"launch, so no preset holds it: give --overwrite 1"):
+        load_settings(str(preset))
+    preset.write_text("[model]\n[train]\nfrom_resume = false\n")  # a no is no answer
+    assert load_settings(str(preset)).train.from_resume is False
+    launch = tmp_path / "launch.toml"  # what a launcher hands its child, for that launch
+    load_settings("tiny", {"train": {"overwrite": "1"}}).save_toml(launch, for_one_launch=True)
+    assert load_settings(str(launch)).train.overwrite is True
+
+
 def test_a_bad_stage_hides_what_the_data_would_be_for_another(tmp_path):
     """With the default stage standing in, `--stage LoRA` also said the chat data was no
     pretraining data, and to use builtin:shakespeare."""

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from minimind.atomic import file_in_the_way, in_the_way
 from minimind.environment import validate_for_start
 from minimind.family import parameter_count
-from minimind.run_files import CONFIG_FILE
-from minimind.settings import (SECTIONS, Problem, RunSettings, SettingsError, field_type,
-                               without_consent)
+from minimind.run_files import CONFIG_FILE, LAUNCH_SETTINGS_FILE
+from minimind.settings import (CONSENT_FIELDS, SECTIONS, Problem, RunSettings, SettingsError,
+                               field_type, without_consent)
 from minimind.settings_file import read_tables
 from minimind.settings_moves import merge
 from minimind.settings_rules import type_values, validate
@@ -99,8 +99,19 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
         return {}
     path = resolve_preset(name_or_path)
     data = preset_tables(path)
-    if path.name == CONFIG_FILE and isinstance(data.get("train"), dict):
-        data["train"] = without_consent(data["train"])
+    train = data.get("train")
+    if not isinstance(train, dict) or path.name == LAUNCH_SETTINGS_FILE:  # for its one launch
+        return data
+    if path.name == CONFIG_FILE:
+        data["train"] = without_consent(train)
+        return data
+    # A preset is a template: one holding a yes to "replace the run in out_dir" gave it to
+    # every launch, unasked (a saved preset leaves these out; a hand-written one had them).
+    if given := [name for name in CONSENT_FIELDS if train.get(name, False) is not False]:
+        raise SettingsError([
+            Problem(f"train.{name}", f"in {path}: answers for one launch, so no preset holds "
+                                     f"it: give --{name} 1 with the command (the dashboard asks "
+                                     "at Start)") for name in given])
     return data
 
 
@@ -132,8 +143,11 @@ def load_settings(name_or_path: str | None,
     """A preset with the user's overrides laid over it; a rule broken by a preset value and an
     override together is reported against the override."""
     overrides, base = overrides or {}, preset_data(name_or_path)
-    return RunSettings.parse(merge(base, overrides), _given(overrides),
-                             _altered(base, overrides))
+    try:
+        return RunSettings.parse(merge(base, overrides), _given(overrides),
+                                 _altered(base, overrides))
+    except SettingsError as e:
+        raise SettingsError(_in_the_preset(e.problems, name_or_path, base, overrides)) from None
 
 
 def load_start_settings(name_or_path: str | None,
@@ -144,8 +158,29 @@ def load_start_settings(name_or_path: str | None,
     settings, problems = validate_for_start(merge(base, overrides), _given(overrides),
                                             _altered(base, overrides))
     if problems:
-        raise SettingsError(problems)
+        raise SettingsError(_in_the_preset(problems, name_or_path, base, overrides))
     return settings
+
+
+def _in_the_preset(problems: list[Problem], name_or_path: str | None,
+                   base: dict[str, dict[str, Any]], overrides: dict[str, dict[str, Any]]
+                   ) -> list[Problem]:
+    """A bad value the preset itself holds (no override replaced it) names the file: beside
+    a dozen flags, `train.batch_size: must be a whole number` left the user to guess which of
+    them, or the file, said "four"."""
+    if not name_or_path:
+        return problems
+    own = set()
+    for section, model_cls in SECTIONS.items():
+        table = {name: value for name, value in base.get(section, {}).items()
+                 if name not in overrides.get(section, {})}
+        try:
+            model_cls.model_validate(table)
+        except ValidationError as e:
+            own |= {f"{section}.{err['loc'][0]}" for err in e.errors() if err["loc"]}
+    path = resolve_preset(name_or_path)
+    return [Problem(p.loc, f"{p.message} (in {path})", p.related) if p.loc in own else p
+            for p in problems]
 
 
 def _given(overrides: dict[str, dict[str, Any]]) -> set[str]:
