@@ -18,6 +18,7 @@ from itertools import islice
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
@@ -37,7 +38,7 @@ from minimind.optim import apply_settings, build_optimizer, set_learning_rate
 from minimind.prepare import InputError, prepare
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE
 from minimind.schedule import learning_rate
-from minimind.settings import RunSettings
+from minimind.settings import RunSettings, TrainSettings
 from minimind.sinks import JsonlSink, Sink
 from minimind.status_sink import StatusSink
 from minimind.trackers import TrackerSink, tracker_sinks
@@ -280,7 +281,7 @@ class Trainer:
             tokens_seen=self.progress.tokens_seen, elapsed=self.progress.elapsed,
             origin_save=self.prep.origin_save))
         self._tell_the_folder()
-        for warning in plan_warnings(t, plan, self.progress.step):
+        for warning in plan_warnings(t, plan, self.progress.step, self._resumed_settings()):
             self.log(warning, "warning")
         if warning := memory_warning(s, model.num_parameters(), dist.device):
             self.log(warning, "warning")
@@ -312,6 +313,14 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         meter.add_step(grad_norm, lr, counts_as_nonfinite=self.scaler is None)
+
+    def _resumed_settings(self) -> TrainSettings | None:
+        """The train settings the checkpoint's run used, where this run resumes one."""
+        saved = (self.prep.resume or {}).get("settings", {}).get("train")
+        try:
+            return TrainSettings.model_validate(saved) if saved else None
+        except ValidationError:  # a record of an older version: nothing to compare
+            return None
 
     def _after_step(self, plan: Plan, meter: Meter) -> bool:
         """Log, evaluate and save as the intervals say; True when the run must stop now."""

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,12 @@ from minimind.atomic import atomic_write_bytes
 from minimind.checkpoint import resume_path, torch_bytes
 from minimind.engine import Trainer
 from minimind.event_text import describe
-from minimind.events import (CheckpointSaved, EvalResult, RunStarted, StepMetrics,
+from minimind.events import (CheckpointSaved, EvalResult, LogMessage, RunStarted, StepMetrics,
                              event_from_json)
 from minimind.flops import flops_per_token
 from minimind.model import MiniMindForCausalLM
 from minimind.run_status import read_status
+from minimind.schedule import learning_rate
 from minimind.sinks import QueueSink
 
 
@@ -229,10 +231,27 @@ def test_a_completed_run_extended_by_a_resume_trains_as_one_run(tiny_settings, t
     assert run(settings("split", 12, from_resume=True))[0].status == "completed"
     ww, ws = final_weights(settings("whole", 12)), final_weights(settings("split", 12))
     assert all(torch.equal(ww[k], ws[k]) for k in ww)
-    unevaluated = settings("unevaluated", 12, eval_interval=0, val_data_path="")
+    unevaluated = tiny_settings({"dropout": 0.1}, out_dir=str(tmp_path / "unevaluated"),
+                                max_steps=12, save_interval=3)
     assert run(unevaluated)[0].status == "completed"
     wu = final_weights(unevaluated)
     assert all(torch.equal(ww[k], wu[k]) for k in ww)
+
+
+def test_a_resume_that_takes_the_learning_rate_back_up_says_so(tiny_settings):
+    """A completed run extended by a resume schedules its rate over the new length: past its
+    decay, the rate went back up (0.0003 to 0.003 under wsd) with a warning that named only
+    the changed max_steps."""
+    settings = partial(tiny_settings, max_steps=4, save_interval=4, warmup_iters=0)
+    assert run(settings())[0].status == "completed"
+    result, events = run(settings(max_steps=8, from_resume=True))
+    assert result.status == "completed"
+    lr = settings().train.learning_rate
+    was, now = learning_rate(3, 4, lr), learning_rate(4, 8, lr)
+    assert [e.text for e in events if isinstance(e, LogMessage) and "goes back up" in e.text] == [
+        "the schedule now spans 8 steps (the checkpoint's run planned 4): the learning rate "
+        f"goes back up from {was:.3g} at step 4 to {now:.3g} at step 5, as if the run had been "
+        "planned this long from its start"]
 
 
 def test_the_first_log_after_a_resume_averages_the_steps_it_would_have(tiny_settings,

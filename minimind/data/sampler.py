@@ -94,12 +94,26 @@ def leave_stops_to_the_trainer(_worker_id: int) -> None:
         signal.signal(stop, signal.SIG_IGN)
 
 
-def plan_warnings(train: TrainSettings, plan: Plan, start_step: int) -> list[str]:
+def plan_warnings(train: TrainSettings, plan: Plan, start_step: int,
+                  resumed: TrainSettings | None = None) -> list[str]:
     """What the plan does that the settings do not say: a run that ends within its warmup, a
     wsd decay too short to take a step, steps smaller than the settings make them (too few
-    samples), or data that end it before max_steps (else the header's "steps: 2" is the only
-    hint)."""
+    samples), data that end it before max_steps (else the header's "steps: 2" is the only
+    hint), or a resume whose longer plan takes the learning rate back up (`resumed`: the
+    checkpoint's run's settings)."""
     warnings = []
+    if resumed is not None and 0 < start_step < plan.total_steps:
+        planned = planned_steps(plan.steps_per_epoch, resumed.epochs, resumed.max_steps)
+        was = learning_rate(start_step - 1, planned, resumed.learning_rate,
+                            resumed.warmup_iters, resumed.lr_schedule, resumed.decay_fraction)
+        now = learning_rate(start_step, plan.total_steps, train.learning_rate,
+                            train.warmup_iters, train.lr_schedule, train.decay_fraction)
+        if planned != plan.total_steps and now > 1.5 * was:
+            warnings.append(
+                f"the schedule now spans {plan.total_steps} steps (the checkpoint's run planned "
+                f"{planned}): the learning rate goes back up from {was:.3g} at step "
+                f"{start_step} to {now:.3g} at step {start_step + 1}, as if the run had been "
+                "planned this long from its start")
     if train.warmup_iters >= plan.total_steps > start_step:
         last = learning_rate(plan.total_steps - 1, plan.total_steps, train.learning_rate,
                              train.warmup_iters, train.lr_schedule, train.decay_fraction)
