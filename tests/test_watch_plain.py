@@ -120,6 +120,9 @@ def test_a_folder_without_a_run_waits_for_one_until_ctrl_c(tmp_path):
     watcher.send_signal(signal.SIGINT)
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 130 and out == "" and "Traceback" not in err
+    # Said, as a stopped run's 130 is said: a Ctrl+C that left the run training read as none.
+    assert err.splitlines()[-1] == "minimind-tui watch: stopped watching; watching never stops " \
+                                   "the run"
 
 
 def test_a_folder_not_made_yet_is_waited_for(tmp_path):

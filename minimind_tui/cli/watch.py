@@ -58,6 +58,7 @@ def plain(folder: Path) -> int:
     try:
         return follow(folder)
     except KeyboardInterrupt:  # Ctrl+C leaves the watcher; the run goes on
+        print(f"\n{PROG}: stopped watching; watching never stops the run", file=sys.stderr)
         return exit_codes.SIGNALLED
     except BrokenPipeError:  # `watch --plain DIR | head`: the reader has gone
         # Python would complain again when it flushes stdout at exit
