@@ -160,10 +160,10 @@ def run(settings):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_samples_do_not_change_training(tiny_settings, tmp_path, dtype):
     model = {"dropout": 0.1}  # dropout draws on the RNG that a careless sampler would consume
-    common = dict(max_steps=5, dtype=dtype, accumulation_steps=2, sample_tokens=8)
+    common = dict(max_steps=5, dtype=dtype, accumulation_steps=2)
     plain = tiny_settings(model, out_dir=str(tmp_path / "plain"), sample_prompts=[], **common)
     sampled = tiny_settings(model, out_dir=str(tmp_path / "sampled"), sample_interval=2,
-                            **common)
+                            sample_tokens=8, **common)
     (a, plain_events), (b, events) = run(plain), run(sampled)
     assert a.status == b.status == "completed"
     assert not any(isinstance(e, Sample) for e in plain_events)
