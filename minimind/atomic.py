@@ -36,10 +36,31 @@ def _umask() -> int:
     return mask
 
 
-def _open_temp(path: Path) -> tuple[BinaryIO, Path]:
+def _open_temp(path: Path, made: list[Path]) -> tuple[BinaryIO, Path]:
+    """A temporary file beside `path`, its folders made first (added to `made`, for
+    `remove_empty` to take back if the write fails)."""
+    made += missing_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     return os.fdopen(fd, "wb"), Path(tmp)
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and the folders above it that do not exist yet, innermost first."""
+    missing = []
+    for each in (folder, *folder.parents):
+        if each.exists():
+            break
+        missing.append(each)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """A failed write leaves no folder it made (an export to a full disk left an empty `up/`);
+    one something else has filled since stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _seal(f: BinaryIO, tmp: Path) -> None:
@@ -55,8 +76,8 @@ def _seal(f: BinaryIO, tmp: Path) -> None:
 def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """Write `path` through a binary file object; on success it replaces `path` at once, on any
     exception the temporary file is removed and `path` is untouched."""
-    path = Path(path)
-    f, tmp = _open_temp(path)
+    path, made = Path(path), []
+    f, tmp = _open_temp(path, made)
     try:
         yield f
         _seal(f, tmp)
@@ -65,6 +86,7 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(OSError):  # closing flushes, which a full disk refuses too
             f.close()
         tmp.unlink(missing_ok=True)
+        remove_empty(made)
         if isinstance(e, OSError) and e.filename is None:
             e.filename = str(path)  # a failed write or fsync names no file by itself
         raise
@@ -82,9 +104,10 @@ def atomic_write_many(files: dict[Path, bytes | memoryview]) -> None:
     the first rename, so a kill leaves the old set or the new one (the renames themselves
     follow each other within microseconds). Used for a checkpoint's weights + resume pair."""
     temps: list[tuple[Path, Path]] = []
+    made: list[Path] = []
     try:
         for path, data in files.items():
-            f, tmp = _open_temp(Path(path))
+            f, tmp = _open_temp(Path(path), made)
             temps.append((tmp, Path(path)))
             try:
                 f.write(data)
@@ -94,9 +117,11 @@ def atomic_write_many(files: dict[Path, bytes | memoryview]) -> None:
             tmp, path = temps[0]
             os.replace(tmp, path)
             temps.pop(0)
-    finally:
-        for tmp, _ in temps:  # only left when something failed
+    except BaseException:
+        for tmp, _ in temps:
             tmp.unlink(missing_ok=True)
+        remove_empty(made)
+        raise
     for folder in {Path(p).parent for p in files}:
         _fsync_dir(folder)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save
 
-from .atomic import atomic_write_bytes, stale_temp_files
+from .atomic import atomic_write_bytes, missing_folders, remove_empty, stale_temp_files
 from .checkpoint import weights_bytes
 from .checkpoint_reader import Checkpoint, lora_base
 from .folder_lock import LockHeld, lock_folder
@@ -131,6 +131,7 @@ def _staging_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         raise ExportError(f"{staging}: holds {', '.join(theirs[:3])}, which no export wrote; "
                           f"the export is built in a folder of that name beside {out.name}: "
                           "move it away")
+    made = missing_folders(out.parent)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock = lock_folder(staging)
@@ -138,6 +139,7 @@ def _staging_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         raise ExportError(f"{out}: another export to it is running (it is building "
                           f"{staging})") from None
     except OSError as e:
+        remove_empty(made)
         raise ExportWriteError(f"{out}: cannot write the export there ({e.strerror or e})"
                                ) from None
     try:
@@ -155,6 +157,7 @@ def _staging_folder(out: Path, overwrite: bool) -> Iterator[Path]:
         yield staging
     finally:
         os.close(lock)
+        remove_empty(made)  # a failed export's: a new OUT's folders are not left behind, empty
 
 
 def _write_folder(folder: Path, config_dict: dict, weights: dict[str, torch.Tensor],

@@ -538,19 +538,21 @@ def test_overwrite_replaces_only_what_this_tool_exported(tmp_path, capsys):
 @pytest.mark.parametrize("format", ["hf", "upstream"])
 def test_a_destination_that_refuses_the_files_is_a_failure_not_a_user_error(
         tmp_path, capsys, monkeypatch, format):
-    """A full disk at OUT exited 2, "invalid input", where a full disk under a run is 1."""
+    """A full disk at OUT exited 2, "invalid input", where a full disk under a run is 1; and
+    the folders made for the export stayed, empty."""
     import errno
 
     build(family="minimind2").save_pretrained(tmp_path / "sp")
     capsys.readouterr()
 
-    def full(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr("minimind.export._write_folder", full)
-    monkeypatch.setattr("minimind.export.atomic_write_bytes", full)
-    out = tmp_path / "out"
+    monkeypatch.setattr(os, "fsync", full)  # where a full disk refuses the upstream file
+    out = tmp_path / "out" / "deeper"
     assert export_main([str(tmp_path / "sp"), str(out), "--format", format]) == 1
+    monkeypatch.undo()
     target = out / "pretrain_64.pth" if format == "upstream" else out
     assert capsys.readouterr().err == (
         f"minimind-tui export: failed: {target}: cannot write "
