@@ -115,12 +115,18 @@ def _seeds_context() -> multiprocessing.context.BaseContext:
     return context
 
 
+SEED_END_SECONDS = 30.0
+"""How long an interrupted bench waits for each seed's process to end (its run stops at the next
+step, and its temporary folder goes)."""
+
+
 class SeedEnded(BaseException):
     """A seed's process was told to end: Ctrl+C, `kill`, or the kernel's SIGTERM when the
     process it came from died."""
 
 
 _in_a_seed = False  # in a seed's process: whether it is training one now
+_ending = False  # in a seed's process: told to end, and removing its run's folder
 
 
 def seed_process(threads: int, interruptible: bool) -> None:
@@ -135,6 +141,10 @@ def seed_process(threads: int, interruptible: bool) -> None:
 
 
 def _end_seed_process(signum: int, frame: object) -> None:
+    global _ending
+    if _ending:  # told again (bench's SIGTERM, then the kernel's as bench exits): the first
+        return  # is still removing the run's folder, which a second stop cut short
+    _ending = True
     if not _in_a_seed:  # between seeds, or after one: nothing to stop or remove
         os._exit(128 + signum)
     raise SeedEnded(signum)
@@ -186,8 +196,11 @@ def run_target_bench(base: RunSettings, recipes: list[str], steps: int, seeds: l
                 raise TargetBenchError("a worker process died before its seed was done") from None
             except BaseException:  # interrupted: stop the seeds still training, not wait them out
                 pool.shutdown(wait=False, cancel_futures=True)
-                for worker in multiprocessing.active_children():
+                workers = multiprocessing.active_children()
+                for worker in workers:
                     os.kill(worker.pid, signal.SIGTERM)
+                for worker in workers:  # each removes its run's folder as it ends
+                    worker.join(SEED_END_SECONDS)
                 raise
     targets = [target for target, _, _ in per_seed]
     reached = {name: [runs[name] for _, runs, _ in per_seed] for name in names}

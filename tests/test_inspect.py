@@ -15,7 +15,7 @@ from minimind.settings import RunSettings
 from minimind.tokenizer import load_tokenizer
 from minimind_tui.cli.inspect import main as inspect_main
 from minimind_tui.form.readouts import scan_data, steps_per_epoch, tokens_per_epoch
-from pilot_waits import inspected
+from pilot_waits import inspected, wait_until
 
 PAD = "<|endoftext|>"  # a special token: exactly one id (0) wherever it stands
 # Packed lengths (bos + text + eos, bos/eos not doubled): 5, 2, 8, 12.
@@ -243,10 +243,11 @@ async def test_screen_opens_from_the_data_field_and_shows_the_figures(tmp_path):
         await pilot.pause()
         # An invalid max_seq_len: refused, not inspected at a stand-in 512 without a word.
         configure.set_fields({"train.max_seq_len": "12x"})
-        await pilot.pause()
+        await wait_until(pilot, lambda: any(p.loc == "train.max_seq_len"
+                                            for p in configure.problems))
         app.clear_notifications()
         await pilot.press("f8")
-        await pilot.pause()
+        await wait_until(pilot, lambda: len(app._notifications) > 0)  # a fixed pause was short
         assert app.screen is configure
         [told] = app._notifications
         assert told.message.startswith("Fix train.max_seq_len: ") and "first" in told.message
