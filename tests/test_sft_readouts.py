@@ -248,6 +248,9 @@ async def test_the_forms_file_name_follows_the_stage_as_the_command_line_does():
         await pilot.pause()
         assert save_weight.raw == "mine" and data[0].raw == "chat.jsonl"
         assert configure._draft.weights_name() == "mine_128.pth"
+        # Back to pretraining: the packing sft took comes back (it stayed off, and the next
+        # run padded and cut every document).
+        assert configure.form.fields["train.packing"].raw is True
         # A schedule moved off wsd takes its decay_fraction back, as the command line does.
         configure.set_fields({"train.lr_schedule": "wsd", "train.decay_fraction": 0.3})
         await pilot.pause()

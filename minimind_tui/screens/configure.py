@@ -90,6 +90,9 @@ class ConfigureScreen(StyledOnce, Screen[None]):
         """Data scans by `data_key`: counting lines of a big file once per file is enough."""
         self._scanning: set[str] = set()
         self._validated: dict[str, Any] | None = None
+        self._taken: dict[str, tuple[Any, Any, Any]] = {}
+        """What a stage move replaced: loc -> (the stage left, its value there, the value
+        set), given back on a move back to that stage (`_follow_changes`)."""
         self._run_seen: tuple[int, bool] | None = None
         """The app's run (its id, and whether it had ended) when the form was last shown."""
         self._folders_changed = False
@@ -160,8 +163,16 @@ class ConfigureScreen(StyledOnce, Screen[None]):
         before = self._validated or {}
         train = {loc.removeprefix("train."): value for loc, value in raw.items()
                  if loc.startswith("train.")}
-        moved = {f"train.{name}": value for name, value
-                 in stage_moves(train, before.get("train.stage"), raw.get("train.stage")).items()}
+        left, now = before.get("train.stage"), raw.get("train.stage")
+        moved = {f"train.{name}": value for name, value in stage_moves(train, left, now).items()}
+        if moved or left != now:
+            # Back to a stage a move left: what it took there (tiny's packing, which sft
+            # turned off) comes back where the field still holds what the move set.
+            back = {loc: value for loc, (stage, value, set_to) in self._taken.items()
+                    if stage == now and loc not in moved and str(raw.get(loc)) == str(set_to)}
+            self._taken = {loc: taken for loc, taken in self._taken.items() if loc not in back}
+            self._taken.update({loc: (left, raw.get(loc), value) for loc, value in moved.items()})
+            moved.update(back)
         for section, values in switch_moves(_sections(before), _sections(raw)).items():
             moved.update({f"{section}.{name}": value for name, value in values.items()})
         self.set_fields(moved)
@@ -331,6 +342,7 @@ class ConfigureScreen(StyledOnce, Screen[None]):
     def _replace_values(self, values: dict[str, Any], baseline: dict[str, Any]) -> None:
         self.baseline = baseline
         self._validated = None  # the marks must follow the new baseline even if no value moved
+        self._taken = {}
         self.form.load(values)
 
     # -- the run to start from --------------------------------------------------------------
