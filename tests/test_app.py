@@ -558,6 +558,16 @@ async def test_failed_run_shows_the_error_and_the_form_is_usable(tmp_path):
 
 
 # -- history and plots -------------------------------------------------------------------------
+def test_spaces_around_a_text_change_no_field():
+    """A space typed into the empty tokenizer_path marked the field changed, while it still
+    meant the bundled tokenizer (the settings strip it)."""
+    from minimind_tui.form.schema import field_specs
+
+    spec = next(s for s in field_specs() if s.name == "tokenizer_path")
+    assert not spec.differs(" ", "") and not spec.differs(" model/ ", "model/")
+    assert spec.differs("model/", "") and spec.differs(" |", "")
+
+
 def test_downsampling_keeps_extrema_and_bounds_the_length():
     n = 100_000
     xs = list(range(n))

@@ -66,8 +66,12 @@ class FieldSpec:
         return True, raw
 
     def differs(self, raw: Any, baseline: Any) -> bool:
-        """Whether the widget's value differs from a baseline settings value (1e-3 == 0.001)."""
+        """Whether the widget's value differs from a baseline settings value (1e-3 == 0.001),
+        as `parse` reads it: spaces around a text are none of its value (a space typed into an
+        empty field marked it changed, while it still meant the default)."""
         shown = self.display(baseline)
+        if isinstance(raw, str) and isinstance(shown, str):
+            raw, shown = raw.strip(), shown.strip()
         if self.kind in ("int", "float") and raw and shown:
             try:
                 return float(raw) != float(shown)
