@@ -96,9 +96,10 @@ class RunSummary:
 
     def _steps(self) -> str:
         """"18/40", and for an ended run whose last steps were not saved (a second Ctrl+C, a
-        crash) where a resume starts: "18/40 (saved 14)"."""
+        crash) where a resume starts: "18/40 (saved 14)", or "(none saved)" where nothing
+        is to resume (a crash before its first log said "0/200" alone, as a run at its start)."""
         steps = f"{self.step:,}/{self.total_steps:,}" if self.total_steps else f"{self.step:,}"
-        if self.state in ("stopped", "failed", "crashed") and self.step != (self.saved_step or 0):
+        if self.state in ("stopped", "failed", "crashed") and self.step != self.saved_step:
             steps += f" (saved {self.saved_step:,})" if self.saved_step else " (none saved)"
         return steps
 

@@ -109,6 +109,18 @@ def test_runs_without_the_sorted_value_come_last_either_way(tmp_path):
         assert [run.name for run in sorted_runs(runs, "val_loss", reverse)] == order
 
 
+def test_a_run_that_ended_before_any_checkpoint_says_none_was_saved():
+    """Killed during its first save, before a log line: "crashed 0/200" read as a run at its
+    start, with something to resume."""
+    def steps(state, step, saved):
+        return RunSummary(Path("r"), "r", "", state, step=step, total_steps=200,
+                          saved_step=saved).cells()["step"]
+
+    assert steps("crashed", 0, None) == "0/200 (none saved)"
+    assert steps("crashed", 18, 14) == "18/200 (saved 14)"
+    assert steps("stopped", 14, 14) == "14/200" and steps("running", 0, None) == "0/200"
+
+
 def test_a_loss_ranks_runs_stage_by_stage():
     """An sft run's loss counts the replies of conversations, a pretraining run's the text: by
     best_val_loss, an sft run at 2.1 ranked between pretraining runs at 2.0 and 3.0."""
