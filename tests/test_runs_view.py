@@ -112,6 +112,8 @@ def test_runs_without_the_sorted_value_come_last_either_way(tmp_path):
 def test_a_run_that_ended_before_any_checkpoint_says_none_was_saved():
     """Killed during its first save, before a log line: "crashed 0/200" read as a run at its
     start, with something to resume."""
+    from minimind.runs import RunSummary
+
     def steps(state, step, saved):
         return RunSummary(Path("r"), "r", "", state, step=step, total_steps=200,
                           saved_step=saved).cells()["step"]
