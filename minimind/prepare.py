@@ -38,7 +38,7 @@ from minimind.lora import adapter_tensors, apply_lora
 from minimind.memory_estimate import states_problem
 from minimind.model import MiniMindForCausalLM
 from minimind.resume_check import (checkpoint_refusal, differences, fixed_changes,
-                                   missing_checkpoint, plan_problem, same_base)
+                                   missing_checkpoint, plan_problem, processes, same_base)
 from minimind.run_files import CONFIG_FILE, ERROR_FILE, METRICS_FILE, STATUS_FILE
 from minimind.run_folder import RunBusy, RunFolder, save_of
 from minimind.runs import started_from
@@ -375,7 +375,7 @@ def _resume_state(settings: RunSettings, path: Path, dist: distributed.DistInfo,
     # the user to change epochs or max_steps for nothing.
     if state["world_size"] != dist.world_size:
         raise InputError(f"train.from_resume: the checkpoint was written by "
-                         f"{state['world_size']} processes; resume with the same number "
+                         f"{processes(state['world_size'])}; resume with the same number "
                          f"(now {dist.world_size})")
     saved_data = state.get("data") or {}
     differs = [k for k in fingerprint if k in saved_data and saved_data[k] != fingerprint[k]]

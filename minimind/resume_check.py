@@ -153,7 +153,14 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     # An epoch's steps as the run counted them (the data may not change, nor the batch): with
     # data allowed to change, only the engine, which reads them, knows the plan.
     status = folder.status()
-    if status is None or status.checkpoint_step is None or t.allow_data_change:
+    if status is None or status.checkpoint_step is None:
+        return []
+    if status.world_size != settings.world_size():  # the data's shards, each rank's state
+        return [Problem("train.from_resume", f"the run in {t.out_dir} trained in "
+                                             f"{processes(status.world_size)}; resume it with "
+                                             f"as many (nproc_per_node × nnodes, now "
+                                             f"{settings.world_size()})")]
+    if t.allow_data_change:
         return []
     # (a run.json older than the field: the start its metrics.jsonl records)
     steps_per_epoch = status.steps_per_epoch or getattr(
@@ -168,3 +175,7 @@ def resume_start_step(t: TrainSettings) -> int:
     its run.json records it), 0 otherwise."""
     status = RunFolder(Path(t.out_dir).expanduser()).status() if t.from_resume else None
     return (status.checkpoint_step or 0) if status else 0
+
+
+def processes(count: int) -> str:
+    return f"{count} process" + ("" if count == 1 else "es")

@@ -768,6 +768,13 @@ def test_the_start_check_knows_whether_epochs_or_max_steps_end_the_resumed_run(t
     status = folder.status()
     folder.write_status(status.model_copy(update={"steps_per_epoch": 0}))
     assert problems(max_steps=10) == ([completed + "epochs to train on"], ["train.epochs"])
+    # Trained in two processes: the Start question offered a resume in one, which the run
+    # refused once launched.
+    folder.write_status(status.model_copy(update={"world_size": 2}))
+    assert problems(epochs=3) == ([f"train.from_resume: the run in {settings.train.out_dir} "
+                                   "trained in 2 processes; resume it with as many "
+                                   "(nproc_per_node × nnodes, now 1)"], [])
+    assert problems(epochs=3, nproc_per_node=2) == ([], [])
     folder.write_status(status)
     # With data allowed to change, only the engine (which reads them) knows the plan.
     assert problems(allow_data_change=True) == ([], [])
