@@ -278,6 +278,25 @@ def test_a_detach_interrupted_before_its_run_began_stops_the_run(tmp_path, sig):
     assert "started" not in err and RunFolder(out).state() != "running"
 
 
+def test_a_master_port_in_use_is_one_line_not_torchruns_traceback(tmp_path):
+    """Node 0 of a multi-node job could not listen on its port: torch's 45-line traceback and
+    exit 1. It also says what it waits for (it waited silently for the other nodes)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = cli("--no-ui", *FAST, "--max_steps", "2", "--out_dir", str(tmp_path / "run"),
+                   "--nproc_per_node", "2", "--nnodes", "2", "--master_port", str(port))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[-2:] == [
+        f"minimind-tui: node 0 of 2: waiting at 127.0.0.1:{port} until every node has started "
+        "this command with its own --node_rank",
+        f"minimind-tui: error: train.master_port: {port} is in use on this machine: choose "
+        "another"]
+
+
 def test_two_detached_launches_into_one_folder_train_the_survivors_settings(tmp_path):
     """Started together: one takes the folder's lock before writing anything, the other is
     refused, and the run trains with the settings of the launch that was not refused."""

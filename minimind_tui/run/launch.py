@@ -140,5 +140,9 @@ def exec_torchrun(train: TrainSettings, argv: list[str]) -> None:
     command = [*torchrun_command(train), "-m", "minimind_tui", *argv]
     print(f"minimind-tui: launching {train.nproc_per_node} processes per node: "
           f"{shlex.join(command)}", file=sys.stderr, flush=True)
+    if train.nnodes > 1:  # else the wait for the others said nothing for as long as it took
+        print(f"minimind-tui: node {train.node_rank} of {train.nnodes}: waiting at "
+              f"{train.master_addr}:{train.master_port} until every node has started this "
+              "command with its own --node_rank", file=sys.stderr, flush=True)
     sys.stdout.flush()
     os.execv(sys.executable, command)

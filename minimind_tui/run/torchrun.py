@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from torch.distributed import DistNetworkError
 from torch.distributed.elastic.multiprocessing import api as elastic_api
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -51,8 +52,16 @@ class _OwnFailureLines(logging.Filter):
 
 def _launch(argv: list[str] | None, rank_code: Path) -> int:
     logging.getLogger(elastic_api.__name__).addFilter(_OwnFailureLines())
+    args = parse_args(argv)
     try:
-        run(parse_args(argv))
+        run(args)
+    except DistNetworkError as e:  # the rendezvous, before any rank: a traceback of 45 lines
+        if "EADDRINUSE" in str(e):
+            return exit_codes.invalid(f"train.master_port: {args.master_port} is in use on "
+                                      "this machine: choose another")
+        print(f"minimind-tui: the nodes could not meet at {args.master_addr}:"
+              f"{args.master_port}: {str(e).splitlines()[0]}", file=sys.stderr, flush=True)
+        return exit_codes.FAILED
     except ChildFailedError as e:
         first, failures = e.get_first_failure()[0], sorted(e.failures.items())
         for rank, failure in failures:
