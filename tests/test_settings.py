@@ -450,7 +450,7 @@ def test_a_preset_holds_no_answer_for_one_launch(tmp_path):
     with pytest.raises(SettingsError, match=r"train.overwrite: in .*mine.toml: answers for one "
                                             r"launch, so no preset holds it: give --overwrite 1"):
         load_settings(str(preset))
-    preset.write_text("[model]\n[train]\nfrom_resume = false\n")  # a no is no answer
+    preset.write_text("[model]\n[train]\nfrom_resume = false\noverwrite = 0\n")  # a no is none
     assert load_settings(str(preset)).train.from_resume is False
     launch = tmp_path / "launch.toml"  # what a launcher hands its child, for that launch
     load_settings("tiny", {"train": {"overwrite": "1"}}).save_toml(launch, for_one_launch=True)

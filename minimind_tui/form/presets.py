@@ -18,7 +18,7 @@ from minimind.environment import validate_for_start
 from minimind.family import parameter_count
 from minimind.run_files import CONFIG_FILE, LAUNCH_SETTINGS_FILE
 from minimind.settings import (CONSENT_FIELDS, SECTIONS, Problem, RunSettings, SettingsError,
-                               field_type, without_consent)
+                               TrainSettings, field_type, without_consent)
 from minimind.settings_file import read_tables
 from minimind.settings_moves import merge
 from minimind.settings_rules import type_values, validate
@@ -107,12 +107,21 @@ def preset_data(name_or_path: str | None) -> dict[str, Any]:
         return data
     # A preset is a template: one holding a yes to "replace the run in out_dir" gave it to
     # every launch, unasked (a saved preset leaves these out; a hand-written one had them).
-    if given := [name for name in CONSENT_FIELDS if train.get(name, False) is not False]:
+    if given := [name for name in CONSENT_FIELDS if _says_yes(train.get(name, False), name)]:
         raise SettingsError([
             Problem(f"train.{name}", f"in {path}: answers for one launch, so no preset holds "
                                      f"it: give --{name} 1 with the command (the dashboard asks "
                                      "at Start)") for name in given])
     return data
+
+
+def _says_yes(raw: Any, name: str) -> bool:
+    """Whether a preset's raw consent value means yes (`0` and "false" are a no; a value of no
+    meaning is left to the rules to name)."""
+    try:
+        return field_type(TrainSettings, name).validate_python(raw) is True
+    except ValidationError:
+        return False
 
 
 def preset_tables(path: Path) -> dict[str, Any]:
