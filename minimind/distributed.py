@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from minimind.device import resolve_device
+from minimind.environment import launched_by_torchrun
 
 T = TypeVar("T")
 
@@ -34,10 +35,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def setup(device_setting: str) -> DistInfo:

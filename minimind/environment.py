@@ -230,6 +230,19 @@ def worker_socket_problem() -> str | None:
             "set TMPDIR to a shorter folder (such as /tmp), or num_workers to 0")
 
 
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def processes_launched(settings: RunSettings) -> int:
+    """The processes a run trains in: torchrun's count where torchrun launched this process (a
+    plain `torchrun --nproc_per_node 2 -m minimind_tui` leaves the setting at 1), else the
+    settings' (`nproc_per_node × nnodes`)."""
+    if launched_by_torchrun() and os.environ["WORLD_SIZE"].isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    return settings.world_size()
+
+
 def validate_for_start(data: dict[str, Any], changed: Collection[str] = (),
                        altered: Collection[str] | None = None
                        ) -> tuple[RunSettings, list[Problem]]:

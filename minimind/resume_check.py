@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from minimind.environment import as_the_run_took_it
+from minimind.environment import as_the_run_took_it, processes_launched
 from minimind.run_files import CONFIG_FILE, METRICS_FILE, resume_files, resume_name
 from minimind.run_folder import RunFolder
 from minimind.run_status import first_start
@@ -155,11 +155,10 @@ def resume_problems(settings: RunSettings) -> list[Problem]:
     status = folder.status()
     if status is None or status.checkpoint_step is None:
         return []
-    if status.world_size != settings.world_size():  # the data's shards, each rank's state
+    if status.world_size != (now := processes_launched(settings)):  # each rank's shard, state
         return [Problem("train.from_resume", f"the run in {t.out_dir} trained in "
                                              f"{processes(status.world_size)}; resume it with "
-                                             f"as many (nproc_per_node × nnodes, now "
-                                             f"{settings.world_size()})")]
+                                             f"as many (nproc_per_node × nnodes, now {now})")]
     if t.allow_data_change:
         return []
     # (a run.json older than the field: the start its metrics.jsonl records)

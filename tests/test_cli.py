@@ -1,5 +1,6 @@
 """The headless CLI as a user runs it: a real subprocess, real exit codes."""
 
+import contextlib
 import os
 import re
 import signal
@@ -270,12 +271,16 @@ def test_a_detach_interrupted_before_its_run_began_stops_the_run(tmp_path, sig):
         assert time.monotonic() < deadline and launcher.poll() is None, launcher.communicate()
         time.sleep(0.05)
     child = children[0]
-    launcher.send_signal(sig)  # the child is still importing: its run has not begun
-    _, err = launcher.communicate(timeout=120)
-    assert launcher.returncode == 130, err
-    assert f"the run in the background was stopped (pid {child.pid}" in err
-    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    assert "started" not in err and RunFolder(out).state() != "running"
+    try:
+        launcher.send_signal(sig)  # the child is still importing: its run has not begun
+        _, err = launcher.communicate(timeout=120)
+        assert launcher.returncode == 130, err
+        assert f"the run in the background was stopped (pid {child.pid}" in err
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        assert "started" not in err and RunFolder(out).state() != "running"
+    finally:  # a failure here must not leave a run training for the rest of the suite
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
 
 
 def test_a_master_port_in_use_is_one_line_not_torchruns_traceback(tmp_path):

@@ -157,17 +157,33 @@ def wait_for_start(child: ChildProcess, folder: RunFolder) -> bool | None:
 
 
 @contextmanager
-def _stop_signals_interrupt() -> Iterator[None]:
-    """SIGTERM as Ctrl+C while the launcher waits: either cancels the launch. A hang-up does
-    not: the terminal is gone, and a run that outlives it is what --detach asked for."""
+def _stop_signals_interrupt() -> Iterator[Callable[[], None]]:
+    """Ctrl+C and SIGTERM as KeyboardInterrupt while the launcher works: either cancels the
+    launch. Held while the launch is under way, and raised by the `released` this yields once
+    the child is known: one that came between the child's start and its return left the run
+    training on, unseen. A hang-up does not cancel: the terminal is gone, and a run that
+    outlives it is what --detach asked for. A signal this process ignores stays ignored."""
+    held: list[int] = []
+
+    def hold(signum: int, frame: object) -> None:
+        held.append(signum)
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    def released() -> None:
+        for sig in before:
+            signal.signal(sig, interrupt)
+        if held:
+            raise KeyboardInterrupt
+
+    before = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)
+              if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
-        yield
+        yield released
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _cancel(child: ChildProcess) -> int:
@@ -198,8 +214,9 @@ def start_detached(settings: RunSettings) -> int:
     out_dir = Path(settings.train.out_dir).expanduser()
     child = None
     try:
-        with _stop_signals_interrupt():
+        with _stop_signals_interrupt() as released:
             child = launch(settings, detached=True)
+            released()
             began = wait_for_start(child, RunFolder(out_dir))
     except RunBusy as e:
         return exit_codes.invalid(f"train.out_dir: {e}")

@@ -125,7 +125,7 @@ def _main(argv: list[str]) -> int:
 
 def _headless(settings: RunSettings, argv: list[str], preset: str | None, *,
               detach: bool) -> int:
-    from minimind.distributed import launched_by_torchrun
+    from minimind.environment import launched_by_torchrun
     from minimind_tui.run.launch import exec_torchrun, needs_torchrun
 
     if detach:
