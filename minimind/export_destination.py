@@ -109,15 +109,19 @@ def check_only_an_export(out: Path, exported: Collection[str]) -> None:
     evaluation results beside an earlier export are not ours to delete. ``exported``: the
     names this export writes (before it is written, `EXPORT_FILES`: checking subfolders alone
     then, a second refusal named the notes after the whole export had run again)."""
-    ours = {*exported, *REMOTE_CODE_FILES}
-    foreign = sorted(f"{p.name}/" if p.is_dir() else p.name for p in out.iterdir()
-                     if p.is_dir() or p.name not in ours)
-    if foreign:
+    if foreign := _not_an_exports(out, {*exported, *REMOTE_CODE_FILES}):
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
                                           else "")
         raise ExportError(f"{out}: holds files an export does not write ({shown}); --overwrite "
                           "replaces an earlier export, never other files: move them, or choose "
                           "another OUT")
+
+
+def _not_an_exports(folder: Path, ours: Collection[str]) -> list[str]:
+    """What `folder` holds that no export writes: subfolders (named with a `/`) and any file
+    not in `ours`."""
+    return sorted(f"{p.name}/" if p.is_dir() else p.name for p in folder.iterdir()
+                  if p.is_dir() or p.name not in ours)
 
 
 def _check_not_a_run(folder: Path) -> None:
@@ -177,9 +181,8 @@ def finish_an_interrupted_replace(out: Path) -> bool:
     replaced = replaced_folder(out)
     if not (replaced.exists() or replaced.is_symlink()):
         return False
-    foreign = (not replaced.is_dir() or replaced.is_symlink()
-               or any(p.is_dir() or p.name not in EXPORT_FILES for p in replaced.iterdir()))
-    if foreign:
+    if (not replaced.is_dir() or replaced.is_symlink()
+            or _not_an_exports(replaced, EXPORT_FILES)):
         raise ExportError(f"{replaced}: in the way: an export replacing {out.name} moves the "
                           "earlier one to a folder of that name for a moment; move it away")
     if out.exists() or out.is_symlink():
